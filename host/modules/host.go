@@ -1,0 +1,82 @@
+package modules
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-io/kedge/host/router"
+	"github.com/kedge-io/kedge/host/store"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// hostHandle is what a builtin module sees of the host: sdk.Host, bound to the module's name.
+type hostHandle struct {
+	name, node string
+	router     *router.Router
+	store      *store.Objects
+	logger     *slog.Logger
+	reg        prometheus.Registerer
+}
+
+var _ sdk.Host = (*hostHandle)(nil)
+
+func (h *hostHandle) Name() string     { return h.name }
+func (h *hostHandle) NodeName() string { return h.node }
+
+func (h *hostHandle) Send(ctx context.Context, to string, m sdk.Message) error {
+	m.Route.Source = h.name
+	return h.router.Send(ctx, to, m)
+}
+
+func (h *hostHandle) SendToGroup(ctx context.Context, group string, m sdk.Message) error {
+	m.Route.Source = h.name
+	return h.router.SendToGroup(ctx, group, m)
+}
+
+func (h *hostHandle) SendSync(ctx context.Context, to string, m sdk.Message, timeout time.Duration) (sdk.Message, error) {
+	m.Route.Source = h.name
+	return h.router.SendSync(ctx, to, m, timeout)
+}
+
+func (h *hostHandle) Reply(ctx context.Context, m sdk.Message) error {
+	m.Route.Source = h.name
+	return h.router.Reply(ctx, m)
+}
+
+func (h *hostHandle) Store() sdk.Store               { return h.store }
+func (h *hostHandle) Logger() *slog.Logger           { return h.logger }
+func (h *hostHandle) Metrics() prometheus.Registerer { return h.reg }
+
+// metrics are the manager's own, per module.
+type metrics struct {
+	up      *prometheus.GaugeVec
+	handled *prometheus.CounterVec
+	seconds *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kedge_module_up",
+			Help: "1 while the module runs."}, []string{"module"}),
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_module_handled_total",
+			Help: "Messages handled by the module, by result (ok, error)."}, []string{"module", "result"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kedge_module_handle_seconds",
+			Help:    "Time the module spent handling one message.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"module"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.up, m.handled, m.seconds)
+	}
+	return m
+}
+
+// wrapRegisterer labels everything a module registers with its name.
+func wrapRegisterer(reg prometheus.Registerer, module string) prometheus.Registerer {
+	if reg == nil {
+		return prometheus.NewRegistry() // collectors go nowhere, registration still works
+	}
+	return prometheus.WrapRegistererWith(prometheus.Labels{"module": module}, reg)
+}

@@ -1,0 +1,162 @@
+// Package modules turns the `modules:` section of a config into running modules: it decodes each
+// module's settings strictly, orders modules by their declared dependencies, and runs each one with
+// its own mailbox, delivery loop, store namespace, logger and metrics.
+package modules
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/kedge-io/kedge/host/config"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// Runtime says how a module is loaded.
+type Runtime string
+
+const (
+	Builtin Runtime = "builtin" // compiled into the host binary
+	Process Runtime = "process" // a plugin executable speaking gRPC
+	WASM    Runtime = "wasm"    // a sandboxed WebAssembly module
+)
+
+// Settings are the keys every module block has besides the module's own settings.
+type Settings struct {
+	Enable  *bool   `yaml:"enable" doc:"Run this module."`
+	Runtime Runtime `yaml:"runtime" doc:"How the module is loaded: builtin, process or wasm."`
+	Path    string  `yaml:"path" doc:"Plugin file (runtime process or wasm)."`
+	SHA256  string  `yaml:"sha256" doc:"Expected SHA-256 of the plugin file, checked before every launch."`
+}
+
+// hostKeys are decoded into Settings; the rest of a module block belongs to the module.
+var hostKeys = []string{"enable", "runtime", "path", "sha256"}
+
+// Planned is a module ready to start: its registration, its decoded settings and its value.
+type Planned struct {
+	Info     sdk.Info
+	Settings Settings
+	Module   sdk.Module
+}
+
+// Plan decodes the modules section (the subtree at "modules" of a config) against the registered
+// modules, and returns the enabled ones in start order. source names the config file in errors.
+func Plan(source string, tree map[string]any, ov *config.Overrides, registered []sdk.Info) ([]Planned, error) {
+	known := make(map[string]sdk.Info, len(registered))
+	for _, info := range registered {
+		known[info.Name] = info
+	}
+	section, _ := tree["modules"].(map[string]any)
+	if raw, ok := tree["modules"]; ok && raw != nil && section == nil {
+		return nil, &config.Error{Source: source, Key: "modules", Problem: fmt.Sprintf("expected a mapping of module names, got %T", raw)}
+	}
+	for _, name := range slices.Sorted(maps.Keys(section)) {
+		if _, ok := known[name]; !ok {
+			return nil, &config.Error{Source: source, Key: "modules." + name,
+				Problem: fmt.Sprintf("unknown module (modules in this build: %s)", strings.Join(slices.Sorted(maps.Keys(known)), ", "))}
+		}
+	}
+	var enabled []Planned
+	for _, info := range registered {
+		p, on, err := planOne(source, section, ov, info)
+		if err != nil {
+			return nil, err
+		}
+		if on {
+			enabled = append(enabled, p)
+		}
+	}
+	return order(source, enabled)
+}
+
+func planOne(source string, section map[string]any, ov *config.Overrides, info sdk.Info) (Planned, bool, error) {
+	at := "modules." + info.Name
+	block := map[string]any{}
+	if raw, ok := section[info.Name]; ok && raw != nil {
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return Planned{}, false, &config.Error{Source: source, Key: at, Problem: fmt.Sprintf("expected a mapping, got %T", raw)}
+		}
+		block = m
+	}
+	hostPart, modPart := map[string]any{}, map[string]any{}
+	for k, v := range block {
+		if slices.Contains(hostKeys, k) {
+			hostPart[k] = v
+		} else {
+			modPart[k] = v
+		}
+	}
+	s := Settings{Runtime: Builtin}
+	if err := config.Decode(source, map[string]any{"modules": map[string]any{info.Name: hostPart}}, at, ov, &s); err != nil {
+		return Planned{}, false, err
+	}
+	on := info.Enabled
+	if s.Enable != nil {
+		on = *s.Enable
+	}
+	mod := info.New()
+	// The module's settings are decoded even when it is disabled, so a typo never hides.
+	if err := config.Decode(source, map[string]any{"modules": map[string]any{info.Name: modPart}}, at, ov, mod); err != nil {
+		return Planned{}, false, err
+	}
+	switch s.Runtime {
+	case Builtin:
+	case Process, WASM:
+		if on {
+			return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime",
+				Problem: fmt.Sprintf("runtime %q is not available in this build yet; use builtin", s.Runtime)}
+		}
+	default:
+		return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime",
+			Problem: fmt.Sprintf("expected one of builtin, process, wasm, got %q", s.Runtime)}
+	}
+	return Planned{Info: info, Settings: s, Module: mod}, on, nil
+}
+
+// order sorts modules so each starts after the modules it requires (stable: registration order
+// otherwise), and rejects a requirement on a disabled module or a cycle.
+func order(source string, mods []Planned) ([]Planned, error) {
+	byName := make(map[string]Planned, len(mods))
+	for _, p := range mods {
+		byName[p.Info.Name] = p
+	}
+	const (
+		unvisited = iota
+		visiting
+		done
+	)
+	state := map[string]int{}
+	var out []Planned
+	var visit func(name string, path []string) error
+	visit = func(name string, path []string) error {
+		switch state[name] {
+		case done:
+			return nil
+		case visiting:
+			return &config.Error{Source: source, Key: "modules",
+				Problem: "dependency cycle: " + strings.Join(append(path, name), " -> ")}
+		}
+		state[name] = visiting
+		p := byName[name]
+		for _, req := range p.Info.Requires {
+			if _, ok := byName[req]; !ok {
+				return &config.Error{Source: source, Key: "modules." + name,
+					Problem: fmt.Sprintf("requires module %q, which is disabled or not in this build; enable it or disable %s", req, name)}
+			}
+			if err := visit(req, append(path, name)); err != nil {
+				return err
+			}
+		}
+		state[name] = done
+		out = append(out, p)
+		return nil
+	}
+	for _, p := range mods {
+		if err := visit(p.Info.Name, nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config is implemented by cloudcore's and edgecore's config structs; each embeds Base inline.
+type Config interface {
+	base() *Base
+	// Identity is the node name on the edge, the instance name in the cloud.
+	Identity() string
+}
+
+// Base is the part of the config both hosts share.
+type Base struct {
+	Log             LogConfig      `yaml:"log" doc:"Logging (log/slog)." cfg:"min"`
+	Admin           AdminConfig    `yaml:"admin" doc:"Health, readiness and Prometheus metrics over HTTP."`
+	Store           StoreConfig    `yaml:"store" doc:"The SQLite store: meta objects, module state and the upstream outbox." cfg:"min"`
+	ShutdownTimeout time.Duration  `yaml:"shutdownTimeout" doc:"Bound on a graceful shutdown; past it the process exits anyway."`
+	Mailbox         int            `yaml:"mailbox" doc:"Default mailbox capacity per module (messages); a full mailbox makes senders wait."`
+	Modules         map[string]any `yaml:"modules" doc:"Modules: each has enable, runtime (builtin, process, wasm) and its own settings." cfg:"min"`
+}
+
+func (b *Base) base() *Base { return b }
+
+// LogConfig configures the process logger.
+type LogConfig struct {
+	Level  slog.Level `yaml:"level" doc:"debug, info, warn or error." cfg:"min"`
+	Format string     `yaml:"format" doc:"text or json."`
+}
+
+// AdminConfig configures the admin HTTP server.
+type AdminConfig struct {
+	Address string `yaml:"address" doc:"Listen address for /healthz, /readyz and /metrics; keep it on loopback unless a scraper needs it."`
+}
+
+// StoreConfig configures the SQLite store.
+type StoreConfig struct {
+	Path        string `yaml:"path" doc:"Database file; its folder is created (mode 0700) if missing." cfg:"min"`
+	Synchronous string `yaml:"synchronous" doc:"full (survives power loss) or normal (survives a process crash; faster writes)."`
+}
+
+// DefaultBase returns the shared defaults for a binary.
+func DefaultBase(binary, adminAddress string) Base {
+	return Base{
+		Log:             LogConfig{Level: slog.LevelInfo, Format: "text"},
+		Admin:           AdminConfig{Address: adminAddress},
+		Store:           StoreConfig{Path: "/var/lib/kedge/" + binary + ".db", Synchronous: "full"},
+		ShutdownTimeout: 5 * time.Second,
+		Mailbox:         1024,
+	}
+}

@@ -1,0 +1,52 @@
+# Kedge — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := _bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
+# Packages benchmarked by `make bench` (each hot path an issue names).
+BENCH_PKGS ?= ./host/router/ ./host/store/
+FUZZTIME ?= 20s
+
+.PHONY: help build test test-short lint bench fuzz demo demo-stop clean edgecore-%
+
+help: ## list the targets
+	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+build: ## build cloudcore and edgecore into _bin/
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/cloudcore ./cmd/edgecore
+
+edgecore-%: ## trimmed edgecore with only the named builtin modules, e.g. make edgecore-metamanager,nodestatus
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -tags "kedge_custom $(foreach m,$(subst $(comma), ,$*),kedge_$(m))" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-$* ./cmd/edgecore
+comma := ,
+
+test: lint ## the whole suite, as CI runs it: provisioning, unit, integration and end-to-end tests, -race
+	./hack/test.sh
+
+test-short: ## unit tests only (-short skips integration and end-to-end tests)
+	$(GO) test -race -short -count=1 ./...
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: ## run the benchmarks, print a table and update BENCHMARKS.md
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $(BENCH_PKGS) | tee /dev/stderr | $(GO) run ./hack/benchtable -update BENCHMARKS.md -command "make bench"
+
+fuzz: ## run every fuzz target for FUZZTIME each (seed corpora under testdata/fuzz run in make test)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$dir/*_test.go 2>/dev/null | awk '{print $$2}'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; done
+
+demo: build ## start cloudcore and edgecore locally and show them working
+	./hack/demo.sh
+
+demo-stop: ## stop what make demo started
+	./hack/demo.sh stop
+
+clean: ## remove build output and run state
+	rm -rf $(BIN) _out _run

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`make test`). It provisions what the tests need by itself, so it
+# passes on a fresh machine: every step prints what it does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "go version: $(go version)"
+step "unit, integration and end-to-end tests (-race)"
+go test -race -count=1 -timeout 20m ./...
+step "all tests passed"

@@ -47,6 +47,10 @@ type Spec struct {
 	Long      string
 	Example   string
 	NewConfig func() Config // returns the defaults
+	// Loaders load modules that are not compiled in (runtime process, wasm).
+	Loaders modules.Loaders
+	// Commands are extra subcommands of this binary (e.g. edgecore join, cloudcore token).
+	Commands []*cobra.Command
 }
 
 type flags struct {
@@ -141,6 +145,7 @@ func Command(spec Spec) *cobra.Command {
 	validate.Flags().StringVarP(&vf.config, "config", "c", "", "YAML config file to check")
 	validate.Flags().StringArrayVar(&vf.sets, "set", nil, "override one setting, as for run")
 	root.AddCommand(run, version, validate, inspectCommand(spec))
+	root.AddCommand(spec.Commands...)
 	return root
 }
 
@@ -199,7 +204,7 @@ func Load(spec Spec, path string, sets, environ []string) (Config, []modules.Pla
 	if err := cfg.base().validate(source); err != nil {
 		return nil, nil, err
 	}
-	plan, err := modules.Plan(source, tree, &ov, sdk.Registered())
+	plan, err := modules.Plan(source, tree, &ov, sdk.Registered(), spec.Loaders)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -95,7 +95,7 @@ func names(ps []Planned) []string {
 func TestPlanOrdersModulesByRequirements(t *testing.T) {
 	j := &journal{}
 	reg := []sdk.Info{info(j, "c", true, "b"), info(j, "a", true), info(j, "b", true, "a"), info(j, "off", false)}
-	plan, err := Plan("edge.yaml", nil, nil, reg)
+	plan, err := Plan("edge.yaml", nil, nil, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestPlanDecodesModuleSettingsAndEnableFlags(t *testing.T) {
 		"off": map[string]any{"enable": true},
 		"b":   map[string]any{"enable": false},
 	}}
-	plan, err := Plan("edge.yaml", tree, nil, []sdk.Info{info(j, "a", true), info(j, "b", true), info(j, "off", false)})
+	plan, err := Plan("edge.yaml", tree, nil, []sdk.Info{info(j, "a", true), info(j, "b", true), info(j, "off", false)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestPlanRejectsBadModuleConfigNamingTheKey(t *testing.T) {
 		wantKey string
 		want    string
 	}{
-		{"unknown module", map[string]any{"modules": map[string]any{"zzz": map[string]any{}}}, reg, "modules.zzz", "unknown module (modules in this build: a, b, off)"},
+		{"unknown module", map[string]any{"modules": map[string]any{"zzz": map[string]any{}}}, reg, "modules.zzz", "unknown module (modules in this build: a, b, off;"},
 		{"unknown setting", map[string]any{"modules": map[string]any{"a": map[string]any{"greting": "x"}}}, reg, "modules.a.greting", "unknown key"},
 		{"typo in a disabled module", map[string]any{"modules": map[string]any{"off": map[string]any{"greting": "x"}}}, reg, "modules.off.greting", "unknown key"},
 		{"block not a mapping", map[string]any{"modules": map[string]any{"a": "yes"}}, reg, "modules.a", "expected a mapping"},
@@ -148,7 +148,7 @@ func TestPlanRejectsBadModuleConfigNamingTheKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Plan("edge.yaml", tt.tree, nil, tt.reg)
+			_, err := Plan("edge.yaml", tt.tree, nil, tt.reg, nil)
 			var ce *config.Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("Plan error = %v, want a *config.Error", err)
@@ -163,7 +163,7 @@ func TestPlanRejectsBadModuleConfigNamingTheKey(t *testing.T) {
 func TestPlanAppliesOverridesToModuleSettings(t *testing.T) {
 	j := &journal{}
 	ov := config.EnvOverrides("KEDGE_", []string{"KEDGE_MODULES__A__GREETING=from-env", "KEDGE_MODULES__OFF__ENABLE=true"})
-	plan, err := Plan("edge.yaml", nil, &ov, []sdk.Info{info(j, "a", true), info(j, "off", false)})
+	plan, err := Plan("edge.yaml", nil, &ov, []sdk.Info{info(j, "a", true), info(j, "off", false)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) plan(t *testing.T, infos ...sdk.Info) []Planned {
 	t.Helper()
-	p, err := Plan("test.yaml", nil, nil, infos)
+	p, err := Plan("test.yaml", nil, nil, infos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,5 +338,67 @@ func TestManagerCancelsModuleContextBeforeStop(t *testing.T) {
 	}
 	if err := h.mgr.Stop(context.Background()); err != nil {
 		t.Fatalf("Stop: %v", err)
+	}
+}
+
+// stubLoader stands in for the process and WASM runtimes, which have their own end-to-end tests.
+type stubLoader struct {
+	j    *journal
+	seen []Spec
+	err  error
+}
+
+func (l *stubLoader) New(spec Spec) (sdk.Module, error) {
+	l.seen = append(l.seen, spec)
+	if l.err != nil {
+		return nil, l.err
+	}
+	return &probe{name: spec.Name, j: l.j}, nil
+}
+
+func TestPlanHandsPluginModulesToTheirRuntimeLoader(t *testing.T) {
+	j := &journal{}
+	l := &stubLoader{j: j}
+	tree := map[string]any{"modules": map[string]any{
+		"a":      map[string]any{"runtime": "process", "path": "/opt/a", "sha256": "ab", "greeting": "raw"},
+		"vendor": map[string]any{"runtime": "wasm", "path": "/opt/v.wasm", "group": "driver", "port": 502},
+	}}
+	plan, err := Plan("edge.yaml", tree, nil, []sdk.Info{info(j, "a", true)}, Loaders{Process: l, WASM: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(plan); !slices.Equal(got, []string{"a", "vendor"}) {
+		t.Fatalf("planned %v", got)
+	}
+	if len(l.seen) != 2 || l.seen[0].Group != "test" || l.seen[0].Config["greeting"] != "raw" || l.seen[0].Settings.SHA256 != "ab" {
+		t.Fatalf("loader saw %+v", l.seen)
+	}
+	if v := l.seen[1]; v.Group != "driver" || v.Config["port"] != 502 || v.Settings.Runtime != WASM {
+		t.Fatalf("loader saw %+v", v)
+	}
+}
+
+func TestPlanRejectsPluginModulesWithoutPathOrLoader(t *testing.T) {
+	j := &journal{}
+	tests := []struct {
+		name    string
+		block   map[string]any
+		loaders Loaders
+		key     string
+		want    string
+	}{
+		{"no path", map[string]any{"runtime": "process"}, Loaders{Process: &stubLoader{j: j}}, "modules.p.path", "needs the plugin file's path"},
+		{"no loader", map[string]any{"runtime": "wasm", "path": "x"}, nil, "modules.p.runtime", "not available"},
+		{"loader refuses", map[string]any{"runtime": "process", "path": "x"}, Loaders{Process: &stubLoader{j: j, err: errors.New("sha256 mismatch")}}, "modules.p", "sha256 mismatch"},
+		{"builtin runtime for a module not compiled in", map[string]any{"runtime": "builtin"}, nil, "modules.p", "unknown module"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Plan("edge.yaml", map[string]any{"modules": map[string]any{"p": tt.block}}, nil, nil, tt.loaders)
+			var ce *config.Error
+			if !errors.As(err, &ce) || ce.Key != tt.key || !strings.Contains(ce.Problem, tt.want) {
+				t.Fatalf("Plan error = %v, want key %s and %q", err, tt.key, tt.want)
+			}
+		})
 	}
 }

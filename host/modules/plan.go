@@ -28,10 +28,11 @@ type Settings struct {
 	Runtime Runtime `yaml:"runtime" doc:"How the module is loaded: builtin, process or wasm."`
 	Path    string  `yaml:"path" doc:"Plugin file (runtime process or wasm)."`
 	SHA256  string  `yaml:"sha256" doc:"Expected SHA-256 of the plugin file, checked before every launch."`
+	Group   string  `yaml:"group" doc:"Routing group of a plugin module that is not compiled in (default: its name)."`
 }
 
 // hostKeys are decoded into Settings; the rest of a module block belongs to the module.
-var hostKeys = []string{"enable", "runtime", "path", "sha256"}
+var hostKeys = []string{"enable", "runtime", "path", "sha256", "group"}
 
 // Planned is a module ready to start: its registration, its decoded settings and its value.
 type Planned struct {
@@ -41,8 +42,9 @@ type Planned struct {
 }
 
 // Plan decodes the modules section (the subtree at "modules" of a config) against the registered
-// modules, and returns the enabled ones in start order. source names the config file in errors.
-func Plan(source string, tree map[string]any, ov *config.Overrides, registered []sdk.Info) ([]Planned, error) {
+// modules, and returns the enabled ones in start order. A block naming a module that is not compiled
+// in is a plugin module: it needs a runtime with a loader and a path. source names the config file.
+func Plan(source string, tree map[string]any, ov *config.Overrides, registered []sdk.Info, loaders Loaders) ([]Planned, error) {
 	known := make(map[string]sdk.Info, len(registered))
 	for _, info := range registered {
 		known[info.Name] = info
@@ -51,15 +53,21 @@ func Plan(source string, tree map[string]any, ov *config.Overrides, registered [
 	if raw, ok := tree["modules"]; ok && raw != nil && section == nil {
 		return nil, &config.Error{Source: source, Key: "modules", Problem: fmt.Sprintf("expected a mapping of module names, got %T", raw)}
 	}
+	all := slices.Clone(registered)
 	for _, name := range slices.Sorted(maps.Keys(section)) {
-		if _, ok := known[name]; !ok {
-			return nil, &config.Error{Source: source, Key: "modules." + name,
-				Problem: fmt.Sprintf("unknown module (modules in this build: %s)", strings.Join(slices.Sorted(maps.Keys(known)), ", "))}
+		if _, ok := known[name]; ok {
+			continue
 		}
+		if !isPlugin(section[name]) {
+			return nil, &config.Error{Source: source, Key: "modules." + name,
+				Problem: fmt.Sprintf("unknown module (modules in this build: %s; a plugin module needs runtime process or wasm and a path)", strings.Join(slices.Sorted(maps.Keys(known)), ", "))}
+		}
+		// A plugin module: enabled unless the config says otherwise; its group comes from Settings.
+		all = append(all, sdk.Info{Name: name, Enabled: true})
 	}
 	var enabled []Planned
-	for _, info := range registered {
-		p, on, err := planOne(source, section, ov, info)
+	for _, info := range all {
+		p, on, err := planOne(source, section, ov, info, loaders)
 		if err != nil {
 			return nil, err
 		}
@@ -70,7 +78,17 @@ func Plan(source string, tree map[string]any, ov *config.Overrides, registered [
 	return order(source, enabled)
 }
 
-func planOne(source string, section map[string]any, ov *config.Overrides, info sdk.Info) (Planned, bool, error) {
+// isPlugin reports whether a module block asks for a non-builtin runtime.
+func isPlugin(block any) bool {
+	m, ok := block.(map[string]any)
+	if !ok {
+		return false
+	}
+	rt, _ := m["runtime"].(string)
+	return rt != "" && Runtime(rt) != Builtin
+}
+
+func planOne(source string, section map[string]any, ov *config.Overrides, info sdk.Info, loaders Loaders) (Planned, bool, error) {
 	at := "modules." + info.Name
 	block := map[string]any{}
 	if raw, ok := section[info.Name]; ok && raw != nil {
@@ -96,23 +114,46 @@ func planOne(source string, section map[string]any, ov *config.Overrides, info s
 	if s.Enable != nil {
 		on = *s.Enable
 	}
-	mod := info.New()
-	// The module's settings are decoded even when it is disabled, so a typo never hides.
-	if err := config.Decode(source, map[string]any{"modules": map[string]any{info.Name: modPart}}, at, ov, mod); err != nil {
-		return Planned{}, false, err
-	}
 	switch s.Runtime {
 	case Builtin:
-	case Process, WASM:
-		if on {
-			return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime",
-				Problem: fmt.Sprintf("runtime %q is not available in this build yet; use builtin", s.Runtime)}
+		if info.New == nil {
+			return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime", Problem: "this module is not compiled in; use runtime process or wasm with a path"}
 		}
+		mod := info.New()
+		// The module's settings are decoded even when it is disabled, so a typo never hides.
+		if err := config.Decode(source, map[string]any{"modules": map[string]any{info.Name: modPart}}, at, ov, mod); err != nil {
+			return Planned{}, false, err
+		}
+		return Planned{Info: info, Settings: s, Module: mod}, on, nil
+	case Process, WASM:
+		loader, ok := loaders[s.Runtime]
+		if !ok {
+			return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime",
+				Problem: fmt.Sprintf("runtime %q is not available in this build; use builtin", s.Runtime)}
+		}
+		if s.Path == "" {
+			return Planned{}, false, &config.Error{Source: source, Key: at + ".path", Problem: fmt.Sprintf("runtime %s needs the plugin file's path", s.Runtime)}
+		}
+		group := s.Group
+		if group == "" {
+			group = info.Group
+		}
+		if group == "" {
+			group = info.Name
+		}
+		info.Group = group
+		if !on {
+			return Planned{Info: info, Settings: s}, false, nil
+		}
+		mod, err := loader.New(Spec{Name: info.Name, Group: group, Settings: s, Config: modPart})
+		if err != nil {
+			return Planned{}, false, &config.Error{Source: source, Key: at, Problem: err.Error()}
+		}
+		return Planned{Info: info, Settings: s, Module: mod}, true, nil
 	default:
 		return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime",
 			Problem: fmt.Sprintf("expected one of builtin, process, wasm, got %q", s.Runtime)}
 	}
-	return Planned{Info: info, Settings: s, Module: mod}, on, nil
 }
 
 // order sorts modules so each starts after the modules it requires (stable: registration order

@@ -1,0 +1,24 @@
+package modules
+
+import (
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// Loader makes modules for a runtime other than builtin (a plugin process, a WASM module). New must
+// be cheap and check what it can without running anything (the file exists; its checksum, when one is
+// configured, matches) so mistakes surface when the config is loaded; the returned module launches
+// its plugin in Start, and is driven by the manager exactly like a builtin module.
+type Loader interface {
+	New(spec Spec) (sdk.Module, error)
+}
+
+// Spec describes one module instance to a Loader.
+type Spec struct {
+	Name     string         // the module's name (its routing address and store namespace)
+	Group    string         // its routing group
+	Settings Settings       // runtime, path, sha256
+	Config   map[string]any // the module's own settings, undecoded: the plugin decodes them strictly
+}
+
+// Loaders maps a runtime to its loader; a runtime without one is "not available in this build".
+type Loaders map[Runtime]Loader

@@ -16,28 +16,30 @@ func renderConfig(cfg Config, infos []sdk.Info, minimal bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	mods := &yaml.Node{Kind: yaml.MappingNode}
+	mods := config.MappingNode()
 	for _, info := range infos {
-		block := &yaml.Node{Kind: yaml.MappingNode}
-		addKey(block, "enable", "", scalar("!!bool", fmt.Sprint(info.Enabled)))
+		block := config.MappingNode()
+		enable, err := config.ValueNode(info.Enabled)
+		if err != nil {
+			return nil, err
+		}
+		config.AddKey(block, "enable", "", enable)
 		if !minimal {
-			addKey(block, "runtime", "builtin, process or wasm.", scalar("!!str", "builtin"))
+			rt, err := config.ValueNode("builtin")
+			if err != nil {
+				return nil, err
+			}
+			config.AddKey(block, "runtime", "builtin, process (with path and sha256) or wasm (with path and sha256).", rt)
 			own, err := config.Node(info.New(), false)
 			if err != nil {
 				return nil, fmt.Errorf("render module %s: %w", info.Name, err)
 			}
-			block.Content = append(block.Content, own.Content...)
+			config.AppendKeys(block, own)
 		}
-		addKey(mods, info.Name, info.Doc, block)
+		config.AddKey(mods, info.Name, info.Doc, block)
 	}
 	setKey(root, "modules", mods)
 	return config.Render(root)
-}
-
-func scalar(tag, v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: v} }
-
-func addKey(m *yaml.Node, key, doc string, v *yaml.Node) {
-	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key, HeadComment: doc}, v)
 }
 
 // setKey replaces the value of key in mapping m (keeping its comment), or appends it.
@@ -48,5 +50,5 @@ func setKey(m *yaml.Node, key string, v *yaml.Node) {
 			return
 		}
 	}
-	addKey(m, key, "", v)
+	config.AddKey(m, key, "", v)
 }

@@ -1,0 +1,112 @@
+package nodestatus
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kedge-io/kedge/host/modules"
+	"github.com/kedge-io/kedge/host/router"
+	"github.com/kedge-io/kedge/host/store"
+	"github.com/kedge-io/kedge/sdk"
+
+	_ "github.com/kedge-io/kedge/plugins/builtin/metamanager"
+)
+
+func fakeProc(t *testing.T, meminfo, osrelease, uptime string) string {
+	t.Helper()
+	root := t.TempDir()
+	for name, body := range map[string]string{"meminfo": meminfo, "sys/kernel/osrelease": osrelease, "uptime": uptime} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestGatherReadsCapacityKernelAndBootTime(t *testing.T) {
+	root := fakeProc(t, "MemTotal:       2048000 kB\nMemFree: 1 kB\n", "6.1.0-test\n", "3600.50 7000.00\n")
+	st, err := Gather(root, "edge-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Capacity["memory"] != "2048000Ki" || st.KernelVersion != "6.1.0-test" || st.NodeName != "edge-1" || st.Capacity["cpu"] == "" {
+		t.Fatalf("Gather = %+v", st)
+	}
+	if up := st.ReportedAt.Sub(st.BootTime); up < time.Hour-2*time.Second || up > time.Hour+2*time.Minute {
+		t.Fatalf("boot time %s is not ~1h before %s", st.BootTime, st.ReportedAt)
+	}
+}
+
+func TestGatherRejectsDamagedProcFiles(t *testing.T) {
+	tests := []struct{ name, meminfo, uptime, want string }{
+		{"no MemTotal", "MemFree: 1 kB\n", "1 1", "no MemTotal line"},
+		{"MemTotal not a number", "MemTotal: lots kB\n", "1 1", `MemTotal "lots"`},
+		{"empty uptime", "MemTotal: 1 kB\n", "", "is empty"},
+		{"uptime not a number", "MemTotal: 1 kB\n", "x 1", `uptime "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Gather(fakeProc(t, tt.meminfo, "6.1", tt.uptime), "n")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Gather error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReportsAreStoredByMetamanagerOnEveryInterval(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"), store.Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rt := router.New(nil)
+	hub, _ := rt.Register("edgehub", "hub", router.Options{Capacity: 16})
+	mm, _ := sdk.Lookup("metamanager")
+	ns, _ := sdk.Lookup(Name)
+	tree := map[string]any{"modules": map[string]any{Name: map[string]any{"interval": "1s", "procRoot": fakeProc(t, "MemTotal: 1024 kB\n", "6.1", "10 10")}}}
+	plan, err := modules.Plan("test", tree, nil, []sdk.Info{ns, mm}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := modules.NewManager(modules.Deps{NodeName: "edge-1", Router: rt, Store: db})
+	if err := mgr.Start(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	// Two reports reach the hub group through metamanager: the first at start, the next an interval later.
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		m, err := hub.Receive(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("report %d never reached the hub: %v", i, err)
+		}
+		var st Status
+		if err := json.Unmarshal(m.Content, &st); err != nil || st.Capacity["memory"] != "1024Ki" || m.Route.Resource != "default/nodestatus/edge-1" {
+			t.Fatalf("report %d: %s %s (%v)", i, m.Route.Resource, m.Content, err)
+		}
+	}
+	if err := mgr.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Objects("metamanager").Get(context.Background(), store.Key{Type: "nodestatus", Namespace: "default", Name: "edge-1"}); err != nil {
+		t.Fatalf("report not stored: %v", err)
+	}
+}
+
+func TestIntervalBelowOneSecondIsRefusedAtStart(t *testing.T) {
+	m := New()
+	m.Interval = 10 * time.Millisecond
+	if err := m.Start(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "below 1s") {
+		t.Fatalf("Start error = %v", err)
+	}
+}

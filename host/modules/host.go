@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
@@ -55,6 +56,8 @@ type metrics struct {
 	up      *prometheus.GaugeVec
 	handled *prometheus.CounterVec
 	seconds *prometheus.HistogramVec
+	swaps   *prometheus.CounterVec
+	swapGap *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -67,10 +70,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time the module spent handling one message.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"module"}),
 	}
+	m.swaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_module_swaps_total",
+		Help: "Hot swaps of the module, by result (ok, rolled_back)."}, []string{"module", "result"})
+	m.swapGap = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kedge_module_swap_gap_seconds",
+		Help:    "Time from switching instances in a swap to the new instance taking its first message.",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"module"})
 	if reg != nil {
-		reg.MustRegister(m.up, m.handled, m.seconds)
+		reg.MustRegister(m.up, m.handled, m.seconds, m.swaps, m.swapGap)
 	}
 	return m
+}
+
+// counterValue reads a counter's current value (for status pages).
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }
 
 // wrapRegisterer labels everything a module registers with its name.

@@ -31,7 +31,7 @@ type Deps struct {
 	Mailbox int
 }
 
-// Manager starts planned modules in order and stops them in reverse order.
+// Manager starts planned modules in order, swaps them while they run, and stops them in reverse order.
 type Manager struct {
 	deps    Deps
 	metrics *metrics
@@ -40,12 +40,29 @@ type Manager struct {
 	started bool // Start finished and Stop has not begun
 }
 
+// running is one module slot: its mailbox and delivery loop, which outlive any one instance.
 type running struct {
+	name    string
+	mailbox *router.Mailbox
+	stop    context.CancelFunc // ends the delivery loop even if the mailbox is not drained
+	done    chan struct{}      // closed when the delivery loop returned
+
+	// mu is held while a message is handled; a swap takes it to change instances between messages.
+	mu  sync.Mutex
+	cur *instance
+	// swapped is set by a swap; the next Handle then records the gap: how long a ready message waited
+	// with no instance handling it (from its receipt or the previous Handle's end, whichever is later).
+	swapped bool
+	lastEnd time.Time
+	gaps    []time.Duration // the recorded gaps, newest last (bounded), for reports
+}
+
+// instance is one started module value with its own host handle and lifetime.
+type instance struct {
 	planned Planned
 	host    *hostHandle
-	mailbox *router.Mailbox
-	cancel  context.CancelFunc // ends the module's lifetime context
-	done    chan struct{}      // closed when the delivery loop returned
+	life    context.Context
+	cancel  context.CancelFunc
 }
 
 // NewManager returns a manager using deps.
@@ -87,6 +104,25 @@ func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
 	if err != nil {
 		return err
 	}
+	inst, err := mgr.startInstance(ctx, p)
+	if err != nil {
+		mgr.deps.Router.Unregister(name)
+		return err
+	}
+	loop, stop := context.WithCancel(context.WithoutCancel(ctx))
+	r := &running{name: name, mailbox: mb, stop: stop, done: make(chan struct{}), cur: inst}
+	go mgr.deliver(loop, r)
+	mgr.mu.Lock()
+	mgr.running = append(mgr.running, r)
+	mgr.mu.Unlock()
+	mgr.metrics.up.WithLabelValues(name).Set(1)
+	inst.host.logger.Info("module started", "group", p.Info.Group, "runtime", string(p.Settings.Runtime))
+	return nil
+}
+
+// startInstance starts one module value with a fresh host handle, bounded by StartTimeout.
+func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, error) {
+	name := p.Info.Name
 	h := &hostHandle{
 		name:   name,
 		node:   mgr.deps.NodeName,
@@ -95,7 +131,7 @@ func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
 		logger: mgr.deps.Logger.With("module", name),
 		reg:    wrapRegisterer(mgr.deps.Metrics, name),
 	}
-	// The lifetime context outlives the caller's: modules run until Stop, not until Start returns.
+	// The lifetime context outlives the caller's: modules run until stopped, not until Start returns.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	startErr := make(chan error, 1)
 	go func() {
@@ -106,6 +142,7 @@ func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
 		}()
 		startErr <- p.Module.Start(life, h)
 	}()
+	var err error
 	select {
 	case err = <-startErr:
 	case <-time.After(mgr.deps.StartTimeout):
@@ -115,38 +152,41 @@ func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
 	}
 	if err != nil {
 		cancel()
-		mgr.deps.Router.Unregister(name)
-		return err
+		return nil, err
 	}
-	r := &running{planned: p, host: h, mailbox: mb, cancel: cancel, done: make(chan struct{})}
-	go mgr.deliver(life, r)
-	mgr.mu.Lock()
-	mgr.running = append(mgr.running, r)
-	mgr.mu.Unlock()
-	mgr.metrics.up.WithLabelValues(name).Set(1)
-	h.logger.Info("module started", "group", p.Info.Group, "runtime", string(p.Settings.Runtime))
-	return nil
+	return &instance{planned: p, host: h, life: life, cancel: cancel}, nil
 }
 
-// deliver hands queued messages to the module one at a time until the mailbox is closed and drained
-// or the lifetime context ends.
-func (mgr *Manager) deliver(ctx context.Context, r *running) {
+// deliver hands queued messages to the current instance one at a time until the mailbox is closed
+// and drained or the loop is stopped.
+func (mgr *Manager) deliver(loop context.Context, r *running) {
 	defer close(r.done)
-	name := r.planned.Info.Name
-	ok, failed := mgr.metrics.handled.WithLabelValues(name, "ok"), mgr.metrics.handled.WithLabelValues(name, "error")
-	seconds := mgr.metrics.seconds.WithLabelValues(name)
+	ok, failed := mgr.metrics.handled.WithLabelValues(r.name, "ok"), mgr.metrics.handled.WithLabelValues(r.name, "error")
+	seconds := mgr.metrics.seconds.WithLabelValues(r.name)
 	for {
-		m, err := r.mailbox.Receive(ctx)
+		m, err := r.mailbox.Receive(loop)
 		if err != nil {
 			return
 		}
+		got := time.Now()
+		r.mu.Lock()
+		inst := r.cur
 		start := time.Now()
-		if err := mgr.handle(ctx, r, m); err != nil {
+		if r.swapped {
+			r.swapped = false
+			gap := start.Sub(later(got, r.lastEnd))
+			mgr.metrics.swapGap.WithLabelValues(r.name).Observe(gap.Seconds())
+			r.gaps = append(r.gaps[max(0, len(r.gaps)-15):], gap)
+		}
+		err = handle(inst.life, inst, m)
+		r.lastEnd = time.Now()
+		r.mu.Unlock()
+		if err != nil {
 			failed.Inc()
-			r.host.logger.Warn("handle message failed", "msg", m.String(), "err", err)
+			inst.host.logger.Warn("handle message failed", "msg", m.String(), "err", err)
 			if m.Header.Sync && !m.IsReply() {
-				if rerr := r.host.Reply(ctx, m.ErrorReply(name, err)); rerr != nil && !errors.Is(rerr, router.ErrNoWaiter) {
-					r.host.logger.Warn("reply with error failed", "msg", m.Header.ID, "err", rerr)
+				if rerr := inst.host.Reply(inst.life, m.ErrorReply(r.name, err)); rerr != nil && !errors.Is(rerr, router.ErrNoWaiter) {
+					inst.host.logger.Warn("reply with error failed", "msg", m.Header.ID, "err", rerr)
 				}
 			}
 		} else {
@@ -156,15 +196,22 @@ func (mgr *Manager) deliver(ctx context.Context, r *running) {
 	}
 }
 
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // handle turns a panic in a module into an error for that message, so one bad message cannot take
 // the whole host down.
-func (mgr *Manager) handle(ctx context.Context, r *running, m message.Message) (err error) {
+func handle(ctx context.Context, inst *instance, m message.Message) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
-	return r.planned.Module.Handle(ctx, m)
+	return inst.planned.Module.Handle(ctx, m)
 }
 
 // Stop stops the running modules in reverse start order. Each module first stops receiving (senders
@@ -185,43 +232,48 @@ func (mgr *Manager) Stop(ctx context.Context) error {
 }
 
 func (mgr *Manager) stopOne(ctx context.Context, r *running) error {
-	name := r.planned.Info.Name
-	defer r.cancel()
-	defer mgr.metrics.up.WithLabelValues(name).Set(0)
+	defer mgr.metrics.up.WithLabelValues(r.name).Set(0)
 	budget, cancel := context.WithTimeout(ctx, mgr.deps.StopTimeout)
 	defer cancel()
-	mgr.deps.Router.Unregister(name)
+	mgr.deps.Router.Unregister(r.name)
+	r.mu.Lock()
+	inst := r.cur
+	r.mu.Unlock()
 	select {
 	case <-r.done:
 	case <-budget.Done():
-		r.cancel() // abandon the rest of the queue and the message in hand
+		r.stop()      // abandon the rest of the queue
+		inst.cancel() // and the message in hand
 		<-r.done
-		r.host.logger.Warn("module did not drain its mailbox in time; the rest was dropped on shutdown", "timeout", mgr.deps.StopTimeout)
+		inst.host.logger.Warn("module did not drain its mailbox in time; the rest was dropped on shutdown", "timeout", mgr.deps.StopTimeout)
 	}
-	// The module's goroutines end with its context; Stop then waits for them and releases resources.
-	r.cancel()
-	if err := r.planned.Module.Stop(budget); err != nil {
-		return fmt.Errorf("stop module %s: %w", name, err)
+	r.stop()
+	return stopInstance(budget, inst)
+}
+
+// stopInstance ends an instance's context (its goroutines stop) and then calls its Stop.
+func stopInstance(ctx context.Context, inst *instance) error {
+	inst.cancel()
+	if err := inst.planned.Module.Stop(ctx); err != nil {
+		return fmt.Errorf("stop module %s: %w", inst.planned.Info.Name, err)
 	}
-	r.host.logger.Info("module stopped")
+	inst.host.logger.Info("module stopped")
 	return nil
 }
 
 // Ready reports nil when every module has started and is healthy.
 func (mgr *Manager) Ready(ctx context.Context) error {
+	var errs []error
+	for _, st := range mgr.Status(ctx) {
+		if st.Health != "" {
+			errs = append(errs, fmt.Errorf("module %s: %s", st.Name, st.Health))
+		}
+	}
 	mgr.mu.Lock()
-	rs, started := slices.Clone(mgr.running), mgr.started
+	started := mgr.started
 	mgr.mu.Unlock()
 	if !started {
-		return errors.New("modules are not started")
-	}
-	var errs []error
-	for _, r := range rs {
-		if hc, ok := r.planned.Module.(sdk.HealthChecker); ok {
-			if err := hc.Healthy(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("module %s: %w", r.planned.Info.Name, err))
-			}
-		}
+		errs = append(errs, errors.New("modules are not started"))
 	}
 	return errors.Join(errs...)
 }
@@ -232,7 +284,59 @@ func (mgr *Manager) Running() []string {
 	defer mgr.mu.Unlock()
 	names := make([]string, len(mgr.running))
 	for i, r := range mgr.running {
-		names[i] = r.planned.Info.Name
+		names[i] = r.name
 	}
 	return names
 }
+
+// Status describes a running module for `module ls` and /readyz.
+type Status struct {
+	Name    string  `json:"name"`
+	Group   string  `json:"group"`
+	Runtime Runtime `json:"runtime"`
+	Path    string  `json:"path,omitempty"`
+	Version string  `json:"version"` // the binary's version for builtin, "sha256:<prefix>" for plugins
+	Health  string  `json:"health"`  // empty when healthy, else why not
+	Handled float64 `json:"handled"`
+	Failed  float64 `json:"failed"`
+	Queued  int     `json:"queued"`
+	Swaps   float64 `json:"swaps"`
+	// SwapGaps are the last measured gaps after swaps: how long a ready message waited for an instance.
+	SwapGaps []time.Duration `json:"swapGaps,omitempty"`
+	Requires []string        `json:"requires,omitempty"`
+}
+
+// Status reports every running module in start order.
+func (mgr *Manager) Status(ctx context.Context) []Status {
+	mgr.mu.Lock()
+	rs := slices.Clone(mgr.running)
+	mgr.mu.Unlock()
+	out := make([]Status, 0, len(rs))
+	for _, r := range rs {
+		r.mu.Lock()
+		inst, gaps := r.cur, slices.Clone(r.gaps)
+		r.mu.Unlock()
+		p := inst.planned
+		st := Status{
+			Name: r.name, Group: p.Info.Group, Runtime: p.Settings.Runtime, Path: p.Settings.Path,
+			Version: Version, Queued: r.mailbox.Len(), Requires: p.Info.Requires,
+			Handled:  counterValue(mgr.metrics.handled.WithLabelValues(r.name, "ok")),
+			Failed:   counterValue(mgr.metrics.handled.WithLabelValues(r.name, "error")),
+			Swaps:    counterValue(mgr.metrics.swaps.WithLabelValues(r.name, "ok")),
+			SwapGaps: gaps,
+		}
+		if p.Settings.Runtime != Builtin && len(p.Settings.SHA256) >= 12 {
+			st.Version = "sha256:" + p.Settings.SHA256[:12]
+		}
+		if hc, ok := p.Module.(sdk.HealthChecker); ok {
+			if err := hc.Healthy(ctx); err != nil {
+				st.Health = err.Error()
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Version is the host binary's version, reported for builtin modules (the daemon sets it).
+var Version = "dev"

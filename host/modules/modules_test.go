@@ -182,7 +182,7 @@ type harness struct {
 	j   *journal
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{Synchronous: "normal"})
 	if err != nil {

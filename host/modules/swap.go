@@ -1,0 +1,88 @@
+package modules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// SwapReport says what a swap did.
+type SwapReport struct {
+	Module string        `json:"module"`
+	From   Runtime       `json:"from"`
+	To     Runtime       `json:"to"`
+	Paused time.Duration `json:"paused"` // how long delivery was held while instances were switched
+	Queued int           `json:"queued"` // messages waiting in the mailbox at the switch, handed to the new instance in order
+}
+
+// ErrRolledBack wraps the reason a new instance was refused; the old one kept running.
+var ErrRolledBack = errors.New("swap rolled back: the old instance keeps running")
+
+// Swap replaces the running module next.Info.Name with next while messages flow: the new instance is
+// started beside the old and health-checked; delivery is held between two messages (the old instance
+// finishes the one in hand), the instances are switched, queued messages continue in order into the
+// new one, and the old one is stopped. If the new instance fails to start or is unhealthy, it is
+// stopped and the old one keeps running; the error wraps ErrRolledBack.
+func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) {
+	name := next.Info.Name
+	r := mgr.find(name)
+	if r == nil {
+		return SwapReport{}, fmt.Errorf("swap %s: no such module is running", name)
+	}
+	r.mu.Lock()
+	old := r.cur
+	r.mu.Unlock()
+	rep := SwapReport{Module: name, From: old.planned.Settings.Runtime, To: next.Settings.Runtime}
+	if next.Info.Group != old.planned.Info.Group {
+		return rep, fmt.Errorf("swap %s: group %q differs from the running module's %q; routing cannot change in a swap", name, next.Info.Group, old.planned.Info.Group)
+	}
+	fail := func(err error) (SwapReport, error) {
+		mgr.metrics.swaps.WithLabelValues(name, "rolled_back").Inc()
+		old.host.logger.Warn("swap rolled back", "to", string(next.Settings.Runtime), "err", err)
+		return rep, fmt.Errorf("swap %s: %w: %w", name, ErrRolledBack, err)
+	}
+	inst, err := mgr.startInstance(ctx, next)
+	if err != nil {
+		return fail(fmt.Errorf("new instance did not start: %w", err))
+	}
+	if hc, ok := next.Module.(sdk.HealthChecker); ok {
+		hctx, cancel := context.WithTimeout(ctx, mgr.deps.StartTimeout)
+		err := hc.Healthy(hctx)
+		cancel()
+		if err != nil {
+			_ = stopInstance(context.WithoutCancel(ctx), inst)
+			return fail(fmt.Errorf("new instance is unhealthy: %w", err))
+		}
+	}
+
+	begin := time.Now()
+	r.mu.Lock() // waits for the message the old instance is handling
+	r.cur = inst
+	r.swapped = true
+	rep.Queued = r.mailbox.Len()
+	r.mu.Unlock()
+	rep.Paused = time.Since(begin)
+
+	mgr.metrics.swaps.WithLabelValues(name, "ok").Inc()
+	inst.host.logger.Info("module swapped", "from", string(rep.From), "to", string(rep.To), "paused", rep.Paused, "queued", rep.Queued)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mgr.deps.StopTimeout)
+	defer cancel()
+	if err := stopInstance(stopCtx, old); err != nil {
+		old.host.logger.Warn("old instance did not stop cleanly after the swap", "err", err)
+	}
+	return rep, nil
+}
+
+func (mgr *Manager) find(name string) *running {
+	mgr.mu.Lock()
+	defer mgr.mu.Unlock()
+	for _, r := range mgr.running {
+		if r.name == name {
+			return r
+		}
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+package modules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// tally is a module version that records the sequence numbers it handled.
+type tally struct {
+	version   string
+	mu        *sync.Mutex
+	seen      *[]string // "<version>:<n>", shared by all versions
+	unhealthy bool
+	failStart bool
+	stopped   chan struct{}
+}
+
+func (v *tally) Start(context.Context, sdk.Host) error {
+	if v.failStart {
+		return errors.New("cannot start")
+	}
+	v.stopped = make(chan struct{})
+	return nil
+}
+
+func (v *tally) Handle(_ context.Context, m sdk.Message) error {
+	v.mu.Lock()
+	*v.seen = append(*v.seen, v.version+":"+m.Route.Resource)
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *tally) Stop(context.Context) error { close(v.stopped); return nil }
+
+func (v *tally) Healthy(context.Context) error {
+	if v.unhealthy {
+		return errors.New("self-test failed")
+	}
+	return nil
+}
+
+type tallyRig struct {
+	h    *harness
+	mu   sync.Mutex
+	seen []string
+}
+
+func (tr *tallyRig) version(v string) *tally {
+	return &tally{version: v, mu: &tr.mu, seen: &tr.seen}
+}
+
+func (tr *tallyRig) planned(m sdk.Module, rt Runtime) Planned {
+	return Planned{Info: sdk.Info{Name: "driver", Group: "drivers"}, Settings: Settings{Runtime: rt}, Module: m}
+}
+
+func (tr *tallyRig) count() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.seen)
+}
+
+func (tr *tallyRig) snapshot() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.seen)
+}
+
+func newTallyRig(t *testing.T) *tallyRig {
+	tr := &tallyRig{h: newHarness(t)}
+	if err := tr.h.mgr.Start(context.Background(), []Planned{tr.planned(tr.version("v1"), Builtin)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.h.mgr.Stop(context.Background()) })
+	return tr
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A steady stream of numbered messages flows through two swaps: every number is handled exactly once,
+// in order, first by v1, then v2, then v3 — and the replaced instances are stopped.
+func TestSwapUnderLoadLosesDuplicatesAndReordersNothing(t *testing.T) {
+	tr := newTallyRig(t)
+	ctx := context.Background()
+	const total = 20000
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range total {
+			if err := tr.h.rt.Send(ctx, "driver", message.New("load", "drivers", "update", strconv.Itoa(i))); err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	v2, v3 := tr.version("v2"), tr.version("v3")
+	for i, next := range []*tally{v2, v3} {
+		// Swap while messages flow: after a third, then two thirds of them were handled.
+		waitFor(t, "messages to flow", func() bool { return tr.count() >= total*(i+1)/3 })
+		rep, err := tr.h.mgr.Swap(ctx, tr.planned(next, WASM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("swap to %s: delivery paused %s with %d queued", next.version, rep.Paused, rep.Queued)
+	}
+	<-sent
+	waitFor(t, "all messages handled", func() bool { return tr.count() >= total })
+	seen := tr.snapshot()
+	if len(seen) != total {
+		t.Fatalf("handled %d messages, want %d", len(seen), total)
+	}
+	rank, last := map[string]int{"v1": 0, "v2": 1, "v3": 2}, 0
+	for i, s := range seen {
+		v, n, _ := strings.Cut(s, ":")
+		if n != strconv.Itoa(i) {
+			t.Fatalf("position %d holds %q: a message was lost, duplicated or reordered", i, s)
+		}
+		if rank[v] < last {
+			t.Fatalf("message %d handled by %s after a newer version took over", i, v)
+		}
+		last = rank[v]
+	}
+	if last != 2 {
+		t.Fatalf("the last message was handled by rank %d, want v3", last)
+	}
+	st := tr.h.mgr.Status(ctx)
+	if len(st) != 1 || st[0].Swaps != 2 || st[0].Runtime != WASM || len(st[0].SwapGaps) != 2 {
+		t.Fatalf("status after swaps: %+v", st)
+	}
+	t.Logf("measured swap gaps (a ready message waiting for an instance): %v", st[0].SwapGaps)
+	for _, v := range []*tally{v2} {
+		select {
+		case <-v.stopped:
+		default:
+			t.Fatalf("%s was not stopped after being replaced", v.version)
+		}
+	}
+}
+
+func TestSwapRollsBackWhenTheNewInstanceFails(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  func(v *tally)
+		want string
+	}{
+		{"fails to start", func(v *tally) { v.failStart = true }, "did not start: cannot start"},
+		{"unhealthy", func(v *tally) { v.unhealthy = true }, "unhealthy: self-test failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTallyRig(t)
+			ctx := context.Background()
+			bad := tr.version("bad")
+			tt.bad(bad)
+			_, err := tr.h.mgr.Swap(ctx, tr.planned(bad, Process))
+			if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Swap error = %v, want ErrRolledBack and %q", err, tt.want)
+			}
+			if err := tr.h.rt.Send(ctx, "driver", message.New("t", "drivers", "update", "after")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the message after the rollback", func() bool { return tr.count() == 1 })
+			if got := tr.snapshot(); got[0] != "v1:after" {
+				t.Fatalf("after a rolled-back swap the old version must keep handling: %v", got)
+			}
+			if st := tr.h.mgr.Status(ctx); st[0].Runtime != Builtin {
+				t.Fatalf("runtime after rollback = %s, want builtin", st[0].Runtime)
+			}
+		})
+	}
+}
+
+func TestSwapRefusesUnknownModulesAndGroupChanges(t *testing.T) {
+	tr := newTallyRig(t)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		change func(p *Planned)
+		want   string
+	}{
+		{"unknown module", func(p *Planned) { p.Info.Name = "nosuch" }, "no such module"},
+		{"another group", func(p *Planned) { p.Info.Group = "other" }, "routing cannot change"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tr.planned(tr.version("v2"), Builtin)
+			tt.change(&p)
+			if _, err := tr.h.mgr.Swap(ctx, p); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Swap error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkSwapGap swaps a module while a producer keeps its mailbox busy and reports the gap: how
+// long a ready message waited with no instance to handle it.
+func BenchmarkSwapGap(b *testing.B) {
+	tr := &tallyRig{h: newHarness(b)}
+	ctx := context.Background()
+	if err := tr.h.mgr.Start(ctx, []Planned{tr.planned(tr.version("v0"), Builtin)}); err != nil {
+		b.Fatal(err)
+	}
+	defer tr.h.mgr.Stop(ctx)
+	stop := make(chan struct{})
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = tr.h.rt.Send(ctx, "driver", message.New("load", "drivers", "update", strconv.Itoa(i)))
+		}
+	}()
+	var paused time.Duration
+	for i := 0; b.Loop(); i++ {
+		rep, err := tr.h.mgr.Swap(ctx, tr.planned(tr.version(fmt.Sprint("v", i+1)), Builtin))
+		if err != nil {
+			b.Fatal(err)
+		}
+		paused += rep.Paused
+		tr.mu.Lock()
+		tr.seen = tr.seen[:0]
+		tr.mu.Unlock()
+	}
+	close(stop)
+	gaps := tr.h.mgr.Status(ctx)[0].SwapGaps
+	var worst time.Duration
+	for _, g := range gaps {
+		worst = max(worst, g)
+	}
+	b.ReportMetric(float64(paused.Microseconds())/float64(b.N), "µs-paused/swap")
+	b.ReportMetric(float64(worst.Microseconds()), "µs-worst-gap")
+}

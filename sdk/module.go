@@ -64,7 +64,8 @@ type Host interface {
 	Store() Store
 	// Logger is a slog logger tagged with the module's name.
 	Logger() *slog.Logger
-	// Metrics registers the module's Prometheus collectors (labelled with the module's name).
+	// Metrics registers the module instance's Prometheus collectors (labelled with the module's name;
+	// a hot-swapped instance gets a fresh registry, so registering the same names again is fine).
 	Metrics() prometheus.Registerer
 }
 

@@ -41,7 +41,8 @@ func startAdmin(addr string, reg *prometheus.Registry, mgr *modules.Manager, log
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// The host's own metrics and each running module instance's.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, mgr}, promhttp.HandlerOpts{Registry: reg}))
 	s := &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

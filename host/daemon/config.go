@@ -33,6 +33,8 @@ type LogConfig struct {
 // AdminConfig configures the admin HTTP server.
 type AdminConfig struct {
 	Address string `yaml:"address" doc:"Listen address for /healthz, /readyz and /metrics; keep it on loopback unless a scraper needs it."`
+	Socket  string `yaml:"socket" doc:"Control socket for the module command (list, hot swap); mode 0600, so only this user can use it. Empty disables it."`
+	Reload  bool   `yaml:"reload" doc:"Watch the config file and apply module changes (swap, start, stop) when it is saved."`
 }
 
 // StoreConfig configures the SQLite store.
@@ -45,7 +47,7 @@ type StoreConfig struct {
 func DefaultBase(binary, adminAddress string) Base {
 	return Base{
 		Log:             LogConfig{Level: slog.LevelInfo, Format: "text"},
-		Admin:           AdminConfig{Address: adminAddress},
+		Admin:           AdminConfig{Address: adminAddress, Socket: "/run/kedge/" + binary + ".sock", Reload: true},
 		Store:           StoreConfig{Path: "/var/lib/kedge/" + binary + ".db", Synchronous: "full"},
 		ShutdownTimeout: 5 * time.Second,
 		Mailbox:         1024,

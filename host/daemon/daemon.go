@@ -144,7 +144,7 @@ func Command(spec Spec) *cobra.Command {
 	}
 	validate.Flags().StringVarP(&vf.config, "config", "c", "", "YAML config file to check")
 	validate.Flags().StringArrayVar(&vf.sets, "set", nil, "override one setting, as for run")
-	root.AddCommand(run, version, validate, inspectCommand(spec))
+	root.AddCommand(run, version, validate, inspectCommand(spec), moduleCommand(spec))
 	root.AddCommand(spec.Commands...)
 	return root
 }
@@ -170,7 +170,7 @@ func runCommand(ctx context.Context, spec Spec, f flags, stdout io.Writer) error
 	if err != nil {
 		return &exitError{ExitConfig, err}
 	}
-	if err := Run(ctx, spec, cfg, plan); err != nil {
+	if err := Run(ctx, spec, cfg, plan, f.config, f.sets); err != nil {
 		return &exitError{ExitFailure, err}
 	}
 	return nil
@@ -236,7 +236,8 @@ func (b *Base) validate(source string) error {
 }
 
 // Run runs the host until ctx ends or SIGTERM/SIGINT arrives, then shuts down within ShutdownTimeout.
-func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned) error {
+// path and sets are where cfg came from, for reloads.
+func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, path string, sets []string) error {
 	b := cfg.base()
 	log := newLogger(b.Log, os.Stderr).With("binary", spec.Binary)
 	slog.SetDefault(log)
@@ -264,12 +265,27 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned) err
 			return err
 		}
 	}
+	modules.Version = Version
 	log.Info("starting", "version", Version, "identity", cfg.Identity(), "store", b.Store.Path, "modules", len(plan))
 	if err := mgr.Start(ctx, plan); err != nil {
 		if admin != nil {
 			admin.close(context.Background())
 		}
 		return err
+	}
+	ctl := &controller{spec: spec, mgr: mgr, log: log, path: path, sets: sets, current: cfg}
+	if b.Admin.Socket != "" {
+		closeControl, err := serveControl(ctx, b.Admin.Socket, ctl)
+		if err != nil {
+			_ = mgr.Stop(context.WithoutCancel(ctx))
+			return err
+		}
+		defer closeControl()
+	}
+	if b.Admin.Reload {
+		if err := ctl.watch(ctx); err != nil {
+			log.Warn("config changes will not be applied while running", "err", err)
+		}
 	}
 	log.Info("running", "modules", mgr.Running())
 	<-ctx.Done()

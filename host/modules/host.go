@@ -89,11 +89,3 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
-
-// wrapRegisterer labels everything a module registers with its name.
-func wrapRegisterer(reg prometheus.Registerer, module string) prometheus.Registerer {
-	if reg == nil {
-		return prometheus.NewRegistry() // collectors go nowhere, registration still works
-	}
-	return prometheus.WrapRegistererWith(prometheus.Labels{"module": module}, reg)
-}

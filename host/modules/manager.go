@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/router"
@@ -61,6 +62,7 @@ type running struct {
 type instance struct {
 	planned Planned
 	host    *hostHandle
+	reg     *prometheus.Registry // the instance's own metrics; replaced with it on a swap
 	life    context.Context
 	cancel  context.CancelFunc
 }
@@ -123,13 +125,14 @@ func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
 // startInstance starts one module value with a fresh host handle, bounded by StartTimeout.
 func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, error) {
 	name := p.Info.Name
+	reg := prometheus.NewRegistry()
 	h := &hostHandle{
 		name:   name,
 		node:   mgr.deps.NodeName,
 		router: mgr.deps.Router,
 		store:  mgr.deps.Store.Objects(name),
 		logger: mgr.deps.Logger.With("module", name),
-		reg:    wrapRegisterer(mgr.deps.Metrics, name),
+		reg:    prometheus.WrapRegistererWith(prometheus.Labels{"module": name}, reg),
 	}
 	// The lifetime context outlives the caller's: modules run until stopped, not until Start returns.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -154,7 +157,7 @@ func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, er
 		cancel()
 		return nil, err
 	}
-	return &instance{planned: p, host: h, life: life, cancel: cancel}, nil
+	return &instance{planned: p, host: h, reg: reg, life: life, cancel: cancel}, nil
 }
 
 // deliver hands queued messages to the current instance one at a time until the mailbox is closed
@@ -340,3 +343,20 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 
 // Version is the host binary's version, reported for builtin modules (the daemon sets it).
 var Version = "dev"
+
+// Gather collects the metrics of every running module's current instance (a swapped-out instance's
+// metrics leave with it; counters of a new instance start from zero, which Prometheus reads as a reset).
+func (mgr *Manager) Gather() ([]*dto.MetricFamily, error) {
+	mgr.mu.Lock()
+	rs := slices.Clone(mgr.running)
+	mgr.mu.Unlock()
+	gs := make(prometheus.Gatherers, 0, len(rs))
+	for _, r := range rs {
+		r.mu.Lock()
+		gs = append(gs, r.cur.reg)
+		r.mu.Unlock()
+	}
+	return gs.Gather()
+}
+
+var _ prometheus.Gatherer = (*Manager)(nil)

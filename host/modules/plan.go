@@ -39,6 +39,8 @@ type Planned struct {
 	Info     sdk.Info
 	Settings Settings
 	Module   sdk.Module
+	// Block is the module's block as the config file wrote it (nil when absent); a reload compares it.
+	Block map[string]any
 }
 
 // Plan decodes the modules section (the subtree at "modules" of a config) against the registered
@@ -67,7 +69,7 @@ func Plan(source string, tree map[string]any, ov *config.Overrides, registered [
 	}
 	var enabled []Planned
 	for _, info := range all {
-		p, on, err := planOne(source, section, ov, info, loaders)
+		p, on, err := planOne(source, section[info.Name], ov, info, loaders)
 		if err != nil {
 			return nil, err
 		}
@@ -88,16 +90,39 @@ func isPlugin(block any) bool {
 	return rt != "" && Runtime(rt) != Builtin
 }
 
-func planOne(source string, section map[string]any, ov *config.Overrides, info sdk.Info, loaders Loaders) (Planned, bool, error) {
+// PlanModule plans one module from its block regardless of whether it is enabled and without
+// checking its requirements: a swap replaces a running module whose place in the order is known.
+func PlanModule(source, name string, block map[string]any, registered []sdk.Info, loaders Loaders) (Planned, error) {
+	info, ok := sdk.Info{Name: name, Enabled: true}, false
+	for _, i := range registered {
+		if i.Name == name {
+			info, ok = i, true
+		}
+	}
+	if !ok && !isPlugin(block) {
+		return Planned{}, &config.Error{Source: source, Key: "modules." + name, Problem: "unknown module; a plugin module needs runtime process or wasm and a path"}
+	}
+	b := maps.Clone(block) // the caller's block stays as it was
+	if b == nil {
+		b = map[string]any{}
+	}
+	b["enable"] = true
+	p, _, err := planOne(source, b, nil, info, loaders)
+	p.Block = block
+	return p, err
+}
+
+func planOne(source string, raw any, ov *config.Overrides, info sdk.Info, loaders Loaders) (Planned, bool, error) {
 	at := "modules." + info.Name
 	block := map[string]any{}
-	if raw, ok := section[info.Name]; ok && raw != nil {
+	if raw != nil {
 		m, ok := raw.(map[string]any)
 		if !ok {
 			return Planned{}, false, &config.Error{Source: source, Key: at, Problem: fmt.Sprintf("expected a mapping, got %T", raw)}
 		}
 		block = m
 	}
+	fileBlock, _ := raw.(map[string]any)
 	hostPart, modPart := map[string]any{}, map[string]any{}
 	for k, v := range block {
 		if slices.Contains(hostKeys, k) {
@@ -124,7 +149,7 @@ func planOne(source string, section map[string]any, ov *config.Overrides, info s
 		if err := config.Decode(source, map[string]any{"modules": map[string]any{info.Name: modPart}}, at, ov, mod); err != nil {
 			return Planned{}, false, err
 		}
-		return Planned{Info: info, Settings: s, Module: mod}, on, nil
+		return Planned{Info: info, Settings: s, Module: mod, Block: fileBlock}, on, nil
 	case Process, WASM:
 		loader, ok := loaders[s.Runtime]
 		if !ok {
@@ -143,13 +168,13 @@ func planOne(source string, section map[string]any, ov *config.Overrides, info s
 		}
 		info.Group = group
 		if !on {
-			return Planned{Info: info, Settings: s}, false, nil
+			return Planned{Info: info, Settings: s, Block: fileBlock}, false, nil
 		}
 		mod, err := loader.New(Spec{Name: info.Name, Group: group, Settings: s, Config: modPart})
 		if err != nil {
 			return Planned{}, false, &config.Error{Source: source, Key: at, Problem: err.Error()}
 		}
-		return Planned{Info: info, Settings: s, Module: mod}, true, nil
+		return Planned{Info: info, Settings: s, Module: mod, Block: fileBlock}, true, nil
 	default:
 		return Planned{}, false, &config.Error{Source: source, Key: at + ".runtime",
 			Problem: fmt.Sprintf("expected one of builtin, process, wasm, got %q", s.Runtime)}

@@ -86,3 +86,49 @@ func (mgr *Manager) find(name string) *running {
 	}
 	return nil
 }
+
+// Add starts a module while the others run (a reload that enables it). Its requirements must already
+// be running; the config check guarantees that for a valid config.
+func (mgr *Manager) Add(ctx context.Context, p Planned) error {
+	if mgr.find(p.Info.Name) != nil {
+		return fmt.Errorf("add module %s: already running", p.Info.Name)
+	}
+	for _, req := range p.Info.Requires {
+		if mgr.find(req) == nil {
+			return fmt.Errorf("add module %s: requires %s, which is not running", p.Info.Name, req)
+		}
+	}
+	if err := mgr.startOne(ctx, p); err != nil {
+		return fmt.Errorf("add module %s: %w", p.Info.Name, err)
+	}
+	return nil
+}
+
+// Remove stops one running module (a reload that disables it), as Stop does for all.
+func (mgr *Manager) Remove(ctx context.Context, name string) error {
+	mgr.mu.Lock()
+	var r *running
+	for i, x := range mgr.running {
+		if x.name == name {
+			r = x
+			mgr.running = append(mgr.running[:i:i], mgr.running[i+1:]...)
+			break
+		}
+	}
+	mgr.mu.Unlock()
+	if r == nil {
+		return fmt.Errorf("remove module %s: not running", name)
+	}
+	return mgr.stopOne(ctx, r)
+}
+
+// Planned returns the running instance's plan of a module (for a reload's comparison).
+func (mgr *Manager) Planned(name string) (Planned, bool) {
+	r := mgr.find(name)
+	if r == nil {
+		return Planned{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur.planned, true
+}

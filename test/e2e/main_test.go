@@ -60,6 +60,7 @@ type daemon struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	admin  string
+	socket string
 	stderr *syncBuffer
 	exited chan struct{}
 }
@@ -80,9 +81,11 @@ func start(t *testing.T, binary string, env []string, args ...string) *daemon {
 	t.Helper()
 	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	cmd := exec.Command(filepath.Join(binDir, binary), args...)
-	cmd.Env = append(os.Environ(), "KEDGE_STORE__PATH="+filepath.Join(t.TempDir(), binary+".db"), "KEDGE_ADMIN__ADDRESS="+admin)
+	state := t.TempDir()
+	cmd.Env = append(os.Environ(), "KEDGE_STORE__PATH="+filepath.Join(state, binary+".db"), "KEDGE_ADMIN__ADDRESS="+admin,
+		"KEDGE_ADMIN__SOCKET="+filepath.Join(state, binary+".sock"))
 	cmd.Env = append(cmd.Env, env...)
-	d := &daemon{t: t, cmd: cmd, admin: admin, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, cmd: cmd, admin: admin, socket: filepath.Join(state, binary+".sock"), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kedge-io/kedge/host/modules"
+)
+
+// moduleCommand talks to a running daemon over its control socket.
+func moduleCommand(spec Spec) *cobra.Command {
+	var f flags
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "module",
+		Short: "List and hot-swap the modules of a running " + spec.Binary,
+		Long: `module talks to a running ` + spec.Binary + ` over its control socket (admin.socket; only the user
+running ` + spec.Binary + ` can open it).
+
+A swap replaces a running module without stopping ` + spec.Binary + `: the new instance starts beside the
+old one and must pass its health check; then delivery switches between two messages, queued messages
+continue in order into the new instance, and the old one stops. If the new one fails, the old one keeps
+running. A swap does not edit the config file: to keep the change across restarts, edit the file (which
+` + spec.Binary + ` also watches: saving it swaps changed modules the same way).`,
+	}
+	cmd.PersistentFlags().StringVarP(&f.config, "config", "c", "", "config file naming the control socket (admin.socket)")
+	cmd.PersistentFlags().StringArrayVar(&f.sets, "set", nil, "override one setting, as for run")
+	cmd.PersistentFlags().StringVar(&socket, "socket", "", "control socket path (default: admin.socket from the config)")
+	client := func() (*http.Client, error) {
+		path := socket
+		if path == "" {
+			cfg, _, err := Load(spec, f.config, f.sets, os.Environ())
+			if err != nil {
+				return nil, &exitError{ExitConfig, err}
+			}
+			path = cfg.base().Admin.Socket
+		}
+		return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				conn, err := d.DialContext(ctx, "unix", path)
+				if err != nil {
+					return nil, fmt.Errorf("%w (is %s running? is admin.socket %s?)", err, spec.Binary, path)
+				}
+				return conn, nil
+			}}}, nil
+	}
+
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List running modules: runtime, version, health, messages handled",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var st []modules.Status
+			if err := call(cmd.Context(), c, http.MethodGet, "/v1/modules", nil, &st); err != nil {
+				return &exitError{ExitFailure, err}
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tGROUP\tRUNTIME\tVERSION\tHEALTH\tHANDLED\tFAILED\tQUEUED\tSWAPS")
+			for _, s := range st {
+				health := "ok"
+				if s.Health != "" {
+					health = "unhealthy: " + s.Health
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%d\t%.0f\n", s.Name, s.Group, s.Runtime, s.Version, health, s.Handled, s.Failed, s.Queued, s.Swaps)
+			}
+			return tw.Flush()
+		},
+	}
+
+	var req swapRequest
+	var runtime string
+	swap := &cobra.Command{
+		Use:   "swap NAME --runtime builtin|process|wasm [--path FILE --sha256 HEX]",
+		Short: "Replace a running module with another runtime or plugin file, without a restart",
+		Example: `  ` + spec.Binary + ` module swap modbus --runtime wasm --path /opt/kedge/modbus-v2.wasm --sha256 $(sha256sum /opt/kedge/modbus-v2.wasm | cut -d' ' -f1)
+  ` + spec.Binary + ` module swap modbus --runtime builtin`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Runtime = modules.Runtime(runtime)
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var rep modules.SwapReport
+			if err := call(cmd.Context(), c, http.MethodPost, "/v1/modules/"+args[0]+"/swap", req, &rep); err != nil {
+				return &exitError{ExitFailure, err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "swapped %s: %s -> %s; delivery paused %s with %d messages queued (handed to the new instance in order)\n",
+				rep.Module, rep.From, rep.To, rep.Paused, rep.Queued)
+			fmt.Fprintln(cmd.OutOrStdout(), "not written to the config file: edit it to keep this across restarts")
+			return nil
+		},
+	}
+	swap.Flags().StringVar(&runtime, "runtime", "", "builtin, process or wasm (required)")
+	swap.Flags().StringVar(&req.Path, "path", "", "plugin file (process or wasm)")
+	swap.Flags().StringVar(&req.SHA256, "sha256", "", "the plugin file's SHA-256 (process or wasm)")
+	_ = swap.MarkFlagRequired("runtime")
+
+	cmd.AddCommand(ls, swap)
+	return cmd
+}
+
+// call does one JSON request on the control socket; a non-2xx answer's error text becomes the error.
+func call(ctx context.Context, c *http.Client, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://control"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
+	}
+	return json.Unmarshal(data, out)
+}

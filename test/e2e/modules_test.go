@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func (d *daemon) waitMetric(name string, atLeast float64, match ...string) {
+	d.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for d.metric(name, match...) < atLeast {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s%v stayed below %v for 30s\n%s", name, match, atLeast, d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) waitLog(s string) {
+	d.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no %q in the log within 30s\n%s", s, d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestModuleLsShowsRunningModulesOverTheControlSocket(t *testing.T) {
+	needBinaries(t)
+	d := start(t, "edgecore", nil)
+	d.waitReady()
+	code, out, stderr := run(t, "edgecore", nil, "module", "ls", "--socket", d.socket)
+	if code != 0 {
+		t.Fatalf("module ls: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"NAME", "metamanager", "nodestatus", "builtin", "ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("module ls output lacks %q:\n%s", want, out)
+		}
+	}
+	if fi, err := os.Stat(d.socket); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode = %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+}
+
+func TestModuleSwapCommandReplacesAModuleAndRefusesABadOne(t *testing.T) {
+	needBinaries(t)
+	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__INTERVAL=1s"})
+	d.waitReady()
+	code, out, stderr := run(t, "edgecore", nil, "module", "swap", "nodestatus", "--runtime", "builtin", "--socket", d.socket)
+	if code != 0 || !strings.Contains(out, "swapped nodestatus: builtin -> builtin") {
+		t.Fatalf("module swap: exit %d\n%s%s", code, out, stderr)
+	}
+	d.waitMetric("kedge_module_swaps_total", 1, `module="nodestatus"`, `result="ok"`)
+	before := d.metric("kedge_nodestatus_reports_total")
+	d.waitMetric("kedge_nodestatus_reports_total", before+1) // the new instance reports
+
+	missing := filepath.Join(t.TempDir(), "absent-plugin")
+	code, _, stderr = run(t, "edgecore", nil, "module", "swap", "nodestatus", "--runtime", "process", "--path", missing, "--sha256", strings.Repeat("a", 64), "--socket", d.socket)
+	if code == 0 || !strings.Contains(stderr, "modules.nodestatus") {
+		t.Fatalf("swap to a missing plugin: exit %d: %s", code, stderr)
+	}
+	before = d.metric("kedge_nodestatus_reports_total")
+	d.waitMetric("kedge_nodestatus_reports_total", before+1) // the builtin instance still runs
+	if code, _ := d.stop(syscall.SIGTERM, 5*time.Second); code != 0 {
+		t.Fatalf("exit code %d after swaps", code)
+	}
+}
+
+func TestEditingTheConfigSwapsChangedModulesAndRefusesInvalidEdits(t *testing.T) {
+	needBinaries(t)
+	cfg := filepath.Join(t.TempDir(), "edgecore.yaml")
+	write := func(body string) {
+		t.Helper()
+		tmp := cfg + ".tmp" // replace the file the way editors do
+		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: 1h\n")
+	d := start(t, "edgecore", nil, "--config", cfg)
+	d.waitReady()
+	d.waitMetric("kedge_nodestatus_reports_total", 1)
+
+	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: 1s\n")
+	d.waitMetric("kedge_module_swaps_total", 1, `module="nodestatus"`, `result="ok"`)
+	d.waitMetric("kedge_nodestatus_reports_total", 3) // the swapped-in instance reports every second
+
+	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: often\n")
+	d.waitLog("config reload refused, the running modules are unchanged")
+	d.waitLog(`modules.nodestatus.interval`)
+
+	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    enable: false\n")
+	d.waitLog("config reload: stopping module")
+	d.waitMetric("kedge_module_up", 1, `module="metamanager"`)
+	if up := d.metric("kedge_module_up", `module="nodestatus"`); up != 0 {
+		t.Fatalf("nodestatus still up after being disabled in the config")
+	}
+	if code, _ := d.stop(syscall.SIGTERM, 5*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}

@@ -28,6 +28,12 @@ const (
 	OpPublish   = "publish"
 	OpUpload    = "upload"
 	OpKeepalive = "keepalive"
+	// OpInventory asks for (edge → metamanager) or carries (edge → cloud, on connect) the list of
+	// objects a node holds with their resourceVersions, so the cloud resends only what is missing.
+	OpInventory = "inventory"
+	// OpConnected and OpDisconnected are the hubs' link events on the router.
+	OpConnected    = "connected"
+	OpDisconnected = "disconnected"
 )
 
 // Header carries identity and ordering. Field names on the wire are KubeEdge's.

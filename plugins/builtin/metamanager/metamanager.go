@@ -62,15 +62,19 @@ func (m *Module) Stop(context.Context) error { return nil }
 
 // Handle stores or deletes the object a message carries, or answers a query.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	if msg.Route.Operation == message.OpInventory {
+		return m.inventory(ctx, msg)
+	}
 	res, err := message.ParseEdge(msg.Route.Resource)
 	if err != nil {
 		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
 	}
+	applied := true
 	switch msg.Route.Operation {
 	case message.OpInsert, message.OpUpdate, message.OpPatch:
-		err = m.put(ctx, msg, res)
+		applied, err = m.put(ctx, msg, res)
 	case message.OpDelete:
-		_, err = m.host.Store().Delete(ctx, key(res))
+		applied, err = m.host.Store().Delete(ctx, key(res))
 	case message.OpQuery:
 		return m.query(ctx, msg, res)
 	case message.OpResponse, message.OpError:
@@ -90,28 +94,57 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 			return err
 		}
 	}
+	if !applied {
+		return nil // a stale or repeated delivery: nothing changed, nobody is told
+	}
 	return m.notify(ctx, msg, res)
 }
 
-func (m *Module) put(ctx context.Context, msg sdk.Message, res message.Resource) error {
+// put stores the object unless the store holds a newer or equal version; applied says which.
+func (m *Module) put(ctx context.Context, msg sdk.Message, res message.Resource) (applied bool, err error) {
 	if res.Name == "" {
-		return fmt.Errorf("%s %s: resource has no name", msg.Route.Operation, msg.Route.Resource)
+		return false, fmt.Errorf("%s %s: resource has no name", msg.Route.Operation, msg.Route.Resource)
 	}
 	var rv uint64
 	if msg.Header.ResourceVersion != "" {
-		var err error
 		if rv, err = strconv.ParseUint(msg.Header.ResourceVersion, 10, 64); err != nil {
-			return fmt.Errorf("%s %s: resourceversion %q is not a number", msg.Route.Operation, msg.Route.Resource, msg.Header.ResourceVersion)
+			return false, fmt.Errorf("%s %s: resourceversion %q is not a number", msg.Route.Operation, msg.Route.Resource, msg.Header.ResourceVersion)
 		}
 	}
 	r, err := m.host.Store().Put(ctx, sdk.Object{Key: key(res), ResourceVersion: rv, Value: msg.Content})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !r.Applied {
 		m.host.Logger().Debug("stale update ignored", "resource", msg.Route.Resource, "rv", rv, "stored", r.Stored)
 	}
-	return nil
+	return r.Applied, nil
+}
+
+// Item is one entry of an inventory: an object the node holds and its resourceVersion.
+type Item struct {
+	Resource        string `json:"resource"`
+	ResourceVersion uint64 `json:"resourceVersion"`
+}
+
+// inventory answers with every versioned object (those that came from the cloud).
+func (m *Module) inventory(ctx context.Context, msg sdk.Message) error {
+	objs, err := m.host.Store().List(ctx, sdk.Query{})
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	items := make([]Item, 0, len(objs))
+	for _, o := range objs {
+		if o.ResourceVersion > 0 {
+			r := message.Resource{Namespace: o.Namespace, Type: o.Type, Name: o.Name}
+			items = append(items, Item{Resource: r.Edge(), ResourceVersion: o.ResourceVersion})
+		}
+	}
+	reply, err := msg.Reply(Name, items)
+	if err != nil {
+		return err
+	}
+	return m.host.Reply(ctx, reply)
 }
 
 // notify tells whoever consumes the change: local consumers for changes from the cloud, the hub for

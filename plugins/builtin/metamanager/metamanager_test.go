@@ -181,3 +181,32 @@ func TestAbsentConsumerLosesNothing(t *testing.T) {
 	}
 	r.stored(t, "pod", "default", "q")
 }
+
+func TestRepeatedDeliveryReachesNoConsumer(t *testing.T) {
+	r := newRig(t)
+	r.sync(t, "edgehub", message.OpUpdate, "default/pod/p", "4", map[string]string{"v": "1"})
+	receive(t, r.edged)
+	resp := r.sync(t, "edgehub", message.OpUpdate, "default/pod/p", "4", map[string]string{"v": "1"})
+	if resp.Route.Operation != message.OpResponse {
+		t.Fatalf("a repeated delivery must still be acknowledged: %v %s", resp.Route.Operation, resp.Content)
+	}
+	if r.edged.Len() != 0 {
+		t.Fatal("a repeated delivery was passed to the consumer again")
+	}
+}
+
+func TestInventoryListsVersionedObjects(t *testing.T) {
+	r := newRig(t)
+	r.sync(t, "edgehub", message.OpInsert, "default/pod/a", "11", map[string]string{})
+	r.sync(t, "edgehub", message.OpInsert, "kube-system/configmap/b", "12", map[string]string{})
+	r.sync(t, "nodestatus", message.OpUpdate, "default/nodestatus/edge-1", "", map[string]string{}) // edge-made: no version
+	resp := r.sync(t, "edgehub", message.OpInventory, "", "", nil)
+	var items []Item
+	if err := json.Unmarshal(resp.Content, &items); err != nil {
+		t.Fatal(err)
+	}
+	want := []Item{{"kube-system/configmap/b", 12}, {"default/pod/a", 11}}
+	if len(items) != 2 || items[0] != want[0] || items[1] != want[1] {
+		t.Fatalf("inventory = %+v, want %+v", items, want)
+	}
+}

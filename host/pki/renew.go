@@ -142,11 +142,18 @@ func (r *Renewer) ClientTLSConfig() *tls.Config {
 // Run renews the certificate whenever it is due until ctx ends.
 func (r *Renewer) Run(ctx context.Context) error {
 	clock := r.opts.Clock
-	for {
+	for renewed := false; ; renewed = true {
 		next := r.NextRenewal()
 		r.log.Info("node certificate renewal scheduled", "at", next.UTC().Format(time.RFC3339),
 			"expires", r.Certificate().Leaf.NotAfter.UTC().Format(time.RFC3339))
-		if wait := next.Sub(clock.Now()); wait > 0 {
+		wait := next.Sub(clock.Now())
+		if renewed && wait <= 0 {
+			// A certificate due the moment it arrives means skewed clocks or a tiny validity;
+			// renewing again at once would only hammer the server.
+			r.log.Warn("the renewed certificate is already due; check the clocks of this node and the cloud", "retryIn", r.opts.MaxBackoff)
+			wait = r.opts.MaxBackoff
+		}
+		if wait > 0 {
 			select {
 			case <-ctx.Done():
 				return nil

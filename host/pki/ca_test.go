@@ -86,7 +86,9 @@ func TestLoadOrCreateCANamesTheDamagedFile(t *testing.T) {
 	}{
 		{"garbage certificate", func(dir string) { write(t, dir, CACertName, "not a certificate") }, "ca.crt in "},
 		{"truncated certificate", func(dir string) { truncate(t, dir, CACertName) }, "ca.crt in "},
-		{"garbage key", func(dir string) { write(t, dir, CAKeyName, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n") }, "ca.key in "},
+		{"garbage key", func(dir string) {
+			write(t, dir, CAKeyName, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
+		}, "ca.key in "},
 		{"key of another CA", func(dir string) { write(t, dir, CAKeyName, string(otherKey)) }, "does not belong to ca.crt"},
 		{"missing key", func(dir string) { remove(t, dir, CAKeyName) }, "read ca.key"},
 		{"garbage token secret", func(dir string) { write(t, dir, TokenSecretName, "xyz") }, "token.secret in "},

@@ -100,3 +100,23 @@ var (
 	// ErrNoWaiter: a reply matched no waiting request and named no destination module.
 	ErrNoWaiter = router.ErrNoWaiter
 )
+
+// Outbox is the node's durable FIFO queue of upstream messages: what is enqueued survives a crash or
+// reboot until it is acknowledged.
+type Outbox interface {
+	Enqueue(ctx context.Context, payload []byte) (seq int64, err error)
+	Peek(ctx context.Context, max int) ([]OutboxEntry, error)
+	Ack(ctx context.Context, upTo int64) (removed int, err error)
+	Len(ctx context.Context) (int, error)
+}
+
+// OutboxEntry is one queued upstream message.
+type OutboxEntry = store.Entry
+
+// OutboxProvider is implemented by a host that keeps the node's upstream outbox (the builtin host
+// does); the hub module uses it. Modules that send upstream just send to the hub.
+type OutboxProvider interface {
+	Outbox() Outbox
+}
+
+var _ Outbox = (*store.Outbox)(nil)

@@ -18,11 +18,18 @@ type hostHandle struct {
 	name, node string
 	router     *router.Router
 	store      *store.Objects
+	outbox     *store.Outbox
 	logger     *slog.Logger
 	reg        prometheus.Registerer
 }
 
-var _ sdk.Host = (*hostHandle)(nil)
+var (
+	_ sdk.Host           = (*hostHandle)(nil)
+	_ sdk.OutboxProvider = (*hostHandle)(nil)
+)
+
+// Outbox is the node's upstream outbox, shared by the host (the hub module drains it).
+func (h *hostHandle) Outbox() sdk.Outbox { return h.outbox }
 
 func (h *hostHandle) Name() string     { return h.name }
 func (h *hostHandle) NodeName() string { return h.node }

@@ -131,6 +131,7 @@ func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, er
 		node:   mgr.deps.NodeName,
 		router: mgr.deps.Router,
 		store:  mgr.deps.Store.Objects(name),
+		outbox: mgr.deps.Store.Outbox(),
 		logger: mgr.deps.Logger.With("module", name),
 		reg:    prometheus.WrapRegistererWith(prometheus.Labels{"module": name}, reg),
 	}

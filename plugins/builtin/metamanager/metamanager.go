@@ -150,6 +150,7 @@ func (m *Module) inventory(ctx context.Context, msg sdk.Message) error {
 // notify tells whoever consumes the change: local consumers for changes from the cloud, the hub for
 // changes made here. The object is already stored, so a missing receiver loses nothing.
 func (m *Module) notify(ctx context.Context, msg sdk.Message, res message.Resource) error {
+	msg.Header.Sync = false // the consumer is told, not asked; the sender already has its answer
 	if msg.Route.Source == m.CloudSource {
 		to, ok := m.Consumers[res.Type]
 		if !ok || to == msg.Route.Source {

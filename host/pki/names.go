@@ -17,6 +17,7 @@ const (
 	CertPath         = "/edge.crt"
 	DefaultCertPort  = 10002
 	DefaultHubPort   = 10000
+	DefaultCloudDir  = "/var/lib/kedge/pki" // where cloudcore keeps its CA unless configured otherwise
 	maxNodeNameBytes = 253
 )
 

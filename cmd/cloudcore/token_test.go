@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kedge-io/kedge/host/daemon"
+	"github.com/kedge-io/kedge/host/pki"
+)
+
+// runCloudcore executes cloudcore in-process with a fresh token command (cobra keeps flag values
+// between runs of the same command object).
+func runCloudcore(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	s := spec
+	s.Commands = []*cobra.Command{tokenCommand()}
+	cmd := daemon.Command(s)
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetArgs(args)
+	err = cmd.ExecuteContext(context.Background())
+	return out.String(), errb.String(), err
+}
+
+func TestTokenCreateMakesTheCAOnceAndPrintsVerifiableTokens(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	stdout, stderr, err := runCloudcore(t, "token", "create", "--pki-dir", dir, "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "created a new CA in "+dir) {
+		t.Errorf("stderr does not say the CA was created:\n%s", stderr)
+	}
+	if strings.Count(stdout, "\n") != 1 {
+		t.Errorf("stdout is not exactly one line (the token):\n%s", stdout)
+	}
+	first, err := pki.ParseToken(stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, created, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: dir})
+	if err != nil || created {
+		t.Fatalf("CA not stored by the command (created %v, err %v)", created, err)
+	}
+	if first.CAHash != ca.Hash() {
+		t.Errorf("token hash %s; want the stored CA's %s", first.CAHash, ca.Hash())
+	}
+	if err := ca.VerifyJWT(first.JWT); err != nil {
+		t.Errorf("the printed token does not verify: %v", err)
+	}
+
+	stdout, stderr, err = runCloudcore(t, "token", "create", "--pki-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr, "created a new CA") {
+		t.Error("a second run created another CA")
+	}
+	second, err := pki.ParseToken(stdout)
+	if err != nil || second.CAHash != first.CAHash {
+		t.Errorf("second token %+v (err %v); want the same CA hash", second, err)
+	}
+}
+
+func TestTokenCreateRefusesBadInputWithExitCode2(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"zero ttl", []string{"token", "create", "--pki-dir", dir, "--ttl", "0s"}, "must be positive"},
+		{"ttl not a duration", []string{"token", "create", "--pki-dir", dir, "--ttl", "tomorrow"}, "invalid argument"},
+		{"damaged CA", []string{"token", "create", "--pki-dir", damagedPKI(t)}, "damaged"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := runCloudcore(t, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want it to mention %q", err, tt.want)
+			}
+			s := spec
+			s.Commands = []*cobra.Command{tokenCommand()}
+			if code := daemon.Main(s, tt.args); code != daemon.ExitConfig {
+				t.Errorf("exit code %d; want %d", code, daemon.ExitConfig)
+			}
+		})
+	}
+}
+
+func damagedPKI(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := (pki.FileStorage{Dir: dir}).Write(context.Background(), pki.Item{Name: pki.CACertName, Data: []byte("garbage")}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestTokenCreateHelpHasExamples(t *testing.T) {
+	stdout, _, err := runCloudcore(t, "token", "create", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Examples:", "cloudcore token create --ttl", "--pki-dir", "edgecore join"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kedge-io/kedge/host/pki"
+)
+
+func init() { spec.Commands = append(spec.Commands, joinCommand()) }
+
+type joinFlags struct {
+	address, token, nodeName, dataDir, configOut string
+	certPort, hubPort                            int
+	force                                        bool
+}
+
+// joinCommand is "edgecore join": get a certificate from cloudcore and write edgecore.yaml.
+func joinCommand() *cobra.Command {
+	host, _ := os.Hostname()
+	f := joinFlags{nodeName: strings.ToLower(host)}
+	cmd := &cobra.Command{
+		Use:   "join",
+		Short: "Join this node to a cloudcore: get its certificate and write edgecore.yaml",
+		Long: `Join this node to a cloudcore with a token from 'cloudcore token create':
+
+  1. fetch the CA certificate from https://<cloudcore-address>:<cert-port>/ca.crt and check that
+     its SHA-256 is the one in the token (if not, stop: the token is for another cloudcore, or
+     someone is in between);
+  2. make a private key and send a certificate request, authenticated by the token, over TLS
+     verified with that CA; cloudcore answers with a certificate for system:node:<node-name>;
+  3. store ca.crt, node.crt and node.key (mode 0600) in <data-dir>/certs;
+  4. write edgecore.yaml with the node name, the store and the edgehub module pointing at cloudcore.
+
+Then start edgecore with --config <config-out>. The certificate renews itself before it expires.
+Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits with code 2.`,
+		Example: `  edgecore join --cloudcore-address cloud.example.com --token 3f1c...e9.eyJhbGciOiJIUzI1NiJ9...
+  edgecore join --cloudcore-address 10.0.0.5 --token "$TOKEN" --node-name edge-1 --data-dir /data/kedge
+  edgecore join --cloudcore-address cloud.example.com --token "$TOKEN" --config-out ./edgecore.yaml --force`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runJoin(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.address, "cloudcore-address", "", "cloudcore's host name or IP address, without a port (required)")
+	fl.StringVar(&f.token, "token", "", "join token printed by 'cloudcore token create' (required)")
+	fl.StringVar(&f.nodeName, "node-name", f.nodeName, "this node's name in Kubernetes (a DNS-1123 subdomain)")
+	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/kedge", "edgecore's data folder; the certificates go to <data-dir>/certs")
+	fl.StringVar(&f.configOut, "config-out", "/etc/kedge/edgecore.yaml", "where to write edgecore.yaml")
+	fl.IntVar(&f.certPort, "cert-port", pki.DefaultCertPort, "cloudcore's certificate server port")
+	fl.IntVar(&f.hubPort, "hub-port", pki.DefaultHubPort, "cloudcore's hub (websocket) port")
+	fl.BoolVar(&f.force, "force", false, "overwrite --config-out if it exists")
+	_ = cmd.MarkFlagRequired("cloudcore-address")
+	_ = cmd.MarkFlagRequired("token")
+	return cmd
+}
+
+func runJoin(cmd *cobra.Command, f joinFlags) error {
+	host, err := cloudcoreHost(f.address)
+	if err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"--cert-port", f.certPort}, {"--hub-port", f.hubPort}} {
+		if p.port < 1 || p.port > 65535 {
+			return fmt.Errorf("%s %d: want a port between 1 and 65535", p.flag, p.port)
+		}
+	}
+	if err := pki.CheckNodeName(f.nodeName); err != nil {
+		return fmt.Errorf("--node-name: %w", err)
+	}
+	if _, err := pki.ParseToken(f.token); err != nil {
+		return fmt.Errorf("--token: %w", err)
+	}
+	if f.dataDir == "" || f.configOut == "" {
+		return errors.New("--data-dir and --config-out must not be empty")
+	}
+	// Refuse before asking cloudcore for anything, so a refused run changes nothing.
+	if !f.force {
+		if _, err := os.Stat(f.configOut); err == nil {
+			return fmt.Errorf("%s exists; pass --force to overwrite it, or --config-out to write elsewhere", f.configOut)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("check %s: %w", f.configOut, err)
+		}
+	}
+
+	out := cmd.OutOrStdout()
+	certServer := net.JoinHostPort(host, strconv.Itoa(f.certPort))
+	res, err := pki.Join(cmd.Context(), pki.JoinOptions{
+		CertServer: certServer,
+		Token:      f.token,
+		NodeName:   f.nodeName,
+		Dir:        filepath.Join(f.dataDir, "certs"),
+		Progress:   out,
+	})
+	if err != nil {
+		return err
+	}
+	conf, err := edgecoreYAML(f, host, certServer, res)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(f.configOut), 0o755); err != nil {
+		return fmt.Errorf("create the folder of %s: %w", f.configOut, err)
+	}
+	if err := writeFile(f.configOut, conf); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "wrote %s\njoined as node %s; start edgecore with: edgecore --config %s\n", f.configOut, f.nodeName, f.configOut)
+	return nil
+}
+
+// cloudcoreHost accepts a host name or an IP address (IPv6 with or without brackets), not host:port.
+func cloudcoreHost(address string) (string, error) {
+	a := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(address), "["), "]")
+	if a == "" {
+		return "", errors.New("--cloudcore-address is empty; give cloudcore's host name or IP address")
+	}
+	if net.ParseIP(a) != nil {
+		return a, nil
+	}
+	if strings.ContainsAny(a, ":/ ") {
+		return "", fmt.Errorf("--cloudcore-address %q: give only a host name or IP address; the ports are --cert-port and --hub-port", address)
+	}
+	return a, nil
+}
+
+// edgecoreYAML renders the config 'edgecore join' writes; the yaml encoder quotes whatever needs it.
+func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]byte, error) {
+	type edgehub struct {
+		Enable     bool   `yaml:"enable"`
+		Server     string `yaml:"server"`
+		CertServer string `yaml:"certServer"`
+		CAFile     string `yaml:"caFile"`
+		CertFile   string `yaml:"certFile"`
+		KeyFile    string `yaml:"keyFile"`
+	}
+	type config struct {
+		Node struct {
+			Name string `yaml:"name"`
+		} `yaml:"node"`
+		Store struct {
+			Path string `yaml:"path"`
+		} `yaml:"store"`
+		Modules struct {
+			Edgehub edgehub `yaml:"edgehub"`
+		} `yaml:"modules"`
+	}
+	var c config
+	c.Node.Name = f.nodeName
+	c.Store.Path = filepath.Join(f.dataDir, "edgecore.db")
+	c.Modules.Edgehub = edgehub{
+		Enable:     true,
+		Server:     net.JoinHostPort(host, strconv.Itoa(f.hubPort)),
+		CertServer: certServer,
+		CAFile:     res.CAFile,
+		CertFile:   res.CertFile,
+		KeyFile:    res.KeyFile,
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&c); err != nil {
+		return nil, fmt.Errorf("render edgecore.yaml: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("render edgecore.yaml: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// writeFile writes through a temporary file and a rename, so a crash never leaves half a config.
+func writeFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

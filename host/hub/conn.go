@@ -226,7 +226,7 @@ func (c *Conn) Send(ctx context.Context, m message.Message) error {
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
-			c.shutdown(fmt.Errorf("%w: a send's context ended mid-write: %v", ErrClosed, ctx.Err()), websocket.CloseGoingAway, "")
+			c.shutdown(fmt.Errorf("%w: a send's context ended mid-write: %w", ErrClosed, ctx.Err()), websocket.CloseGoingAway, "")
 		})
 		defer stop()
 	}
@@ -284,7 +284,7 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
-			c.shutdown(fmt.Errorf("%w: the receiver's context ended: %v", ErrClosed, ctx.Err()), websocket.CloseGoingAway, "")
+			c.shutdown(fmt.Errorf("%w: the receiver's context ended: %w", ErrClosed, ctx.Err()), websocket.CloseGoingAway, "")
 		})
 		defer stop()
 	}

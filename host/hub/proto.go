@@ -133,7 +133,9 @@ func UnmarshalMessage(b []byte) (message.Message, error) {
 	if m.Content, err = contentJSON(content); err != nil {
 		return message.Message{}, err
 	}
-	if err := m.Validate(); err != nil {
+	headerOnly := m
+	headerOnly.Content = nil // contentJSON has checked it; skip a second pass over a large body
+	if err := headerOnly.Validate(); err != nil {
 		return message.Message{}, &FrameError{Err: ErrInvalid, Detail: err.Error()}
 	}
 	return m, nil

@@ -147,7 +147,7 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.accepted.Add(1)
-		l := &link{client: c}
+		l := &link{client: c, done: make(chan struct{})}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -203,11 +203,14 @@ func (p *Proxy) waitFlow(l *link) bool {
 		p.mu.Unlock()
 		select {
 		case <-flow:
-			return true
+			p.mu.Lock()
+			still := p.flow == flow // not half-open again since
+			p.mu.Unlock()
+			if still {
+				return true
+			}
 		case <-l.done:
 			return false
-		case <-time.After(10 * time.Millisecond):
-			// p.flow may have been replaced (on, off, on): look again.
 		}
 	}
 }
@@ -219,10 +222,11 @@ type chunk struct {
 
 // pipe copies src to dst through a queue, so delay adds latency without cutting throughput: the
 // reader stamps each chunk with its due time, the writer holds it until then, paces it to the
-// bandwidth cap and waits while the proxy is half-open. When either side ends, the link closes.
+// bandwidth cap and waits while the proxy is half-open. A clean end (EOF) is passed on as a
+// half-close; any other end closes the whole link.
 func (p *Proxy) pipe(l *link, src, dst net.Conn, count *atomic.Int64) {
-	defer l.close(false)
 	queue := make(chan chunk, 64)
+	var eof bool // written before queue is closed, read after
 	go func() {
 		defer close(queue)
 		for {
@@ -239,18 +243,19 @@ func (p *Proxy) pipe(l *link, src, dst net.Conn, count *atomic.Int64) {
 				}
 			}
 			if err != nil {
+				eof = errors.Is(err, io.EOF)
 				return
 			}
 		}
 	}()
-	var next time.Time // bandwidth pacing: when the next byte may go
+	var next time.Time // bandwidth pacing: when the next chunk may go
 	for c := range queue {
 		if !sleepUntil(c.due, l) || !p.waitFlow(l) {
+			l.close(false)
 			return
 		}
 		if bps := p.bandwidth.Load(); bps > 0 {
-			now := time.Now()
-			if next.Before(now) {
+			if now := time.Now(); next.Before(now) {
 				next = now
 			}
 			next = next.Add(time.Duration(int64(len(c.data)) * int64(time.Second) / bps))
@@ -259,15 +264,16 @@ func (p *Proxy) pipe(l *link, src, dst net.Conn, count *atomic.Int64) {
 			}
 		}
 		if _, err := dst.Write(c.data); err != nil {
+			l.close(false)
 			return
 		}
 		count.Add(int64(len(c.data)))
 	}
-	// src ended cleanly (EOF): pass the half-close on, so the other direction can finish.
-	if tc, ok := dst.(*net.TCPConn); ok {
+	if tc, ok := dst.(*net.TCPConn); ok && eof {
 		_ = tc.CloseWrite()
-		<-l.done
+		return
 	}
+	l.close(false)
 }
 
 // chunkSize keeps a capped link smooth: about 20 chunks a second at the cap, at most 32 KiB.
@@ -308,15 +314,6 @@ type link struct {
 	once   sync.Once
 }
 
-func (l *link) doneCh() chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.done == nil {
-		l.done = make(chan struct{})
-	}
-	return l.done
-}
-
 // setTarget records the dialed target; false (and the target closed) if the link closed meanwhile.
 func (l *link) setTarget(c net.Conn) bool {
 	l.mu.Lock()
@@ -350,6 +347,3 @@ func (l *link) close(rst bool) {
 		}
 	})
 }
-
-var _ = errors.New
-var _ = io.EOF

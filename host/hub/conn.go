@@ -79,6 +79,7 @@ var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); retu
 // Conn is one hub connection. Send may be called from many goroutines; Receive from one at a time.
 type Conn struct {
 	ws       *websocket.Conn
+	out      *coalescingConn // under ws; nil if ws writes straight to the network
 	opts     Options
 	node     string
 	project  string
@@ -91,8 +92,8 @@ type Conn struct {
 	header   [HeaderSize + 1]byte
 }
 
-func newConn(ws *websocket.Conn, node, project string, certs []*x509.Certificate, opts Options) *Conn {
-	c := &Conn{ws: ws, opts: opts.withDefaults(), node: node, project: project, certs: certs,
+func newConn(ws *websocket.Conn, out *coalescingConn, node, project string, certs []*x509.Certificate, opts Options) *Conn {
+	c := &Conn{ws: ws, out: out, opts: opts.withDefaults(), node: node, project: project, certs: certs,
 		sendLock: make(chan struct{}, 1), done: make(chan struct{})}
 	ws.SetReadLimit(int64(c.opts.MaxPayload))
 	ws.SetPongHandler(func(string) error { c.extendRead(); return nil })
@@ -235,10 +236,19 @@ func (c *Conn) Send(ctx context.Context, m message.Message) error {
 		deadline = d
 	}
 	_ = c.ws.SetWriteDeadline(deadline)
-	if err := c.writeFrame(header); err != nil {
-		return c.sendFailed(m, err)
+	if c.out != nil && len(payload) <= coalesceMax {
+		c.out.hold()
+		err = c.writeFrame(header)
+		if err == nil {
+			err = c.writeFrame(payload)
+		}
+		if rerr := c.out.release(); err == nil {
+			err = rerr
+		}
+	} else if err = c.writeFrame(header); err == nil {
+		err = c.writeFrame(payload)
 	}
-	if err := c.writeFrame(payload); err != nil {
+	if err != nil {
 		return c.sendFailed(m, err)
 	}
 	c.opts.Metrics.message(out, len(header)+len(payload))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,7 @@ func startHub(t testing.TB, ca *testCA, o AcceptOptions) *testHub {
 		h.conns <- c
 	}))
 	h.srv.TLS = ca.serverTLS(t)
-	h.srv.Config.ErrorLog = nil
+	h.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused TLS handshakes are expected here
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	return h
@@ -369,7 +370,7 @@ func TestHalfOpenLinkIsDetectedWithinTwoHeartbeats(t *testing.T) {
 }
 
 func TestIdleConnectionStaysUpOnHeartbeatsAlone(t *testing.T) {
-	const hb = 50 * time.Millisecond
+	const hb = 250 * time.Millisecond
 	edge, cloud, h := pair(t, Options{Heartbeat: hb}, Options{Heartbeat: hb})
 	got := make(chan message.Message, 1)
 	errs := make(chan error, 2)
@@ -382,7 +383,7 @@ func TestIdleConnectionStaysUpOnHeartbeatsAlone(t *testing.T) {
 		got <- m
 	}()
 	go func() { _, err := edge.Receive(context.Background()); errs <- err }()
-	time.Sleep(20 * hb) // ten times the read deadline with no messages at all
+	time.Sleep(8 * hb) // four times the read deadline with no messages at all
 	select {
 	case err := <-errs:
 		t.Fatalf("idle connection failed: %v", err)

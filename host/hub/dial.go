@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -146,8 +147,30 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	hdr.Set(HeaderNodeID, o.NodeID)
 	hdr.Set(HeaderProjectID, o.ProjectID)
 	hdr.Set(HeaderConnectionUse, connectionUseMsg)
+	var out *coalescingConn
 	d := websocket.Dialer{
-		TLSClientConfig:  o.TLS,
+		// The TLS handshake is done here rather than by gorilla so that a coalescingConn can sit
+		// between the websocket and TLS layers.
+		NetDialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			raw, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			cfg := o.TLS.Clone()
+			if cfg == nil {
+				cfg = &tls.Config{}
+			}
+			if cfg.ServerName == "" {
+				cfg.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			tc := tls.Client(raw, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				_ = raw.Close()
+				return nil, err
+			}
+			out = &coalescingConn{Conn: tc}
+			return out, nil
+		},
 		HandshakeTimeout: o.HandshakeTimeout,
 		ReadBufferSize:   readBufferSize,
 		WriteBufferSize:  writeBufferSize,
@@ -162,11 +185,8 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("dial hub %s: %w", u.Redacted(), err)
 	}
-	var certs []*x509.Certificate
-	if tc, ok := ws.NetConn().(*tls.Conn); ok {
-		certs = tc.ConnectionState().PeerCertificates
-	}
-	return newConn(ws, o.NodeID, o.ProjectID, certs, o.Options), nil
+	certs := out.Conn.(*tls.Conn).ConnectionState().PeerCertificates
+	return newConn(ws, out, o.NodeID, o.ProjectID, certs, o.Options), nil
 }
 
 // AcceptOptions tune Accept.
@@ -225,10 +245,11 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 		// Edges are not browsers and are authenticated by their certificate, so Origin means nothing.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	ws, err := up.Upgrade(w, r, nil) // on failure Upgrade has already answered with an HTTP error
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := up.Upgrade(hj, r, nil) // on failure Upgrade has already answered with an HTTP error
 	if err != nil {
 		m.reject(rejectUpgrade)
 		return nil, fmt.Errorf("accept hub connection from %s (node %s): %w: %w", r.RemoteAddr, node, ErrRejected, err)
 	}
-	return newConn(ws, node, project, r.TLS.PeerCertificates, o.Options), nil
+	return newConn(ws, hj.conn, node, project, r.TLS.PeerCertificates, o.Options), nil
 }

@@ -1,0 +1,116 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kedge-io/kedge/host/message"
+)
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkConnThroughput1KiB sends messages with 1 KiB of content one way over one TLS websocket on
+// loopback, sender and receiver in this process. msgs/s is wall-clock throughput; msgs/cpu-s divides
+// by the CPU time both ends used, i.e. messages per second per core.
+func BenchmarkConnThroughput1KiB(b *testing.B) {
+	edge, cloud, _ := pair(b, Options{}, Options{})
+	m := message.New("edged", "resource", message.OpUpdate, "default/pod/nginx")
+	m.Content = json.RawMessage(`"` + strings.Repeat("k", 1022) + `"`)
+	done := make(chan error, 1)
+	b.SetBytes(int64(len(m.Content)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, start := cpuTime(b), time.Now()
+	go func() {
+		for range b.N {
+			if _, err := cloud.Receive(context.Background()); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	ctx := context.Background()
+	for range b.N {
+		if err := edge.Send(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	wall, cpu := time.Since(start), cpuTime(b)-cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/wall.Seconds(), "msgs/s")
+	b.ReportMetric(float64(b.N)/cpu.Seconds(), "msgs/cpu-s")
+}
+
+// BenchmarkIdleConnMemory holds 1,000 idle TLS hub connections in this process, both ends, each end
+// with its Receive goroutine and 1s heartbeats running, and reports the heap and stack they use
+// (runtime.MemStats HeapInuse+StackInuse, after GC) per connection: bytes/conn counts both ends,
+// bytes/end is half of it, what one side (a cloudhub per node, or an edge) pays.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const n = 1000
+	const hb = time.Second
+	ca := newTestCA(b)
+	h := startHub(b, ca, AcceptOptions{Options: Options{Heartbeat: hb}})
+	nodeTLS := ca.nodeTLS(b, ca, "edge-1") // one certificate: the hub accepts a node many times
+	url := h.url("edge-1")
+	for range b.N {
+		inuse := func() uint64 {
+			runtime.GC()
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return ms.HeapInuse + ms.StackInuse
+		}
+		before := inuse()
+		conns := make([]*Conn, 0, 2*n)
+		var wg sync.WaitGroup
+		read := func(c *Conn) {
+			defer wg.Done()
+			for {
+				if _, err := c.Receive(context.Background()); err != nil {
+					return
+				}
+			}
+		}
+		for range n {
+			edge, err := Dial(context.Background(), DialOptions{URL: url, TLS: nodeTLS, NodeID: "edge-1",
+				Options: Options{Heartbeat: hb, Logger: quiet}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cloud := h.accepted(b)
+			conns = append(conns, edge, cloud)
+			wg.Add(2)
+			go read(edge)
+			go read(cloud)
+		}
+		time.Sleep(3 * hb) // a few heartbeats each way, so every buffer the steady state needs exists
+		after := inuse()
+		perConn := float64(after-before) / n
+		b.ReportMetric(perConn, "bytes/conn")
+		b.ReportMetric(perConn/2, "bytes/end")
+		if s := h.metrics.Stats(); s.HeartbeatTimeouts != 0 || s.Connections != n {
+			b.Fatalf("hub has %d connections and %d heartbeat timeouts, want %d and 0", s.Connections, s.HeartbeatTimeouts, n)
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		wg.Wait()
+	}
+}

@@ -1,0 +1,56 @@
+package hub
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+var jsonCases = []string{
+	``, ` `, `0`, `-0`, `-`, `01`, `1.`, `.5`, `1.5e`, `1e+`, `1E-7`, `-12.5e+3`, `1 2`, `true`, `tru`, `nulls`,
+	`"`, `"a`, `"\u00e9"`, `"\u00g9"`, `"\x"`, `"\/"`, "\"\x01\"", "\"\xff\xfe\"", `"a\"b"`,
+	`{}`, `{ }`, `{"a":1}`, `{"a" : [1, {"b": null}] }`, `{"a":1,}`, `{,}`, `{"a"}`, `{"a":}`, `{1:2}`,
+	`[]`, `[ ]`, `[1,2]`, `[1,]`, `[,1]`, `[1 2]`, `[[[]]]`, `[[]`, `[]]`, `{"a":1}}`, "\t[1]\r\n",
+	strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+	strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+	strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000),
+	strings.Repeat(`{"a":`, 10000) + "{}" + strings.Repeat("}", 10000),
+}
+
+func TestValidJSONAgreesWithEncodingJSON(t *testing.T) {
+	for _, c := range jsonCases {
+		if got, want := validJSON([]byte(c)), json.Valid([]byte(c)); got != want {
+			t.Errorf("validJSON(%.40q) = %v, json.Valid says %v", c, got, want)
+		}
+	}
+}
+
+// FuzzValidJSON holds validJSON to exactly json.Valid's answer on any input.
+func FuzzValidJSON(f *testing.F) {
+	for _, c := range jsonCases {
+		if len(c) < 200 {
+			f.Add([]byte(c))
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := validJSON(b), json.Valid(b); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", b, got, want)
+		}
+	})
+}
+
+func BenchmarkValidJSON1KiB(b *testing.B) {
+	doc := []byte(`{"metadata":{"name":"nginx","labels":{"app":"web"}},"spec":{"containers":[{"image":"nginx:1.27","ports":[80,443]}]},"note":"` + strings.Repeat("k", 900) + `"}`)
+	b.Run("hub", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		for range b.N {
+			validJSON(doc)
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		for range b.N {
+			json.Valid(doc)
+		}
+	})
+}

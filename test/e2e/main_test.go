@@ -84,6 +84,10 @@ func start(t *testing.T, binary string, env []string, args ...string) *daemon {
 	state := t.TempDir()
 	cmd.Env = append(os.Environ(), "KEDGE_STORE__PATH="+filepath.Join(state, binary+".db"), "KEDGE_ADMIN__ADDRESS="+admin,
 		"KEDGE_ADMIN__SOCKET="+filepath.Join(state, binary+".sock"))
+	if binary == "cloudcore" { // the hub and certificate server on free loopback ports, the CA in the test's folder
+		cmd.Env = append(cmd.Env, "KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:0", "KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:0",
+			"KEDGE_MODULES__CLOUDHUB__PKIDIR="+filepath.Join(state, "pki"))
+	}
 	cmd.Env = append(cmd.Env, env...)
 	d := &daemon{t: t, cmd: cmd, admin: admin, socket: filepath.Join(state, binary+".sock"), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = d.stderr

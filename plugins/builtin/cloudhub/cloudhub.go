@@ -1,0 +1,232 @@
+// Package cloudhub is the cloud end of the edge link: an mTLS websocket server (:10000) that takes
+// each node's identity from its certificate, and the certificate server (:10002) that issues those
+// certificates. Downstream it keeps one queue per node, coalesced by object so a node that reconnects
+// gets the latest version of each object once, sends a window of messages and resends what is not
+// acknowledged; upstream it hands each message to the cloud module that owns its group and
+// acknowledges it with that module's answer.
+package cloudhub
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// Name is the module's routing address; its group is "hub".
+const Name = "cloudhub"
+
+func init() {
+	sdk.Register(sdk.Info{
+		Name:    Name,
+		Group:   "hub",
+		Doc:     "Serves edge nodes: mTLS websocket hub (:10000) in KubeEdge's wire format, certificate server (:10002), reliable delivery.",
+		Enabled: true,
+		New:     func() sdk.Module { return New() },
+	})
+}
+
+// Module is cloudhub; its exported fields are its settings.
+type Module struct {
+	Address            string        `yaml:"address" doc:"Hub listen address (edge nodes dial wss://<host>:10000)." cfg:"min"`
+	CertServerAddress  string        `yaml:"certServerAddress" doc:"Certificate server listen address (join and renewal, https://<host>:10002)." cfg:"min"`
+	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret and the serving certificate (created on first start, mode 0700)."`
+	AdvertiseAddresses []string      `yaml:"advertiseAddresses" doc:"IPs and DNS names edge nodes use to reach this cloudcore (the serving certificate covers them, plus 127.0.0.1 and localhost)." cfg:"min"`
+	NodeCertValidity   time.Duration `yaml:"nodeCertValidity" doc:"Lifetime of issued node certificates (nodes renew at 70-90% of it)."`
+	Heartbeat          time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a node silent for two periods is disconnected."`
+	Window             int           `yaml:"window" doc:"Messages sent to a node but not yet acknowledged, at most."`
+	AckTimeout         time.Duration `yaml:"ackTimeout" doc:"A message not acknowledged within this is sent again (its latest version)."`
+	QPS                float64       `yaml:"qps" doc:"Messages per second sent to one node, sustained."`
+	Burst              int           `yaml:"burst" doc:"Messages that may be sent to one node at once above qps."`
+	// Dispatch maps a message group from the edge to the cloud module that handles it.
+	Dispatch    map[string]string `yaml:"dispatch" doc:"Message group from the edge -> cloud module that handles and acknowledges it."`
+	EventsGroup string            `yaml:"eventsGroup" doc:"Group told when a node connects or disconnects, and given each node's inventory (nobody in it is fine)."`
+
+	host    sdk.Host
+	ca      *pki.CA
+	hubTLS  *tls.Config
+	servers []*http.Server
+	wg      sync.WaitGroup
+	life    context.Context
+	metrics *metrics
+	hubM    *hub.Metrics
+
+	mu       sync.Mutex
+	nodes    map[string]*node
+	stopping bool // set by Stop: no new sessions (their WaitGroup is being waited on)
+}
+
+var _ sdk.Module = (*Module)(nil)
+
+// New returns cloudhub with its defaults.
+func New() *Module {
+	return &Module{
+		Address:           "0.0.0.0:10000",
+		CertServerAddress: "0.0.0.0:10002",
+		PKIDir:            "/var/lib/kedge/pki",
+		NodeCertValidity:  pki.DefaultNodeCertValidity,
+		Heartbeat:         15 * time.Second,
+		Window:            64,
+		AckTimeout:        15 * time.Second,
+		QPS:               200,
+		Burst:             400,
+		Dispatch: map[string]string{
+			"resource": "edgecontroller", "meta": "edgecontroller", "twin": "devicecontroller",
+		},
+		EventsGroup: "hubevents",
+		nodes:       map[string]*node{},
+	}
+}
+
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	m.host, m.life = h, ctx
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, qps and burst must be positive")
+	}
+	if m.nodes == nil {
+		m.nodes = map[string]*node{}
+	}
+	var err error
+	if m.metrics, err = newMetrics(h.Metrics(), m); err != nil {
+		return err
+	}
+	if m.hubM, err = hub.NewMetrics(h.Metrics()); err != nil {
+		return err
+	}
+	st := pki.FileStorage{Dir: m.PKIDir}
+	ca, created, err := pki.LoadOrCreateCA(ctx, st)
+	if err != nil {
+		return err
+	}
+	m.ca = ca
+	if created {
+		h.Logger().Info("created the cluster CA for edge nodes", "dir", m.PKIDir, "hash", ca.Hash())
+	}
+	var ips []net.IP
+	var names []string
+	for _, a := range m.AdvertiseAddresses {
+		if ip := net.ParseIP(a); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, a)
+		}
+	}
+	serving, err := pki.NewServerCert(ctx, ca, st, pki.ServerCertOptions{IPs: ips, DNSNames: names, Logger: h.Logger()})
+	if err != nil {
+		return err
+	}
+	certs, err := pki.NewCertServer(pki.CertServerOptions{CA: ca, Validity: m.NodeCertValidity, Logger: h.Logger(), Registerer: h.Metrics()})
+	if err != nil {
+		return err
+	}
+	m.hubTLS = pki.ServerTLSConfig(ca, serving)
+	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept)); err != nil {
+		return err
+	}
+	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certs); err != nil {
+		return err
+	}
+	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)
+	return nil
+}
+
+// listen binds addr before returning (a taken port fails Start) and serves TLS on it.
+func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler) error {
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *addr, err)
+	}
+	*addr = ln.Addr().String() // the bound address, when the config asked for port 0
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	m.servers = append(m.servers, srv)
+	m.wg.Go(func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.host.Logger().Error("server stopped", "address", *addr, "err", err)
+		}
+	})
+	return nil
+}
+
+func (m *Module) Stop(ctx context.Context) error {
+	for _, s := range m.servers {
+		_ = s.Shutdown(ctx) // hijacked websocket connections are closed by their sessions
+	}
+	m.mu.Lock()
+	m.stopping = true
+	for _, n := range m.nodes {
+		n.detach(nil)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	return nil
+}
+
+// accept upgrades a node's connection; the node's identity is its certificate's.
+func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
+	conn, err := hub.Accept(w, r, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
+	if err != nil {
+		m.metrics.rejected.Inc()
+		m.host.Logger().Warn("edge connection refused", "err", err)
+		return
+	}
+	m.mu.Lock()
+	if m.stopping {
+		m.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	n := m.node(conn.Node())
+	s := n.attach(conn)
+	m.metrics.connects.Inc()
+	m.host.Logger().Info("node connected", "node", n.name, "remote", conn.RemoteAddr())
+	m.event(n.name, message.OpConnected, nil)
+	go func() {
+		defer m.wg.Done()
+		err := m.run(s)
+		n.detach(s)
+		m.host.Logger().Info("node disconnected", "node", n.name, "err", err)
+		m.event(n.name, message.OpDisconnected, nil)
+	}()
+}
+
+func (m *Module) node(name string) *node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, ok := m.nodes[name]
+	if !ok {
+		n = newNode(name, m)
+		m.nodes[name] = n
+	}
+	return n
+}
+
+// Handle queues a message for the node its resource names (node/<node>/<ns>/<type>[/<name>]).
+func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
+	node, edge, err := message.ToEdge(msg.Route.Resource)
+	if err != nil {
+		return fmt.Errorf("message for the edge from %s: %w", msg.Route.Source, err)
+	}
+	msg.Route.Resource = edge // the edge sees its own resource form
+	m.node(node).enqueue(msg)
+	return nil
+}
+
+// event tells the events group about a node; nobody listening is fine.
+func (m *Module) event(node, op string, content []byte) {
+	msg := message.New(Name, "hub", op, message.Resource{Node: node, Namespace: "-", Type: "connection", Name: node}.Cloud())
+	msg.Content = content
+	if err := m.host.SendToGroup(m.life, m.EventsGroup, msg); err != nil && !errors.Is(err, sdk.ErrUnknownModule) {
+		m.host.Logger().Warn("node event not delivered", "node", node, "event", op, "err", err)
+	}
+}

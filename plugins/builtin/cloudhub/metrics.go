@@ -1,0 +1,47 @@
+package cloudhub
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks prometheus.Counter
+	up                                                                             *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_cloudhub_" + name, Help: help})
+	}
+	x := &metrics{
+		connects:  c("connects_total", "Node connections accepted."),
+		rejected:  c("rejected_total", "Node connections refused (certificate, path, identity)."),
+		replaced:  c("replaced_total", "Connections closed because the same node connected again."),
+		queued:    c("downstream_queued_total", "Messages queued for nodes."),
+		coalesced: c("downstream_coalesced_total", "Queued messages replaced by a newer version of the same object before being delivered."),
+		sent:      c("downstream_sent_total", "Messages sent to nodes (including resends)."),
+		resent:    c("downstream_resent_total", "Messages sent again after no acknowledgement."),
+		acked:     c("downstream_acked_total", "Acknowledgements from nodes."),
+		lateAcks:  c("late_acks_total", "Acknowledgements for versions no longer on the wire (after a resend or reconnect)."),
+		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, inventory, invalid, no_handler, slow)."}, []string{"result"}),
+	}
+	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		n := 0
+		for _, x := range m.nodes {
+			x.mu.Lock()
+			if x.sess != nil {
+				n++
+			}
+			x.mu.Unlock()
+		}
+		return float64(n)
+	})
+	for _, col := range []prometheus.Collector{x.connects, x.rejected, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.up, connected} {
+		if err := reg.Register(col); err != nil {
+			return nil, err
+		}
+	}
+	return x, nil
+}

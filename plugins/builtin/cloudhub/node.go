@@ -1,0 +1,364 @@
+package cloudhub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// node is one edge node's downstream queue, which outlives its connections.
+//
+// Each entry holds the latest version of one object (or one message that is not about an object).
+// At most one version per entry is on the wire: when its acknowledgement comes and the entry has not
+// changed meanwhile, the entry is done; if a newer version arrived, that one is sent next. A node that
+// reconnects is sent every unacknowledged entry once, at its latest version.
+type node struct {
+	name    string
+	m       *Module
+	limiter *rate.Limiter
+	recent  *idSet // upstream message IDs already handled or being handled
+	// upMu serializes upstream handling across the node's sessions: a replaced session may still be
+	// handling a message when the new one receives its resend, and order must hold across both.
+	upMu sync.Mutex
+
+	mu      sync.Mutex
+	entries map[string]*entry // by key
+	order   []*entry          // first-queued first
+	byID    map[string]*entry // the version on the wire, by message ID
+	onWire  int
+	sess    *session
+	wake    chan struct{}
+}
+
+type entry struct {
+	key    string
+	msg    message.Message // latest version
+	sentID string          // ID of the version on the wire; "" when none
+	sentAt time.Time
+	done   bool
+}
+
+func newNode(name string, m *Module) *node {
+	return &node{
+		name: name, m: m,
+		limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst),
+		recent:  newIDSet(4096),
+		entries: map[string]*entry{}, byID: map[string]*entry{},
+		wake: make(chan struct{}, 1),
+	}
+}
+
+// key coalesces writes to one object; anything else (queries, events) is its own entry.
+func key(msg message.Message) string {
+	switch msg.Route.Operation {
+	case message.OpInsert, message.OpUpdate, message.OpPatch, message.OpDelete:
+		if r, err := message.ParseEdge(msg.Route.Resource); err == nil && r.Name != "" {
+			return "obj/" + msg.Route.Resource
+		}
+	}
+	return "msg/" + msg.Header.ID
+}
+
+func (n *node) enqueue(msg message.Message) {
+	k := key(msg)
+	n.mu.Lock()
+	if e, ok := n.entries[k]; ok {
+		e.msg = msg // the older version is never sent again
+		n.m.metrics.coalesced.Inc()
+	} else {
+		e := &entry{key: k, msg: msg}
+		n.entries[k] = e
+		n.order = append(n.order, e)
+	}
+	n.mu.Unlock()
+	n.m.metrics.queued.Inc()
+	n.poke()
+}
+
+func (n *node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the next entries to send (oldest first) while the window has room, marking them on
+// the wire; due also returns entries whose version on the wire was not acknowledged in time.
+func (n *node) next(now time.Time) []message.Message {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []message.Message
+	for _, e := range n.order {
+		if e.sentID != "" && now.Sub(e.sentAt) >= n.m.AckTimeout { // resend, at the latest version
+			delete(n.byID, e.sentID)
+			e.sentID, e.sentAt = e.msg.Header.ID, now
+			n.byID[e.sentID] = e
+			out = append(out, e.msg)
+			n.m.metrics.resent.Inc()
+			continue
+		}
+		if e.sentID == "" && n.onWire < n.m.Window {
+			e.sentID, e.sentAt = e.msg.Header.ID, now
+			n.byID[e.sentID] = e
+			n.onWire++
+			out = append(out, e.msg)
+		}
+	}
+	return out
+}
+
+// ack settles the entry whose version on the wire is id; it returns that version (for a waiting
+// sender) and whether anything matched.
+func (n *node) ack(id string) (message.Message, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.byID[id]
+	if !ok {
+		return message.Message{}, false
+	}
+	delete(n.byID, id)
+	n.onWire--
+	sent := e.msg
+	if e.msg.Header.ID == id {
+		e.done = true
+		delete(n.entries, e.key)
+		n.compact()
+	} else {
+		e.sentID = "" // a newer version waits: send it next
+	}
+	n.poke()
+	return sent, true
+}
+
+// compact drops finished entries from the front of the order (the rest are skipped until then).
+func (n *node) compact() {
+	i := 0
+	for i < len(n.order) && n.order[i].done {
+		i++
+	}
+	if i > len(n.order)/2 || i > 64 {
+		kept := n.order[:0]
+		for _, e := range n.order {
+			if !e.done {
+				kept = append(kept, e)
+			}
+		}
+		clear(n.order[len(kept):])
+		n.order = kept
+	}
+}
+
+// attach makes conn the node's connection, closing any previous one; what was on the wire there is
+// sent again on the new one.
+func (n *node) attach(conn *hub.Conn) *session {
+	n.mu.Lock()
+	old := n.sess
+	s := &session{n: n, conn: conn, up: make(chan message.Message, 1024)}
+	n.sess = s
+	n.resetWire()
+	n.mu.Unlock()
+	if old != nil {
+		n.m.metrics.replaced.Inc()
+		_ = old.conn.Close()
+	}
+	n.poke()
+	return s
+}
+
+// detach forgets s if it is still the node's connection (nil: whatever connection it has).
+func (n *node) detach(s *session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.sess == nil || (s != nil && n.sess != s) {
+		return
+	}
+	_ = n.sess.conn.Close()
+	n.sess = nil
+	n.resetWire()
+}
+
+func (n *node) resetWire() {
+	for id, e := range n.byID {
+		e.sentID = ""
+		delete(n.byID, id)
+	}
+	n.onWire = 0
+}
+
+func (n *node) current(s *session) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sess == s
+}
+
+// session is one connection of a node.
+type session struct {
+	n    *node
+	conn *hub.Conn
+	up   chan message.Message // from the edge, handled in order
+}
+
+// run serves a session until its connection ends: a reader, an upstream worker and the sender.
+func (m *Module) run(s *session) error {
+	ctx, cancel := context.WithCancelCause(m.life)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for {
+			msg, err := s.conn.Receive(ctx)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			if msg.IsReply() {
+				if sent, ok := s.n.ack(msg.Header.ParentID); ok {
+					m.metrics.acked.Inc()
+					if sent.Header.Sync { // a cloud module waits for the edge's answer
+						msg.Route.Destination = sent.Route.Source
+						if err := m.host.Reply(ctx, msg); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
+							m.host.Logger().Warn("edge answer not delivered", "node", s.n.name, "err", err)
+						}
+					}
+					if msg.Route.Operation == message.OpError {
+						m.host.Logger().Warn("edge refused a message", "node", s.n.name, "msg", sent.String(), "reason", string(msg.Content))
+					}
+				} else {
+					m.metrics.lateAcks.Inc()
+				}
+				continue
+			}
+			select {
+			case s.up <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case msg := <-s.up:
+				if err := m.upstream(ctx, s, msg); err != nil {
+					cancel(err)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	cancel(m.send(ctx, s))
+	return context.Cause(ctx)
+}
+
+// send writes queued entries to the node, paced by the node's rate limit, until ctx ends.
+func (m *Module) send(ctx context.Context, s *session) error {
+	tick := time.NewTicker(max(m.AckTimeout/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		if !s.n.current(s) {
+			return errors.New("replaced by a newer connection from the same node")
+		}
+		for _, msg := range s.n.next(time.Now()) {
+			if err := s.n.limiter.Wait(ctx); err != nil {
+				return err
+			}
+			if err := s.conn.Send(ctx, msg); err != nil {
+				return err
+			}
+			m.metrics.sent.Inc()
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-s.conn.Done():
+			return s.conn.Err()
+		case <-s.n.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// upstream hands one message from the edge to the cloud module owning its group, and acknowledges
+// it with that module's answer. A repeat (the edge resent it) is acknowledged without being handled.
+func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) error {
+	s.n.upMu.Lock()
+	defer s.n.upMu.Unlock()
+	reply := func(r message.Message) error { return s.conn.Send(ctx, r) }
+	if !s.n.recent.claim(msg.Header.ID) {
+		m.metrics.up.WithLabelValues("repeat").Inc()
+		ack, _ := msg.Reply(Name, "OK")
+		return reply(ack)
+	}
+	if msg.Route.Operation == message.OpInventory {
+		m.metrics.up.WithLabelValues("inventory").Inc()
+		m.event(s.n.name, message.OpInventory, msg.Content)
+		ack, _ := msg.Reply(Name, "OK")
+		return reply(ack)
+	}
+	if msg.Route.Resource != "" {
+		r, err := message.ParseEdge(msg.Route.Resource)
+		if err != nil {
+			m.metrics.up.WithLabelValues("invalid").Inc()
+			return reply(msg.ErrorReply(Name, err))
+		}
+		r.Node = s.n.name // the node is the certificate's, never the message's
+		msg.Route.Resource = r.Cloud()
+	}
+	target, ok := m.Dispatch[msg.Route.Group]
+	if !ok {
+		m.metrics.up.WithLabelValues("no_handler").Inc()
+		return reply(msg.ErrorReply(Name, fmt.Errorf("no cloud module handles group %q (cloudhub dispatch)", msg.Route.Group)))
+	}
+	resp, err := m.host.SendSync(ctx, target, msg, m.AckTimeout)
+	switch {
+	case errors.Is(err, sdk.ErrUnknownModule):
+		m.metrics.up.WithLabelValues("no_handler").Inc()
+		return reply(msg.ErrorReply(Name, fmt.Errorf("cloud module %s is not running", target)))
+	case err != nil:
+		// Not answered in time, but queued for the module, which will handle it (the router never
+		// drops): keep the claim so the edge's resend is acknowledged as a repeat, not handled twice.
+		m.metrics.up.WithLabelValues("slow").Inc()
+		m.host.Logger().Warn("cloud module slow to answer a message from the edge", "node", s.n.name, "msg", msg.String(), "to", target, "err", err)
+		return nil
+	}
+	m.metrics.up.WithLabelValues("ok").Inc()
+	resp.Header.ParentID = msg.Header.ID
+	return reply(resp)
+}
+
+// idSet remembers the last n IDs.
+type idSet struct {
+	mu   sync.Mutex
+	ring []string
+	next int
+	set  map[string]struct{}
+}
+
+func newIDSet(n int) *idSet {
+	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
+}
+
+// claim records id and reports whether it was new: check and record in one step, so two sessions
+// can never both take the same message.
+func (s *idSet) claim(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.set[id]; ok {
+		return false
+	}
+	delete(s.set, s.ring[s.next])
+	s.ring[s.next] = id
+	s.set[id] = struct{}{}
+	s.next = (s.next + 1) % len(s.ring)
+	return true
+}

@@ -1,0 +1,303 @@
+package edgehub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// serve runs one connection: a reader, a worker for what the cloud sends, and the upstream sender.
+// It returns when the connection breaks or ctx ends; unacknowledged upstream messages stay in the
+// outbox and are sent again on the next connection.
+func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer conn.Close()
+	m.online.Store(true)
+	m.metrics.online.Set(1)
+	m.host.Logger().Info("connected to the cloud", "server", m.Server)
+	m.event(ctx, message.OpConnected)
+	defer func() {
+		m.online.Store(false)
+		m.metrics.online.Set(0)
+		m.event(context.WithoutCancel(ctx), message.OpDisconnected)
+	}()
+
+	up := &upstream{m: m, conn: conn, inflight: map[string]*flight{}, acked: map[int64]bool{}, wake: make(chan struct{}, 1)}
+	down := make(chan message.Message, 1024) // ≥ the cloud's window, so the reader never stalls behind the worker
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for {
+			msg, err := conn.Receive(ctx)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			if msg.IsReply() && up.ack(ctx, msg) {
+				continue
+			}
+			select {
+			case down <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case msg := <-down:
+				if err := m.handleDown(ctx, conn, msg); err != nil {
+					cancel(err)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	if m.SendInventory {
+		if err := m.sendInventory(ctx, conn); err != nil {
+			m.host.Logger().Warn("inventory not sent; the cloud resends from its own records", "err", err)
+		}
+	}
+	cancel(up.run(ctx))
+	return context.Cause(ctx)
+}
+
+// handleDown gives a message from the cloud to the module that owns its group and acknowledges it
+// with that module's answer — for metamanager, once the object is on disk. A repeat of a message
+// already handled is acknowledged again without being handled twice.
+func (m *Module) handleDown(ctx context.Context, conn *hub.Conn, msg message.Message) error {
+	if msg.IsReply() {
+		m.metrics.down.WithLabelValues("late_ack").Inc() // an answer to something already acknowledged
+		return nil
+	}
+	if !m.recent.claim(msg.Header.ID) {
+		m.metrics.down.WithLabelValues("repeat").Inc()
+		ack, _ := msg.Reply(Name, "OK")
+		return conn.Send(ctx, ack)
+	}
+	target, ok := m.Dispatch[msg.Route.Group]
+	if !ok {
+		m.metrics.down.WithLabelValues("no_handler").Inc()
+		return conn.Send(ctx, msg.ErrorReply(Name, fmt.Errorf("no edge module handles group %q (edgehub dispatch)", msg.Route.Group)))
+	}
+	resp, err := m.host.SendSync(ctx, target, msg, m.AckTimeout)
+	switch {
+	case errors.Is(err, sdk.ErrUnknownModule):
+		m.metrics.down.WithLabelValues("no_handler").Inc()
+		return conn.Send(ctx, msg.ErrorReply(Name, fmt.Errorf("edge module %s is not running", target)))
+	case err != nil:
+		// Not answered in time, but queued for the module, which will handle it (the router never
+		// drops): keep the claim, so the cloud's resend is acknowledged as a repeat, not handled twice.
+		m.metrics.down.WithLabelValues("slow").Inc()
+		m.host.Logger().Warn("edge module slow to answer a message from the cloud", "msg", msg.String(), "to", target, "err", err)
+		return nil
+	}
+	m.metrics.down.WithLabelValues("ok").Inc()
+	resp.Header.ParentID = msg.Header.ID
+	return conn.Send(ctx, resp)
+}
+
+// sendInventory tells the cloud which objects this node holds at which versions.
+func (m *Module) sendInventory(ctx context.Context, conn *hub.Conn) error {
+	resp, err := m.host.SendSync(ctx, "metamanager", message.New(Name, "meta", message.OpInventory, ""), m.AckTimeout)
+	if err != nil {
+		return err
+	}
+	if resp.Route.Operation == message.OpError {
+		return fmt.Errorf("metamanager: %s", resp.Content)
+	}
+	inv := message.New(Name, "hub", message.OpInventory, "")
+	inv.Content = resp.Content
+	return conn.Send(ctx, inv)
+}
+
+// upstream sends the outbox in order with at most Window messages unacknowledged, resends what is
+// not acknowledged in time, and removes from the outbox the prefix that is acknowledged.
+type upstream struct {
+	m    *Module
+	conn *hub.Conn
+
+	mu       sync.Mutex
+	inflight map[string]*flight // by message ID
+	order    []int64            // sent, not yet removed from the outbox, ascending
+	acked    map[int64]bool     // acknowledged out of order, waiting for the prefix
+	lastSent int64
+	wake     chan struct{}
+}
+
+type flight struct {
+	seq  int64
+	sent time.Time
+	msg  message.Message
+}
+
+func (u *upstream) run(ctx context.Context) error {
+	tick := time.NewTicker(max(u.m.AckTimeout/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		if err := u.trim(ctx); err != nil {
+			return err
+		}
+		if err := u.fill(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-u.m.kick:
+		case <-u.wake:
+		case <-tick.C:
+			if err := u.resend(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fill sends outbox entries not yet sent until the window is full.
+func (u *upstream) fill(ctx context.Context) error {
+	u.mu.Lock()
+	room, held := u.m.Window-len(u.inflight), len(u.order)
+	u.mu.Unlock()
+	if room <= 0 {
+		return nil
+	}
+	entries, err := u.m.outbox.Peek(ctx, held+room)
+	if err != nil {
+		return fmt.Errorf("read outbox: %w", err)
+	}
+	for _, e := range entries {
+		if e.Seq <= u.lastSent {
+			continue
+		}
+		msg, err := message.Decode(e.Payload)
+		if err != nil { // cannot happen for what Handle wrote; never let it block the queue
+			u.m.host.Logger().Error("outbox entry is damaged and is dropped", "seq", e.Seq, "err", err)
+			u.m.metrics.damaged.Inc()
+			u.mu.Lock()
+			u.order, u.acked[e.Seq], u.lastSent = append(u.order, e.Seq), true, e.Seq
+			u.mu.Unlock()
+			continue
+		}
+		u.mu.Lock()
+		u.inflight[msg.Header.ID] = &flight{seq: e.Seq, sent: time.Now(), msg: msg}
+		u.order = append(u.order, e.Seq)
+		u.lastSent = e.Seq
+		u.mu.Unlock()
+		if err := u.conn.Send(ctx, msg); err != nil {
+			return err
+		}
+		u.m.metrics.sent.Inc()
+	}
+	return nil
+}
+
+// ack records the cloud's answer to an upstream message; false if it answers nothing in flight.
+func (u *upstream) ack(ctx context.Context, resp message.Message) bool {
+	u.mu.Lock()
+	f, ok := u.inflight[resp.Header.ParentID]
+	if ok {
+		delete(u.inflight, resp.Header.ParentID)
+		u.acked[f.seq] = true
+	}
+	u.mu.Unlock()
+	if !ok {
+		return false
+	}
+	u.m.metrics.acked.Inc()
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+	if resp.Route.Operation == message.OpError {
+		u.m.metrics.refused.Inc()
+		u.m.host.Logger().Error("the cloud refused an upstream message; it is not sent again", "msg", f.msg.String(), "reason", string(resp.Content))
+	}
+	if f.msg.Header.Sync { // a module waits for this answer
+		resp.Route.Destination = f.msg.Route.Source
+		if err := u.m.host.Reply(ctx, resp); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
+			u.m.host.Logger().Warn("answer from the cloud not delivered", "to", f.msg.Route.Source, "err", err)
+		}
+	}
+	return true
+}
+
+// trim removes the acknowledged prefix from the outbox.
+func (u *upstream) trim(ctx context.Context) error {
+	u.mu.Lock()
+	var upTo int64
+	n := 0
+	for n < len(u.order) && u.acked[u.order[n]] {
+		upTo = u.order[n]
+		delete(u.acked, upTo)
+		n++
+	}
+	u.order = slices.Delete(u.order, 0, n)
+	u.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	if _, err := u.m.outbox.Ack(ctx, upTo); err != nil {
+		return fmt.Errorf("remove acknowledged messages from the outbox: %w", err)
+	}
+	return nil
+}
+
+// resend sends again, in order, what was not acknowledged within AckTimeout.
+func (u *upstream) resend(ctx context.Context) error {
+	u.mu.Lock()
+	var due []*flight
+	now := time.Now()
+	for _, f := range u.inflight {
+		if now.Sub(f.sent) >= u.m.AckTimeout {
+			f.sent = now
+			due = append(due, f)
+		}
+	}
+	u.mu.Unlock()
+	slices.SortFunc(due, func(a, b *flight) int { return int(a.seq - b.seq) })
+	for _, f := range due {
+		if err := u.conn.Send(ctx, f.msg); err != nil {
+			return err
+		}
+		u.m.metrics.resent.Inc()
+	}
+	return nil
+}
+
+// idSet remembers the last n IDs.
+type idSet struct {
+	mu   sync.Mutex
+	ring []string
+	next int
+	set  map[string]struct{}
+}
+
+func newIDSet(n int) *idSet {
+	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
+}
+
+// claim records id and reports whether it was new, in one step.
+func (s *idSet) claim(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.set[id]; ok {
+		return false
+	}
+	delete(s.set, s.ring[s.next])
+	s.ring[s.next] = id
+	s.set[id] = struct{}{}
+	s.next = (s.next + 1) % len(s.ring)
+	return true
+}

@@ -1,0 +1,396 @@
+package wasmruntime
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/modules"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/wasm/abi"
+	"github.com/kedge-io/kedge/wasm/compile"
+	"github.com/kedge-io/kedge/wasm/manifest"
+)
+
+// Module is a WASM module seen from the host: an sdk.Module whose Handle calls the guest.
+type Module struct {
+	loader   *Loader
+	spec     modules.Spec
+	sum      string // pinned sha256, hex
+	manifest manifest.Manifest
+	config   []byte // the module's settings as JSON, for the guest's Init
+
+	// Set by Start; used only by the delivery goroutine (Handle) and the host functions it calls.
+	host     sdk.Host
+	log      *slog.Logger
+	metrics  *metrics
+	life     context.Context
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	inst     *instance // nil while the module is down: the next Handle re-instantiates
+	out      []byte    // encodes messages for the guest and host-call results
+	cur      struct{ id, source string }
+	lastErr  string // explanation of the last failed host call, for last_error
+	failMsg  string // the guest's explanation of a failed init/handle, from fail
+	denials  map[string]bool
+
+	down atomic.Pointer[error] // why the module is unhealthy; nil when healthy
+}
+
+var (
+	_ sdk.Module        = (*Module)(nil)
+	_ sdk.HealthChecker = (*Module)(nil)
+)
+
+// Manifest is the module's manifest, read from its .wasm file.
+func (m *Module) Manifest() manifest.Manifest { return m.manifest }
+
+// SHA256 is the pinned checksum of the module's file (hex).
+func (m *Module) SHA256() string { return m.sum }
+
+// Start reads and verifies the file, compiles it (or loads it from the compilation cache) and
+// instantiates it: the guest's runtime initialiser, the ABI version check and the guest's Init.
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	m.host, m.log, m.life = h, h.Logger(), ctx
+	m.metrics = newMetrics(h.Metrics())
+	m.denials = map[string]bool{}
+	wasm, err := os.ReadFile(m.spec.Settings.Path)
+	if err != nil {
+		return fmt.Errorf("read wasm module: %w", err)
+	}
+	if got := fileSum(wasm); got != m.sum {
+		return checksumError(m.spec.Settings.Path, got, m.sum)
+	}
+	// Code and capabilities come from the very bytes just verified.
+	man, code, err := compile.Code(wasm)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
+	}
+	m.manifest = man
+	cfg := compile.Config().WithCompilationCache(m.loader.cache).WithMemoryLimitPages(m.manifest.Limits.MemoryPages)
+	m.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
+	if err := m.setup(ctx, code); err != nil {
+		_ = m.rt.Close(context.WithoutCancel(ctx))
+		return err
+	}
+	return nil
+}
+
+func (m *Module) setup(ctx context.Context, code []byte) error {
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
+		return fmt.Errorf("wasi: %w", err)
+	}
+	if err := m.instantiateHost(ctx); err != nil {
+		return fmt.Errorf("host functions: %w", err)
+	}
+	var err error
+	if m.compiled, err = m.rt.CompileModule(ctx, code); err != nil {
+		return fmt.Errorf("compile %s: %w", m.spec.Settings.Path, err)
+	}
+	if err := checkExports(m.compiled); err != nil {
+		return fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
+	}
+	m.inst, err = m.instantiate(ctx)
+	return err
+}
+
+// checkExports makes sure the guest speaks the ABI before anything runs.
+func checkExports(c wazero.CompiledModule) error {
+	i32 := api.ValueTypeI32
+	want := map[string][2][]api.ValueType{
+		abi.ExportInitialize: {nil, nil},
+		abi.ExportVersion:    {nil, {i32}},
+		abi.ExportBuffer:     {{i32}, {i32}},
+		abi.ExportInit:       {{i32}, {i32}},
+		abi.ExportHandle:     {{i32}, {i32}},
+	}
+	got := c.ExportedFunctions()
+	for name, sig := range want {
+		f, ok := got[name]
+		if !ok {
+			return fmt.Errorf("not a Kedge WASM module: it does not export %s (build the guest with wasm/guest, "+
+				"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared)", name)
+		}
+		if !sameTypes(f.ParamTypes(), sig[0]) || !sameTypes(f.ResultTypes(), sig[1]) {
+			return fmt.Errorf("export %s has signature %v -> %v, ABI %d wants %v -> %v", name,
+				f.ParamTypes(), f.ResultTypes(), abi.Version, sig[0], sig[1])
+		}
+	}
+	return nil
+}
+
+func sameTypes(a, b []api.ValueType) bool {
+	return string(a) == string(b)
+}
+
+// Handle passes msg to the guest's handle export. A guest that is down (killed or crashed by an
+// earlier message) is re-instantiated first.
+func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	if m.inst == nil {
+		inst, err := m.instantiate(ctx)
+		if err != nil {
+			return fmt.Errorf("module is down and could not be re-instantiated: %w", err)
+		}
+		m.inst = inst
+		m.down.Store(nil)
+		m.log.Info("wasm module re-instantiated")
+	}
+	m.out = abi.AppendMessage(m.out[:0], toABI(msg))
+	m.cur.id, m.cur.source = msg.Header.ID, msg.Route.Source
+	defer func() { m.cur.id, m.cur.source = "", "" }()
+	status, err := m.inst.exchange(m.out, m.inst.handle)
+	if err != nil {
+		return m.lose(err)
+	}
+	return m.guestStatus("handle", status)
+}
+
+// guestStatus turns the status an init/handle export returned into an error.
+func (m *Module) guestStatus(call string, status abi.Status) error {
+	if status == abi.OK {
+		return nil
+	}
+	reason := m.failMsg
+	m.failMsg = ""
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return fmt.Errorf("guest %s: %s: %s", call, status, reason)
+}
+
+// lose records that the instance died in a call and drops it; the next Handle makes a new one.
+func (m *Module) lose(err error) error {
+	m.inst.close()
+	err = m.inst.explain(err)
+	m.inst = nil
+	m.down.Store(&err)
+	m.metrics.restarts.WithLabelValues(failureKind(err)).Inc()
+	m.log.Warn("wasm instance killed; the next message gets a new one", "err", err)
+	return err
+}
+
+// Healthy reports why the module is down, if it is.
+func (m *Module) Healthy(context.Context) error {
+	if err := m.down.Load(); err != nil {
+		return fmt.Errorf("wasm instance is down until the next message re-instantiates it: %w", *err)
+	}
+	return nil
+}
+
+// Stop closes the module's runtime and everything in it.
+func (m *Module) Stop(ctx context.Context) error {
+	if m.inst != nil {
+		m.inst.close()
+		m.inst = nil
+	}
+	if m.rt == nil {
+		return nil
+	}
+	return m.rt.Close(ctx)
+}
+
+// instance is one instantiation of the guest.
+type instance struct {
+	mod      api.Module
+	mem      api.Memory
+	buffer   api.Function
+	handle   api.Function
+	bufAddr  uint32
+	bufCap   uint32
+	stack    []uint64
+	stderr   *head
+	deadline time.Duration
+	// ctx bounds host calls that may block (a send to a full mailbox); it ends when the instance dies.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// watchdog closes the instance when a call overruns; killed is closed once it has.
+	watchdog *time.Timer
+	killed   chan struct{}
+}
+
+var errDeadline = errors.New("deadline exceeded")
+
+// instantiate runs the guest's initialisers and Init under the manifest's init deadline.
+func (m *Module) instantiate(ctx context.Context) (*instance, error) {
+	limits := m.manifest.Limits
+	initCtx, cancel := context.WithTimeout(ctx, time.Duration(limits.InitDeadline))
+	defer cancel()
+	in := &instance{stderr: &head{}, deadline: time.Duration(limits.Deadline), stack: make([]uint64, 1), killed: make(chan struct{})}
+	cfg := wazero.NewModuleConfig().
+		WithName(""). // anonymous: a fresh instance never clashes with a dead one
+		WithStartFunctions(abi.ExportInitialize).
+		WithSysWalltime().WithSysNanotime().
+		WithRandSource(crand.Reader).
+		WithStdout(&lineLog{m: m}).
+		WithStderr(in.stderr)
+	mod, err := m.rt.InstantiateModule(initCtx, m.compiled, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", in.explainWith(err, initCtx, time.Duration(limits.InitDeadline)))
+	}
+	in.mod, in.mem = mod, mod.Memory()
+	in.buffer, in.handle = mod.ExportedFunction(abi.ExportBuffer), mod.ExportedFunction(abi.ExportHandle)
+	if in.mem == nil {
+		_ = mod.Close(ctx)
+		return nil, errors.New("the guest exports no memory")
+	}
+	fail := func(err error) (*instance, error) {
+		_ = mod.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	if err := mod.ExportedFunction(abi.ExportVersion).CallWithStack(initCtx, in.stack); err != nil {
+		return fail(fmt.Errorf("%s: %w", abi.ExportVersion, in.explainWith(err, initCtx, time.Duration(limits.InitDeadline))))
+	}
+	if v := int32(in.stack[0]); v != abi.Version {
+		return fail(fmt.Errorf("the guest speaks ABI version %d, this host speaks %d: rebuild it with this Kedge's wasm/guest", v, abi.Version))
+	}
+	block := abi.AppendInit(nil, abi.Init{Name: m.spec.Name, Node: m.host.NodeName(), Group: m.spec.Group, Config: m.config})
+	addr, err := in.reserve(initCtx, len(block))
+	if err == nil {
+		in.mem.Write(addr, block)
+		in.stack[0] = uint64(len(block))
+		err = mod.ExportedFunction(abi.ExportInit).CallWithStack(initCtx, in.stack)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", abi.ExportInit, in.explainWith(err, initCtx, time.Duration(limits.InitDeadline))))
+	}
+	if err := m.guestStatus("init", abi.Status(int32(in.stack[0]))); err != nil {
+		return fail(err)
+	}
+	in.ctx, in.cancel = context.WithCancel(m.life)
+	in.watchdog = time.AfterFunc(time.Hour, func() {
+		in.cancel()
+		_ = mod.CloseWithExitCode(context.Background(), sys.ExitCodeDeadlineExceeded)
+		close(in.killed)
+	})
+	in.watchdog.Stop()
+	return in, nil
+}
+
+// reserve makes the guest's exchange buffer hold at least n bytes and returns its address.
+func (in *instance) reserve(ctx context.Context, n int) (uint32, error) {
+	if n > int(^uint32(0)>>1) {
+		return 0, fmt.Errorf("%d bytes do not fit in a 32-bit guest", n)
+	}
+	if uint32(n) <= in.bufCap && in.bufCap > 0 {
+		return in.bufAddr, nil
+	}
+	size := uint32(max(n, 4096))
+	in.stack[0] = uint64(size)
+	if err := in.buffer.CallWithStack(ctx, in.stack); err != nil {
+		return 0, err
+	}
+	addr := uint32(in.stack[0])
+	if addr == 0 || uint64(addr)+uint64(size) > uint64(in.mem.Size()) {
+		return 0, fmt.Errorf("%s returned address %d for %d bytes, outside the guest's memory", abi.ExportBuffer, addr, size)
+	}
+	in.bufAddr, in.bufCap = addr, size
+	return addr, nil
+}
+
+// exchange writes data into the guest's exchange buffer and calls fn(len(data)) under the
+// per-call deadline.
+func (in *instance) exchange(data []byte, fn api.Function) (abi.Status, error) {
+	in.stderr.reset()
+	in.watchdog.Reset(in.deadline)
+	addr, err := in.reserve(in.ctx, len(data))
+	if err == nil {
+		in.mem.Write(addr, data) // in bounds: reserve checked it, and memory never shrinks
+		in.stack[0] = uint64(len(data))
+		err = fn.CallWithStack(in.ctx, in.stack)
+	}
+	if !in.watchdog.Stop() {
+		<-in.killed // the watchdog fired: the instance is closed whatever the call returned
+		return 0, errDeadline
+	}
+	return abi.Status(int32(in.stack[0])), err
+}
+
+func (in *instance) close() {
+	if in.watchdog != nil {
+		in.watchdog.Stop()
+	}
+	if in.cancel != nil {
+		in.cancel()
+	}
+	_ = in.mod.Close(context.Background())
+}
+
+// explain says why a call into the instance failed, in the module author's terms.
+func (in *instance) explain(err error) error {
+	if errors.Is(err, errDeadline) {
+		return fmt.Errorf("killed: the call ran past its %s deadline (limits.deadline in the manifest)", in.deadline)
+	}
+	return in.explainWith(err, in.ctx, 0)
+}
+
+func (in *instance) explainWith(err error, ctx context.Context, deadline time.Duration) error {
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded:
+			return fmt.Errorf("killed: ran past its %s deadline (limits.initDeadline in the manifest)", deadline)
+		case sys.ExitCodeContextCanceled:
+			return fmt.Errorf("stopped: the module is shutting down: %w", context.Cause(ctx))
+		}
+		return fmt.Errorf("the guest exited with code %d%s", exit.ExitCode(), in.stderr.summary())
+	}
+	// wazero's message goes on with the wasm stack; its first line says what trapped.
+	what, _, _ := strings.Cut(err.Error(), "\n")
+	return fmt.Errorf("the guest trapped (%s)%s", what, in.stderr.summary())
+}
+
+// failureKind labels a lost instance for the restarts metric.
+func failureKind(err error) string {
+	switch s := err.Error(); {
+	case strings.HasPrefix(s, "killed"):
+		return "deadline"
+	case strings.Contains(s, "out of memory"):
+		return "memory"
+	case strings.HasPrefix(s, "stopped"):
+		return "stopped"
+	case strings.HasPrefix(s, "the guest exited"):
+		return "exit"
+	}
+	return "trap"
+}
+
+// toABI converts a host message for the guest; strings are shared, not copied.
+func toABI(m message.Message) abi.Message {
+	return abi.Message{
+		Header: abi.Header{ID: m.Header.ID, ParentID: m.Header.ParentID, Timestamp: m.Header.Timestamp,
+			ResourceVersion: m.Header.ResourceVersion, Sync: m.Header.Sync, Type: m.Header.Type},
+		Route: abi.Route{Source: m.Route.Source, Destination: m.Route.Destination, Group: m.Route.Group,
+			Operation: m.Route.Operation, Resource: m.Route.Resource},
+		Content: m.Content,
+	}
+}
+
+// fromABI converts a guest's message; the host fills in an empty ID and timestamp.
+func fromABI(m abi.Message) message.Message {
+	out := message.Message{
+		Header: message.Header{ID: m.Header.ID, ParentID: m.Header.ParentID, Timestamp: m.Header.Timestamp,
+			ResourceVersion: m.Header.ResourceVersion, Sync: m.Header.Sync, Type: m.Header.Type},
+		Route: message.Route{Source: m.Route.Source, Destination: m.Route.Destination, Group: m.Route.Group,
+			Operation: m.Route.Operation, Resource: m.Route.Resource},
+		Content: m.Content,
+	}
+	if out.Header.ID == "" {
+		out.Header.ID = message.NewID()
+	}
+	if out.Header.Timestamp == 0 {
+		out.Header.Timestamp = time.Now().UnixMilli()
+	}
+	return out
+}

@@ -149,9 +149,12 @@ func (c *Conn) shutdown(cause error, code int, text string) {
 		c.cause = cause
 		close(c.done)
 		c.pinger.Stop()
-		// Best effort; bounded so a peer that stopped reading cannot hold Close up.
-		deadline := time.Now().Add(min(c.opts.WriteTimeout, time.Second))
-		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
+		// The close frame is best effort and bounded: if a Send is stuck writing to a peer that stopped
+		// reading, closing the socket under it is what frees both.
+		wait := min(c.opts.WriteTimeout, time.Second)
+		force := time.AfterFunc(wait, func() { _ = c.ws.Close() })
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(wait))
+		force.Stop()
 		_ = c.ws.Close()
 		c.opts.Metrics.connOpened(-1)
 	})
@@ -313,7 +316,7 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 	}
 	h, err := ParseHeader(c.header[:n], c.opts.MaxPayload)
 	if err != nil {
-		return message.Message{}, c.reject(err.(*FrameError))
+		return message.Message{}, c.reject(asFrameError(err))
 	}
 	c.extendRead()
 
@@ -339,7 +342,7 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 	}
 	m, err := decodePayload(h, payload, c.opts.MaxPayload)
 	if err != nil {
-		return message.Message{}, c.reject(err.(*FrameError))
+		return message.Message{}, c.reject(asFrameError(err))
 	}
 	c.opts.Metrics.message(in, HeaderSize+len(payload))
 	return m, nil
@@ -359,6 +362,16 @@ func (c *Conn) reject(fe *FrameError) error {
 	}
 	c.shutdown(fmt.Errorf("%w: %v", ErrClosed, fe), code, fe.Reason())
 	return fmt.Errorf("receive from node %s: %w", c.node, fe)
+}
+
+// asFrameError returns the *FrameError in err; the decoders return nothing else, but a new error path
+// must not become a panic.
+func asFrameError(err error) *FrameError {
+	var fe *FrameError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return &FrameError{Err: ErrMalformed, Detail: err.Error()}
 }
 
 // readFailed turns a websocket read error into Receive's error and closes the connection.

@@ -615,3 +615,45 @@ func TestMetricsRegisterOnceAndExportTheSeries(t *testing.T) {
 		}
 	}
 }
+
+func TestCloseIsPromptWhileASendIsStuckOnADeadLink(t *testing.T) {
+	for _, size := range []int{60 << 10, 4 << 20} { // coalesced into one write, and written frame by frame
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			ca := newTestCA(t)
+			h := startHub(t, ca, AcceptOptions{})
+			proxy, err := faultproxy.New(h.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			edge := dialNode(t, h, "wss://"+proxy.Addr()+EventsPath(DefaultProjectID, "edge-1"), "edge-1",
+				Options{WriteTimeout: time.Minute})
+			h.accepted(t)
+			proxy.HalfOpen(true)
+			sendErr := make(chan error, 1)
+			go func() {
+				m := sizedMessage(t, size)
+				for {
+					if err := edge.Send(context.Background(), m); err != nil {
+						sendErr <- err
+						return
+					}
+				}
+			}()
+			time.Sleep(500 * time.Millisecond) // socket buffers fill within milliseconds; then Send blocks
+			start := time.Now()
+			edge.Close()
+			if took := time.Since(start); took > 10*time.Second {
+				t.Fatalf("Close took %v with a stuck Send, want about a second at most", took)
+			}
+			select {
+			case err := <-sendErr:
+				if !errors.Is(err, ErrClosed) {
+					t.Fatalf("stuck Send returned %v, want ErrClosed", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("stuck Send still blocked 10s after Close")
+			}
+		})
+	}
+}

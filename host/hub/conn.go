@@ -196,7 +196,11 @@ func (c *Conn) Send(ctx context.Context, m message.Message) error {
 		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
 	}
 	bp := encodeBuffers.Get().(*[]byte)
-	defer encodeBuffers.Put(bp)
+	defer func() {
+		if cap(*bp) <= coalesceMax { // a rare huge message's buffer is left to the GC
+			encodeBuffers.Put(bp)
+		}
+	}()
 	// Room for the header first, so header and payload share one buffer; the length is patched below.
 	buf, err := MarshalMessage(append((*bp)[:0], make([]byte, HeaderSize)...), m)
 	*bp = buf[:0]

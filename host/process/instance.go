@@ -82,8 +82,10 @@ func (m *module) launch(ctx context.Context) (*instance, error) {
 		SyncStderr:       stderr,                                 // os.Stderr inside the plugin after Serve
 		SyncStdout:       &lineLog{log: m.log, stream: "stdout"}, // os.Stdout after the handshake
 		Logger:           hclog.NewNullLogger(),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(modulepb.MaxMessageSize), grpc.MaxCallSendMsgSize(modulepb.MaxMessageSize))},
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(modulepb.MaxMessageSize), grpc.MaxCallSendMsgSize(modulepb.MaxMessageSize)),
+			grpc.WithInitialWindowSize(modulepb.WindowSize), grpc.WithInitialConnWindowSize(modulepb.WindowSize),
+		},
 	})
 	rpc, err := client.Client()
 	if err != nil {

@@ -1,6 +1,7 @@
 package process_test
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,4 +33,13 @@ func run(m *testing.M) int {
 		}
 	}
 	return m.Run()
+}
+
+func sha256Of(tb testing.TB, path string) string {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }

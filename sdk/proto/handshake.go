@@ -26,3 +26,8 @@ const PluginName = "module"
 // MaxMessageSize bounds one gRPC message both ways: a Kedge message may be 32 MiB (message.MaxSize)
 // and a batch of replies rides in one response, so gRPC's 4 MiB default is too small.
 const MaxMessageSize = 256 << 20
+
+// WindowSize is the HTTP/2 flow-control window both sides set. A fixed window turns off gRPC's
+// bandwidth-delay estimator, whose PING frames would add a wakeup to nearly every message of the
+// Handle stream; 16 MiB lets a large message through without waiting for window updates.
+const WindowSize = 16 << 20

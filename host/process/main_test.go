@@ -41,5 +41,7 @@ func sha256Of(tb testing.TB, path string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return fmt.Sprintf("%x", sha256.Sum256(b))
+	return sha256Hex(b)
 }
+
+func sha256Hex(b []byte) string { return fmt.Sprintf("%x", sha256.Sum256(b)) }

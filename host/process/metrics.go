@@ -2,10 +2,8 @@ package process
 
 import (
 	"context"
-	"errors"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,10 +21,6 @@ const gatherTimeout = 2 * time.Second
 type metrics struct {
 	m                                  *module
 	restarts, handleErrors, sendErrors prometheus.Counter
-
-	mu         sync.Mutex
-	reg        prometheus.Registerer
-	registered bool
 }
 
 func newMetrics(m *module) *metrics {
@@ -41,39 +35,11 @@ func newMetrics(m *module) *metrics {
 	}
 }
 
-// register adds the collector to reg. While another instance of the same module holds the names (a
-// hot swap starts the new one beside the old), registration is retried on every health ping.
+// register adds the collector to the module's registerer (the manager gives each module instance
+// its own registry, so an instance being swapped in never collides with the one it replaces).
 func (c *metrics) register(reg prometheus.Registerer) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.reg = reg
-	c.tryRegister()
-}
-
-func (c *metrics) retryRegister() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.tryRegister()
-}
-
-func (c *metrics) tryRegister() {
-	if c.reg == nil || c.registered {
-		return
-	}
-	err := c.reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if err != nil && !errors.As(err, &are) && c.m.log != nil {
+	if err := reg.Register(c); err != nil {
 		c.m.log.Warn("plugin metrics are not exported", "err", err)
-	}
-	c.registered = err == nil
-}
-
-func (c *metrics) unregister() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.registered {
-		c.reg.Unregister(c)
-		c.registered = false
 	}
 }
 

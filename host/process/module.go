@@ -60,7 +60,6 @@ func (m *module) Start(ctx context.Context, h sdk.Host) error {
 	defer cancel()
 	in, err := m.launch(launchCtx)
 	if err != nil {
-		m.metrics.unregister()
 		return err
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -244,7 +243,6 @@ func (m *module) ping() {
 		case <-m.ctx.Done():
 			return
 		}
-		m.metrics.retryRegister()
 		m.mu.Lock()
 		in := m.cur
 		m.mu.Unlock()
@@ -314,7 +312,6 @@ func (m *module) Stop(ctx context.Context) error {
 	in := m.cur
 	m.cur = nil
 	m.mu.Unlock()
-	defer m.metrics.unregister()
 	if in == nil {
 		return nil
 	}

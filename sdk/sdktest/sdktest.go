@@ -84,10 +84,12 @@ func ProcessOptions(o process.Options) Option { return func(s *settings) { s.pro
 type Harness struct {
 	// Name is the module's name (its routing address and store namespace).
 	Name string
-	// Router, DB and Registry are the host's own, for checks the methods do not cover.
-	Router   *router.Router
-	DB       *store.DB
-	Registry *prometheus.Registry
+	// Router and DB are the host's own, for checks the methods do not cover.
+	Router *router.Router
+	DB     *store.DB
+	// Metrics gathers what /metrics would show: the host's metrics and every module's, which carry
+	// the label module=<name>.
+	Metrics prometheus.Gatherer
 
 	t        testing.TB
 	mgr      *modules.Manager
@@ -195,8 +197,8 @@ func start(t testing.TB, s *settings, name string, registered []sdk.Info, blocks
 		t.Fatalf("sdktest: %v", err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	h := &Harness{Name: name, Router: router.New(nil), DB: db, Registry: prometheus.NewRegistry(), t: t,
-		captures: map[string]*Captured{}}
+	reg := prometheus.NewRegistry()
+	h := &Harness{Name: name, Router: router.New(reg), DB: db, t: t, captures: map[string]*Captured{}}
 	for _, c := range append([]string{Source}, s.captures...) {
 		mb, err := h.Router.Register(c, "", router.Options{Capacity: 4096, Policy: router.Block})
 		if err != nil {
@@ -205,7 +207,8 @@ func start(t testing.TB, s *settings, name string, registered []sdk.Info, blocks
 		h.captures[c] = &Captured{mb: mb}
 	}
 	h.mgr = modules.NewManager(modules.Deps{NodeName: NodeName, Router: h.Router, Store: db, Logger: logger,
-		Metrics: h.Registry, StopTimeout: 10 * time.Second})
+		Metrics: reg, StopTimeout: 10 * time.Second})
+	h.Metrics = prometheus.Gatherers{reg, h.mgr}
 	if err := h.mgr.Start(context.Background(), plan); err != nil {
 		t.Fatalf("sdktest: %v", err)
 	}

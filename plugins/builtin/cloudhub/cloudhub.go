@@ -44,7 +44,8 @@ type Module struct {
 	NodeCertValidity   time.Duration `yaml:"nodeCertValidity" doc:"Lifetime of issued node certificates (nodes renew at 70-90% of it)."`
 	Heartbeat          time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a node silent for two periods is disconnected."`
 	Window             int           `yaml:"window" doc:"Messages sent to a node but not yet acknowledged, at most."`
-	AckTimeout         time.Duration `yaml:"ackTimeout" doc:"A message not acknowledged within this is sent again (its latest version)."`
+	AckTimeout         time.Duration `yaml:"ackTimeout" doc:"A message not acknowledged within this is sent again (its latest version); each further resend on the same connection waits twice as long, up to 16 times this. A reconnect resends at once."`
+	HandleTimeout      time.Duration `yaml:"handleTimeout" doc:"How long a message from the edge may wait for the cloud module handling it before the node's next message is taken (it stays queued for that module)."`
 	QPS                float64       `yaml:"qps" doc:"Messages per second sent to one node, sustained."`
 	Burst              int           `yaml:"burst" doc:"Messages that may be sent to one node at once above qps."`
 	// Dispatch maps a message group from the edge to the cloud module that handles it.
@@ -77,6 +78,7 @@ func New() *Module {
 		Heartbeat:         15 * time.Second,
 		Window:            64,
 		AckTimeout:        15 * time.Second,
+		HandleTimeout:     time.Minute,
 		QPS:               200,
 		Burst:             400,
 		Dispatch: map[string]string{
@@ -89,8 +91,8 @@ func New() *Module {
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host, m.life = h, ctx
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, qps and burst must be positive")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps and burst must be positive")
 	}
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}

@@ -43,8 +43,13 @@ type entry struct {
 	msg    message.Message // latest version
 	sentID string          // ID of the version on the wire; "" when none
 	sentAt time.Time
+	tries  int // resends of it on this connection: each waits twice as long (a slow node is not flooded)
 	done   bool
 }
+
+// resendAfter is how long an entry on the wire waits for its acknowledgement before it is sent again:
+// ackTimeout, then twice that, up to 16 times.
+func resendAfter(ack time.Duration, tries int) time.Duration { return ack << min(tries, 4) }
 
 func newNode(name string, m *Module) *node {
 	return &node{
@@ -97,16 +102,17 @@ func (n *node) next(now time.Time) []message.Message {
 	defer n.mu.Unlock()
 	var out []message.Message
 	for _, e := range n.order {
-		if e.sentID != "" && now.Sub(e.sentAt) >= n.m.AckTimeout { // resend, at the latest version
+		if e.sentID != "" && now.Sub(e.sentAt) >= resendAfter(n.m.AckTimeout, e.tries) { // resend, at the latest version
 			delete(n.byID, e.sentID)
 			e.sentID, e.sentAt = e.msg.Header.ID, now
+			e.tries++
 			n.byID[e.sentID] = e
 			out = append(out, e.msg)
 			n.m.metrics.resent.Inc()
 			continue
 		}
 		if e.sentID == "" && n.onWire < n.m.Window {
-			e.sentID, e.sentAt = e.msg.Header.ID, now
+			e.sentID, e.sentAt, e.tries = e.msg.Header.ID, now, 0
 			n.byID[e.sentID] = e
 			n.onWire++
 			out = append(out, e.msg)
@@ -319,7 +325,7 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 		m.metrics.up.WithLabelValues("no_handler").Inc()
 		return reply(msg.ErrorReply(Name, fmt.Errorf("no cloud module handles group %q (cloudhub dispatch)", msg.Route.Group)))
 	}
-	resp, err := m.host.SendSync(ctx, target, msg, m.AckTimeout)
+	resp, err := m.host.SendSync(ctx, target, msg, m.HandleTimeout)
 	switch {
 	case errors.Is(err, sdk.ErrUnknownModule):
 		m.metrics.up.WithLabelValues("no_handler").Inc()

@@ -39,17 +39,18 @@ func init() {
 
 // Module is edgehub; its exported fields are its settings.
 type Module struct {
-	Server     string        `yaml:"server" doc:"cloudhub's address, host:port (port 10000)." cfg:"min"`
-	CertServer string        `yaml:"certServer" doc:"cloudcore's certificate server, host:port (port 10002), for certificate rotation; empty disables rotation."`
-	ProjectID  string        `yaml:"projectID" doc:"Project ID in the hub URL and the project_id header."`
-	CAFile     string        `yaml:"caFile" doc:"The cloud's CA certificate (written by edgecore join)." cfg:"min"`
-	CertFile   string        `yaml:"certFile" doc:"This node's certificate (CN system:node:<name>)." cfg:"min"`
-	KeyFile    string        `yaml:"keyFile" doc:"This node's private key." cfg:"min"`
-	Heartbeat  time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a link silent for two periods is declared dead and redialed."`
-	BackoffMin time.Duration `yaml:"backoffMin" doc:"First redial wait (full jitter: a random wait up to the current bound)."`
-	BackoffMax time.Duration `yaml:"backoffMax" doc:"Upper bound of the redial wait."`
-	Window     int           `yaml:"window" doc:"Upstream messages sent but not yet acknowledged, at most."`
-	AckTimeout time.Duration `yaml:"ackTimeout" doc:"An upstream message not acknowledged within this is sent again (same ID; the cloud drops repeats)."`
+	Server        string        `yaml:"server" doc:"cloudhub's address, host:port (port 10000)." cfg:"min"`
+	CertServer    string        `yaml:"certServer" doc:"cloudcore's certificate server, host:port (port 10002), for certificate rotation; empty disables rotation."`
+	ProjectID     string        `yaml:"projectID" doc:"Project ID in the hub URL and the project_id header."`
+	CAFile        string        `yaml:"caFile" doc:"The cloud's CA certificate (written by edgecore join)." cfg:"min"`
+	CertFile      string        `yaml:"certFile" doc:"This node's certificate (CN system:node:<name>)." cfg:"min"`
+	KeyFile       string        `yaml:"keyFile" doc:"This node's private key." cfg:"min"`
+	Heartbeat     time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a link silent for two periods is declared dead and redialed."`
+	BackoffMin    time.Duration `yaml:"backoffMin" doc:"First redial wait (full jitter: a random wait up to the current bound)."`
+	BackoffMax    time.Duration `yaml:"backoffMax" doc:"Upper bound of the redial wait."`
+	Window        int           `yaml:"window" doc:"Upstream messages sent but not yet acknowledged, at most."`
+	AckTimeout    time.Duration `yaml:"ackTimeout" doc:"An upstream message not acknowledged within this is sent again (same ID; the cloud drops repeats); each further resend on the same connection waits twice as long, up to 16 times this. A reconnect resends at once."`
+	HandleTimeout time.Duration `yaml:"handleTimeout" doc:"How long a message from the cloud may wait for the edge module handling it before the next is taken (it stays queued for that module)."`
 	// Dispatch maps a message group from the cloud to the edge module that handles it.
 	Dispatch      map[string]string `yaml:"dispatch" doc:"Message group from the cloud -> edge module that handles and acknowledges it."`
 	EventsGroup   string            `yaml:"eventsGroup" doc:"Group told when the link goes up or down (nobody in it is fine)."`
@@ -75,12 +76,13 @@ var (
 // New returns edgehub with its defaults.
 func New() *Module {
 	return &Module{
-		ProjectID:  hub.DefaultProjectID,
-		Heartbeat:  15 * time.Second,
-		BackoffMin: time.Second,
-		BackoffMax: time.Minute,
-		Window:     64,
-		AckTimeout: 15 * time.Second,
+		ProjectID:     hub.DefaultProjectID,
+		Heartbeat:     15 * time.Second,
+		BackoffMin:    time.Second,
+		BackoffMax:    time.Minute,
+		Window:        64,
+		AckTimeout:    15 * time.Second,
+		HandleTimeout: time.Minute,
 		Dispatch: map[string]string{
 			"resource": "metamanager", "meta": "metamanager",
 			"twin": "devicetwin", "user": "eventbus", "func": "servicebus",
@@ -97,8 +99,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return errors.New("edgehub needs the host's durable outbox; run it builtin")
 	}
 	m.outbox = op.Outbox()
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin {
-		return errors.New("window, heartbeat, ackTimeout and backoffMin must be positive and backoffMax >= backoffMin")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout and backoffMin must be positive and backoffMax >= backoffMin")
 	}
 	if m.dialHook == nil {
 		if err := m.loadTLS(); err != nil {

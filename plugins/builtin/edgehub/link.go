@@ -91,7 +91,7 @@ func (m *Module) handleDown(ctx context.Context, conn *hub.Conn, msg message.Mes
 		m.metrics.down.WithLabelValues("no_handler").Inc()
 		return conn.Send(ctx, msg.ErrorReply(Name, fmt.Errorf("no edge module handles group %q (edgehub dispatch)", msg.Route.Group)))
 	}
-	resp, err := m.host.SendSync(ctx, target, msg, m.AckTimeout)
+	resp, err := m.host.SendSync(ctx, target, msg, m.HandleTimeout)
 	switch {
 	case errors.Is(err, sdk.ErrUnknownModule):
 		m.metrics.down.WithLabelValues("no_handler").Inc()
@@ -110,7 +110,7 @@ func (m *Module) handleDown(ctx context.Context, conn *hub.Conn, msg message.Mes
 
 // sendInventory tells the cloud which objects this node holds at which versions.
 func (m *Module) sendInventory(ctx context.Context, conn *hub.Conn) error {
-	resp, err := m.host.SendSync(ctx, "metamanager", message.New(Name, "meta", message.OpInventory, ""), m.AckTimeout)
+	resp, err := m.host.SendSync(ctx, "metamanager", message.New(Name, "meta", message.OpInventory, ""), m.HandleTimeout)
 	if err != nil {
 		return err
 	}
@@ -137,9 +137,10 @@ type upstream struct {
 }
 
 type flight struct {
-	seq  int64
-	sent time.Time
-	msg  message.Message
+	seq   int64
+	sent  time.Time
+	tries int // resends on this connection: each waits twice as long, up to 16 times ackTimeout
+	msg   message.Message
 }
 
 func (u *upstream) run(ctx context.Context) error {
@@ -260,8 +261,9 @@ func (u *upstream) resend(ctx context.Context) error {
 	var due []*flight
 	now := time.Now()
 	for _, f := range u.inflight {
-		if now.Sub(f.sent) >= u.m.AckTimeout {
+		if now.Sub(f.sent) >= u.m.AckTimeout<<min(f.tries, 4) {
 			f.sent = now
+			f.tries++
 			due = append(due, f)
 		}
 	}

@@ -171,13 +171,13 @@ func fileSHA256(path string) (string, error) {
 
 func start(t testing.TB, s *settings, name string, registered []sdk.Info, blocks map[string]any, loaders modules.Loaders) *Harness {
 	t.Helper()
-	provided := slices.Clone(s.captures)
+	var provided []string
 	for _, b := range s.beside {
 		registered = append(registered, b.info)
 		blocks[b.info.Name] = withEnable(b.config, nil)
 		provided = append(provided, b.info.Name)
 	}
-	// Drop requirements on modules the harness does not run: the test provides them another way.
+	// Keep only requirements on modules run Beside: the test provides the others (captures) or not.
 	for i, info := range registered {
 		info.Requires = slices.DeleteFunc(slices.Clone(info.Requires), func(r string) bool { return !slices.Contains(provided, r) })
 		registered[i] = info

@@ -71,6 +71,8 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	switch msg.Route.Operation {
 	case "echo":
 		return m.reply(ctx, msg, msg.Content)
+	case "ack":
+		return m.reply(ctx, msg, len(msg.Content))
 	case "greet":
 		return m.reply(ctx, msg, m.Greeting)
 	case "pid":

@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		resent:    c("downstream_resent_total", "Messages sent again after no acknowledgement."),
 		acked:     c("downstream_acked_total", "Acknowledgements from nodes."),
 		lateAcks:  c("late_acks_total", "Acknowledgements for versions no longer on the wire (after a resend or reconnect)."),
-		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, inventory, invalid, no_handler, slow)."}, []string{"result"}),
+		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
 	}
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
 		m.mu.Lock()

@@ -300,6 +300,11 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 	s.n.upMu.Lock()
 	defer s.n.upMu.Unlock()
 	reply := func(r message.Message) error { return s.conn.Send(ctx, r) }
+	if msg.Route.Operation == message.OpKeepalive {
+		// KubeEdge edges send these beside websocket pings; liveness is the heartbeat's job here.
+		m.metrics.up.WithLabelValues("keepalive").Inc()
+		return nil
+	}
 	if !s.n.recent.claim(msg.Header.ID) {
 		m.metrics.up.WithLabelValues("repeat").Inc()
 		ack, _ := msg.Reply(Name, "OK")

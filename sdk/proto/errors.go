@@ -66,9 +66,9 @@ func Status(err error) error {
 	return st.Err()
 }
 
-// Error turns an error from a Host call back into one that errors.Is matches against the sentinels
-// the host's error wrapped (sdk.ErrNotFound, sdk.ErrUnknownModule, ...). An error that is not a
-// gRPC status (the connection to the host broke) is returned as is.
+// Error turns an error from a Host call back into one with the host's message that errors.Is matches
+// against the sentinels the host's error wrapped (sdk.ErrNotFound, sdk.ErrUnknownModule, ...). An
+// error that is not a gRPC status is returned as is.
 func Error(err error) error {
 	st, ok := status.FromError(err)
 	if !ok || err == nil {
@@ -87,14 +87,14 @@ func Error(err error) error {
 		}
 	}
 	if len(re.is) == 0 {
-		// No detail: a transport or deadline error raised by gRPC itself.
+		// No detail: an error of the host's own (code Unknown), or one gRPC raised itself.
 		switch st.Code() {
 		case codes.DeadlineExceeded:
 			re.is = []error{context.DeadlineExceeded}
 		case codes.Canceled:
 			re.is = []error{context.Canceled}
-		default:
-			return err
+		case codes.Unavailable:
+			re.msg = "the host is unreachable: " + st.Message()
 		}
 	}
 	return re

@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./host/router/ ./host/store/ ./host/hub/ ./host/modules/
 FUZZTIME ?= 20s
 
-.PHONY: help build test test-short lint bench fuzz demo demo-stop clean edgecore-%
+.PHONY: help build test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -16,6 +16,23 @@ help: ## list the targets
 build: ## build cloudcore and edgecore into _bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/cloudcore ./cmd/edgecore
+
+# Device classes: the builtin modules each edgecore build carries; anything else runs as a process or
+# WASM plugin. `make classes` builds them and records size and idle memory in BENCHMARKS.md.
+CLASS_full    := all builtin modules
+CLASS_gateway := metamanager,nodestatus,edgehub
+CLASS_minimal := metamanager,edgehub
+
+edgecore-full: ## edgecore with every builtin module (same as make build)
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-full ./cmd/edgecore
+
+edgecore-gateway edgecore-minimal: edgecore-%: ## edgecore for a device class (gateway: no edged; minimal: hub + meta only)
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -tags "kedge_custom $(foreach m,$(subst $(comma), ,$(CLASS_$*)),kedge_$(m))" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-$* ./cmd/edgecore
+
+classes: ## build every device class and record binary size and idle RSS in BENCHMARKS.md
+	./hack/classes.sh
 
 edgecore-%: ## trimmed edgecore with only the named builtin modules, e.g. make edgecore-metamanager,nodestatus
 	@mkdir -p $(BIN)

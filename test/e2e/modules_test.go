@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -107,5 +108,25 @@ func TestEditingTheConfigSwapsChangedModulesAndRefusesInvalidEdits(t *testing.T)
 	}
 	if code, _ := d.stop(syscall.SIGTERM, 5*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// A device-class build carries only its modules: the others are not in the binary, and a config that
+// asks for one is refused by name.
+func TestTrimmedEdgecoreCarriesOnlyItsClassModules(t *testing.T) {
+	needBinaries(t)
+	bin := filepath.Join(t.TempDir(), "edgecore-minimal")
+	build := exec.Command("go", "build", "-tags", "kedge_custom kedge_metamanager kedge_edgehub", "-o", bin, "github.com/kedge-io/kedge/cmd/edgecore")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build minimal edgecore: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil || !strings.Contains(string(out), "metamanager") || !strings.Contains(string(out), "edgehub") || strings.Contains(string(out), "nodestatus") {
+		t.Fatalf("minimal edgecore version (%v):\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "validate", "--set", "modules.nodestatus.interval=5s")
+	msg, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(msg), "modules.nodestatus") || !strings.Contains(string(msg), "unknown") {
+		t.Fatalf("asking a minimal edgecore for nodestatus: exit %d: %s", cmd.ProcessState.ExitCode(), msg)
 	}
 }

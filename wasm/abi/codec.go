@@ -54,24 +54,52 @@ func (m Message) Reply(content []byte) Message {
 //	content   u32 length + bytes
 //
 // Nothing may follow the content.
+//
+// The message codec is written for Go compiled to WebAssembly, where every function call that is
+// not inlined costs about as much as copying a kilobyte: straight-line code, inlinable helpers, one
+// allocation per decoded message.
 const (
 	flagSync     = 1
-	messageFixed = 1 + 8 + 10*4
+	fieldCount   = 10 // nine strings and the content
+	messageFixed = 1 + 8 + fieldCount*4
 )
 
 // AppendMessage appends m's encoding to b.
 func AppendMessage(b []byte, m Message) []byte {
-	var flags byte
+	n := MessageSize(m)
+	at := len(b)
+	if cap(b)-at < n {
+		grown := make([]byte, at, 2*cap(b)+n)
+		copy(grown, b)
+		b = grown
+	}
+	b = b[:at+n]
+	e := b[at:]
+	e[0] = 0
 	if m.Header.Sync {
-		flags |= flagSync
+		e[0] = flagSync
 	}
-	b = append(b, flags)
-	b = binary.LittleEndian.AppendUint64(b, uint64(m.Header.Timestamp))
-	for _, s := range [...]string{m.Header.ID, m.Header.ParentID, m.Header.ResourceVersion, m.Header.Type,
-		m.Route.Source, m.Route.Destination, m.Route.Group, m.Route.Operation, m.Route.Resource} {
-		b = appendString(b, s)
+	binary.LittleEndian.PutUint64(e[1:], uint64(m.Header.Timestamp))
+	i := putString(e, 9, m.Header.ID)
+	i = putString(e, i, m.Header.ParentID)
+	i = putString(e, i, m.Header.ResourceVersion)
+	i = putString(e, i, m.Header.Type)
+	i = putString(e, i, m.Route.Source)
+	i = putString(e, i, m.Route.Destination)
+	i = putString(e, i, m.Route.Group)
+	i = putString(e, i, m.Route.Operation)
+	i = putString(e, i, m.Route.Resource)
+	binary.LittleEndian.PutUint32(e[i:], uint32(len(m.Content)))
+	copy(e[i+4:], m.Content)
+	return b
+}
+
+func putString(e []byte, i int, s string) int {
+	binary.LittleEndian.PutUint32(e[i:], uint32(len(s)))
+	if len(s) == 0 {
+		return i + 4 // many fields are empty, and a copy is a call in a guest
 	}
-	return appendBytes(b, m.Content)
+	return i + 4 + copy(e[i+4:], s)
 }
 
 // MessageSize is len(AppendMessage(nil, m)).
@@ -84,68 +112,111 @@ func MessageSize(m Message) int {
 // DecodeMessage decodes one message. The result never aliases b: it is copied once, and the strings
 // and content share that private copy (one allocation per message).
 func DecodeMessage(b []byte) (Message, error) {
+	var f frame
+	if err := f.parse(b); err != nil {
+		return Message{}, err
+	}
 	own := make([]byte, len(b))
 	copy(own, b)
-	var m Message
-	err := decodeMessage(own, &m, func(p []byte) string { return unsafe.String(unsafe.SliceData(p), len(p)) })
-	return m, err
+	return f.message(own, own, 0), nil
+}
+
+// Arena holds the strings of decoded messages. It hands out fresh space from chunks of a few KiB and
+// never writes anything twice, so the strings stay immutable while a guest allocates about once
+// per chunk instead of once per message. The zero value is ready to use.
+type Arena struct {
+	chunk []byte
+}
+
+const arenaChunk = 8 << 10
+
+// take returns n fresh bytes.
+func (a *Arena) take(n int) []byte {
+	if cap(a.chunk)-len(a.chunk) < n {
+		a.chunk = make([]byte, 0, max(n, arenaChunk))
+	}
+	at := len(a.chunk)
+	a.chunk = a.chunk[:at+n]
+	return a.chunk[at : at+n : at+n]
 }
 
 // DecodeMessageView decodes one message for a guest, where allocating is expensive: the strings
-// are copied (together, in one allocation) but Content aliases b, so it is valid only as long as b
-// is unchanged. The Go guest library hands such messages to Handle.
-func DecodeMessageView(b []byte) (Message, error) {
-	var m Message
-	var arena []byte
-	err := decodeMessage(b, &m, func(p []byte) string {
-		if arena == nil {
-			arena = make([]byte, 0, stringBytes(b))
-		}
-		at := len(arena)
-		arena = append(arena, p...)
-		return unsafe.String(unsafe.SliceData(arena[at:]), len(p))
-	})
-	return m, err
-}
-
-// stringBytes is the total length of a message's nine string fields, for one allocation; only
-// called once the framing is known to be sound.
-func stringBytes(b []byte) int {
-	d := decoder{b: b, at: 9}
-	n := 0
-	for range 9 {
-		n += len(d.bytes())
+// are copied into a, but Content aliases b, so it is valid only as long as b is unchanged. The Go
+// guest library hands such messages to Handle.
+func DecodeMessageView(b []byte, a *Arena) (Message, error) {
+	var f frame
+	if err := f.parse(b); err != nil {
+		return Message{}, err
 	}
-	return n
+	// The strings and their length prefixes lie together between the fixed header and the
+	// content's prefix: one copy keeps them all, at the same offsets less strs' start.
+	strs := a.take(f.end[fieldCount-2] - 9)
+	copy(strs, b[9:f.end[fieldCount-2]])
+	return f.message(strs, b, 9), nil
 }
 
-func decodeMessage(b []byte, m *Message, str func([]byte) string) error {
+// frame holds where each field of an encoded message ends (it starts at its length prefix + 4).
+type frame struct {
+	end [fieldCount]int
+}
+
+// parse checks a message's framing.
+func (f *frame) parse(b []byte) error {
 	if len(b) < messageFixed {
-		return errors.New("decode message: " + strconv.Itoa(len(b)) + " bytes is shorter than the " + strconv.Itoa(messageFixed) + "-byte minimum")
+		return errors.New("decode message: " + strconv.Itoa(len(b)) + " bytes is shorter than the " +
+			strconv.Itoa(messageFixed) + "-byte minimum")
 	}
 	if b[0]&^flagSync != 0 {
 		return errors.New("decode message: unknown flags 0x" + strconv.FormatUint(uint64(b[0]), 16))
 	}
-	// Check the framing first, so str only ever sees sound fields.
-	d := decoder{b: b, at: 9}
-	for range 10 {
-		d.bytes()
-	}
-	if err := d.end("message"); err != nil {
-		return err
-	}
-	d = decoder{b: b, at: 9}
-	*m = Message{Header: Header{Sync: b[0]&flagSync != 0, Timestamp: int64(binary.LittleEndian.Uint64(b[1:9]))}}
-	for _, s := range [...]*string{&m.Header.ID, &m.Header.ParentID, &m.Header.ResourceVersion, &m.Header.Type,
-		&m.Route.Source, &m.Route.Destination, &m.Route.Group, &m.Route.Operation, &m.Route.Resource} {
-		if p := d.bytes(); len(p) > 0 {
-			*s = str(p)
+	at := 9
+	for i := range fieldCount {
+		if len(b)-at < 4 {
+			return errors.New("decode message: field " + strconv.Itoa(i) + " at byte " + strconv.Itoa(at) + ": truncated length")
 		}
+		n := uint64(binary.LittleEndian.Uint32(b[at:]))
+		at += 4
+		if n > uint64(len(b)-at) {
+			return errors.New("decode message: field " + strconv.Itoa(i) + " at byte " + strconv.Itoa(at) + " claims " +
+				strconv.FormatUint(n, 10) + " bytes, " + strconv.Itoa(len(b)-at) + " left")
+		}
+		at += int(n)
+		f.end[i] = at
 	}
-	if c := d.bytes(); len(c) > 0 {
-		m.Content = c[:len(c):len(c)] // an append by the receiver must not run into anything else
+	if at != len(b) {
+		return errors.New("decode message: " + strconv.Itoa(len(b)-at) + " trailing bytes")
 	}
 	return nil
+}
+
+// message builds the message from a parsed frame: its content from b, its strings from strs, which
+// holds b's bytes from offset base on (see DecodeMessageView).
+func (f *frame) message(strs, b []byte, base int) Message {
+	var m Message
+	m.Header.Sync = b[0]&flagSync != 0
+	m.Header.Timestamp = int64(binary.LittleEndian.Uint64(b[1:9]))
+	m.Header.ID = f.str(strs, base, 0, 9)
+	m.Header.ParentID = f.str(strs, base, 1, f.end[0])
+	m.Header.ResourceVersion = f.str(strs, base, 2, f.end[1])
+	m.Header.Type = f.str(strs, base, 3, f.end[2])
+	m.Route.Source = f.str(strs, base, 4, f.end[3])
+	m.Route.Destination = f.str(strs, base, 5, f.end[4])
+	m.Route.Group = f.str(strs, base, 6, f.end[5])
+	m.Route.Operation = f.str(strs, base, 7, f.end[6])
+	m.Route.Resource = f.str(strs, base, 8, f.end[7])
+	if start, end := f.end[8]+4, f.end[9]; end > start {
+		m.Content = b[start:end:end] // an append by the receiver must not run into anything else
+	}
+	return m
+}
+
+// str is field i, whose length prefix starts at prev (the previous field's end).
+func (f *frame) str(strs []byte, base, i, prev int) string {
+	start, end := prev+4, f.end[i]
+	if end == start {
+		return ""
+	}
+	return unsafe.String(&strs[start-base], end-start)
 }
 
 // Key addresses one object in the module's store namespace; Type and Name must not be empty.

@@ -10,8 +10,12 @@ import (
 	"github.com/kedge-io/kedge/wasm/abi"
 )
 
-// in is the exchange buffer: the host writes the init block and each message into it.
-var in []byte
+var (
+	// in is the exchange buffer: the host writes the init block and each message into it.
+	in []byte
+	// strings holds the strings of the messages handed to Handle.
+	strings abi.Arena
+)
 
 //go:wasmexport kedge_abi_version
 func exportVersion() int32 { return abi.Version }
@@ -32,7 +36,7 @@ func exportBuffer(size int32) uint32 {
 }
 
 //go:wasmexport kedge_init
-func exportInit(n int32) int32 {
+func exportInit(n int32) (s int32) {
 	if n < 0 || int(n) > len(in) {
 		return fail(abi.Invalid, "init: length "+strconv.Itoa(int(n))+" exceeds the exchange buffer")
 	}
@@ -44,33 +48,36 @@ func exportInit(n int32) int32 {
 	if module == nil {
 		return fail(abi.Failed, "no module registered: call guest.Register from an init function")
 	}
-	return run(func() error { return module.Init(block.Config) })
+	defer catch(&s)
+	return result(module.Init(block.Config))
 }
 
 //go:wasmexport kedge_handle
-func exportHandle(n int32) int32 {
+func exportHandle(n int32) (s int32) {
 	if n < 0 || int(n) > len(in) {
 		return fail(abi.Invalid, "handle: length "+strconv.Itoa(int(n))+" exceeds the exchange buffer")
 	}
-	m, err := abi.DecodeMessageView(in[:n])
+	m, err := abi.DecodeMessageView(in[:n], &strings)
 	if err != nil {
 		return fail(abi.Invalid, err.Error())
 	}
-	return run(func() error { return module.Handle(m) })
+	defer catch(&s)
+	return result(module.Handle(m))
 }
 
-// run calls f, turning an error or a panic into a failed status the host reports for this call
-// only; the instance keeps its state, like a builtin module whose Handle panicked.
-func run(f func() error) (s int32) {
-	defer func() {
-		if r := recover(); r != nil {
-			s = fail(abi.Failed, "panic: "+describe(r)+"\n"+string(debug.Stack()))
-		}
-	}()
-	if err := f(); err != nil {
+func result(err error) int32 {
+	if err != nil {
 		return fail(abi.Failed, err.Error())
 	}
 	return int32(abi.OK)
+}
+
+// catch turns a panic into a failed status the host reports for this call only; the instance keeps
+// its state, like a builtin module whose Handle panicked.
+func catch(s *int32) {
+	if r := recover(); r != nil {
+		*s = fail(abi.Failed, "panic: "+describe(r)+"\n"+string(debug.Stack()))
+	}
 }
 
 func fail(s abi.Status, msg string) int32 {

@@ -106,7 +106,14 @@ func Parse(data []byte) (Manifest, error) {
 	return m, nil
 }
 
+// applyDefaults fills in default limits and writes an empty pattern list as none, so a manifest
+// reads back the same after Marshal.
 func (m *Manifest) applyDefaults() {
+	for _, l := range []*[]string{&m.Capabilities.Send.Modules, &m.Capabilities.Send.Groups, &m.Capabilities.Send.Resources} {
+		if len(*l) == 0 {
+			*l = nil
+		}
+	}
 	if m.Limits.MemoryPages == 0 {
 		m.Limits.MemoryPages = DefaultMemoryPages
 	}

@@ -96,7 +96,7 @@ func (m *Module) setup(ctx context.Context, code []byte) error {
 		return fmt.Errorf("host functions: %w", err)
 	}
 	var err error
-	if m.compiled, err = m.rt.CompileModule(ctx, code); err != nil {
+	if m.compiled, err = m.rt.CompileModule(compile.Workers(ctx), code); err != nil {
 		return fmt.Errorf("compile %s: %w", m.spec.Settings.Path, err)
 	}
 	if err := checkExports(m.compiled); err != nil {
@@ -147,10 +147,9 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 		m.down.Store(nil)
 		m.log.Info("wasm module re-instantiated")
 	}
-	m.out = abi.AppendMessage(m.out[:0], toABI(msg))
 	m.cur.id, m.cur.source = msg.Header.ID, msg.Route.Source
 	defer func() { m.cur.id, m.cur.source = "", "" }()
-	status, err := m.inst.exchange(m.out, m.inst.handle)
+	status, err := m.inst.handleMessage(toABI(msg))
 	if err != nil {
 		return m.lose(err)
 	}
@@ -215,9 +214,11 @@ type instance struct {
 	// ctx bounds host calls that may block (a send to a full mailbox); it ends when the instance dies.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// watchdog closes the instance when a call overruns; killed is closed once it has.
-	watchdog *time.Timer
-	killed   chan struct{}
+	// busy is when the running call started (ns since born), 0 between calls, and -1 once the
+	// watchdog killed the instance; killed is closed when the kill is complete.
+	busy   atomic.Int64
+	born   time.Time
+	killed chan struct{}
 }
 
 var errDeadline = errors.New("deadline exceeded")
@@ -269,14 +270,35 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 		return fail(err)
 	}
 	in.ctx, in.cancel = context.WithCancel(m.life)
-	in.watchdog = time.AfterFunc(time.Hour, func() {
-		in.cancel()
-		_ = mod.CloseWithExitCode(context.Background(), sys.ExitCodeDeadlineExceeded)
-		close(in.killed)
-	})
-	in.watchdog.Stop()
+	in.born = time.Now()
+	go in.watch()
 	return in, nil
 }
+
+// watch kills the instance when a call runs past the deadline, checking four times per deadline:
+// a runaway is stopped between 1 and 1.25 deadlines after its call began. A ticker costs the calls
+// nothing, where arming a timer for each would cost more than the rest of a call's overhead.
+func (in *instance) watch() {
+	t := time.NewTicker(max(in.deadline/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-in.ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := in.busy.Load()
+		if start > 0 && in.elapsed()-start > int64(in.deadline) && in.busy.CompareAndSwap(start, -1) {
+			in.cancel()
+			_ = in.mod.CloseWithExitCode(context.Background(), sys.ExitCodeDeadlineExceeded)
+			close(in.killed)
+			return
+		}
+	}
+}
+
+// elapsed is the monotonic time since the instance was made, in ns; never 0 once a call runs.
+func (in *instance) elapsed() int64 { return int64(time.Since(in.born)) + 1 }
 
 // reserve makes the guest's exchange buffer hold at least n bytes and returns its address.
 func (in *instance) reserve(ctx context.Context, n int) (uint32, error) {
@@ -299,18 +321,21 @@ func (in *instance) reserve(ctx context.Context, n int) (uint32, error) {
 	return addr, nil
 }
 
-// exchange writes data into the guest's exchange buffer and calls fn(len(data)) under the
-// per-call deadline.
-func (in *instance) exchange(data []byte, fn api.Function) (abi.Status, error) {
+// handleMessage encodes msg straight into the guest's exchange buffer and calls its handle export
+// under the per-call deadline.
+func (in *instance) handleMessage(msg abi.Message) (abi.Status, error) {
 	in.stderr.reset()
-	in.watchdog.Reset(in.deadline)
-	addr, err := in.reserve(in.ctx, len(data))
+	start := in.elapsed()
+	in.busy.Store(start)
+	size := abi.MessageSize(msg)
+	addr, err := in.reserve(in.ctx, size)
 	if err == nil {
-		in.mem.Write(addr, data) // in bounds: reserve checked it, and memory never shrinks
-		in.stack[0] = uint64(len(data))
-		err = fn.CallWithStack(in.ctx, in.stack)
+		buf, _ := in.mem.Read(addr, uint32(size)) // in bounds: reserve checked it, and memory never shrinks
+		abi.AppendMessage(buf[:0], msg)
+		in.stack[0] = uint64(size)
+		err = in.handle.CallWithStack(in.ctx, in.stack)
 	}
-	if !in.watchdog.Stop() {
+	if !in.busy.CompareAndSwap(start, 0) {
 		<-in.killed // the watchdog fired: the instance is closed whatever the call returned
 		return 0, errDeadline
 	}
@@ -318,9 +343,6 @@ func (in *instance) exchange(data []byte, fn api.Function) (abi.Status, error) {
 }
 
 func (in *instance) close() {
-	if in.watchdog != nil {
-		in.watchdog.Stop()
-	}
 	if in.cancel != nil {
 		in.cancel()
 	}

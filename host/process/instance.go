@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -69,11 +70,13 @@ func (m *module) launch(ctx context.Context) (*instance, error) {
 	// thread that forked; Go only ends threads of goroutines that exit while locked to them, and
 	// launch never locks one.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Env = pluginEnv(os.Environ())
 	stderr := &lineLog{log: m.log, stream: "stderr"}
 	client := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  modulepb.Handshake,
 		Plugins:          goplugin.PluginSet{modulepb.PluginName: dispenser{}},
 		Cmd:              cmd,
+		SkipHostEnv:      true,                                                        // cmd.Env has what a plugin may see of the host's environment
 		SecureConfig:     &goplugin.SecureConfig{Checksum: m.sum, Hash: sha256.New()}, // checked right before exec
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -284,14 +287,32 @@ func (in *instance) stop(ctx context.Context) error {
 		in.stream = nil
 	}
 	in.streamMu.Unlock()
-	var err error
-	if !in.dead() {
-		if _, rerr := in.mod.Stop(ctx, &modulepb.StopRequest{}); rerr != nil {
-			err = errors.New(rpcMessage(rerr))
+	if in.dead() {
+		in.cleanup()
+		return nil
+	}
+	if _, err := in.mod.Stop(ctx, &modulepb.StopRequest{}); err != nil {
+		in.kill(fmt.Errorf("stop failed: %s", rpcMessage(err)))
+		return errors.New(rpcMessage(err))
+	}
+	in.cleanup() // go-plugin's Kill: the plugin exits by itself (SIGKILL only if it has not within 2s)
+	return nil
+}
+
+// pluginEnv is the part of the host's environment a plugin gets: what programs need to run (paths,
+// locale, time zone, Go runtime knobs), not the host's settings or secrets (KEDGE_*, tokens, ...).
+func pluginEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "PATH", k == "HOME", k == "USER", k == "LANG", k == "TZ", k == "TMPDIR",
+			strings.HasPrefix(k, "LC_"),
+			k == "GOMAXPROCS", k == "GOMEMLIMIT", k == "GOGC", k == "GODEBUG", k == "GOTRACEBACK":
+			env = append(env, kv)
 		}
 	}
-	in.cleanup() // go-plugin's Kill: graceful shutdown, then SIGKILL after 2s
-	return err
+	return env
 }
 
 func (in *instance) cleanup() {

@@ -41,6 +41,17 @@ func TestPluginAnswersThroughTheManager(t *testing.T) {
 	}
 }
 
+func TestPluginDoesNotSeeTheHostsSettings(t *testing.T) {
+	t.Setenv("KEDGE_HUB__TOKEN", "secret")
+	h := sdktest.RunProcess(t, copyPlugin(t), nil, sdktest.ProcessOptions(fast))
+	var token, path string
+	ask(t, h, "env", "KEDGE_HUB__TOKEN", &token)
+	ask(t, h, "env", "PATH", &path)
+	if token != "" || path != os.Getenv("PATH") {
+		t.Errorf("plugin sees KEDGE_HUB__TOKEN=%q and PATH=%q; want no host settings, and the host's PATH", token, path)
+	}
+}
+
 func TestPluginUsesItsStoreNamespace(t *testing.T) {
 	h := sdktest.RunProcess(t, copyPlugin(t), nil, sdktest.ProcessOptions(fast))
 

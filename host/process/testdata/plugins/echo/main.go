@@ -75,6 +75,12 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 		return m.reply(ctx, msg, len(msg.Content))
 	case "greet":
 		return m.reply(ctx, msg, m.Greeting)
+	case "env":
+		var name string
+		if err := msg.DecodeContent(&name); err != nil {
+			return err
+		}
+		return m.reply(ctx, msg, os.Getenv(name))
 	case "pid":
 		return m.reply(ctx, msg, os.Getpid())
 	case "log":

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,5 +23,14 @@ func TestBackoffDoublesWithJitterAndStaysBounded(t *testing.T) {
 				t.Errorf("backoff(fails=%d, jitter=%v) = %s, want within [%s, %s]", tc.fails, j, d, tc.min, tc.max)
 			}
 		}
+	}
+}
+
+func TestPluginEnvKeepsRuntimeBasicsAndDropsTheHostsSettings(t *testing.T) {
+	got := pluginEnv([]string{"PATH=/bin", "HOME=/root", "KEDGE_HUB__TOKEN=secret", "AWS_SECRET_ACCESS_KEY=x",
+		"LC_ALL=C", "GOMAXPROCS=2", "TZ=UTC", "PATHOLOGICAL=1"})
+	want := []string{"PATH=/bin", "HOME=/root", "LC_ALL=C", "GOMAXPROCS=2", "TZ=UTC"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("plugin environment %v, want %v", got, want)
 	}
 }

@@ -1,6 +1,8 @@
 package process
 
 import (
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 	"strings"
 	"testing"
 	"time"
@@ -32,5 +34,33 @@ func TestPluginEnvKeepsRuntimeBasicsAndDropsTheHostsSettings(t *testing.T) {
 	want := []string{"PATH=/bin", "HOME=/root", "LC_ALL=C", "GOMAXPROCS=2", "TZ=UTC"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("plugin environment %v, want %v", got, want)
+	}
+}
+
+func TestSeriesIDRefusesWhatWouldBreakTheHostsMetrics(t *testing.T) {
+	counter := dto.MetricType_COUNTER
+	fam := &dto.MetricFamily{Name: proto.String("reads_total"), Type: &counter}
+	lp := func(n, v string) *dto.LabelPair { return &dto.LabelPair{Name: proto.String(n), Value: proto.String(v)} }
+	c := &dto.Counter{Value: proto.Float64(1)}
+	for _, tc := range []struct {
+		name string
+		m    *dto.Metric
+		ok   bool
+	}{
+		{"plain", &dto.Metric{Label: []*dto.LabelPair{lp("device", "a")}, Counter: c}, true},
+		{"the host's module label", &dto.Metric{Label: []*dto.LabelPair{lp("module", "other")}, Counter: c}, false},
+		{"a label twice", &dto.Metric{Label: []*dto.LabelPair{lp("a", "1"), lp("a", "2")}, Counter: c}, false},
+		{"a bad label name", &dto.Metric{Label: []*dto.LabelPair{lp("bad-name", "1")}, Counter: c}, false},
+		{"a reserved label", &dto.Metric{Label: []*dto.LabelPair{lp("__name__", "x")}, Counter: c}, false},
+		{"a gauge in a counter family", &dto.Metric{Gauge: &dto.Gauge{Value: proto.Float64(1)}}, false},
+	} {
+		if _, ok := seriesID(fam, tc.m); ok != tc.ok {
+			t.Errorf("%s: accepted=%v, want %v", tc.name, ok, tc.ok)
+		}
+	}
+	a, _ := seriesID(fam, &dto.Metric{Label: []*dto.LabelPair{lp("x", "ab"), lp("y", "")}, Counter: c})
+	b, _ := seriesID(fam, &dto.Metric{Label: []*dto.LabelPair{lp("x", "a"), lp("y", "b")}, Counter: c})
+	if a == b {
+		t.Error("different series share an id")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,9 @@ const gatherTimeout = 2 * time.Second
 type metrics struct {
 	m                                  *module
 	restarts, handleErrors, sendErrors prometheus.Counter
+
+	mu     sync.Mutex
+	warned map[string]bool // plugin metrics already reported as skipped
 }
 
 func newMetrics(m *module) *metrics {
@@ -76,16 +80,35 @@ func (c *metrics) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		if !metricName.MatchString(fam.GetName()) {
-			c.m.log.Warn("plugin metric skipped: invalid name", "metric", fam.GetName())
+			c.skipped(fam.GetName(), "invalid metric name")
 			continue
 		}
 		desc := prometheus.NewDesc(fam.GetName(), fam.GetHelp(), nil, nil)
 		for _, pm := range fam.GetMetric() {
-			if id, ok := seriesID(fam, pm); ok && !seen[id] {
+			id, ok := seriesID(fam, pm)
+			switch {
+			case !ok:
+				c.skipped(fam.GetName(), "a bad or reserved label (module is the host's), or a value of the wrong type")
+			case seen[id]:
+				c.skipped(fam.GetName(), "a duplicate series")
+			default:
 				seen[id] = true
 				ch <- gathered{desc: desc, m: pm}
 			}
 		}
+	}
+}
+
+// skipped logs once per metric name that a series of it is not exported, and why.
+func (c *metrics) skipped(name, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warned == nil {
+		c.warned = map[string]bool{}
+	}
+	if !c.warned[name] {
+		c.warned[name] = true
+		c.m.log.Warn("plugin metric not exported", "metric", name, "reason", why)
 	}
 }
 

@@ -1,11 +1,12 @@
 package process
 
 import (
-	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/proto"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestBackoffDoublesWithJitterAndStaysBounded(t *testing.T) {

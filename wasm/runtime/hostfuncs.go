@@ -9,6 +9,7 @@ import (
 
 	"github.com/tetratelabs/wazero/api"
 
+	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
@@ -94,6 +95,9 @@ func (m *Module) hostReply(ctx context.Context, mod api.Module, stack []uint64) 
 
 // readMessage decodes and checks a message the guest passed.
 func (m *Module) readMessage(mod api.Module, addr, n uint64, call string) (sdk.Message, uint64) {
+	if size := api.DecodeU32(n); size > message.MaxSize {
+		return sdk.Message{}, m.failed(abi.Invalid, fmt.Sprintf("%s: a %d-byte message exceeds the %d-byte limit", call, size, message.MaxSize))
+	}
 	b, ok := read(mod, addr, n)
 	if !ok {
 		return sdk.Message{}, m.failed(abi.Invalid, call+": the message lies outside the guest's memory")

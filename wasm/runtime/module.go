@@ -97,6 +97,9 @@ func (m *Module) setup(ctx context.Context, code []byte) error {
 	}
 	var err error
 	if m.compiled, err = m.rt.CompileModule(compile.Workers(ctx), code); err != nil {
+		if strings.Contains(err.Error(), "over limit") {
+			return fmt.Errorf("compile %s: %w: raise limits.memoryPages (%d) in the manifest", m.spec.Settings.Path, err, m.manifest.Limits.MemoryPages)
+		}
 		return fmt.Errorf("compile %s: %w", m.spec.Settings.Path, err)
 	}
 	if err := checkExports(m.compiled); err != nil {

@@ -324,6 +324,10 @@ func TestStartFailsClearlyAndLeavesTheHostClean(t *testing.T) {
 			"guest init: failed: probe refuses to start: failInit is set"},
 		{"unknown setting", func(t *testing.T) map[string]any { return wasmBlock(t, guests.scaler, map[string]any{"scael": 2}) }, false,
 			`unknown field "scael"`},
+		{"init runs forever", func(t *testing.T) map[string]any { return probeBlock(t, map[string]any{"spinInit": true}) }, false,
+			"killed: ran past its 2s deadline (limits.initDeadline in the manifest)"},
+		{"memory limit below the guest's minimum", func(t *testing.T) map[string]any { return wasmBlock(t, guests.tiny, nil) }, false,
+			"min 43 pages (2 Mi) over limit of 4 pages (256 Ki): raise limits.memoryPages (4) in the manifest"},
 		{"file replaced after the config was loaded", func(t *testing.T) map[string]any {
 			path := filepath.Join(t.TempDir(), "probe.wasm")
 			copyFile(t, guests.probe, path)

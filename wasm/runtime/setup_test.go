@@ -35,6 +35,7 @@ var guests struct {
 	scaler string // examples/scaler
 	probe  string // testdata/guests/probe with manifest.yaml
 	locked string // the same code with locked.yaml: nothing granted
+	tiny   string // the same code with tiny.yaml: too little memory to start
 	raw    string // the probe as the Go toolchain built it: no manifest section
 }
 
@@ -94,8 +95,12 @@ func buildGuests(dir, cache string) error {
 	}); err != nil {
 		return err
 	}
-	// The locked probe shares the probe's code, so its compiled code is in the cache already.
-	return runAll([]*exec.Cmd{pack(raw("probe"), "testdata/guests/probe/locked.yaml", guests.locked)})
+	// These share the probe's code, so their compiled code is in the cache already.
+	guests.tiny = packed("tiny")
+	return runAll([]*exec.Cmd{
+		pack(raw("probe"), "testdata/guests/probe/locked.yaml", guests.locked),
+		pack(raw("probe"), "testdata/guests/probe/tiny.yaml", guests.tiny),
+	})
 }
 
 // wazeroVersion is the wazero version this process stamps on (and requires of) compilation cache

@@ -36,12 +36,15 @@ type outcome struct {
 }
 
 func (p *probe) Init(config []byte) error {
-	var c struct{ FailInit bool }
+	var c struct{ FailInit, SpinInit bool }
 	if err := json.Unmarshal(config, &c); err != nil {
 		return err
 	}
 	if c.FailInit {
 		return errors.New("probe refuses to start: failInit is set")
+	}
+	for c.SpinInit {
+		p.elapsed++
 	}
 	p.config = config
 	return nil

@@ -20,8 +20,8 @@ build: ## build cloudcore and edgecore into _bin/
 # Device classes: the builtin modules each edgecore build carries; anything else runs as a process or
 # WASM plugin. `make classes` builds them and records size and idle memory in BENCHMARKS.md.
 CLASS_full    := all builtin modules
-CLASS_gateway := metamanager,nodestatus,edgehub
-CLASS_minimal := metamanager,edgehub
+CLASS_gateway := metamanager,nodestatus,edgehub,process,wasm
+CLASS_minimal := metamanager,edgehub,process,wasm
 
 edgecore-full: ## edgecore with every builtin module (same as make build)
 	@mkdir -p $(BIN)

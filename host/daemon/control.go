@@ -63,7 +63,7 @@ func (c *controller) swap(ctx context.Context, name string, req swapRequest) (mo
 	if req.SHA256 != "" {
 		block["sha256"] = req.SHA256
 	}
-	next, err := modules.PlanModule("swap request", name, block, sdk.Registered(), c.spec.Loaders)
+	next, err := modules.PlanModule("swap request", name, block, sdk.Registered(), loaders(c.current.base()))
 	if err != nil {
 		return modules.SwapReport{}, err
 	}

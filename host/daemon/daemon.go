@@ -47,8 +47,6 @@ type Spec struct {
 	Long      string
 	Example   string
 	NewConfig func() Config // returns the defaults
-	// Loaders load modules that are not compiled in (runtime process, wasm).
-	Loaders modules.Loaders
 	// Commands are extra subcommands of this binary (e.g. edgecore join, cloudcore token).
 	Commands []*cobra.Command
 }
@@ -204,7 +202,7 @@ func Load(spec Spec, path string, sets, environ []string) (Config, []modules.Pla
 	if err := cfg.base().validate(source); err != nil {
 		return nil, nil, err
 	}
-	plan, err := modules.Plan(source, tree, &ov, sdk.Registered(), spec.Loaders)
+	plan, err := modules.Plan(source, tree, &ov, sdk.Registered(), loaders(cfg.base()))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -305,6 +303,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	}()
 	select {
 	case err := <-done:
+		closeLoaders()
 		if err != nil {
 			log.Error("shutdown finished with errors", "err", err)
 			return err

@@ -7,8 +7,8 @@ import (
 )
 
 type metrics struct {
-	denied   *prometheus.CounterVec
-	restarts *prometheus.CounterVec
+	denied *prometheus.CounterVec
+	lost   *prometheus.CounterVec
 }
 
 // newMetrics registers the module's WASM metrics on its own registerer (which adds the module
@@ -17,7 +17,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
 		denied: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_wasm_denied_total",
 			Help: "Host calls a WASM module made that its manifest does not grant, by capability."}, []string{"capability"})),
-		restarts: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_wasm_instance_lost_total",
+		lost: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_wasm_instance_lost_total",
 			Help: "WASM instances lost in a call (and re-instantiated for the next message), by reason."}, []string{"reason"})),
 	}
 }

@@ -112,23 +112,26 @@ func (m *Module) setup(ctx context.Context, code []byte) error {
 // checkExports makes sure the guest speaks the ABI before anything runs.
 func checkExports(c wazero.CompiledModule) error {
 	i32 := api.ValueTypeI32
-	want := map[string][2][]api.ValueType{
-		abi.ExportInitialize: {nil, nil},
-		abi.ExportVersion:    {nil, {i32}},
-		abi.ExportBuffer:     {{i32}, {i32}},
-		abi.ExportInit:       {{i32}, {i32}},
-		abi.ExportHandle:     {{i32}, {i32}},
+	want := []struct {
+		name            string
+		params, results []api.ValueType
+	}{
+		{abi.ExportInitialize, nil, nil},
+		{abi.ExportVersion, nil, []api.ValueType{i32}},
+		{abi.ExportBuffer, []api.ValueType{i32}, []api.ValueType{i32}},
+		{abi.ExportInit, []api.ValueType{i32}, []api.ValueType{i32}},
+		{abi.ExportHandle, []api.ValueType{i32}, []api.ValueType{i32}},
 	}
 	got := c.ExportedFunctions()
-	for name, sig := range want {
-		f, ok := got[name]
+	for _, w := range want {
+		f, ok := got[w.name]
 		if !ok {
 			return fmt.Errorf("not a Kedge WASM module: it does not export %s (build the guest with wasm/guest, "+
-				"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared)", name)
+				"GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared)", w.name)
 		}
-		if !sameTypes(f.ParamTypes(), sig[0]) || !sameTypes(f.ResultTypes(), sig[1]) {
-			return fmt.Errorf("export %s has signature %v -> %v, ABI %d wants %v -> %v", name,
-				f.ParamTypes(), f.ResultTypes(), abi.Version, sig[0], sig[1])
+		if !sameTypes(f.ParamTypes(), w.params) || !sameTypes(f.ResultTypes(), w.results) {
+			return fmt.Errorf("export %s has signature %v -> %v, ABI %d wants %v -> %v", w.name,
+				f.ParamTypes(), f.ResultTypes(), abi.Version, w.params, w.results)
 		}
 	}
 	return nil
@@ -175,12 +178,13 @@ func (m *Module) guestStatus(call string, status abi.Status) error {
 // lose records that the instance died in a call and drops it; the next Handle makes a new one.
 func (m *Module) lose(err error) error {
 	m.inst.close()
-	err = m.inst.explain(err)
+	f := m.inst.explain(err)
 	m.inst = nil
+	err = f
 	m.down.Store(&err)
-	m.metrics.restarts.WithLabelValues(failureKind(err)).Inc()
-	m.log.Warn("wasm instance killed; the next message gets a new one", "err", err)
-	return err
+	m.metrics.lost.WithLabelValues(f.kind).Inc()
+	m.log.Warn("wasm instance lost; the next message gets a new one", "reason", f.kind, "err", f.msg)
+	return f
 }
 
 // Healthy reports why the module is down, if it is.
@@ -352,43 +356,45 @@ func (in *instance) close() {
 	_ = in.mod.Close(context.Background())
 }
 
+// failure says why an instance died in a call: kind labels the lost-instances metric ("deadline",
+// "memory", "exit", "trap", "stopped"), msg is for the module author.
+type failure struct {
+	kind, msg string
+}
+
+func (f *failure) Error() string { return f.msg }
+
 // explain says why a call into the instance failed, in the module author's terms.
-func (in *instance) explain(err error) error {
+func (in *instance) explain(err error) *failure {
 	if errors.Is(err, errDeadline) {
-		return fmt.Errorf("killed: the call ran past its %s deadline (limits.deadline in the manifest)", in.deadline)
+		return &failure{"deadline", fmt.Sprintf("killed: the call ran past its %s deadline (limits.deadline in the manifest)", in.deadline)}
 	}
 	return in.explainWith(err, in.ctx, 0)
 }
 
-func (in *instance) explainWith(err error, ctx context.Context, deadline time.Duration) error {
+func (in *instance) explainWith(err error, ctx context.Context, deadline time.Duration) *failure {
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {
 		case sys.ExitCodeDeadlineExceeded:
-			return fmt.Errorf("killed: ran past its %s deadline (limits.initDeadline in the manifest)", deadline)
+			return &failure{"deadline", fmt.Sprintf("killed: ran past its %s deadline (limits.initDeadline in the manifest)", deadline)}
 		case sys.ExitCodeContextCanceled:
-			return fmt.Errorf("stopped: the module is shutting down: %w", context.Cause(ctx))
+			return &failure{"stopped", fmt.Sprintf("stopped: the module is shutting down (%v)", context.Cause(ctx))}
 		}
-		return fmt.Errorf("the guest exited with code %d%s", exit.ExitCode(), in.stderr.summary())
+		return in.crash("exit", fmt.Sprintf("the guest exited with code %d", exit.ExitCode()))
 	}
 	// wazero's message goes on with the wasm stack; its first line says what trapped.
 	what, _, _ := strings.Cut(err.Error(), "\n")
-	return fmt.Errorf("the guest trapped (%s)%s", what, in.stderr.summary())
+	return in.crash("trap", "the guest trapped ("+what+")")
 }
 
-// failureKind labels a lost instance for the restarts metric.
-func failureKind(err error) string {
-	switch s := err.Error(); {
-	case strings.HasPrefix(s, "killed"):
-		return "deadline"
-	case strings.Contains(s, "out of memory"):
-		return "memory"
-	case strings.HasPrefix(s, "stopped"):
-		return "stopped"
-	case strings.HasPrefix(s, "the guest exited"):
-		return "exit"
+// crash adds what the guest said on stderr; a Go guest that ran out of memory says so there.
+func (in *instance) crash(kind, msg string) *failure {
+	said := in.stderr.summary()
+	if strings.Contains(said, "out of memory") {
+		kind = "memory"
 	}
-	return "trap"
+	return &failure{kind, msg + said}
 }
 
 // toABI converts a host message for the guest; strings are shared, not copied.

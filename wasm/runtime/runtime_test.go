@@ -15,6 +15,7 @@ import (
 	"github.com/kedge-io/kedge/host/config"
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/store"
+	"github.com/kedge-io/kedge/wasm/manifest"
 )
 
 // outcome mirrors the probe guest's reply content.
@@ -244,6 +245,11 @@ func TestGuestFailuresFailOnlyTheirMessage(t *testing.T) {
 			}
 		})
 	}
+	for _, reason := range []string{"exit", "memory"} {
+		if n := metricValue(t, e, "kedge_wasm_instance_lost_total", map[string]string{"module": "probe", "reason": reason}); n != 1 {
+			t.Errorf("instances lost for %s: %v, want 1", reason, n)
+		}
+	}
 }
 
 func TestScalerConvertsStoresAndForwardsReadings(t *testing.T) {
@@ -328,6 +334,17 @@ func TestStartFailsClearlyAndLeavesTheHostClean(t *testing.T) {
 			"killed: ran past its 2s deadline (limits.initDeadline in the manifest)"},
 		{"memory limit below the guest's minimum", func(t *testing.T) map[string]any { return wasmBlock(t, guests.tiny, nil) }, false,
 			"min 43 pages (2 Mi) over limit of 4 pages (256 Ki): raise limits.memoryPages (4) in the manifest"},
+		{"WebAssembly but not a Kedge guest", func(t *testing.T) map[string]any {
+			path := filepath.Join(t.TempDir(), "empty.wasm")
+			packed, err := manifest.Embed([]byte("\x00asm\x01\x00\x00\x00"), manifest.Manifest{ABI: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, packed, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return wasmBlock(t, path, nil)
+		}, false, "not a Kedge WASM module: it does not export _initialize"},
 		{"file replaced after the config was loaded", func(t *testing.T) map[string]any {
 			path := filepath.Join(t.TempDir(), "probe.wasm")
 			copyFile(t, guests.probe, path)

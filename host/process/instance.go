@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/kedge-io/kedge/sdk"
@@ -292,7 +293,11 @@ func (in *instance) stop(ctx context.Context) error {
 		return nil
 	}
 	if _, err := in.mod.Stop(ctx, &modulepb.StopRequest{}); err != nil {
+		died := in.dead()
 		in.kill(fmt.Errorf("stop failed: %s", rpcMessage(err)))
+		if died || status.Code(err) == codes.Unavailable {
+			return fmt.Errorf("the plugin exited before its module's Stop finished (%s)%s", in.exitCause(), in.stderr.tailNote())
+		}
 		return errors.New(rpcMessage(err))
 	}
 	in.cleanup() // go-plugin's Kill: the plugin exits by itself (SIGKILL only if it has not within 2s)

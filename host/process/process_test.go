@@ -291,6 +291,25 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	}
 }
 
+func TestPluginIgnoresSIGTERMSoTheHostCanStopItInOrder(t *testing.T) {
+	var l logs
+	h := sdktest.RunProcess(t, copyPlugin(t), nil, sdktest.ProcessOptions(fast), sdktest.Logger(l.logger()))
+	var pid int
+	ask(t, h, "pid", nil, &pid)
+	// systemd's stop and timeout(1) signal the host's whole cgroup or process group at once.
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ask(t, h, "greet", nil, nil)
+	if err := h.Stop(); err != nil {
+		t.Fatalf("stop after SIGTERM: %v", err)
+	}
+	l.waitRecord(t, "echo stopping") // the module's own Stop ran in the plugin
+	if alive(pid) {
+		t.Errorf("plugin %d still runs after Stop", pid)
+	}
+}
+
 // hostStillWorks proves a failure left the host able to run plugins.
 func hostStillWorks(t *testing.T) {
 	t.Helper()

@@ -20,8 +20,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"reflect"
 	"runtime"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
@@ -48,6 +50,11 @@ func Serve(info sdk.Info) {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
+	// The host stops the plugin (its module's Stop first). A SIGTERM sent to the host's whole process
+	// group or cgroup (timeout(1), systemd stop) must not kill the plugin before that; go-plugin
+	// already ignores SIGINT for the same reason. The plugin still dies with the host (parent-death
+	// signal) and to SIGKILL.
+	signal.Ignore(syscall.SIGTERM)
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: modulepb.Handshake,
 		Plugins:         goplugin.PluginSet{modulepb.PluginName: &grpcPlugin{info: info}},

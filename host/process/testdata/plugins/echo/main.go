@@ -127,6 +127,7 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 		if err != nil {
 			return err
 		}
+		fwd.Header.Type = strconv.Itoa(os.Getpid()) // which process handled it
 		return m.host.Send(ctx, m.ForwardTo, fwd)
 	case "ask":
 		// A send before the sync request: the receiver must see it first.

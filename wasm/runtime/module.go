@@ -239,7 +239,7 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: a fresh instance never clashes with a dead one
 		WithStartFunctions(abi.ExportInitialize).
-		WithSysWalltime().WithSysNanotime().
+		WithSysWalltime().WithSysNanotime().WithNanosleep(nap).
 		WithRandSource(crand.Reader).
 		WithStdout(&lineLog{m: m}).
 		WithStderr(in.stderr)
@@ -280,6 +280,12 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	in.born = time.Now()
 	go in.watch()
 	return in, nil
+}
+
+// nap is the guest's sleep: real, so a sleeping guest does not spin, but in slices of at most 10 ms,
+// so control returns to guest code (where the deadline can stop it) while it sleeps for longer.
+func nap(ns int64) {
+	time.Sleep(min(time.Duration(ns), 10*time.Millisecond))
 }
 
 // watch kills the instance when a call runs past the deadline, checking four times per deadline:

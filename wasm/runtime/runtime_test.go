@@ -201,7 +201,11 @@ func TestRunawayGuestIsKilledAndReinstantiatedForTheNextMessage(t *testing.T) {
 	if out.Count != 2 {
 		t.Fatalf("count %d, want 2", out.Count)
 	}
-	if reason := e.callErr(t, "probe", "spin", nil); !strings.Contains(reason, "deadline") {
+	if reason := e.callErr(t, "probe", "sleep", nil); !strings.Contains(reason, "killed: the call ran past its 1s deadline") {
+		t.Fatalf("error reply %q, want the deadline named", reason)
+	}
+	e.callOK(t, "probe", "count", nil, &out)
+	if reason := e.callErr(t, "probe", "spin", nil); !strings.Contains(reason, "killed: the call ran past its 1s deadline") {
 		t.Fatalf("error reply %q, want the deadline named", reason)
 	}
 	if err := e.mgr.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "module probe") {
@@ -215,8 +219,8 @@ func TestRunawayGuestIsKilledAndReinstantiatedForTheNextMessage(t *testing.T) {
 	if err := e.mgr.Ready(context.Background()); err != nil {
 		t.Fatalf("Ready after re-instantiation: %v", err)
 	}
-	if n := metricValue(t, e, "kedge_wasm_instance_lost_total", map[string]string{"module": "probe", "reason": "deadline"}); n != 1 {
-		t.Fatalf("lost instances counted %v, want 1", n)
+	if n := metricValue(t, e, "kedge_wasm_instance_lost_total", map[string]string{"module": "probe", "reason": "deadline"}); n != 2 {
+		t.Fatalf("lost instances counted %v, want 2", n)
 	}
 }
 

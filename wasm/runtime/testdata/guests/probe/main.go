@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/kedge-io/kedge/wasm/guest"
 )
@@ -110,6 +111,8 @@ func (p *probe) Handle(m guest.Message) error {
 		for {
 			p.elapsed++
 		}
+	case "sleep":
+		time.Sleep(time.Hour)
 	case "hog":
 		for {
 			p.hoard = append(p.hoard, make([]byte, 1<<20))

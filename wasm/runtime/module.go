@@ -222,7 +222,7 @@ type instance struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// busy is when the running call started (ns since born), 0 between calls, and -1 once the
-	// watchdog killed the instance; killed is closed when the kill is complete.
+	// watchdog gave up on the call; killed is closed once it has cancelled ctx.
 	busy   atomic.Int64
 	born   time.Time
 	killed chan struct{}
@@ -288,7 +288,7 @@ func nap(ns int64) {
 	time.Sleep(min(time.Duration(ns), 10*time.Millisecond))
 }
 
-// watch kills the instance when a call runs past the deadline, checking four times per deadline:
+// watch stops a call that runs past the deadline, checking four times per deadline:
 // a runaway is stopped between 1 and 1.25 deadlines after its call began. A ticker costs the calls
 // nothing, where arming a timer for each would cost more than the rest of a call's overhead.
 func (in *instance) watch() {
@@ -302,8 +302,10 @@ func (in *instance) watch() {
 		}
 		start := in.busy.Load()
 		if start > 0 && in.elapsed()-start > int64(in.deadline) && in.busy.CompareAndSwap(start, -1) {
+			// Cancelling the call's context makes wazero stop the guest at its next check and close
+			// the instance from the calling goroutine (closing it from here would race with a host
+			// function the guest is in).
 			in.cancel()
-			_ = in.mod.CloseWithExitCode(context.Background(), sys.ExitCodeDeadlineExceeded)
 			close(in.killed)
 			return
 		}

@@ -57,6 +57,10 @@ var (
 // Manifest is the module's manifest, read from its .wasm file.
 func (m *Module) Manifest() manifest.Manifest { return m.manifest }
 
+// Version is the module's own version from its manifest ("" when it states none), for listings
+// such as `edgecore module ls`.
+func (m *Module) Version() string { return m.manifest.Version }
+
 // SHA256 is the pinned checksum of the module's file (hex).
 func (m *Module) SHA256() string { return m.sum }
 

@@ -37,6 +37,26 @@ func BenchmarkRoundTrip1KiB(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/roundtrip")
 }
 
+// BenchmarkRoundTripScaler is a driver-shaped round trip: the scaler decodes JSON, reads and writes
+// its store (SQLite, synchronous=normal), forwards a reading to another module and answers.
+func BenchmarkRoundTripScaler(b *testing.B) {
+	e := start(b, map[string]any{"scaler": wasmBlock(b, guests.scaler, map[string]any{"scale": 0.1, "offset": -40, "to": "twin-recorder"})})
+	go func() {
+		for range e.sink { // the forwarded readings
+		}
+	}()
+	req, _ := message.New("bench", "", "update", "device/d1/register/temp").WithContent(map[string]int{"raw": 700})
+	ctx := context.Background()
+	for b.Loop() {
+		req.Header.ID = message.NewID()
+		r, err := e.rt.SendSync(ctx, "scaler", req, 10*time.Second)
+		if err != nil || r.Route.Operation != message.OpResponse {
+			b.Fatalf("reply %s %s: %v", r, r.Content, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/roundtrip")
+}
+
 // BenchmarkCompileCold compiles the echo guest with an empty compilation cache every time.
 func BenchmarkCompileCold(b *testing.B) {
 	code := echoCode(b)

@@ -5,17 +5,28 @@ BIN := _bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 # Packages benchmarked by `make bench` (each hot path an issue names).
-BENCH_PKGS ?= ./host/router/ ./host/store/ ./host/hub/ ./host/modules/
+BENCH_PKGS ?= ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./sdk/sdktest/ ./wasm/runtime/
 FUZZTIME ?= 20s
 
-.PHONY: help build test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: help generate build wasm test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-build: ## build cloudcore and edgecore into _bin/
+build: wasm ## build cloudcore and edgecore (and the example WASM modules) into _bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/cloudcore ./cmd/edgecore
+
+WASM_EXAMPLES := $(notdir $(wildcard wasm/examples/*))
+
+wasm: ## build the example WASM modules into _bin/wasm/, packed with their manifests (prints each sha256)
+	@mkdir -p $(BIN)/wasm
+	$(GO) build -trimpath -o $(BIN)/wasmpack ./wasm/cmd/wasmpack
+	@set -e; for m in $(WASM_EXAMPLES); do \
+	  GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(BIN)/wasm/$$m.raw.wasm ./wasm/examples/$$m; \
+	  $(BIN)/wasmpack -manifest wasm/examples/$$m/manifest.yaml -in $(BIN)/wasm/$$m.raw.wasm -out $(BIN)/wasm/$$m.wasm; \
+	  rm $(BIN)/wasm/$$m.raw.wasm; \
+	done
 
 # Device classes: the builtin modules each edgecore build carries; anything else runs as a process or
 # WASM plugin. `make classes` builds them and records size and idle memory in BENCHMARKS.md.
@@ -58,6 +69,14 @@ fuzz: ## run every fuzz target for FUZZTIME each (seed corpora under testdata/fu
 	  for f in $$(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' $$dir/*_test.go 2>/dev/null | awk '{print $$2}'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	  done; done
+
+generate: ## regenerate the gRPC code from sdk/proto/module.proto (needs protoc: apt-get install protobuf-compiler)
+	./hack/generate.sh
+
+module-%: ## a builtin module as a plugin executable, e.g. make module-nodestatus -> _bin/modules/nodestatus
+	@mkdir -p $(BIN)/modules
+	$(GO) build -trimpath -tags "kedge_custom kedge_$*" -ldflags "$(LDFLAGS) -X main.moduleName=$*" -o $(BIN)/modules/$* ./cmd/kedge-module
+	@sha256sum $(BIN)/modules/$*
 
 demo: build ## start cloudcore and edgecore locally and show them working
 	./hack/demo.sh

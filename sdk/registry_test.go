@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -44,14 +46,18 @@ func TestRegisterRejectsMalformedModulesAtInit(t *testing.T) {
 	}
 }
 
+var runs int // the registry is process-wide: each run of the test (-count) registers new names
+
 func TestRegisterTwicePanicsAndLookupFindsModules(t *testing.T) {
-	Register(Info{Name: "zz-test", Group: "g", New: func() Module { return &nop{} }})
-	Register(Info{Name: "aa-test", Group: "g", New: func() Module { return &nop{} }})
-	if _, ok := Lookup("zz-test"); !ok {
+	runs++
+	zz, aa := fmt.Sprintf("zz-test-%d", runs), fmt.Sprintf("aa-test-%d", runs)
+	Register(Info{Name: zz, Group: "g", New: func() Module { return &nop{} }})
+	Register(Info{Name: aa, Group: "g", New: func() Module { return &nop{} }})
+	if _, ok := Lookup(zz); !ok {
 		t.Fatal("Lookup missed a registered module")
 	}
 	all := Registered()
-	if len(all) < 2 || all[0].Name != "aa-test" || all[len(all)-1].Name != "zz-test" {
+	if !slices.IsSortedFunc(all, func(a, b Info) int { return strings.Compare(a.Name, b.Name) }) {
 		t.Fatalf("Registered not sorted: %v", all)
 	}
 	defer func() {
@@ -59,5 +65,5 @@ func TestRegisterTwicePanicsAndLookupFindsModules(t *testing.T) {
 			t.Fatalf("second Register panic = %v", r)
 		}
 	}()
-	Register(Info{Name: "zz-test", Group: "g", New: func() Module { return &nop{} }})
+	Register(Info{Name: zz, Group: "g", New: func() Module { return &nop{} }})
 }

@@ -331,6 +331,9 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 		}
 		if p.Settings.Runtime != Builtin && len(p.Settings.SHA256) >= 12 {
 			st.Version = "sha256:" + p.Settings.SHA256[:12]
+			if v, ok := p.Module.(interface{ Version() string }); ok && v.Version() != "" {
+				st.Version = v.Version() + " (" + st.Version + ")" // a WASM manifest's version
+			}
 		}
 		if hc, ok := p.Module.(sdk.HealthChecker); ok {
 			if err := hc.Healthy(ctx); err != nil {

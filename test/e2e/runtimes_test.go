@@ -114,6 +114,20 @@ modules:
 	before := d.metric("kedge_module_handled_total", `module="metamanager"`, `result="ok"`)
 	d.waitMetric("kedge_module_handled_total", before+1, `module="metamanager"`, `result="ok"`)
 
+	// WASM to WASM: a second copy of the guest (v2 of the file), pinned by its own checksum.
+	guest2 := filepath.Join(dir, "echo-v2.wasm")
+	if b, err := os.ReadFile(guest); err != nil || os.WriteFile(guest2, b, 0o644) != nil {
+		t.Fatalf("copy guest: %v", err)
+	}
+	code, out, stderr = run(t, "edgecore", nil, "module", "swap", "echo", "--socket", d.socket, "--runtime", "wasm", "--path", guest2, "--sha256", sha256File(t, guest2))
+	if code != 0 || !strings.Contains(out, "swapped echo: wasm -> wasm") {
+		t.Fatalf("swap echo to v2: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, _ = run(t, "edgecore", nil, "module", "ls", "--socket", d.socket)
+	if code != 0 || !strings.Contains(out, "echo") || strings.Contains(out, "unhealthy") {
+		t.Fatalf("module ls after the WASM swap: exit %d\n%s", code, out)
+	}
+
 	if code, _ := d.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}

@@ -177,7 +177,7 @@ func (m Message) Validate() error {
 		return fmt.Errorf("message %s: header.timestamp %d is negative", m.Header.ID, m.Header.Timestamp)
 	case m.Route.Operation == "":
 		return fmt.Errorf("message %s: route.operation is empty", m.Header.ID)
-	case len(m.Content) > 0 && !json.Valid(m.Content):
+	case len(m.Content) > 0 && !ValidJSON(m.Content):
 		return fmt.Errorf("message %s: content is not valid JSON", m.Header.ID)
 	}
 	return nil
@@ -197,7 +197,7 @@ func encodeContent(v any) (json.RawMessage, error) {
 }
 
 func checkRaw(b []byte) (json.RawMessage, error) {
-	if !json.Valid(b) {
+	if !ValidJSON(b) {
 		return nil, errors.New("raw content is not valid JSON")
 	}
 	return json.RawMessage(bytes.Clone(b)), nil

@@ -111,7 +111,7 @@ func (m *Module) readMessage(mod api.Module, addr, n uint64, call string) (sdk.M
 		return sdk.Message{}, m.failed(abi.Invalid, call+": route.operation is empty")
 	case am.Header.Timestamp < 0:
 		return sdk.Message{}, m.failed(abi.Invalid, call+": header.timestamp is negative")
-	case len(am.Content) > 0 && !validJSON(am.Content):
+	case len(am.Content) > 0 && !message.ValidJSON(am.Content):
 		return sdk.Message{}, m.failed(abi.Invalid, call+": the content is not valid JSON")
 	}
 	return fromABI(am), 0

@@ -1,4 +1,4 @@
-package hub
+package message
 
 import (
 	"encoding/json"
@@ -19,8 +19,8 @@ var jsonCases = []string{
 
 func TestValidJSONAgreesWithEncodingJSON(t *testing.T) {
 	for _, c := range jsonCases {
-		if got, want := validJSON([]byte(c)), json.Valid([]byte(c)); got != want {
-			t.Errorf("validJSON(%.40q) = %v, json.Valid says %v", c, got, want)
+		if got, want := ValidJSON([]byte(c)), json.Valid([]byte(c)); got != want {
+			t.Errorf("ValidJSON(%.40q) = %v, json.Valid says %v", c, got, want)
 		}
 	}
 }
@@ -33,8 +33,8 @@ func FuzzValidJSON(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if got, want := validJSON(b), json.Valid(b); got != want {
-			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", b, got, want)
+		if got, want := ValidJSON(b), json.Valid(b); got != want {
+			t.Fatalf("ValidJSON(%q) = %v, json.Valid says %v", b, got, want)
 		}
 	})
 }
@@ -44,7 +44,7 @@ func BenchmarkValidJSON1KiB(b *testing.B) {
 	b.Run("hub", func(b *testing.B) {
 		b.SetBytes(int64(len(doc)))
 		for range b.N {
-			validJSON(doc)
+			ValidJSON(doc)
 		}
 	})
 	b.Run("encoding-json", func(b *testing.B) {

@@ -1,10 +1,10 @@
-package hub
+package message
 
-// validJSON reports whether b is one JSON value, exactly as encoding/json.Valid does (FuzzValidJSON
+// ValidJSON reports whether b is one JSON value, exactly as encoding/json.Valid does (FuzzValidJSON
 // checks that), several times faster: every message's content is checked on both sides, and
 // json.Valid's per-byte state machine was the largest cost of a 1 KiB message. Like json.Valid it
 // does not check UTF-8 inside strings and refuses nesting deeper than 10000.
-func validJSON(b []byte) bool {
+func ValidJSON(b []byte) bool {
 	const maxDepth = 10000 // encoding/json's limit
 	var stackSpace [64]byte
 	stack := stackSpace[:0] // open containers, '{' or '['

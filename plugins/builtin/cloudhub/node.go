@@ -24,7 +24,7 @@ type node struct {
 	name    string
 	m       *Module
 	limiter *rate.Limiter
-	recent  *idSet // upstream message IDs already handled or being handled
+	recent  *hub.Recent // upstream message IDs already handled or being handled
 	// upMu serializes upstream handling across the node's sessions: a replaced session may still be
 	// handling a message when the new one receives its resend, and order must hold across both.
 	upMu sync.Mutex
@@ -55,7 +55,7 @@ func newNode(name string, m *Module) *node {
 	return &node{
 		name: name, m: m,
 		limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst),
-		recent:  newIDSet(4096),
+		recent:  hub.NewRecent(4096),
 		entries: map[string]*entry{}, byID: map[string]*entry{},
 		wake: make(chan struct{}, 1),
 	}
@@ -305,7 +305,7 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 		m.metrics.up.WithLabelValues("keepalive").Inc()
 		return nil
 	}
-	if !s.n.recent.claim(msg.Header.ID) {
+	if !s.n.recent.Claim(msg.Header.ID) {
 		m.metrics.up.WithLabelValues("repeat").Inc()
 		ack, _ := msg.Reply(Name, "OK")
 		return reply(ack)
@@ -345,31 +345,4 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 	m.metrics.up.WithLabelValues("ok").Inc()
 	resp.Header.ParentID = msg.Header.ID
 	return reply(resp)
-}
-
-// idSet remembers the last n IDs.
-type idSet struct {
-	mu   sync.Mutex
-	ring []string
-	next int
-	set  map[string]struct{}
-}
-
-func newIDSet(n int) *idSet {
-	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
-}
-
-// claim records id and reports whether it was new: check and record in one step, so two sessions
-// can never both take the same message.
-func (s *idSet) claim(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.set[id]; ok {
-		return false
-	}
-	delete(s.set, s.ring[s.next])
-	s.ring[s.next] = id
-	s.set[id] = struct{}{}
-	s.next = (s.next + 1) % len(s.ring)
-	return true
 }

@@ -64,7 +64,7 @@ type Module struct {
 	wg       sync.WaitGroup
 	online   atomic.Bool
 	metrics  *metrics
-	recent   *idSet // IDs of messages from the cloud already handled (repeats are re-acked, not redone)
+	recent   *hub.Recent // IDs of messages from the cloud already handled (repeats are re-acked, not redone)
 	dialHook func(ctx context.Context) (*hub.Conn, error)
 }
 
@@ -112,7 +112,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	m.kick = make(chan struct{}, 1)
-	m.recent = newIDSet(4096)
+	m.recent = hub.NewRecent(4096)
 	if m.renewer != nil {
 		m.wg.Go(func() { _ = m.renewer.Run(ctx) })
 	}

@@ -81,7 +81,7 @@ func (m *Module) handleDown(ctx context.Context, conn *hub.Conn, msg message.Mes
 		m.metrics.down.WithLabelValues("late_ack").Inc() // an answer to something already acknowledged
 		return nil
 	}
-	if !m.recent.claim(msg.Header.ID) {
+	if !m.recent.Claim(msg.Header.ID) {
 		m.metrics.down.WithLabelValues("repeat").Inc()
 		ack, _ := msg.Reply(Name, "OK")
 		return conn.Send(ctx, ack)
@@ -276,30 +276,4 @@ func (u *upstream) resend(ctx context.Context) error {
 		u.m.metrics.resent.Inc()
 	}
 	return nil
-}
-
-// idSet remembers the last n IDs.
-type idSet struct {
-	mu   sync.Mutex
-	ring []string
-	next int
-	set  map[string]struct{}
-}
-
-func newIDSet(n int) *idSet {
-	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
-}
-
-// claim records id and reports whether it was new, in one step.
-func (s *idSet) claim(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.set[id]; ok {
-		return false
-	}
-	delete(s.set, s.ring[s.next])
-	s.ring[s.next] = id
-	s.set[id] = struct{}{}
-	s.next = (s.next + 1) % len(s.ring)
-	return true
 }

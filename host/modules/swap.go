@@ -58,6 +58,7 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) 
 		}
 	}
 
+	r.pending.Store(true)
 	begin := time.Now()
 	r.mu.Lock() // waits for the message the old instance is handling
 	r.cur = inst

@@ -6,14 +6,15 @@ import "sync"
 // acknowledgement was lost) is recognised and acknowledged instead of handled twice.
 type Recent struct {
 	mu   sync.Mutex
-	ring []string
+	max  int
+	ring []string // grows to max as IDs arrive, so an idle peer costs nothing
 	next int
 	set  map[string]struct{}
 }
 
 // NewRecent returns a Recent holding up to n IDs.
 func NewRecent(n int) *Recent {
-	return &Recent{ring: make([]string, n), set: make(map[string]struct{}, n)}
+	return &Recent{max: n, set: map[string]struct{}{}}
 }
 
 // Claim records id and reports whether it was new — check and record in one step, so two
@@ -24,9 +25,13 @@ func (r *Recent) Claim(id string) bool {
 	if _, ok := r.set[id]; ok {
 		return false
 	}
+	r.set[id] = struct{}{}
+	if len(r.ring) < r.max {
+		r.ring = append(r.ring, id)
+		return true
+	}
 	delete(r.set, r.ring[r.next])
 	r.ring[r.next] = id
-	r.set[id] = struct{}{}
-	r.next = (r.next + 1) % len(r.ring)
+	r.next = (r.next + 1) % r.max
 	return true
 }

@@ -167,7 +167,7 @@ func (n *node) compact() {
 func (n *node) attach(conn *hub.Conn) *session {
 	n.mu.Lock()
 	old := n.sess
-	s := &session{n: n, conn: conn, up: make(chan message.Message, 1024)}
+	s := &session{n: n, conn: conn, up: make(chan *message.Message, 256)}
 	n.sess = s
 	n.resetWire()
 	n.mu.Unlock()
@@ -209,7 +209,7 @@ func (n *node) current(s *session) bool {
 type session struct {
 	n    *node
 	conn *hub.Conn
-	up   chan message.Message // from the edge, handled in order
+	up   chan *message.Message // from the edge, handled in order (pointers: an idle session holds a small buffer)
 }
 
 // run serves a session until its connection ends: a reader, an upstream worker and the sender.
@@ -243,7 +243,7 @@ func (m *Module) run(s *session) error {
 				continue
 			}
 			select {
-			case s.up <- msg:
+			case s.up <- &msg:
 			case <-ctx.Done():
 				return
 			}
@@ -253,7 +253,7 @@ func (m *Module) run(s *session) error {
 		for {
 			select {
 			case msg := <-s.up:
-				if err := m.upstream(ctx, s, msg); err != nil {
+				if err := m.upstream(ctx, s, *msg); err != nil {
 					cancel(err)
 					return
 				}

@@ -31,7 +31,7 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 	}()
 
 	up := &upstream{m: m, conn: conn, inflight: map[string]*flight{}, acked: map[int64]bool{}, wake: make(chan struct{}, 1)}
-	down := make(chan message.Message, 1024) // ≥ the cloud's window, so the reader never stalls behind the worker
+	down := make(chan *message.Message, 256) // ≥ the cloud's window, so the reader never stalls behind the worker
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
@@ -45,7 +45,7 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 				continue
 			}
 			select {
-			case down <- msg:
+			case down <- &msg:
 			case <-ctx.Done():
 				return
 			}
@@ -55,7 +55,7 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 		for {
 			select {
 			case msg := <-down:
-				if err := m.handleDown(ctx, conn, msg); err != nil {
+				if err := m.handleDown(ctx, conn, *msg); err != nil {
 					cancel(err)
 					return
 				}

@@ -21,6 +21,21 @@ func (d *daemon) waitMetric(name string, atLeast float64, match ...string) {
 	}
 }
 
+// moduleLs runs `edgecore module ls` against d and checks its output names every string in want.
+func (d *daemon) moduleLs(want ...string) string {
+	d.t.Helper()
+	code, out, stderr := run(d.t, "edgecore", nil, "module", "ls", "--socket", d.socket)
+	if code != 0 {
+		d.t.Fatalf("module ls: exit %d: %s", code, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			d.t.Errorf("module ls output lacks %q:\n%s", w, out)
+		}
+	}
+	return out
+}
+
 func (d *daemon) waitLog(s string) {
 	d.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -36,15 +51,7 @@ func TestModuleLsShowsRunningModulesOverTheControlSocket(t *testing.T) {
 	needBinaries(t)
 	d := start(t, "edgecore", nil)
 	d.waitReady()
-	code, out, stderr := run(t, "edgecore", nil, "module", "ls", "--socket", d.socket)
-	if code != 0 {
-		t.Fatalf("module ls: exit %d: %s", code, stderr)
-	}
-	for _, want := range []string{"NAME", "metamanager", "nodestatus", "builtin", "ok"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("module ls output lacks %q:\n%s", want, out)
-		}
-	}
+	d.moduleLs("NAME", "metamanager", "nodestatus", "builtin", "ok")
 	if fi, err := os.Stat(d.socket); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket mode = %v (%v), want 0600", fi.Mode().Perm(), err)
 	}

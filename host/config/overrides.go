@@ -224,3 +224,42 @@ func splitList(s string) []any {
 	}
 	return out
 }
+
+// ApplyRaw writes the overrides under the dotted path at into tree, a settings section kept raw
+// because its schema lives elsewhere (a plugin module decodes its own settings, strictly). Values are
+// parsed as YAML scalars ("5" an integer, "true" a boolean, "10s" a string); a key matches an
+// existing one case-insensitively, else it is created as spelled. The overrides count as used.
+func (o Overrides) ApplyRaw(at string, tree map[string]any) {
+	prefix := strings.Split(at, ".")
+	for _, x := range o.list {
+		rel, ok := under(x.path, prefix)
+		if !ok || len(rel) == 0 {
+			continue
+		}
+		m := tree
+		for i, seg := range rel {
+			key := seg
+			for k := range m {
+				if strings.EqualFold(k, seg) {
+					key = k
+					break
+				}
+			}
+			if i == len(rel)-1 {
+				var v any
+				if err := yaml.Unmarshal([]byte(x.value), &v); err != nil || v == nil {
+					v = x.value
+				}
+				m[key] = v
+				break
+			}
+			next, ok := m[key].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[key] = next
+			}
+			m = next
+		}
+		x.used = true
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -256,5 +257,23 @@ func TestMergedOverridesShareUsedMarks(t *testing.T) {
 	}
 	if len(env.Unused()) != 0 || len(set.Unused()) != 1 || len(all.Unused()) != 1 {
 		t.Errorf("env=%v set=%v all=%v", env.Unused(), set.Unused(), all.Unused())
+	}
+}
+
+func TestApplyRawWritesOverridesIntoARawSectionTyped(t *testing.T) {
+	ov := EnvOverrides("KEDGE_", []string{"KEDGE_MODULES__ECHO__PORT=502", "KEDGE_MODULES__ECHO__DEBUG=true", "KEDGE_MODULES__OTHER__X=1"})
+	set, err := ParseSet([]string{"modules.echo.Greeting=hi", "modules.echo.limits.timeout=10s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ov = ov.Merge(set)
+	tree := map[string]any{"greeting": "hello", "port": 1}
+	ov.ApplyRaw("modules.echo", tree)
+	want := map[string]any{"greeting": "hi", "port": 502, "debug": true, "limits": map[string]any{"timeout": "10s"}}
+	if !reflect.DeepEqual(tree, want) {
+		t.Fatalf("tree = %#v\nwant %#v", tree, want)
+	}
+	if u := ov.Unused(); len(u) != 1 || !strings.Contains(u[0].Error(), "modules.other.x") {
+		t.Fatalf("Unused = %v, want only the override for another module", u)
 	}
 }

@@ -363,7 +363,8 @@ func TestPlanHandsPluginModulesToTheirRuntimeLoader(t *testing.T) {
 		"a":      map[string]any{"runtime": "process", "path": "/opt/a", "sha256": "ab", "greeting": "raw"},
 		"vendor": map[string]any{"runtime": "wasm", "path": "/opt/v.wasm", "group": "driver", "port": 502},
 	}}
-	plan, err := Plan("edge.yaml", tree, nil, []sdk.Info{info(j, "a", true)}, Loaders{Process: l, WASM: l})
+	ov := config.EnvOverrides("KEDGE_", []string{"KEDGE_MODULES__VENDOR__PORT=503"})
+	plan, err := Plan("edge.yaml", tree, &ov, []sdk.Info{info(j, "a", true)}, Loaders{Process: l, WASM: l})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +374,13 @@ func TestPlanHandsPluginModulesToTheirRuntimeLoader(t *testing.T) {
 	if len(l.seen) != 2 || l.seen[0].Group != "test" || l.seen[0].Config["greeting"] != "raw" || l.seen[0].Settings.SHA256 != "ab" {
 		t.Fatalf("loader saw %+v", l.seen)
 	}
-	if v := l.seen[1]; v.Group != "driver" || v.Config["port"] != 502 || v.Settings.Runtime != WASM {
+	if v := l.seen[1]; v.Group != "driver" || v.Config["port"] != 503 || v.Settings.Runtime != WASM {
+		t.Fatalf("loader saw %+v (the environment override of port must win)", v)
+	}
+	if u := ov.Unused(); len(u) != 0 {
+		t.Fatalf("override of a plugin module's setting reported unused: %v", u)
+	}
+	if v := l.seen[1]; v.Group != "driver" {
 		t.Fatalf("loader saw %+v", v)
 	}
 }

@@ -170,6 +170,9 @@ func planOne(source string, raw any, ov *config.Overrides, info sdk.Info, loader
 		if !on {
 			return Planned{Info: info, Settings: s, Block: fileBlock}, false, nil
 		}
+		if ov != nil {
+			ov.ApplyRaw(at, modPart) // KEDGE_/--set reach a plugin's own settings; it decodes them strictly
+		}
 		mod, err := loader.New(Spec{Name: info.Name, Group: group, Settings: s, Config: modPart})
 		if err != nil {
 			return Planned{}, false, &config.Error{Source: source, Key: at, Problem: err.Error()}

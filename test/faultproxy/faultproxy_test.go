@@ -82,7 +82,12 @@ func TestProxyForwardsBothWaysAndCountsBytes(t *testing.T) {
 	c := dial(t, p)
 	msg := bytes.Repeat([]byte("kedge"), 20_000) // 100 kB, several chunks
 	roundTrip(t, c, msg)
+	// The proxy counts a chunk after writing it, so the last count may land just after the reader
+	// has the bytes: wait for it (bounded) instead of reading once.
 	s := p.Stats()
+	for deadline := time.Now().Add(5 * time.Second); (s.BytesDn < int64(len(msg)) || s.BytesUp < int64(len(msg))) && time.Now().Before(deadline); s = p.Stats() {
+		time.Sleep(time.Millisecond)
+	}
 	if s.Accepted != 1 || s.Active != 1 || s.BytesUp != int64(len(msg)) || s.BytesDn != int64(len(msg)) {
 		t.Fatalf("stats = %+v, want 1 accepted, 1 active, %d bytes each way", s, len(msg))
 	}

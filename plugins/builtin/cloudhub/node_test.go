@@ -1,0 +1,136 @@
+package cloudhub
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-io/kedge/host/message"
+)
+
+func testNode(t *testing.T, window int) *node {
+	t.Helper()
+	m := New()
+	m.Window, m.AckTimeout = window, time.Second
+	var err error
+	if m.metrics, err = newMetrics(prometheus.NewRegistry(), m); err != nil {
+		t.Fatal(err)
+	}
+	return newNode("edge-1", m)
+}
+
+func update(name string, rv int) message.Message {
+	msg := message.New("test", "resource", message.OpUpdate, "default/pod/"+name)
+	msg.Header.ResourceVersion = fmt.Sprint(rv)
+	return msg
+}
+
+func ids(ms []message.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Route.Resource + "@" + m.Header.ResourceVersion
+	}
+	return out
+}
+
+func TestQueueKeepsOnlyTheLatestVersionOfAnObjectInFirstQueuedOrder(t *testing.T) {
+	n := testNode(t, 10)
+	n.enqueue(update("a", 1))
+	n.enqueue(update("b", 1))
+	n.enqueue(update("a", 2))
+	got := ids(n.next(time.Now()))
+	if fmt.Sprint(got) != "[default/pod/a@2 default/pod/b@1]" {
+		t.Fatalf("sent %v, want a@2 then b@1", got)
+	}
+}
+
+func TestMessagesNotAboutAnObjectAreNeverCoalesced(t *testing.T) {
+	n := testNode(t, 10)
+	for range 3 {
+		n.enqueue(message.New("test", "resource", message.OpQuery, "default/pod/a"))
+	}
+	if got := len(n.next(time.Now())); got != 3 {
+		t.Fatalf("sent %d queries, want all 3", got)
+	}
+}
+
+func TestWindowBoundsWhatIsUnacknowledged(t *testing.T) {
+	n := testNode(t, 2)
+	for i := range 5 {
+		n.enqueue(update(fmt.Sprint("o", i), 1))
+	}
+	now := time.Now()
+	first := n.next(now)
+	if len(first) != 2 || len(n.next(now)) != 0 {
+		t.Fatalf("window 2 sent %d, then more before any ack", len(first))
+	}
+	if _, ok := n.ack(first[0].Header.ID); !ok {
+		t.Fatal("ack of a message on the wire not matched")
+	}
+	if got := ids(n.next(now)); fmt.Sprint(got) != "[default/pod/o2@1]" {
+		t.Fatalf("after one ack sent %v, want the next object only", got)
+	}
+}
+
+func TestOneVersionPerObjectOnTheWireAndANewerOneFollowsItsAck(t *testing.T) {
+	n := testNode(t, 10)
+	n.enqueue(update("a", 1))
+	now := time.Now()
+	v1 := n.next(now)[0]
+	n.enqueue(update("a", 2)) // arrives while v1 is on the wire
+	if got := n.next(now); len(got) != 0 {
+		t.Fatalf("sent %v while another version of the object is on the wire", ids(got))
+	}
+	n.ack(v1.Header.ID)
+	got := n.next(now)
+	if fmt.Sprint(ids(got)) != "[default/pod/a@2]" {
+		t.Fatalf("after v1's ack sent %v, want a@2", ids(got))
+	}
+	n.ack(got[0].Header.ID)
+	if len(n.entries) != 0 {
+		t.Fatalf("entries left after the latest version was acknowledged: %d", len(n.entries))
+	}
+}
+
+func TestResendsBackOffExponentiallyOnOneConnection(t *testing.T) {
+	n := testNode(t, 10)
+	n.enqueue(update("a", 1))
+	t0 := time.Now()
+	n.next(t0)
+	// Step a fake clock in 100 ms ticks and note how long each resend waited since the previous send.
+	var resentAt []time.Duration
+	for d := 100 * time.Millisecond; len(resentAt) < 6 && d <= 40*time.Second; d += 100 * time.Millisecond {
+		if len(n.next(t0.Add(d))) > 0 {
+			resentAt = append(resentAt, d)
+			t0, d = t0.Add(d), 0
+		}
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 16 * time.Second}
+	if len(resentAt) < len(want) {
+		t.Fatalf("resent after %v, want at least %v", resentAt, want)
+	}
+	for i, w := range want {
+		if resentAt[i] != w {
+			t.Fatalf("resend %d after %v, want %v (all: %v)", i+1, resentAt[i], w, resentAt)
+		}
+	}
+}
+
+func TestReconnectMakesEverythingUnacknowledgedSendableAtOnce(t *testing.T) {
+	n := testNode(t, 10)
+	n.enqueue(update("a", 1))
+	n.enqueue(update("b", 1))
+	now := time.Now()
+	sent := n.next(now)
+	n.mu.Lock()
+	n.resetWire() // what attach/detach do when a connection ends
+	n.mu.Unlock()
+	if got := n.next(now); len(got) != 2 {
+		t.Fatalf("after the connection ended, %d entries were sendable, want both", len(got))
+	}
+	if _, ok := n.ack(sent[0].Header.ID); !ok { // an ack for the same ID from the old connection still settles it
+		t.Fatal("a late ack of a resent version was not matched")
+	}
+}

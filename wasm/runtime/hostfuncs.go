@@ -42,33 +42,28 @@ func (m *Module) instantiateHost(ctx context.Context) error {
 }
 
 func (m *Module) hostSend(ctx context.Context, mod api.Module, stack []uint64) {
-	to, ok := read(mod, stack[0], stack[1])
-	if !ok {
-		stack[0] = m.failed(abi.Invalid, "send: the destination name lies outside the guest's memory")
-		return
-	}
-	msg, r := m.readMessage(mod, stack[2], stack[3], "send")
-	if r == 0 {
-		r = m.grantSend("module", m.manifest.Capabilities.Send.Modules, string(to), msg)
-	}
-	if r == 0 {
-		r = m.result(m.host.Send(ctx, string(to), msg))
-	}
-	stack[0] = r
+	m.sendTo(ctx, mod, stack, "send", "module", m.manifest.Capabilities.Send.Modules, m.host.Send)
 }
 
 func (m *Module) hostSendGroup(ctx context.Context, mod api.Module, stack []uint64) {
-	group, ok := read(mod, stack[0], stack[1])
+	m.sendTo(ctx, mod, stack, "send_group", "group", m.manifest.Capabilities.Send.Groups, m.host.SendToGroup)
+}
+
+// sendTo is send and send_group: read the target name and the message from guest memory, check the
+// manifest grants that target (kind "module" or "group"), then send.
+func (m *Module) sendTo(ctx context.Context, mod api.Module, stack []uint64, op, kind string, granted []string,
+	send func(context.Context, string, sdk.Message) error) {
+	to, ok := read(mod, stack[0], stack[1])
 	if !ok {
-		stack[0] = m.failed(abi.Invalid, "send_group: the group name lies outside the guest's memory")
+		stack[0] = m.failed(abi.Invalid, op+": the "+kind+" name lies outside the guest's memory")
 		return
 	}
-	msg, r := m.readMessage(mod, stack[2], stack[3], "send_group")
+	msg, r := m.readMessage(mod, stack[2], stack[3], op)
 	if r == 0 {
-		r = m.grantSend("group", m.manifest.Capabilities.Send.Groups, string(group), msg)
+		r = m.grantSend(kind, granted, string(to), msg)
 	}
 	if r == 0 {
-		r = m.result(m.host.SendToGroup(ctx, string(group), msg))
+		r = m.result(send(ctx, string(to), msg))
 	}
 	stack[0] = r
 }

@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./host/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./sdk/sdktest/ ./wasm/runtime/ ./test/hublink/
 FUZZTIME ?= 20s
 
-.PHONY: help generate build wasm test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: controlplane controlplane-up controlplane-down help generate build wasm test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -77,6 +77,15 @@ module-%: ## a builtin module as a plugin executable, e.g. make module-nodestatu
 	@mkdir -p $(BIN)/modules
 	$(GO) build -trimpath -tags "kedge_custom kedge_$*" -ldflags "$(LDFLAGS) -X main.moduleName=$*" -o $(BIN)/modules/$* ./cmd/kedge-module
 	@sha256sum $(BIN)/modules/$*
+
+controlplane: ## build etcd, kube-apiserver and kubectl (v1.36.3) from the Go module proxy into _bin/controlplane/ (4-6 min cold, cached)
+	./hack/controlplane.sh build
+
+controlplane-up: ## start etcd + kube-apiserver on loopback; prints the KUBECONFIG to use
+	./hack/controlplane.sh up
+
+controlplane-down: ## stop the local control plane
+	./hack/controlplane.sh down
 
 demo: build ## start cloudcore and edgecore locally and show them working
 	./hack/demo.sh

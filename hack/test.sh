@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "go version: $(go version)"
+step "a real control plane (etcd + kube-apiserver + kubectl), built once and cached"
+./hack/controlplane.sh build
+# envtest and the end-to-end tests find the binaries here.
+KUBEBUILDER_ASSETS="$(./hack/controlplane.sh bindir)"
+export KUBEBUILDER_ASSETS
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 20m ./...
 step "all tests passed"

@@ -169,7 +169,12 @@ func (m *Module) Healthy(context.Context) error {
 }
 
 // Handle queues a message from an edge module for the cloud. It returns once the message is durable.
+// A sync query while the link is down is refused at once instead: an answer arriving after
+// reconnecting would reach nobody, so offline the edge answers only from its own store.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	if msg.Header.Sync && msg.Route.Operation == message.OpQuery && !m.online.Load() {
+		return fmt.Errorf("offline: query %s from %s not sent to the cloud; while the cloud link is down queries are answered only from the edge's store", msg.Route.Resource, msg.Route.Source)
+	}
 	payload, err := message.Encode(msg)
 	if err != nil {
 		return fmt.Errorf("upstream message from %s: %w", msg.Route.Source, err)

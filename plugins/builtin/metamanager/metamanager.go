@@ -8,9 +8,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/plugins/builtin/metamanager/metaserver"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -35,8 +41,30 @@ type Module struct {
 	CloudSource string `yaml:"cloudSource" doc:"Module whose messages come from the cloud; changes made on the edge go the other way, to the hub group."`
 	// HubGroup receives changes made on the edge, for the cloud.
 	HubGroup string `yaml:"hubGroup" doc:"Group that carries edge changes to the cloud."`
+	// QueryTimeout bounds how long a query for an object missing here waits for the cloud's answer.
+	QueryTimeout time.Duration `yaml:"queryTimeout" doc:"A query for an object this node does not hold is asked of the cloud (while online) and waits at most this long for the answer."`
+	// MetaServer is the edge's read-only Kubernetes API over this store.
+	MetaServer MetaServerSettings `yaml:"metaServer" doc:"The edge's read-only Kubernetes API (pods, configmaps, secrets, services, nodes) served from this store, for client-go programs on the node."`
 
-	host sdk.Host
+	host    sdk.Host
+	ctx     context.Context // the module's lifetime: cloud queries run in goroutines bound to it
+	wg      sync.WaitGroup
+	writeMu sync.Mutex // a write and its report to the metaserver happen in one order for everyone
+	server  *metaserver.Server
+	asking  chan struct{} // bounds the cloud queries in flight
+	metrics *metrics
+}
+
+// MetaServerSettings configure the MetaServer.
+type MetaServerSettings struct {
+	Enable  bool   `yaml:"enable" doc:"Serve the API."`
+	Address string `yaml:"address" doc:"host:port to listen on. Plain HTTP without authentication: keep it on loopback."`
+	// EventWindow is how many recent changes a watch can resume from.
+	EventWindow int `yaml:"eventWindow" doc:"Recent changes held for watches to resume from; a watch from an older resourceVersion gets 410 Expired and the client lists again."`
+}
+
+type metrics struct {
+	cloudQueries *prometheus.CounterVec
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -48,17 +76,76 @@ func New() *Module {
 			"pod": "edged", "configmap": "edged", "secret": "edged", "serviceaccounttoken": "edged",
 			"device": "devicetwin", "devicemodel": "devicetwin", "membership": "devicetwin",
 		},
-		CloudSource: "edgehub",
-		HubGroup:    "hub",
+		CloudSource:  "edgehub",
+		HubGroup:     "hub",
+		QueryTimeout: 10 * time.Second,
+		MetaServer:   MetaServerSettings{Enable: true, Address: "127.0.0.1:10550", EventWindow: 4096},
 	}
 }
 
-func (m *Module) Start(_ context.Context, h sdk.Host) error {
-	m.host = h
+// maxCloudQueries bounds the queries waiting for the cloud at once; more are refused at once.
+const maxCloudQueries = 256
+
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	m.host, m.ctx = h, ctx
+	if m.QueryTimeout <= 0 {
+		return fmt.Errorf("queryTimeout %s: must be positive", m.QueryTimeout)
+	}
+	m.asking = make(chan struct{}, maxCloudQueries)
+	m.metrics = &metrics{cloudQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_metamanager_cloud_queries_total",
+		Help: "Queries for objects missing on the edge asked of the cloud, by result (found, error, unanswered, busy)."}, []string{"result"})}
+	if err := h.Metrics().Register(m.metrics.cloudQueries); err != nil {
+		return err
+	}
+	if m.MetaServer.Enable {
+		return m.startServer(ctx)
+	}
 	return nil
 }
 
-func (m *Module) Stop(context.Context) error { return nil }
+func (m *Module) startServer(ctx context.Context) error {
+	srv, err := metaserver.New(metaserver.Options{Address: m.MetaServer.Address, Store: m.host.Store(), Logger: m.host.Logger().With("part", "metaserver"),
+		Metrics: m.host.Metrics(), EventWindow: m.MetaServer.EventWindow})
+	if err != nil {
+		return err
+	}
+	if host, _, _ := net.SplitHostPort(m.MetaServer.Address); !isLoopback(host) {
+		m.host.Logger().Warn("metaserver listens beyond loopback over plain HTTP without authentication", "address", m.MetaServer.Address)
+	}
+	if err := srv.Load(ctx); err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		// The store matters more than the API: keep storing, and keep trying the address (an instance
+		// being swapped out still holds it for a moment).
+		m.host.Logger().Error("metaserver cannot listen yet; retrying in the background", "err", err)
+	}
+	m.server = srv
+	m.wg.Go(func() { srv.Run(ctx) })
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// MetaServerAddr is the address the MetaServer is bound to; empty when it is off or not bound yet.
+func (m *Module) MetaServerAddr() string {
+	if m.server == nil {
+		return ""
+	}
+	return m.server.Addr()
+}
+
+// Stop waits for the MetaServer and the cloud queries, which end with the module's context.
+func (m *Module) Stop(context.Context) error {
+	m.wg.Wait()
+	return nil
+}
 
 // Handle stores or deletes the object a message carries, or answers a query.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
@@ -74,7 +161,7 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	case message.OpInsert, message.OpUpdate, message.OpPatch:
 		applied, err = m.put(ctx, msg, res)
 	case message.OpDelete:
-		applied, err = m.host.Store().Delete(ctx, key(res))
+		applied, err = m.delete(ctx, res)
 	case message.OpQuery:
 		return m.query(ctx, msg, res)
 	case message.OpResponse, message.OpError:
@@ -111,14 +198,45 @@ func (m *Module) put(ctx context.Context, msg sdk.Message, res message.Resource)
 			return false, fmt.Errorf("%s %s: resourceversion %q is not a number", msg.Route.Operation, msg.Route.Resource, msg.Header.ResourceVersion)
 		}
 	}
-	r, err := m.host.Store().Put(ctx, sdk.Object{Key: key(res), ResourceVersion: rv, Value: msg.Content})
+	applied, err = m.store(ctx, sdk.Object{Key: key(res), ResourceVersion: rv, Value: msg.Content})
+	if err == nil && !applied {
+		m.host.Logger().Debug("stale update ignored", "resource", msg.Route.Resource, "rv", rv)
+	}
+	return applied, err
+}
+
+// store writes obj (resourceVersion-guarded) and tells the MetaServer's watchers if it was applied.
+func (m *Module) store(ctx context.Context, obj sdk.Object) (applied bool, err error) {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	r, err := m.host.Store().Put(ctx, obj)
 	if err != nil {
 		return false, err
 	}
-	if !r.Applied {
-		m.host.Logger().Debug("stale update ignored", "resource", msg.Route.Resource, "rv", rv, "stored", r.Stored)
+	if r.Applied && m.server != nil {
+		m.server.Record(metaserver.Change{Key: obj.Key, RV: obj.ResourceVersion, Value: obj.Value})
 	}
 	return r.Applied, nil
+}
+
+// delete removes the object; watchers get a DELETED event carrying its last stored state.
+func (m *Module) delete(ctx context.Context, res message.Resource) (existed bool, err error) {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	var last sdk.Object
+	if m.server != nil {
+		if last, err = m.host.Store().Get(ctx, key(res)); err != nil && !errors.Is(err, sdk.ErrNotFound) {
+			return false, err
+		}
+	}
+	existed, err = m.host.Store().Delete(ctx, key(res))
+	if err != nil {
+		return false, err
+	}
+	if existed && m.server != nil {
+		m.server.Record(metaserver.Change{Key: key(res), RV: last.ResourceVersion, Value: last.Value, Deleted: true})
+	}
+	return existed, nil
 }
 
 // Item is one entry of an inventory: an object the node holds and its resourceVersion.
@@ -174,6 +292,9 @@ func (m *Module) query(ctx context.Context, msg sdk.Message, res message.Resourc
 	var content any
 	if res.Name != "" {
 		obj, err := m.host.Store().Get(ctx, key(res))
+		if errors.Is(err, sdk.ErrNotFound) && msg.Route.Source != m.CloudSource {
+			return m.askCloud(msg, res)
+		}
 		if err != nil {
 			return fmt.Errorf("query %s: %w", msg.Route.Resource, err)
 		}

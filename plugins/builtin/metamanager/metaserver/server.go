@@ -1,0 +1,575 @@
+// Package metaserver is the edge's read-only Kubernetes API: client-go programs on the edge point a
+// kubeconfig at it and keep working offline, served from metamanager's SQLite store.
+//
+// Objects keep the cloud's resourceVersion when listed or got. Changes are numbered by a local
+// sequence that starts at max(largest stored resourceVersion, unix microseconds) when the server
+// starts and grows by one per change; a list's resourceVersion is the current sequence, a watch from
+// x replays the held changes after x, and an x the server no longer holds (or from a previous process)
+// gets 410 Expired, so the client lists again.
+package metaserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// Reader is the part of the store the server reads.
+type Reader interface {
+	Get(ctx context.Context, k sdk.Key) (sdk.Object, error)
+	List(ctx context.Context, q sdk.Query) ([]sdk.Object, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	Address     string // host:port to listen on; port 0 picks a free one (see Addr)
+	Store       Reader
+	Logger      *slog.Logger
+	Metrics     prometheus.Registerer // nil: no metrics registered
+	EventWindow int                   // changes held for watches to resume from (default 4096)
+	// WatchTimeout ends a watch that asked for no timeoutSeconds (default 30m); the client re-watches.
+	WatchTimeout time.Duration
+}
+
+// Change is one applied change of a stored object; for a delete, Value is the object's last state.
+type Change struct {
+	Key     sdk.Key
+	RV      uint64
+	Value   []byte
+	Deleted bool
+}
+
+// Server serves the API. Create it with New, fill its state with Load, then Listen and Run.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	ring  *ring
+	known map[sdk.Key]meta // objects of served types, as the last change left them
+
+	lnMu      sync.Mutex
+	ln        net.Listener
+	addr      atomic.Value // string
+	closing   chan struct{}
+	closeOnce sync.Once
+
+	requests  *prometheus.CounterVec
+	watchers  prometheus.Gauge
+	events    prometheus.Counter
+	expired   prometheus.Counter
+	listening prometheus.Gauge
+}
+
+// New checks opts and builds a server; nothing is bound yet.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("metaserver: no store to serve from")
+	}
+	if _, _, err := net.SplitHostPort(opts.Address); err != nil {
+		return nil, fmt.Errorf("metaServer.address %q: want host:port: %w", opts.Address, err)
+	}
+	if opts.EventWindow <= 0 {
+		opts.EventWindow = 4096
+	}
+	if opts.WatchTimeout <= 0 {
+		opts.WatchTimeout = 30 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{opts: opts, log: opts.Logger, known: map[sdk.Key]meta{}, closing: make(chan struct{})}
+	s.addr.Store("")
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_metaserver_requests_total",
+		Help: "MetaServer requests by verb (get, list, watch, discovery, refused), resource and HTTP code."}, []string{"verb", "resource", "code"})
+	s.watchers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_metaserver_watchers", Help: "Open watch streams."})
+	s.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_metaserver_events_total", Help: "Changes recorded for watchers."})
+	s.expired = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_metaserver_watch_expired_total",
+		Help: "Watches refused with 410 Expired (their resourceVersion is no longer held); the client relists."})
+	s.listening = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_metaserver_listening", Help: "1 while the server is bound to its address."})
+	if opts.Metrics != nil {
+		for _, c := range []prometheus.Collector{s.requests, s.watchers, s.events, s.expired, s.listening} {
+			if err := opts.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("metaserver metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Load reads the store once: the starting sequence is max(largest stored resourceVersion, now in unix
+// microseconds), and the served objects are remembered so a change is told as ADDED or MODIFIED.
+func (s *Server) Load(ctx context.Context) error {
+	objs, err := s.opts.Store.List(ctx, sdk.Query{})
+	if err != nil {
+		return fmt.Errorf("metaserver: read the store: %w", err)
+	}
+	start := uint64(time.Now().UnixMicro())
+	known := map[sdk.Key]meta{}
+	for _, o := range objs {
+		start = max(start, o.ResourceVersion)
+		if res, ok := byStoreType(o.Type); ok {
+			if _, m, err := render(o.Value, res, "", o.ResourceVersion); err == nil {
+				known[o.Key] = m
+			}
+		}
+	}
+	s.mu.Lock()
+	s.ring, s.known = newRing(s.opts.EventWindow, start), known
+	s.mu.Unlock()
+	return nil
+}
+
+// Record tells watchers about a change that is already in the store. Changes of types the server does
+// not serve are ignored.
+func (s *Server) Record(c Change) {
+	res, ok := byStoreType(c.Key.Type)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ring == nil {
+		return // not loaded: nobody can be watching
+	}
+	prev, existed := s.known[c.Key]
+	obj, m, err := render(c.Value, res, strconv.FormatUint(s.ring.seq+1, 10), c.RV)
+	if err != nil {
+		if c.Deleted {
+			delete(s.known, c.Key)
+		}
+		s.log.Warn("change not served to watchers", "key", c.Key.String(), "err", err)
+		return
+	}
+	if c.Deleted {
+		if !existed {
+			return
+		}
+		delete(s.known, c.Key)
+	} else {
+		s.known[c.Key] = m
+	}
+	s.ring.push(&event{res: res, key: c.Key, deleted: c.Deleted, existed: existed, object: obj, cur: m, prev: prev, hasPrevM: existed})
+	s.events.Inc()
+}
+
+// Listen binds the configured address.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.opts.Address)
+	if err != nil {
+		return fmt.Errorf("metaServer.address %s: %w", s.opts.Address, err)
+	}
+	s.lnMu.Lock()
+	s.ln = ln
+	s.lnMu.Unlock()
+	s.addr.Store(ln.Addr().String())
+	s.listening.Set(1)
+	return nil
+}
+
+// Addr is the bound address, empty until bound.
+func (s *Server) Addr() string { return s.addr.Load().(string) }
+
+// Run serves until ctx ends. If Listen failed (the address is taken, e.g. by an old instance still
+// stopping), it keeps trying with backoff; the store keeps working meanwhile.
+func (s *Server) Run(ctx context.Context) {
+	defer s.closingOnce()
+	wait := time.Second
+	for {
+		s.lnMu.Lock()
+		ln := s.ln
+		s.lnMu.Unlock()
+		if ln != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := s.Listen(); err != nil {
+			s.log.Error("metaserver cannot listen; retrying", "err", err, "retry_in", min(wait*2, time.Minute))
+			wait = min(wait*2, time.Minute)
+		}
+	}
+	s.log.Info("metaserver serving", "address", s.Addr(), "tls", false)
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		s.closingOnce()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			_ = hs.Close()
+		}
+	}()
+	if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("metaserver stopped", "err", err)
+	}
+	<-done
+	s.listening.Set(0)
+}
+
+// closingOnce ends the watch streams (they would otherwise hold Shutdown until their timeout).
+func (s *Server) closingOnce() { s.closeOnce.Do(func() { close(s.closing) }) }
+
+// ServeHTTP routes a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+	verb, resName := s.route(rec, r)
+	s.requests.WithLabelValues(verb, resName, strconv.Itoa(rec.code)).Inc()
+}
+
+// recorder keeps the status code for metrics and passes Flush through for watches.
+type recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *recorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) (verb, resName string) {
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	if s.current() == 0 {
+		writeStatus(w, apierrors.NewServiceUnavailable("the metaserver has not read the store yet").ErrStatus)
+		return "unavailable", ""
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		st := apierrors.NewMethodNotSupported(schema.GroupResource{Resource: path}, r.Method).ErrStatus
+		st.Message = fmt.Sprintf("the edge's metaserver is read-only: %s %s is not allowed (write through the cloud's kube-apiserver)", r.Method, r.URL.Path)
+		writeStatus(w, st)
+		return "refused", ""
+	}
+	switch path {
+	case "/healthz", "/readyz", "/livez":
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok"))
+		return "health", ""
+	case "/version":
+		writeJSON(w, http.StatusOK, map[string]string{"major": "1", "minor": "36", "gitVersion": "v1.36.0-kedge-metaserver", "platform": "edge"})
+		return "discovery", ""
+	case "/api":
+		writeJSON(w, http.StatusOK, metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
+			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: s.Addr()}}})
+		return "discovery", ""
+	case "/apis":
+		writeJSON(w, http.StatusOK, metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}})
+		return "discovery", ""
+	case "/api/v1":
+		list := metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: "v1"}
+		for _, res := range resources {
+			list.APIResources = append(list.APIResources, metav1.APIResource{Name: res.plural, SingularName: res.storeType,
+				Namespaced: res.namespaced, Kind: res.kind, Verbs: metav1.Verbs{"get", "list", "watch"}})
+		}
+		writeJSON(w, http.StatusOK, list)
+		return "discovery", ""
+	}
+	parts := strings.Split(strings.TrimPrefix(path, "/api/v1/"), "/")
+	if !strings.HasPrefix(path, "/api/v1/") {
+		parts = nil
+	}
+	var ns, plural, name string
+	switch {
+	case len(parts) == 1 || len(parts) == 2 && parts[0] != "namespaces":
+		plural = parts[0]
+		if len(parts) == 2 {
+			name = parts[1]
+		}
+	case (len(parts) == 3 || len(parts) == 4) && parts[0] == "namespaces":
+		ns, plural = parts[1], parts[2]
+		if len(parts) == 4 {
+			name = parts[3]
+		}
+	default:
+		writeStatus(w, notServed(r.URL.Path))
+		return "unknown", ""
+	}
+	res, ok := byPlural(plural)
+	if !ok || (ns != "" && !res.namespaced) || (ns == "" && name != "" && res.namespaced) {
+		writeStatus(w, notServed(r.URL.Path))
+		return "unknown", ""
+	}
+	q := r.URL.Query()
+	fieldSel := q.Get("fieldSelector")
+	if name != "" && isTrue(q.Get("watch")) {
+		fieldSel = joinSel(fieldSel, "metadata.name="+name) // watch one object
+		name = ""
+	}
+	if name != "" {
+		s.get(w, r, res, ns, name)
+		return "get", res.plural
+	}
+	sel, err := parseSelector(res, q.Get("labelSelector"), fieldSel)
+	if err != nil {
+		writeStatus(w, apierrors.NewBadRequest(err.Error()).ErrStatus)
+		return "list", res.plural
+	}
+	if isTrue(q.Get("watch")) {
+		s.watch(w, r, res, ns, sel)
+		return "watch", res.plural
+	}
+	s.list(w, r, res, ns, sel)
+	return "list", res.plural
+}
+
+func isTrue(v string) bool { return v == "1" || v == "true" }
+
+func joinSel(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "," + b
+}
+
+func notServed(path string) metav1.Status {
+	return metav1.Status{Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound,
+		Message: fmt.Sprintf("the server could not find the requested resource %s (the edge's metaserver serves pods, configmaps, secrets, services and nodes of core v1)", path)}
+}
+
+func storeNamespace(res resource, ns string) string {
+	if !res.namespaced {
+		return clusterNamespace
+	}
+	return ns
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, res resource, ns, name string) {
+	obj, err := s.opts.Store.Get(r.Context(), sdk.Key{Type: res.storeType, Namespace: storeNamespace(res, ns), Name: name})
+	if errors.Is(err, sdk.ErrNotFound) {
+		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Resource: res.plural}, name).ErrStatus)
+		return
+	}
+	if err != nil {
+		writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
+		return
+	}
+	out, _, err := render(obj.Value, res, "", obj.ResourceVersion)
+	if err != nil {
+		writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
+		return
+	}
+	writeRaw(w, http.StatusOK, out)
+}
+
+// current is the latest sequence; what the store holds now includes every change up to it.
+func (s *Server) current() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ring == nil {
+		return 0
+	}
+	return s.ring.seq
+}
+
+// snapshot reads the matching objects; rv, when set, is stamped on each (watch events).
+func (s *Server) snapshot(ctx context.Context, res resource, ns string, sel selector, rv string) ([]json.RawMessage, error) {
+	q := sdk.Query{Type: res.storeType, Namespace: ns}
+	if !res.namespaced {
+		q.Namespace = clusterNamespace
+	}
+	objs, err := s.opts.Store.List(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]json.RawMessage, 0, len(objs))
+	for _, o := range objs {
+		out, m, err := render(o.Value, res, rv, o.ResourceVersion)
+		if err != nil {
+			s.log.Warn("stored object not served", "key", o.Key.String(), "err", err)
+			continue
+		}
+		if sel.matches(m) {
+			items = append(items, out)
+		}
+	}
+	return items, nil
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, res resource, ns string, sel selector) {
+	seq := s.current() // read before the store: a change after it is also replayed to a watch from seq
+	items, err := s.snapshot(r.Context(), res, ns, sel, "")
+	if err != nil {
+		writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
+		return
+	}
+	type listMeta struct {
+		ResourceVersion string `json:"resourceVersion"`
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Kind       string            `json:"kind"`
+		APIVersion string            `json:"apiVersion"`
+		Metadata   listMeta          `json:"metadata"`
+		Items      []json.RawMessage `json:"items"`
+	}{res.kind + "List", "v1", listMeta{strconv.FormatUint(seq, 10)}, items})
+}
+
+type watchEvent struct {
+	Type   string          `json:"type"`
+	Object json.RawMessage `json:"object"`
+}
+
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns string, sel selector) {
+	q := r.URL.Query()
+	timeout := s.opts.WatchTimeout
+	if t := q.Get("timeoutSeconds"); t != "" {
+		n, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || n < 0 {
+			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("timeoutSeconds %q is not a non-negative number", t)).ErrStatus)
+			return
+		}
+		if n > 0 {
+			timeout = time.Duration(n) * time.Second
+		}
+	}
+	rvParam := q.Get("resourceVersion")
+	var from uint64
+	if rvParam != "" && rvParam != "0" {
+		x, err := strconv.ParseUint(rvParam, 10, 64)
+		if err != nil {
+			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("resourceVersion %q is not a number", rvParam)).ErrStatus)
+			return
+		}
+		from = x
+	}
+	initial := isTrue(q.Get("sendInitialEvents"))
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeStatus(w, apierrors.NewInternalError(errors.New("streaming is not supported")).ErrStatus)
+		return
+	}
+	s.watchers.Inc()
+	defer s.watchers.Dec()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache, private")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	send := func(typ string, obj json.RawMessage) bool {
+		b, err := json.Marshal(watchEvent{Type: typ, Object: obj})
+		if err != nil {
+			return false
+		}
+		if _, err := w.Write(append(b, '\n')); err != nil {
+			return false
+		}
+		flusher.Flush()
+		return true
+	}
+	expired := func(why string) {
+		s.expired.Inc()
+		st := apierrors.NewResourceExpired(why).ErrStatus
+		st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+		b, _ := json.Marshal(st)
+		send("ERROR", b)
+	}
+
+	cur := s.current()
+	if initial || from == 0 {
+		if from > cur {
+			expired(fmt.Sprintf("too old resource version: %d (the metaserver restarted; its current is %d)", from, cur))
+			return
+		}
+		// A snapshot at cur, then the changes after it.
+		from = cur
+		rv := strconv.FormatUint(cur, 10)
+		items, err := s.snapshot(r.Context(), res, ns, sel, rv)
+		if err != nil {
+			expiredErr := apierrors.NewInternalError(err).ErrStatus
+			expiredErr.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+			b, _ := json.Marshal(expiredErr)
+			send("ERROR", b)
+			return
+		}
+		for _, it := range items {
+			if !send("ADDED", it) {
+				return
+			}
+		}
+		if initial {
+			bm, _ := json.Marshal(map[string]any{"kind": res.kind, "apiVersion": "v1", "metadata": map[string]any{
+				"resourceVersion": rv, "annotations": map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
+			if !send("BOOKMARK", bm) {
+				return
+			}
+		}
+	}
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	last := from
+	for {
+		s.mu.Lock()
+		evs, gone, wake := s.ring.since(last)
+		s.mu.Unlock()
+		if gone {
+			expired(fmt.Sprintf("too old resource version: %d (the metaserver holds changes after %d only; list again)", last, s.base()))
+			return
+		}
+		for _, e := range evs {
+			last = e.seq
+			if res.storeType != e.key.Type || (ns != "" && e.key.Namespace != ns) {
+				continue
+			}
+			if typ, ok := e.watchType(sel); ok && !send(typ, e.object) {
+				return
+			}
+		}
+		select {
+		case <-wake:
+		case <-r.Context().Done():
+			return
+		case <-deadline.C:
+			return
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+func (s *Server) base() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ring.base
+}
+
+func writeStatus(w http.ResponseWriter, st metav1.Status) {
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	st.Status = metav1.StatusFailure
+	writeJSON(w, int(st.Code), st)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}`)
+	}
+	writeRaw(w, code, b)
+}
+
+func writeRaw(w http.ResponseWriter, code int, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}

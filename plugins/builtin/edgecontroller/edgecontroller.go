@@ -1,0 +1,233 @@
+// Package edgecontroller is the cloud side of Kubernetes for edge nodes: it registers edge nodes and
+// keeps their Node status and Lease fresh from what the edge reports, sends each edge node the pods
+// bound to it and exactly the ConfigMaps, Secrets and Services those pods need, writes pod status from
+// the edge back to the API, completes graceful deletions the edge confirmed, answers the edge's
+// queries, and refuses anything a node may not touch (the NodeRestriction rule).
+package edgecontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// Name is the module's routing address. Its group is the hub's events group, so it hears when a node
+// connects, disconnects and reports its inventory.
+const Name = "edgecontroller"
+
+// EdgeLabel marks the Nodes this controller manages.
+const EdgeLabel = "node-role.kubernetes.io/edge"
+
+func init() {
+	sdk.Register(sdk.Info{
+		Name:     Name,
+		Group:    "hubevents",
+		Doc:      "Edge nodes in Kubernetes: node registration, status and leases; pods and what they reference sent to their node only; pod status and deletions from the edge; NodeRestriction.",
+		Requires: []string{"cloudhub"},
+		Enabled:  false, // needs a kube-apiserver: enable it with a kubeconfig (or in-cluster)
+		New:      func() sdk.Module { return New() },
+	})
+}
+
+// Module is the edge controller; its exported fields are its settings.
+type Module struct {
+	Kubeconfig      string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
+	QPS             float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
+	Burst           int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
+	Workers         int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	NodeGracePeriod time.Duration `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
+	LeaseDuration   time.Duration `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
+	InventoryWait   time.Duration `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
+	SyncTimeout     time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
+	SendServices    bool          `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
+	HubModule       string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+
+	host     sdk.Host
+	client   kubernetes.Interface
+	factory  informers.SharedInformerFactory
+	pods     corelisters.PodLister
+	podIdx   cache.Indexer
+	nodes    corelisters.NodeLister
+	cms      corelisters.ConfigMapLister
+	secrets  corelisters.SecretLister
+	services corelisters.ServiceLister
+	queue    workqueue.TypedRateLimitingInterface[item]
+	recorder record.EventRecorder
+	events   record.EventBroadcaster
+	metrics  *metrics
+	up       []chan upJob
+	wg       sync.WaitGroup
+	life     context.Context
+
+	mu       sync.Mutex
+	state    map[string]*nodeState // edge node -> what it was sent and how it is connected
+	owners   map[objKey]map[string]int
+	missing  map[string]bool // "pod uid/ref" already reported as a missing reference
+	podNodes map[string]podRecord
+}
+
+var _ sdk.Module = (*Module)(nil)
+
+// New returns the controller with its defaults.
+func New() *Module {
+	return &Module{
+		QPS:             50,
+		Burst:           100,
+		Workers:         4,
+		NodeGracePeriod: 40 * time.Second,
+		LeaseDuration:   40 * time.Second,
+		SyncTimeout:     30 * time.Second,
+		InventoryWait:   10 * time.Second,
+		SendServices:    true,
+		HubModule:       "cloudhub",
+	}
+}
+
+// restConfig finds the API server: the configured kubeconfig, $KUBECONFIG, then in-cluster.
+func (m *Module) restConfig() (*rest.Config, error) {
+	path := m.Kubeconfig
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no kubeconfig set (modules.edgecontroller.kubeconfig or $KUBECONFIG) and not in a cluster: %w", err)
+	}
+	return cfg, nil
+}
+
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.NodeGracePeriod <= 0 || m.LeaseDuration <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 {
+		return errors.New("workers, qps, burst, nodeGracePeriod, leaseDuration, syncTimeout and inventoryWait must be positive")
+	}
+	m.host, m.life = h, ctx
+	m.state = map[string]*nodeState{}
+	m.owners = map[objKey]map[string]int{}
+	m.missing = map[string]bool{}
+	m.podNodes = map[string]podRecord{}
+	var err error
+	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
+		return err
+	}
+	if m.client == nil {
+		cfg, err := m.restConfig()
+		if err != nil {
+			return err
+		}
+		cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-edgecontroller"
+		if m.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("API client: %w", err)
+		}
+	}
+	m.events = record.NewBroadcaster(record.WithContext(ctx))
+	m.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: m.client.CoreV1().Events("")})
+	m.recorder = m.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kedge-edgecontroller"})
+
+	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
+		workqueue.TypedRateLimitingQueueConfig[item]{Name: "edgecontroller"})
+	m.factory = informers.NewSharedInformerFactory(m.client, 0)
+	if err := m.watch(); err != nil {
+		return err
+	}
+	m.factory.Start(ctx.Done())
+	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
+	defer cancel()
+	for typ, ok := range m.factory.WaitForCacheSync(syncCtx.Done()) {
+		if !ok {
+			m.factory.Shutdown()
+			m.queue.ShutDown()
+			return fmt.Errorf("the API server did not answer the first list of %v within %s (syncTimeout): is it reachable with this kubeconfig?", typ, m.SyncTimeout)
+		}
+	}
+	for range m.Workers {
+		m.wg.Go(func() {
+			for m.processNext(ctx) {
+			}
+		})
+	}
+	m.up = make([]chan upJob, m.Workers)
+	for i := range m.up {
+		ch := make(chan upJob, 64)
+		m.up[i] = ch
+		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
+	}
+	m.wg.Go(func() { m.monitorNodes(ctx) })
+	h.Logger().Info("watching the API for edge nodes", "workers", m.Workers, "nodeGracePeriod", m.NodeGracePeriod)
+	return nil
+}
+
+func (m *Module) Stop(context.Context) error {
+	if m.queue != nil {
+		m.queue.ShutDown()
+	}
+	if m.factory != nil {
+		m.factory.Shutdown()
+	}
+	m.wg.Wait()
+	if m.events != nil {
+		m.events.Shutdown()
+	}
+	return nil
+}
+
+// upJob is one message from the edge waiting for its node's worker.
+type upJob struct {
+	msg  sdk.Message
+	node string
+}
+
+// Handle takes what cloudhub hands over: hub events and messages from edge nodes. Messages are handled
+// by a worker per node hash, so one node's reports stay in order while nodes proceed in parallel; the
+// answer (which acknowledges the message to the edge) is sent when the worker is done.
+func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	node, _, err := message.ToEdge(msg.Route.Resource)
+	if err != nil {
+		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
+		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
+	}
+	hash := fnv.New32a()
+	_, _ = hash.Write([]byte(node))
+	select {
+	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-jobs:
+			m.handleUp(ctx, j.node, j.msg)
+		}
+	}
+}

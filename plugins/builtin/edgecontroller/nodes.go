@@ -1,0 +1,212 @@
+package edgecontroller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/util/retry"
+)
+
+var labelsEverything = labels.Everything()
+
+// NodeReport is the content of a nodestatus update from the edge (written by the nodestatus module).
+type NodeReport struct {
+	NodeName      string            `json:"nodeName"`
+	Capacity      map[string]string `json:"capacity"`
+	KernelVersion string            `json:"kernelVersion"`
+	OS            string            `json:"operatingSystem"`
+	Architecture  string            `json:"architecture"`
+	BootTime      time.Time         `json:"bootTime"`
+	ReportedAt    time.Time         `json:"reportedAt"`
+}
+
+const leaseNamespace = "kube-node-lease"
+
+// register creates the Node of an edge node on its first connection, or labels an existing Node of
+// that name as an edge node (the node proved its name with a certificate the cluster CA issued).
+func (m *Module) register(ctx context.Context, node string) error {
+	n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = m.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+			Name:   node,
+			Labels: map[string]string{EdgeLabel: "", "kubernetes.io/hostname": node},
+		}}, metav1.CreateOptions{FieldManager: "kedge-edgecontroller"})
+		if err == nil {
+			m.metrics.registered.Inc()
+			m.host.Logger().Info("edge node registered", "node", node)
+		}
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if _, ok := n.Labels[EdgeLabel]; ok {
+		return nil
+	}
+	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:""}}}`, EdgeLabel)
+	_, err = m.client.CoreV1().Nodes().Patch(ctx, node, "application/merge-patch+json", patch, metav1.PatchOptions{FieldManager: "kedge-edgecontroller"})
+	return err
+}
+
+// reportNode writes an edge node's report into its Node status and renews its Lease.
+func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) error {
+	capacity := corev1.ResourceList{}
+	for k, v := range rep.Capacity {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return fmt.Errorf("node status of %s: capacity %s=%q is not a quantity: %w", node, k, v, err)
+		}
+		capacity[corev1.ResourceName(k)] = q
+	}
+	if _, ok := capacity[corev1.ResourcePods]; !ok {
+		capacity[corev1.ResourcePods] = resource.MustParse("110")
+	}
+	st := m.nodeState(node)
+	m.mu.Lock()
+	st.lastReport = time.Now()
+	st.unknownSet = false
+	m.mu.Unlock()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			if err := m.register(ctx, node); err != nil {
+				return err
+			}
+			n, err = m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		}
+		if err != nil {
+			return err
+		}
+		n.Status.Capacity = capacity
+		n.Status.Allocatable = capacity.DeepCopy()
+		n.Status.NodeInfo.KernelVersion = rep.KernelVersion
+		n.Status.NodeInfo.OperatingSystem = rep.OS
+		n.Status.NodeInfo.Architecture = rep.Architecture
+		if n.Status.NodeInfo.KubeletVersion == "" {
+			n.Status.NodeInfo.KubeletVersion = "kedge"
+		}
+		setReady(n, corev1.ConditionTrue, "EdgecoreReady", "kedge edgecore is connected and reporting")
+		_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("node status of %s: %w", node, err)
+	}
+	return m.renewLease(ctx, node)
+}
+
+// setReady sets the Ready condition, moving its transition time only when the status changes.
+func setReady(n *corev1.Node, status corev1.ConditionStatus, reason, msg string) {
+	now := metav1.Now()
+	for i := range n.Status.Conditions {
+		c := &n.Status.Conditions[i]
+		if c.Type != corev1.NodeReady {
+			continue
+		}
+		if c.Status != status {
+			c.LastTransitionTime = now
+		}
+		c.Status, c.Reason, c.Message = status, reason, msg
+		if status != corev1.ConditionUnknown {
+			c.LastHeartbeatTime = now
+		}
+		return
+	}
+	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: status,
+		Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now})
+}
+
+// renewLease keeps kube-node-lease/<node> fresh, as the kubelet does; it is owned by the Node.
+func (m *Module) renewLease(ctx context.Context, node string) error {
+	leases := m.client.CoordinationV1().Leases(leaseNamespace)
+	now := metav1.NewMicroTime(time.Now())
+	secs := int32(m.LeaseDuration / time.Second)
+	l, err := leases.Get(ctx, node, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("lease of %s: %w", node, err)
+		}
+		holder := node
+		_, err = leases.Create(ctx, &coordv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: leaseNamespace, OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Node", Name: node, UID: n.UID,
+			}}},
+			Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &now},
+		}, metav1.CreateOptions{})
+		if apierrors.IsNotFound(err) { // the namespace is made by the API server's own controllers; be sure
+			_, _ = m.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNamespace}}, metav1.CreateOptions{})
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("lease of %s: %w", node, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("lease of %s: %w", node, err)
+	}
+	l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &now, &secs
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("lease of %s: %w", node, err)
+	}
+	return nil
+}
+
+// monitorNodes turns the Ready condition of a node that has been disconnected for longer than the
+// grace period to Unknown, once per disconnection (as the node lifecycle controller does for kubelets).
+func (m *Module) monitorNodes(ctx context.Context) {
+	tick := time.NewTicker(max(min(m.NodeGracePeriod/4, 5*time.Second), 50*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var stale []string
+		m.mu.Lock()
+		for name, st := range m.state {
+			if !st.connected && !st.unknownSet && !st.since.IsZero() && time.Since(st.since) >= m.NodeGracePeriod {
+				st.unknownSet = true
+				stale = append(stale, name)
+			}
+		}
+		m.mu.Unlock()
+		for _, name := range stale {
+			if err := m.markUnknown(ctx, name); err != nil {
+				m.host.Logger().Warn("node status not set to Unknown", "node", name, "err", err)
+				m.mu.Lock()
+				m.state[name].unknownSet = false // try again next tick
+				m.mu.Unlock()
+				continue
+			}
+			m.metrics.unknown.Inc()
+			m.host.Logger().Warn("edge node disconnected past the grace period: Ready is Unknown", "node", name, "grace", m.NodeGracePeriod)
+		}
+	}
+}
+
+func (m *Module) markUnknown(ctx context.Context, node string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		setReady(n, corev1.ConditionUnknown, "NodeStatusUnknown", "edge node disconnected from cloudcore; its edgecore keeps running its pods offline")
+		_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+		return err
+	})
+}

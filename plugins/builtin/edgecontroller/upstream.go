@@ -1,0 +1,265 @@
+package edgecontroller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// InventoryItem is one object an edge node holds, as its metamanager reports it on connect.
+type InventoryItem struct {
+	Resource        string `json:"resource"`
+	ResourceVersion uint64 `json:"resourceVersion"`
+}
+
+// PodStatusReport is the content of a podstatus update from the edge: the pod's identity and its
+// complete status.
+type PodStatusReport struct {
+	UID    types.UID        `json:"uid"`
+	Name   string           `json:"name,omitempty"`
+	Status corev1.PodStatus `json:"status"`
+}
+
+// PodDeleted is the content of a pod delete from the edge: its containers have stopped, so the API may
+// finish the graceful deletion of exactly that pod.
+type PodDeleted struct {
+	UID types.UID `json:"uid"`
+}
+
+// errForbidden marks a request the NodeRestriction rule refuses.
+var errForbidden = errors.New("forbidden")
+
+func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
+	switch msg.Route.Operation {
+	case message.OpConnected:
+		m.connected(ctx, node)
+		return
+	case message.OpDisconnected:
+		m.disconnected(node)
+		return
+	case message.OpInventory:
+		var inv []InventoryItem
+		if err := json.Unmarshal(msg.Content, &inv); err != nil {
+			m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
+			m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; reconciling as if it held nothing", "node", node, "err", err)
+			inv = nil
+		}
+		m.reconcile(ctx, node, inv)
+		return
+	}
+	res, err := message.ParseCloud(msg.Route.Resource)
+	var content any = "OK"
+	if err == nil {
+		content, err = m.fromEdge(ctx, node, res, msg)
+	}
+	result := "ok"
+	switch {
+	case errors.Is(err, errForbidden):
+		result = "forbidden"
+		m.metrics.denied.WithLabelValues(res.Type, msg.Route.Operation).Inc()
+		m.host.Logger().Warn("edge node request refused", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
+	case err != nil:
+		result = "error"
+		m.host.Logger().Warn("edge node request failed", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
+	}
+	m.metrics.upstream.WithLabelValues(res.Type, result).Inc()
+	if !msg.Header.Sync {
+		return
+	}
+	var reply sdk.Message
+	if err == nil {
+		reply, err = msg.Reply(Name, content)
+		if o, ok := content.(interface{ GetResourceVersion() string }); ok && err == nil {
+			reply.Header.ResourceVersion = o.GetResourceVersion()
+		}
+	}
+	if err != nil {
+		reply = msg.ErrorReply(Name, err)
+	}
+	if err := m.host.Reply(ctx, reply); err != nil && !errors.Is(err, sdk.ErrNoWaiter) {
+		m.host.Logger().Warn("answer to the edge not delivered", "node", node, "err", err)
+	}
+}
+
+// fromEdge handles one request of an edge node and returns the answer's content.
+func (m *Module) fromEdge(ctx context.Context, node string, res message.Resource, msg sdk.Message) (any, error) {
+	op := msg.Route.Operation
+	switch {
+	case res.Type == TypeNodeStat && isWrite(op):
+		if res.Name != node {
+			return nil, fmt.Errorf("%w: node %s may not report the status of node %s", errForbidden, node, res.Name)
+		}
+		var rep NodeReport
+		if err := decodeStrict(msg.Content, &rep); err != nil {
+			return nil, fmt.Errorf("node status of %s: %w", node, err)
+		}
+		return "OK", m.reportNode(ctx, node, rep)
+	case res.Type == TypePodStatus && isWrite(op):
+		return "OK", m.podStatus(ctx, node, res, msg.Content)
+	case res.Type == TypePod && op == message.OpDelete:
+		return "OK", m.podDeleted(ctx, node, res, msg.Content)
+	case op == message.OpQuery:
+		return m.query(ctx, node, res)
+	}
+	return nil, fmt.Errorf("%s of %s from an edge node is not something the edge controller handles", op, res.Type)
+}
+
+func isWrite(op string) bool {
+	return op == message.OpUpdate || op == message.OpInsert || op == message.OpPatch
+}
+
+// decodeStrict decodes JSON, naming what was wrong.
+func decodeStrict(raw []byte, v any) error {
+	if len(raw) == 0 {
+		return errors.New("empty content")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("content is not valid: %w", err)
+	}
+	return nil
+}
+
+// boundPod returns the pod res names if it is bound to node; anything else is forbidden.
+func (m *Module) boundPod(ctx context.Context, node string, res message.Resource) (*corev1.Pod, error) {
+	pod, err := m.pods.Pods(res.Namespace).Get(res.Name)
+	if apierrors.IsNotFound(err) { // the informer may lag behind a pod just created: ask the API
+		pod, err = m.client.CoreV1().Pods(res.Namespace).Get(ctx, res.Name, metav1.GetOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: node %s has no pod %s/%s bound to it (no such pod)", errForbidden, node, res.Namespace, res.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pod.Spec.NodeName != node {
+		return nil, fmt.Errorf("%w: pod %s/%s is not bound to node %s", errForbidden, res.Namespace, res.Name, node)
+	}
+	return pod, nil
+}
+
+// podStatus writes a pod's status reported by its node.
+func (m *Module) podStatus(ctx context.Context, node string, res message.Resource, raw []byte) error {
+	pod, err := m.boundPod(ctx, node, res)
+	if err != nil {
+		return err
+	}
+	var rep PodStatusReport
+	if err := decodeStrict(raw, &rep); err != nil {
+		m.recorder.Eventf(pod, corev1.EventTypeWarning, "InvalidStatusReport", "edge node %s sent a status for this pod that is not a pod status: %v", node, err)
+		return fmt.Errorf("status of pod %s/%s: %w", res.Namespace, res.Name, err)
+	}
+	if rep.UID != "" && rep.UID != pod.UID {
+		return fmt.Errorf("status of pod %s/%s is for uid %s, the pod is uid %s (an older pod of that name): ignored", res.Namespace, res.Name, rep.UID, pod.UID)
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID}, "status": rep.Status})
+	if err != nil {
+		return err
+	}
+	_, err = m.client.CoreV1().Pods(res.Namespace).Patch(ctx, res.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kedge-edgecontroller"}, "status")
+	if err != nil {
+		return fmt.Errorf("status of pod %s/%s: %w", res.Namespace, res.Name, err)
+	}
+	return nil
+}
+
+// podDeleted completes the graceful deletion of a pod whose node confirmed its containers stopped.
+func (m *Module) podDeleted(ctx context.Context, node string, res message.Resource, raw []byte) error {
+	pod, err := m.boundPod(ctx, node, res)
+	if err != nil {
+		return err
+	}
+	var d PodDeleted
+	if err := decodeStrict(raw, &d); err != nil {
+		return fmt.Errorf("deletion of pod %s/%s: %w", res.Namespace, res.Name, err)
+	}
+	if d.UID != pod.UID {
+		return fmt.Errorf("deletion of pod %s/%s names uid %q, the pod is uid %s: ignored", res.Namespace, res.Name, d.UID, pod.UID)
+	}
+	if pod.DeletionTimestamp == nil {
+		return fmt.Errorf("%w: pod %s/%s is not being deleted; an edge node only completes deletions the API started", errForbidden, res.Namespace, res.Name)
+	}
+	zero := int64(0)
+	err = m.client.CoreV1().Pods(res.Namespace).Delete(ctx, res.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if apierrors.IsNotFound(err) {
+		return nil // already gone
+	}
+	return err
+}
+
+// query answers an edge node's read of one object, if the node may read it.
+func (m *Module) query(ctx context.Context, node string, res message.Resource) (any, error) {
+	if res.Name == "" {
+		return nil, fmt.Errorf("%w: node %s may only read single objects, not the list %s", errForbidden, node, res.Edge())
+	}
+	k := objKey{Type: res.Type, Namespace: res.Namespace, Name: res.Name}
+	switch res.Type {
+	case TypePod:
+		if _, err := m.boundPod(ctx, node, res); err != nil {
+			return nil, err
+		}
+	case TypeNode:
+		if res.Name != node {
+			return nil, fmt.Errorf("%w: node %s may not read node %s", errForbidden, node, res.Name)
+		}
+		k.Namespace = ""
+	case TypeConfigMap, TypeSecret:
+		if !m.references(node, k) {
+			return nil, fmt.Errorf("%w: node %s may not read %s %s/%s: no pod bound to it references it", errForbidden, node, res.Type, res.Namespace, res.Name)
+		}
+	case TypeService:
+		if !m.SendServices {
+			return nil, fmt.Errorf("%w: services are not sent to edge nodes (sendServices is off)", errForbidden)
+		}
+	default:
+		return nil, fmt.Errorf("%w: node %s may not read objects of type %q", errForbidden, node, res.Type)
+	}
+	obj, err := m.lookup(k)
+	if err != nil {
+		return nil, err
+	}
+	obj = obj.DeepCopyObject()
+	obj.GetObjectKind().SetGroupVersionKind(gvks[res.Type])
+	return obj, nil
+}
+
+// connected notes a node's connection and registers its Node when it has none.
+func (m *Module) connected(ctx context.Context, node string) {
+	st := m.nodeState(node)
+	m.mu.Lock()
+	st.connected, st.since, st.unknownSet = true, time.Now(), false
+	st.inventoryGen++
+	gen, inventoried := st.inventoryGen, st.inventoried
+	m.mu.Unlock()
+	if err := m.register(ctx, node); err != nil {
+		m.host.Logger().Error("edge node not registered", "node", node, "err", err)
+	}
+	if !inventoried {
+		// An edge that sends no inventory (a KubeEdge edgecore, or sendInventory off) gets everything.
+		time.AfterFunc(m.InventoryWait, func() {
+			m.mu.Lock()
+			wait := !st.inventoried && st.inventoryGen == gen && st.connected
+			m.mu.Unlock()
+			if wait && ctx.Err() == nil {
+				m.host.Logger().Info("edge node sent no inventory; sending everything it should hold", "node", node, "waited", m.InventoryWait)
+				m.reconcile(ctx, node, nil)
+			}
+		})
+	}
+}
+
+func (m *Module) disconnected(node string) {
+	st := m.nodeState(node)
+	m.mu.Lock()
+	st.connected, st.since = false, time.Now()
+	m.mu.Unlock()
+}

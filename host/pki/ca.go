@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"strings"
 	"time"
@@ -50,6 +51,16 @@ func LoadOrCreateCA(ctx context.Context, st Storage) (ca *CA, created bool, err 
 				CAKeyName, st, CACertName, CAKeyName, CACertName)
 		}
 		ca, err := createCA(ctx, st)
+		if errors.Is(err, fs.ErrExist) {
+			// Another cloudcore sharing st stored its CA first (a Storage that refuses to replace a
+			// CA says so with fs.ErrExist): use that one.
+			certPEM, rerr := st.Read(ctx, CACertName)
+			if rerr != nil {
+				return nil, false, fmt.Errorf("read the CA another cloudcore stored in %s: %w", st, rerr)
+			}
+			ca, err = loadCA(ctx, st, certPEM)
+			return ca, false, err
+		}
 		return ca, err == nil, err
 	case err != nil:
 		return nil, false, fmt.Errorf("read %s from %s: %w", CACertName, st, err)
@@ -132,7 +143,15 @@ func loadCA(ctx context.Context, st Storage, certPEM []byte) (*CA, error) {
 		if _, err := rand.Read(secret); err != nil {
 			return nil, fmt.Errorf("generate token secret: %w", err)
 		}
-		if err := st.Write(ctx, Item{TokenSecretName, encodeSecret(secret)}); err != nil {
+		if err := st.Write(ctx, Item{TokenSecretName, encodeSecret(secret)}); errors.Is(err, fs.ErrExist) {
+			// Another cloudcore sharing st stored one first: use it.
+			if secretText, err = st.Read(ctx, TokenSecretName); err != nil {
+				return nil, fmt.Errorf("read %s from %s: %w", TokenSecretName, st, err)
+			}
+			if secret, err = decodeSecret(secretText); err != nil {
+				return nil, fmt.Errorf("%s in %s is damaged: %w (remove it to create a new one; join tokens already handed out stop working)", TokenSecretName, st, err)
+			}
+		} else if err != nil {
 			return nil, fmt.Errorf("store the new token secret in %s: %w", st, err)
 		}
 	case err != nil:

@@ -24,8 +24,8 @@ type Item struct {
 	Data []byte
 }
 
-// Storage keeps the cloud's PKI material by name. FileStorage keeps it in a directory; a Storage
-// backed by a Kubernetes Secret can replace it without the rest of the package noticing.
+// Storage keeps the cloud's PKI material by name. FileStorage keeps it in a directory, SecretStorage
+// in a Kubernetes Secret, without the rest of the package noticing.
 type Storage interface {
 	// Read returns the named item, or an error matching fs.ErrNotExist when it is absent.
 	Read(ctx context.Context, name string) ([]byte, error)

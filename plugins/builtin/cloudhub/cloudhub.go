@@ -13,8 +13,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
@@ -39,7 +44,8 @@ func init() {
 type Module struct {
 	Address            string        `yaml:"address" doc:"Hub listen address (edge nodes dial wss://<host>:10000)." cfg:"min"`
 	CertServerAddress  string        `yaml:"certServerAddress" doc:"Certificate server listen address (join and renewal, https://<host>:10002)." cfg:"min"`
-	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret and the serving certificate (created on first start, mode 0700)."`
+	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret and the serving certificate (created on first start, mode 0700); with caSecret enabled, of the serving certificate only."`
+	CASecret           CASecret      `yaml:"caSecret" doc:"Keep the CA and the join-token secret in a Kubernetes Secret, shared by every cloudcore replica."`
 	AdvertiseAddresses []string      `yaml:"advertiseAddresses" doc:"IPs and DNS names edge nodes use to reach this cloudcore (the serving certificate covers them, plus 127.0.0.1 and localhost)." cfg:"min"`
 	NodeCertValidity   time.Duration `yaml:"nodeCertValidity" doc:"Lifetime of issued node certificates (nodes renew at 70-90% of it)."`
 	Heartbeat          time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a node silent for two periods is disconnected."`
@@ -68,6 +74,14 @@ type Module struct {
 
 var _ sdk.Module = (*Module)(nil)
 
+// CASecret says where in Kubernetes the CA lives when it is not in pkiDir.
+type CASecret struct {
+	Enable     bool   `yaml:"enable" doc:"Keep the CA (ca.crt, ca.key) and the token secret (token.secret) in the Secret below, created on first start (type Opaque); the serving certificate stays in pkiDir."`
+	Kubeconfig string `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account."`
+	Namespace  string `yaml:"namespace" doc:"Namespace of the Secret (must exist)."`
+	Name       string `yaml:"name" doc:"Name of the Secret."`
+}
+
 // New returns cloudhub with its defaults.
 func New() *Module {
 	return &Module{
@@ -85,6 +99,7 @@ func New() *Module {
 			"resource": "edgecontroller", "meta": "edgecontroller", "twin": "devicecontroller",
 		},
 		EventsGroup: "hubevents",
+		CASecret:    CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
 		nodes:       map[string]*node{},
 	}
 }
@@ -105,13 +120,19 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	st := pki.FileStorage{Dir: m.PKIDir}
-	ca, created, err := pki.LoadOrCreateCA(ctx, st)
+	caSt, err := m.CAStorage()
+	if err != nil {
+		return err
+	}
+	ca, created, err := pki.LoadOrCreateCA(ctx, caSt)
 	if err != nil {
 		return err
 	}
 	m.ca = ca
 	if created {
-		h.Logger().Info("created the cluster CA for edge nodes", "dir", m.PKIDir, "hash", ca.Hash())
+		h.Logger().Info("created the cluster CA for edge nodes", "in", caSt.String(), "hash", ca.Hash())
+	} else {
+		h.Logger().Info("loaded the cluster CA", "from", caSt.String(), "hash", ca.Hash())
 	}
 	var ips []net.IP
 	var names []string
@@ -139,6 +160,45 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)
 	return nil
+}
+
+// CAStorage returns where the CA and the token secret live: the Secret of caSecret when it is
+// enabled, else pkiDir. The serving certificate always stays in pkiDir.
+func (m *Module) CAStorage() (pki.Storage, error) {
+	if !m.CASecret.Enable {
+		return pki.FileStorage{Dir: m.PKIDir}, nil
+	}
+	if m.CASecret.Namespace == "" || m.CASecret.Name == "" {
+		return nil, errors.New("caSecret: namespace and name must be set when it is enabled")
+	}
+	cfg, err := restConfig(m.CASecret.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("caSecret: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("caSecret: %w", err)
+	}
+	return pki.SecretStorage{Secrets: client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}, nil
+}
+
+// restConfig finds the API server: the kubeconfig at path, $KUBECONFIG, then in-cluster.
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no kubeconfig set (modules.cloudhub.caSecret.kubeconfig or $KUBECONFIG) and not in a cluster: %w", err)
+	}
+	return cfg, nil
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.

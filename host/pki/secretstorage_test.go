@@ -1,0 +1,311 @@
+package pki
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kedge-io/kedge/test/k8senv"
+)
+
+// The control plane is started by the first test that needs it (most tests here do not), and
+// stopped after the last.
+var (
+	k8sOnce sync.Once
+	k8s     *k8senv.Env
+	k8sErr  error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if k8s != nil {
+		_ = k8s.Stop()
+	}
+	os.Exit(code)
+}
+
+var nsSeq atomic.Int64
+
+// secretNamespace starts the control plane if needed and returns a fresh namespace for the test.
+func secretNamespace(t *testing.T) (*k8senv.Env, string) {
+	t.Helper()
+	if testing.Short() || os.Getenv("KEDGE_SKIP_K8S") != "" {
+		t.Skip("needs the control plane (not with -short)")
+	}
+	k8sOnce.Do(func() { k8s, k8sErr = k8senv.Start() })
+	if k8sErr != nil {
+		t.Fatal("these tests need a control plane:", k8sErr)
+	}
+	ns := fmt.Sprintf("pki-%d", nsSeq.Add(1))
+	if _, err := k8s.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return k8s, ns
+}
+
+func secretStorage(env *k8senv.Env, ns string) SecretStorage {
+	return SecretStorage{Secrets: env.Client.CoreV1().Secrets(ns), Namespace: ns, Name: DefaultCASecretName}
+}
+
+func TestSecretStorageReplicasRacingToCreateTheCAAllEndWithTheSameOne(t *testing.T) {
+	env, ns := secretNamespace(t)
+	const replicas = 6
+	var (
+		wg      sync.WaitGroup
+		hashes  [replicas]string
+		created atomic.Int32
+		errs    [replicas]error
+	)
+	for i := range replicas {
+		wg.Go(func() {
+			// Each replica its own storage value, as separate cloudcores have.
+			ca, c, err := LoadOrCreateCA(context.Background(), secretStorage(env, ns))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			if c {
+				created.Add(1)
+			}
+			hashes[i] = ca.Hash()
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+	for i := range hashes {
+		if hashes[i] != hashes[0] {
+			t.Fatalf("replicas ended with different CAs: %v", hashes)
+		}
+	}
+	if created.Load() != 1 {
+		t.Fatalf("%d replicas say they created the CA, want exactly 1", created.Load())
+	}
+	sec, err := env.Client.CoreV1().Secrets(ns).Get(context.Background(), DefaultCASecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.Type != corev1.SecretTypeOpaque {
+		t.Fatalf("Secret type %q, want Opaque", sec.Type)
+	}
+	for _, k := range []string{CACertName, CAKeyName, TokenSecretName} {
+		if len(sec.Data[k]) == 0 {
+			t.Fatalf("Secret has no %s (keys: %v)", k, keys(sec.Data))
+		}
+	}
+	cert, err := parseCertPEM(sec.Data[CACertName])
+	if err != nil || HashCert(cert.Raw) != hashes[0] {
+		t.Fatalf("the Secret's ca.crt is not the CA the replicas use (%v)", err)
+	}
+}
+
+func TestSecretStorageReloadsTheSameCAAndTokenSecretLater(t *testing.T) {
+	env, ns := secretNamespace(t)
+	ctx := context.Background()
+	first, created, err := LoadOrCreateCA(ctx, secretStorage(env, ns))
+	if err != nil || !created {
+		t.Fatalf("first start: created=%v err=%v", created, err)
+	}
+	tok, err := first.CreateToken(DefaultTokenTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, created, err := LoadOrCreateCA(ctx, secretStorage(env, ns))
+	if err != nil || created {
+		t.Fatalf("second start: created=%v err=%v", created, err)
+	}
+	if again.Hash() != first.Hash() {
+		t.Fatal("the second start has another CA")
+	}
+	if err := again.VerifyJWT(tok.JWT); err != nil {
+		t.Fatalf("a token of the first start is refused by the second: %v", err)
+	}
+}
+
+func TestSecretStorageGivesAnImportedCAOneTokenSecretEvenWhenReplicasRace(t *testing.T) {
+	env, ns := secretNamespace(t)
+	ctx := context.Background()
+	// A CA brought over from elsewhere: cert and key only.
+	src := FileStorage{Dir: t.TempDir()}
+	orig, _, err := LoadOrCreateCA(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, _ := src.Read(ctx, CAKeyName)
+	if err := secretStorage(env, ns).Write(ctx, Item{CAKeyName, keyPEM}, Item{CACertName, orig.CertPEM()}); err != nil {
+		t.Fatal(err)
+	}
+	const replicas = 4
+	cas := make([]*CA, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Go(func() {
+			ca, _, err := LoadOrCreateCA(ctx, secretStorage(env, ns))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			cas[i] = ca
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	tok, err := cas[0].CreateToken(DefaultTokenTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ca := range cas {
+		if ca.Hash() != orig.Hash() {
+			t.Fatalf("replica %d does not use the imported CA", i)
+		}
+		if err := ca.VerifyJWT(tok.JWT); err != nil {
+			t.Fatalf("replica %d refuses replica 0's token (different token secrets): %v", i, err)
+		}
+	}
+}
+
+func TestSecretStorageDamagedSecretIsAnErrorNamingSecretAndKeyAndIsNotOverwritten(t *testing.T) {
+	env, _ := secretNamespace(t)
+	ctx := context.Background()
+	valid := func(t *testing.T) map[string][]byte {
+		st := FileStorage{Dir: t.TempDir()}
+		if _, _, err := LoadOrCreateCA(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]byte{}
+		for _, k := range []string{CACertName, CAKeyName, TokenSecretName} {
+			out[k], _ = st.Read(ctx, k)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(map[string][]byte)
+		key   string
+		wants string
+	}{
+		{"garbage ca.crt", func(d map[string][]byte) { d[CACertName] = []byte("not a certificate") }, CACertName, "damaged"},
+		{"empty ca.crt", func(d map[string][]byte) { d[CACertName] = nil }, CACertName, "damaged"},
+		{"garbage ca.key", func(d map[string][]byte) { d[CAKeyName] = []byte("\x00\x01garbage") }, CAKeyName, "damaged"},
+		{"ca.key of another CA", func(d map[string][]byte) { d[CAKeyName] = valid(t)[CAKeyName] }, CAKeyName, "does not belong"},
+		{"ca.key missing", func(d map[string][]byte) { delete(d, CAKeyName) }, CAKeyName, "cannot sign without its key"},
+		{"ca.crt missing, ca.key present", func(d map[string][]byte) { delete(d, CACertName) }, CACertName, "does not"},
+		{"garbage token.secret", func(d map[string][]byte) { d[TokenSecretName] = []byte("zz not hex") }, TokenSecretName, "damaged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ns := secretNamespace(t)
+			data := valid(t)
+			tc.edit(data)
+			secrets := env.Client.CoreV1().Secrets(ns)
+			before, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "shared-ca"}, Type: corev1.SecretTypeOpaque, Data: data}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := SecretStorage{Secrets: secrets, Namespace: ns, Name: "shared-ca"}
+			_, _, err = LoadOrCreateCA(ctx, st)
+			if err == nil {
+				t.Fatal("a damaged Secret was accepted")
+			}
+			for _, want := range []string{"Secret " + ns + "/shared-ca", tc.key, tc.wants} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("error %q does not say %q", err, want)
+				}
+			}
+			after, err := secrets.Get(ctx, "shared-ca", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.ResourceVersion != before.ResourceVersion || !sameData(after.Data, before.Data) {
+				t.Fatalf("the damaged Secret was changed: keys %v -> %v", keys(before.Data), keys(after.Data))
+			}
+		})
+	}
+}
+
+func TestSecretStorageWrite(t *testing.T) {
+	env, ns := secretNamespace(t)
+	ctx := context.Background()
+	st := secretStorage(env, ns)
+	if _, err := st.Read(ctx, CACertName); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("reading from a missing Secret: %v, want fs.ErrNotExist", err)
+	}
+	if err := st.Write(ctx, Item{ServerCertName, []byte("a")}, Item{TokenSecretName, []byte("s1")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		item    Item
+		wantErr error
+		stored  string
+	}{
+		{"a missing key reads as not existing", Item{Name: CACertName}, fs.ErrNotExist, ""},
+		{"the serving certificate is replaced", Item{ServerCertName, []byte("b")}, nil, "b"},
+		{"the token secret is never replaced", Item{TokenSecretName, []byte("s2")}, fs.ErrExist, "s1"},
+		{"writing the same token secret again is fine", Item{TokenSecretName, []byte("s1")}, nil, "s1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			if tc.item.Data != nil {
+				err = st.Write(ctx, tc.item)
+			} else {
+				_, err = st.Read(ctx, tc.item.Name)
+			}
+			if !errors.Is(err, tc.wantErr) && (err != nil || tc.wantErr != nil) {
+				t.Fatalf("got %v, want %v", err, tc.wantErr)
+			}
+			if tc.stored != "" {
+				got, err := st.Read(ctx, tc.item.Name)
+				if err != nil || string(got) != tc.stored {
+					t.Fatalf("stored %q (%v), want %q", got, err, tc.stored)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretStorageInAMissingNamespaceSaysSo(t *testing.T) {
+	env, _ := secretNamespace(t)
+	st := secretStorage(env, "no-such-ns")
+	st.Secrets = env.Client.CoreV1().Secrets("no-such-ns")
+	_, _, err := LoadOrCreateCA(context.Background(), st)
+	if err == nil || !strings.Contains(err.Error(), "create namespace no-such-ns") {
+		t.Fatalf("got %v, want an error saying to create the namespace", err)
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func sameData(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !bytes.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}

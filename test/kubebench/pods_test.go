@@ -19,7 +19,7 @@ import (
 // object, as created).
 func TestEveryPodCreatedReachesItsEdgeNodeStore(t *testing.T) {
 	const nodes, pods = 10, 100
-	r := newRig(t, "check", nodes)
+	r := newRig(t, "check", nodes, options{})
 	made := r.createPods("p", pods, 4)
 	r.waitProgress("pods stored on their edge nodes", r.all.count, pods)
 

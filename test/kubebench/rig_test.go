@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -78,9 +79,8 @@ type host struct {
 // logger keeps 100 hosts' info lines out of the benchmark output; warnings still show.
 var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-func startHost(identity, dbPath string, mods []modules.Planned) (*host, error) {
-	// synchronous=full is the edgecore default: every stored pod is on disk (one fsync per write).
-	db, err := store.Open(dbPath, store.Options{Synchronous: "full"})
+func startHost(identity, dbPath, synchronous string, mods []modules.Planned) (*host, error) {
+	db, err := store.Open(dbPath, store.Options{Synchronous: synchronous})
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +194,9 @@ type rig struct {
 	edges  []*host
 	all    *arrivals
 	client kubernetes.Interface // the pod creators' client, QPS and burst raised
+
+	watchMu sync.Mutex
+	watched map[string]time.Time // pod name -> when a plain watch of the namespace saw it added
 }
 
 var rigSeq atomic.Int64
@@ -203,7 +206,13 @@ var rigSeq atomic.Int64
 // 100 of them cannot share its port), joins each node through the certificate server, and returns
 // once every Node exists in the API and every node has received its own Node object — that is, its
 // inventory was reconciled and downstream messages flow to it.
-func newRig(tb testing.TB, tag string, n int) *rig {
+// options change a rig's defaults; the zero value is the shipped defaults.
+type options struct {
+	hub      func(*cloudhub.Module) // changes cloudhub's settings before it starts
+	edgeSync string                 // the edges' store.synchronous; "" is edgecore's default, full (one fsync per write)
+}
+
+func newRig(tb testing.TB, tag string, n int, opts options) *rig {
 	tb.Helper()
 	e := controlPlane(tb)
 	seq := rigSeq.Add(1)
@@ -220,14 +229,21 @@ func newRig(tb testing.TB, tag string, n int) *rig {
 	if _, err := e.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.ns}}, metav1.CreateOptions{}); err != nil {
 		tb.Fatal(err)
 	}
+	r.watchPods()
 
 	hub := cloudhub.New()
 	hub.Address, hub.CertServerAddress, hub.PKIDir = "127.0.0.1:0", "127.0.0.1:0", filepath.Join(dir, "pki")
+	if opts.hub != nil {
+		opts.hub(hub)
+	}
+	if opts.edgeSync == "" {
+		opts.edgeSync = "full"
+	}
 	ec := edgecontroller.New()
 	ec.Kubeconfig = e.Kubeconfig
 	hubInfo, _ := sdk.Lookup(cloudhub.Name)
 	ecInfo, _ := sdk.Lookup(edgecontroller.Name)
-	if r.cloud, err = startHost("cloudcore-"+r.ns, filepath.Join(dir, "cloud.db"), []modules.Planned{builtin(hubInfo, hub), builtin(ecInfo, ec)}); err != nil {
+	if r.cloud, err = startHost("cloudcore-"+r.ns, filepath.Join(dir, "cloud.db"), "full", []modules.Planned{builtin(hubInfo, hub), builtin(ecInfo, ec)}); err != nil {
 		tb.Fatal(err)
 	}
 	r.hub = hub
@@ -258,7 +274,7 @@ func newRig(tb testing.TB, tag string, n int) *rig {
 		eh.Server = "localhost:" + port
 		eh.CAFile, eh.CertFile, eh.KeyFile = certs.CAFile, certs.CertFile, certs.KeyFile
 		eh.BackoffMin, eh.BackoffMax = 50*time.Millisecond, time.Second // the first dial may race cloudhub's start
-		edge, err := startHost(node, filepath.Join(dir, node, "edge.db"), []modules.Planned{
+		edge, err := startHost(node, filepath.Join(dir, node, "edge.db"), opts.edgeSync, []modules.Planned{
 			builtin(sdk.Info{Name: "edged", Group: "edged"}, &consumer{node: node, all: r.all}),
 			builtin(sdk.Info{Name: "edgeevents", Group: "hubevents"}, sink{}),
 			builtin(mmInfo, mm),
@@ -280,6 +296,41 @@ func newRig(tb testing.TB, tag string, n int) *rig {
 		}
 	}
 	return r
+}
+
+// watchPods records when a watch of the rig's namespace (as an informer holds one) sees each pod
+// added: the API's share of the latency, to tell it from Kedge's.
+func (r *rig) watchPods() {
+	r.tb.Helper()
+	r.watched = map[string]time.Time{}
+	w, err := r.env.Client.CoreV1().Pods(r.ns).Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	r.tb.Cleanup(w.Stop)
+	go func() {
+		for ev := range w.ResultChan() {
+			now := time.Now()
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
+				r.watchMu.Lock()
+				r.watched[p.Name] = now
+				r.watchMu.Unlock()
+			}
+		}
+	}()
+}
+
+// watchedAt is when the watch saw pod name added (zero: not seen).
+func (r *rig) watchedAt(name string) time.Time {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	return r.watched[name]
+}
+
+func (r *rig) watchedCount() int {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	return len(r.watched)
 }
 
 // teardown stops the edges, then the cloud, and removes the rig's pods and Nodes from the API so a

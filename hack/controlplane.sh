@@ -24,10 +24,10 @@ key() {
 	echo "$RECIPE"
 }
 BINDIR="$ROOT/_bin/controlplane/$(key | tr -d '\n')"
-RUNDIR="${KEDGE_CONTROLPLANE_DIR:-$ROOT/_run/controlplane}"
-ETCD_PORT="${KEDGE_ETCD_PORT:-2379}"
-ETCD_PEER_PORT="${KEDGE_ETCD_PEER_PORT:-2380}"
-API_PORT="${KEDGE_APISERVER_PORT:-6443}"
+RUNDIR="${CONTROLPLANE_DIR:-$ROOT/_run/controlplane}"
+ETCD_PORT="${CONTROLPLANE_ETCD_PORT:-2379}"
+ETCD_PEER_PORT="${CONTROLPLANE_ETCD_PEER_PORT:-2380}"
+API_PORT="${CONTROLPLANE_API_PORT:-6443}"
 
 say() { printf '[controlplane] %s\n' "$*" >&2; }
 

@@ -20,8 +20,15 @@ stop() {
   done
 }
 
-if [[ ${1:-} == stop ]]; then stop; exit 0; fi
+if [[ ${1:-} == stop ]]; then stop; CONTROLPLANE_DIR="$PWD/$RUN/controlplane" ./hack/controlplane.sh down; exit 0; fi
 stop # a previous demo
+
+step "a real Kubernetes control plane (etcd + kube-apiserver v1.36.3) on 127.0.0.1:6443"
+export CONTROLPLANE_DIR="$PWD/$RUN/controlplane"
+./hack/controlplane.sh up 2>&1 | sed 's/^/    /'
+eval "$(./hack/controlplane.sh env)"
+ln -sf "$(./hack/controlplane.sh bindir)/kubectl" "$BIN/kubectl" # kubectl v1.36.3, matching the API server
+KUBECTL="$BIN/kubectl"
 
 start() { # binary admin-address
   local b=$1 admin=$2
@@ -38,6 +45,7 @@ start() { # binary admin-address
 
 KEDGE_STORE__PATH="$PWD/$RUN/cloudcore.db" KEDGE_ADMIN__SOCKET="$PWD/$RUN/cloudcore.sock" KEDGE_MODULES__CLOUDHUB__PKIDIR="$PWD/$RUN/pki" \
   KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:10000 KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:10002 \
+  KEDGE_MODULES__EDGECONTROLLER__ENABLE=true KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG="$KUBECONFIG" \
   start cloudcore 127.0.0.1:10006
 
 step "creating a join token (cloudcore token create)"
@@ -47,29 +55,59 @@ step "joining the edge node (edgecore join): checks the CA hash, gets a certific
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
   --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --force | sed 's/^/    /'
 
-KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" start edgecore 127.0.0.1:10360 --config "$PWD/$RUN/edgecore.yaml" --set modules.nodestatus.interval=2s
+# No container runtime in this demo yet: noruntime answers for the pods (Pending, NoContainerRuntime).
+KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__NORUNTIME__ENABLE=true KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=noruntime \
+  start edgecore 127.0.0.1:10360 --config "$PWD/$RUN/edgecore.yaml" --set modules.nodestatus.interval=2s
 
-step "waiting for the node to connect over mTLS and report its status (nodestatus -> metamanager -> SQLite -> outbox -> edgehub -> cloudhub)"
-for _ in $(seq 100); do
-  n=$(curl -fsS http://127.0.0.1:10006/metrics | awk '/^kedge_cloudhub_upstream_total/ {s+=$2} END {print s+0}')
-  [[ ${n:-0} -ge 2 ]] && break
+step "waiting for the node to register in Kubernetes and turn Ready (nodestatus -> SQLite -> outbox -> edgehub -> cloudhub -> edgecontroller)"
+for _ in $(seq 150); do
+  "$KUBECTL" get node demo-edge -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True && break
   sleep 0.2
 done
+"$KUBECTL" get nodes -o wide | sed 's/^/    /'
 
-step "cloudcore: connected nodes and what arrived from them"
-curl -fsS http://127.0.0.1:10006/metrics | grep -E '^kedge_cloudhub_(connected_nodes|connects_total|upstream_total)' | sed 's/^/    /'
-echo "    (result=\"no_handler\": the node status reached cloudhub; the edgecontroller that writes it into"
-echo "     Kubernetes arrives with the Kubernetes work, so cloudhub answers that nobody handles it yet)"
+step "a pod bound to the edge node, with a ConfigMap: stored in the edge's SQLite, its status written by the edge"
+"$KUBECTL" apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: demo-config, namespace: default}
+data: {greeting: hello from the cloud}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: demo-pod, namespace: default}
+spec:
+  nodeName: demo-edge
+  containers:
+  - name: app
+    image: localhost/busybox:local
+    envFrom: [{configMapRef: {name: demo-config}}]
+YAML
+for _ in $(seq 150); do
+  "$KUBECTL" get pod demo-pod --no-headers 2>/dev/null | grep -q NoContainerRuntime && break
+  sleep 0.2
+done
+"$KUBECTL" get pod demo-pod | sed 's/^/    /'
+step "the same pod and ConfigMap served by the edge's MetaServer (127.0.0.1:10550, from SQLite, works offline)"
+curl -fsS http://127.0.0.1:10550/api/v1/namespaces/default/pods/demo-pod | head -c 300 | sed 's/^/    /'; echo
+curl -fsS http://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config | head -c 300 | sed 's/^/    /'; echo
+
 step "edgecore: the link, the outbox and the modules"
 curl -fsS http://127.0.0.1:10360/metrics | grep -E '^kedge_(edgehub_connected|edgehub_upstream_(sent|acked)_total|edgehub_outbox_depth|nodestatus_reports_total)' | sed 's/^/    /'
 KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" "$BIN/edgecore" module ls | sed 's/^/    /'
 step "what the edge stored (edgecore inspect):"
-"$BIN/edgecore" inspect --config "$PWD/$RUN/edgecore.yaml" --type nodestatus | sed 's/^/    /'
+"$BIN/edgecore" inspect --config "$PWD/$RUN/edgecore.yaml" | sed 's/^/    /'
 
 cat <<TXT
 
-Kedge is running: cloudcore (admin http://127.0.0.1:10006) and edgecore (admin http://127.0.0.1:10360),
-state in $RUN/. Try:
+Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006) and edgecore
+(admin http://127.0.0.1:10360), state in $RUN/. Try:
+
+  export KUBECONFIG=$KUBECONFIG
+  $KUBECTL get nodes --show-labels; $KUBECTL get pods -o wide
+  $KUBECTL describe node demo-edge                        # capacity, node info, Lease-backed Ready
+  $KUBECTL edit configmap demo-config                     # the change reaches only nodes whose pods use it
+  $KUBECTL --server http://127.0.0.1:10550 get pods,configmaps   # the edge's MetaServer (read-only)
 
   curl -s 127.0.0.1:10360/metrics | grep kedge_          # edge: link, outbox, router, modules
   curl -s 127.0.0.1:10006/metrics | grep kedge_cloudhub   # cloud: nodes, queues, acks
@@ -83,5 +121,5 @@ state in $RUN/. Try:
   tail -f $RUN/edgecore.log $RUN/cloudcore.log
   make demo-stop                                           # stop both
 
-Kubernetes (kubectl), pods and devices join this demo as their issues land.
+Running containers (edged on containerd) and devices join this demo as their issues land.
 TXT

@@ -94,7 +94,8 @@ func (r *rig) join(node string) {
 	r.event(node, message.OpConnected, nil)
 	r.event(node, message.OpInventory, []edgecontroller.InventoryItem{})
 	if resp := r.request(node, message.OpUpdate, "default", "nodestatus", node, edgecontroller.NodeReport{NodeName: node,
-		Capacity: map[string]string{"cpu": "2", "memory": "2Gi"}, OS: "linux", Architecture: "amd64", KernelVersion: "6.1"}); resp.Route.Operation == message.OpError {
+		Capacity: map[string]string{"cpu": "2", "memory": "2Gi"}, OS: "linux", Architecture: "amd64", KernelVersion: "6.1",
+		OSImage: "Debian GNU/Linux 12 (bookworm)", Addresses: []string{"192.0.2.7"}}); resp.Route.Operation == message.OpError {
 		r.t.Fatalf("node status refused: %s", resp.Content)
 	}
 }
@@ -256,6 +257,10 @@ func TestEdgeNodeRegistersOnConnectAndItsReportMakesItReadyWithCapacityAndLease(
 	}
 	if got := n.Status.Capacity.Memory().String(); got != "2Gi" {
 		t.Errorf("capacity memory = %s, want 2Gi", got)
+	}
+	if n.Status.NodeInfo.OSImage != "Debian GNU/Linux 12 (bookworm)" || len(n.Status.Addresses) != 2 ||
+		n.Status.Addresses[0] != (corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "192.0.2.7"}) {
+		t.Errorf("node info / addresses: %q %v", n.Status.NodeInfo.OSImage, n.Status.Addresses)
 	}
 	if ready := readyStatus(n); ready != corev1.ConditionTrue {
 		t.Errorf("Ready = %q, want True", ready)

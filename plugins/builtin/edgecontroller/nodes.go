@@ -23,6 +23,8 @@ type NodeReport struct {
 	KernelVersion string            `json:"kernelVersion"`
 	OS            string            `json:"operatingSystem"`
 	Architecture  string            `json:"architecture"`
+	OSImage       string            `json:"osImage"`
+	Addresses     []string          `json:"addresses"`
 	BootTime      time.Time         `json:"bootTime"`
 	ReportedAt    time.Time         `json:"reportedAt"`
 }
@@ -92,6 +94,12 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 		n.Status.NodeInfo.KernelVersion = rep.KernelVersion
 		n.Status.NodeInfo.OperatingSystem = rep.OS
 		n.Status.NodeInfo.Architecture = rep.Architecture
+		n.Status.NodeInfo.OSImage = rep.OSImage
+		addrs := []corev1.NodeAddress{}
+		for _, ip := range rep.Addresses {
+			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+		}
+		n.Status.Addresses = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: node})
 		if n.Status.NodeInfo.KubeletVersion == "" {
 			n.Status.NodeInfo.KubeletVersion = "kedge"
 		}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -59,6 +60,8 @@ type Status struct {
 	KernelVersion string            `json:"kernelVersion"`
 	OS            string            `json:"operatingSystem"`
 	Architecture  string            `json:"architecture"`
+	OSImage       string            `json:"osImage,omitempty"`
+	Addresses     []string          `json:"addresses,omitempty"` // the host's non-loopback IPs, IPv4 first
 	BootTime      time.Time         `json:"bootTime"`
 	ReportedAt    time.Time         `json:"reportedAt"`
 }
@@ -151,9 +154,46 @@ func Gather(procRoot, node string) (Status, error) {
 		KernelVersion: strings.TrimSpace(string(kernel)),
 		OS:            runtime.GOOS,
 		Architecture:  runtime.GOARCH,
+		OSImage:       osImage("/etc/os-release"),
+		Addresses:     hostIPs(),
 		BootTime:      boot.UTC().Truncate(time.Second),
 		ReportedAt:    time.Now().UTC(),
 	}, nil
+}
+
+// osImage is PRETTY_NAME from os-release ("Debian GNU/Linux 12 (bookworm)"), or "" if unreadable.
+func osImage(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			return strings.Trim(strings.TrimSpace(v), `"'`)
+		}
+	}
+	return ""
+}
+
+// hostIPs lists the host's global unicast addresses, IPv4 before IPv6.
+func hostIPs() []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var v4, v6 []string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			v4 = append(v4, n.IP.String())
+		} else {
+			v6 = append(v6, n.IP.String())
+		}
+	}
+	return append(v4, v6...)
 }
 
 func memTotal(path string) (uint64, error) {

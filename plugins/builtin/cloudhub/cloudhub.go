@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"sync"
 	"time"
 
@@ -57,6 +58,8 @@ type Module struct {
 	// Dispatch maps a message group from the edge to the cloud module that handles it.
 	Dispatch    map[string]string `yaml:"dispatch" doc:"Message group from the edge -> cloud module that handles and acknowledges it."`
 	EventsGroup string            `yaml:"eventsGroup" doc:"Group told when a node connects or disconnects, and given each node's inventory (nobody in it is fine)."`
+	// KubeEdgeNodes names the nodes that run KubeEdge's edgecore, which sends no acknowledgements.
+	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Nodes that run KubeEdge's edgecore (names or path.Match patterns like ke-*): their messages are sent once, in order, and never resent, since KubeEdge edges do not acknowledge."`
 
 	host    sdk.Host
 	ca      *pki.CA
@@ -112,6 +115,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}
 	}
+	for _, p := range m.KubeEdgeNodes {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("kubeedgeNodes: %q is not a valid name pattern: %w", p, err)
+		}
+	}
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics(), m); err != nil {
 		return err
@@ -160,6 +168,16 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)
 	return nil
+}
+
+// isKubeEdge says whether node runs KubeEdge's edgecore (kubeedgeNodes).
+func (m *Module) isKubeEdge(node string) bool {
+	for _, p := range m.KubeEdgeNodes {
+		if ok, _ := path.Match(p, node); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // CAStorage returns where the CA and the token secret live: the Secret of caSecret when it is

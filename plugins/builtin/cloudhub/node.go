@@ -36,7 +36,18 @@ type node struct {
 	onWire  int
 	sess    *session
 	wake    chan struct{}
+
+	// kubeedge: the node runs KubeEdge's edgecore, which does not acknowledge. Entries are sent once,
+	// in order, and leave the queue once written (at most once over the wire); nothing is resent.
+	kubeedge bool
+	// asked remembers the sources of sync messages written to a KubeEdge peer, by message ID, so that
+	// its answer reaches them; bounded (oldest forgotten first).
+	asked      map[string]string
+	askedOrder []string
 }
+
+// maxAsked bounds the sync messages of a KubeEdge peer whose answers are still routed.
+const maxAsked = 1024
 
 type entry struct {
 	key    string
@@ -53,10 +64,10 @@ func resendAfter(ack time.Duration, tries int) time.Duration { return ack << min
 
 func newNode(name string, m *Module) *node {
 	return &node{
-		name: name, m: m,
+		name: name, m: m, kubeedge: m.isKubeEdge(name),
 		limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst),
 		recent:  hub.NewRecent(4096),
-		entries: map[string]*entry{}, byID: map[string]*entry{},
+		entries: map[string]*entry{}, byID: map[string]*entry{}, asked: map[string]string{},
 		wake: make(chan struct{}, 1),
 	}
 }
@@ -101,6 +112,18 @@ func (n *node) next(now time.Time) []message.Message {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []message.Message
+	if n.kubeedge {
+		// No acknowledgements will come: hand out every entry not being written yet, in order; the
+		// sender reports each one written (and so done) with written.
+		for _, e := range n.order {
+			if e.sentID == "" && !e.done {
+				e.sentID, e.sentAt = e.msg.Header.ID, now
+				n.byID[e.sentID] = e
+				out = append(out, e.msg)
+			}
+		}
+		return out
+	}
 	for _, e := range n.order {
 		if e.sentID != "" && now.Sub(e.sentAt) >= resendAfter(n.m.AckTimeout, e.tries) { // resend, at the latest version
 			delete(n.byID, e.sentID)
@@ -131,7 +154,9 @@ func (n *node) ack(id string) (message.Message, bool) {
 		return message.Message{}, false
 	}
 	delete(n.byID, id)
-	n.onWire--
+	if !n.kubeedge { // a KubeEdge peer's answer came before written: settle it here
+		n.onWire--
+	}
 	sent := e.msg
 	if e.msg.Header.ID == id {
 		e.done = true
@@ -142,6 +167,44 @@ func (n *node) ack(id string) (message.Message, bool) {
 	}
 	n.poke()
 	return sent, true
+}
+
+// written settles an entry of a KubeEdge peer once its version id was written to the connection: it
+// leaves the queue, unless a newer version arrived meanwhile, which is sent next.
+func (n *node) written(msg message.Message) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	id := msg.Header.ID
+	e, ok := n.byID[id]
+	if !ok {
+		return // the connection was reset meanwhile: the entry is sent again on the next one
+	}
+	delete(n.byID, id)
+	if msg.Header.Sync {
+		n.asked[id] = msg.Route.Source
+		n.askedOrder = append(n.askedOrder, id)
+		if len(n.askedOrder) > maxAsked {
+			delete(n.asked, n.askedOrder[0])
+			n.askedOrder = n.askedOrder[1:]
+		}
+	}
+	if e.msg.Header.ID == id {
+		e.done = true
+		delete(n.entries, e.key)
+		n.compact()
+		return
+	}
+	e.sentID = ""
+	n.poke()
+}
+
+// answered returns the module that asked the sync message id of a KubeEdge peer, forgetting it.
+func (n *node) answered(id string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	src, ok := n.asked[id]
+	delete(n.asked, id)
+	return src, ok
 }
 
 // compact drops finished entries from the front of the order (the rest are skipped until then).
@@ -237,7 +300,13 @@ func (m *Module) run(s *session) error {
 					if msg.Route.Operation == message.OpError {
 						m.host.Logger().Warn("edge refused a message", "node", s.n.name, "msg", sent.String(), "reason", string(msg.Content))
 					}
-				} else {
+				} else if src, ok := s.n.answered(msg.Header.ParentID); ok {
+					// A KubeEdge peer's answer to a sync message: to the module that asked.
+					msg.Route.Destination = src
+					if err := m.host.Reply(ctx, msg); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
+						m.host.Logger().Warn("edge answer not delivered", "node", s.n.name, "err", err)
+					}
+				} else if !s.n.kubeedge {
 					m.metrics.lateAcks.Inc()
 				}
 				continue
@@ -281,6 +350,9 @@ func (m *Module) send(ctx context.Context, s *session) error {
 			if err := s.conn.Send(ctx, msg); err != nil {
 				return err
 			}
+			if s.n.kubeedge {
+				s.n.written(msg)
+			}
 			m.metrics.sent.Inc()
 		}
 		select {
@@ -312,6 +384,9 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 	}
 	if msg.Route.Operation == message.OpInventory {
 		m.metrics.up.WithLabelValues("inventory").Inc()
+		if s.n.kubeedge {
+			m.host.Logger().Warn("node is listed in kubeedgeNodes but runs Kedge's edgehub (it sent an inventory): it gets at-most-once delivery; remove it from the list", "node", s.n.name)
+		}
 		m.event(s.n.name, message.OpInventory, msg.Content)
 		ack, _ := msg.Reply(Name, "OK")
 		return reply(ack)

@@ -134,3 +134,24 @@ func TestReconnectMakesEverythingUnacknowledgedSendableAtOnce(t *testing.T) {
 		t.Fatal("a late ack of a resent version was not matched")
 	}
 }
+
+func TestKubeEdgePeerEntryLeavesWhenWrittenUnlessANewerVersionArrivedMeanwhile(t *testing.T) {
+	n := testNode(t, 1)
+	n.kubeedge = true
+	n.enqueue(update("a", 1))
+	n.enqueue(update("b", 1))
+	now := time.Now()
+	batch := n.next(now)
+	if fmt.Sprint(ids(batch)) != "[default/pod/a@1 default/pod/b@1]" {
+		t.Fatalf("handed out %v, want both in order (no window: nothing will be acknowledged)", ids(batch))
+	}
+	n.enqueue(update("a", 2)) // while a@1 is being written
+	n.written(batch[0])
+	n.written(batch[1])
+	if got := ids(n.next(now.Add(time.Hour))); fmt.Sprint(got) != "[default/pod/a@2]" {
+		t.Fatalf("after writing, an hour later, handed out %v, want only the newer a@2 (never a resend)", got)
+	}
+	if len(n.entries) != 1 {
+		t.Fatalf("%d entries left, want a@2 only", len(n.entries))
+	}
+}

@@ -1,0 +1,212 @@
+package cloudhub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/message"
+)
+
+// rawNode is an edge that speaks the hub protocol and does only what the test tells it: like
+// KubeEdge's edgecore, it sends no acknowledgements of its own.
+type rawNode struct {
+	t    *testing.T
+	name string
+	tls  *tls.Config
+	conn *hub.Conn
+}
+
+func newRawNode(t *testing.T, c *cloud, name string) *rawNode {
+	t.Helper()
+	res := c.join(t, name)
+	pair, err := tls.LoadX509KeyPair(res.CertFile, res.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(res.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &rawNode{t: t, name: name, tls: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}}
+}
+
+func (r *rawNode) dial(c *cloud) {
+	r.t.Helper()
+	conn, err := hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: r.tls, NodeID: r.name, Options: hub.Options{Heartbeat: 5 * time.Second}})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.conn = conn
+	r.t.Cleanup(func() { _ = conn.Close() })
+	eventually(r.t, "the node to be connected", func() bool { return c.connected(r.name) })
+}
+
+func (r *rawNode) receive() message.Message {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := r.conn.Receive(ctx)
+	if err != nil {
+		r.t.Fatalf("node %s: %v", r.name, err)
+	}
+	return m
+}
+
+// receiveN returns the next n messages as resource@resourceVersion.
+func (r *rawNode) receiveN(n int) []string {
+	r.t.Helper()
+	var out []string
+	for range n {
+		m := r.receive()
+		out = append(out, m.Route.Resource+"@"+m.Header.ResourceVersion)
+	}
+	return out
+}
+
+func (c *cloud) send(t *testing.T, node, name string, rv int) {
+	t.Helper()
+	m := message.New("test", "resource", message.OpUpdate, message.Resource{Node: node, Namespace: "default", Type: "pod", Name: name}.Cloud())
+	m.Header.ResourceVersion = fmt.Sprint(rv)
+	if err := c.rt.Send(context.Background(), Name, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pending lists a node's queue (resource@resourceVersion, first-queued first).
+func (c *cloud) pending(node string) []string {
+	c.hub.mu.Lock()
+	n := c.hub.nodes[node]
+	c.hub.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for _, e := range n.order {
+		if !e.done {
+			out = append(out, e.msg.Route.Resource+"@"+e.msg.Header.ResourceVersion)
+		}
+	}
+	return out
+}
+
+func (c *cloud) connected(node string) bool {
+	c.hub.mu.Lock()
+	n := c.hub.nodes[node]
+	c.hub.mu.Unlock()
+	if n == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sess != nil
+}
+
+func TestPeerKindDecidesWhetherUnacknowledgedMessagesStayAndAreResent(t *testing.T) {
+	for _, tc := range []struct {
+		name, node  string
+		wantPending []string // the queue once both were written and nothing was acknowledged
+		wantNext    string   // what the node gets next without acknowledging or anything new queued
+	}{
+		{"a Kedge peer keeps them until acknowledged and resends", "kedge-1", []string{"default/pod/a@2", "default/pod/b@1"}, "default/pod/a@2"},
+		{"a KubeEdge peer gets each once and the queue forgets it", "ke-1", nil, "default/pod/c@1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startCloud(t, func(m *Module) {
+				m.KubeEdgeNodes = []string{"ke-*", "other"}
+				m.AckTimeout = 50 * time.Millisecond
+			})
+			edge := newRawNode(t, c, tc.node)
+			// Queued while the node is offline: coalesced to the latest version of each object.
+			c.send(t, tc.node, "a", 1)
+			c.send(t, tc.node, "b", 1)
+			c.send(t, tc.node, "a", 2)
+			eventually(t, "the offline queue", func() bool { return fmt.Sprint(c.pending(tc.node)) == "[default/pod/a@2 default/pod/b@1]" })
+			edge.dial(c)
+			if got := edge.receiveN(2); fmt.Sprint(got) != "[default/pod/a@2 default/pod/b@1]" {
+				t.Fatalf("received %v, want a@2 then b@1", got)
+			}
+			eventually(t, fmt.Sprintf("queue %v", tc.wantPending), func() bool { return fmt.Sprint(c.pending(tc.node)) == fmt.Sprint(tc.wantPending) })
+			if tc.wantPending == nil {
+				c.send(t, tc.node, "c", 1)
+			}
+			if got := edge.receiveN(1)[0]; got != tc.wantNext {
+				t.Fatalf("next received %s, want %s", got, tc.wantNext)
+			}
+			if resent := testutil.ToFloat64(c.hub.metrics.resent); (resent > 0) != (tc.wantPending != nil) {
+				t.Fatalf("resent %v messages", resent)
+			}
+		})
+	}
+}
+
+func TestKubeEdgePeerAfterAReconnectGetsOnlyWhatWasQueuedOfflineOnceAndAnswersSyncRequests(t *testing.T) {
+	c := startCloud(t, func(m *Module) {
+		m.KubeEdgeNodes = []string{"ke-1"}
+		m.AckTimeout = 50 * time.Millisecond
+	})
+	edge := newRawNode(t, c, "ke-1")
+	edge.dial(c)
+	c.send(t, "ke-1", "a", 1)
+	if got := edge.receiveN(1); fmt.Sprint(got) != "[default/pod/a@1]" {
+		t.Fatalf("received %v", got)
+	}
+	_ = edge.conn.Close()
+	eventually(t, "the cloud to see the node go", func() bool { return !c.connected("ke-1") })
+	c.send(t, "ke-1", "b", 1)
+	c.send(t, "ke-1", "b", 2)
+	eventually(t, "the offline queue", func() bool { return fmt.Sprint(c.pending("ke-1")) == "[default/pod/b@2]" })
+
+	edge.dial(c)
+	// a@1 was written on the first connection: it is not sent again; b arrives once, at its latest.
+	if got := edge.receiveN(1); fmt.Sprint(got) != "[default/pod/b@2]" {
+		t.Fatalf("after reconnecting received %v, want only b@2", got)
+	}
+	// A cloud module's sync request still gets the KubeEdge node's answer.
+	q := message.New("test", "resource", message.OpQuery, message.Resource{Node: "ke-1", Namespace: "default", Type: "configmap", Name: "cm"}.Cloud())
+	answer := make(chan error, 1)
+	go func() {
+		resp, err := c.rt.SendSync(context.Background(), Name, q, 30*time.Second)
+		if err == nil && string(resp.Content) != `"here"` {
+			err = fmt.Errorf("answer %s, want \"here\"", resp.Content)
+		}
+		answer <- err
+	}()
+	got := edge.receive()
+	if got.Header.ID != q.Header.ID {
+		t.Fatalf("received %s, want the query", got.String())
+	}
+	reply, err := got.Reply("edged", "here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := edge.conn.Send(context.Background(), reply); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-answer; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "an empty queue", func() bool { return len(c.pending("ke-1")) == 0 })
+	if resent := testutil.ToFloat64(c.hub.metrics.resent); resent != 0 {
+		t.Fatalf("resent %v messages to a KubeEdge peer", resent)
+	}
+}
+
+func TestKubeEdgeNodesPatternMustBeValid(t *testing.T) {
+	_, err := tryStartCloud(t, func(m *Module) { m.KubeEdgeNodes = []string{"ke-["} })
+	if err == nil || !strings.Contains(err.Error(), `kubeedgeNodes: "ke-["`) {
+		t.Fatalf("got %v, want an error naming the bad pattern", err)
+	}
+}

@@ -300,7 +300,11 @@ func (m *Module) query(ctx context.Context, msg sdk.Message, res message.Resourc
 		}
 		content = json.RawMessage(obj.Value)
 	} else {
-		objs, err := m.host.Store().List(ctx, sdk.Query{Type: res.Type, Namespace: res.Namespace})
+		ns := res.Namespace
+		if ns == AllNamespaces {
+			ns = "" // `*/<type>`: that type across every namespace
+		}
+		objs, err := m.host.Store().List(ctx, sdk.Query{Type: res.Type, Namespace: ns})
 		if err != nil {
 			return fmt.Errorf("query %s: %w", msg.Route.Resource, err)
 		}
@@ -316,6 +320,9 @@ func (m *Module) query(ctx context.Context, msg sdk.Message, res message.Resourc
 	}
 	return m.host.Reply(ctx, reply)
 }
+
+// AllNamespaces as the namespace segment of a list query (`*/pod`) lists the type in every namespace.
+const AllNamespaces = "*"
 
 func key(r message.Resource) sdk.Key {
 	return sdk.Key{Type: r.Type, Namespace: r.Namespace, Name: r.Name}

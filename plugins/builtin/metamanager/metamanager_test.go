@@ -137,6 +137,22 @@ func TestQueryAnswersFromTheStore(t *testing.T) {
 	}
 }
 
+func TestQueryWithStarNamespaceListsTheTypeInEveryNamespace(t *testing.T) {
+	r := newRig(t)
+	r.sync(t, "edgehub", message.OpInsert, "ns1/pod/a", "1", map[string]string{"k": "a"})
+	r.sync(t, "edgehub", message.OpInsert, "ns2/pod/b", "2", map[string]string{"k": "b"})
+	r.sync(t, "edgehub", message.OpInsert, "ns2/secret/c", "3", map[string]string{"k": "c"})
+	list := r.sync(t, "edged", message.OpQuery, "*/pod", "", nil)
+	var got []map[string]string
+	if err := json.Unmarshal(list.Content, &got); err != nil || len(got) != 2 || got[0]["k"] != "a" || got[1]["k"] != "b" {
+		t.Fatalf("query */pod = %s (%v)", list.Content, err)
+	}
+	empty := r.sync(t, "edged", message.OpQuery, "*/configmap", "", nil)
+	if string(empty.Content) != "[]" {
+		t.Fatalf("query */configmap = %s, want []", empty.Content)
+	}
+}
+
 func TestDeleteRemovesTheObject(t *testing.T) {
 	r := newRig(t)
 	r.sync(t, "edgehub", message.OpInsert, "default/pod/p", "1", map[string]string{})

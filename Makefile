@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./host/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./sdk/sdktest/ ./wasm/runtime/ ./test/hublink/ ./test/kubebench/
 FUZZTIME ?= 20s
 
-.PHONY: controlplane controlplane-up controlplane-down help generate build wasm test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -86,6 +86,16 @@ controlplane-up: ## start etcd + kube-apiserver on loopback; prints the KUBECONF
 
 controlplane-down: ## stop the local control plane
 	./hack/controlplane.sh down
+
+containerd-up: ## install (Debian) and start containerd with CRI under _run/containerd/, import localhost/busybox:local and localhost/pause:local
+	./hack/containerd.sh up
+
+containerd-down: ## remove leftover pods and stop that containerd
+	./hack/containerd.sh down
+
+image: ## a static binary as a local image: make image BIN=_bin/edgecore TAG=localhost/edgecore:local
+	@test -n "$(BIN)" -a -n "$(TAG)" || { echo "usage: make image BIN=<static binary> TAG=localhost/<name>:<tag>"; exit 2; }
+	./hack/containerd.sh image $(BIN) $(TAG)
 
 demo: build ## start cloudcore and edgecore locally and show them working
 	./hack/demo.sh

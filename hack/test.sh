@@ -12,6 +12,9 @@ step "a real control plane (etcd + kube-apiserver + kubectl), built once and cac
 # envtest and the end-to-end tests find the binaries here.
 KUBEBUILDER_ASSETS="$(./hack/controlplane.sh bindir)"
 export KUBEBUILDER_ASSETS
+step "a real container runtime: containerd + runc + CNI (installed from Debian when missing), local images"
+./hack/containerd.sh up
+trap './hack/containerd.sh down' EXIT
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 20m ./...
 step "all tests passed"

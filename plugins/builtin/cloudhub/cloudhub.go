@@ -58,6 +58,7 @@ type Module struct {
 	// Dispatch maps a message group from the edge to the cloud module that handles it.
 	Dispatch    map[string]string `yaml:"dispatch" doc:"Message group from the edge -> cloud module that handles and acknowledges it."`
 	EventsGroup string            `yaml:"eventsGroup" doc:"Group told when a node connects or disconnects, and given each node's inventory (nobody in it is fine)."`
+	ForgetAfter time.Duration     `yaml:"forgetAfter" doc:"A node that has been disconnected, with nothing queued for it, for this long is forgotten (its queue state and its record of recent upstream message IDs), so churned node names do not hold memory forever."`
 	// KubeEdgeNodes names the nodes that run KubeEdge's edgecore, which sends no acknowledgements.
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Nodes that run KubeEdge's edgecore (names or path.Match patterns like ke-*): their messages are sent once, in order, and never resent, since KubeEdge edges do not acknowledge."`
 
@@ -102,6 +103,7 @@ func New() *Module {
 			"resource": "edgecontroller", "meta": "edgecontroller", "twin": "devicecontroller",
 		},
 		EventsGroup: "hubevents",
+		ForgetAfter: 10 * time.Minute,
 		CASecret:    CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
 		nodes:       map[string]*node{},
 	}
@@ -109,8 +111,8 @@ func New() *Module {
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host, m.life = h, ctx
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps and burst must be positive")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst and forgetAfter must be positive")
 	}
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}
@@ -167,7 +169,35 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)
+	m.wg.Go(m.sweep)
 	return nil
+}
+
+// sweep forgets idle nodes until the module stops, checking a few times per forgetAfter (at least
+// once a minute).
+func (m *Module) sweep() {
+	tick := time.NewTicker(min(max(m.ForgetAfter/4, 10*time.Millisecond), time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.life.Done():
+			return
+		case now := <-tick.C:
+			m.forget(now)
+		}
+	}
+}
+
+// forget removes the nodes that have been disconnected with an empty queue for forgetAfter as of now.
+func (m *Module) forget(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, n := range m.nodes {
+		if n.forgettable(now, m.ForgetAfter) {
+			delete(m.nodes, name)
+			m.metrics.forgotten.Inc()
+		}
+	}
 }
 
 // isKubeEdge says whether node runs KubeEdge's edgecore (kubeedgeNodes).
@@ -266,8 +296,12 @@ func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
 	}
 	m.wg.Add(1)
 	m.mu.Unlock()
-	n := m.node(conn.Node())
-	s := n.attach(conn)
+	var n *node
+	var s *session
+	for s == nil { // a node forgotten meanwhile takes no session: make a new one
+		n = m.node(conn.Node())
+		s = n.attach(conn)
+	}
 	m.metrics.connects.Inc()
 	m.host.Logger().Info("node connected", "node", n.name, "remote", conn.RemoteAddr())
 	m.event(n.name, message.OpConnected, nil)
@@ -297,8 +331,9 @@ func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
 	if err != nil {
 		return fmt.Errorf("message for the edge from %s: %w", msg.Route.Source, err)
 	}
-	msg.Route.Resource = edge // the edge sees its own resource form
-	m.node(node).enqueue(msg)
+	msg.Route.Resource = edge        // the edge sees its own resource form
+	for !m.node(node).enqueue(msg) { // a node forgotten meanwhile takes nothing: make a new one
+	}
 	return nil
 }
 

@@ -5,8 +5,8 @@ import (
 )
 
 type metrics struct {
-	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks prometheus.Counter
-	up                                                                             *prometheus.CounterVec
+	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten prometheus.Counter
+	up                                                                                        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
@@ -23,6 +23,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		resent:    c("downstream_resent_total", "Messages sent again after no acknowledgement."),
 		acked:     c("downstream_acked_total", "Acknowledgements from nodes."),
 		lateAcks:  c("late_acks_total", "Acknowledgements for versions no longer on the wire (after a resend or reconnect)."),
+		forgotten: c("forgotten_nodes_total", "Nodes forgotten after being disconnected with an empty queue for forgetAfter."),
 		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
 	}
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
@@ -38,7 +39,12 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		}
 		return float64(n)
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejected, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.up, connected} {
+	known := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_known_nodes", Help: "Nodes cloudhub keeps state for (connected, or with a queue, or not yet forgotten)."}, func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return float64(len(m.nodes))
+	})
+	for _, col := range []prometheus.Collector{x.connects, x.rejected, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.up, connected, known} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

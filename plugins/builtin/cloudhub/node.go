@@ -36,6 +36,10 @@ type node struct {
 	onWire  int
 	sess    *session
 	wake    chan struct{}
+	// idleSince is when the node last became disconnected or had its queue change; forgotten is set
+	// when the module dropped it from its map (it then takes no message or session).
+	idleSince time.Time
+	forgotten bool
 
 	// kubeedge: the node runs KubeEdge's edgecore, which does not acknowledge. Entries are sent once,
 	// in order, and leave the queue once written (at most once over the wire); nothing is resent.
@@ -68,7 +72,7 @@ func newNode(name string, m *Module) *node {
 		limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst),
 		recent:  hub.NewRecent(4096),
 		entries: map[string]*entry{}, byID: map[string]*entry{}, asked: map[string]string{},
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), idleSince: time.Now(),
 	}
 }
 
@@ -83,9 +87,15 @@ func key(msg message.Message) string {
 	return "msg/" + msg.Header.ID
 }
 
-func (n *node) enqueue(msg message.Message) {
+// enqueue queues msg; false when the node was forgotten (the caller takes a fresh one).
+func (n *node) enqueue(msg message.Message) bool {
 	k := key(msg)
 	n.mu.Lock()
+	if n.forgotten {
+		n.mu.Unlock()
+		return false
+	}
+	n.idleSince = time.Now()
 	if e, ok := n.entries[k]; ok {
 		e.msg = msg // the older version is never sent again
 		n.m.metrics.coalesced.Inc()
@@ -97,6 +107,19 @@ func (n *node) enqueue(msg message.Message) {
 	n.mu.Unlock()
 	n.m.metrics.queued.Inc()
 	n.poke()
+	return true
+}
+
+// forgettable says whether the node has been disconnected with an empty queue for after, as of now;
+// if so it is marked forgotten.
+func (n *node) forgettable(now time.Time, after time.Duration) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.sess != nil || len(n.entries) > 0 || now.Sub(n.idleSince) < after {
+		return false
+	}
+	n.forgotten = true
+	return true
 }
 
 func (n *node) poke() {
@@ -226,9 +249,13 @@ func (n *node) compact() {
 }
 
 // attach makes conn the node's connection, closing any previous one; what was on the wire there is
-// sent again on the new one.
+// sent again on the new one. It returns nil when the node was forgotten (the caller takes a fresh one).
 func (n *node) attach(conn *hub.Conn) *session {
 	n.mu.Lock()
+	if n.forgotten {
+		n.mu.Unlock()
+		return nil
+	}
 	old := n.sess
 	s := &session{n: n, conn: conn, up: make(chan *message.Message, 256)}
 	n.sess = s
@@ -251,6 +278,7 @@ func (n *node) detach(s *session) {
 	}
 	_ = n.sess.conn.Close()
 	n.sess = nil
+	n.idleSince = time.Now()
 	n.resetWire()
 }
 

@@ -155,3 +155,53 @@ func TestKubeEdgePeerEntryLeavesWhenWrittenUnlessANewerVersionArrivedMeanwhile(t
 		t.Fatalf("%d entries left, want a@2 only", len(n.entries))
 	}
 }
+
+func TestIdleNodesAreForgottenOnlyWhenDisconnectedWithAnEmptyQueueForForgetAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		setup     func(*node)
+		idleFor   time.Duration
+		forgotten bool
+	}{
+		{"disconnected with an empty queue for forgetAfter", func(*node) {}, 10 * time.Minute, true},
+		{"disconnected with an empty queue for less", func(*node) {}, 9 * time.Minute, false},
+		{"disconnected with a message queued", func(n *node) { n.enqueue(update("a", 1)) }, time.Hour, false},
+		{"connected with an empty queue", func(n *node) { n.sess = &session{n: n} }, time.Hour, false},
+		{"disconnected after its queue was delivered", func(n *node) {
+			n.enqueue(update("a", 1))
+			n.ack(n.next(time.Now())[0].Header.ID)
+		}, 10 * time.Minute, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := testNode(t, 10)
+			m := n.m
+			m.ForgetAfter = 10 * time.Minute
+			m.nodes[n.name] = n
+			tc.setup(n)
+			m.forget(time.Now().Add(tc.idleFor))
+			_, kept := m.nodes[n.name]
+			if kept == tc.forgotten {
+				t.Fatalf("forgotten=%v, want %v", !kept, tc.forgotten)
+			}
+		})
+	}
+}
+
+func TestAMessageForAForgottenNodeGoesToAFreshQueue(t *testing.T) {
+	n := testNode(t, 10)
+	m := n.m
+	m.nodes[n.name] = n
+	m.forget(time.Now().Add(m.ForgetAfter))
+	if n.enqueue(update("a", 1)) {
+		t.Fatal("a forgotten node took a message (it would never be sent)")
+	}
+	msg := update("a", 2)
+	msg.Route.Resource = "node/edge-1/default/pod/a"
+	if err := m.Handle(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	fresh := m.nodes["edge-1"]
+	if fresh == nil || fresh == n || fmt.Sprint(ids(fresh.next(time.Now()))) != "[default/pod/a@2]" {
+		t.Fatal("the message did not land in a fresh queue for the node")
+	}
+}

@@ -210,3 +210,46 @@ func TestKubeEdgeNodesPatternMustBeValid(t *testing.T) {
 		t.Fatalf("got %v, want an error naming the bad pattern", err)
 	}
 }
+
+func (c *cloud) known(node string) bool {
+	c.hub.mu.Lock()
+	defer c.hub.mu.Unlock()
+	_, ok := c.hub.nodes[node]
+	return ok
+}
+
+func TestChurnedNodesAreForgottenWhileANodeWithQueuedMessagesStays(t *testing.T) {
+	c := startCloud(t, func(m *Module) { m.ForgetAfter = 100 * time.Millisecond })
+	c.send(t, "waiting", "a", 1) // for a node that never connects
+	eventually(t, "the queue of the waiting node", func() bool { return len(c.pending("waiting")) == 1 })
+	churned := []string{"gone-1", "gone-2", "gone-3"}
+	var edges []*rawNode
+	for _, name := range churned {
+		edge := newRawNode(t, c, name)
+		edge.dial(c)
+		_ = edge.conn.Close()
+		edges = append(edges, edge)
+	}
+	// Each churned node went idle after the waiting node's last change, so once they are all
+	// forgotten, the waiting node has been idle for longer than forgetAfter too.
+	eventually(t, "the churned nodes to be forgotten", func() bool {
+		for _, name := range churned {
+			if c.known(name) {
+				return false
+			}
+		}
+		return true
+	})
+	if got := c.pending("waiting"); fmt.Sprint(got) != "[default/pod/a@1]" {
+		t.Fatalf("the node with a queued message kept %v, want a@1", got)
+	}
+	if got := testutil.ToFloat64(c.hub.metrics.forgotten); got != float64(len(churned)) {
+		t.Fatalf("forgotten %v nodes, want %d", got, len(churned))
+	}
+	// A forgotten node that comes back is served as a new one.
+	edges[0].dial(c)
+	c.send(t, "gone-1", "b", 1)
+	if got := edges[0].receiveN(1); fmt.Sprint(got) != "[default/pod/b@1]" {
+		t.Fatalf("the returning node received %v", got)
+	}
+}

@@ -159,6 +159,7 @@ func (m *Module) syncPod(ctx context.Context, it item) error {
 	wanted := pod != nil && pod.Spec.NodeName != "" && m.isEdge(pod.Spec.NodeName)
 	if had && (!wanted || prev.node != pod.Spec.NodeName) {
 		m.emit(ctx, prev.node, message.OpDelete, TypePod, it.Namespace, it.Name, prev.last)
+		m.dropTokens(ctx, prev.node, it.Namespace, it.Name)
 		m.release(ctx, prev.node, prev.refs)
 		m.mu.Lock()
 		delete(m.podNodes, key)
@@ -193,6 +194,9 @@ func (m *Module) syncPod(ctx context.Context, it item) error {
 	m.mu.Lock()
 	m.podNodes[key] = podRecord{node: node, refs: refs, last: pod}
 	m.mu.Unlock()
+	if pod.DeletionTimestamp == nil {
+		m.syncTokens(ctx, node, pod)
+	}
 	return nil
 }
 
@@ -465,6 +469,8 @@ func isNilObject(o runtime.Object) bool {
 		return v == nil
 	case *corev1.Node:
 		return v == nil
+	case *PodTokens:
+		return v == nil
 	}
 	return false
 }
@@ -550,6 +556,9 @@ func (m *Module) desired(node string) map[string]runtime.Object {
 	for _, o := range pods {
 		p := o.(*corev1.Pod)
 		put(TypePod, p.Namespace, p.Name, p)
+		if t := m.tokensFor(p.Namespace, p.Name); t != nil {
+			put(TypeToken, p.Namespace, p.Name, t)
+		}
 		for r := range podRefs(p) {
 			if obj, err := m.lookup(r); err == nil {
 				put(r.Type, r.Namespace, r.Name, obj)
@@ -567,7 +576,7 @@ func (m *Module) desired(node string) map[string]runtime.Object {
 
 // managedTypes are the types this controller owns on the edge; anything else in an inventory is
 // another module's business.
-var managedTypes = map[string]bool{TypePod: true, TypeConfigMap: true, TypeSecret: true, TypeService: true, TypeNode: true}
+var managedTypes = map[string]bool{TypePod: true, TypeConfigMap: true, TypeSecret: true, TypeService: true, TypeNode: true, TypeToken: true}
 
 // reconcile brings node to the desired state from its inventory (nil: it holds nothing we know of):
 // objects it lacks or holds at an older version are sent, objects it should not hold are deleted.

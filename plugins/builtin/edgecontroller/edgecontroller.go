@@ -60,6 +60,7 @@ type Module struct {
 	SyncTimeout     time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
 	SendServices    bool          `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
 	HubModule       string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	TokenRetry      time.Duration `yaml:"tokenRetry" doc:"How soon a service-account token that could not be issued (no such ServiceAccount yet) is tried again."`
 
 	host     sdk.Host
 	client   kubernetes.Interface
@@ -83,6 +84,7 @@ type Module struct {
 	owners   map[objKey]map[string]int
 	missing  map[string]bool // "pod uid/ref" already reported as a missing reference
 	podNodes map[string]podRecord
+	tokens   map[string]tokenState // by pod namespace/name
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -99,6 +101,7 @@ func New() *Module {
 		InventoryWait:   10 * time.Second,
 		SendServices:    true,
 		HubModule:       "cloudhub",
+		TokenRetry:      30 * time.Second,
 	}
 }
 
@@ -123,14 +126,15 @@ func (m *Module) restConfig() (*rest.Config, error) {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.NodeGracePeriod <= 0 || m.LeaseDuration <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 {
-		return errors.New("workers, qps, burst, nodeGracePeriod, leaseDuration, syncTimeout and inventoryWait must be positive")
+	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.NodeGracePeriod <= 0 || m.LeaseDuration <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 || m.TokenRetry <= 0 {
+		return errors.New("workers, qps, burst, nodeGracePeriod, leaseDuration, syncTimeout, inventoryWait and tokenRetry must be positive")
 	}
 	m.host, m.life = h, ctx
 	m.state = map[string]*nodeState{}
 	m.owners = map[objKey]map[string]int{}
 	m.missing = map[string]bool{}
 	m.podNodes = map[string]podRecord{}
+	m.tokens = map[string]tokenState{}
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
 		return err

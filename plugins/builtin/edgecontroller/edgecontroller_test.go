@@ -523,3 +523,53 @@ func TestPodReferencingAMissingConfigMapGetsAWarningEventAndTheConfigMapLaterRea
 	r.configMap("late", "1")
 	r.waitSent(message.OpUpdate, res(node, r.ns, "configmap", "late"))
 }
+
+func TestPodWithAProjectedTokenGetsABoundTokenOnItsNodeOnlyAndAMissingServiceAccountIsAnEvent(t *testing.T) {
+	r := newRig(t)
+	a, b := r.node("a"), r.node("b")
+	r.join(a)
+	r.join(b)
+	exp := int64(3600)
+	tokenPod := func(name, sa string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns}, Spec: corev1.PodSpec{NodeName: a, ServiceAccountName: sa,
+			Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}},
+			Volumes: []corev1.Volume{{Name: "tok", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "vault", ExpirationSeconds: &exp, Path: "token"}},
+			}}}}}}}
+		created, err := env.Client.CoreV1().Pods(r.ns).Create(context.Background(), p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return created
+	}
+	if _, err := env.Client.CoreV1().ServiceAccounts(r.ns).Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := tokenPod("p", "app")
+	m := r.waitSent(message.OpUpdate, res(a, r.ns, edgecontroller.TypeToken, "p"))
+	var got edgecontroller.PodTokens
+	if err := json.Unmarshal(m.Content, &got); err != nil || got.PodUID != string(p.UID) || len(got.Tokens) != 1 ||
+		got.Tokens[0].Audience != "vault" || got.Tokens[0].Token == "" || got.Tokens[0].ExpirationTimestamp.IsZero() {
+		t.Fatalf("tokens: %v %+v", err, got)
+	}
+	if resp := r.request(b, message.OpQuery, r.ns, edgecontroller.TypeToken, "p", nil); resp.Route.Operation != message.OpError || !strings.Contains(string(resp.Content), "forbidden") {
+		t.Fatalf("another node read the pod's token: %s", resp.Content)
+	}
+	if resp := r.request(a, message.OpQuery, r.ns, edgecontroller.TypeToken, "p", nil); resp.Route.Operation == message.OpError {
+		t.Fatalf("its node could not read the pod's token: %s", resp.Content)
+	}
+	tokenPod("q", "nobody")
+	eventually(t, "MissingReference event for the service account", func() (bool, string) {
+		evs, _ := env.Client.CoreV1().Events(r.ns).List(context.Background(), metav1.ListOptions{})
+		for _, e := range evs.Items {
+			if e.Reason == "MissingReference" && strings.Contains(e.Message, "nobody") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(len(evs.Items), " events")
+	})
+	if err := env.Client.CoreV1().Pods(r.ns).Delete(context.Background(), "p", *metav1.NewDeleteOptions(0)); err != nil {
+		t.Fatal(err)
+	}
+	r.waitSent(message.OpDelete, res(a, r.ns, edgecontroller.TypeToken, "p"))
+}

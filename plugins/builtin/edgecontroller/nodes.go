@@ -181,6 +181,7 @@ func (m *Module) monitorNodes(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		m.refreshTokens()
 		var stale []string
 		m.mu.Lock()
 		for name, st := range m.state {

@@ -216,6 +216,15 @@ func (m *Module) query(ctx context.Context, node string, res message.Resource) (
 		if !m.references(node, k) {
 			return nil, fmt.Errorf("%w: node %s may not read %s %s/%s: no pod bound to it references it", errForbidden, node, res.Type, res.Namespace, res.Name)
 		}
+	case TypeToken:
+		if _, err := m.boundPod(ctx, node, res); err != nil {
+			return nil, err
+		}
+		t := m.tokensFor(res.Namespace, res.Name)
+		if t == nil {
+			return nil, fmt.Errorf("no service-account tokens issued for pod %s/%s", res.Namespace, res.Name)
+		}
+		return t, nil
 	case TypeService:
 		if !m.SendServices {
 			return nil, fmt.Errorf("%w: services are not sent to edge nodes (sendServices is off)", errForbidden)

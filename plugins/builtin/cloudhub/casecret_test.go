@@ -2,9 +2,11 @@ package cloudhub
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,9 +16,13 @@ import (
 	"github.com/kedge-io/kedge/host/pki"
 )
 
-func caSecretNamespace(t *testing.T, name string) string {
+var nsSeq atomic.Int64
+
+// caSecretNamespace creates a namespace named after prefix, unique within this test binary.
+func caSecretNamespace(t *testing.T, prefix string) string {
 	t.Helper()
 	env := controlPlane(t)
+	name := fmt.Sprintf("%s-%d", prefix, nsSeq.Add(1))
 	if _, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

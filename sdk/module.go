@@ -15,7 +15,7 @@ import (
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/router"
-	"github.com/kedge-io/kedge/host/store"
+	"github.com/kedge-io/kedge/host/store/storeapi"
 )
 
 // APIVersion is the module contract version; a plugin built for another major version is refused.
@@ -71,14 +71,14 @@ type Host interface {
 
 // Store types: objects keyed by (type, namespace, name) with resourceVersion-guarded writes.
 type (
-	Key       = store.Key
-	Object    = store.Object
-	Query     = store.Query
-	PutResult = store.PutResult
+	Key       = storeapi.Key
+	Object    = storeapi.Object
+	Query     = storeapi.Query
+	PutResult = storeapi.PutResult
 )
 
 // ErrNotFound is returned by Store.Get for a missing object.
-var ErrNotFound = store.ErrNotFound
+var ErrNotFound = storeapi.ErrNotFound
 
 // Store is a module's view of the meta store.
 type Store interface {
@@ -90,8 +90,6 @@ type Store interface {
 	List(ctx context.Context, q Query) ([]Object, error)
 	Delete(ctx context.Context, k Key) (existed bool, err error)
 }
-
-var _ Store = (*store.Objects)(nil)
 
 // Errors a module may test with errors.Is.
 var (
@@ -111,12 +109,10 @@ type Outbox interface {
 }
 
 // OutboxEntry is one queued upstream message.
-type OutboxEntry = store.Entry
+type OutboxEntry = storeapi.Entry
 
 // OutboxProvider is implemented by a host that keeps the node's upstream outbox (the builtin host
 // does); the hub module uses it. Modules that send upstream just send to the hub.
 type OutboxProvider interface {
 	Outbox() Outbox
 }
-
-var _ Outbox = (*store.Outbox)(nil)

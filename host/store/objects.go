@@ -5,54 +5,32 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/kedge-io/kedge/host/store/storeapi"
 	"math"
 	"strings"
 	"time"
 )
 
-var (
-	// ErrNotFound: no object under that key in that scope.
-	ErrNotFound = errors.New("not found")
-	// ErrInvalidKey: a key lacks its type or name, or a scope is empty.
-	ErrInvalidKey = errors.New("invalid key")
+// The value types live in storeapi (cgo-free, for the SDK); the store uses them under these names.
+type (
+	Key       = storeapi.Key
+	Object    = storeapi.Object
+	PutResult = storeapi.PutResult
+	Query     = storeapi.Query
 )
 
-// Key identifies an object within a scope. Namespace is empty for cluster-scoped objects.
-type Key struct {
-	Type, Namespace, Name string
-}
+var (
+	// ErrNotFound: no object under that key in that scope.
+	ErrNotFound = storeapi.ErrNotFound
+	// ErrInvalidKey: a key lacks its type or name, or a scope is empty.
+	ErrInvalidKey = storeapi.ErrInvalidKey
+)
 
-func (k Key) String() string {
-	if k.Namespace == "" {
-		return k.Type + "/" + k.Name
-	}
-	return k.Type + "/" + k.Namespace + "/" + k.Name
-}
-
-func (k Key) validate() error {
+func validateKey(k Key) error {
 	if k.Type == "" || k.Name == "" {
 		return fmt.Errorf("%w type=%q namespace=%q name=%q: type and name must not be empty", ErrInvalidKey, k.Type, k.Namespace, k.Name)
 	}
 	return nil
-}
-
-// Object is a stored value with its resourceVersion.
-type Object struct {
-	Key
-	ResourceVersion uint64 // 0 = unversioned: always applied, and stored as 0
-	Value           []byte
-	UpdatedAt       time.Time // set by the store on write; ignored on Put
-}
-
-// PutResult tells whether a Put changed the store.
-type PutResult struct {
-	Applied bool   // false: the update was stale (RV not newer than the stored one) and ignored
-	Stored  uint64 // resourceVersion now in the store
-}
-
-// Query selects objects in a scope; an empty field matches anything.
-type Query struct {
-	Type, Namespace, NamePrefix string
 }
 
 // Objects is the view of one scope: the edge meta store uses "meta", each module its own name.
@@ -92,7 +70,7 @@ func (o *Objects) put(ctx context.Context, objs []Object, op string) ([]PutResul
 		return nil, fmt.Errorf("%s: %w", op, o.err)
 	}
 	for i, obj := range objs {
-		if err := obj.validate(); err != nil {
+		if err := validateObject(obj); err != nil {
 			return nil, fmt.Errorf("%s: object %d in scope %q: %w", op, i, o.scope, err)
 		}
 	}
@@ -139,8 +117,8 @@ func (o *Objects) put(ctx context.Context, objs []Object, op string) ([]PutResul
 	return res, nil
 }
 
-func (obj Object) validate() error {
-	if err := obj.Key.validate(); err != nil {
+func validateObject(obj Object) error {
+	if err := validateKey(obj.Key); err != nil {
 		return err
 	}
 	if obj.ResourceVersion > math.MaxInt64 {
@@ -154,7 +132,7 @@ func (o *Objects) Get(ctx context.Context, k Key) (Object, error) {
 	if o.err != nil {
 		return Object{}, fmt.Errorf("get: %w", o.err)
 	}
-	if err := k.validate(); err != nil {
+	if err := validateKey(k); err != nil {
 		return Object{}, fmt.Errorf("get in scope %q: %w", o.scope, err)
 	}
 	obj := Object{Key: k}
@@ -236,7 +214,7 @@ func (o *Objects) Delete(ctx context.Context, k Key) (existed bool, err error) {
 	if o.err != nil {
 		return false, fmt.Errorf("delete: %w", o.err)
 	}
-	if err := k.validate(); err != nil {
+	if err := validateKey(k); err != nil {
 		return false, fmt.Errorf("delete in scope %q: %w", o.scope, err)
 	}
 	res, err := o.db.wDelete.ExecContext(ctx, o.scope, k.Type, k.Namespace, k.Name)

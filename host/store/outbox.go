@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kedge-io/kedge/host/store/storeapi"
 	"time"
 )
 
@@ -11,11 +12,7 @@ import (
 var ErrOutboxFull = errors.New("outbox full")
 
 // Entry is one queued message. Seq increases strictly and is never reused, even after Ack.
-type Entry struct {
-	Seq        int64
-	Payload    []byte
-	EnqueuedAt time.Time
-}
+type Entry = storeapi.Entry
 
 // Outbox is a durable FIFO of messages waiting for delivery (e.g. to the cloud while offline).
 // The sender Peeks a batch, delivers it, then Acks up to the last delivered Seq: delivery is

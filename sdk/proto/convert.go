@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/host/store"
+	store "github.com/kedge-io/kedge/host/store/storeapi"
 )
 
 // FromMessage converts a host message to its wire form. Content is shared, not copied.

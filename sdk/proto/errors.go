@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kedge-io/kedge/host/router"
-	"github.com/kedge-io/kedge/host/store"
+	store "github.com/kedge-io/kedge/host/store/storeapi"
 )
 
 // errorDomain marks the ErrorInfo detail that carries which sentinel errors a host error wraps.

@@ -171,7 +171,7 @@ func (h execHandler) probe(ctx context.Context, w *worker, timeout time.Duration
 func newHTTPClient() (*http.Transport, *http.Client) {
 	tr := &http.Transport{
 		Proxy:               nil,
-		DisableKeepAlives:   true, // one connection per probe, none left idle
+		DisableKeepAlives:   true,                                  // one connection per probe, none left idle
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet: probes do not verify
 		TLSHandshakeTimeout: 0,
 	}

@@ -81,7 +81,9 @@ type builder struct {
 	files map[string]file
 }
 
-func (b *builder) errf(format string, args ...any) error { return podErr(b.pod, b.vol, format, args...) }
+func (b *builder) errf(format string, args ...any) error {
+	return podErr(b.pod, b.vol, format, args...)
+}
 
 func (b *builder) defaultMode(p *int32) (os.FileMode, error) {
 	if p == nil {

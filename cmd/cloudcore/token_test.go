@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kedge-io/kedge/host/daemon"
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/test/k8senv"
 )
 
 // runCloudcore executes cloudcore in-process with a fresh token command (cobra keeps flag values
@@ -114,5 +118,48 @@ func TestTokenCreateHelpHasExamples(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("help lacks %q", want)
 		}
+	}
+}
+
+// With cloudhub's CA in a Kubernetes Secret, token create signs with that CA (the one every replica
+// shares), not a CA on local disk.
+func TestTokenCreateWithCASecretUsesTheCAInKubernetes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a control plane")
+	}
+	env, err := k8senv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	ctx := context.Background()
+	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kedge-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "pki")
+	args := []string{"token", "create", "--pki-dir", dir, "--ca-secret", "kedge-system/kedge-ca", "--kubeconfig", env.Kubeconfig}
+	first, stderr, err := runCloudcore(t, args...)
+	if err != nil || !strings.Contains(stderr, "Secret kedge-system/kedge-ca") {
+		t.Fatalf("first token: %v\n%s", err, stderr)
+	}
+	second, _, err := runCloudcore(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := pki.SecretStorage{Secrets: env.Client.CoreV1().Secrets("kedge-system"), Namespace: "kedge-system", Name: "kedge-ca"}
+	ca, created, err := pki.LoadOrCreateCA(ctx, st)
+	if err != nil || created {
+		t.Fatalf("CA in the Secret: created=%v err=%v", created, err)
+	}
+	for _, tok := range []string{first, second} {
+		if hash, _, _ := strings.Cut(strings.TrimSpace(tok), "."); hash != ca.Hash() {
+			t.Fatalf("token hash %s, CA in the Secret %s", hash, ca.Hash())
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a CA was written to disk as well: %v", entries)
+	}
+	if _, _, err := runCloudcore(t, "token", "create", "--ca-secret", "no-slash"); err == nil || !strings.Contains(err.Error(), "<namespace>/<name>") {
+		t.Fatalf("a malformed --ca-secret: %v", err)
 	}
 }

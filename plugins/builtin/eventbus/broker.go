@@ -1,0 +1,68 @@
+package eventbus
+
+import (
+	"context"
+	"log/slog"
+	"net"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// broker is the embedded MQTT broker (mochi-mqtt) on one TCP listener.
+type broker struct {
+	server   *mochi.Server
+	listener *listeners.TCP
+}
+
+// startBroker listens on address (port 0 picks a free one) and serves. Every client is allowed:
+// keep the address on loopback (a non-loopback address is logged as a warning).
+func startBroker(address string, log *slog.Logger) (*broker, error) {
+	blog := slog.New(minLevel{log.With("part", "broker").Handler(), slog.LevelError}) // mochi warns about every closed connection
+	s := mochi.New(&mochi.Options{Logger: blog, InlineClient: false})
+	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, err
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "kedge-internal", Address: address})
+	if err := s.AddListener(l); err != nil {
+		return nil, err
+	}
+	if err := s.Serve(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	b := &broker{server: s, listener: l}
+	if host, _, _ := net.SplitHostPort(b.Addr()); !isLoopback(host) {
+		log.Warn("the embedded MQTT broker listens beyond loopback and accepts every client without authentication", "address", b.Addr())
+	} else {
+		log.Info("embedded MQTT broker listening", "address", b.Addr())
+	}
+	return b, nil
+}
+
+// Addr is the bound host:port.
+func (b *broker) Addr() string { return b.listener.Address() }
+
+func (b *broker) close() { _ = b.server.Close() }
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// minLevel drops records below a level (mochi logs every connection at info).
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{h.Handler.WithAttrs(a), h.min} }
+func (h minLevel) WithGroup(n string) slog.Handler      { return minLevel{h.Handler.WithGroup(n), h.min} }

@@ -313,7 +313,10 @@ func (m *Module) deliver(topic string, payload []byte) {
 }
 
 type pendingToken struct {
-	tok   interface{ WaitTimeout(time.Duration) bool; Error() error }
+	tok interface {
+		WaitTimeout(time.Duration) bool
+		Error() error
+	}
 	topic string
 	class string
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/eventbus"
 	"github.com/kedge-io/kedge/sdk/sdktest"
@@ -27,8 +26,8 @@ func TestMQTTMessagesReachTheirModuleWithJSONOrMarkedRaw(t *testing.T) {
 	dev := newPaho(t, eb.BrokerAddr(), "mapper")
 
 	cases := []struct {
-		name, topic, payload string
-		toHub                bool
+		name, topic, payload  string
+		toHub                 bool
 		wantContent, wantType string
 	}{
 		{"a twin update in JSON goes to devicetwin unchanged", "$hw/events/device/d1/twin/update", `{"event_id":"1"}`, false, `{"event_id":"1"}`, ""},

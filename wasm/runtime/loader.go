@@ -5,7 +5,7 @@
 // Each module gets its own wazero runtime, so its manifest's memory limit applies to it alone; the
 // compiled code is shared through one compilation cache (on disk when Options.CacheDir is set).
 // Each call into the guest runs under the manifest's deadline: a guest past it is killed, the call
-// fails, the module reports unhealthy, and the next message gets a fresh instance.
+// fails and a fresh instance is made at once (the module reports unhealthy only if that fails).
 package wasmruntime
 
 import (

@@ -179,15 +179,24 @@ func (m *Module) guestStatus(call string, status abi.Status) error {
 	return fmt.Errorf("guest %s: %s: %s", call, status, reason)
 }
 
-// lose records that the instance died in a call and drops it; the next Handle makes a new one.
+// lose records that the instance died in a call, drops it and makes a new one at once, so the module
+// is ready again without waiting for a message (an idle module would otherwise stay unready). If the
+// new instance cannot be made, the module reports unhealthy and the next message tries again.
 func (m *Module) lose(err error) error {
 	m.inst.close()
 	f := m.inst.explain(err)
 	m.inst = nil
-	err = f
-	m.down.Store(&err)
 	m.metrics.lost.WithLabelValues(f.kind).Inc()
-	m.log.Warn("wasm instance lost; the next message gets a new one", "reason", f.kind, "err", f.msg)
+	m.log.Warn("wasm instance lost; making a new one", "reason", f.kind, "err", f.msg)
+	inst, ierr := m.instantiate(m.life)
+	if ierr != nil {
+		down := fmt.Errorf("%w; a new instance could not be made: %v", f, ierr)
+		m.down.Store(&down)
+		m.log.Error("wasm module is down until a new instance can be made (the next message tries again)", "err", ierr)
+		return f
+	}
+	m.inst = inst
+	m.down.Store(nil)
 	return f
 }
 

@@ -46,12 +46,12 @@ func init() {
 type Module struct {
 	CRIEndpoint     string `yaml:"criEndpoint" doc:"CRI runtime and image service: unix:///path/to/containerd.sock (or a bare socket path)."`
 	RootDir         string `yaml:"rootDir" doc:"Edged's directory: pods/<uid>/volumes/<name> hold pod volumes, logs/ the container logs CRI writes."`
-	PodSandboxImage string `yaml:"podSandboxImage" doc:"Image of the pod sandbox (pause) container; it must be present, nothing is pulled."`
+	PodSandboxImage string `yaml:"podSandboxImage" doc:"Image of the pod sandbox (pause) container: containerd's sandbox_image (CRI has no field for it); edged checks at start that it is present and warns if not."`
 	CgroupParent    string `yaml:"cgroupParent" doc:"Cgroup parent of pod sandboxes; empty lets the runtime choose."`
 	NodeIP          string `yaml:"nodeIP" doc:"The node's IP for status.hostIP and host-network pods' podIP; empty picks the first non-loopback IPv4 address."`
 	MetaManager     string `yaml:"metaManager" doc:"Module that stores objects and carries status to the cloud; pods, configmaps and secrets are read from it."`
 
-	SyncPeriod   time.Duration `yaml:"syncPeriod" doc:"Every pod is reconciled at least this often even without a change (a container that exited is seen within statusPeriod)."`
+	SyncPeriod   time.Duration `yaml:"syncPeriod" doc:"Every pod's configMap/secret/projected volume files are re-read from the store at least this often (a change notified by metamanager refreshes them at once)."`
 	StatusPeriod time.Duration `yaml:"statusPeriod" doc:"How often each pod's containers are read from CRI to detect exits and refresh the status; status goes upstream only when it changed."`
 	QueryTimeout time.Duration `yaml:"queryTimeout" doc:"Bound on one query to metamanager (a ConfigMap or Secret a container's env refers to)."`
 
@@ -212,6 +212,10 @@ func (m *Module) initialSync(ctx context.Context) {
 			return
 		case <-time.After(delay):
 		}
+	}
+	if st, err := m.cri.img.ImageStatus(ctx, &criv1.ImageStatusRequest{Image: &criv1.ImageSpec{Image: m.PodSandboxImage}}); err != nil || st.Image == nil {
+		m.host.Logger().Warn("the pod sandbox image is not present in the runtime: no pod can start until it is imported",
+			"image", m.PodSandboxImage, "err", err)
 	}
 	wanted := map[string]bool{}
 	for i := range pods {

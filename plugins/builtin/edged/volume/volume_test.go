@@ -529,3 +529,53 @@ func TestEmptyDirMemoryAndCleanup(t *testing.T) {
 		t.Fatalf("mounts left: %v", mps)
 	}
 }
+
+func TestConcurrentReaderNeverSeesAPartialFile(t *testing.T) {
+	src := newObjects()
+	big := func(c byte) string { return strings.Repeat(string(c), 64*1024) }
+	src.configMap(t, "cfg", map[string]string{"blob": big('a')})
+	m := NewManager(t.TempDir(), src)
+	pod := testPod(corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}})
+	paths, err := m.Setup(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(paths["v"], "blob")
+	done := make(chan struct{})
+	bad := make(chan string, 1)
+	reads := 0
+	go func() {
+		defer close(bad)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				bad <- err.Error()
+				return
+			}
+			reads++
+			if len(b) != 64*1024 || strings.Count(string(b), string(b[0])) != len(b) {
+				bad <- fmt.Sprintf("read %d bytes of mixed content", len(b))
+				return
+			}
+		}
+	}()
+	for i := range 20 {
+		src.configMap(t, "cfg", map[string]string{"blob": big(byte('a' + i%26))})
+		if err := m.Refresh(context.Background(), pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if msg, ok := <-bad; ok {
+		t.Fatalf("a reader saw a broken file during updates: %s", msg)
+	}
+	if reads == 0 {
+		t.Fatal("the reader never read")
+	}
+}

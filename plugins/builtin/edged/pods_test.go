@@ -143,6 +143,7 @@ func TestCrashingContainerBacksOffWithGrowingDelays(t *testing.T) {
 		return len(seen) >= 4 && seen[3] != (time.Time{})
 	})
 	d1, d2 := seen[2].Sub(seen[1]), seen[3].Sub(seen[2])
+	t.Logf("restart intervals: %s, %s", d1, d2)
 	if ratio := float64(d2) / float64(d1); ratio < 1.4 || ratio > 3 {
 		t.Errorf("restart intervals %s then %s: ratio %.2f, want about 2", d1, d2, ratio)
 	}

@@ -116,6 +116,9 @@ func (c *container) isStarted() bool {
 // Start begins probing container c of the pod (replacing probes of an earlier instance of it). The
 // probes are checked first: a probe with no or several handlers, bad numbers, or a port that does
 // not resolve (e.g. an unknown named port) is an error, and then nothing runs for the container.
+// podIP is where httpGet, tcpSocket and grpc probes connect unless they name a host (a hostNetwork
+// pod: the node's IP); it may be empty only when no probe needs it. initialDelaySeconds count from
+// this call, so call it when the container has started.
 func (m *Manager) Start(podUID types.UID, podIP string, c *corev1.Container, containerID string) error {
 	if c == nil {
 		return errors.New("probe: Start with a nil container")

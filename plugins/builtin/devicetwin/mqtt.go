@@ -1,0 +1,413 @@
+package devicetwin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+	devicesv1beta1 "github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+)
+
+// requestError is a refused request: its code (HTTP-like, as KubeEdge's results carry) and reason.
+type requestError struct {
+	code   int
+	reason string
+}
+
+func (e *requestError) Error() string { return e.reason }
+
+func refuse(code int, format string, args ...any) *requestError {
+	return &requestError{code: code, reason: fmt.Sprintf(format, args...)}
+}
+
+// rawMarker is how eventbus marks a payload that was not JSON.
+const rawMarker = "mqtt/raw"
+
+// handleMQTT dispatches a message eventbus received on a device topic.
+func (m *Module) handleMQTT(ctx context.Context, msg sdk.Message) {
+	topic := msg.Route.Resource
+	levels := strings.Split(topic, "/")
+	var kind, resultTopic string
+	var handle func(ctx context.Context, id string, payload []byte) (any, *requestError)
+	var id string
+	switch {
+	case len(levels) == 6 && levels[0] == "$hw" && levels[1] == "events" && levels[2] == "device" && levels[4] == "twin" && levels[5] == "update":
+		kind, id, handle = "twin_update", levels[3], m.twinUpdate
+		resultTopic = deviceTopic(id, "/twin/update/result")
+	case len(levels) == 6 && levels[0] == "$hw" && levels[2] == "device" && levels[4] == "twin" && levels[5] == "get":
+		kind, id, handle = "twin_get", levels[3], m.twinGet
+		resultTopic = deviceTopic(id, "/twin/get/result")
+	case len(levels) == 6 && levels[0] == "$hw" && levels[2] == "device" && levels[4] == "state" && levels[5] == "update":
+		kind, id, handle = "state_update", levels[3], m.stateUpdate
+		resultTopic = deviceTopic(id, "/state/update/result")
+	case len(levels) == 6 && levels[0] == "$hw" && levels[2] == "node" && levels[4] == "membership" && levels[5] == "get":
+		kind, id, handle = "membership_get", levels[3], m.membershipGet
+		resultTopic = "$hw/events/node/" + id + "/membership/get/result"
+	case len(levels) == 6 && levels[0] == "$ke" && levels[1] == "events" && levels[2] == "device" && levels[4] == "data" && levels[5] == "update":
+		kind, id, handle = "data_update", levels[3], m.dataUpdate
+		resultTopic = "$ke/events/device/" + id + "/data/update/result"
+	default:
+		// Results, deltas, documents, membership/updated: what devicetwin itself publishes.
+		m.metrics.requests.WithLabelValues("other", "ignored").Inc()
+		return
+	}
+	var base baseMessage
+	var rerr *requestError
+	var out any
+	payload := []byte(msg.Content)
+	switch {
+	case strings.HasPrefix(msg.Header.Type, rawMarker):
+		var s string
+		_ = json.Unmarshal(msg.Content, &s)
+		rerr = refuse(http.StatusBadRequest, "malformed JSON on %s: the payload is not a JSON document (starts %q)", topic, preview(s))
+	case len(payload) == 0:
+		rerr = refuse(http.StatusBadRequest, "empty payload on %s: want a JSON document", topic)
+	default:
+		if err := json.Unmarshal(payload, &base); err != nil {
+			rerr = refuse(http.StatusBadRequest, "malformed payload on %s: %v", topic, err)
+		} else {
+			out, rerr = handle(ctx, id, payload)
+		}
+	}
+	if rerr != nil {
+		m.metrics.requests.WithLabelValues(kind, "error").Inc()
+		m.log.Debug("MQTT request refused", "topic", topic, "code", rerr.code, "reason", rerr.reason)
+		m.publish(ctx, resultTopic, errorResult{baseMessage: baseMessage{EventID: base.EventID, Timestamp: nowMS()},
+			Code: rerr.code, Reason: rerr.reason})
+		return
+	}
+	m.metrics.requests.WithLabelValues(kind, "ok").Inc()
+	if out != nil {
+		m.publish(ctx, resultTopic, out)
+	}
+}
+
+func preview(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+// lookup finds a device by the ID used on topics: the Device's name. Names must be unique on a node;
+// a name held in two namespaces is refused as ambiguous.
+func (m *Module) lookup(id string) (ns string, d *devicesv1beta1.Device, rerr *requestError) {
+	nss := m.byName[id]
+	switch len(nss) {
+	case 0:
+		return "", nil, refuse(http.StatusNotFound, "device %q is not on this node", id)
+	case 1:
+		return nss[0], m.devices[nss[0]+"/"+id], nil
+	default:
+		return "", nil, refuse(http.StatusConflict, "device name %q is ambiguous on this node: it is in namespaces %s", id, strings.Join(nss, ", "))
+	}
+}
+
+// twinUpdate validates, stores and answers $hw/events/device/<id>/twin/update.
+func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any, *requestError) {
+	var req twinUpdate
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return nil, refuse(http.StatusBadRequest, "malformed twin update for device %q: %v", id, err)
+	}
+	ns, dev, rerr := m.lookup(id)
+	if rerr != nil {
+		return nil, rerr
+	}
+	if len(req.Twin) == 0 {
+		return nil, refuse(http.StatusBadRequest, "twin update for device %q names no property (want {\"twin\": {\"<property>\": {\"actual\": {\"value\": \"...\"}}}})", id)
+	}
+	model, modelName := m.modelOf(ns, dev)
+	if model == nil {
+		return nil, refuse(http.StatusConflict, "device %q: its model %q is not on this node yet; values cannot be checked", id, modelName)
+	}
+	k := ns + "/" + id
+	now := nowMS()
+	type change struct {
+		prop      string
+		old, cur  *msgTwin
+		actualSet bool
+	}
+	props := make([]string, 0, len(req.Twin))
+	for p := range req.Twin {
+		props = append(props, p)
+	}
+	slices.Sort(props) // the first error found does not depend on map order
+	changes := make([]change, 0, len(props))
+	for _, p := range props {
+		in := req.Twin[p]
+		if in == nil || (in.Expected == nil && in.Actual == nil) {
+			return nil, refuse(http.StatusBadRequest, "device %q property %q: neither an expected nor an actual value", id, p)
+		}
+		mp := modelProperty(model, p)
+		if mp == nil {
+			return nil, refuse(http.StatusBadRequest, "device %q: property %q is not in model %q", id, p, modelName)
+		}
+		if in.Expected != nil && mp.AccessMode == devicesv1beta1.ReadOnly {
+			return nil, refuse(http.StatusForbidden, "device %q: property %q is ReadOnly; its expected value cannot be written", id, p)
+		}
+		old := m.twins[k][p]
+		cur := old.clone()
+		if cur == nil {
+			cur = &msgTwin{}
+		}
+		cur.Metadata = &typeMetadata{Type: strings.ToLower(string(mp.Type))}
+		if in.Optional != nil {
+			cur.Optional = in.Optional
+		}
+		for _, side := range []struct {
+			name   string
+			in     *twinValue
+			inVer  *twinVersion
+			old    *twinValue
+			oldVer *twinVersion
+			set    func(*twinValue, *twinVersion)
+		}{
+			{"expected", in.Expected, in.ExpectedVersion, old.side(true), old.version(true), func(v *twinValue, ver *twinVersion) { cur.Expected, cur.ExpectedVersion = v, ver }},
+			{"actual", in.Actual, in.ActualVersion, old.side(false), old.version(false), func(v *twinValue, ver *twinVersion) { cur.Actual, cur.ActualVersion = v, ver }},
+		} {
+			if side.in == nil {
+				continue
+			}
+			if side.in.Value == nil {
+				return nil, refuse(http.StatusBadRequest, "device %q property %q: the %s value is missing", id, p, side.name)
+			}
+			if err := checkValue(mp, *side.in.Value); err != nil {
+				return nil, refuse(http.StatusBadRequest, "device %q: %v", id, err)
+			}
+			ts := side.in.ts()
+			if ts == 0 {
+				ts = now
+			}
+			if side.old != nil && ts < side.old.ts() {
+				return nil, refuse(http.StatusConflict, "device %q property %q: stale %s value ignored: its timestamp %d is older than the stored %d",
+					id, p, side.name, ts, side.old.ts())
+			}
+			ver := twinVersion{}
+			if side.oldVer != nil {
+				ver = *side.oldVer
+			}
+			if side.inVer != nil {
+				if side.oldVer != nil && (side.inVer.Edge < side.oldVer.Edge || side.inVer.Cloud < side.oldVer.Cloud) {
+					return nil, refuse(http.StatusConflict, "device %q property %q: stale %s value ignored: version {cloud %d, edge %d} is older than the stored {cloud %d, edge %d}",
+						id, p, side.name, side.inVer.Cloud, side.inVer.Edge, side.oldVer.Cloud, side.oldVer.Edge)
+				}
+				ver = *side.inVer
+			} else {
+				ver.Edge++
+			}
+			v := *side.in.Value
+			side.set(&twinValue{Value: &v, Metadata: &valueMetadata{Timestamp: ts}}, &ver)
+		}
+		changes = append(changes, change{prop: p, old: old, cur: cur, actualSet: in.Actual != nil})
+	}
+
+	objs := make([]sdk.Object, 0, len(changes))
+	for _, c := range changes {
+		raw, err := json.Marshal(c.cur)
+		if err != nil {
+			return nil, refuse(http.StatusInternalServerError, "device %q: encode twin %q: %v", id, c.prop, err)
+		}
+		objs = append(objs, sdk.Object{Key: sdk.Key{Type: typeTwin, Namespace: ns, Name: id + "/" + c.prop}, Value: raw})
+	}
+	var err error
+	if len(objs) == 1 {
+		_, err = m.host.Store().Put(ctx, objs[0])
+	} else {
+		_, err = m.host.Store().PutBatch(ctx, objs)
+	}
+	if err != nil {
+		return nil, refuse(http.StatusInternalServerError, "device %q: store twins: %v", id, err)
+	}
+	m.metrics.updates.Add(float64(len(objs)))
+	if m.twins[k] == nil {
+		m.twins[k] = map[string]*msgTwin{}
+	}
+	result := twinResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: now}, Twin: map[string]*msgTwin{}}
+	doc := twinDocument{baseMessage: baseMessage{EventID: req.EventID, Timestamp: now}, Twin: map[string]*twinDoc{}}
+	for _, c := range changes {
+		m.twins[k][c.prop] = c.cur
+		result.Twin[c.prop] = c.cur
+		doc.Twin[c.prop] = &twinDoc{Last: c.old, Current: c.cur}
+	}
+	m.pend(ns, id, func(ps *pendingStatus) {
+		for _, c := range changes {
+			if c.actualSet {
+				ps.twin(c.prop).Reported = &statusProperty{Value: c.cur.Actual.value(), Metadata: map[string]string{
+					"timestamp": msString(c.cur.Actual.ts()), "type": strings.ToUpper(c.cur.Metadata.Type)}}
+			}
+		}
+	})
+	m.publish(ctx, deviceTopic(id, "/twin/update/document"), doc)
+	m.publishDelta(ctx, ns, id)
+	return result, nil
+}
+
+func (t *msgTwin) side(expected bool) *twinValue {
+	if t == nil {
+		return nil
+	}
+	if expected {
+		return t.Expected
+	}
+	return t.Actual
+}
+
+func (t *msgTwin) version(expected bool) *twinVersion {
+	if t == nil {
+		return nil
+	}
+	if expected {
+		return t.ExpectedVersion
+	}
+	return t.ActualVersion
+}
+
+// twinGet answers $hw/events/device/<id>/twin/get with every twin of the device (model properties
+// without a value yet show their type only).
+func (m *Module) twinGet(_ context.Context, id string, payload []byte) (any, *requestError) {
+	var base baseMessage
+	_ = json.Unmarshal(payload, &base)
+	ns, dev, rerr := m.lookup(id)
+	if rerr != nil {
+		return nil, rerr
+	}
+	twins := map[string]*msgTwin{}
+	if model, _ := m.modelOf(ns, dev); model != nil {
+		for _, p := range model.Spec.Properties {
+			twins[p.Name] = &msgTwin{Metadata: &typeMetadata{Type: strings.ToLower(string(p.Type))}}
+		}
+	}
+	for p, t := range m.twins[ns+"/"+id] {
+		twins[p] = t
+	}
+	return twinResult{baseMessage: baseMessage{EventID: base.EventID, Timestamp: nowMS()}, Twin: twins}, nil
+}
+
+// membershipGet answers $hw/events/node/<node>/membership/get with the node's devices.
+func (m *Module) membershipGet(_ context.Context, node string, payload []byte) (any, *requestError) {
+	var base baseMessage
+	_ = json.Unmarshal(payload, &base)
+	if node != m.host.NodeName() {
+		return nil, refuse(http.StatusNotFound, "node %q: this is node %q", node, m.host.NodeName())
+	}
+	out := membershipGetResult{baseMessage: baseMessage{EventID: base.EventID, Timestamp: nowMS()}, Devices: []memberDevice{}}
+	if refs, ok := m.membership[node]; ok {
+		for _, r := range refs {
+			out.Devices = append(out.Devices, m.describe(r.Namespace, r.Name))
+		}
+	} else { // no membership received yet: the devices the cloud sent here
+		keys := make([]string, 0, len(m.devices))
+		for k := range m.devices {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			ns, name, _ := strings.Cut(k, "/")
+			out.Devices = append(out.Devices, m.describe(ns, name))
+		}
+	}
+	return out, nil
+}
+
+// Device states a mapper may report.
+var validStates = []string{"online", "offline", "unknown"}
+
+// stateUpdate stores $hw/events/device/<id>/state/update and sends it upstream.
+func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (any, *requestError) {
+	var req stateUpdate
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return nil, refuse(http.StatusBadRequest, "malformed state update for device %q: %v", id, err)
+	}
+	ns, _, rerr := m.lookup(id)
+	if rerr != nil {
+		return nil, rerr
+	}
+	state := strings.ToLower(strings.TrimSpace(req.State))
+	if !slices.Contains(validStates, state) {
+		return nil, refuse(http.StatusBadRequest, "device %q: state %q is not one of %s", id, req.State, strings.Join(validStates, ", "))
+	}
+	k := ns + "/" + id
+	s := m.states[k]
+	s.State = state
+	if state == "online" {
+		s.LastOnlineTime = time.Now().UTC().Format(time.RFC3339)
+	}
+	raw, _ := json.Marshal(s)
+	if _, err := m.host.Store().Put(ctx, sdk.Object{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}); err != nil {
+		return nil, refuse(http.StatusInternalServerError, "device %q: store state: %v", id, err)
+	}
+	m.states[k] = s
+	m.pend(ns, id, func(ps *pendingStatus) {
+		ps.state = s.State
+		if state == "online" {
+			ps.lastOnlineTime = s.LastOnlineTime
+		}
+	})
+	return stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()}, Device: m.describe(ns, id)}, nil
+}
+
+// dataUpdate takes $ke/events/device/<id>/data/update: values of properties with reportToCloud go
+// upstream as reported values (not stored as twins); others are ignored. Errors are published on
+// .../data/update/result (a Kedge addition: KubeEdge has no result topic here).
+func (m *Module) dataUpdate(_ context.Context, id string, payload []byte) (any, *requestError) {
+	var req dataUpdate
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return nil, refuse(http.StatusBadRequest, "malformed data update for device %q: %v", id, err)
+	}
+	ns, dev, rerr := m.lookup(id)
+	if rerr != nil {
+		return nil, rerr
+	}
+	model, modelName := m.modelOf(ns, dev)
+	report := map[string]bool{}
+	for _, p := range dev.Spec.Properties {
+		report[p.Name] = p.ReportToCloud
+	}
+	type item struct {
+		prop, value, typ string
+		ts               int64
+	}
+	var items []item
+	props := make([]string, 0, len(req.Data))
+	for p := range req.Data {
+		props = append(props, p)
+	}
+	slices.Sort(props)
+	for _, p := range props {
+		v := req.Data[p]
+		if !report[p] {
+			continue
+		}
+		if v == nil || v.Value == nil {
+			return nil, refuse(http.StatusBadRequest, "device %q property %q: no value", id, p)
+		}
+		mp := modelProperty(model, p)
+		if mp == nil {
+			return nil, refuse(http.StatusBadRequest, "device %q: property %q is not in model %q", id, p, modelName)
+		}
+		if err := checkValue(mp, *v.Value); err != nil {
+			return nil, refuse(http.StatusBadRequest, "device %q: %v", id, err)
+		}
+		ts := v.ts()
+		if ts == 0 {
+			ts = nowMS()
+		}
+		items = append(items, item{p, *v.Value, string(mp.Type), ts})
+	}
+	if len(items) > 0 {
+		m.pend(ns, id, func(ps *pendingStatus) {
+			for _, it := range items {
+				ps.twin(it.prop).Reported = &statusProperty{Value: it.value, Metadata: map[string]string{"timestamp": msString(it.ts), "type": it.typ}}
+			}
+		})
+	}
+	return nil, nil // no answer on success
+}
+
+var _ = message.OpPublish

@@ -1,0 +1,273 @@
+// Package devicecontroller is the cloud side of devices: it watches Device and DeviceModel objects
+// (devices.kubeedge.io/v1beta1) and sends each edge node exactly its devices, the models they need
+// (reference-counted per node) and its membership list; it writes what the edge reports — twins,
+// state, last online time — into the Device status, and refuses reports about devices bound to
+// another node (the NodeRestriction rule).
+package devicecontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+)
+
+// Name is the module's routing address; cloudhub hands it the edge's messages of group "twin". Its
+// group is the hub's events group, so it hears when a node connects, disconnects and reports its
+// inventory.
+const Name = "devicecontroller"
+
+func init() {
+	sdk.Register(sdk.Info{
+		Name:     Name,
+		Group:    "hubevents",
+		Doc:      "Devices on edge nodes: Device and DeviceModel objects and the membership sent to their node only; twins, state and last online time from the edge written into the Device status; NodeRestriction.",
+		Requires: []string{"cloudhub"},
+		Enabled:  false, // needs a kube-apiserver with the device CRDs (build/crds)
+		New:      func() sdk.Module { return New() },
+	})
+}
+
+// Module is the device controller; its exported fields are its settings.
+type Module struct {
+	Kubeconfig    string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
+	QPS           float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
+	Burst         int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
+	Workers       int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	InventoryWait time.Duration `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
+	SyncTimeout   time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or missing CRDs fail the start with this error."`
+	HubModule     string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+
+	host    sdk.Host
+	rest    rest.Interface
+	devInf  cache.SharedIndexInformer
+	modInf  cache.SharedIndexInformer
+	queue   workqueue.TypedRateLimitingInterface[item]
+	metrics *metrics
+	up      []chan upJob
+	wg      sync.WaitGroup
+	stop    chan struct{}
+
+	sendMu  sync.Mutex // orders model reference counting and membership with the sends they cause
+	mu      sync.Mutex
+	state   map[string]*nodeState     // edge node -> what it was sent and how it is connected
+	owners  map[string]map[string]int // model "ns/name" -> node -> devices there using it
+	records map[string]devRecord      // device "ns/name" -> what was last decided for it
+}
+
+var _ sdk.Module = (*Module)(nil)
+
+// New returns the controller with its defaults.
+func New() *Module {
+	return &Module{
+		QPS:           50,
+		Burst:         100,
+		Workers:       4,
+		InventoryWait: 10 * time.Second,
+		SyncTimeout:   30 * time.Second,
+		HubModule:     "cloudhub",
+	}
+}
+
+// Scheme holds the device types (and the meta types a REST client needs).
+var Scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := v1beta1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// restConfig finds the API server: the configured kubeconfig, $KUBECONFIG, then in-cluster.
+func (m *Module) restConfig() (*rest.Config, error) {
+	path := m.Kubeconfig
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no kubeconfig set (modules.devicecontroller.kubeconfig or $KUBECONFIG) and not in a cluster: %w", err)
+	}
+	return cfg, nil
+}
+
+// NewRESTClient returns a typed REST client for devices.kubeedge.io/v1beta1 on base: JSON, the
+// device scheme, and base's rate limits.
+func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
+	cfg := rest.CopyConfig(base)
+	gv := v1beta1.GroupVersion
+	cfg.GroupVersion = &gv
+	cfg.APIPath = "/apis"
+	cfg.ContentType = runtime.ContentTypeJSON
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
+	return rest.RESTClientFor(cfg)
+}
+
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 {
+		return errors.New("workers, qps, burst, syncTimeout and inventoryWait must be positive")
+	}
+	m.host = h
+	m.state = map[string]*nodeState{}
+	m.owners = map[string]map[string]int{}
+	m.records = map[string]devRecord{}
+	m.stop = make(chan struct{})
+	var err error
+	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
+		return err
+	}
+	if m.rest == nil {
+		cfg, err := m.restConfig()
+		if err != nil {
+			return err
+		}
+		cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-devicecontroller"
+		if m.rest, err = NewRESTClient(cfg); err != nil {
+			return fmt.Errorf("API client for %s: %w", v1beta1.GroupVersion, err)
+		}
+	}
+	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
+		workqueue.TypedRateLimitingQueueConfig[item]{Name: "devicecontroller"})
+	if err := m.watch(); err != nil {
+		return err
+	}
+	go m.devInf.Run(m.stop)
+	go m.modInf.Run(m.stop)
+	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), m.devInf.HasSynced, m.modInf.HasSynced) {
+		close(m.stop)
+		m.queue.ShutDown()
+		return fmt.Errorf("the API server did not answer the first list of devices and devicemodels (%s) within %s (syncTimeout): is it reachable with this kubeconfig, and are the CRDs of build/crds installed?", v1beta1.GroupVersion, m.SyncTimeout)
+	}
+	for range m.Workers {
+		m.wg.Go(func() {
+			for m.processNext(ctx) {
+			}
+		})
+	}
+	m.up = make([]chan upJob, m.Workers)
+	for i := range m.up {
+		ch := make(chan upJob, 64)
+		m.up[i] = ch
+		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
+	}
+	h.Logger().Info("watching the API for devices", "workers", m.Workers)
+	return nil
+}
+
+func (m *Module) Stop(context.Context) error {
+	if m.queue != nil {
+		m.queue.ShutDown()
+	}
+	if m.stop != nil {
+		select {
+		case <-m.stop:
+		default:
+			close(m.stop)
+		}
+	}
+	m.wg.Wait()
+	return nil
+}
+
+// upJob is one message from the edge (or hub event) waiting for its node's worker.
+type upJob struct {
+	msg  sdk.Message
+	node string
+}
+
+// Handle takes what cloudhub hands over: hub events and devicestatus reports. Each node's messages go
+// to the same worker, so one node's reports stay in order while nodes proceed in parallel; the answer
+// (which acknowledges the message to the edge) is sent when the worker is done.
+func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	node, _, err := message.ToEdge(msg.Route.Resource)
+	if err != nil {
+		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
+		if msg.Header.Sync {
+			_ = m.host.Reply(ctx, msg.ErrorReply(Name, err))
+		}
+		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
+	}
+	hash := fnv.New32a()
+	_, _ = hash.Write([]byte(node))
+	select {
+	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-jobs:
+			m.handleUp(ctx, j.node, j.msg)
+		}
+	}
+}
+
+// watch builds the informers on the REST client and registers their handlers.
+func (m *Module) watch() error {
+	devLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDevices, "", fields.Everything())
+	m.devInf = cache.NewSharedIndexInformer(devLW, &v1beta1.Device{}, 0, cache.Indexers{
+		nodeIndex: func(obj any) ([]string, error) {
+			if d, ok := obj.(*v1beta1.Device); ok && d.Spec.NodeName != "" {
+				return []string{d.Spec.NodeName}, nil
+			}
+			return nil, nil
+		},
+		modelIndex: func(obj any) ([]string, error) {
+			if d, ok := obj.(*v1beta1.Device); ok && modelKey(d) != "" {
+				return []string{modelKey(d)}, nil
+			}
+			return nil, nil
+		},
+	})
+	modLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDeviceModels, "", fields.Everything())
+	m.modInf = cache.NewSharedIndexInformer(modLW, &v1beta1.DeviceModel{}, 0, cache.Indexers{})
+	handler := func(typ string) cache.ResourceEventHandlerFuncs {
+		enqueue := func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if o, ok := obj.(interface {
+				GetNamespace() string
+				GetName() string
+			}); ok {
+				m.queue.Add(item{Type: typ, Namespace: o.GetNamespace(), Name: o.GetName()})
+			}
+		}
+		return cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue}
+	}
+	if _, err := m.devInf.AddEventHandler(handler(TypeDevice)); err != nil {
+		return err
+	}
+	_, err := m.modInf.AddEventHandler(handler(TypeDeviceModel))
+	return err
+}

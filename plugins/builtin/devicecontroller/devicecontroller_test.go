@@ -1,0 +1,664 @@
+package devicecontroller_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/test/k8senv"
+)
+
+var (
+	env   *k8senv.Env
+	api   *rest.RESTClient
+	dyn   dynamic.Interface
+	repo  string
+	devGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDevices)
+	modGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDeviceModels)
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	_, file, _, _ := runtime.Caller(0)
+	repo = filepath.Join(filepath.Dir(file), "..", "..", "..")
+	if testing.Short() || os.Getenv("KEDGE_SKIP_K8S") != "" {
+		os.Exit(m.Run()) // the tests below skip themselves
+	}
+	var err error
+	if env, err = k8senv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "devicecontroller tests need a control plane:", err)
+		os.Exit(1)
+	}
+	code := 1
+	if err = setup(); err != nil {
+		fmt.Fprintln(os.Stderr, "devicecontroller tests:", err)
+	} else {
+		code = m.Run()
+	}
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// setup installs the CRDs of build/crds (waiting until they are served) and makes the clients.
+func setup() error {
+	if _, err := envtest.InstallCRDs(env.Config, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(repo, "build", "crds")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		return fmt.Errorf("installing the CRDs of build/crds: %w", err)
+	}
+	var err error
+	if api, err = devicecontroller.NewRESTClient(env.Config); err != nil {
+		return err
+	}
+	dyn, err = dynamic.NewForConfig(env.Config)
+	return err
+}
+
+// rig runs the controller against the real API server, with cloudhub captured.
+type rig struct {
+	t    *testing.T
+	h    *sdktest.Harness
+	hub  *sdktest.Captured
+	ns   string
+	mu   sync.Mutex
+	seen []sdk.Message
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	if env == nil {
+		t.Skip("needs the control plane (not with -short)")
+	}
+	info, _ := sdk.Lookup(devicecontroller.Name)
+	h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
+	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(ns) > 50 {
+		ns = ns[:50]
+	}
+	ns = strings.Trim(ns, "-")
+	if _, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &rig{t: t, h: h, hub: h.Captured("cloudhub"), ns: ns}
+}
+
+func (r *rig) node(s string) string { return r.ns + "-" + s }
+
+// event sends a cloudhub event (connected, disconnected, inventory) for node.
+func (r *rig) event(node, op string, content any) {
+	r.t.Helper()
+	m := message.New("cloudhub", "hub", op, message.Resource{Node: node, Namespace: "-", Type: "connection", Name: node}.Cloud())
+	if content != nil {
+		var err error
+		if m, err = m.WithContent(content); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	if err := r.h.Send(m); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// join connects node with an empty inventory and waits for its (empty) membership.
+func (r *rig) join(node string) {
+	r.t.Helper()
+	r.event(node, message.OpConnected, nil)
+	r.event(node, message.OpInventory, []devicecontroller.InventoryItem{})
+	r.waitSent(message.OpUpdate, res(node, "default", "membership", node))
+}
+
+// report sends a devicestatus update as cloudhub hands it over (group twin, sync) and returns the answer.
+func (r *rig) report(node, name string, content any) sdk.Message {
+	r.t.Helper()
+	m := message.New("cloudhub", "twin", message.OpUpdate, res(node, r.ns, "devicestatus", name))
+	switch c := content.(type) {
+	case []byte:
+		m.Content = c
+	default:
+		var err error
+		if m, err = m.WithContent(c); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	resp, err := r.h.SendSync(m, 20*time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return resp
+}
+
+// waitSent waits until the controller queued a message for cloudhub matching (operation, cloud
+// resource), removes it from what was seen and returns it.
+func (r *rig) waitSent(op, resource string) sdk.Message {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r.mu.Lock()
+		for i, m := range r.seen {
+			if m.Route.Operation == op && m.Route.Resource == resource {
+				r.seen = append(r.seen[:i:i], r.seen[i+1:]...)
+				r.mu.Unlock()
+				return m
+			}
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			r.t.Fatalf("no %s %s queued for the edge; queued: %v", op, resource, r.sentList())
+		}
+		if m, err := r.hub.Receive(100 * time.Millisecond); err == nil {
+			r.mu.Lock()
+			r.seen = append(r.seen, m)
+			r.mu.Unlock()
+		}
+	}
+}
+
+// sentList drains what is queued and lists every message seen and not yet claimed, in order.
+func (r *rig) sentList() []string {
+	for {
+		m, err := r.hub.Receive(50 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		r.mu.Lock()
+		r.seen = append(r.seen, m)
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.seen {
+		out = append(out, m.Route.Operation+" "+m.Route.Resource)
+	}
+	return out
+}
+
+func (r *rig) sentTo(node string) []string {
+	var out []string
+	for _, s := range r.sentList() {
+		if strings.Contains(s, " node/"+node+"/") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func res(node, ns, typ, name string) string {
+	return message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
+}
+
+func members(t *testing.T, m sdk.Message) []string {
+	t.Helper()
+	var mem devicecontroller.Membership
+	if err := json.Unmarshal(m.Content, &mem); err != nil {
+		t.Fatalf("membership content %s: %v", m.Content, err)
+	}
+	var out []string
+	for _, d := range mem.Devices {
+		out = append(out, d.Namespace+"/"+d.Name)
+	}
+	return out
+}
+
+// waitMembership waits until the latest membership queued for node lists exactly want (namespace/name, sorted).
+func (r *rig) waitMembership(node string, want ...string) {
+	r.t.Helper()
+	resource := res(node, "default", "membership", node)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r.sentList()
+		var latest *sdk.Message
+		r.mu.Lock()
+		for i := range r.seen {
+			if r.seen[i].Route.Operation == message.OpUpdate && r.seen[i].Route.Resource == resource {
+				latest = &r.seen[i]
+			}
+		}
+		r.mu.Unlock()
+		var got []string
+		if latest != nil {
+			got = members(r.t, *latest)
+			if strings.Join(got, ",") == strings.Join(want, ",") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("membership of %s: latest %v, want %v", node, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s: %s", what, detail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// model creates a thermometer-like DeviceModel: temperature FLOAT ReadOnly, setpoint FLOAT ReadWrite.
+func (r *rig) model(name string) *v1beta1.DeviceModel {
+	r.t.Helper()
+	dm := &v1beta1.DeviceModel{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns}, Spec: v1beta1.DeviceModelSpec{
+		Protocol: "virtualProtocol",
+		Properties: []v1beta1.ModelProperty{
+			{Name: "temperature", Type: v1beta1.TypeFloat, AccessMode: v1beta1.ReadOnly, Minimum: "-40", Maximum: "125", Unit: "Celsius"},
+			{Name: "setpoint", Type: v1beta1.TypeFloat, AccessMode: v1beta1.ReadWrite, Minimum: "5", Maximum: "30"},
+		}}}
+	out := &v1beta1.DeviceModel{}
+	if err := api.Post().Namespace(r.ns).Resource(v1beta1.ResourceDeviceModels).Body(dm).Do(context.Background()).Into(out); err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+// device creates a device of model on node, its setpoint desired at desired.
+func (r *rig) device(name, model, node, desired string) *v1beta1.Device {
+	r.t.Helper()
+	d := &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns}, Spec: v1beta1.DeviceSpec{
+		DeviceModelRef: &v1beta1.DeviceModelReference{Name: model}, NodeName: node,
+		Protocol: v1beta1.ProtocolConfig{ProtocolName: "virtualProtocol", ConfigData: &v1beta1.CustomizedValue{Data: map[string]any{"deviceID": 1.0}}},
+		Properties: []v1beta1.DeviceProperty{
+			{Name: "temperature", ReportCycle: 1000, CollectCycle: 1000, ReportToCloud: true},
+			{Name: "setpoint", Desired: v1beta1.TwinProperty{Value: desired}, ReportToCloud: true},
+		}}}
+	out := &v1beta1.Device{}
+	if err := api.Post().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Body(d).Do(context.Background()).Into(out); err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+func (r *rig) get(name string) *v1beta1.Device {
+	r.t.Helper()
+	d := &v1beta1.Device{}
+	if err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Name(name).Do(context.Background()).Into(d); err != nil {
+		r.t.Fatal(err)
+	}
+	return d
+}
+
+// change reads a device, applies f to it and writes it back (retrying on conflict).
+func (r *rig) change(name string, f func(*v1beta1.Device)) {
+	r.t.Helper()
+	for {
+		d := r.get(name)
+		f(d)
+		err := api.Put().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Name(name).Body(d).Do(context.Background()).Error()
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		return
+	}
+}
+
+func (r *rig) deleteDevice(name string) {
+	r.t.Helper()
+	if err := api.Delete().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Name(name).Do(context.Background()).Error(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// create decodes a YAML manifest and creates it through the dynamic client, as kubectl create does.
+func create(t *testing.T, ns, manifest string) error {
+	t.Helper()
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	obj.SetNamespace(ns)
+	gvr := devGR
+	if obj.GetKind() == "DeviceModel" {
+		gvr = modGR
+	}
+	_, err := dyn.Resource(gvr).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
+	return err
+}
+
+func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testing.T) {
+	r := newRig(t)
+	const head = "apiVersion: devices.kubeedge.io/v1beta1\n"
+	tests := []struct {
+		name, manifest, wantField string
+	}{
+		{"a device without a model reference", head + "kind: Device\nmetadata: {name: d1}\nspec: {nodeName: edge-1}\n", "spec.deviceModelRef"},
+		{"a device model reference without a name", head + "kind: Device\nmetadata: {name: d2}\nspec: {deviceModelRef: {}}\n", "spec.deviceModelRef.name"},
+		{"a device property without a name", head + "kind: Device\nmetadata: {name: d3}\nspec: {deviceModelRef: {name: m}, properties: [{reportCycle: 5}]}\n", "spec.properties[0].name"},
+		{"a negative reportCycle", head + "kind: Device\nmetadata: {name: d4}\nspec: {deviceModelRef: {name: m}, properties: [{name: p, reportCycle: -1}]}\n", "spec.properties[0].reportCycle"},
+		{"a model property of an unknown type", head + "kind: DeviceModel\nmetadata: {name: m1}\nspec: {properties: [{name: p, type: FLOATY, accessMode: ReadOnly}]}\n", "spec.properties[0].type"},
+		{"a model property with an unknown access mode", head + "kind: DeviceModel\nmetadata: {name: m2}\nspec: {properties: [{name: p, type: INT, accessMode: WriteOnly}]}\n", "spec.properties[0].accessMode"},
+		{"a model property without a type", head + "kind: DeviceModel\nmetadata: {name: m3}\nspec: {properties: [{name: p, accessMode: ReadOnly}]}\n", "spec.properties[0].type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := create(t, r.ns, tt.manifest)
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("created or refused otherwise (%v); want 422 Invalid", err)
+			}
+			if st, ok := err.(apierrors.APIStatus); !ok || st.Status().Code != 422 || !strings.Contains(err.Error(), tt.wantField) {
+				t.Fatalf("error %v does not name %s with code 422", err, tt.wantField)
+			}
+		})
+	}
+	for _, f := range []string{"thermometer-model.yaml", "thermometer-device.yaml"} {
+		b, err := os.ReadFile(filepath.Join(repo, "examples", "devices", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := create(t, r.ns, string(b)); err != nil {
+			t.Fatalf("example %s refused: %v", f, err)
+		}
+	}
+	d := r.get("thermometer-1")
+	if d.Spec.Properties[1].Desired.Value != "21.5" || d.Spec.Protocol.ConfigData == nil || d.Spec.Protocol.ConfigData.Data["deviceID"] != 1.0 {
+		t.Fatalf("example device not stored as written (configData kept?): %+v", d.Spec)
+	}
+	out, err := env.Kubectl("get", "devices", "-n", r.ns)
+	if err != nil {
+		t.Fatalf("kubectl get devices: %v: %s", err, out)
+	}
+	for _, col := range []string{"NODE", "MODEL", "STATE", "AGE", "edge-1", "thermometer"} {
+		if !strings.Contains(out, col) {
+			t.Errorf("kubectl get devices does not show %s:\n%s", col, out)
+		}
+	}
+	if out, err := env.Kubectl("get", "devicemodels", "-n", r.ns); err != nil || !strings.Contains(out, "PROTOCOL") || !strings.Contains(out, "virtualProtocol") {
+		t.Errorf("kubectl get devicemodels: %v:\n%s", err, out)
+	}
+}
+
+func TestDevicesModelsAndMembershipReachOnlyTheirNodeModelFirst(t *testing.T) {
+	r := newRig(t)
+	a, b := r.node("a"), r.node("b")
+	r.join(a)
+	r.join(b)
+	r.model("ma")
+	r.model("mb")
+	r.device("da", "ma", a, "20")
+	r.device("db", "mb", b, "20")
+	mod := r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "ma"))
+	dev := r.waitSent(message.OpInsert, res(a, r.ns, "device", "da"))
+	if mod.Header.Timestamp > dev.Header.Timestamp {
+		t.Errorf("device sent before its model")
+	}
+	var got v1beta1.Device
+	if err := json.Unmarshal(dev.Content, &got); err != nil || got.Kind != "Device" || got.APIVersion != "devices.kubeedge.io/v1beta1" || got.Spec.NodeName != a || got.Spec.Properties[1].Desired.Value != "20" {
+		t.Fatalf("device content: %v %+v", err, got)
+	}
+	if dev.Header.ResourceVersion != got.ResourceVersion || got.ResourceVersion == "" {
+		t.Fatalf("header resourceversion %q, object %q", dev.Header.ResourceVersion, got.ResourceVersion)
+	}
+	var gotModel v1beta1.DeviceModel
+	if err := json.Unmarshal(mod.Content, &gotModel); err != nil || gotModel.Kind != "DeviceModel" || len(gotModel.Spec.Properties) != 2 {
+		t.Fatalf("model content: %v %+v", err, gotModel)
+	}
+	r.waitMembership(a, r.ns+"/da")
+	r.waitSent(message.OpInsert, res(b, r.ns, "devicemodel", "mb"))
+	r.waitSent(message.OpInsert, res(b, r.ns, "device", "db"))
+	r.waitMembership(b, r.ns+"/db")
+	// A desired value change reaches its node only.
+	r.change("da", func(d *v1beta1.Device) { d.Spec.Properties[1].Desired.Value = "23" })
+	upd := r.waitSent(message.OpUpdate, res(a, r.ns, "device", "da"))
+	if !strings.Contains(string(upd.Content), `"value":"23"`) {
+		t.Fatalf("update does not carry the new desired value: %s", upd.Content)
+	}
+	for _, s := range r.sentTo(b) {
+		if strings.HasSuffix(s, "/da") || strings.HasSuffix(s, "/ma") {
+			t.Errorf("node b was sent node a's object: %s", s)
+		}
+	}
+	for _, s := range r.sentTo(a) {
+		if strings.HasSuffix(s, "/db") || strings.HasSuffix(s, "/mb") {
+			t.Errorf("node a was sent node b's object: %s", s)
+		}
+	}
+}
+
+func TestModelLeavesANodeWithItsLastDeviceAndDeletedDevicesLeaveTheMembership(t *testing.T) {
+	r := newRig(t)
+	a := r.node("a")
+	r.join(a)
+	r.model("m")
+	r.device("d1", "m", a, "20")
+	r.device("d2", "m", a, "20")
+	r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "m"))
+	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d1"))
+	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d2"))
+	r.waitMembership(a, r.ns+"/d1", r.ns+"/d2")
+	r.deleteDevice("d1")
+	r.waitSent(message.OpDelete, res(a, r.ns, "device", "d1"))
+	r.waitMembership(a, r.ns+"/d2")
+	for _, s := range r.sentTo(a) {
+		if s == message.OpDelete+" "+res(a, r.ns, "devicemodel", "m") {
+			t.Fatalf("model removed while d2 still uses it")
+		}
+	}
+	r.deleteDevice("d2")
+	r.waitSent(message.OpDelete, res(a, r.ns, "device", "d2"))
+	r.waitSent(message.OpDelete, res(a, r.ns, "devicemodel", "m"))
+	r.waitMembership(a)
+}
+
+func TestMovedDeviceIsDeletedOnTheOldNodeAndSentWholeToTheNew(t *testing.T) {
+	r := newRig(t)
+	a, b := r.node("a"), r.node("b")
+	r.join(a)
+	r.join(b)
+	r.model("m")
+	r.device("d", "m", a, "20")
+	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.change("d", func(d *v1beta1.Device) { d.Spec.NodeName = b })
+	r.waitSent(message.OpDelete, res(a, r.ns, "device", "d"))
+	r.waitSent(message.OpDelete, res(a, r.ns, "devicemodel", "m"))
+	r.waitSent(message.OpInsert, res(b, r.ns, "devicemodel", "m"))
+	moved := r.waitSent(message.OpInsert, res(b, r.ns, "device", "d"))
+	if !strings.Contains(string(moved.Content), `"nodeName":"`+b+`"`) || !strings.Contains(string(moved.Content), `"properties"`) {
+		t.Fatalf("the new node did not get the whole device: %s", moved.Content)
+	}
+	r.waitMembership(a)
+	r.waitMembership(b, r.ns+"/d")
+}
+
+func twin(prop, value string, ts int64) v1beta1.Twin {
+	return v1beta1.Twin{PropertyName: prop, Reported: v1beta1.TwinProperty{Value: value,
+		Metadata: map[string]string{"timestamp": strconv.FormatInt(ts, 10), "type": "FLOAT"}}}
+}
+
+func reported(d *v1beta1.Device, prop string) string {
+	for _, t := range d.Status.Twins {
+		if t.PropertyName == prop {
+			return t.Reported.Value
+		}
+	}
+	return ""
+}
+
+func TestStatusFromItsNodeLandsInTheDeviceNewestReportedValueWinning(t *testing.T) {
+	r := newRig(t)
+	a := r.node("a")
+	r.join(a)
+	r.model("m")
+	r.device("d", "m", a, "20")
+	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	steps := []struct {
+		name           string
+		report         devicecontroller.DeviceStatusReport
+		wantTemp       string
+		wantSetpoint   string
+		wantState      string
+		wantLastOnline string
+	}{
+		{"first values, state and last online time",
+			devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("temperature", "21.5", 2000)}, State: "online", LastOnlineTime: "2026-01-02T10:00:00Z"},
+			"21.5", "", "online", "2026-01-02T10:00:00Z"},
+		{"an older value is ignored, another property merged beside",
+			devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("temperature", "10", 1000), twin("setpoint", "20", 1500)}},
+			"21.5", "20", "online", "2026-01-02T10:00:00Z"},
+		{"a newer value replaces it; an earlier last online time is kept out",
+			devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("temperature", "22.25", 3000)}, State: "offline", LastOnlineTime: "2026-01-01T10:00:00Z"},
+			"22.25", "20", "offline", "2026-01-02T10:00:00Z"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			if resp := r.report(a, "d", s.report); resp.Route.Operation == message.OpError {
+				t.Fatalf("refused: %s", resp.Content)
+			}
+			d := r.get("d")
+			if reported(d, "temperature") != s.wantTemp || reported(d, "setpoint") != s.wantSetpoint || d.Status.State != s.wantState || d.Status.LastOnlineTime != s.wantLastOnline {
+				t.Fatalf("status %+v; want temperature %s setpoint %s state %s lastOnlineTime %s", d.Status, s.wantTemp, s.wantSetpoint, s.wantState, s.wantLastOnline)
+			}
+		})
+	}
+	d := r.get("d")
+	for _, tw := range d.Status.Twins {
+		if tw.PropertyName == "temperature" && (tw.Reported.Metadata["timestamp"] != "3000" || tw.Reported.Metadata["type"] != "FLOAT") {
+			t.Errorf("reported metadata not kept: %v", tw.Reported.Metadata)
+		}
+	}
+	// Status writes are not echoed to the edge: the next device update it gets is the spec change.
+	r.change("d", func(d *v1beta1.Device) { d.Spec.Properties[1].Desired.Value = "24" })
+	if upd := r.waitSent(message.OpUpdate, res(a, r.ns, "device", "d")); !strings.Contains(string(upd.Content), `"value":"24"`) {
+		t.Fatalf("a status write was sent to the edge as a device update: %s", upd.Content)
+	}
+}
+
+func TestStatusReportsForAnotherNodesDeviceOrWithBadContentAreRefusedAndNothingWritten(t *testing.T) {
+	r := newRig(t)
+	a, b := r.node("a"), r.node("b")
+	r.join(a)
+	r.join(b)
+	r.model("m")
+	r.device("d", "m", a, "20")
+	good := devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("temperature", "21", 1000)}, State: "online"}
+	tests := []struct {
+		name, node, device string
+		content            any
+		wantErr            string
+	}{
+		{"another node's device", b, "d", good, "forbidden"},
+		{"malformed JSON", a, "d", []byte(`{"twins": [`), "not a device status report"},
+		{"twins of the wrong shape", a, "d", []byte(`{"twins": {"temperature": 1}}`), "not a device status report"},
+		{"an empty report", a, "d", []byte(`{}`), "no twins, state or lastOnlineTime"},
+		{"an unknown device", a, "nope", good, "no device " + r.ns + "/nope"},
+		{"an unknown property", a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("humidity", "40", 1000)}}, `no property "humidity"`},
+		{"a timestamp that is not a number", a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{{PropertyName: "temperature", Reported: v1beta1.TwinProperty{Value: "1", Metadata: map[string]string{"timestamp": "yesterday"}}}}}, "timestamp"},
+		{"a lastOnlineTime that is not RFC 3339", a, "d", devicecontroller.DeviceStatusReport{State: "online", LastOnlineTime: "10:00"}, "lastOnlineTime"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := r.report(tt.node, tt.device, tt.content)
+			var e struct{ Error string }
+			_ = json.Unmarshal(resp.Content, &e)
+			if resp.Route.Operation != message.OpError || !strings.Contains(e.Error, tt.wantErr) {
+				t.Fatalf("answer %s %s, want an error containing %q", resp.Route.Operation, resp.Content, tt.wantErr)
+			}
+		})
+	}
+	if d := r.get("d"); len(d.Status.Twins) != 0 || d.Status.State != "" {
+		t.Fatalf("a refused report was written: %+v", d.Status)
+	}
+	if n := metricValue(t, r.h, "kedge_devicecontroller_denied_total"); n != 1 {
+		t.Errorf("kedge_devicecontroller_denied_total = %v, want 1", n)
+	}
+}
+
+func metricValue(t *testing.T, h *sdktest.Harness, name string) float64 {
+	t.Helper()
+	fams, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func TestReconnectingNodeGetsOnlyTheDevicesItLacksAndLosesWhatItShouldNotHold(t *testing.T) {
+	r := newRig(t)
+	node := r.node("n1")
+	r.join(node)
+	r.model("m")
+	r.device("d1", "m", node, "20")
+	r.device("d2", "m", node, "20")
+	rv := func(m sdk.Message) uint64 { v, _ := strconv.ParseUint(m.Header.ResourceVersion, 10, 64); return v }
+	mrv := rv(r.waitSent(message.OpInsert, res(node, r.ns, "devicemodel", "m")))
+	d1 := rv(r.waitSent(message.OpInsert, res(node, r.ns, "device", "d1")))
+	d2 := rv(r.waitSent(message.OpInsert, res(node, r.ns, "device", "d2")))
+	// A status write changes d1's resourceVersion but not what the edge holds: its copy stays current.
+	if resp := r.report(node, "d1", devicecontroller.DeviceStatusReport{State: "online"}); resp.Route.Operation == message.OpError {
+		t.Fatalf("status refused: %s", resp.Content)
+	}
+	r.event(node, message.OpDisconnected, nil)
+	r.event(node, message.OpConnected, nil)
+	r.event(node, message.OpInventory, []devicecontroller.InventoryItem{
+		{Resource: r.ns + "/device/d1", ResourceVersion: d1},
+		{Resource: r.ns + "/devicemodel/m", ResourceVersion: mrv},
+		{Resource: r.ns + "/device/d2", ResourceVersion: d2 - 1},
+		{Resource: r.ns + "/device/gone", ResourceVersion: 5},
+		{Resource: r.ns + "/devicemodel/oldmodel", ResourceVersion: 5},
+		{Resource: r.ns + "/pod/p", ResourceVersion: 3},
+		{Resource: "default/membership/" + node, ResourceVersion: 0},
+	})
+	r.waitSent(message.OpUpdate, res(node, r.ns, "device", "d2"))
+	r.waitSent(message.OpDelete, res(node, r.ns, "device", "gone"))
+	r.waitSent(message.OpDelete, res(node, r.ns, "devicemodel", "oldmodel"))
+	r.waitMembership(node, r.ns+"/d1", r.ns+"/d2")
+	for _, s := range r.sentTo(node) {
+		if strings.HasSuffix(s, "/device/d1") || strings.HasSuffix(s, "/devicemodel/m") || strings.Contains(s, "/pod/") {
+			t.Errorf("sent although the node holds it at the current version (or it is not ours): %s", s)
+		}
+	}
+}
+
+func TestNodeWithoutInventoryGetsEverythingItShouldHold(t *testing.T) {
+	r := newRig(t)
+	node := r.node("n1")
+	r.model("m")
+	r.device("d", "m", node, "20")
+	r.event(node, message.OpConnected, nil)
+	// after inventoryWait, from the reconciliation
+	r.waitSent(message.OpUpdate, res(node, r.ns, "devicemodel", "m"))
+	r.waitSent(message.OpUpdate, res(node, r.ns, "device", "d"))
+	r.waitMembership(node, r.ns+"/d")
+}

@@ -1,0 +1,281 @@
+package devicecontroller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+)
+
+// DeviceStatusReport is the content of a devicestatus update from the edge: the twins that changed,
+// and the device's state and last online time when known. Omitted fields are left as they are.
+type DeviceStatusReport struct {
+	Twins          []v1beta1.Twin `json:"twins,omitempty"`
+	State          string         `json:"state,omitempty"`
+	LastOnlineTime string         `json:"lastOnlineTime,omitempty"`
+}
+
+// MetaTimestamp is the twin metadata key holding milliseconds since the epoch, as a decimal string.
+const MetaTimestamp = "timestamp"
+
+var (
+	errForbidden = errors.New("forbidden")
+	errInvalid   = errors.New("invalid")
+)
+
+// conflictRetries bounds the re-reads after a Device changed between read and status write.
+const conflictRetries = 8
+
+func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
+	switch msg.Route.Operation {
+	case message.OpConnected:
+		m.connected(ctx, node)
+		return
+	case message.OpDisconnected:
+		m.disconnected(node)
+		return
+	case message.OpInventory:
+		var inv []InventoryItem
+		if err := json.Unmarshal(msg.Content, &inv); err != nil {
+			m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
+			m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; reconciling as if it held nothing", "node", node, "err", err)
+			inv = nil
+		}
+		m.reconcile(ctx, node, inv)
+		return
+	}
+	res, err := message.ParseCloud(msg.Route.Resource)
+	result := "ok"
+	if err == nil {
+		result, err = m.fromEdge(ctx, node, res, msg)
+	}
+	switch {
+	case errors.Is(err, errForbidden):
+		result = "forbidden"
+		m.metrics.denied.WithLabelValues(res.Type, msg.Route.Operation).Inc()
+		m.host.Logger().Warn("edge node report refused", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
+	case errors.Is(err, errInvalid):
+		result = "invalid"
+		m.host.Logger().Warn("edge node report invalid", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
+	case err != nil:
+		result = "error"
+		m.host.Logger().Warn("edge node report failed", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
+	}
+	m.metrics.upstream.WithLabelValues(res.Type, result).Inc()
+	if !msg.Header.Sync {
+		return
+	}
+	var reply sdk.Message
+	if err == nil {
+		reply, err = msg.Reply(Name, "OK")
+	}
+	if err != nil {
+		reply = msg.ErrorReply(Name, err)
+	}
+	if err := m.host.Reply(ctx, reply); err != nil && !errors.Is(err, sdk.ErrNoWaiter) {
+		m.host.Logger().Warn("answer to the edge not delivered", "node", node, "err", err)
+	}
+}
+
+// fromEdge handles one report of an edge node and returns its result label.
+func (m *Module) fromEdge(ctx context.Context, node string, res message.Resource, msg sdk.Message) (string, error) {
+	op := msg.Route.Operation
+	if res.Type == TypeDeviceStatus && (op == message.OpUpdate || op == message.OpInsert || op == message.OpPatch) {
+		if res.Name == "" {
+			return "", fmt.Errorf("%w: devicestatus needs a device name (<namespace>/devicestatus/<name>)", errInvalid)
+		}
+		return m.deviceStatus(ctx, node, res, msg.Content)
+	}
+	return "", fmt.Errorf("%w: %s of %s from an edge node is not something the device controller handles (it takes update of devicestatus)", errInvalid, op, res.Type)
+}
+
+// boundDevice returns the device res names if it is bound to node.
+func (m *Module) boundDevice(ctx context.Context, node string, res message.Resource) (*v1beta1.Device, error) {
+	dev := m.device(res.Namespace, res.Name)
+	if dev == nil { // the informer may lag behind a device just created: ask the API
+		got, err := m.get(ctx, res.Namespace, res.Name)
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: no device %s/%s", errInvalid, res.Namespace, res.Name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		dev = got
+	}
+	if dev.Spec.NodeName != node {
+		return nil, fmt.Errorf("%w: device %s/%s is not bound to node %s", errForbidden, res.Namespace, res.Name, node)
+	}
+	return dev, nil
+}
+
+func (m *Module) get(ctx context.Context, ns, name string) (*v1beta1.Device, error) {
+	dev := &v1beta1.Device{}
+	err := m.rest.Get().Namespace(ns).Resource(v1beta1.ResourceDevices).Name(name).Do(ctx).Into(dev)
+	return dev, err
+}
+
+// decodeReport decodes and checks a report against the device: well-formed JSON of the right shape,
+// something to report, known properties, numeric timestamps, an RFC 3339 lastOnlineTime.
+func decodeReport(raw []byte, dev *v1beta1.Device) (DeviceStatusReport, error) {
+	var rep DeviceStatusReport
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return rep, fmt.Errorf("%w: empty content: want {\"twins\": [...], \"state\": ..., \"lastOnlineTime\": ...}", errInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&rep); err != nil {
+		return rep, fmt.Errorf("%w: content is not a device status report: %v", errInvalid, err)
+	}
+	if len(rep.Twins) == 0 && rep.State == "" && rep.LastOnlineTime == "" {
+		return rep, fmt.Errorf("%w: the report carries no twins, state or lastOnlineTime", errInvalid)
+	}
+	known := map[string]bool{}
+	for _, p := range dev.Spec.Properties {
+		known[p.Name] = true
+	}
+	seen := map[string]bool{}
+	for i, t := range rep.Twins {
+		switch {
+		case t.PropertyName == "":
+			return rep, fmt.Errorf("%w: twins[%d].propertyName is empty", errInvalid, i)
+		case !known[t.PropertyName]:
+			return rep, fmt.Errorf("%w: twins[%d]: device %s/%s has no property %q", errInvalid, i, dev.Namespace, dev.Name, t.PropertyName)
+		case seen[t.PropertyName]:
+			return rep, fmt.Errorf("%w: twins[%d]: property %q reported twice", errInvalid, i, t.PropertyName)
+		}
+		seen[t.PropertyName] = true
+		for what, tp := range map[string]v1beta1.TwinProperty{"reported": t.Reported, "observedDesired": t.ObservedDesired} {
+			if s, ok := tp.Metadata[MetaTimestamp]; ok {
+				if _, err := strconv.ParseInt(s, 10, 64); err != nil {
+					return rep, fmt.Errorf("%w: twins[%d].%s.metadata.timestamp %q is not milliseconds since the epoch", errInvalid, i, what, s)
+				}
+			}
+		}
+	}
+	if rep.LastOnlineTime != "" {
+		if _, err := time.Parse(time.RFC3339, rep.LastOnlineTime); err != nil {
+			return rep, fmt.Errorf("%w: lastOnlineTime %q is not RFC 3339: %v", errInvalid, rep.LastOnlineTime, err)
+		}
+	}
+	return rep, nil
+}
+
+// deviceStatus merges a report into the Device status and writes it, guarded by resourceVersion
+// (re-read and re-merged on conflict). Returns "unchanged" when the status already held it all.
+func (m *Module) deviceStatus(ctx context.Context, node string, res message.Resource, raw []byte) (string, error) {
+	dev, err := m.boundDevice(ctx, node, res)
+	if err != nil {
+		return "", err
+	}
+	rep, err := decodeReport(raw, dev)
+	if err != nil {
+		return "", fmt.Errorf("status of device %s/%s: %w", res.Namespace, res.Name, err)
+	}
+	for attempt := 0; ; attempt++ {
+		status, changed, older := merge(dev.Status, rep)
+		if !changed {
+			m.metrics.olderTwins.Add(float64(older))
+			return "unchanged", nil
+		}
+		patch, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"uid": dev.UID, "resourceVersion": dev.ResourceVersion},
+			"status":   status,
+		})
+		if err != nil {
+			return "", err
+		}
+		err = m.rest.Patch(types.MergePatchType).Namespace(res.Namespace).Resource(v1beta1.ResourceDevices).Name(res.Name).
+			SubResource("status").Param("fieldManager", "kedge-devicecontroller").Body(patch).Do(ctx).Error()
+		if err == nil {
+			m.metrics.olderTwins.Add(float64(older))
+			return "ok", nil
+		}
+		if !apierrors.IsConflict(err) || attempt >= conflictRetries {
+			return "", fmt.Errorf("status of device %s/%s: %w", res.Namespace, res.Name, err)
+		}
+		m.metrics.conflicts.Inc()
+		if dev, err = m.get(ctx, res.Namespace, res.Name); err != nil {
+			return "", fmt.Errorf("status of device %s/%s: %w", res.Namespace, res.Name, err)
+		}
+		if dev.Spec.NodeName != node {
+			return "", fmt.Errorf("%w: device %s/%s is not bound to node %s", errForbidden, res.Namespace, res.Name, node)
+		}
+	}
+}
+
+// merge applies rep to cur: twins by propertyName, a reported (or observedDesired) value replacing
+// the held one unless the held one has a newer metadata.timestamp; state when given; lastOnlineTime
+// unless the held one is later. It returns the new status, whether anything changed, and how many
+// values were older than what the status holds.
+func merge(cur v1beta1.DeviceStatus, rep DeviceStatusReport) (v1beta1.DeviceStatus, bool, int) {
+	out := *cur.DeepCopy()
+	changed, older := false, 0
+	idx := map[string]int{}
+	for i, t := range out.Twins {
+		idx[t.PropertyName] = i
+	}
+	take := func(held *v1beta1.TwinProperty, in v1beta1.TwinProperty) {
+		if in.Value == "" && len(in.Metadata) == 0 {
+			return // not reported
+		}
+		if !newer(in, *held) {
+			older++
+			return
+		}
+		if held.Value == in.Value && maps.Equal(held.Metadata, in.Metadata) {
+			return
+		}
+		*held = *in.DeepCopy()
+		changed = true
+	}
+	for _, t := range rep.Twins {
+		i, ok := idx[t.PropertyName]
+		if !ok {
+			out.Twins = append(out.Twins, v1beta1.Twin{PropertyName: t.PropertyName})
+			i = len(out.Twins) - 1
+			idx[t.PropertyName] = i
+		}
+		take(&out.Twins[i].Reported, t.Reported)
+		take(&out.Twins[i].ObservedDesired, t.ObservedDesired)
+	}
+	if rep.State != "" && rep.State != out.State {
+		out.State, changed = rep.State, true
+	}
+	if rep.LastOnlineTime != "" && rep.LastOnlineTime != out.LastOnlineTime {
+		in, _ := time.Parse(time.RFC3339, rep.LastOnlineTime)
+		held, err := time.Parse(time.RFC3339, out.LastOnlineTime)
+		if err != nil || !in.Before(held) {
+			out.LastOnlineTime, changed = rep.LastOnlineTime, true
+		}
+	}
+	return out, changed, older
+}
+
+// newer reports whether in may replace held: held has no timestamp, in has none (its arrival order
+// is all there is), or in's is not older.
+func newer(in, held v1beta1.TwinProperty) bool {
+	hs, ok := held.Metadata[MetaTimestamp]
+	if !ok {
+		return true
+	}
+	is, ok := in.Metadata[MetaTimestamp]
+	if !ok {
+		return true
+	}
+	h, err1 := strconv.ParseInt(hs, 10, 64)
+	i, err2 := strconv.ParseInt(is, 10, 64)
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return i >= h
+}

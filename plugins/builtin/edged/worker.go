@@ -41,7 +41,7 @@ type worker struct {
 	crash        map[string]*backoff // container name -> restart back-off
 	pulls        map[string]*backoff // image -> pull back-off
 	waiting      map[string]waitState
-	podProblem   *waitState // the pod cannot run at all (invalid spec, sandbox, volumes)
+	podProblem   *waitState                        // the pod cannot run at all (invalid spec, sandbox, volumes)
 	exited       map[string]*criv1.ContainerStatus // exited instances never change: cached by id
 	sandboxIP    map[string]string
 	deletionSent bool
@@ -67,7 +67,7 @@ func newWorker(m *Module, pod *corev1.Pod) *worker {
 		pulls:   map[string]*backoff{},
 		waiting: map[string]waitState{},
 		exited:  map[string]*criv1.ContainerStatus{}, sandboxIP: map[string]string{},
-		probe:   probeState{livenessFailed: map[string]string{}, started: map[string]string{}},
+		probe: probeState{livenessFailed: map[string]string{}, started: map[string]string{}},
 	}
 }
 

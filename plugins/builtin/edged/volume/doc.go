@@ -15,9 +15,9 @@
 //     a path opened by name before an update reads the new content after it.
 //
 // Objects come from a Source (Edged implements it over metamanager queries). The Source returns an
-// object's JSON; configmap and secret are corev1 objects, serviceaccounttoken is an
-// authentication/v1 TokenRequest whose status.token is the token (name = the service account's
-// name). A Source reports a missing object with an error for which IsNotFound is true (wrap
+// object's JSON; configmap and secret are corev1 objects; serviceaccounttoken is the object the
+// cloud's edgecontroller issues per pod (name = the pod's name): {"podUID", "tokens": [{"audience",
+// "expirationSeconds", "token", "expirationTimestamp"}]}, tokens bound to that pod. A Source reports a missing object with an error for which IsNotFound is true (wrap
 // ErrNotFound or return a Kubernetes NotFound status error); only then does "optional" apply.
 //
 // Typical use by Edged:

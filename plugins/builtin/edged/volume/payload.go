@@ -10,9 +10,9 @@ import (
 	"sort"
 	"strings"
 
-	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 const defaultFileMode = 0o644
@@ -234,27 +234,47 @@ func (b *builder) secret(name string, items []corev1.KeyToPath, mode os.FileMode
 	return b.keys(TypeSecret, name, data, items, mode, optional)
 }
 
+// podTokens is the object the cloud (edgecontroller) sends as <ns>/serviceaccounttoken/<pod name>:
+// the service-account tokens bound to that pod, one per audience and expiration its volumes ask for.
+type podTokens struct {
+	PodUID types.UID `json:"podUID"`
+	Tokens []struct {
+		Audience          string `json:"audience"`
+		ExpirationSeconds int64  `json:"expirationSeconds"`
+		Token             string `json:"token"`
+	} `json:"tokens"`
+}
+
 func (b *builder) token(p *corev1.ServiceAccountTokenProjection, mode os.FileMode) error {
-	sa := b.pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
-	raw, err := b.m.src.Get(b.ctx, TypeServiceAccountToken, b.pod.Namespace, sa)
+	name := b.pod.Namespace + "/" + b.pod.Name
+	raw, err := b.m.src.Get(b.ctx, TypeServiceAccountToken, b.pod.Namespace, b.pod.Name)
 	if err != nil {
 		if IsNotFound(err) {
-			return b.errf("no service account token for %s/%s: the node has no object of type %s for it (a TokenRequest with status.token): %v",
-				b.pod.Namespace, sa, TypeServiceAccountToken, err)
+			return b.errf("no service account token for pod %s: the node has no object of type %s for it (the cloud issues one per pod): %v",
+				name, TypeServiceAccountToken, err)
 		}
-		return b.errf("get %s %s/%s: %v", TypeServiceAccountToken, b.pod.Namespace, sa, err)
+		return b.errf("get %s %s: %v", TypeServiceAccountToken, name, err)
 	}
-	var tr authv1.TokenRequest
-	if err := json.Unmarshal(raw, &tr); err != nil {
-		return b.errf("%s %s/%s: decode: %v", TypeServiceAccountToken, b.pod.Namespace, sa, err)
+	var pt podTokens
+	if err := json.Unmarshal(raw, &pt); err != nil {
+		return b.errf("%s %s: decode: %v", TypeServiceAccountToken, name, err)
 	}
-	if tr.Status.Token == "" {
-		return b.errf("%s %s/%s has an empty status.token", TypeServiceAccountToken, b.pod.Namespace, sa)
+	if pt.PodUID != "" && pt.PodUID != b.pod.UID {
+		return b.errf("%s %s is bound to pod uid %s, this pod is uid %s (an older pod of that name)", TypeServiceAccountToken, name, pt.PodUID, b.pod.UID)
 	}
-	return b.add(p.Path, []byte(tr.Status.Token), mode, "serviceAccountToken")
+	exp := int64(3600)
+	if p.ExpirationSeconds != nil {
+		exp = *p.ExpirationSeconds
+	}
+	for _, t := range pt.Tokens {
+		if t.Audience == p.Audience && t.ExpirationSeconds == exp {
+			if t.Token == "" {
+				return b.errf("%s %s: the token for audience %q is empty", TypeServiceAccountToken, name, p.Audience)
+			}
+			return b.add(p.Path, []byte(t.Token), mode, "serviceAccountToken")
+		}
+	}
+	return b.errf("%s %s has no token for audience %q expiring after %ds (yet)", TypeServiceAccountToken, name, p.Audience, exp)
 }
 
 func (b *builder) downward(items []corev1.DownwardAPIVolumeFile, mode os.FileMode) error {

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 
-	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,7 +94,7 @@ func TestSetupWritesEachContentVolumeType(t *testing.T) {
 	src := newObjects()
 	src.configMap(t, "cfg", map[string]string{"a.conf": "A", "b.conf": "B"})
 	src.secret(t, "creds", map[string]string{"user": "admin", "pass": "s3cret"})
-	src.put(t, TypeServiceAccountToken, "default", "robot", &authv1.TokenRequest{Status: authv1.TokenRequestStatus{Token: "tok-123"}})
+	src.put(t, TypeServiceAccountToken, "default", "web", map[string]any{"podUID": "uid-1", "tokens": []map[string]any{{"expirationSeconds": 3600, "token": "tok-123", "audience": "api"}}})
 
 	tests := []struct {
 		name  string
@@ -198,7 +197,7 @@ func TestSetupReportsMissingObjectsUnlessOptional(t *testing.T) {
 			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Optional: ptr(true)}}}}}, ""},
 		{"missing service account token is explained", corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}},
-			`no service account token for default/default: the node has no object of type serviceaccounttoken`},
+			`no service account token for pod default/web: the node has no object of type serviceaccounttoken`},
 		{"mode above 0777 fails", corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, DefaultMode: ptr[int32](0o1777)}}, "defaultMode 01777 is out of range"},
 		{"unsupported downward field fails", corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
@@ -384,7 +383,7 @@ func TestEscapesAreRefused(t *testing.T) {
 		{"token path escaping", corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "/evil"}}}}}, "must be relative"},
 	}
-	src.put(t, TypeServiceAccountToken, "default", "default", &authv1.TokenRequest{Status: authv1.TokenRequestStatus{Token: "t"}})
+	src.put(t, TypeServiceAccountToken, "default", "web", map[string]any{"podUID": "uid-1", "tokens": []map[string]any{{"expirationSeconds": 3600, "token": "t"}}})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			outer := t.TempDir()

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# A real local Kubernetes control plane (etcd v3.6.8, kube-apiserver, kube-controller-manager and
-# kubectl v1.36.3),
+# A real local Kubernetes control plane (etcd v3.6.8, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kubectl v1.36.3),
 # built from the Go module proxy and run on loopback.
 #
 #   hack/controlplane.sh build   build the binaries into _bin/controlplane/<key>/ (skipped when present)
 #   hack/controlplane.sh bindir  print that folder (builds first when missing)
-#   hack/controlplane.sh up      start etcd + kube-apiserver (+ kube-controller-manager) under
+#   hack/controlplane.sh up      start etcd + kube-apiserver (+ controller-manager, scheduler) under
 #                                _run/controlplane/ (certificates, kubeconfig, PID files); waits for /readyz
 #   hack/controlplane.sh down    stop them (apiserver first, then etcd)
 #   hack/controlplane.sh env     print KUBECONFIG and PATH lines to eval
@@ -33,7 +33,7 @@ API_PORT="${CONTROLPLANE_API_PORT:-6443}"
 say() { printf '[controlplane] %s\n' "$*" >&2; }
 
 build() {
-	local bins=(etcd kube-apiserver kubectl kube-controller-manager) missing=() b
+	local bins=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler) missing=() b
 	for b in "${bins[@]}"; do [[ -x "$BINDIR/$b" ]] || missing+=("$b"); done
 	((${#missing[@]} == 0)) && return 0
 	mkdir -p "$BINDIR"
@@ -164,6 +164,13 @@ controllers() {
 		--use-service-account-credentials=false --controllers '*' \
 		>"$RUNDIR/controller-manager.log" 2>&1 &
 	echo $! >"$RUNDIR/controller-manager.pid"
+	if ! alive "$RUNDIR/scheduler.pid"; then
+		say "starting kube-scheduler"
+		"$BINDIR/kube-scheduler" --kubeconfig "$RUNDIR/kubeconfig" --authentication-kubeconfig "$RUNDIR/kubeconfig" \
+			--authorization-kubeconfig "$RUNDIR/kubeconfig" --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
+			>"$RUNDIR/scheduler.log" 2>&1 &
+		echo $! >"$RUNDIR/scheduler.pid"
+	fi
 }
 
 stop_pid() {
@@ -179,6 +186,7 @@ stop_pid() {
 }
 
 down() {
+	stop_pid "$RUNDIR/scheduler.pid"
 	stop_pid "$RUNDIR/controller-manager.pid"
 	stop_pid "$RUNDIR/apiserver.pid"
 	stop_pid "$RUNDIR/etcd.pid"

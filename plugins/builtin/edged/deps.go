@@ -25,8 +25,13 @@ type metaSource struct{ m *Module }
 func (s metaSource) Get(ctx context.Context, typ, namespace, name string) ([]byte, error) {
 	raw, err := s.m.query(ctx, message.Resource{Namespace: namespace, Type: typ, Name: name}.Edge())
 	var qe *queryError
-	if errors.As(err, &qe) && strings.Contains(qe.reason, "not found") {
-		return nil, errors.Join(volume.ErrNotFound, err)
+	// Missing for sure only when the cloud said so; a miss while offline (or with the cloud slow) is
+	// unknown, so an optional object is not skipped but the pod is retried once it can be known.
+	if errors.As(err, &qe) {
+		_, cloud, asked := strings.Cut(qe.reason, "asked the cloud:")
+		if asked && strings.Contains(cloud, "not found") || strings.Contains(qe.reason, "no cloud link") { // no cloud: the store is the truth
+			return nil, errors.Join(volume.ErrNotFound, err)
+		}
 	}
 	return raw, err
 }

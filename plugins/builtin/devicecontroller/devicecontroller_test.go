@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 )
 
 var (
+	rigs  atomic.Int64
 	env   *k8senv.Env
 	api   *rest.RESTClient
 	dyn   dynamic.Interface
@@ -95,10 +97,10 @@ func newRig(t *testing.T) *rig {
 	info, _ := sdk.Lookup(devicecontroller.Name)
 	h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
 	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	if len(ns) > 50 {
-		ns = ns[:50]
+	if len(ns) > 45 {
+		ns = ns[:45]
 	}
-	ns = strings.Trim(ns, "-")
+	ns = fmt.Sprintf("%s-%d", strings.Trim(ns, "-"), rigs.Add(1)) // unique under -count
 	if _, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -410,11 +412,13 @@ func TestDevicesModelsAndMembershipReachOnlyTheirNodeModelFirst(t *testing.T) {
 	r.model("mb")
 	r.device("da", "ma", a, "20")
 	r.device("db", "mb", b, "20")
+	r.waitMembership(a, r.ns+"/da") // sent after the device, so the model and device are in by now
+	order := strings.Join(r.sentTo(a), "\n")
+	if mi, di := strings.Index(order, "/devicemodel/ma"), strings.Index(order, "/device/da"); mi < 0 || di < 0 || mi > di {
+		t.Errorf("the model must reach the node before its device:\n%s", order)
+	}
 	mod := r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "ma"))
 	dev := r.waitSent(message.OpInsert, res(a, r.ns, "device", "da"))
-	if mod.Header.Timestamp > dev.Header.Timestamp {
-		t.Errorf("device sent before its model")
-	}
 	var got v1beta1.Device
 	if err := json.Unmarshal(dev.Content, &got); err != nil || got.Kind != "Device" || got.APIVersion != "devices.kubeedge.io/v1beta1" || got.Spec.NodeName != a || got.Spec.Properties[1].Desired.Value != "20" {
 		t.Fatalf("device content: %v %+v", err, got)
@@ -426,7 +430,6 @@ func TestDevicesModelsAndMembershipReachOnlyTheirNodeModelFirst(t *testing.T) {
 	if err := json.Unmarshal(mod.Content, &gotModel); err != nil || gotModel.Kind != "DeviceModel" || len(gotModel.Spec.Properties) != 2 {
 		t.Fatalf("model content: %v %+v", err, gotModel)
 	}
-	r.waitMembership(a, r.ns+"/da")
 	r.waitSent(message.OpInsert, res(b, r.ns, "devicemodel", "mb"))
 	r.waitSent(message.OpInsert, res(b, r.ns, "device", "db"))
 	r.waitMembership(b, r.ns+"/db")
@@ -661,4 +664,14 @@ func TestNodeWithoutInventoryGetsEverythingItShouldHold(t *testing.T) {
 	r.waitSent(message.OpUpdate, res(node, r.ns, "devicemodel", "m"))
 	r.waitSent(message.OpUpdate, res(node, r.ns, "device", "d"))
 	r.waitMembership(node, r.ns+"/d")
+}
+
+func TestDeviceWhoseModelIsCreatedLaterGetsTheModelOnItsNode(t *testing.T) {
+	r := newRig(t)
+	a := r.node("a")
+	r.join(a)
+	r.device("d", "late", a, "20")
+	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.model("late")
+	r.waitSent(message.OpUpdate, res(a, r.ns, "devicemodel", "late"))
 }

@@ -357,6 +357,7 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 	tests := []struct {
 		name, manifest, wantField string
 	}{
+		{"a device without a spec", head + "kind: Device\nmetadata: {name: d0}\n", "spec"},
 		{"a device without a model reference", head + "kind: Device\nmetadata: {name: d1}\nspec: {nodeName: edge-1}\n", "spec.deviceModelRef"},
 		{"a device model reference without a name", head + "kind: Device\nmetadata: {name: d2}\nspec: {deviceModelRef: {}}\n", "spec.deviceModelRef.name"},
 		{"a device property without a name", head + "kind: Device\nmetadata: {name: d3}\nspec: {deviceModelRef: {name: m}, properties: [{reportCycle: 5}]}\n", "spec.properties[0].name"},

@@ -20,7 +20,9 @@ type Device struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   DeviceSpec   `json:"spec,omitempty"`
+	// +kubebuilder:validation:Required
+	Spec DeviceSpec `json:"spec"`
+	// +optional
 	Status DeviceStatus `json:"status,omitempty"`
 }
 

@@ -206,10 +206,7 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	node, _, err := message.ToEdge(msg.Route.Resource)
 	if err != nil {
 		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
-		if msg.Header.Sync {
-			_ = m.host.Reply(ctx, msg.ErrorReply(Name, err))
-		}
-		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
+		return fmt.Errorf("message from %s: %w", msg.Route.Source, err) // the host answers a sync request with it
 	}
 	hash := fnv.New32a()
 	_, _ = hash.Write([]byte(node))

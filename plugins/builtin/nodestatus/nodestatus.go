@@ -1,22 +1,22 @@
-// Package nodestatus reports the edge node's own facts — capacity, kernel, uptime, readiness — on a
-// fixed interval. It is separate from edged so a box that runs no pods still reports its node.
+// Package nodestatus reports the edge node's own facts — capacity and allocatable, pressure
+// conditions, kernel, OS, IDs, runtime version, addresses — on a fixed interval. It is separate from
+// edged so a box that runs no pods still reports its node.
 package nodestatus
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"os"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -27,7 +27,7 @@ func init() {
 	sdk.Register(sdk.Info{
 		Name:     Name,
 		Group:    "node",
-		Doc:      "Reports the node's capacity, kernel and uptime on an interval (works without edged).",
+		Doc:      "Reports the node's capacity, allocatable, pressure conditions, kernel, OS and runtime version on an interval (works without edged).",
 		Requires: []string{"metamanager"},
 		Enabled:  true,
 		New:      func() sdk.Module { return New() },
@@ -36,24 +36,48 @@ func init() {
 
 // Module is the node status reporter; its exported fields are its settings.
 type Module struct {
-	Interval  time.Duration `yaml:"interval" doc:"How often the node status is reported."`
-	Namespace string        `yaml:"namespace" doc:"Namespace of the nodestatus resource (KubeEdge uses default)."`
-	ProcRoot  string        `yaml:"procRoot" doc:"Where /proc is mounted (a different path when edgecore runs in a container)."`
+	Interval       time.Duration `yaml:"interval" doc:"How often the node status is reported."`
+	Namespace      string        `yaml:"namespace" doc:"Namespace of the nodestatus resource (KubeEdge uses default)."`
+	ProcRoot       string        `yaml:"procRoot" doc:"Where /proc is mounted (a different path when edgecore runs in a container)."`
+	EtcRoot        string        `yaml:"etcRoot" doc:"Where the host's /etc is (os-release, machine-id)."`
+	MaxPods        int           `yaml:"maxPods" doc:"The node's pods capacity (the kubelet's default is 110)."`
+	StoragePath    string        `yaml:"storagePath" doc:"A path on the filesystem whose size is ephemeral-storage and whose free space decides DiskPressure (the nearest existing parent is used)."`
+	SystemReserved Reserved      `yaml:"systemReserved" doc:"Resources kept for the system: allocatable = capacity - systemReserved."`
+	Pressure       Thresholds    `yaml:"pressure" doc:"A condition is True when what is available falls below its threshold: a quantity (100Mi) or a percentage of the total (10%)."`
+	CRIEndpoint    string        `yaml:"criEndpoint" doc:"CRI socket (unix:///run/containerd/containerd.sock or a bare path) asked for the runtime version; empty reports none."`
 
-	host    sdk.Host
-	wg      sync.WaitGroup
-	reports prometheus.Counter
-	failed  prometheus.Counter
+	host     sdk.Host
+	wg       sync.WaitGroup
+	reports  prometheus.Counter
+	failed   prometheus.Counter
+	gatherer *gatherer
+}
+
+// Reserved is what systemReserved keeps back from allocatable.
+type Reserved struct {
+	CPU              string `yaml:"cpu" doc:"CPU kept for the system, e.g. 100m."`
+	Memory           string `yaml:"memory" doc:"Memory kept for the system, e.g. 256Mi."`
+	EphemeralStorage string `yaml:"ephemeral-storage" doc:"Disk kept for the system, e.g. 1Gi."`
+}
+
+// Thresholds decide the pressure conditions.
+type Thresholds struct {
+	MemoryAvailable string `yaml:"memoryAvailable" doc:"MemoryPressure when MemAvailable (/proc/meminfo) is below this."`
+	DiskAvailable   string `yaml:"diskAvailable" doc:"DiskPressure when the free space of storagePath's filesystem is below this."`
+	PIDAvailable    string `yaml:"pidAvailable" doc:"PIDPressure when pid_max minus the tasks in use is below this."`
 }
 
 var _ sdk.Module = (*Module)(nil)
 
 // New returns a reporter with its defaults.
 func New() *Module {
-	return &Module{Interval: 10 * time.Second, Namespace: "default", ProcRoot: "/proc"}
+	return &Module{Interval: 10 * time.Second, Namespace: "default", ProcRoot: "/proc", EtcRoot: "/etc",
+		MaxPods: 110, StoragePath: "/var/lib/kedge",
+		Pressure: Thresholds{MemoryAvailable: "100Mi", DiskAvailable: "10%", PIDAvailable: "5%"}}
 }
 
-// Status is the content of a nodestatus message.
+// Status is the content of a nodestatus message. Fields are only ever added, so an older cloud reads
+// a newer edge's report and the other way round.
 type Status struct {
 	NodeName      string            `json:"nodeName"`
 	Capacity      map[string]string `json:"capacity"`
@@ -64,21 +88,44 @@ type Status struct {
 	Addresses     []string          `json:"addresses,omitempty"` // the host's non-loopback IPs, IPv4 first
 	BootTime      time.Time         `json:"bootTime"`
 	ReportedAt    time.Time         `json:"reportedAt"`
+
+	Allocatable             map[string]string `json:"allocatable,omitempty"`
+	Conditions              []Condition       `json:"conditions,omitempty"` // MemoryPressure, DiskPressure, PIDPressure
+	MachineID               string            `json:"machineID,omitempty"`
+	BootID                  string            `json:"bootID,omitempty"`
+	ContainerRuntimeVersion string            `json:"containerRuntimeVersion,omitempty"` // e.g. containerd://1.6.20
+	Version                 string            `json:"kedgeVersion,omitempty"`            // edgecore's version
+}
+
+// Condition is one node condition as the edge sees it; the cloud keeps the transition times.
+type Condition struct {
+	Type    string `json:"type"`   // MemoryPressure, DiskPressure, PIDPressure
+	Status  string `json:"status"` // True or False
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.Interval < time.Second {
 		return fmt.Errorf("interval %s is below 1s", m.Interval)
 	}
+	g, err := m.newGatherer()
+	if err != nil {
+		return err
+	}
+	m.gatherer = g
 	m.host = h
 	m.reports = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_nodestatus_reports_total", Help: "Node status reports stored."})
 	m.failed = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_nodestatus_failures_total", Help: "Node status reports that could not be gathered or stored."})
 	if err := h.Metrics().Register(m.reports); err != nil {
+		g.close()
 		return err
 	}
 	if err := h.Metrics().Register(m.failed); err != nil {
+		g.close()
 		return err
 	}
+	g.log = h.Logger()
 	m.wg.Add(1)
 	go m.loop(ctx)
 	return nil
@@ -86,6 +133,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 
 func (m *Module) Stop(context.Context) error {
 	m.wg.Wait()
+	if m.gatherer != nil {
+		m.gatherer.close()
+	}
 	return nil
 }
 
@@ -110,7 +160,7 @@ func (m *Module) loop(ctx context.Context) {
 }
 
 func (m *Module) report(ctx context.Context) error {
-	st, err := Gather(m.ProcRoot, m.host.NodeName())
+	st, err := m.gatherer.gather(ctx, m.host.NodeName())
 	if err != nil {
 		return err
 	}
@@ -131,34 +181,21 @@ func (m *Module) report(ctx context.Context) error {
 	return nil
 }
 
-// Gather reads the node's facts from procRoot.
+// Gather reads the node's facts from procRoot with every other setting at its default (no runtime).
 func Gather(procRoot, node string) (Status, error) {
-	mem, err := memTotal(procRoot + "/meminfo")
+	m := New()
+	m.ProcRoot = procRoot
+	return m.Gather(context.Background(), node)
+}
+
+// Gather reads the node's facts with m's settings (used by tests and tools; the module runs its own).
+func (m *Module) Gather(ctx context.Context, node string) (Status, error) {
+	g, err := m.newGatherer()
 	if err != nil {
 		return Status{}, err
 	}
-	kernel, err := os.ReadFile(procRoot + "/sys/kernel/osrelease")
-	if err != nil {
-		return Status{}, fmt.Errorf("read kernel version: %w", err)
-	}
-	boot, err := bootTime(procRoot + "/uptime")
-	if err != nil {
-		return Status{}, err
-	}
-	return Status{
-		NodeName: node,
-		Capacity: map[string]string{
-			"cpu":    strconv.Itoa(runtime.NumCPU()),
-			"memory": strconv.FormatUint(mem, 10) + "Ki",
-		},
-		KernelVersion: strings.TrimSpace(string(kernel)),
-		OS:            runtime.GOOS,
-		Architecture:  runtime.GOARCH,
-		OSImage:       osImage("/etc/os-release"),
-		Addresses:     hostIPs(),
-		BootTime:      boot.UTC().Truncate(time.Second),
-		ReportedAt:    time.Now().UTC(),
-	}, nil
+	defer g.close()
+	return g.gather(ctx, node)
 }
 
 // osImage is PRETTY_NAME from os-release ("Debian GNU/Linux 12 (bookworm)"), or "" if unreadable.
@@ -196,38 +233,19 @@ func hostIPs() []string {
 	return append(v4, v6...)
 }
 
-func memTotal(path string) (uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("read memory size: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kib, err := strconv.ParseUint(fields[1], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("%s: MemTotal %q: %w", path, fields[1], err)
-			}
-			return kib, nil
-		}
-	}
-	return 0, fmt.Errorf("%s: no MemTotal line", path)
-}
+func kedgeVersion() string { return modules.Version }
 
-func bootTime(path string) (time.Time, error) {
-	b, err := os.ReadFile(path)
+// parseQuantity parses a setting that must be a non-negative quantity (empty = zero).
+func parseQuantity(setting, v string) (resource.Quantity, error) {
+	if strings.TrimSpace(v) == "" {
+		return resource.Quantity{}, nil
+	}
+	q, err := resource.ParseQuantity(strings.TrimSpace(v))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read uptime: %w", err)
+		return q, fmt.Errorf("%s %q is not a quantity (like 100m, 256Mi, 1Gi): %w", setting, v, err)
 	}
-	fields := strings.Fields(string(b))
-	if len(fields) == 0 {
-		return time.Time{}, fmt.Errorf("%s is empty", path)
+	if q.Sign() < 0 {
+		return q, fmt.Errorf("%s %q is negative", setting, v)
 	}
-	up, err := strconv.ParseFloat(fields[0], 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%s: uptime %q: %w", path, fields[0], err)
-	}
-	return time.Now().Add(-time.Duration(up * float64(time.Second))), nil
+	return q, nil
 }

@@ -19,8 +19,15 @@ import (
 
 func fakeProc(t *testing.T, meminfo, osrelease, uptime string) string {
 	t.Helper()
+	return writeFiles(t, map[string]string{"meminfo": meminfo, "sys/kernel/osrelease": osrelease, "uptime": uptime,
+		"loadavg": "0.10 0.20 0.30 2/300 4242\n", "sys/kernel/pid_max": "32768\n", "sys/kernel/random/boot_id": "0d6c1b8e-boot\n"})
+}
+
+// writeFiles makes a directory holding the given files (name -> content).
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
 	root := t.TempDir()
-	for name, body := range map[string]string{"meminfo": meminfo, "sys/kernel/osrelease": osrelease, "uptime": uptime} {
+	for name, body := range files {
 		p := filepath.Join(root, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -73,7 +80,7 @@ func TestReportsAreStoredByMetamanagerOnEveryInterval(t *testing.T) {
 	hub, _ := rt.Register("edgehub", "hub", router.Options{Capacity: 16})
 	mm, _ := sdk.Lookup("metamanager")
 	ns, _ := sdk.Lookup(Name)
-	tree := map[string]any{"modules": map[string]any{Name: map[string]any{"interval": "1s", "procRoot": fakeProc(t, "MemTotal: 1024 kB\n", "6.1", "10 10")}}}
+	tree := map[string]any{"modules": map[string]any{"metamanager": map[string]any{"metaServer": map[string]any{"enable": false}}, Name: map[string]any{"interval": "1s", "procRoot": fakeProc(t, "MemTotal: 1024 kB\nMemAvailable: 512 kB\n", "6.1", "10 10"), "storagePath": t.TempDir()}}}
 	plan, err := modules.Plan("test", tree, nil, []sdk.Info{ns, mm}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +98,7 @@ func TestReportsAreStoredByMetamanagerOnEveryInterval(t *testing.T) {
 			t.Fatalf("report %d never reached the hub: %v", i, err)
 		}
 		var st Status
-		if err := json.Unmarshal(m.Content, &st); err != nil || st.Capacity["memory"] != "1024Ki" || m.Route.Resource != "default/nodestatus/edge-1" {
+		if err := json.Unmarshal(m.Content, &st); err != nil || st.Capacity["memory"] != "1024Ki" || len(st.Conditions) != 3 || st.Allocatable["pods"] != "110" || m.Route.Resource != "default/nodestatus/edge-1" {
 			t.Fatalf("report %d: %s %s (%v)", i, m.Route.Resource, m.Content, err)
 		}
 	}

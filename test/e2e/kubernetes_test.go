@@ -35,9 +35,16 @@ type cluster struct {
 	node, edgeConfig, edgeDB string
 	metaServer               string
 	edgeClient               kubernetes.Interface
+	edgeEnv                  []string // appended to edgecore's environment (later entries win)
 }
 
 func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return newClusterWith(t, nil)
+}
+
+// newClusterWith is newCluster with extra edgecore environment (e.g. edged in place of noruntime).
+func newClusterWith(t *testing.T, edgeEnv []string) *cluster {
 	t.Helper()
 	needBinaries(t)
 	env, err := k8senv.Start()
@@ -47,7 +54,7 @@ func newCluster(t *testing.T) *cluster {
 	t.Cleanup(func() { _ = env.Stop() })
 	dir := t.TempDir()
 	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
-		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db")}
+		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"), edgeEnv: edgeEnv}
 	c.startCloud()
 	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
 	if code != 0 {
@@ -84,14 +91,14 @@ func (c *cluster) startCloud() {
 // startEdge runs edgecore on the joined config, its store kept across restarts, with noruntime as the
 // pod consumer (no container runtime in this test).
 func (c *cluster) startEdge() {
-	c.edge = start(c.t, "edgecore", []string{
+	c.edge = start(c.t, "edgecore", append([]string{
 		"KEDGE_STORE__PATH=" + c.edgeDB,
 		"KEDGE_MODULES__NODESTATUS__INTERVAL=1s",
 		"KEDGE_MODULES__EDGEHUB__HEARTBEAT=1s", "KEDGE_MODULES__EDGEHUB__BACKOFFMAX=1s", "KEDGE_MODULES__EDGEHUB__ACKTIMEOUT=2s",
 		"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=noruntime",
 		"KEDGE_MODULES__NORUNTIME__ENABLE=true",
 		"KEDGE_MODULES__METAMANAGER__METASERVER__ADDRESS=" + c.metaServer,
-	}, "--config", c.edgeConfig)
+	}, c.edgeEnv...), "--config", c.edgeConfig)
 	c.edge.waitReadyOffline()
 }
 

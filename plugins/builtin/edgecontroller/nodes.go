@@ -27,6 +27,27 @@ type NodeReport struct {
 	Addresses     []string          `json:"addresses"`
 	BootTime      time.Time         `json:"bootTime"`
 	ReportedAt    time.Time         `json:"reportedAt"`
+
+	// Added later; an older edge leaves them out and the Node keeps what it had.
+	Allocatable             map[string]string `json:"allocatable,omitempty"`
+	Conditions              []ReportCondition `json:"conditions,omitempty"`
+	MachineID               string            `json:"machineID,omitempty"`
+	BootID                  string            `json:"bootID,omitempty"`
+	ContainerRuntimeVersion string            `json:"containerRuntimeVersion,omitempty"`
+	Version                 string            `json:"kedgeVersion,omitempty"`
+}
+
+// ReportCondition is a node condition the edge measured (MemoryPressure, DiskPressure, PIDPressure).
+type ReportCondition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// reportedConditions are the condition types the edge may set; Ready stays the cloud's.
+var reportedConditions = map[corev1.NodeConditionType]bool{
+	corev1.NodeMemoryPressure: true, corev1.NodeDiskPressure: true, corev1.NodePIDPressure: true,
 }
 
 const leaseNamespace = "kube-node-lease"
@@ -62,23 +83,38 @@ func (m *Module) register(ctx context.Context, node string) error {
 
 // reportNode writes an edge node's report into its Node status and renews its Lease.
 func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) error {
-	capacity := corev1.ResourceList{}
-	for k, v := range rep.Capacity {
-		q, err := resource.ParseQuantity(v)
-		if err != nil {
-			return fmt.Errorf("node status of %s: capacity %s=%q is not a quantity: %w", node, k, v, err)
-		}
-		capacity[corev1.ResourceName(k)] = q
+	capacity, err := resourceList(node, "capacity", rep.Capacity)
+	if err != nil {
+		return err
 	}
 	if _, ok := capacity[corev1.ResourcePods]; !ok {
 		capacity[corev1.ResourcePods] = resource.MustParse("110")
+	}
+	allocatable := capacity.DeepCopy()
+	if rep.Allocatable != nil {
+		if allocatable, err = resourceList(node, "allocatable", rep.Allocatable); err != nil {
+			return err
+		}
+		for k, q := range capacity { // what the edge did not say is all allocatable
+			if _, ok := allocatable[k]; !ok {
+				allocatable[k] = q
+			}
+		}
+	}
+	for _, c := range rep.Conditions {
+		if !reportedConditions[corev1.NodeConditionType(c.Type)] {
+			return fmt.Errorf("node status of %s: condition %q is not one the edge reports (MemoryPressure, DiskPressure, PIDPressure)", node, c.Type)
+		}
+		if s := corev1.ConditionStatus(c.Status); s != corev1.ConditionTrue && s != corev1.ConditionFalse && s != corev1.ConditionUnknown {
+			return fmt.Errorf("node status of %s: condition %s has status %q (want True, False or Unknown)", node, c.Type, c.Status)
+		}
 	}
 	st := m.nodeState(node)
 	m.mu.Lock()
 	st.lastReport = time.Now()
 	st.unknownSet = false
 	m.mu.Unlock()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			if err := m.register(ctx, node); err != nil {
@@ -90,7 +126,7 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 			return err
 		}
 		n.Status.Capacity = capacity
-		n.Status.Allocatable = capacity.DeepCopy()
+		n.Status.Allocatable = allocatable.DeepCopy()
 		n.Status.NodeInfo.KernelVersion = rep.KernelVersion
 		n.Status.NodeInfo.OperatingSystem = rep.OS
 		n.Status.NodeInfo.Architecture = rep.Architecture
@@ -100,8 +136,22 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
 		}
 		n.Status.Addresses = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: node})
-		if n.Status.NodeInfo.KubeletVersion == "" {
+		if rep.MachineID != "" {
+			n.Status.NodeInfo.MachineID = rep.MachineID
+		}
+		if rep.BootID != "" {
+			n.Status.NodeInfo.BootID = rep.BootID
+		}
+		if rep.ContainerRuntimeVersion != "" {
+			n.Status.NodeInfo.ContainerRuntimeVersion = rep.ContainerRuntimeVersion
+		}
+		if rep.Version != "" {
+			n.Status.NodeInfo.KubeletVersion = "kedge-" + rep.Version
+		} else if n.Status.NodeInfo.KubeletVersion == "" {
 			n.Status.NodeInfo.KubeletVersion = "kedge"
+		}
+		for _, c := range rep.Conditions {
+			setCondition(n, corev1.NodeConditionType(c.Type), corev1.ConditionStatus(c.Status), c.Reason, c.Message)
 		}
 		setReady(n, corev1.ConditionTrue, "EdgecoreReady", "kedge edgecore is connected and reporting")
 		_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
@@ -113,12 +163,31 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	return m.renewLease(ctx, node)
 }
 
+// resourceList parses a map of quantities from the edge's report.
+func resourceList(node, field string, in map[string]string) (corev1.ResourceList, error) {
+	out := corev1.ResourceList{}
+	for k, v := range in {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return nil, fmt.Errorf("node status of %s: %s %s=%q is not a quantity: %w", node, field, k, v, err)
+		}
+		out[corev1.ResourceName(k)] = q
+	}
+	return out, nil
+}
+
 // setReady sets the Ready condition, moving its transition time only when the status changes.
 func setReady(n *corev1.Node, status corev1.ConditionStatus, reason, msg string) {
+	setCondition(n, corev1.NodeReady, status, reason, msg)
+}
+
+// setCondition sets one node condition, moving its transition time only when the status changes;
+// the heartbeat moves with every report that is not Unknown.
+func setCondition(n *corev1.Node, typ corev1.NodeConditionType, status corev1.ConditionStatus, reason, msg string) {
 	now := metav1.Now()
 	for i := range n.Status.Conditions {
 		c := &n.Status.Conditions[i]
-		if c.Type != corev1.NodeReady {
+		if c.Type != typ {
 			continue
 		}
 		if c.Status != status {
@@ -130,7 +199,7 @@ func setReady(n *corev1.Node, status corev1.ConditionStatus, reason, msg string)
 		}
 		return
 	}
-	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: status,
+	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: typ, Status: status,
 		Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now})
 }
 
@@ -215,6 +284,11 @@ func (m *Module) markUnknown(ctx context.Context, node string) error {
 			return err
 		}
 		setReady(n, corev1.ConditionUnknown, "NodeStatusUnknown", "edge node disconnected from cloudcore; its edgecore keeps running its pods offline")
+		for _, c := range n.Status.Conditions { // as the node lifecycle controller does: what is not reported is not known
+			if reportedConditions[c.Type] {
+				setCondition(n, c.Type, corev1.ConditionUnknown, "NodeStatusUnknown", "edge node disconnected from cloudcore")
+			}
+		}
 		_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
 		return err
 	})

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -40,8 +41,9 @@ import (
 // Captured(Source).
 const Source = "sdktest"
 
-// NodeName is the node name modules see.
-const NodeName = "sdktest-node"
+// NodeName is the node name modules see: unique per test process, so tests of several packages that
+// share a real resource (one containerd) never take each other's objects for their own.
+var NodeName = "sdktest-node-" + strconv.Itoa(os.Getpid())
 
 // Option changes how a harness runs.
 type Option func(*settings)

@@ -20,6 +20,7 @@ import (
 const (
 	labelManaged       = "kedge.io/managed"
 	managedValue       = "edged"
+	labelNode          = "kedge.io/node" // the node whose edged made it: edged removes only its own orphans
 	labelPodUID        = "io.kubernetes.pod.uid"
 	labelPodName       = "io.kubernetes.pod.name"
 	labelPodNamespace  = "io.kubernetes.pod.namespace"

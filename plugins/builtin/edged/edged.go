@@ -252,7 +252,7 @@ func (m *Module) listPods(ctx context.Context) ([]corev1.Pod, error) {
 // removeOrphans removes sandboxes labelled by edged whose pod is neither stored nor has a worker.
 func (m *Module) removeOrphans(ctx context.Context, wanted map[string]bool) error {
 	sbs, err := m.cri.rt.ListPodSandbox(ctx, &criv1.ListPodSandboxRequest{Filter: &criv1.PodSandboxFilter{
-		LabelSelector: map[string]string{labelManaged: managedValue}}})
+		LabelSelector: map[string]string{labelManaged: managedValue, labelNode: m.host.NodeName()}}})
 	if err != nil {
 		return fmt.Errorf("ListPodSandbox: %w", err)
 	}

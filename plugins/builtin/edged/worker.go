@@ -346,7 +346,7 @@ func (w *worker) sandboxConfig(pod *corev1.Pod, attempt uint32) *criv1.PodSandbo
 		Hostname:     hostname,
 		LogDirectory: w.m.podLogDir(pod),
 		PortMappings: portMappings(pod),
-		Labels: map[string]string{labelManaged: managedValue, labelPodUID: string(pod.UID),
+		Labels: map[string]string{labelManaged: managedValue, labelNode: w.m.host.NodeName(), labelPodUID: string(pod.UID),
 			labelPodName: pod.Name, labelPodNamespace: pod.Namespace},
 		Annotations: map[string]string{annotationGrace: strconv.FormatInt(gracePeriod(pod), 10)},
 		Linux: &criv1.LinuxPodSandboxConfig{
@@ -577,7 +577,7 @@ func (w *worker) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 	if err != nil {
 		return nil, &configError{err.Error()}
 	}
-	labels := map[string]string{labelManaged: managedValue, labelPodUID: string(pod.UID), labelPodName: pod.Name,
+	labels := map[string]string{labelManaged: managedValue, labelNode: w.m.host.NodeName(), labelPodUID: string(pod.UID), labelPodName: pod.Name,
 		labelPodNamespace: pod.Namespace, labelContainerName: c.Name}
 	if isInit {
 		labels[labelInit] = "true"

@@ -178,7 +178,9 @@ func TestAnOlderUpdateNeverOverwritesANewerOne(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var id struct{ EventID string `json:"event_id"` }
+			var id struct {
+				EventID string `json:"event_id"`
+			}
 			_ = json.Unmarshal([]byte(c.payload), &id)
 			r.mapper.publish(t, upd, c.payload)
 			res := r.mapper.await(t, result, `"`+id.EventID+`"`)

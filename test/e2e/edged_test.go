@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,6 +63,8 @@ func newEdgedCluster(t *testing.T) *edgedCluster {
 		"KEDGE_MODULES__EDGED__STATUSPERIOD=500ms",
 		"KEDGE_MODULES__EDGED__BACKOFF__BASE=500ms",
 		"KEDGE_MODULES__EDGED__BACKOFF__MAX=30s",
+		// Not the shared default 1884 of the embedded MQTT broker (other tests on this machine use it).
+		"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(freePort(t)),
 	})
 	e := &edgedCluster{cluster: c, cri: cri, ns: ns}
 	e.startControllerManager()

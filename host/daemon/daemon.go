@@ -269,6 +269,10 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 		if admin != nil {
 			admin.close(context.Background())
 		}
+		if ctx.Err() != nil { // SIGTERM/SIGINT while modules were starting: a requested stop, not a failure
+			log.Info("stopped while starting", "err", err)
+			return nil
+		}
 		return err
 	}
 	ctl := &controller{spec: spec, mgr: mgr, log: log, path: path, sets: sets, current: cfg}

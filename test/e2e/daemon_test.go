@@ -40,6 +40,17 @@ func TestEdgecoreExitsZeroOnSIGINT(t *testing.T) {
 	}
 }
 
+// A stop requested while the modules are still starting (an orchestrator that changes its mind) is
+// a clean stop, exit 0, not a start failure.
+func TestEdgecoreStoppedWhileStartingExitsZero(t *testing.T) {
+	needBinaries(t)
+	d := start(t, "edgecore", nil)
+	d.waitLog("admin server listening") // signals are handled from here on; modules start right after
+	if code, _ := d.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM during start, want 0\n%s", code, d.stderr)
+	}
+}
+
 // The node status travels nodestatus -> router -> metamanager -> SQLite inside a real edgecore, and is
 // on disk after the process is gone.
 func TestEdgecoreNodeStatusReachesTheStoreThroughTheRouter(t *testing.T) {

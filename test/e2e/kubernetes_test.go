@@ -36,6 +36,7 @@ type cluster struct {
 	metaServer               string
 	edgeClient               kubernetes.Interface
 	edgeEnv                  []string // appended to edgecore's environment (later entries win)
+	cloudEnv                 []string // appended to cloudcore's environment (later entries win)
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -75,7 +76,7 @@ func newClusterWith(t *testing.T, edgeEnv []string) *cluster {
 }
 
 func (c *cluster) startCloud() {
-	c.cloud = start(c.t, "cloudcore", []string{
+	c.cloud = start(c.t, "cloudcore", append([]string{
 		"KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:" + strconv.Itoa(c.hubPort),
 		"KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:" + strconv.Itoa(c.certPort),
 		"KEDGE_MODULES__CLOUDHUB__PKIDIR=" + c.pkiDir,
@@ -84,7 +85,7 @@ func (c *cluster) startCloud() {
 		"KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG=" + c.k8s.Kubeconfig,
 		"KEDGE_MODULES__EDGECONTROLLER__NODEGRACEPERIOD=3s",
 		"KEDGE_MODULES__EDGECONTROLLER__INVENTORYWAIT=2s",
-	})
+	}, c.cloudEnv...))
 	c.cloud.waitReady()
 }
 
@@ -102,10 +103,11 @@ func (c *cluster) startEdge() {
 	c.edge.waitReadyOffline()
 }
 
-// waitReadyOffline waits for the admin server: /readyz may say the link is down, which is fine offline.
+// waitReadyOffline waits until every module started: /readyz may say the link is down, which is fine
+// offline.
 func (d *daemon) waitReadyOffline() {
 	d.t.Helper()
-	d.waitLog("admin server")
+	d.waitLog("msg=running")
 }
 
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() (bool, string)) {

@@ -470,6 +470,20 @@ func TestEdgedRunsDeploymentOnContainerdAdoptsAcrossRestartsAndConvergesAfterOff
 		ok, detail := e.nodeReady()
 		return !ok && strings.HasPrefix(detail, "Unknown"), detail
 	})
+	// ...and kube-controller-manager's node lifecycle controller marks its pods not Ready, so the
+	// API's status differs from the edge's until the edge reports again.
+	waitFor(t, "the API marks the pod not Ready while its node is Unknown", 90*time.Second, func() (bool, string) {
+		p, err := e.pod(web.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status == corev1.ConditionFalse, string(c.Status) + " " + c.Reason
+			}
+		}
+		return false, "no Ready condition"
+	})
 
 	// Reconnect: the node is Ready again and kubectl shows the same pod Running, 1/1, no restarts.
 	e.startCloud()

@@ -1,0 +1,257 @@
+package dmi
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+)
+
+// mapper is one registered mapper: its DeviceMapperService client, its rate limit and what it was
+// given (ns/name -> checksum of the object sent).
+type mapper struct {
+	info    *dmiv1beta1.MapperInfo
+	socket  string
+	conn    *grpc.ClientConn
+	client  dmiv1beta1.DeviceMapperServiceClient
+	limiter *rate.Limiter
+
+	syncMu sync.Mutex // one reconcile of this mapper at a time
+	devs   map[string][32]byte
+	mods   map[string][32]byte
+}
+
+func (mp *mapper) close() {
+	if mp.conn != nil {
+		_ = mp.conn.Close()
+	}
+}
+
+func dialMapper(socket string) (*grpc.ClientConn, error) {
+	return grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// limiterFor is the rate limiter of the mapper serving a protocol; calls about devices of a protocol
+// no mapper registered share one limiter (key "").
+func (m *Module) limiterFor(protocol string) *rate.Limiter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mp := m.mappers[protocol]; mp != nil {
+		return mp.limiter
+	}
+	if mp := m.mappers[""]; mp != nil {
+		return mp.limiter
+	}
+	mp := &mapper{limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst)}
+	m.mappers[""] = mp // a placeholder holding the shared limiter; never synced
+	return mp.limiter
+}
+
+func (m *Module) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(m.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.kick:
+		}
+		if err := m.refresh(ctx); err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("reconcile: devices not listed; mappers keep what they have", "err", err)
+			}
+			continue
+		}
+		m.syncAll(ctx)
+	}
+}
+
+// syncAll brings every registered mapper in step with the cached inventory.
+func (m *Module) syncAll(ctx context.Context) {
+	m.mu.Lock()
+	mps := make([]*mapper, 0, len(m.mappers))
+	for p, mp := range m.mappers {
+		if p != "" {
+			mps = append(mps, mp)
+		}
+	}
+	m.mu.Unlock()
+	for _, mp := range mps {
+		m.syncMapper(ctx, mp)
+	}
+}
+
+// syncMapper sends a mapper what changed for its protocol: new models, then new and changed devices,
+// then removed devices, then removed models. A failed call is retried at the next reconcile.
+func (m *Module) syncMapper(ctx context.Context, mp *mapper) {
+	mp.syncMu.Lock()
+	defer mp.syncMu.Unlock()
+	m.mu.Lock()
+	devs, mods := m.cache.forProtocol(mp.info.Protocol)
+	m.mu.Unlock()
+	call := func(method string, fn func(ctx context.Context) error) bool {
+		cctx, cancel := context.WithTimeout(ctx, m.CallTimeout)
+		defer cancel()
+		err := fn(cctx)
+		result := "ok"
+		if err != nil {
+			result = "error"
+			if ctx.Err() == nil {
+				m.log.Warn("mapper call failed; retried at the next reconcile", "mapper", mp.info.Name, "method", method, "err", err)
+			}
+		}
+		m.metrics.mapperCalls.WithLabelValues(method, result).Inc()
+		return err == nil
+	}
+	for k, e := range mods {
+		old, had := mp.mods[k]
+		if had && old == e.sum {
+			continue
+		}
+		model := toDMIModel(e.obj)
+		if !had {
+			if call("CreateDeviceModel", func(ctx context.Context) error {
+				_, err := mp.client.CreateDeviceModel(ctx, &dmiv1beta1.CreateDeviceModelRequest{Model: model})
+				return err
+			}) {
+				mp.mods[k] = e.sum
+			}
+			continue
+		}
+		if call("UpdateDeviceModel", func(ctx context.Context) error {
+			_, err := mp.client.UpdateDeviceModel(ctx, &dmiv1beta1.UpdateDeviceModelRequest{Model: model})
+			return err
+		}) {
+			mp.mods[k] = e.sum
+		}
+	}
+	for k, e := range devs {
+		old, had := mp.devs[k]
+		if had && old == e.sum {
+			continue
+		}
+		dev, err := toDMIDevice(e.obj)
+		if err != nil {
+			m.log.Warn("device not sent to its mapper", "mapper", mp.info.Name, "err", err)
+			continue
+		}
+		if !had {
+			if call("RegisterDevice", func(ctx context.Context) error {
+				_, err := mp.client.RegisterDevice(ctx, &dmiv1beta1.RegisterDeviceRequest{Device: dev})
+				return err
+			}) {
+				mp.devs[k] = e.sum
+			}
+			continue
+		}
+		if call("UpdateDevice", func(ctx context.Context) error {
+			_, err := mp.client.UpdateDevice(ctx, &dmiv1beta1.UpdateDeviceRequest{Device: dev})
+			return err
+		}) {
+			mp.devs[k] = e.sum
+		}
+	}
+	for k := range mp.devs {
+		if _, ok := devs[k]; ok {
+			continue
+		}
+		ns, name := splitKey(k)
+		if call("RemoveDevice", func(ctx context.Context) error {
+			_, err := mp.client.RemoveDevice(ctx, &dmiv1beta1.RemoveDeviceRequest{DeviceName: name, DeviceNamespace: ns})
+			return err
+		}) {
+			delete(mp.devs, k)
+		}
+	}
+	for k := range mp.mods {
+		if _, ok := mods[k]; ok {
+			continue
+		}
+		ns, name := splitKey(k)
+		if call("RemoveDeviceModel", func(ctx context.Context) error {
+			_, err := mp.client.RemoveDeviceModel(ctx, &dmiv1beta1.RemoveDeviceModelRequest{ModelName: name, ModelNamespace: ns})
+			return err
+		}) {
+			delete(mp.mods, k)
+		}
+	}
+}
+
+func splitKey(k string) (ns, name string) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '/' {
+			return k[:i], k[i+1:]
+		}
+	}
+	return "", k
+}
+
+// register records a mapper (replacing an earlier registration of its protocol) and returns what it
+// serves. With withData the mapper is taken to hold those objects now; without, the next reconcile
+// sends them.
+func (m *Module) register(ctx context.Context, info *dmiv1beta1.MapperInfo, withData bool) (*dmiv1beta1.MapperRegisterResponse, error) {
+	socket := socketPath(info.Address)
+	conn, err := dialMapper(socket)
+	if err != nil {
+		return nil, fmt.Errorf("mapper %q address %q: %w", info.Name, socket, err)
+	}
+	if err := m.refresh(ctx); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	mp := &mapper{info: info, socket: socket, conn: conn, client: dmiv1beta1.NewDeviceMapperServiceClient(conn),
+		devs: map[string][32]byte{}, mods: map[string][32]byte{}}
+	resp := &dmiv1beta1.MapperRegisterResponse{}
+	m.mu.Lock()
+	devs, mods := m.cache.forProtocol(info.Protocol)
+	old := m.mappers[info.Protocol]
+	if old != nil && old.limiter != nil {
+		mp.limiter = old.limiter // re-registering does not reset the budget
+	} else {
+		mp.limiter = rate.NewLimiter(rate.Limit(m.QPS), m.Burst)
+	}
+	m.mappers[info.Protocol] = mp
+	n := 0
+	for p := range m.mappers {
+		if p != "" {
+			n++
+		}
+	}
+	m.mu.Unlock()
+	m.metrics.mappers.Set(float64(n))
+	if old != nil {
+		old.close()
+	}
+	if withData {
+		mp.syncMu.Lock()
+		for k, e := range mods {
+			resp.ModelList = append(resp.ModelList, toDMIModel(e.obj))
+			mp.mods[k] = e.sum
+		}
+		for k, e := range devs {
+			d, err := toDMIDevice(e.obj)
+			if err != nil {
+				m.log.Warn("device not given to its mapper", "mapper", info.Name, "err", err)
+				continue
+			}
+			resp.DeviceList = append(resp.DeviceList, d)
+			mp.devs[k] = e.sum
+		}
+		mp.syncMu.Unlock()
+	} else {
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+	m.log.Info("mapper registered", "mapper", info.Name, "protocol", info.Protocol, "socket", socket,
+		"version", info.Version, "devices", len(devs), "models", len(mods), "withData", withData)
+	return resp, nil
+}

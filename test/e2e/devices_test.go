@@ -111,6 +111,15 @@ func (d *deviceRig) run() {
 				}
 				return false
 			})
+		d.mq.await(t, 0, "$hw/events/node/"+node+"/membership/updated", func(p map[string]any) bool {
+			added, _ := p["added_devices"].([]any)
+			for _, x := range added {
+				if m, _ := x.(map[string]any); m["name"] == d.device {
+					return true
+				}
+			}
+			return false
+		})
 		// The desired value of the Device spec reaches the mapper's delta topic.
 		d.mq.await(t, 0, d.topic("/twin/update/delta"), func(p map[string]any) bool {
 			delta, _ := p["delta"].(map[string]any)
@@ -130,6 +139,11 @@ func (d *deviceRig) run() {
 			t.Fatalf("reported value reached the Device status %s after mosquitto_pub, want ≤ 2s", took)
 		}
 		t.Logf("mosquitto_pub → Device status: %s", took)
+		// The desired value the edge holds comes back as observedDesired.
+		waitFor(t, "observed desired setpoint in the Device status", 30*time.Second, func() (bool, string) {
+			tw := d.twin("setpoint")
+			return tw.ObservedDesired.Value == "21.5", fmt.Sprintf("%+v", tw)
+		})
 		out := c.kubectl("get", "device", d.device, "-n", d.ns, "-o", "yaml")
 		if !strings.Contains(out, "propertyName: temperature") || !strings.Contains(out, `value: "22.5"`) ||
 			!strings.Contains(out, fmt.Sprintf(`timestamp: "%d"`, ts)) {
@@ -154,6 +168,12 @@ func (d *deviceRig) run() {
 				now := c.edge.metric("kedge_devicetwin_status_sent_total")
 				return now > sent, fmt.Sprint(now)
 			})
+		}
+		// A value older than the one the edge holds is refused there (409), so it never reaches the cloud.
+		from := d.mq.mark()
+		d.mq.publish(t, d.topic("/twin/update"), fmt.Sprintf(`{"event_id":"off-stale","twin":{"temperature":{"actual":{"value":"20.5","metadata":{"timestamp":%d}}}}}`, older-1))
+		if res := d.mq.await(t, from, d.topic("/twin/update/result"), func(p map[string]any) bool { return p["event_id"] == "off-stale" }); res["code"] != float64(409) {
+			t.Fatalf("an older value than the stored one answered %v, want code 409", res)
 		}
 		if tw := d.twin("temperature"); tw.Reported.Value != "22.5" {
 			t.Fatalf("Device status changed while cloudcore was down: %+v", tw)

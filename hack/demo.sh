@@ -20,8 +20,22 @@ stop() {
   done
 }
 
-if [[ ${1:-} == stop ]]; then stop; CONTROLPLANE_DIR="$PWD/$RUN/controlplane" ./hack/controlplane.sh down; exit 0; fi
-stop # a previous demo
+if [[ ${1:-} == stop ]]; then
+  stop
+  CONTROLPLANE_DIR="$PWD/$RUN/controlplane" ./hack/controlplane.sh down
+  CONTAINERD_DIR="$PWD/$RUN/containerd" ./hack/containerd.sh down
+  exit 0
+fi
+stop # a previous demo, and its state: every run starts fresh
+CONTROLPLANE_DIR="$PWD/$RUN/controlplane" ./hack/controlplane.sh down >/dev/null 2>&1 || true
+CONTAINERD_DIR="$PWD/$RUN/containerd" ./hack/containerd.sh down >/dev/null 2>&1 || true
+umount -R "$RUN/containerd" 2>/dev/null || true
+rm -rf "$RUN" && mkdir -p "$RUN"
+
+step "a real container runtime: containerd + runc + CNI (from Debian when missing), images built locally"
+export CONTAINERD_DIR="$PWD/$RUN/containerd"
+./hack/containerd.sh up 2>&1 | sed 's/^/    /'
+CRI="unix://$CONTAINERD_DIR/containerd.sock"
 
 step "a real Kubernetes control plane (etcd + kube-apiserver v1.36.3) on 127.0.0.1:6443"
 export CONTROLPLANE_DIR="$PWD/$RUN/controlplane"
@@ -55,8 +69,10 @@ step "joining the edge node (edgecore join): checks the CA hash, gets a certific
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
   --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --force | sed 's/^/    /'
 
-# No container runtime in this demo yet: noruntime answers for the pods (Pending, NoContainerRuntime).
-KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__NORUNTIME__ENABLE=true KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=noruntime \
+# edged runs the pods on that containerd (CRI); its pod folders live under the demo's state.
+KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \
+  KEDGE_MODULES__EDGED__ROOTDIR="$PWD/$RUN/edged" KEDGE_MODULES__NODESTATUS__CRIENDPOINT="$CRI" \
+  KEDGE_MODULES__NODESTATUS__STORAGEPATH="$PWD/$RUN" \
   start edgecore 127.0.0.1:10360 --config "$PWD/$RUN/edgecore.yaml" --set modules.nodestatus.interval=2s
 
 step "waiting for the node to register in Kubernetes and turn Ready (nodestatus -> SQLite -> outbox -> edgehub -> cloudhub -> edgecontroller)"
@@ -66,30 +82,42 @@ for _ in $(seq 150); do
 done
 "$KUBECTL" get nodes -o wide | sed 's/^/    /'
 
-step "a pod bound to the edge node, with a ConfigMap: stored in the edge's SQLite, its status written by the edge"
+step "a Deployment pinned to the edge node: busybox httpd serving a ConfigMap, run by edged on containerd"
 "$KUBECTL" apply -f - >/dev/null <<'YAML'
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: demo-config, namespace: default}
-data: {greeting: hello from the cloud}
+data: {index.html: "hello from the cloud\n"}
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: demo-pod, namespace: default}
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: demo-web, namespace: default}
 spec:
-  nodeName: demo-edge
-  containers:
-  - name: app
-    image: localhost/busybox:local
-    envFrom: [{configMapRef: {name: demo-config}}]
+  replicas: 1
+  selector: {matchLabels: {app: demo-web}}
+  template:
+    metadata: {labels: {app: demo-web}}
+    spec:
+      nodeName: demo-edge
+      hostNetwork: true
+      containers:
+      - name: httpd
+        image: localhost/busybox:local
+        command: [httpd, -f, -p, "127.0.0.1:18080", -h, /www]
+        volumeMounts: [{name: www, mountPath: /www}]
+        readinessProbe: {httpGet: {host: 127.0.0.1, port: 18080, path: /}, periodSeconds: 2}
+      volumes: [{name: www, configMap: {name: demo-config}}]
 YAML
-for _ in $(seq 150); do
-  "$KUBECTL" get pod demo-pod --no-headers 2>/dev/null | grep -q NoContainerRuntime && break
+for _ in $(seq 300); do
+  "$KUBECTL" get pods -l app=demo-web --no-headers 2>/dev/null | grep -q '1/1 *Running' && break
   sleep 0.2
 done
-"$KUBECTL" get pod demo-pod | sed 's/^/    /'
+"$KUBECTL" get pods -l app=demo-web -o wide | sed 's/^/    /'
+echo "    curl http://127.0.0.1:18080/  ->  $(curl -fsS http://127.0.0.1:18080/ 2>&1)"
+POD=$("$KUBECTL" get pods -l app=demo-web -o jsonpath='{.items[0].metadata.name}')
+
 step "the same pod and ConfigMap served by the edge's MetaServer (127.0.0.1:10550, from SQLite, works offline)"
-curl -fsS http://127.0.0.1:10550/api/v1/namespaces/default/pods/demo-pod | head -c 300 | sed 's/^/    /'; echo
+curl -fsS "http://127.0.0.1:10550/api/v1/namespaces/default/pods/$POD" | head -c 300 | sed 's/^/    /'; echo
 curl -fsS http://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config | head -c 300 | sed 's/^/    /'; echo
 
 step "edgecore: the link, the outbox and the modules"
@@ -106,7 +134,10 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   export KUBECONFIG=$KUBECONFIG
   $KUBECTL get nodes --show-labels; $KUBECTL get pods -o wide
   $KUBECTL describe node demo-edge                        # capacity, node info, Lease-backed Ready
-  $KUBECTL edit configmap demo-config                     # the change reaches only nodes whose pods use it
+  $KUBECTL edit configmap demo-config                     # the change reaches only nodes whose pods use it,
+                                                          # and the file httpd serves: curl 127.0.0.1:18080
+  $KUBECTL scale deployment demo-web --replicas=0          # edged stops the container within its grace period
+  ctr -a $CONTAINERD_DIR/containerd.sock -n k8s.io containers ls   # what runs on the edge
   $KUBECTL --server http://127.0.0.1:10550 get pods,configmaps   # the edge's MetaServer (read-only)
 
   curl -s 127.0.0.1:10360/metrics | grep kedge_          # edge: link, outbox, router, modules
@@ -121,5 +152,5 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   tail -f $RUN/edgecore.log $RUN/cloudcore.log
   make demo-stop                                           # stop both
 
-Running containers (edged on containerd) and devices join this demo as their issues land.
+Devices (DeviceModel/Device, MQTT twins) join this demo as their issue lands.
 TXT

@@ -399,6 +399,7 @@ func TestEdgedRunsDeploymentOnContainerdAdoptsAcrossRestartsAndConvergesAfterOff
 		t.Fatalf("restart counts seen at %v", seen)
 	}
 	first, later := seen[1].Sub(seen[0]), seen[len(seen)-1].Sub(seen[len(seen)-2])
+	t.Logf("crasher: restart counts 1..%d first seen at intervals %s ... %s", len(seen), first, later)
 	if ratio := float64(later) / float64(first); ratio < 1.5 {
 		t.Fatalf("back-off does not grow: first interval %s, last %s (ratio %.2f)", first, later, ratio)
 	}

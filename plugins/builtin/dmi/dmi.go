@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/kedge-io/kedge/host/message"
@@ -34,7 +35,7 @@ var Info = sdk.Info{
 	Group:    "dmi",
 	Doc:      "Device Management Interface: KubeEdge-compatible DMI v1beta1 gRPC server for device mappers on a unix socket; reports go to devicetwin, device changes go to the mappers.",
 	Requires: []string{"devicetwin", "metamanager"},
-	Enabled:  true,
+	Enabled:  false, // opt in: one socket per node; parallel edgecores (e2e) would contend for the default path
 	New:      func() sdk.Module { return New() },
 }
 
@@ -58,9 +59,10 @@ type Module struct {
 	wg      sync.WaitGroup
 	kick    chan struct{}
 
-	mu      sync.Mutex
-	cache   *inventory
-	mappers map[string]*mapper // by protocol
+	mu       sync.Mutex
+	cache    *inventory
+	mappers  map[string]*mapper       // by protocol
+	limiters map[string]*rate.Limiter // by protocol (a mapper serves one); "" for unknown devices
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -114,6 +116,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.cache = newInventory()
 	m.mappers = map[string]*mapper{}
+	m.limiters = map[string]*rate.Limiter{}
 	m.kick = make(chan struct{}, 1)
 
 	lis, err := listenUnix(m.Socket)

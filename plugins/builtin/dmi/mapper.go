@@ -16,11 +16,10 @@ import (
 // mapper is one registered mapper: its DeviceMapperService client, its rate limit and what it was
 // given (ns/name -> checksum of the object sent).
 type mapper struct {
-	info    *dmiv1beta1.MapperInfo
-	socket  string
-	conn    *grpc.ClientConn
-	client  dmiv1beta1.DeviceMapperServiceClient
-	limiter *rate.Limiter
+	info   *dmiv1beta1.MapperInfo
+	socket string
+	conn   *grpc.ClientConn
+	client dmiv1beta1.DeviceMapperServiceClient
 
 	syncMu sync.Mutex // one reconcile of this mapper at a time
 	devs   map[string][32]byte
@@ -37,20 +36,17 @@ func dialMapper(socket string) (*grpc.ClientConn, error) {
 	return grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
-// limiterFor is the rate limiter of the mapper serving a protocol; calls about devices of a protocol
-// no mapper registered share one limiter (key "").
+// limiterFor is the rate limiter of the mapper serving a protocol (made at its first call);
+// calls naming a device no one knows share the limiter of key "".
 func (m *Module) limiterFor(protocol string) *rate.Limiter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if mp := m.mappers[protocol]; mp != nil {
-		return mp.limiter
+	l := m.limiters[protocol]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(m.QPS), m.Burst)
+		m.limiters[protocol] = l
 	}
-	if mp := m.mappers[""]; mp != nil {
-		return mp.limiter
-	}
-	mp := &mapper{limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst)}
-	m.mappers[""] = mp // a placeholder holding the shared limiter; never synced
-	return mp.limiter
+	return l
 }
 
 func (m *Module) reconcileLoop(ctx context.Context) {
@@ -77,10 +73,8 @@ func (m *Module) reconcileLoop(ctx context.Context) {
 func (m *Module) syncAll(ctx context.Context) {
 	m.mu.Lock()
 	mps := make([]*mapper, 0, len(m.mappers))
-	for p, mp := range m.mappers {
-		if p != "" {
-			mps = append(mps, mp)
-		}
+	for _, mp := range m.mappers {
+		mps = append(mps, mp)
 	}
 	m.mu.Unlock()
 	for _, mp := range mps {
@@ -212,18 +206,8 @@ func (m *Module) register(ctx context.Context, info *dmiv1beta1.MapperInfo, with
 	m.mu.Lock()
 	devs, mods := m.cache.forProtocol(info.Protocol)
 	old := m.mappers[info.Protocol]
-	if old != nil && old.limiter != nil {
-		mp.limiter = old.limiter // re-registering does not reset the budget
-	} else {
-		mp.limiter = rate.NewLimiter(rate.Limit(m.QPS), m.Burst)
-	}
 	m.mappers[info.Protocol] = mp
-	n := 0
-	for p := range m.mappers {
-		if p != "" {
-			n++
-		}
-	}
+	n := len(m.mappers)
 	m.mu.Unlock()
 	m.metrics.mappers.Set(float64(n))
 	if old != nil {

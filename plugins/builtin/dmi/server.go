@@ -258,4 +258,3 @@ func (m *Module) publish(ctx context.Context, topic string, payload any) error {
 	}
 	return nil
 }
-

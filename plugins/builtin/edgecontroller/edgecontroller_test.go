@@ -573,3 +573,32 @@ func TestPodWithAProjectedTokenGetsABoundTokenOnItsNodeOnlyAndAMissingServiceAcc
 	}
 	r.waitSent(message.OpDelete, res(a, r.ns, edgecontroller.TypeToken, "p"))
 }
+
+func TestProblemsInAStatusFromTheEdgeBecomeWarningEventsOnce(t *testing.T) {
+	r := newRig(t)
+	node := r.node("n1")
+	r.join(node)
+	p := r.pod("p", node)
+	bad := corev1.PodStatus{Phase: corev1.PodPending, Reason: "InvalidPodSpec", Message: `volume mount "data" names no volume`,
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "c", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
+			Reason: "ErrImagePull", Message: "image localhost/nope:1 is not present and cannot be pulled"}}}}}
+	for range 2 { // the same problem reported twice is one Event each
+		if resp := r.request(node, message.OpUpdate, r.ns, "podstatus", "p", edgecontroller.PodStatusReport{UID: p.UID, Status: bad}); resp.Route.Operation == message.OpError {
+			t.Fatalf("refused: %s", resp.Content)
+		}
+		eventually(t, "status written", func() (bool, string) {
+			got, _ := env.Client.CoreV1().Pods(r.ns).Get(context.Background(), "p", metav1.GetOptions{})
+			return got.Status.Reason == "InvalidPodSpec", got.Status.Reason
+		})
+	}
+	eventually(t, "one Warning Event per problem", func() (bool, string) {
+		evs, _ := env.Client.CoreV1().Events(r.ns).List(context.Background(), metav1.ListOptions{})
+		counts := map[string]int32{}
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.InvolvedObject.Name == "p" {
+				counts[e.Reason] += e.Count
+			}
+		}
+		return counts["InvalidPodSpec"] == 1 && counts["ErrImagePull"] == 1, fmt.Sprint(counts)
+	})
+}

@@ -161,6 +161,7 @@ func (m *Module) podStatus(ctx context.Context, node string, res message.Resourc
 	if rep.UID != "" && rep.UID != pod.UID {
 		return fmt.Errorf("status of pod %s/%s is for uid %s, the pod is uid %s (an older pod of that name): ignored", res.Namespace, res.Name, rep.UID, pod.UID)
 	}
+	m.statusEvents(node, pod, rep.Status)
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": pod.UID}, "status": rep.Status})
 	if err != nil {
 		return err
@@ -271,4 +272,34 @@ func (m *Module) disconnected(node string) {
 	m.mu.Lock()
 	st.connected, st.since = false, time.Now()
 	m.mu.Unlock()
+}
+
+// problemReasons are the waiting reasons (and pod-level reasons) that mean something is wrong, as the
+// kubelet reports them with Warning Events.
+var problemReasons = map[string]bool{
+	"InvalidPodSpec": true, "CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+	"ErrImagePull": true, "ImagePullBackOff": true, "ErrImageNeverPull": true, "InvalidImageName": true,
+	"CrashLoopBackOff": true, "NoContainerRuntime": true,
+}
+
+// statusEvents records a Warning Event on the pod for each problem that is new in a status from its
+// node (the edge cannot write Events itself): the pod-level reason and each container's waiting
+// reason, when it differs from what the API holds.
+func (m *Module) statusEvents(node string, pod *corev1.Pod, st corev1.PodStatus) {
+	if st.Reason != "" && st.Reason != pod.Status.Reason && problemReasons[st.Reason] {
+		m.recorder.Eventf(pod, corev1.EventTypeWarning, st.Reason, "edge node %s: %s", node, st.Message)
+	}
+	old := map[string]string{}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if cs.State.Waiting != nil {
+			old[cs.Name] = cs.State.Waiting.Reason
+		}
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...) {
+		w := cs.State.Waiting
+		if w == nil || !problemReasons[w.Reason] || old[cs.Name] == w.Reason {
+			continue
+		}
+		m.recorder.Eventf(pod, corev1.EventTypeWarning, w.Reason, "container %s on edge node %s: %s", cs.Name, node, w.Message)
+	}
 }

@@ -318,6 +318,9 @@ func (m *Module) membershipGet(_ context.Context, node string, payload []byte) (
 // Device states a mapper may report.
 var validStates = []string{"online", "offline", "unknown"}
 
+// stateAliases are the states KubeEdge's mapper framework reports, taken as their meaning here.
+var stateAliases = map[string]string{"ok": "online", "disconnected": "offline", "unhealthy": "unknown"}
+
 // stateUpdate stores $hw/events/device/<id>/state/update and sends it upstream.
 func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (any, *requestError) {
 	var req stateUpdate
@@ -329,6 +332,9 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 		return nil, rerr
 	}
 	state := strings.ToLower(strings.TrimSpace(req.State))
+	if alias, ok := stateAliases[state]; ok {
+		state = alias
+	}
 	if !slices.Contains(validStates, state) {
 		return nil, refuse(http.StatusBadRequest, "device %q: state %q is not one of %s", id, req.State, strings.Join(validStates, ", "))
 	}

@@ -251,6 +251,24 @@ func (d *deviceRig) run() {
 			}
 		}
 	})
+
+	t.Run("kubectl delete removes the device from the edge", func(t *testing.T) {
+		d.t = t
+		from := d.mq.mark()
+		c.kubectl("delete", "device", d.device, "-n", d.ns)
+		d.mq.await(t, from, "$hw/events/node/"+c.node+"/membership/updated", func(p map[string]any) bool {
+			removed, _ := p["removed_devices"].([]any)
+			for _, x := range removed {
+				if m, _ := x.(map[string]any); m["name"] == d.device {
+					return true
+				}
+			}
+			return false
+		})
+		d.mq.request(t, "the device gone from the edge", d.topic("/twin/get"),
+			func(id string) string { return `{"event_id":"` + id + `"}` },
+			d.topic("/twin/get/result"), func(p map[string]any) bool { return p["code"] == float64(404) })
+	})
 }
 
 // applyExamples applies examples/devices (the thermometer model and device) into d.ns, bound to the

@@ -90,7 +90,7 @@ func start(t *testing.T, binary string, env []string, args ...string) *daemon {
 	}
 	if binary == "edgecore" { // the MetaServer and the MQTT broker on free ports, not the shared defaults
 		cmd.Env = append(cmd.Env, "KEDGE_MODULES__METAMANAGER__METASERVER__ADDRESS=127.0.0.1:0",
-			"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:0")
+			"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:0", "KEDGE_MODULES__DMI__SOCKET="+filepath.Join(state, "dmi.sock"))
 	}
 	cmd.Env = append(cmd.Env, env...)
 	d := &daemon{t: t, cmd: cmd, admin: admin, socket: filepath.Join(state, binary+".sock"), stderr: &syncBuffer{}, exited: make(chan struct{})}

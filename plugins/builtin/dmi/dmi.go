@@ -35,7 +35,7 @@ var Info = sdk.Info{
 	Group:    "dmi",
 	Doc:      "Device Management Interface: KubeEdge-compatible DMI v1beta1 gRPC server for device mappers on a unix socket; reports go to devicetwin, device changes go to the mappers.",
 	Requires: []string{"devicetwin", "metamanager"},
-	Enabled:  false, // opt in: one socket per node; parallel edgecores (e2e) would contend for the default path
+	Enabled:  true, // edgecore serves the DMI, as KubeEdge's does: mappers find it at the socket below
 	New:      func() sdk.Module { return New() },
 }
 

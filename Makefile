@@ -31,7 +31,7 @@ wasm: ## build the example WASM modules into _bin/wasm/, packed with their manif
 # Device classes: the builtin modules each edgecore build carries; anything else runs as a process or
 # WASM plugin. `make classes` builds them and records size and idle memory in BENCHMARKS.md.
 CLASS_full    := all builtin modules
-CLASS_gateway := metamanager,nodestatus,edgehub,eventbus,devicetwin,noruntime,process,wasm
+CLASS_gateway := metamanager,nodestatus,edgehub,eventbus,devicetwin,dmi,noruntime,process,wasm
 CLASS_minimal := metamanager,edgehub,process,wasm
 
 edgecore-full: ## edgecore with every builtin module (same as make build)

@@ -374,7 +374,18 @@ func ensureMosquittoClients(t *testing.T) {
 	if errPub == nil && errSub == nil && mosquittoPath() != "" {
 		return
 	}
-	out, err := exec.Command("apt-get", "install", "-y", "mosquitto", "mosquitto-clients").CombinedOutput()
+	install := func() ([]byte, error) {
+		cmd := exec.Command("apt-get", "install", "-y", "mosquitto", "mosquitto-clients")
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		return cmd.CombinedOutput()
+	}
+	out, err := install()
+	if err != nil { // a fresh machine may have no package lists yet
+		if upd, uerr := exec.Command("apt-get", "update").CombinedOutput(); uerr != nil {
+			t.Fatalf("apt-get update: %v\n%s", uerr, upd)
+		}
+		out, err = install()
+	}
 	if err != nil {
 		t.Fatalf("mosquitto and mosquitto-clients are needed (apt-get install -y mosquitto mosquitto-clients): %v\n%s", err, out)
 	}

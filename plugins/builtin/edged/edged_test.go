@@ -2,9 +2,11 @@ package edged_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/modules"
+	"github.com/kedge-io/kedge/host/process"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/plugins/builtin/edged"
@@ -38,12 +41,20 @@ type rig struct {
 	config map[string]any
 	mgr    *modules.Manager
 
+	plugin, pluginSum string // set: edged runs as this plugin executable
+
 	mu   sync.Mutex
 	sent []sdk.Message // upstream, in order
 	cond *sync.Cond
 }
 
 func newRig(t *testing.T, settings map[string]any) *rig {
+	t.Helper()
+	return newRigWith(t, settings, "")
+}
+
+// newRigWith runs edged as the plugin executable at plugin (runtime: process) when it is set.
+func newRigWith(t *testing.T, settings map[string]any, plugin string) *rig {
 	t.Helper()
 	ep, cri := crienv.Start(t)
 	db, err := store.Open(filepath.Join(t.TempDir(), "edge.db"), store.Options{Synchronous: "normal"})
@@ -55,7 +66,14 @@ func newRig(t *testing.T, settings map[string]any) *rig {
 	for k, v := range settings {
 		cfg[k] = v
 	}
-	r := &rig{t: t, rt: router.New(nil), db: db, cri: cri, config: cfg}
+	r := &rig{t: t, rt: router.New(nil), db: db, cri: cri, config: cfg, plugin: plugin}
+	if plugin != "" {
+		sum, err := os.ReadFile(plugin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.pluginSum = fmt.Sprintf("%x", sha256.Sum256(sum))
+	}
 	r.cond = sync.NewCond(&r.mu)
 	hub, err := r.rt.Register("edgehub", "hub", router.Options{Capacity: 4096, Policy: router.Block})
 	if err != nil {
@@ -94,7 +112,15 @@ func (r *rig) start() {
 		"metamanager": map[string]any{"metaServer": map[string]any{"enable": false}},
 		edged.Name:    withEnable(r.config),
 	}}
-	plan, err := modules.Plan("test", tree, nil, []sdk.Info{mm, ed}, nil)
+	var loaders modules.Loaders
+	if r.plugin != "" { // edged as a plugin process (runtime: process), built from the same source
+		block := tree["modules"].(map[string]any)[edged.Name].(map[string]any)
+		block["runtime"], block["path"], block["sha256"] = "process", r.plugin, r.pluginSum
+		loader := process.NewLoader(process.Options{})
+		r.t.Cleanup(func() { _ = loader.Close() })
+		loaders = modules.Loaders{modules.Process: loader}
+	}
+	plan, err := modules.Plan("test", tree, nil, []sdk.Info{mm, ed}, loaders)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package edged_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -263,5 +264,27 @@ func TestInvalidPodIsReportedAndOthersKeepRunning(t *testing.T) {
 	r.waitStatus(good.Name, "Running", 30*time.Second, func(s corev1.PodStatus) bool { return s.Phase == corev1.PodRunning })
 	if n := len(r.sandboxes(bad.UID)); n != 0 {
 		t.Fatalf("invalid pod got %d sandboxes", n)
+	}
+}
+
+// The same edged source serves as a plugin process (runtime: process): built with the module's build
+// tag into cmd/kedge-module, it runs a pod to Running and Ready over CRI like the builtin one.
+func TestEdgedAsAPluginProcessRunsAPod(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a plugin and needs containerd")
+	}
+	bin := filepath.Join(t.TempDir(), "edged")
+	build := exec.Command("go", "build", "-race", "-tags", "kedge_custom kedge_edged", "-ldflags", "-X main.moduleName=edged", "-o", bin, "github.com/kedge-io/kedge/cmd/kedge-module")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the plugin: %v\n%s", err, out)
+	}
+	r := newRigWith(t, nil, bin)
+	pod := newPod(t, corev1.RestartPolicyAlways, "sleep 3600")
+	r.run(pod)
+	st := r.waitStatus(pod.Name, "Running and Ready", 60*time.Second, func(s corev1.PodStatus) bool {
+		return s.Phase == corev1.PodRunning && condition(s, corev1.PodReady) == corev1.ConditionTrue
+	})
+	if cs := containerStatus(st, "main"); cs.State.Running == nil || !strings.HasPrefix(cs.ContainerID, "containerd://") {
+		t.Fatalf("container status %+v", cs)
 	}
 }

@@ -15,6 +15,14 @@ export KUBEBUILDER_ASSETS
 step "a real container runtime: containerd + runc + CNI (installed from Debian when missing), local images"
 ./hack/containerd.sh up
 trap './hack/containerd.sh down' EXIT
+step "MQTT: Debian's mosquitto and its clients (the external broker and a client nobody here wrote)"
+if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; then
+	sudo=()
+	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >/dev/null
+fi
+echo "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (started by the tests themselves, on loopback ports)"
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 20m ./...
 step "all tests passed"

@@ -1,0 +1,360 @@
+package mapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kedge-io/kedge/sdk"
+	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+)
+
+// Module is the mapper runtime: an sdk.Module serving DeviceMapperService on its own unix socket,
+// registered with edgecore's DMI, running one goroutine per device around a Driver. Its exported
+// fields are its settings; make one with New.
+type Module struct {
+	Protocol     string        `yaml:"protocol" doc:"Protocol this mapper serves: devices whose spec.protocol.protocolName is this are given to it."`
+	DMISocket    string        `yaml:"dmiSocket" doc:"edgecore's DMI socket (DeviceManagerService), where the mapper registers and reports."`
+	Socket       string        `yaml:"socket" doc:"Unix socket this mapper serves DeviceMapperService on (mode 0600; directory created 0750)."`
+	CallTimeout  time.Duration `yaml:"callTimeout" doc:"Bound on each driver call and each DMI call."`
+	CollectCycle time.Duration `yaml:"collectCycle" doc:"Read period of a property whose collectCycle is 0."`
+	ReportCycle  time.Duration `yaml:"reportCycle" doc:"Report period of a property whose reportCycle is 0 (0: report after every read)."`
+	HealthCycle  time.Duration `yaml:"healthCycle" doc:"How often each device's Health is checked."`
+	BackoffMin   time.Duration `yaml:"backoffMin" doc:"First retry delay after a device error (init, read, write); doubles per failure."`
+	BackoffMax   time.Duration `yaml:"backoffMax" doc:"Longest retry delay after device errors, and between registration attempts."`
+
+	name       string
+	newDriver  func() Driver
+	host       sdk.Host
+	log        *slog.Logger
+	metrics    *metrics
+	lis        net.Listener
+	srv        *grpc.Server
+	conn       *grpc.ClientConn
+	dmi        dmiv1beta1.DeviceManagerServiceClient
+	ctx        context.Context
+	wg         sync.WaitGroup
+	reregister chan struct{}
+	registered chan struct{} // closed at the first successful registration
+
+	mu      sync.Mutex
+	models  map[string]*dmiv1beta1.DeviceModel // ns/name
+	devices map[string]*runner                 // ns/name
+}
+
+var _ sdk.Module = (*Module)(nil)
+
+// New returns a mapper for protocol whose devices are served by drivers from newDriver (called once
+// per device). Register it like any module:
+//
+//	sdk.Register(sdk.Info{Name: "virtual", Group: "mapper", New: func() sdk.Module { return mapper.New("virtual", NewDriver) }})
+func New(protocol string, newDriver func() Driver) *Module {
+	return &Module{
+		Protocol:     protocol,
+		DMISocket:    "/var/lib/kedge/dmi.sock",
+		Socket:       "/var/lib/kedge/mappers/" + protocol + ".sock",
+		CallTimeout:  5 * time.Second,
+		CollectCycle: time.Second,
+		HealthCycle:  10 * time.Second,
+		BackoffMin:   200 * time.Millisecond,
+		BackoffMax:   30 * time.Second,
+		newDriver:    newDriver,
+	}
+}
+
+func (m *Module) validate() error {
+	var errs []error
+	if m.newDriver == nil {
+		errs = append(errs, errors.New("no driver: make the module with mapper.New(protocol, newDriver)"))
+	}
+	if strings.TrimSpace(m.Protocol) == "" {
+		errs = append(errs, errors.New("protocol is empty"))
+	}
+	for k, p := range map[string]string{"dmiSocket": m.DMISocket, "socket": m.Socket} {
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s %q is not an absolute path", k, p))
+		}
+	}
+	for k, d := range map[string]time.Duration{"callTimeout": m.CallTimeout, "collectCycle": m.CollectCycle,
+		"healthCycle": m.HealthCycle, "backoffMin": m.BackoffMin, "backoffMax": m.BackoffMax} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s must be positive", k, d))
+		}
+	}
+	if m.ReportCycle < 0 {
+		errs = append(errs, fmt.Errorf("reportCycle %s is negative", m.ReportCycle))
+	}
+	if m.BackoffMax < m.BackoffMin {
+		errs = append(errs, fmt.Errorf("backoffMax %s is below backoffMin %s", m.BackoffMax, m.BackoffMin))
+	}
+	return errors.Join(errs...)
+}
+
+// Start serves DeviceMapperService on Socket and registers with edgecore in the background
+// (retrying with backoff while edgecore's DMI is not up).
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	if err := m.validate(); err != nil {
+		return fmt.Errorf("mapper %s: %w", h.Name(), err)
+	}
+	m.host, m.name, m.log, m.ctx = h, h.Name(), h.Logger(), ctx
+	m.models, m.devices = map[string]*dmiv1beta1.DeviceModel{}, map[string]*runner{}
+	m.reregister, m.registered = make(chan struct{}, 1), make(chan struct{})
+	mt, err := newMetrics(h)
+	if err != nil {
+		return err
+	}
+	m.metrics = mt
+	lis, err := listenUnix(m.Socket)
+	if err != nil {
+		return fmt.Errorf("mapper %s: socket: %w", m.name, err)
+	}
+	m.lis = lis
+	conn, err := grpc.NewClient("unix://"+m.DMISocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		_ = lis.Close()
+		return fmt.Errorf("mapper %s: dmiSocket %q: %w", m.name, m.DMISocket, err)
+	}
+	m.conn, m.dmi = conn, dmiv1beta1.NewDeviceManagerServiceClient(conn)
+	m.srv = grpc.NewServer()
+	dmiv1beta1.RegisterDeviceMapperServiceServer(m.srv, &server{m: m})
+	m.wg.Add(2)
+	go func() { defer m.wg.Done(); _ = m.srv.Serve(lis) }()
+	go func() { defer m.wg.Done(); m.registerLoop(ctx) }()
+	m.log.Info("mapper serving", "protocol", m.Protocol, "socket", m.Socket, "dmiSocket", m.DMISocket)
+	return nil
+}
+
+// Handle: a mapper takes no router messages; everything comes over DMI.
+func (m *Module) Handle(ctx context.Context, msg sdk.Message) error { return nil }
+
+// Stop stops the server, every device goroutine (closing its driver) and the DMI connection.
+func (m *Module) Stop(ctx context.Context) error {
+	if m.srv != nil {
+		m.srv.Stop()
+	}
+	m.mu.Lock()
+	rs := make([]*runner, 0, len(m.devices))
+	for k, r := range m.devices {
+		rs = append(rs, r)
+		delete(m.devices, k)
+	}
+	m.mu.Unlock()
+	for _, r := range rs {
+		r.stop()
+	}
+	m.wg.Wait()
+	if m.conn != nil {
+		_ = m.conn.Close()
+	}
+	if m.Socket != "" {
+		_ = os.Remove(m.Socket)
+	}
+	return nil
+}
+
+// Healthy is not ready until the mapper is registered with edgecore.
+func (m *Module) Healthy(ctx context.Context) error {
+	select {
+	case <-m.registered:
+		return nil
+	default:
+		return fmt.Errorf("mapper %s not registered with edgecore's DMI at %s yet", m.name, m.DMISocket)
+	}
+}
+
+// registerLoop registers with edgecore, then again whenever a DMI call finds edgecore gone
+// (Unavailable: edgecore restarted and forgot this mapper).
+func (m *Module) registerLoop(ctx context.Context) {
+	first := true
+	for {
+		delay := m.BackoffMin
+		for {
+			err := m.register(ctx)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			m.metrics.registrations.WithLabelValues("error").Inc()
+			m.log.Warn("register with edgecore failed; retrying", "dmiSocket", m.DMISocket, "in", delay, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, m.BackoffMax)
+		}
+		m.metrics.registrations.WithLabelValues("ok").Inc()
+		if first {
+			close(m.registered)
+			first = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.reregister:
+		}
+	}
+}
+
+func (m *Module) register(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, m.CallTimeout)
+	defer cancel()
+	resp, err := m.dmi.MapperRegister(cctx, &dmiv1beta1.MapperRegisterRequest{WithData: true, Mapper: &dmiv1beta1.MapperInfo{
+		Name: m.name, Version: "v1", ApiVersion: "v1beta1", Protocol: m.Protocol, Address: []byte(m.Socket), State: "ok"}})
+	if err != nil {
+		return err
+	}
+	for _, dm := range resp.GetModelList() {
+		m.putModel(dm)
+	}
+	keep := map[string]bool{}
+	for _, d := range resp.GetDeviceList() {
+		if err := m.putDevice(d); err != nil {
+			m.log.Warn("device from registration not served", "err", err)
+			continue
+		}
+		keep[d.GetNamespace()+"/"+d.GetName()] = true
+	}
+	m.mu.Lock()
+	var gone []string
+	for k := range m.devices {
+		if !keep[k] {
+			gone = append(gone, k)
+		}
+	}
+	m.mu.Unlock()
+	for _, k := range gone {
+		ns, name, _ := strings.Cut(k, "/")
+		m.removeDevice(ns, name)
+	}
+	m.log.Info("registered with edgecore", "devices", len(resp.GetDeviceList()), "models", len(resp.GetModelList()))
+	return nil
+}
+
+// dmiFailed asks for a new registration when edgecore's DMI answered Unavailable.
+func (m *Module) dmiFailed(err error) {
+	if status.Code(err) == codes.Unavailable {
+		select {
+		case m.reregister <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (m *Module) putModel(dm *dmiv1beta1.DeviceModel) {
+	k := dm.GetNamespace() + "/" + dm.GetName()
+	m.mu.Lock()
+	m.models[k] = dm
+	var users []*runner
+	for _, r := range m.devices {
+		if r.ref.Namespace == dm.GetNamespace() && r.ref.Model == dm.GetName() {
+			users = append(users, r)
+		}
+	}
+	m.mu.Unlock()
+	for _, r := range users {
+		r.update(nil, dm)
+	}
+}
+
+func (m *Module) removeModel(ns, name string) {
+	m.mu.Lock()
+	delete(m.models, ns+"/"+name)
+	m.mu.Unlock()
+}
+
+// putDevice starts a device's goroutine or hands it the changed device.
+func (m *Module) putDevice(d *dmiv1beta1.Device) error {
+	if d.GetName() == "" {
+		return errors.New("device has no name")
+	}
+	if p := d.GetSpec().GetProtocol().GetProtocolName(); p != m.Protocol {
+		return fmt.Errorf("device %s/%s is of protocol %q, this mapper serves %q", d.GetNamespace(), d.GetName(), p, m.Protocol)
+	}
+	k := d.GetNamespace() + "/" + d.GetName()
+	m.mu.Lock()
+	model := m.models[d.GetNamespace()+"/"+d.GetSpec().GetDeviceModelReference()]
+	r := m.devices[k]
+	if r == nil {
+		r = newRunner(m, d, model)
+		m.devices[k] = r
+		m.metrics.devices.Set(float64(len(m.devices)))
+		m.mu.Unlock()
+		r.start(m.ctx)
+		return nil
+	}
+	m.mu.Unlock()
+	r.update(d, model)
+	return nil
+}
+
+// removeDevice stops a device's goroutine and waits for it (its driver closed).
+func (m *Module) removeDevice(ns, name string) bool {
+	k := ns + "/" + name
+	m.mu.Lock()
+	r := m.devices[k]
+	delete(m.devices, k)
+	m.metrics.devices.Set(float64(len(m.devices)))
+	m.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.stop()
+	m.metrics.forget(k)
+	return true
+}
+
+// Devices lists the devices the mapper runs (ns/name).
+func (m *Module) Devices() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.devices))
+	for k := range m.devices {
+		out = append(out, k)
+	}
+	return out
+}
+
+// listenUnix listens on a unix socket (mode 0600), creating its directory 0750 and replacing a stale
+// socket; any other file at the path is refused.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}

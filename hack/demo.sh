@@ -37,12 +37,21 @@ export CONTAINERD_DIR="$PWD/$RUN/containerd"
 ./hack/containerd.sh up 2>&1 | sed 's/^/    /'
 CRI="unix://$CONTAINERD_DIR/containerd.sock"
 
+step "the Device and DeviceModel CRDs (devices.kubeedge.io/v1beta1) and an MQTT client (mosquitto-clients)"
+if ! command -v mosquitto_pub >/dev/null; then
+  sudo=(); [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto-clients >/dev/null 2>&1 ||
+    { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto-clients >/dev/null; }
+fi
+
 step "a real Kubernetes control plane (etcd + kube-apiserver v1.36.3) on 127.0.0.1:6443"
 export CONTROLPLANE_DIR="$PWD/$RUN/controlplane"
 ./hack/controlplane.sh up 2>&1 | sed 's/^/    /'
 eval "$(./hack/controlplane.sh env)"
 ln -sf "$(./hack/controlplane.sh bindir)/kubectl" "$BIN/kubectl" # kubectl v1.36.3, matching the API server
 KUBECTL="$BIN/kubectl"
+"$KUBECTL" apply -f build/crds/ >/dev/null # devicecontroller watches Devices and DeviceModels
+"$KUBECTL" wait --for condition=Established crd/devices.devices.kubeedge.io crd/devicemodels.devices.kubeedge.io >/dev/null
 
 start() { # binary admin-address
   local b=$1 admin=$2
@@ -60,6 +69,7 @@ start() { # binary admin-address
 KEDGE_STORE__PATH="$PWD/$RUN/cloudcore.db" KEDGE_ADMIN__SOCKET="$PWD/$RUN/cloudcore.sock" KEDGE_MODULES__CLOUDHUB__PKIDIR="$PWD/$RUN/pki" \
   KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:10000 KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:10002 \
   KEDGE_MODULES__EDGECONTROLLER__ENABLE=true KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG="$KUBECONFIG" \
+  KEDGE_MODULES__DEVICECONTROLLER__ENABLE=true KEDGE_MODULES__DEVICECONTROLLER__KUBECONFIG="$KUBECONFIG" \
   start cloudcore 127.0.0.1:10006
 
 step "creating a join token (cloudcore token create)"
@@ -116,6 +126,29 @@ done
 echo "    curl http://127.0.0.1:18080/  ->  $(curl -fsS http://127.0.0.1:18080/ 2>&1)"
 POD=$("$KUBECTL" get pods -l app=demo-web -o jsonpath='{.items[0].metadata.name}')
 
+step "a DeviceModel and a Device on the edge node; a sensor reports over MQTT, the twin moves in Kubernetes"
+mosquitto_sub -h 127.0.0.1 -p 1884 -C 1 -W 20 -t '$hw/events/device/thermometer-1/twin/update/delta' >"$RUN/delta.json" 2>/dev/null &
+sub=$!
+sleep 0.3 # subscribed before the Device exists, so the first delta is seen
+"$KUBECTL" apply -f examples/devices/thermometer-model.yaml >/dev/null
+sed 's/nodeName: edge-1/nodeName: demo-edge/' examples/devices/thermometer-device.yaml | "$KUBECTL" apply -f - >/dev/null
+wait $sub || true
+echo "    the edge told the device its desired value (twin/update/delta): $(head -c 160 "$RUN/delta.json")"
+mosquitto_pub -h 127.0.0.1 -p 1884 -q 1 -t '$hw/events/device/thermometer-1/state/update' -m '{"event_id":"demo-state","state":"online"}'
+for t in 20.5 21.0 21.4; do
+  ms=$(($(date +%s%N) / 1000000))
+  mosquitto_pub -h 127.0.0.1 -p 1884 -q 1 -t '$hw/events/device/thermometer-1/twin/update' \
+    -m "{\"event_id\":\"demo-$ms\",\"timestamp\":$ms,\"twin\":{\"temperature\":{\"actual\":{\"value\":\"$t\",\"metadata\":{\"timestamp\":$ms}}}}}"
+  echo "    mosquitto_pub temperature=$t"
+  sleep 0.5
+done
+for _ in $(seq 50); do
+  "$KUBECTL" get device thermometer-1 -o jsonpath='{.status.twins[?(@.propertyName=="temperature")].reported.value}' 2>/dev/null | grep -q 21.4 && break
+  sleep 0.2
+done
+"$KUBECTL" get device thermometer-1 -o jsonpath='{range .status.twins[*]}    {.propertyName}: reported {.reported.value}{"\n"}{end}'
+"$KUBECTL" get devices | sed 's/^/    /'
+
 step "the same pod and ConfigMap served by the edge's MetaServer (127.0.0.1:10550, from SQLite, works offline)"
 curl -fsS "http://127.0.0.1:10550/api/v1/namespaces/default/pods/$POD" | head -c 300 | sed 's/^/    /'; echo
 curl -fsS http://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config | head -c 300 | sed 's/^/    /'; echo
@@ -139,6 +172,10 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   $KUBECTL scale deployment demo-web --replicas=0          # edged stops the container within its grace period
   ctr -a $CONTAINERD_DIR/containerd.sock -n k8s.io containers ls   # what runs on the edge
   $KUBECTL --server http://127.0.0.1:10550 get pods,configmaps   # the edge's MetaServer (read-only)
+  $KUBECTL get device thermometer-1 -o yaml               # twins: reported values from the edge
+  mosquitto_sub -p 1884 -v -t '\$hw/events/#'              # the device API on the edge's embedded broker
+  $KUBECTL patch device thermometer-1 --type json -p '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"19"}]'
+                                                          # a new desired value: watch the delta topic
 
   curl -s 127.0.0.1:10360/metrics | grep kedge_          # edge: link, outbox, router, modules
   curl -s 127.0.0.1:10006/metrics | grep kedge_cloudhub   # cloud: nodes, queues, acks
@@ -152,5 +189,5 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   tail -f $RUN/edgecore.log $RUN/cloudcore.log
   make demo-stop                                           # stop both
 
-Devices (DeviceModel/Device, MQTT twins) join this demo as their issue lands.
+Device mappers (Modbus, the virtual device) join this demo as their issue lands.
 TXT

@@ -1,0 +1,197 @@
+package modbus
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
+)
+
+// ProtocolConfig is a device's spec.protocol.configData:
+//
+//	{"address": "127.0.0.1:502", "unitID": 1, "timeout": "1s"}
+//
+// KubeEdge's modbus mapper spellings are accepted too: "ip" + "port" for address, "slaveID" for
+// unitID. Unknown fields are an error (a typo would otherwise be silently ignored).
+type ProtocolConfig struct {
+	Address string
+	UnitID  byte
+	Timeout time.Duration
+}
+
+type rawProtocol struct {
+	Address string          `json:"address"`
+	IP      string          `json:"ip"`
+	Port    json.RawMessage `json:"port"`
+	UnitID  *int            `json:"unitID"`
+	SlaveID *int            `json:"slaveID"`
+	Timeout json.RawMessage `json:"timeout"`
+}
+
+func decodeStrict(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// ParseProtocolConfig checks and decodes spec.protocol.configData.
+func ParseProtocolConfig(data []byte) (ProtocolConfig, error) {
+	var r rawProtocol
+	if err := decodeStrict(data, &r); err != nil {
+		return ProtocolConfig{}, fmt.Errorf("modbus protocol configData: %w", err)
+	}
+	c := ProtocolConfig{Address: r.Address, UnitID: 1, Timeout: time.Second}
+	if c.Address == "" && r.IP != "" {
+		port := strings.Trim(string(r.Port), `"`)
+		if port == "" {
+			port = "502"
+		}
+		c.Address = net.JoinHostPort(r.IP, port)
+	}
+	if c.Address == "" {
+		return c, fmt.Errorf(`modbus protocol configData: "address" is required (host:port, e.g. "127.0.0.1:502")`)
+	}
+	host, port, err := net.SplitHostPort(c.Address)
+	if err != nil || host == "" {
+		return c, fmt.Errorf("modbus protocol configData: address %q is not host:port", c.Address)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return c, fmt.Errorf("modbus protocol configData: address %q has port %q, want 1..65535", c.Address, port)
+	}
+	unit := r.UnitID
+	if unit == nil {
+		unit = r.SlaveID
+	}
+	if unit != nil {
+		if *unit < 0 || *unit > 255 {
+			return c, fmt.Errorf("modbus protocol configData: unitID %d out of range 0..255", *unit)
+		}
+		c.UnitID = byte(*unit)
+	}
+	if len(r.Timeout) > 0 {
+		var s string
+		var ms float64
+		switch {
+		case json.Unmarshal(r.Timeout, &s) == nil:
+			if c.Timeout, err = time.ParseDuration(s); err != nil {
+				return c, fmt.Errorf("modbus protocol configData: timeout %q is not a duration like \"1s\"", s)
+			}
+		case json.Unmarshal(r.Timeout, &ms) == nil:
+			c.Timeout = time.Duration(ms * float64(time.Millisecond))
+		default:
+			return c, fmt.Errorf("modbus protocol configData: timeout %s is neither a duration string nor milliseconds", r.Timeout)
+		}
+		if c.Timeout <= 0 {
+			return c, fmt.Errorf("modbus protocol configData: timeout %s must be positive", c.Timeout)
+		}
+	}
+	return c, nil
+}
+
+// Register is a Modbus data table.
+type Register string
+
+// The four tables.
+const (
+	Coil            Register = "Coil"
+	DiscreteInput   Register = "DiscreteInput"
+	HoldingRegister Register = "HoldingRegister"
+	InputRegister   Register = "InputRegister"
+)
+
+var registerNames = map[string]Register{
+	"coil": Coil, "coilregister": Coil, "coils": Coil,
+	"discreteinput": DiscreteInput, "discreteinputregister": DiscreteInput, "discreteinputs": DiscreteInput,
+	"holdingregister": HoldingRegister, "holdingregisters": HoldingRegister,
+	"inputregister": InputRegister, "inputregisters": InputRegister,
+}
+
+func (r Register) bits() bool { return r == Coil || r == DiscreteInput }
+
+// Visitor is a property's visitors.configData:
+//
+//	{"register": "HoldingRegister", "offset": 0, "limit": 2, "dataType": "float32",
+//	 "scale": 0.1, "valueOffset": 0, "swapByte": false, "swapWord": true}
+//
+// offset is the 0-based address in the table; limit the number of registers (defaults to what the
+// dataType needs; for coils and discrete inputs it must be 1). KubeEdge's "isSwap" (byte swap),
+// "isRegisterSwap" (word swap) and register names "CoilRegister"/"DiscreteInputRegister" are
+// accepted too.
+type Visitor struct {
+	Register Register
+	Offset   uint16
+	Value    mbtcp.ValueSpec
+}
+
+type rawVisitor struct {
+	Register       string   `json:"register"`
+	Offset         *int     `json:"offset"`
+	Limit          *int     `json:"limit"`
+	DataType       string   `json:"dataType"`
+	Scale          *float64 `json:"scale"`
+	ValueOffset    float64  `json:"valueOffset"`
+	SwapByte       bool     `json:"swapByte"`
+	SwapWord       bool     `json:"swapWord"`
+	IsSwap         bool     `json:"isSwap"`
+	IsRegisterSwap bool     `json:"isRegisterSwap"`
+}
+
+// ParseVisitor checks and decodes a property's visitors.configData.
+func ParseVisitor(data []byte) (Visitor, error) {
+	var r rawVisitor
+	if err := decodeStrict(data, &r); err != nil {
+		return Visitor{}, fmt.Errorf("modbus visitor configData: %w", err)
+	}
+	reg, ok := registerNames[strings.ToLower(r.Register)]
+	if !ok {
+		return Visitor{}, fmt.Errorf("modbus visitor configData: register %q is not one of Coil, DiscreteInput, HoldingRegister, InputRegister", r.Register)
+	}
+	if r.Offset == nil {
+		return Visitor{}, fmt.Errorf(`modbus visitor configData: "offset" (the 0-based address) is required`)
+	}
+	if *r.Offset < 0 || *r.Offset > 65535 {
+		return Visitor{}, fmt.Errorf("modbus visitor configData: offset %d out of range 0..65535", *r.Offset)
+	}
+	v := Visitor{Register: reg, Offset: uint16(*r.Offset)}
+	if reg.bits() {
+		if r.Limit != nil && *r.Limit != 1 {
+			return v, fmt.Errorf("modbus visitor configData: limit %d for %s, a property is one bit (limit 1)", *r.Limit, reg)
+		}
+		if r.DataType != "" || r.Scale != nil || r.SwapByte || r.SwapWord || r.IsSwap || r.IsRegisterSwap {
+			return v, fmt.Errorf("modbus visitor configData: dataType, scale and swap flags apply to registers, not to %s", reg)
+		}
+		return v, nil
+	}
+	dt := mbtcp.DataType(strings.ToLower(r.DataType))
+	if dt == "" {
+		dt = mbtcp.Uint16
+		if r.Limit != nil && *r.Limit == 2 {
+			dt = mbtcp.Uint32
+		}
+	}
+	v.Value = mbtcp.ValueSpec{Type: dt, Offset: r.ValueOffset, SwapByte: r.SwapByte || r.IsSwap, SwapWord: r.SwapWord || r.IsRegisterSwap}
+	if r.Scale != nil {
+		if *r.Scale == 0 {
+			return v, fmt.Errorf("modbus visitor configData: scale 0 would make every value 0")
+		}
+		v.Value.Scale = *r.Scale
+	}
+	if err := v.Value.Validate(); err != nil {
+		return v, fmt.Errorf("modbus visitor configData: %w", err)
+	}
+	if r.Limit != nil && *r.Limit != dt.Registers() {
+		return v, fmt.Errorf("modbus visitor configData: limit %d but dataType %s takes %d registers", *r.Limit, dt, dt.Registers())
+	}
+	if int(v.Offset)+dt.Registers() > 0x10000 {
+		return v, fmt.Errorf("modbus visitor configData: %s at offset %d runs past address 65535", dt, v.Offset)
+	}
+	return v, nil
+}

@@ -1,0 +1,299 @@
+// Package modbus is the Modbus TCP mapper (protocol "modbus"): a mapper.Driver over the project's own
+// Modbus TCP client (package mbtcp), registered as the builtin module "modbus".
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/mapper"
+)
+
+// Name is the module's name; Protocol the devices' spec.protocol.protocolName it serves.
+const (
+	Name     = "modbus"
+	Protocol = "modbus"
+)
+
+// Info registers the Modbus mapper (disabled by default).
+var Info = sdk.Info{
+	Name:    Name,
+	Group:   "mapper",
+	Doc:     "Mapper for Modbus TCP devices (protocol modbus): coils, discrete inputs, holding and input registers; int16/uint16/int32/uint32/float32 with scale, offset and byte/word order; registered with edgecore over DMI.",
+	Enabled: false,
+	New:     func() sdk.Module { return mapper.New(Protocol, NewDriver) },
+}
+
+func init() { sdk.Register(Info) }
+
+// pool shares one client (one TCP connection) among the devices behind one server address (a
+// gateway with several unit ids), counted so the last device to close closes the connection.
+var pool = struct {
+	sync.Mutex
+	clients map[poolKey]*pooled
+}{clients: map[poolKey]*pooled{}}
+
+type poolKey struct {
+	addr    string
+	timeout time.Duration
+}
+
+type pooled struct {
+	c    *mbtcp.Client
+	refs int
+}
+
+func acquire(addr string, timeout time.Duration) *mbtcp.Client {
+	pool.Lock()
+	defer pool.Unlock()
+	k := poolKey{addr, timeout}
+	p := pool.clients[k]
+	if p == nil {
+		p = &pooled{c: mbtcp.NewClient(addr, mbtcp.Options{Timeout: timeout})}
+		pool.clients[k] = p
+	}
+	p.refs++
+	return p.c
+}
+
+func release(addr string, timeout time.Duration) error {
+	pool.Lock()
+	defer pool.Unlock()
+	k := poolKey{addr, timeout}
+	p := pool.clients[k]
+	if p == nil {
+		return nil
+	}
+	if p.refs--; p.refs > 0 {
+		return nil
+	}
+	delete(pool.clients, k)
+	return p.c.Close()
+}
+
+// Driver serves one Modbus device (one unit id at one server address).
+type Driver struct {
+	device   mapper.DeviceRef
+	cfg      ProtocolConfig
+	client   *mbtcp.Client
+	visitors map[string]visitorEntry // property name → parsed visitor
+}
+
+type visitorEntry struct {
+	raw string
+	v   Visitor
+}
+
+var _ mapper.Driver = (*Driver)(nil)
+
+// NewDriver returns a driver for one Modbus device.
+func NewDriver() mapper.Driver { return &Driver{} }
+
+// Init checks spec.protocol.configData and takes a (shared) client for the address; the connection
+// opens on the first request.
+func (d *Driver) Init(_ context.Context, p mapper.ProtocolConfig) error {
+	cfg, err := ParseProtocolConfig(p.ConfigData)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", p.Device, err)
+	}
+	if d.client != nil {
+		release(d.cfg.Address, d.cfg.Timeout)
+	}
+	d.device, d.cfg, d.visitors = p.Device, cfg, map[string]visitorEntry{}
+	d.client = acquire(cfg.Address, cfg.Timeout)
+	return nil
+}
+
+// Close gives the client back to the pool.
+func (d *Driver) Close() error {
+	if d.client == nil {
+		return nil
+	}
+	d.client = nil
+	return release(d.cfg.Address, d.cfg.Timeout)
+}
+
+// Health reads holding register 0: any answer, an exception included, proves the device is there,
+// except a gateway's "target device failed to respond" / "path unavailable".
+func (d *Driver) Health(ctx context.Context, _ mapper.DeviceRef) error {
+	req, _ := mbtcp.NewReadRequest(mbtcp.ReadHoldingRegisters, 0, 1)
+	_, err := d.client.Do(ctx, d.cfg.UnitID, req)
+	var exc *mbtcp.ExceptionError
+	if errors.As(err, &exc) && exc.Code != mbtcp.GatewayPathUnavailable && exc.Code != mbtcp.GatewayTargetDeviceFailedToRespond {
+		return nil
+	}
+	return err
+}
+
+func (d *Driver) visitor(p mapper.Property) (Visitor, error) {
+	if e, ok := d.visitors[p.Name]; ok && e.raw == string(p.Visitor) {
+		return e.v, nil
+	}
+	v, err := ParseVisitor(p.Visitor)
+	if err != nil {
+		return v, fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	d.visitors[p.Name] = visitorEntry{string(p.Visitor), v}
+	return v, nil
+}
+
+// Read reads the property's coil, discrete input or registers and converts the value for the
+// property's type (INT → int64, FLOAT/DOUBLE → float64, BOOLEAN → bool, STRING → text).
+func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property) (mapper.Value, error) {
+	v, err := d.visitor(p)
+	if err != nil {
+		return nil, err
+	}
+	var fc mbtcp.FunctionCode
+	qty := uint16(1)
+	switch v.Register {
+	case Coil:
+		fc = mbtcp.ReadCoils
+	case DiscreteInput:
+		fc = mbtcp.ReadDiscreteInputs
+	case HoldingRegister:
+		fc, qty = mbtcp.ReadHoldingRegisters, uint16(v.Value.Type.Registers())
+	case InputRegister:
+		fc, qty = mbtcp.ReadInputRegisters, uint16(v.Value.Type.Registers())
+	}
+	req, err := mbtcp.NewReadRequest(fc, v.Offset, qty)
+	if err != nil {
+		return nil, fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	resp, err := d.client.Do(ctx, d.cfg.UnitID, req)
+	if err != nil {
+		return nil, fmt.Errorf("property %q (%s %d): %w", p.Name, v.Register, v.Offset, err)
+	}
+	if v.Register.bits() {
+		return bitValue(p, resp.Bits[0]), nil
+	}
+	f, err := v.Value.Decode(resp.Registers)
+	if err != nil {
+		return nil, fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	return numberValue(p, f), nil
+}
+
+func bitValue(p mapper.Property, b bool) mapper.Value {
+	switch strings.ToUpper(p.Type) {
+	case "INT":
+		if b {
+			return int64(1)
+		}
+		return int64(0)
+	case "FLOAT", "DOUBLE":
+		if b {
+			return 1.0
+		}
+		return 0.0
+	case "STRING":
+		return strconv.FormatBool(b)
+	}
+	return b
+}
+
+func numberValue(p mapper.Property, f float64) mapper.Value {
+	switch strings.ToUpper(p.Type) {
+	case "INT":
+		if f == math.Trunc(f) {
+			return int64(f)
+		}
+		return f // not whole: the runtime refuses it for INT, naming the property
+	case "BOOLEAN":
+		return f != 0
+	case "STRING":
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return f
+}
+
+// Write sets a coil (FC 5) or holding register(s) (FC 6 for one register, FC 16 for two).
+func (d *Driver) Write(ctx context.Context, _ mapper.DeviceRef, p mapper.Property, value mapper.Value) error {
+	v, err := d.visitor(p)
+	if err != nil {
+		return err
+	}
+	switch v.Register {
+	case Coil:
+		on, err := asBool(value)
+		if err != nil {
+			return fmt.Errorf("property %q: %w", p.Name, err)
+		}
+		_, err = d.client.Do(ctx, d.cfg.UnitID, mbtcp.NewWriteSingleCoil(v.Offset, on))
+		if err != nil {
+			return fmt.Errorf("property %q (coil %d): %w", p.Name, v.Offset, err)
+		}
+		return nil
+	case HoldingRegister:
+	default:
+		return fmt.Errorf("property %q: %s %d: %w", p.Name, v.Register, v.Offset, mapper.ErrReadOnly)
+	}
+	f, err := asFloat(value)
+	if err != nil {
+		return fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	regs, err := v.Value.Encode(f)
+	if err != nil {
+		return fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	req := mbtcp.NewWriteSingleRegister(v.Offset, regs[0])
+	if len(regs) > 1 {
+		if req, err = mbtcp.NewWriteMultipleRegisters(v.Offset, regs); err != nil {
+			return fmt.Errorf("property %q: %w", p.Name, err)
+		}
+	}
+	if _, err := d.client.Do(ctx, d.cfg.UnitID, req); err != nil {
+		return fmt.Errorf("property %q (holding register %d): %w", p.Name, v.Offset, err)
+	}
+	return nil
+}
+
+func asBool(v mapper.Value) (bool, error) {
+	switch b := v.(type) {
+	case bool:
+		return b, nil
+	case string:
+		return strconv.ParseBool(strings.TrimSpace(b))
+	}
+	f, err := asFloat(v)
+	if err != nil {
+		return false, err
+	}
+	if f != 0 && f != 1 {
+		return false, fmt.Errorf("value %v for a coil, want 0, 1, true or false", v)
+	}
+	return f == 1, nil
+}
+
+func asFloat(v mapper.Value) (float64, error) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), nil
+	case int:
+		return float64(n), nil
+	case float64:
+		return n, nil
+	case float32:
+		return float64(n), nil
+	case bool:
+		if n {
+			return 1, nil
+		}
+		return 0, nil
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
+		if err != nil {
+			return 0, fmt.Errorf("value %q is not a number", n)
+		}
+		return f, nil
+	}
+	return 0, fmt.Errorf("value %v (%T) is not a number", v, v)
+}

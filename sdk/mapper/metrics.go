@@ -7,11 +7,11 @@ import (
 )
 
 type metrics struct {
-	reads, readErrors *prometheus.CounterVec // device
-	writes, reports   *prometheus.CounterVec // device, result
-	online            *prometheus.GaugeVec   // device
-	devices           prometheus.Gauge
-	registrations     *prometheus.CounterVec // result
+	reads, readErrors   *prometheus.CounterVec // device
+	writes, reports     *prometheus.CounterVec // device, result
+	online              *prometheus.GaugeVec   // device
+	devices, goroutines prometheus.Gauge
+	registrations       *prometheus.CounterVec // result
 }
 
 func newMetrics(h sdk.Host) (*metrics, error) {
@@ -22,9 +22,10 @@ func newMetrics(h sdk.Host) (*metrics, error) {
 		reports:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_mapper_reports_total", Help: "ReportDeviceStatus calls to edgecore, per device and result."}, []string{"device", "result"}),
 		online:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kedge_mapper_device_online", Help: "1 when the device was last reported online, 0 offline."}, []string{"device"}),
 		devices:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_mapper_devices", Help: "Devices the mapper runs."}),
+		goroutines:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_mapper_device_goroutines", Help: "Per-device goroutines running (one per device; a removed device's ends)."}),
 		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_mapper_registrations_total", Help: "MapperRegister calls to edgecore, per result."}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{mt.reads, mt.readErrors, mt.writes, mt.reports, mt.online, mt.devices, mt.registrations} {
+	for _, c := range []prometheus.Collector{mt.reads, mt.readErrors, mt.writes, mt.reports, mt.online, mt.devices, mt.goroutines, mt.registrations} {
 		if err := h.Metrics().Register(c); err != nil {
 			return nil, err
 		}

@@ -147,7 +147,9 @@ type devLoop struct {
 }
 
 func (r *runner) run(ctx context.Context) {
+	r.m.metrics.goroutines.Inc()
 	defer close(r.done)
+	defer r.m.metrics.goroutines.Dec()
 	l := &devLoop{r: r, m: r.m}
 	defer func() {
 		if l.driver != nil {

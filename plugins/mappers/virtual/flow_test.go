@@ -310,9 +310,12 @@ func TestRemovedDevicesStopTheirGoroutines(t *testing.T) {
 		return nil
 	})
 	r.waitActual(t, fmt.Sprintf("sim-%d", n-1), "temperature", func(string) error { return nil })
-	if got := deviceGoroutines(); got != n {
-		t.Fatalf("%d device goroutines running, want %d", got, n)
-	}
+	waitFor(t, 15*time.Second, "a goroutine per device", func() error {
+		if got := deviceGoroutines(); got != n {
+			return fmt.Errorf("%d device goroutines running, want %d", got, n)
+		}
+		return nil
+	})
 	for i := 0; i < n; i++ {
 		r.fromCloud(t, message.OpDelete, fmt.Sprintf("default/device/sim-%d", i), strconv.Itoa(100+i), "{}")
 	}
@@ -325,6 +328,9 @@ func TestRemovedDevicesStopTheirGoroutines(t *testing.T) {
 	waitFor(t, 15*time.Second, "device goroutines gone", func() error {
 		if got := deviceGoroutines(); got != 0 {
 			return fmt.Errorf("%d device goroutines still running", got)
+		}
+		if g := r.gauge(t, "kedge_mapper_device_goroutines"); g != 0 {
+			return fmt.Errorf("kedge_mapper_device_goroutines %v", g)
 		}
 		return nil
 	})

@@ -48,7 +48,7 @@ type ExceptionError struct {
 }
 
 func (e *ExceptionError) Error() string {
-	return fmt.Sprintf("modbus exception for %s: %s (code %d)", e.Function, e.Code, byte(e.Code))
+	return fmt.Sprintf("modbus exception for %s: %s (code %d)", e.Function, e.Code.String(), byte(e.Code))
 }
 
 // Unwrap lets errors.Is(err, mbtcp.IllegalDataAddress) match.

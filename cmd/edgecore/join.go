@@ -21,8 +21,9 @@ func init() { spec.Commands = append(spec.Commands, joinCommand()) }
 
 type joinFlags struct {
 	address, token, nodeName, dataDir, configOut string
+	criEndpoint                                  string
 	certPort, hubPort                            int
-	force                                        bool
+	force, noRuntime                             bool
 }
 
 // joinCommand is "edgecore join": get a certificate from cloudcore and write edgecore.yaml.
@@ -40,7 +41,8 @@ func joinCommand() *cobra.Command {
   2. make a private key and send a certificate request, authenticated by the token, over TLS
      verified with that CA; cloudcore answers with a certificate for system:node:<node-name>;
   3. store ca.crt, node.crt and node.key (mode 0600) in <data-dir>/certs;
-  4. write edgecore.yaml with the node name, the store and the edgehub module pointing at cloudcore.
+  4. write edgecore.yaml with the node name, the store, the edgehub module pointing at cloudcore, and
+     edged on the container runtime at --cri-endpoint (or, with --no-runtime, noruntime).
 
 Then start edgecore with --config <config-out>. The certificate renews itself before it expires.
 Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits with code 2.`,
@@ -59,6 +61,8 @@ Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits w
 	fl.IntVar(&f.certPort, "cert-port", pki.DefaultCertPort, "cloudcore's certificate server port")
 	fl.IntVar(&f.hubPort, "hub-port", pki.DefaultHubPort, "cloudcore's hub (websocket) port")
 	fl.BoolVar(&f.force, "force", false, "overwrite --config-out if it exists")
+	fl.StringVar(&f.criEndpoint, "cri-endpoint", "unix:///run/containerd/containerd.sock", "the container runtime's CRI socket; edged runs the node's pods there")
+	fl.BoolVar(&f.noRuntime, "no-runtime", false, "this node runs no containers (a sensor gateway): its pods are stored and reported NoContainerRuntime")
 	_ = cmd.MarkFlagRequired("cloudcore-address")
 	_ = cmd.MarkFlagRequired("token")
 	return cmd
@@ -146,6 +150,24 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 		CertFile   string `yaml:"certFile"`
 		KeyFile    string `yaml:"keyFile"`
 	}
+	type edged struct {
+		Enable      bool   `yaml:"enable"`
+		CRIEndpoint string `yaml:"criEndpoint,omitempty"`
+		RootDir     string `yaml:"rootDir,omitempty"`
+	}
+	type nodestatus struct {
+		CRIEndpoint string `yaml:"criEndpoint,omitempty"`
+		StoragePath string `yaml:"storagePath"`
+	}
+	type noruntime struct {
+		Enable bool `yaml:"enable"`
+	}
+	type metamanager struct {
+		Consumers map[string]string `yaml:"consumers"`
+	}
+	type dmi struct {
+		Socket string `yaml:"socket"`
+	}
 	type config struct {
 		Node struct {
 			Name string `yaml:"name"`
@@ -154,7 +176,12 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 			Path string `yaml:"path"`
 		} `yaml:"store"`
 		Modules struct {
-			Edgehub edgehub `yaml:"edgehub"`
+			Edgehub     edgehub      `yaml:"edgehub"`
+			Edged       edged        `yaml:"edged"`
+			Noruntime   *noruntime   `yaml:"noruntime,omitempty"`
+			Metamanager *metamanager `yaml:"metamanager,omitempty"`
+			Nodestatus  nodestatus   `yaml:"nodestatus"`
+			DMI         dmi          `yaml:"dmi"`
 		} `yaml:"modules"`
 	}
 	var c config
@@ -167,6 +194,17 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 		CAFile:     res.CAFile,
 		CertFile:   res.CertFile,
 		KeyFile:    res.KeyFile,
+	}
+	// The node runs its pods: edged on the container runtime, or, with --no-runtime (a sensor gateway),
+	// noruntime answers for them. Everything the node keeps lives under --data-dir.
+	c.Modules.Nodestatus = nodestatus{StoragePath: f.dataDir}
+	c.Modules.DMI = dmi{Socket: filepath.Join(f.dataDir, "dmi.sock")}
+	if f.noRuntime {
+		c.Modules.Noruntime = &noruntime{Enable: true}
+		c.Modules.Metamanager = &metamanager{Consumers: map[string]string{"pod": "noruntime"}}
+	} else {
+		c.Modules.Edged = edged{Enable: true, CRIEndpoint: f.criEndpoint, RootDir: filepath.Join(f.dataDir, "edged")}
+		c.Modules.Nodestatus.CRIEndpoint = f.criEndpoint
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

@@ -110,6 +110,15 @@ modules:
     caFile: ` + certs + `/ca.crt
     certFile: ` + certs + `/node.crt
     keyFile: ` + certs + `/node.key
+  edged:
+    enable: true
+    criEndpoint: unix:///run/containerd/containerd.sock
+    rootDir: ` + dataDir + `/edged
+  nodestatus:
+    criEndpoint: unix:///run/containerd/containerd.sock
+    storagePath: ` + dataDir + `
+  dmi:
+    socket: ` + dataDir + `/dmi.sock
 `
 	if string(got) != want {
 		t.Errorf("edgecore.yaml:\n%s\nwant:\n%s", got, want)
@@ -190,5 +199,38 @@ func TestJoinHelpHasExamples(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("help lacks %q", want)
 		}
+	}
+}
+
+// Both kinds of node get a config edgecore accepts as it is written: with edged on the runtime, or
+// with --no-runtime, noruntime answering for the pods.
+func TestJoinedConfigIsValidWithAndWithoutAContainerRuntime(t *testing.T) {
+	ca, port := startCertServer(t)
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  []string
+	}{
+		{"edged on the runtime", nil, []string{"edged:\n    enable: true", "criEndpoint: unix:///run/containerd/containerd.sock"}},
+		{"no runtime", []string{"--no-runtime"}, []string{"noruntime:\n    enable: true", "consumers:\n      pod: noruntime", "edged:\n    enable: false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			configOut := filepath.Join(t.TempDir(), "edgecore.yaml")
+			args := append([]string{"join", "--cloudcore-address", "127.0.0.1", "--cert-port", strconv.Itoa(port), "--hub-port", "10000",
+				"--token", newJoinToken(t, ca), "--node-name", "edge-1", "--data-dir", dataDir, "--config-out", configOut}, tc.extra...)
+			if out, err := runEdgecore(t, args...); err != nil {
+				t.Fatalf("join: %v\n%s", err, out)
+			}
+			got, _ := os.ReadFile(configOut)
+			for _, w := range tc.want {
+				if !strings.Contains(string(got), w) {
+					t.Errorf("edgecore.yaml lacks %q:\n%s", w, got)
+				}
+			}
+			if out, err := runEdgecore(t, "validate", "--config", configOut); err != nil {
+				t.Fatalf("edgecore validate refuses the joined config: %v\n%s", err, out)
+			}
+		})
 	}
 }

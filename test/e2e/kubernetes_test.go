@@ -98,6 +98,7 @@ func (c *cluster) startEdge() {
 		"KEDGE_MODULES__EDGEHUB__HEARTBEAT=1s", "KEDGE_MODULES__EDGEHUB__BACKOFFMAX=1s", "KEDGE_MODULES__EDGEHUB__ACKTIMEOUT=2s",
 		"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=noruntime",
 		"KEDGE_MODULES__NORUNTIME__ENABLE=true",
+		"KEDGE_MODULES__EDGED__ENABLE=false", // join turns edged on; these tests run no containers
 		"KEDGE_MODULES__METAMANAGER__METASERVER__ADDRESS=" + c.metaServer,
 	}, c.edgeEnv...), "--config", c.edgeConfig)
 	c.edge.waitReadyOffline()

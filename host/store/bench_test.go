@@ -15,7 +15,7 @@ var benchValue = bytes.Repeat([]byte("x"), 512) // about the size of a small Kub
 func benchKeys(n int) []Key {
 	keys := make([]Key, n)
 	for i := range keys {
-		keys[i] = Key{"pod", "default", fmt.Sprintf("pod-%05d", i)}
+		keys[i] = Key{Type: "pod", Namespace: "default", Name: fmt.Sprintf("pod-%05d", i)}
 	}
 	return keys
 }

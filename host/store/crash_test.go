@@ -41,14 +41,14 @@ func TestCrashWriterChild(t *testing.T) {
 		name := fmt.Sprintf("r%s-%d", round, i)
 		switch i % 3 {
 		case 0:
-			if _, err := objs.Put(ctx, Object{Key: Key{"pod", "ns", name}, ResourceVersion: uint64(i + 1), Value: []byte(name)}); err != nil {
+			if _, err := objs.Put(ctx, Object{Key: Key{Type: "pod", Namespace: "ns", Name: name}, ResourceVersion: uint64(i + 1), Value: []byte(name)}); err != nil {
 				t.Fatal(err)
 			}
 			fmt.Printf("obj %s %d\n", name, i+1)
 		case 1:
 			batch := make([]Object, 4)
 			for j := range batch {
-				batch[j] = Object{Key: Key{"pod", "batch", fmt.Sprintf("%s-%d", name, j)}, ResourceVersion: uint64(i + 1), Value: []byte(name)}
+				batch[j] = Object{Key: Key{Type: "pod", Namespace: "batch", Name: fmt.Sprintf("%s-%d", name, j)}, ResourceVersion: uint64(i + 1), Value: []byte(name)}
 			}
 			if _, err := objs.PutBatch(ctx, batch); err != nil {
 				t.Fatal(err)
@@ -103,7 +103,7 @@ func TestCrashAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 			switch f[0] {
 			case "obj", "batch":
 				ns := map[string]string{"obj": "ns", "batch": "batch"}[f[0]]
-				o, err := objs.Get(ctx, Key{"pod", ns, f[1]})
+				o, err := objs.Get(ctx, Key{Type: "pod", Namespace: ns, Name: f[1]})
 				if err != nil || strconv.FormatUint(o.ResourceVersion, 10) != f[2] {
 					t.Errorf("round %d: acknowledged %q lost: got %+v, %v", round, ack, o, err)
 				}

@@ -13,7 +13,7 @@ import (
 )
 
 func TestPutAppliesOnlyNewerResourceVersions(t *testing.T) {
-	k := Key{"pod", "default", "web"}
+	k := Key{Type: "pod", Namespace: "default", Name: "web"}
 	type put struct {
 		rv    uint64
 		value string
@@ -25,13 +25,13 @@ func TestPutAppliesOnlyNewerResourceVersions(t *testing.T) {
 		wantRV    uint64
 		wantValue string
 	}{
-		{"first put applies", []put{{5, "a", PutResult{true, 5}}}, 5, "a"},
-		{"newer applies", []put{{5, "a", PutResult{true, 5}}, {6, "b", PutResult{true, 6}}}, 6, "b"},
-		{"older is stale and reports stored", []put{{5, "a", PutResult{true, 5}}, {4, "b", PutResult{false, 5}}}, 5, "a"},
-		{"equal is stale", []put{{5, "a", PutResult{true, 5}}, {5, "b", PutResult{false, 5}}}, 5, "a"},
-		{"rv 0 overwrites newer", []put{{5, "a", PutResult{true, 5}}, {0, "b", PutResult{true, 0}}}, 0, "b"},
-		{"rv 0 overwrites rv 0", []put{{0, "a", PutResult{true, 0}}, {0, "b", PutResult{true, 0}}}, 0, "b"},
-		{"versioned after rv 0 applies", []put{{0, "a", PutResult{true, 0}}, {1, "b", PutResult{true, 1}}}, 1, "b"},
+		{"first put applies", []put{{5, "a", PutResult{Applied: true, Stored: 5}}}, 5, "a"},
+		{"newer applies", []put{{5, "a", PutResult{Applied: true, Stored: 5}}, {6, "b", PutResult{Applied: true, Stored: 6}}}, 6, "b"},
+		{"older is stale and reports stored", []put{{5, "a", PutResult{Applied: true, Stored: 5}}, {4, "b", PutResult{Applied: false, Stored: 5}}}, 5, "a"},
+		{"equal is stale", []put{{5, "a", PutResult{Applied: true, Stored: 5}}, {5, "b", PutResult{Applied: false, Stored: 5}}}, 5, "a"},
+		{"rv 0 overwrites newer", []put{{5, "a", PutResult{Applied: true, Stored: 5}}, {0, "b", PutResult{Applied: true, Stored: 0}}}, 0, "b"},
+		{"rv 0 overwrites rv 0", []put{{0, "a", PutResult{Applied: true, Stored: 0}}, {0, "b", PutResult{Applied: true, Stored: 0}}}, 0, "b"},
+		{"versioned after rv 0 applies", []put{{0, "a", PutResult{Applied: true, Stored: 0}}, {1, "b", PutResult{Applied: true, Stored: 1}}}, 1, "b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +62,7 @@ func TestPutSetsUpdatedAtOnlyWhenApplied(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("meta")
-	k := Key{"node", "", "n1"}
+	k := Key{Type: "node", Namespace: "", Name: "n1"}
 	before := time.Now()
 	if _, err := objs.Put(ctx, Object{Key: k, ResourceVersion: 2, UpdatedAt: time.Unix(1, 0)}); err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestPutBatchMixesAppliedAndStale(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("meta")
-	a, b, c := Key{"pod", "ns", "a"}, Key{"pod", "ns", "b"}, Key{"pod", "ns", "c"}
+	a, b, c := Key{Type: "pod", Namespace: "ns", Name: "a"}, Key{Type: "pod", Namespace: "ns", Name: "b"}, Key{Type: "pod", Namespace: "ns", Name: "c"}
 	if _, err := objs.PutBatch(ctx, []Object{{Key: a, ResourceVersion: 10}, {Key: b, ResourceVersion: 10}}); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestPutBatchMixesAppliedAndStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []PutResult{{true, 11}, {false, 10}, {true, 1}, {false, 1}, {true, 12}}
+	want := []PutResult{{Applied: true, Stored: 11}, {Applied: false, Stored: 10}, {Applied: true, Stored: 1}, {Applied: false, Stored: 1}, {Applied: true, Stored: 12}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("PutBatch = %+v, want %+v", got, want)
 	}
@@ -122,14 +122,14 @@ func TestPutBatchIsAllOrNothing(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("meta")
-	_, err := objs.PutBatch(ctx, []Object{{Key: Key{"pod", "ns", "ok"}}, {Key: Key{"pod", "ns", ""}}})
+	_, err := objs.PutBatch(ctx, []Object{{Key: Key{Type: "pod", Namespace: "ns", Name: "ok"}}, {Key: Key{Type: "pod", Namespace: "ns", Name: ""}}})
 	if !errors.Is(err, ErrInvalidKey) {
 		t.Fatalf("PutBatch with an invalid key = %v, want ErrInvalidKey", err)
 	}
 	// A failure inside the transaction: the context dies mid-batch.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := objs.PutBatch(cctx, []Object{{Key: Key{"pod", "ns", "x"}}, {Key: Key{"pod", "ns", "y"}}}); err == nil {
+	if _, err := objs.PutBatch(cctx, []Object{{Key: Key{Type: "pod", Namespace: "ns", Name: "x"}}, {Key: Key{Type: "pod", Namespace: "ns", Name: "y"}}}); err == nil {
 		t.Fatal("PutBatch with a cancelled context succeeded")
 	}
 	if list, err := objs.List(ctx, Query{}); err != nil || len(list) != 0 {
@@ -148,7 +148,7 @@ func TestScopesAreIsolated(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	meta, mod := db.Objects("meta"), db.Objects("devicetwin")
-	k := Key{"configmap", "ns", "same"}
+	k := Key{Type: "configmap", Namespace: "ns", Name: "same"}
 	if _, err := meta.Put(ctx, Object{Key: k, ResourceVersion: 5, Value: []byte("meta")}); err != nil {
 		t.Fatal(err)
 	}
@@ -176,18 +176,18 @@ func TestListFiltersAndOrders(t *testing.T) {
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("meta")
 	keys := []Key{
-		{"pod", "b", "x"}, {"pod", "a", "web-1"}, {"pod", "a", "web-2"}, {"pod", "a", "webby"},
-		{"pod", "a", "w%b"}, {"pod", "a", "w_b"}, {"pod", "a", "wxb"}, {"pod", "a", "W%B"},
-		{"pod", "a", "100%"}, {"pod", "a", "100x"}, {"pod", "a", "1000"},
-		{"node", "", "n1"}, {"node", "", "n%"}, {"secret", "a", "web-1"},
-		{"pod", "a", "\xff\xffz"}, {"pod", "a", "\xff\xff"},
+		{Type: "pod", Namespace: "b", Name: "x"}, {Type: "pod", Namespace: "a", Name: "web-1"}, {Type: "pod", Namespace: "a", Name: "web-2"}, {Type: "pod", Namespace: "a", Name: "webby"},
+		{Type: "pod", Namespace: "a", Name: "w%b"}, {Type: "pod", Namespace: "a", Name: "w_b"}, {Type: "pod", Namespace: "a", Name: "wxb"}, {Type: "pod", Namespace: "a", Name: "W%B"},
+		{Type: "pod", Namespace: "a", Name: "100%"}, {Type: "pod", Namespace: "a", Name: "100x"}, {Type: "pod", Namespace: "a", Name: "1000"},
+		{Type: "node", Namespace: "", Name: "n1"}, {Type: "node", Namespace: "", Name: "n%"}, {Type: "secret", Namespace: "a", Name: "web-1"},
+		{Type: "pod", Namespace: "a", Name: "\xff\xffz"}, {Type: "pod", Namespace: "a", Name: "\xff\xff"},
 	}
 	for _, k := range keys {
 		if _, err := objs.Put(ctx, Object{Key: k}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.Objects("other").Put(ctx, Object{Key: Key{"pod", "a", "web-3"}}); err != nil {
+	if _, err := db.Objects("other").Put(ctx, Object{Key: Key{Type: "pod", Namespace: "a", Name: "web-3"}}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -263,7 +263,7 @@ func TestInvalidKeysRejected(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("meta")
-	bad := []Key{{"", "ns", "n"}, {"pod", "ns", ""}, {"", "", ""}}
+	bad := []Key{{Type: "", Namespace: "ns", Name: "n"}, {Type: "pod", Namespace: "ns", Name: ""}, {}}
 	for _, k := range bad {
 		t.Run(fmt.Sprintf("%q", k.String()), func(t *testing.T) {
 			_, putErr := objs.Put(ctx, Object{Key: k})
@@ -282,16 +282,16 @@ func TestInvalidKeysRejected(t *testing.T) {
 		})
 	}
 	t.Run("cluster-scoped key is valid", func(t *testing.T) {
-		if _, err := objs.Put(ctx, Object{Key: Key{"node", "", "n1"}}); err != nil {
+		if _, err := objs.Put(ctx, Object{Key: Key{Type: "node", Namespace: "", Name: "n1"}}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("resourceVersion above int64", func(t *testing.T) {
-		_, err := objs.Put(ctx, Object{Key: Key{"pod", "ns", "n"}, ResourceVersion: math.MaxInt64 + 1})
+		_, err := objs.Put(ctx, Object{Key: Key{Type: "pod", Namespace: "ns", Name: "n"}, ResourceVersion: math.MaxInt64 + 1})
 		if err == nil || !strings.Contains(err.Error(), "exceeds 2^63-1") {
 			t.Fatalf("Put with huge RV = %v, want overflow error", err)
 		}
-		if _, err := objs.Put(ctx, Object{Key: Key{"pod", "ns", "n"}, ResourceVersion: math.MaxInt64}); err != nil {
+		if _, err := objs.Put(ctx, Object{Key: Key{Type: "pod", Namespace: "ns", Name: "n"}, ResourceVersion: math.MaxInt64}); err != nil {
 			t.Fatalf("Put with RV MaxInt64: %v", err)
 		}
 	})
@@ -301,7 +301,7 @@ func TestEmptyScopeViewFails(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("")
-	k := Key{"pod", "ns", "n"}
+	k := Key{Type: "pod", Namespace: "ns", Name: "n"}
 	_, putErr := objs.Put(ctx, Object{Key: k})
 	_, batchErr := objs.PutBatch(ctx, []Object{{Key: k}})
 	_, getErr := objs.Get(ctx, k)
@@ -318,7 +318,7 @@ func TestGetMissingIsNotFoundAndDeleteReportsExistence(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t, Options{})
 	objs := db.Objects("meta")
-	k := Key{"pod", "ns", "a"}
+	k := Key{Type: "pod", Namespace: "ns", Name: "a"}
 	if _, err := objs.Get(ctx, k); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "pod/ns/a") {
 		t.Fatalf("Get missing = %v, want ErrNotFound naming the key", err)
 	}
@@ -348,7 +348,7 @@ func TestConcurrentReadersNeverSeeTornOrOlderObjects(t *testing.T) {
 	db, _ := openTest(t, Options{Synchronous: "normal"}) // the race detector is slow enough; fsync adds nothing here
 	objs := db.Objects("meta")
 	const writes, keys, readers = 1000, 5, 4
-	key := func(i int) Key { return Key{"pod", "ns", fmt.Sprint("p", i%keys)} }
+	key := func(i int) Key { return Key{Type: "pod", Namespace: "ns", Name: fmt.Sprint("p", i%keys)} }
 
 	var wg sync.WaitGroup
 	done := make(chan struct{})

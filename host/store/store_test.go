@@ -35,7 +35,7 @@ func TestOpenFreshDBHasLatestSchemaVersion(t *testing.T) {
 func TestOpenTwiceIsIdempotentAndKeepsData(t *testing.T) {
 	ctx := context.Background()
 	db, path := openTest(t, Options{})
-	if _, err := db.Objects("meta").Put(ctx, Object{Key: Key{"pod", "ns", "a"}, ResourceVersion: 3, Value: []byte("v")}); err != nil {
+	if _, err := db.Objects("meta").Put(ctx, Object{Key: Key{Type: "pod", Namespace: "ns", Name: "a"}, ResourceVersion: 3, Value: []byte("v")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Outbox().Enqueue(ctx, []byte("m")); err != nil {
@@ -60,7 +60,7 @@ func TestOpenTwiceIsIdempotentAndKeepsData(t *testing.T) {
 	if err := db3.r.QueryRow(`SELECT count(*) FROM schema_version`).Scan(&rows); err != nil || rows != 1 {
 		t.Fatalf("schema_version rows = %d, %v; want exactly 1", rows, err)
 	}
-	if obj, err := db3.Objects("meta").Get(ctx, Key{"pod", "ns", "a"}); err != nil || obj.ResourceVersion != 3 {
+	if obj, err := db3.Objects("meta").Get(ctx, Key{Type: "pod", Namespace: "ns", Name: "a"}); err != nil || obj.ResourceVersion != 3 {
 		t.Fatalf("object after reopen = %+v, %v", obj, err)
 	}
 	if n, err := db3.Outbox().Len(ctx); err != nil || n != 1 {
@@ -214,7 +214,7 @@ func TestIntegrityCheckReportsCorruption(t *testing.T) {
 	db, path := openTest(t, Options{})
 	objs := db.Objects("meta")
 	for i := range 200 {
-		if _, err := objs.Put(ctx, Object{Key: Key{"pod", "ns", fmt.Sprint("p", i)}, Value: []byte("x")}); err != nil {
+		if _, err := objs.Put(ctx, Object{Key: Key{Type: "pod", Namespace: "ns", Name: fmt.Sprint("p", i)}, Value: []byte("x")}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -317,7 +317,9 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 			continue
 		}
 		cctx, cancel := l.call(ctx)
-		err = l.driver.Write(cctx, ref, p.Property, v)
+		if v, err = l.m.encodeWrite(cctx, ref, p.Property, v); err == nil { // codec.go
+			err = l.driver.Write(cctx, ref, p.Property, v)
+		}
 		cancel()
 		if err != nil {
 			p.writeFails++
@@ -339,6 +341,9 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 		}
 		cctx, cancel := l.call(ctx)
 		v, err := l.driver.Read(cctx, ref, p.Property)
+		if err == nil {
+			v, err = l.m.decodeRead(cctx, ref, p.Property, v) // codec.go: Raw goes to the visitor's codec
+		}
 		cancel()
 		var s string
 		if err == nil {

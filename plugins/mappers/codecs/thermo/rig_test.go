@@ -38,7 +38,10 @@ type acme struct {
 	dev string
 }
 
-func (a *acme) Init(_ context.Context, p mapper.ProtocolConfig) error { a.dev = p.Device.Name; return nil }
+func (a *acme) Init(_ context.Context, p mapper.ProtocolConfig) error {
+	a.dev = p.Device.Name
+	return nil
+}
 func (a *acme) Read(context.Context, mapper.DeviceRef, mapper.Property) (mapper.Value, error) {
 	n := a.r.counter(a.dev).Add(1) - 1
 	regs := layout.Registers(n, false)
@@ -53,7 +56,7 @@ func (a *acme) Close() error                                   { return nil }
 // caller is a module whose host the tests use to send codec requests like a mapper does.
 type caller struct{ h chan sdk.Host }
 
-func (c *caller) Start(_ context.Context, h sdk.Host) error  { c.h <- h; return nil }
+func (c *caller) Start(_ context.Context, h sdk.Host) error { c.h <- h; return nil }
 func (c *caller) Handle(context.Context, sdk.Message) error { return nil }
 func (c *caller) Stop(context.Context) error                { return nil }
 
@@ -152,7 +155,7 @@ func newRig(t *testing.T, codecBlock map[string]any, extra map[string]map[string
 	r.capture("edgehub", nil)
 	r.capture("eventbus", r.twinDocument)
 	r.mgr = modules.NewManager(modules.Deps{NodeName: "node-1", Router: r.rt, Store: r.db,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Metrics: r.reg, StartTimeout: 30 * time.Second, StopTimeout: 10 * time.Second})
 	if err := r.mgr.Start(context.Background(), plan); err != nil {
 		t.Fatal(err)

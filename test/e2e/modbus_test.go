@@ -177,8 +177,8 @@ func TestModbusThermostatReportsLiveRegistersAndTakesDesiredValuesThroughKubectl
 				}
 			}
 		}
-		if !strings.Contains(c.edge.stderr.String(), "connection refused") {
-			t.Fatalf("edgecore's log does not name the unreachable device's error (connection refused)")
+		if !logHas(c.edge.stderr.String(), "read failed", ns+"/"+unreachable, "connection refused") {
+			t.Fatalf("edgecore's log has no read error naming the unreachable device and its cause (connection refused)")
 		}
 		setTemp(t, 19.5)
 		waitReported(t, good, "temperature", "19.5")

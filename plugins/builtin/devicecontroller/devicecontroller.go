@@ -65,9 +65,10 @@ type Module struct {
 
 	sendMu  sync.Mutex // orders model reference counting and membership with the sends they cause
 	mu      sync.Mutex
-	state   map[string]*nodeState     // edge node -> what it was sent and how it is connected
-	owners  map[string]map[string]int // model "ns/name" -> node -> devices there using it
-	records map[string]devRecord      // device "ns/name" -> what was last decided for it
+	state   map[string]*nodeState      // edge node -> what it was sent and how it is connected
+	owners  map[string]map[string]int  // model "ns/name" -> node -> devices there using it
+	unsent  map[string]map[string]bool // model "ns/name" -> nodes that need it but never got it (it did not exist yet)
+	records map[string]devRecord       // device "ns/name" -> what was last decided for it
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -132,6 +133,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host = h
 	m.state = map[string]*nodeState{}
 	m.owners = map[string]map[string]int{}
+	m.unsent = map[string]map[string]bool{}
 	m.records = map[string]devRecord{}
 	m.stop = make(chan struct{})
 	var err error

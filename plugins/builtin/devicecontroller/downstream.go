@@ -209,6 +209,12 @@ func (m *Module) acquire(ctx context.Context, node, model string) {
 	if dm := m.model(model); dm != nil {
 		m.emit(ctx, node, message.OpInsert, TypeDeviceModel, dm.Namespace, dm.Name, dm)
 	} else {
+		m.mu.Lock()
+		if m.unsent[model] == nil {
+			m.unsent[model] = map[string]bool{}
+		}
+		m.unsent[model][node] = true
+		m.mu.Unlock()
 		m.host.Logger().Warn("device refers to a missing DeviceModel; the node gets it when it is created", "model", model, "node", node)
 	}
 }
@@ -225,6 +231,7 @@ func (m *Module) release(ctx context.Context, node, model string) {
 		n[node]--
 		if n[node] == 0 {
 			delete(n, node)
+			delete(m.unsent[model], node)
 			last = true
 		}
 		if len(n) == 0 {
@@ -262,7 +269,14 @@ func (m *Module) syncModel(ctx context.Context, it item) error {
 		obj = dm
 	}
 	for _, n := range nodes {
-		m.emit(ctx, n, op, TypeDeviceModel, it.Namespace, it.Name, obj)
+		nodeOp := op
+		m.mu.Lock()
+		if dm != nil && m.unsent[key][n] { // the node's first copy: an insert, as for a model that existed
+			nodeOp = message.OpInsert
+			delete(m.unsent[key], n)
+		}
+		m.mu.Unlock()
+		m.emit(ctx, n, nodeOp, TypeDeviceModel, it.Namespace, it.Name, obj)
 	}
 	return nil
 }

@@ -195,3 +195,75 @@ func ParseVisitor(data []byte) (Visitor, error) {
 	}
 	return v, nil
 }
+
+// CodecVisitor is a property's visitors.configData when it names a codec module (see sdk/mapper's
+// "Codecs and hot swap"): the driver moves raw registers, the codec gives them meaning.
+//
+//	{"codec": "thermo-codec", "scale": 0.1, "offset": 0, "wordOrder": "big",
+//	 "modbus": {"register": "HoldingRegister", "offset": 30, "limit": 3}}
+//
+// The runtime sends the whole visitor to the codec, which reads its own keys at the top level; so
+// the Modbus keys live in the nested "modbus" object (checked strictly: register, offset, limit),
+// where they cannot collide with a codec key of the same name (thermo-codec's "offset" is degrees,
+// Modbus's the register address). The other top-level keys belong to the codec and are not checked
+// here.
+type CodecVisitor struct {
+	Codec    string
+	Register Register
+	Offset   uint16
+	Limit    uint16 // registers (or bits) read, and exactly what a write must carry
+}
+
+type rawCodecTransport struct {
+	Register string `json:"register"`
+	Offset   *int   `json:"offset"`
+	Limit    *int   `json:"limit"`
+}
+
+// ParseCodecVisitor checks and decodes the visitor of a property whose configData names a codec.
+func ParseCodecVisitor(data []byte) (CodecVisitor, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return CodecVisitor{}, fmt.Errorf("modbus visitor configData: %w", err)
+	}
+	var codec string
+	if err := json.Unmarshal(top["codec"], &codec); err != nil || codec == "" {
+		return CodecVisitor{}, fmt.Errorf(`modbus visitor configData: "codec" %s: want the codec module's name`, top["codec"])
+	}
+	pre := fmt.Sprintf("modbus visitor configData (codec %s)", codec)
+	nested, ok := top["modbus"]
+	if !ok {
+		if _, flat := top["register"]; flat {
+			return CodecVisitor{}, fmt.Errorf(`%s: with a codec the Modbus keys go under "modbus": {"register", "offset", "limit"}; the top level is the codec's`, pre)
+		}
+		return CodecVisitor{}, fmt.Errorf(`%s: "modbus": {"register", "offset", "limit"} is required (which registers to hand the codec)`, pre)
+	}
+	var r rawCodecTransport
+	if err := decodeStrict(nested, &r); err != nil {
+		return CodecVisitor{}, fmt.Errorf("%s: modbus: %w", pre, err)
+	}
+	reg, ok := registerNames[strings.ToLower(r.Register)]
+	if !ok {
+		return CodecVisitor{}, fmt.Errorf("%s: modbus.register %q is not one of Coil, DiscreteInput, HoldingRegister, InputRegister", pre, r.Register)
+	}
+	if r.Offset == nil {
+		return CodecVisitor{}, fmt.Errorf(`%s: "modbus.offset" (the 0-based address) is required`, pre)
+	}
+	if *r.Offset < 0 || *r.Offset > 65535 {
+		return CodecVisitor{}, fmt.Errorf("%s: modbus.offset %d out of range 0..65535", pre, *r.Offset)
+	}
+	if r.Limit == nil {
+		return CodecVisitor{}, fmt.Errorf(`%s: "modbus.limit" (how many %ss the codec takes) is required`, pre, reg)
+	}
+	max := int(mbtcp.MaxReadRegisters)
+	if reg.bits() {
+		max = int(mbtcp.MaxReadBits)
+	}
+	if *r.Limit < 1 || *r.Limit > max {
+		return CodecVisitor{}, fmt.Errorf("%s: modbus.limit %d out of range 1..%d for %s", pre, *r.Limit, max, reg)
+	}
+	if *r.Offset+*r.Limit > 0x10000 {
+		return CodecVisitor{}, fmt.Errorf("%s: %d %ss at offset %d run past address 65535", pre, *r.Limit, reg, *r.Offset)
+	}
+	return CodecVisitor{Codec: codec, Register: reg, Offset: uint16(*r.Offset), Limit: uint16(*r.Limit)}, nil
+}

@@ -80,3 +80,39 @@ func TestVisitorConfigParsing(t *testing.T) {
 		})
 	}
 }
+
+func TestCodecVisitorConfigParsing(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     CodecVisitor
+		err      string
+	}{
+		{"holding registers with the codec's keys beside", `{"codec":"thermo-codec","scale":0.1,"offset":-40,"wordOrder":"little","modbus":{"register":"HoldingRegister","offset":30,"limit":3}}`,
+			CodecVisitor{Codec: "thermo-codec", Register: HoldingRegister, Offset: 30, Limit: 3}, ""},
+		{"KubeEdge register name", `{"codec":"c","modbus":{"register":"CoilRegister","offset":0,"limit":16}}`, CodecVisitor{Codec: "c", Register: Coil, Limit: 16}, ""},
+		{"Modbus keys at the top level", `{"codec":"c","register":"HoldingRegister","offset":1,"limit":3}`, CodecVisitor{}, `with a codec the Modbus keys go under "modbus"`},
+		{"no modbus object", `{"codec":"c","scale":1}`, CodecVisitor{}, `"modbus": {"register", "offset", "limit"} is required`},
+		{"typo in the modbus object", `{"codec":"c","modbus":{"register":"Coil","ofset":1,"limit":1}}`, CodecVisitor{}, `unknown field "ofset"`},
+		{"dataType belongs to the codec", `{"codec":"c","modbus":{"register":"HoldingRegister","offset":1,"limit":2,"dataType":"float32"}}`, CodecVisitor{}, `unknown field "dataType"`},
+		{"unknown register", `{"codec":"c","modbus":{"register":"Holding","offset":0,"limit":1}}`, CodecVisitor{}, `modbus.register "Holding" is not one of`},
+		{"no offset", `{"codec":"c","modbus":{"register":"Coil","limit":1}}`, CodecVisitor{}, `"modbus.offset" (the 0-based address) is required`},
+		{"no limit", `{"codec":"c","modbus":{"register":"InputRegister","offset":0}}`, CodecVisitor{}, `"modbus.limit" (how many InputRegisters the codec takes) is required`},
+		{"limit above one read", `{"codec":"c","modbus":{"register":"HoldingRegister","offset":0,"limit":126}}`, CodecVisitor{}, "modbus.limit 126 out of range 1..125"},
+		{"past the end", `{"codec":"c","modbus":{"register":"HoldingRegister","offset":65534,"limit":3}}`, CodecVisitor{}, "run past address 65535"},
+		{"codec not a name", `{"codec":7,"modbus":{"register":"Coil","offset":0,"limit":1}}`, CodecVisitor{}, `"codec" 7: want the codec module's name`},
+		{"the error names the codec", `{"codec":"thermo-codec","modbus":{"register":"Coil","offset":-1,"limit":1}}`, CodecVisitor{}, "(codec thermo-codec): modbus.offset -1 out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseCodecVisitor([]byte(tc.in))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
+			}
+		})
+	}
+}

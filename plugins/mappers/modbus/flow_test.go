@@ -27,7 +27,8 @@ type rig struct {
 	srv *mbserver.Server
 }
 
-func newRig(t *testing.T) *rig {
+// extra runs more modules beside (e.g. a codec).
+func newRig(t *testing.T, extra ...sdktest.Option) *rig {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "mb") // unix socket paths must stay short
 	if err != nil {
@@ -40,13 +41,15 @@ func newRig(t *testing.T) *rig {
 	if !ok {
 		t.Fatal("metamanager not registered")
 	}
-	h := sdktest.Run(t, modbus.Info, map[string]any{
-		"dmiSocket": dmiSock, "socket": filepath.Join(dir, "mappers", "modbus.sock"),
-		"collectCycle": "20ms", "healthCycle": "50ms", "backoffMin": "10ms", "backoffMax": "100ms", "callTimeout": "2s"},
+	opts := append([]sdktest.Option{
 		sdktest.Beside(dmi.Info, map[string]any{"socket": dmiSock, "reconcileInterval": "50ms", "callTimeout": "2s"}),
 		sdktest.Beside(mmInfo, map[string]any{"cloudSource": "edgehub", "metaServer": map[string]any{"enable": false}}),
 		sdktest.Beside(devicetwin.Info, map[string]any{"flushInterval": "20ms"}),
-		sdktest.Capture("edgehub", "eventbus"))
+		sdktest.Capture("edgehub", "eventbus")}, extra...)
+	h := sdktest.Run(t, modbus.Info, map[string]any{
+		"dmiSocket": dmiSock, "socket": filepath.Join(dir, "mappers", "modbus.sock"),
+		"collectCycle": "20ms", "healthCycle": "50ms", "backoffMin": "10ms", "backoffMax": "100ms", "callTimeout": "2s"},
+		opts...)
 	return &rig{h: h, srv: srv}
 }
 

@@ -90,6 +90,7 @@ type Driver struct {
 type visitorEntry struct {
 	raw string
 	v   Visitor
+	cv  *CodecVisitor // set when the visitor names a codec: raw registers in and out
 }
 
 var _ mapper.Driver = (*Driver)(nil)
@@ -133,25 +134,43 @@ func (d *Driver) Health(ctx context.Context, _ mapper.DeviceRef) error {
 	return err
 }
 
-func (d *Driver) visitor(p mapper.Property) (Visitor, error) {
+// visitor parses (once per visitor text) the property's visitor: a codec's (cv set) or the driver's
+// own decoding.
+func (d *Driver) visitor(p mapper.Property) (visitorEntry, error) {
 	if e, ok := d.visitors[p.Name]; ok && e.raw == string(p.Visitor) {
-		return e.v, nil
+		return e, nil
 	}
-	v, err := ParseVisitor(p.Visitor)
-	if err != nil {
-		return v, fmt.Errorf("property %q: %w", p.Name, err)
+	e := visitorEntry{raw: string(p.Visitor)}
+	if mapper.CodecName(p.Visitor) != "" {
+		cv, err := ParseCodecVisitor(p.Visitor)
+		if err != nil {
+			return e, fmt.Errorf("property %q: %w", p.Name, err)
+		}
+		e.cv = &cv
+	} else {
+		v, err := ParseVisitor(p.Visitor)
+		if err != nil {
+			return e, fmt.Errorf("property %q: %w", p.Name, err)
+		}
+		e.v = v
 	}
-	d.visitors[p.Name] = visitorEntry{string(p.Visitor), v}
-	return v, nil
+	d.visitors[p.Name] = e
+	return e, nil
 }
 
 // Read reads the property's coil, discrete input or registers and converts the value for the
-// property's type (INT → int64, FLOAT/DOUBLE → float64, BOOLEAN → bool, STRING → text).
+// property's type (INT → int64, FLOAT/DOUBLE → float64, BOOLEAN → bool, STRING → text). When the
+// visitor names a codec it reads modbus.limit registers (bits as 0/1) and returns them undecoded,
+// mapper.RawRegisters, for the runtime to hand the codec.
 func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property) (mapper.Value, error) {
-	v, err := d.visitor(p)
+	e, err := d.visitor(p)
 	if err != nil {
 		return nil, err
 	}
+	if e.cv != nil {
+		return d.readRaw(ctx, p, *e.cv)
+	}
+	v := e.v
 	var fc mbtcp.FunctionCode
 	qty := uint16(1)
 	switch v.Register {
@@ -180,6 +199,84 @@ func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property
 		return nil, fmt.Errorf("property %q: %w", p.Name, err)
 	}
 	return numberValue(p, f), nil
+}
+
+func readFunction(r Register) mbtcp.FunctionCode {
+	switch r {
+	case Coil:
+		return mbtcp.ReadCoils
+	case DiscreteInput:
+		return mbtcp.ReadDiscreteInputs
+	case InputRegister:
+		return mbtcp.ReadInputRegisters
+	}
+	return mbtcp.ReadHoldingRegisters
+}
+
+func (d *Driver) readRaw(ctx context.Context, p mapper.Property, cv CodecVisitor) (mapper.Value, error) {
+	req, err := mbtcp.NewReadRequest(readFunction(cv.Register), cv.Offset, cv.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	resp, err := d.client.Do(ctx, d.cfg.UnitID, req)
+	if err != nil {
+		return nil, fmt.Errorf("property %q (%s %d, %d for codec %s): %w", p.Name, cv.Register, cv.Offset, cv.Limit, cv.Codec, err)
+	}
+	regs := resp.Registers
+	if cv.Register.bits() {
+		regs = make([]uint16, len(resp.Bits))
+		for i, b := range resp.Bits {
+			if b {
+				regs[i] = 1
+			}
+		}
+	}
+	return mapper.RawRegisters(regs...), nil
+}
+
+// writeRaw writes what the codec encoded: exactly modbus.limit holding registers (FC 6 for one, 16
+// for more) or coils given as 0/1 (FC 5 for one, 15 for more).
+func (d *Driver) writeRaw(ctx context.Context, p mapper.Property, cv CodecVisitor, value mapper.Value) error {
+	raw, ok := value.(mapper.Raw)
+	if !ok {
+		return fmt.Errorf("property %q: its visitor names codec %s, so a write takes the codec's raw registers, not %v (%T)", p.Name, cv.Codec, value, value)
+	}
+	regs, err := raw.Registers()
+	if err != nil {
+		return fmt.Errorf("property %q: codec %s: %w", p.Name, cv.Codec, err)
+	}
+	if len(regs) != int(cv.Limit) {
+		return fmt.Errorf("property %q: codec %s encoded %d registers %v, the property spans modbus.limit %d", p.Name, cv.Codec, len(regs), regs, cv.Limit)
+	}
+	var req mbtcp.Request
+	switch cv.Register {
+	case HoldingRegister:
+		req = mbtcp.NewWriteSingleRegister(cv.Offset, regs[0])
+		if len(regs) > 1 {
+			req, err = mbtcp.NewWriteMultipleRegisters(cv.Offset, regs)
+		}
+	case Coil:
+		bits := make([]bool, len(regs))
+		for i, r := range regs {
+			if r > 1 {
+				return fmt.Errorf("property %q: codec %s encoded %d for coil %d, want 0 or 1", p.Name, cv.Codec, r, int(cv.Offset)+i)
+			}
+			bits[i] = r == 1
+		}
+		req = mbtcp.NewWriteSingleCoil(cv.Offset, bits[0])
+		if len(bits) > 1 {
+			req, err = mbtcp.NewWriteMultipleCoils(cv.Offset, bits)
+		}
+	default:
+		return fmt.Errorf("property %q: %s %d: %w", p.Name, cv.Register, cv.Offset, mapper.ErrReadOnly)
+	}
+	if err != nil {
+		return fmt.Errorf("property %q: %w", p.Name, err)
+	}
+	if _, err := d.client.Do(ctx, d.cfg.UnitID, req); err != nil {
+		return fmt.Errorf("property %q (%s %d, %d from codec %s): %w", p.Name, cv.Register, cv.Offset, len(regs), cv.Codec, err)
+	}
+	return nil
 }
 
 func bitValue(p mapper.Property, b bool) mapper.Value {
@@ -215,12 +312,17 @@ func numberValue(p mapper.Property, f float64) mapper.Value {
 	return f
 }
 
-// Write sets a coil (FC 5) or holding register(s) (FC 6 for one register, FC 16 for two).
+// Write sets a coil (FC 5) or holding register(s) (FC 6 for one register, FC 16 for two). With a
+// codec the runtime has encoded the value already: value is mapper.Raw (see writeRaw).
 func (d *Driver) Write(ctx context.Context, _ mapper.DeviceRef, p mapper.Property, value mapper.Value) error {
-	v, err := d.visitor(p)
+	e, err := d.visitor(p)
 	if err != nil {
 		return err
 	}
+	if e.cv != nil {
+		return d.writeRaw(ctx, p, *e.cv, value)
+	}
+	v := e.v
 	switch v.Register {
 	case Coil:
 		on, err := asBool(value)

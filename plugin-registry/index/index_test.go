@@ -111,7 +111,11 @@ func TestVerifyAcceptsAGoodIndexAndRefusesEachAttackWithItsOwnError(t *testing.T
 		b, _ := json.Marshal(env)
 		return b
 	}()
-	sumGood := func() string { _, st, err := Verify(good, Policy{Trusted: []ed25519.PublicKey{pub(key)}, Now: t0}); must(t, err); return st.PayloadSHA256 }()
+	sumGood := func() string {
+		_, st, err := Verify(good, Policy{Trusted: []ed25519.PublicKey{pub(key)}, Now: t0})
+		must(t, err)
+		return st.PayloadSHA256
+	}()
 	resigned := sample(5)
 	resigned.Plugins = resigned.Plugins[:1]
 

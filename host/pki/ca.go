@@ -47,6 +47,11 @@ func LoadOrCreateCA(ctx context.Context, st Storage) (ca *CA, created bool, err 
 	switch {
 	case isNotExist(err):
 		if _, kerr := st.Read(ctx, CAKeyName); kerr == nil {
+			// Another cloudcore sharing st may have stored its whole CA between our two reads.
+			if certPEM, rerr := st.Read(ctx, CACertName); rerr == nil {
+				ca, err := loadCA(ctx, st, certPEM)
+				return ca, false, err
+			}
 			return nil, false, fmt.Errorf("%s in %s exists but %s does not: if creating the CA was interrupted, remove %s and start again; if %s was lost, copy it back from an edge node (certs/ca.crt)",
 				CAKeyName, st, CACertName, CAKeyName, CACertName)
 		}

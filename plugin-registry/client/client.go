@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/kedge-io/kedge/plugin-registry/index"
 )
@@ -34,6 +35,8 @@ type Client struct {
 	State *index.StateFile
 	// API is the module API version this host speaks (sdk.APIVersion).
 	API string
+	// Now is the clock expiry is checked against (nil: time.Now).
+	Now func() time.Time
 
 	last index.State
 }
@@ -72,7 +75,11 @@ func (c *Client) Index(ctx context.Context) (*index.Index, error) {
 			last = st
 		}
 	}
-	idx, st, err := index.Verify(data, index.Policy{Trusted: c.Trusted, Last: last})
+	pol := index.Policy{Trusted: c.Trusted, Last: last}
+	if c.Now != nil {
+		pol.Now = c.Now()
+	}
+	idx, st, err := index.Verify(data, pol)
 	if err != nil {
 		return nil, err
 	}

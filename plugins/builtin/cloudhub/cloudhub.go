@@ -11,16 +11,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/kedge-io/kedge/host/kube"
 	"net"
 	"net/http"
-	"os"
 	"path"
 	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
@@ -219,7 +217,7 @@ func (m *Module) CAStorage() (pki.Storage, error) {
 	if m.CASecret.Namespace == "" || m.CASecret.Name == "" {
 		return nil, errors.New("caSecret: namespace and name must be set when it is enabled")
 	}
-	cfg, err := restConfig(m.CASecret.Kubeconfig)
+	cfg, err := kube.RestConfig(m.CASecret.Kubeconfig, "modules.cloudhub.caSecret.kubeconfig")
 	if err != nil {
 		return nil, fmt.Errorf("caSecret: %w", err)
 	}
@@ -228,25 +226,6 @@ func (m *Module) CAStorage() (pki.Storage, error) {
 		return nil, fmt.Errorf("caSecret: %w", err)
 	}
 	return pki.SecretStorage{Secrets: client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}, nil
-}
-
-// restConfig finds the API server: the kubeconfig at path, $KUBECONFIG, then in-cluster.
-func restConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", path)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-		}
-		return cfg, nil
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no kubeconfig set (modules.cloudhub.caSecret.kubeconfig or $KUBECONFIG) and not in a cluster: %w", err)
-	}
-	return cfg, nil
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.

@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kedge-io/kedge/host/kube"
 	"hash/fnv"
-	"os"
 	"sync"
 	"time"
 
@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kedge-io/kedge/host/message"
@@ -94,26 +93,6 @@ var Scheme = func() *runtime.Scheme {
 	return s
 }()
 
-// restConfig finds the API server: the configured kubeconfig, $KUBECONFIG, then in-cluster.
-func (m *Module) restConfig() (*rest.Config, error) {
-	path := m.Kubeconfig
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", path)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-		}
-		return cfg, nil
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no kubeconfig set (modules.devicecontroller.kubeconfig or $KUBECONFIG) and not in a cluster: %w", err)
-	}
-	return cfg, nil
-}
-
 // NewRESTClient returns a typed REST client for devices.kubeedge.io/v1beta1 on base: JSON, the
 // device scheme, and base's rate limits.
 func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
@@ -141,7 +120,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.rest == nil {
-		cfg, err := m.restConfig()
+		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.devicecontroller.kubeconfig")
 		if err != nil {
 			return err
 		}

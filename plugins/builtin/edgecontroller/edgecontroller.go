@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kedge-io/kedge/host/kube"
 	"hash/fnv"
-	"os"
 	"sync"
 	"time"
 
@@ -20,9 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
@@ -105,26 +103,6 @@ func New() *Module {
 	}
 }
 
-// restConfig finds the API server: the configured kubeconfig, $KUBECONFIG, then in-cluster.
-func (m *Module) restConfig() (*rest.Config, error) {
-	path := m.Kubeconfig
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", path)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-		}
-		return cfg, nil
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no kubeconfig set (modules.edgecontroller.kubeconfig or $KUBECONFIG) and not in a cluster: %w", err)
-	}
-	return cfg, nil
-}
-
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.NodeGracePeriod <= 0 || m.LeaseDuration <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 || m.TokenRetry <= 0 {
 		return errors.New("workers, qps, burst, nodeGracePeriod, leaseDuration, syncTimeout, inventoryWait and tokenRetry must be positive")
@@ -140,7 +118,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.client == nil {
-		cfg, err := m.restConfig()
+		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.edgecontroller.kubeconfig")
 		if err != nil {
 			return err
 		}

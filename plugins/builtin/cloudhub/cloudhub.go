@@ -99,6 +99,7 @@ func New() *Module {
 		Burst:             400,
 		Dispatch: map[string]string{
 			"resource": "edgecontroller", "meta": "edgecontroller", "twin": "devicecontroller",
+			"plugin": "rolloutcontroller",
 		},
 		EventsGroup: "hubevents",
 		ForgetAfter: 10 * time.Minute,

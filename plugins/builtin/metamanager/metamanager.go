@@ -75,6 +75,7 @@ func New() *Module {
 		Consumers: map[string]string{
 			"pod": "edged", "configmap": "edged", "secret": "edged", "serviceaccounttoken": "edged",
 			"device": "devicetwin", "devicemodel": "devicetwin", "membership": "devicetwin",
+			"pluginrollout": "pluginmanager",
 		},
 		CloudSource:  "edgehub",
 		HubGroup:     "hub",

@@ -1,0 +1,97 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kedge-io/kedge/host/modules"
+	"github.com/kedge-io/kedge/host/router"
+	"github.com/kedge-io/kedge/host/store"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+type ctlTestModule struct {
+	X int `yaml:"x"`
+}
+
+func (*ctlTestModule) Start(context.Context, sdk.Host) error     { return nil }
+func (*ctlTestModule) Handle(context.Context, sdk.Message) error { return nil }
+func (*ctlTestModule) Stop(context.Context) error                { return nil }
+
+func init() {
+	sdk.Register(sdk.Info{Name: "ctltest", Group: "ctltest", Doc: "control client test module", Enabled: true,
+		New: func() sdk.Module { return &ctlTestModule{} }})
+}
+
+type ctlTestConfig struct{ Base }
+
+func (ctlTestConfig) Identity() string { return "edge-ctl" }
+
+// controlSocket serves a real control socket over a real module manager running module ctltest.
+func controlSocket(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, "ctl.db"), store.Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := modules.NewManager(modules.Deps{NodeName: "edge-ctl", Router: router.New(nil), Store: db})
+	cfg := &ctlTestConfig{Base: DefaultBase("edgecore", "")}
+	p, err := modules.PlanModule("test", "ctltest", map[string]any{}, sdk.Registered(), loaders(cfg.base()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := mgr.Start(ctx, []modules.Planned{p}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "edgecore.sock")
+	ctl := &controller{spec: Spec{Binary: "edgecore"}, mgr: mgr, log: slog.Default(), current: cfg}
+	closeControl, err := serveControl(ctx, path, ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeControl(); cancel(); _ = mgr.Stop(context.Background()); db.Close() })
+	return path
+}
+
+func TestControlClientListsAndSwapsModulesAndReturnsTheDaemonsRefusal(t *testing.T) {
+	c := NewControlClient(controlSocket(t), 0)
+	ctx := context.Background()
+	st, err := c.Modules(ctx)
+	if err != nil || len(st) != 1 || st[0].Name != "ctltest" || st[0].Runtime != modules.Builtin || st[0].Health != "" {
+		t.Fatalf("Modules = %+v, %v; want ctltest builtin healthy", st, err)
+	}
+	rep, err := c.Swap(ctx, "ctltest", modules.Builtin, "", "")
+	if err != nil || rep.Module != "ctltest" || rep.To != modules.Builtin {
+		t.Fatalf("Swap = %+v, %v", rep, err)
+	}
+	tests := []struct {
+		name, module string
+		runtime      modules.Runtime
+		path         string
+		want         string
+	}{
+		{"a module that is not running is refused by name", "absent", modules.Builtin, "", `module "absent" is not running`},
+		{"a missing plugin file is refused naming the module", "ctltest", modules.Process, filepath.Join(t.TempDir(), "none"), "modules.ctltest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.Swap(ctx, tt.module, tt.runtime, tt.path, strings.Repeat("a", 64))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Swap error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestControlClientNamesTheSocketWhenNoDaemonListens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nobody.sock")
+	_, err := NewControlClient(path, 0).Modules(context.Background())
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("error = %v, want one naming %s", err, path)
+	}
+}

@@ -1,0 +1,35 @@
+package rolloutcontroller
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	downstream *prometheus.CounterVec
+	upstream   *prometheus.CounterVec
+	denied     prometheus.Counter
+	syncErrors prometheus.Counter
+	conflicts  prometheus.Counter
+	resent     prometheus.Counter
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		downstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_downstream_total",
+			Help: "Rollout messages queued for edge nodes, by reason (turn: the node's turn came; reconnect: sent again when the node connected)."}, []string{"reason"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_upstream_total",
+			Help: "Plugin status reports from edge nodes, by result (ok, unchanged, stale, invalid, forbidden, error)."}, []string{"result"}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_denied_total",
+			Help: "Plugin status reports refused because the reporting node is not part of the rollout."}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_sync_errors_total",
+			Help: "Failed reconciliations of a rollout (retried with backoff)."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_status_conflicts_total",
+			Help: "Rollout status writes retried because the rollout changed meanwhile (resourceVersion conflict)."}),
+		resent: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_reconnect_resends_total",
+			Help: "Rollout messages sent again to a node that connected while its update was in progress."}),
+	}
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.conflicts, m.resent} {
+		if err := r.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

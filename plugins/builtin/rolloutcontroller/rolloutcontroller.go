@@ -1,0 +1,265 @@
+// Package rolloutcontroller is the cloud side of plugin rollouts: it watches PluginRollout objects
+// (kedge.io/v1alpha1) and the edge nodes, sends each selected node the rollout when it is its turn
+// (maxParallel at a time, in node-name order), writes what the nodes report into the rollout's
+// status, pauses the rollout at the first failure and marks it complete when every node is updated.
+package rolloutcontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+)
+
+// Name is the module's routing address; cloudhub hands it the edge's messages of group "plugin".
+// Its group is the hub's events group, so it hears when a node connects.
+const Name = "rolloutcontroller"
+
+// EdgeRoleLabel marks the nodes that are edge nodes; only they take part in rollouts.
+const EdgeRoleLabel = "node-role.kubernetes.io/edge"
+
+func init() {
+	sdk.Register(sdk.Info{
+		Name:     Name,
+		Group:    "hubevents",
+		Doc:      "Plugin rollouts: PluginRollout objects sent to the selected edge nodes maxParallel at a time in name order; their reports written into the rollout status; pause at the first failure.",
+		Requires: []string{"cloudhub"},
+		Enabled:  false, // needs a kube-apiserver with the PluginRollout CRD (build/crds)
+		New:      func() sdk.Module { return New() },
+	})
+}
+
+// Module is the rollout controller; its exported fields are its settings.
+type Module struct {
+	Kubeconfig  string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
+	QPS         float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
+	Burst       int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
+	Workers     int           `yaml:"workers" doc:"Goroutines reconciling rollouts, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	SyncTimeout time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or a missing CRD fail the start with this error."`
+	HubModule   string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+
+	host    sdk.Host
+	rest    rest.Interface
+	kube    kubernetes.Interface
+	roInf   cache.SharedIndexInformer
+	nodes   corelisters.NodeLister
+	nodeInf cache.SharedIndexInformer
+	queue   workqueue.TypedRateLimitingInterface[string]
+	metrics *metrics
+	up      []chan upJob
+	wg      sync.WaitGroup
+	stop    chan struct{}
+	now     func() metav1.Time
+}
+
+var _ sdk.Module = (*Module)(nil)
+
+// New returns the controller with its defaults.
+func New() *Module {
+	return &Module{
+		QPS:         20,
+		Burst:       40,
+		Workers:     2,
+		SyncTimeout: 30 * time.Second,
+		HubModule:   "cloudhub",
+	}
+}
+
+// Scheme holds the kedge.io types (and the meta types a REST client needs).
+var Scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// NewRESTClient returns a typed REST client for kedge.io/v1alpha1 on base: JSON, the kedge.io
+// scheme, and base's rate limits.
+func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
+	cfg := rest.CopyConfig(base)
+	gv := v1alpha1.GroupVersion
+	cfg.GroupVersion = &gv
+	cfg.APIPath = "/apis"
+	cfg.ContentType = runtime.ContentTypeJSON
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
+	return rest.RESTClientFor(cfg)
+}
+
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.SyncTimeout <= 0 {
+		return errors.New("workers, qps, burst and syncTimeout must be positive")
+	}
+	if m.HubModule == "" {
+		return errors.New("hubModule must name the module that queues messages for edge nodes")
+	}
+	m.host = h
+	m.stop = make(chan struct{})
+	if m.now == nil {
+		m.now = metav1.Now
+	}
+	var err error
+	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
+		return err
+	}
+	cfg, err := kube.RestConfig(m.Kubeconfig, "modules.rolloutcontroller.kubeconfig")
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-rolloutcontroller"
+	if m.rest, err = NewRESTClient(cfg); err != nil {
+		return fmt.Errorf("API client for %s: %w", v1alpha1.GroupVersion, err)
+	}
+	if m.kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return fmt.Errorf("API client for nodes: %w", err)
+	}
+	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: Name})
+	if err := m.watch(); err != nil {
+		return err
+	}
+	go m.roInf.Run(m.stop)
+	go m.nodeInf.Run(m.stop)
+	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), m.roInf.HasSynced, m.nodeInf.HasSynced) {
+		close(m.stop)
+		m.queue.ShutDown()
+		return fmt.Errorf("the API server did not answer the first list of pluginrollouts (%s) and edge nodes within %s (syncTimeout): is it reachable with this kubeconfig, and is the CRD of build/crds installed?", v1alpha1.GroupVersion, m.SyncTimeout)
+	}
+	for range m.Workers {
+		m.wg.Go(func() {
+			for m.processNext(ctx) {
+			}
+		})
+	}
+	m.up = make([]chan upJob, m.Workers)
+	for i := range m.up {
+		ch := make(chan upJob, 64)
+		m.up[i] = ch
+		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
+	}
+	h.Logger().Info("watching the API for plugin rollouts", "workers", m.Workers)
+	return nil
+}
+
+func (m *Module) Stop(context.Context) error {
+	if m.queue != nil {
+		m.queue.ShutDown()
+	}
+	if m.stop != nil {
+		select {
+		case <-m.stop:
+		default:
+			close(m.stop)
+		}
+	}
+	m.wg.Wait()
+	return nil
+}
+
+// upJob is one message from the edge (or hub event) waiting for its node's worker.
+type upJob struct {
+	msg  sdk.Message
+	node string
+}
+
+// Handle takes what cloudhub hands over: hub events and pluginstatus reports. Each node's messages
+// go to the same worker, so one node's reports stay in order; the answer (which acknowledges the
+// message to the edge) is sent when the worker is done.
+func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	node, _, err := message.ToEdge(msg.Route.Resource)
+	if err != nil {
+		m.metrics.upstream.WithLabelValues("invalid").Inc()
+		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
+	}
+	hash := fnv.New32a()
+	_, _ = hash.Write([]byte(node))
+	select {
+	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-jobs:
+			m.handleUp(ctx, j.node, j.msg)
+		}
+	}
+}
+
+// watch builds the informers and registers their handlers: a rollout change reconciles that
+// rollout, an edge node change (labels, arrival, removal) reconciles every rollout.
+func (m *Module) watch() error {
+	lw := cache.NewListWatchFromClient(m.rest, v1alpha1.ResourcePluginRollouts, "", fields.Everything())
+	m.roInf = cache.NewSharedIndexInformer(lw, &v1alpha1.PluginRollout{}, 0, cache.Indexers{})
+	f := informers.NewSharedInformerFactoryWithOptions(m.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = EdgeRoleLabel
+	}))
+	ni := f.Core().V1().Nodes()
+	m.nodeInf, m.nodes = ni.Informer(), ni.Lister()
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			m.queue.Add(key)
+		}
+	}
+	if _, err := m.roInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue,
+	}); err != nil {
+		return err
+	}
+	all := func(any) {
+		for _, k := range m.roInf.GetStore().ListKeys() {
+			m.queue.Add(k)
+		}
+	}
+	_, err := m.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: all, DeleteFunc: all,
+		UpdateFunc: func(o, n any) {
+			on, ok1 := o.(*corev1.Node)
+			nn, ok2 := n.(*corev1.Node)
+			if ok1 && ok2 && labelsEqual(on.Labels, nn.Labels) {
+				return // heartbeats and status: no rollout cares
+			}
+			all(n)
+		},
+	})
+	return err
+}
+
+func labelsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

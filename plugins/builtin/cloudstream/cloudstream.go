@@ -1,0 +1,222 @@
+// Package cloudstream serves, for edge nodes, the kubelet API the kube-apiserver calls for
+// `kubectl logs` and `kubectl exec`, and carries each session to the pod's node over the stream
+// tunnel that node's edgestream keeps open (see package wire for the protocol).
+package cloudstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// Name is the module's routing address; edgecontroller asks it for the stream endpoint.
+const Name = "cloudstream"
+
+// EndpointResource is the resource of the query edgecontroller sends to learn where the API server
+// reaches the stream server.
+const EndpointResource = "streamendpoint"
+
+// Endpoint answers that query. An empty Address means: do not touch the nodes' addresses.
+type Endpoint struct {
+	Address string `json:"address"`
+	Port    int32  `json:"port"`
+}
+
+func init() {
+	sdk.Register(sdk.Info{
+		Name:    Name,
+		Group:   "stream",
+		Doc:     "kubectl logs and exec for edge pods: the kubelet API for the kube-apiserver, each session carried over the edge's stream tunnel.",
+		Enabled: false, // needs a kube-apiserver and an advertised address
+		New:     func() sdk.Module { return New() },
+	})
+}
+
+// Module is cloudstream; its exported fields are its settings.
+type Module struct {
+	StreamAddress    string        `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003)." cfg:"min"`
+	TunnelAddress    string        `yaml:"tunnelAddress" doc:"Listen address of the stream tunnel edge nodes dial (wss, mTLS with their node certificate, port 10004)." cfg:"min"`
+	AdvertiseAddress string        `yaml:"advertiseAddress" doc:"IP or DNS name at which the kube-apiserver reaches streamAddress; edgecontroller writes it as each edge node's Hostname address. Empty: node addresses are left alone and streams do not reach edge nodes." cfg:"min"`
+	AdvertisePort    int32         `yaml:"advertisePort" doc:"Port written as each edge node's kubelet endpoint; 0: the port of streamAddress."`
+	PKIDir           string        `yaml:"pkiDir" doc:"cloudhub's pkiDir: the cluster CA is loaded from it; the stream serving certificate is kept in its stream/ subfolder."`
+	Kubeconfig       string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server (pod lookups); empty: $KUBECONFIG, else in-cluster."`
+	ClientCAFile     string        `yaml:"clientCAFile" doc:"CA of the kube-apiserver's kubelet client certificate (--kubelet-client-certificate); set: a client without a certificate it issued is refused in the handshake. Empty: any client is served (only for a stream port nobody else reaches)."`
+	SessionTimeout   time.Duration `yaml:"sessionTimeout" doc:"How long a request waits for the edge to open its session connection."`
+	Heartbeat        time.Duration `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
+
+	host    sdk.Host
+	client  kubernetes.Interface
+	metrics *metrics
+	life    context.Context
+	servers []*http.Server
+	wg      sync.WaitGroup
+	port    int32 // bound port of streamAddress
+
+	mu      sync.Mutex
+	tunnels map[string]*tunnel    // node -> its control tunnel
+	pending map[string]*pending   // session id -> waiting request
+	active  map[net.Conn]struct{} // session connections in use, closed on Stop
+}
+
+var _ sdk.Module = (*Module)(nil)
+
+// New returns cloudstream with its defaults.
+func New() *Module {
+	return &Module{
+		StreamAddress:  "0.0.0.0:10003",
+		TunnelAddress:  "0.0.0.0:10004",
+		PKIDir:         "/var/lib/kedge/pki",
+		SessionTimeout: 10 * time.Second,
+		Heartbeat:      15 * time.Second,
+	}
+}
+
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	if m.SessionTimeout <= 0 || m.Heartbeat <= 0 {
+		return errors.New("sessionTimeout and heartbeat must be positive")
+	}
+	m.host, m.life = h, ctx
+	m.tunnels, m.pending, m.active = map[string]*tunnel{}, map[string]*pending{}, map[net.Conn]struct{}{}
+	var err error
+	if m.metrics, err = newMetrics(h.Metrics(), m); err != nil {
+		return err
+	}
+	if m.client == nil {
+		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.cloudstream.kubeconfig")
+		if err != nil {
+			return err
+		}
+		cfg.UserAgent = "kedge-cloudstream"
+		if m.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("API client: %w", err)
+		}
+	}
+	ca, _, err := pki.LoadOrCreateCA(ctx, pki.FileStorage{Dir: m.PKIDir})
+	if err != nil {
+		return fmt.Errorf("cluster CA in pkiDir %s: %w", m.PKIDir, err)
+	}
+	var ips []net.IP
+	var names []string
+	if m.AdvertiseAddress != "" {
+		if ip := net.ParseIP(m.AdvertiseAddress); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, m.AdvertiseAddress)
+		}
+	}
+	serving, err := pki.NewServerCert(ctx, ca, pki.FileStorage{Dir: filepath.Join(m.PKIDir, "stream")},
+		pki.ServerCertOptions{IPs: ips, DNSNames: names, Logger: h.Logger()})
+	if err != nil {
+		return fmt.Errorf("stream serving certificate: %w", err)
+	}
+	streamTLS := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serving.GetCertificate, NextProtos: []string{"http/1.1"}}
+	if m.ClientCAFile != "" {
+		pem, err := os.ReadFile(m.ClientCAFile)
+		if err != nil {
+			return fmt.Errorf("clientCAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("clientCAFile %s holds no PEM certificate", m.ClientCAFile)
+		}
+		streamTLS.ClientAuth, streamTLS.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	} else {
+		h.Logger().Warn("clientCAFile is empty: the stream port serves any client; set it to the CA of the API server's kubelet client certificate")
+	}
+	tunnelTLS := pki.ServerTLSConfig(ca, serving)
+	tunnelTLS.NextProtos = []string{"http/1.1"}
+	if err := m.listen(&m.StreamAddress, streamTLS, http.HandlerFunc(m.serveKubelet)); err != nil {
+		return err
+	}
+	_, p, _ := net.SplitHostPort(m.StreamAddress)
+	port, _ := strconv.Atoi(p)
+	m.port = int32(port)
+	if err := m.listen(&m.TunnelAddress, tunnelTLS, http.HandlerFunc(m.serveTunnel)); err != nil {
+		m.closeServers(ctx)
+		return err
+	}
+	h.Logger().Info("serving edge streams", "stream", m.StreamAddress, "tunnel", m.TunnelAddress, "advertise", m.endpoint())
+	return nil
+}
+
+// listen binds addr before returning (a taken port fails Start) and serves TLS on it; HTTP/2 is off
+// because sessions are hijacked HTTP/1.1 connections.
+func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler) error {
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *addr, err)
+	}
+	*addr = ln.Addr().String()
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	m.servers = append(m.servers, srv)
+	m.wg.Go(func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.host.Logger().Error("server stopped", "address", *addr, "err", err)
+		}
+	})
+	return nil
+}
+
+func (m *Module) closeServers(ctx context.Context) {
+	for _, s := range m.servers {
+		_ = s.Shutdown(ctx)
+	}
+}
+
+// endpoint is what edgecontroller writes into edge nodes' status.
+func (m *Module) endpoint() Endpoint {
+	if m.AdvertiseAddress == "" {
+		return Endpoint{}
+	}
+	port := m.AdvertisePort
+	if port == 0 {
+		port = m.port
+	}
+	return Endpoint{Address: m.AdvertiseAddress, Port: port}
+}
+
+// Endpoint is the address and port the kube-apiserver reaches the stream server at (after Start).
+func (m *Module) Endpoint() Endpoint { return m.endpoint() }
+
+// Handle answers edgecontroller's query for the stream endpoint.
+func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	if msg.Route.Operation != message.OpQuery || msg.Route.Resource != EndpointResource {
+		return fmt.Errorf("cloudstream answers only %s of %s, not %s of %q", message.OpQuery, EndpointResource, msg.Route.Operation, msg.Route.Resource)
+	}
+	reply, err := msg.Reply(Name, m.endpoint())
+	if err != nil {
+		return err
+	}
+	return m.host.Reply(ctx, reply)
+}
+
+func (m *Module) Stop(ctx context.Context) error {
+	m.closeServers(ctx)
+	m.mu.Lock()
+	for _, t := range m.tunnels {
+		_ = t.ws.Close()
+	}
+	for c := range m.active {
+		_ = c.Close()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	return nil
+}

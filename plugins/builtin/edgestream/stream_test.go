@@ -1,0 +1,365 @@
+package edgestream
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/plugins/builtin/cloudstream"
+	"github.com/kedge-io/kedge/sdk"
+)
+
+// testHost is the part of a host these two modules use (no messages, no store).
+type testHost struct {
+	sdk.Host
+	name, node string
+	reg        *prometheus.Registry
+}
+
+func (h *testHost) Name() string                   { return h.name }
+func (h *testHost) NodeName() string               { return h.node }
+func (h *testHost) Logger() *slog.Logger           { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *testHost) Metrics() prometheus.Registerer { return h.reg }
+
+// fileRuntime serves containers from files: a CRI log file per container, and an exec streaming
+// server that upgrades and echoes, as the runtime's does (only the container lookup is not CRI).
+type fileRuntime struct {
+	mu      sync.Mutex
+	logs    map[string]string // "ns/pod/container" -> log file
+	running bool
+	execSrv string
+}
+
+func (r *fileRuntime) find(_ context.Context, ns, pod, c string, _ bool) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.logs[ns+"/"+pod+"/"+c]; !ok {
+		return "", refuse(http.StatusNotFound, "container %q not found in pod %s/%s", c, ns, pod)
+	}
+	return ns + "/" + pod + "/" + c, nil
+}
+
+func (r *fileRuntime) logPath(_ context.Context, id string) (string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.logs[id], r.running, nil
+}
+
+func (r *fileRuntime) execURL(_ context.Context, id string, cmd []string, _, _, _, _ bool) (string, error) {
+	return r.execSrv + "/exec/" + url.PathEscape(strings.Join(cmd, " ")), nil
+}
+
+type rig struct {
+	t      *testing.T
+	cloud  *cloudstream.Module
+	edge   *Module
+	rt     *fileRuntime
+	client *http.Client
+	base   string
+	dir    string
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	ctx := context.Background()
+	ca, _, err := pki.LoadOrCreateCA(ctx, pki.FileStorage{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := ca.IssueNodeCert(&key.PublicKey, "edge-a", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	writePEM(t, filepath.Join(dir, "node.crt"), "CERTIFICATE", cert.Raw)
+	writePEM(t, filepath.Join(dir, "node.key"), "EC PRIVATE KEY", kder)
+	if err := os.WriteFile(filepath.Join(dir, "cacert.pem"), ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	kube := fake.NewClientset(
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{NodeName: "edge-a"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "elsewhere"}, Spec: corev1.PodSpec{NodeName: "edge-b"}},
+	)
+	cloud := cloudstream.New()
+	cloud.StreamAddress, cloud.TunnelAddress, cloud.PKIDir, cloud.AdvertiseAddress = "127.0.0.1:0", "127.0.0.1:0", dir, "127.0.0.1"
+	cloud.SessionTimeout, cloud.Heartbeat = 5*time.Second, time.Second
+	cloudstream.SetClient(cloud, kube)
+	cctx, ccancel := context.WithCancel(ctx)
+	if err := cloud.Start(cctx, &testHost{name: "cloudstream", node: "cloud", reg: prometheus.NewRegistry()}); err != nil {
+		t.Fatal(err)
+	}
+
+	execSrv := newEchoUpgradeServer(t)
+	rt := &fileRuntime{logs: map[string]string{}, running: true, execSrv: execSrv}
+	edge := New()
+	edge.Server, edge.CAFile = cloud.TunnelAddress, filepath.Join(dir, "cacert.pem")
+	edge.CertFile, edge.KeyFile = filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key")
+	edge.Heartbeat, edge.BackoffMin, edge.BackoffMax, edge.LogPoll = time.Second, 10*time.Millisecond, 100*time.Millisecond, 20*time.Millisecond
+	edge.rt = rt
+	ectx, ecancel := context.WithCancel(ctx)
+	if err := edge.Start(ectx, &testHost{name: Name, node: "edge-a", reg: prometheus.NewRegistry()}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ecancel()
+		_ = edge.Stop(context.Background())
+		ccancel()
+		_ = cloud.Stop(context.Background())
+	})
+	r := &rig{t: t, cloud: cloud, edge: edge, rt: rt, dir: dir, base: "https://" + cloud.StreamAddress,
+		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, DisableKeepAlives: true}}}
+	eventually(t, "tunnel up", func() bool { return edge.Healthy(ctx) == nil })
+	return r
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// newEchoUpgradeServer answers an upgrade with 101 and then echoes what it reads, prefixed with
+// the command from its path, as a runtime's streaming server would run it.
+func newEchoUpgradeServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "SPDY/3.1" || r.Header.Get("X-Stream-Protocol-Version") != "v4.channel.k8s.io" {
+			http.Error(w, "want the client's upgrade headers", http.StatusBadRequest)
+			return
+		}
+		conn, rw, _ := w.(http.Hijacker).Hijack()
+		defer conn.Close()
+		cmd, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/exec/"))
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nran %s\n", cmd)
+		_ = rw.Flush()
+		line, _ := rw.ReadString('\n')
+		fmt.Fprintf(rw, "echo %s", line)
+		_ = rw.Flush()
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func (r *rig) writeLog(name string, lines ...string) string {
+	r.t.Helper()
+	p := filepath.Join(r.dir, strings.ReplaceAll(name, "/", "_")+".log")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer f.Close()
+	for _, l := range lines {
+		if _, err := f.WriteString(l + "\n"); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.rt.mu.Lock()
+	r.rt.logs[name] = p
+	r.rt.mu.Unlock()
+	return p
+}
+
+func (r *rig) get(path string) (int, string) {
+	r.t.Helper()
+	resp, err := r.client.Get(r.base + path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestLogsAreServedThroughTheTunnelInTheKubeletsFormat(t *testing.T) {
+	r := newRig(t)
+	r.writeLog("ns/p/c",
+		"2024-05-01T10:00:00.000000001Z stdout F one",
+		"2024-05-01T10:00:01.000000001Z stderr P tw",
+		"2024-05-01T10:00:01.500000001Z stderr F o",
+		"2024-05-01T10:00:02.000000001Z stdout F three")
+	r.rt.mu.Lock()
+	r.rt.running = false
+	r.rt.mu.Unlock()
+	for _, tc := range []struct {
+		name, query, want string
+	}{
+		{"all lines, partial lines joined", "", "one\ntwo\nthree\n"},
+		{"timestamps in front when asked", "?timestamps=true&tailLines=1", "2024-05-01T10:00:02.000000001Z three\n"},
+		{"tailLines keeps the last lines", "?tailLines=2", "o\nthree\n"},
+		{"limitBytes cuts the output", "?limitBytes=5", "one\nt"},
+		{"follow of a stopped container ends at the end of its log", "?follow=true", "one\ntwo\nthree\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := r.get("/containerLogs/ns/p/c" + tc.query)
+			if code != http.StatusOK || body != tc.want {
+				t.Fatalf("got %d %q, want 200 %q", code, body, tc.want)
+			}
+		})
+	}
+}
+
+func TestFollowedLogDeliversALineWrittenAfterTheRequestStarted(t *testing.T) {
+	r := newRig(t)
+	r.writeLog("ns/p/c", "2024-05-01T10:00:00Z stdout F before")
+	resp, err := r.client.Get(r.base + "/containerLogs/ns/p/c?follow=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	if l, err := rd.ReadString('\n'); err != nil || l != "before\n" {
+		t.Fatalf("first line %q %v", l, err)
+	}
+	r.writeLog("ns/p/c", "2024-05-01T10:00:05Z stdout F after")
+	got := make(chan string, 1)
+	go func() { l, _ := rd.ReadString('\n'); got <- l }()
+	select {
+	case l := <-got:
+		if l != "after\n" {
+			t.Fatalf("followed line %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the line written after the request started did not arrive within 10s")
+	}
+}
+
+func TestExecUpgradeIsRelayedToTheRuntimeStreamingServerByteForByte(t *testing.T) {
+	r := newRig(t)
+	r.writeLog("ns/p/c")
+	conn, err := tls.Dial("tcp", r.cloud.StreamAddress, r.client.Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /exec/ns/p/c?command=sh&command=-c&command=echo+hi&stdout=1 HTTP/1.1\r\nHost: x\r\n"+
+		"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+	rd := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(rd, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	if l, _ := rd.ReadString('\n'); l != "ran sh -c echo hi\n" {
+		t.Fatalf("runtime saw %q", l)
+	}
+	fmt.Fprintf(conn, "ping\n")
+	if l, _ := rd.ReadString('\n'); l != "echo ping\n" {
+		t.Fatalf("echo %q", l)
+	}
+}
+
+func TestBadRequestsGetClearErrors(t *testing.T) {
+	r := newRig(t)
+	r.writeLog("ns/p/c")
+	for _, tc := range []struct {
+		name, path string
+		code       int
+		want       string
+	}{
+		{"missing container", "/containerLogs/ns/p/nope", 404, `container "nope" not found in pod ns/p`},
+		{"exec into a missing container", "/exec/ns/p/nope?command=sh", 404, `container "nope" not found in pod ns/p`},
+		{"pod of a node without a tunnel", "/containerLogs/ns/elsewhere/c", 503, "node edge-b has no stream tunnel"},
+		{"missing pod", "/containerLogs/ns/ghost/c", 404, "pod ns/ghost not found"},
+		{"exec without a command", "/exec/ns/p/c", 400, "no command given"},
+		{"not served yet", "/portForward/ns/p", 404, "/portForward is not served for edge nodes yet"},
+		{"bad tailLines", "/containerLogs/ns/p/c?tailLines=x", 400, `tailLines="x"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := r.get(tc.path)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Fatalf("got %d %q, want %d containing %q", code, body, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestAnotherNodeCannotClaimASessionAndUnknownSessionsAreRefused(t *testing.T) {
+	r := newRig(t)
+	// edge-a's own certificate, for a session that was never announced
+	cert, err := tls.LoadX509KeyPair(r.edge.CertFile, r.edge.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, _ := r.edge.tlsConfig()
+	conf.Certificates = []tls.Certificate{cert}
+	if _, _, err := r.edge.dialSession(context.Background(), conf, "not-a-session"); err == nil || !strings.Contains(err.Error(), "no session") {
+		t.Fatalf("unknown session: %v", err)
+	}
+}
+
+func TestSessionsLeaveNoGoroutinesBehind(t *testing.T) {
+	r := newRig(t)
+	r.writeLog("ns/p/c", "2024-05-01T10:00:00Z stdout F x")
+	baseline := goruntime.NumGoroutine()
+	for range 5 {
+		resp, err := r.client.Get(r.base + "/containerLogs/ns/p/c?follow=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(resp.Body)
+		if l, _ := rd.ReadString('\n'); l != "x\n" {
+			t.Fatalf("line %q", l)
+		}
+		resp.Body.Close() // the client goes away in the middle of a follow
+		if code, _ := r.get("/containerLogs/ns/p/c"); code != 200 {
+			t.Fatalf("logs: %d", code)
+		}
+		if code, _ := r.get("/containerLogs/ns/p/nope"); code != 404 {
+			t.Fatalf("missing: %d", code)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := goruntime.NumGoroutine()
+		if n <= baseline+2 { // the transports' idle bookkeeping may come and go
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before the sessions:\n%s", n, baseline, buf[:goruntime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

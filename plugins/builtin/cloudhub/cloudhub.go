@@ -59,6 +59,8 @@ type Module struct {
 	ForgetAfter time.Duration     `yaml:"forgetAfter" doc:"A node that has been disconnected, with nothing queued for it, for this long is forgotten (its queue state and its record of recent upstream message IDs), so churned node names do not hold memory forever."`
 	// KubeEdgeNodes names the nodes that run KubeEdge's edgecore, which sends no acknowledgements.
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Nodes that run KubeEdge's edgecore (names or path.Match patterns like ke-*): their messages are sent once, in order, and never resent, since KubeEdge edges do not acknowledge."`
+	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
+	RegistryDir string `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
 
 	host    sdk.Host
 	ca      *pki.CA
@@ -160,11 +162,15 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return err
 	}
+	certHandler, err := m.certServerHandler(certs) // before listening: a bad registryDir fails the start cleanly
+	if err != nil {
+		return err
+	}
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
 	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept)); err != nil {
 		return err
 	}
-	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certs); err != nil {
+	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler); err != nil {
 		return err
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)

@@ -84,8 +84,6 @@ func newBusLink(t *testing.T, svc http.Handler) *busLink {
 	eh.CAFile, eh.CertFile, eh.KeyFile = l.certs.CAFile, l.certs.CertFile, l.certs.KeyFile
 	eh.Heartbeat, eh.AckTimeout, eh.BackoffMin, eh.BackoffMax = l.hbeat, time.Second, 10*time.Millisecond, 200*time.Millisecond
 	sb := servicebus.New()
-	// edgehub hands downstream messages over one at a time: a request after the slow one waits for it
-	// to time out on the edge, so keep that short.
 	sb.AllowedPorts, sb.Timeout = []int{svcPort}, 3*time.Second
 	l.edge = startHost(t, nodeName, filepath.Join(l.dir, "edge.db"), []modules.Planned{
 		recorderInfo(l.edged, "edged"),
@@ -251,5 +249,49 @@ func TestServiceBusNodeOfflineIsAClear503NotAHang(t *testing.T) {
 	resp, body = b.call("GET", b.svc("/"), nil, nil)
 	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
 		t.Fatalf("after reconnect: status %d body %q, want 200 ok", resp.StatusCode, body)
+	}
+}
+
+// A slow edge service holds up neither the node's objects nor other service calls: edgehub hands
+// servicebus requests over beside its other messages, and servicebus makes calls concurrently.
+func TestSlowEdgeServiceHoldsUpNeitherObjectsNorOtherCalls(t *testing.T) {
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	b := newBusLink(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		_, _ = io.WriteString(w, "done "+r.URL.Path)
+	}))
+	slowDone := make(chan int, 1)
+	go func() {
+		resp, _ := b.call("GET", b.svc("/slow"), nil, nil)
+		slowDone <- resp.StatusCode
+	}()
+	select { // the slow call is in the edge service before anything else is sent
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the slow call never reached the edge service")
+	}
+	ctx := context.Background()
+	if err := b.cloud.rt.Send(ctx, "cloudhub", object("test", nodeName, "default/item/while-slow", 1)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEdge("the object stored while the slow call is still running", func() bool { return b.edged.count("") >= 1 })
+	resp, body := b.call("GET", b.svc("/fast"), nil, nil)
+	if resp.StatusCode != http.StatusOK || string(body) != "done /fast" {
+		t.Fatalf("a fast call while the slow one runs: %d %q", resp.StatusCode, body)
+	}
+	select {
+	case code := <-slowDone:
+		t.Fatalf("the slow call finished (%d) before it was released: the test proves nothing", code)
+	default:
+	}
+	close(release)
+	if code := <-slowDone; code != http.StatusOK {
+		t.Fatalf("the slow call: %d", code)
 	}
 }

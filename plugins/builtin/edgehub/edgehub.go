@@ -53,6 +53,8 @@ type Module struct {
 	HandleTimeout time.Duration `yaml:"handleTimeout" doc:"How long a message from the cloud may wait for the edge module handling it before the next is taken (it stays queued for that module)."`
 	// Dispatch maps a message group from the cloud to the edge module that handles it.
 	Dispatch      map[string]string `yaml:"dispatch" doc:"Message group from the cloud -> edge module that handles and acknowledges it."`
+	AsyncGroups   []string          `yaml:"asyncGroups" doc:"Message groups from the cloud whose messages are independent requests (servicebus calls): handled beside the others, so a slow one never holds up the node's objects."`
+	AsyncLimit    int               `yaml:"asyncLimit" doc:"Messages of asyncGroups handled at once; more wait."`
 	EventsGroup   string            `yaml:"eventsGroup" doc:"Group told when the link goes up or down (nobody in it is fine)."`
 	SendInventory bool              `yaml:"sendInventory" doc:"On connect, send the cloud the list of objects this node holds (a Kedge cloudhub resends what is missing); turn off for a KubeEdge cloudcore."`
 
@@ -65,6 +67,7 @@ type Module struct {
 	online   atomic.Bool
 	metrics  *metrics
 	recent   *hub.Recent // IDs of messages from the cloud already handled (repeats are re-acked, not redone)
+	async    map[string]bool
 	dialHook func(ctx context.Context) (*hub.Conn, error)
 }
 
@@ -87,6 +90,8 @@ func New() *Module {
 			"resource": "metamanager", "meta": "metamanager",
 			"twin": "devicetwin", "user": "eventbus", "func": "servicebus",
 		},
+		AsyncGroups:   []string{"func"},
+		AsyncLimit:    16,
 		EventsGroup:   "hubevents",
 		SendInventory: true,
 	}
@@ -110,6 +115,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics(), m); err != nil {
 		return err
+	}
+	m.async = map[string]bool{}
+	for _, g := range m.AsyncGroups {
+		m.async[g] = true
 	}
 	m.kick = make(chan struct{}, 1)
 	m.recent = hub.NewRecent(4096)

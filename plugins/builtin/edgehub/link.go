@@ -51,10 +51,27 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 			}
 		}
 	})
+	async := make(chan struct{}, max(m.AsyncLimit, 1)) // slots for groups handled beside the others
 	wg.Go(func() {
 		for {
 			select {
 			case msg := <-down:
+				if m.async[msg.Route.Group] {
+					// A request/answer group (servicebus calls): its messages are independent, so a
+					// slow one must not hold up this node's objects behind it.
+					select {
+					case async <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+					wg.Go(func() {
+						defer func() { <-async }()
+						if err := m.handleDown(ctx, conn, *msg); err != nil {
+							cancel(err)
+						}
+					})
+					continue
+				}
 				if err := m.handleDown(ctx, conn, *msg); err != nil {
 					cancel(err)
 					return

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kedge-io/kedge/host/message"
@@ -88,8 +89,12 @@ type Module struct {
 	Timeout          time.Duration `yaml:"timeout" doc:"Longest time one HTTP call may take, response body included (keep it below edgehub's handleTimeout)."`
 	MaxResponseBytes int64         `yaml:"maxResponseBytes" doc:"Largest response body passed back to the cloud; a larger one is refused, not cut."`
 	MaxClockSkew     time.Duration `yaml:"maxClockSkew" doc:"A request whose cloud-set deadline passed more than this ago (by the edge's clock) is refused as expired and not made."`
+	Concurrency      int           `yaml:"concurrency" doc:"HTTP calls made at once; one slow service does not hold up the others (further requests wait their turn)."`
 
 	host    sdk.Host
+	life    context.Context
+	slots   chan struct{}
+	wg      sync.WaitGroup
 	client  *http.Client
 	metrics *metrics
 	allowed map[int]bool
@@ -102,10 +107,15 @@ const maxBody = message.MaxSize / 2
 
 // New returns servicebus with its defaults: nothing allowed.
 func New() *Module {
-	return &Module{Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20, MaxClockSkew: 5 * time.Second}
+	return &Module{Timeout: 10 * time.Second, MaxResponseBytes: 1 << 20, MaxClockSkew: 5 * time.Second, Concurrency: 16}
 }
 
-func (m *Module) Start(_ context.Context, h sdk.Host) error {
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	m.life = ctx
+	if m.Concurrency <= 0 {
+		return fmt.Errorf("servicebus: concurrency must be positive, got %d", m.Concurrency)
+	}
+	m.slots = make(chan struct{}, m.Concurrency)
 	if m.Timeout <= 0 {
 		return fmt.Errorf("servicebus: timeout must be positive, got %s", m.Timeout)
 	}
@@ -156,6 +166,7 @@ func (m *Module) Start(_ context.Context, h sdk.Host) error {
 }
 
 func (m *Module) Stop(context.Context) error {
+	m.wg.Wait()
 	if m.client != nil {
 		m.client.CloseIdleConnections()
 	}
@@ -179,6 +190,22 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	if msg.IsReply() {
 		return nil // nothing here sends requests; a stray answer is dropped
 	}
+	select {
+	case m.slots <- struct{}{}: // answered from its own goroutine (the reply keeps the request's ID)
+		m.wg.Go(func() {
+			defer func() { <-m.slots }()
+			if err := m.serve(m.life, msg); err != nil {
+				m.host.Logger().Warn("request from the cloud not answered", "msg", msg.String(), "err", err)
+			}
+		})
+		return nil
+	default: // every slot busy: this request waits its turn here (backpressure on the mailbox)
+		return m.serve(ctx, msg)
+	}
+}
+
+// serve makes one request's call and answers it.
+func (m *Module) serve(ctx context.Context, msg sdk.Message) error {
 	start := time.Now()
 	var reply sdk.Message
 	resp, ref := m.call(ctx, msg)

@@ -2,6 +2,7 @@ package edgecontroller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
 )
 
 var labelsEverything = labels.Everything()
@@ -109,6 +113,7 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 			return fmt.Errorf("node status of %s: condition %s has status %q (want True, False or Unknown)", node, c.Type, c.Status)
 		}
 	}
+	ep := m.streamEndpoint(ctx)
 	st := m.nodeState(node)
 	m.mu.Lock()
 	st.lastReport = time.Now()
@@ -136,6 +141,10 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
 		}
 		n.Status.Addresses = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: node})
+		if ep.Address != "" { // the API server reaches this node's kubelet API at cloudstream
+			n.Status.Addresses = append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: ep.Address})
+			n.Status.DaemonEndpoints.KubeletEndpoint.Port = ep.Port
+		}
 		if rep.MachineID != "" {
 			n.Status.NodeInfo.MachineID = rep.MachineID
 		}
@@ -161,6 +170,41 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 		return fmt.Errorf("node status of %s: %w", node, err)
 	}
 	return m.renewLease(ctx, node)
+}
+
+// streamModule is the cloud module that serves the kubelet API of edge nodes (cloudstream).
+const streamModule = "cloudstream"
+
+// streamEndpoint is where the kube-apiserver reaches the kubelet API of edge nodes: cloudstream's
+// advertised address and port, asked of cloudstream itself (its advertiseAddress setting), so the
+// setting lives in one place. No cloudstream running, or no advertiseAddress: the zero value, and
+// node addresses stay as the edge reports them.
+func (m *Module) streamEndpoint(ctx context.Context) streamEndpoint {
+	q := message.New(Name, "stream", message.OpQuery, streamEndpointResource)
+	resp, err := m.host.SendSync(ctx, streamModule, q, 5*time.Second)
+	if err != nil {
+		if !errors.Is(err, sdk.ErrUnknownModule) {
+			m.host.Logger().Warn("stream endpoint not known; node addresses left as reported", "err", err)
+		}
+		return streamEndpoint{}
+	}
+	var ep streamEndpoint
+	if resp.Route.Operation != message.OpError && resp.DecodeContent(&ep) == nil && ep.Address == "" {
+		return streamEndpoint{} // cloudstream runs without advertiseAddress: off
+	}
+	if resp.Route.Operation == message.OpError || ep.Port <= 0 || ep.Port > 65535 {
+		m.host.Logger().Warn("cloudstream answered no usable stream endpoint", "content", string(resp.Content))
+		return streamEndpoint{}
+	}
+	return ep
+}
+
+// streamEndpointResource and streamEndpoint are cloudstream's query and answer (cloudstream.Endpoint).
+const streamEndpointResource = "streamendpoint"
+
+type streamEndpoint struct {
+	Address string `json:"address"`
+	Port    int32  `json:"port"`
 }
 
 // resourceList parses a map of quantities from the edge's report.

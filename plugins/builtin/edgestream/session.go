@@ -111,7 +111,12 @@ func (m *Module) serveExec(ctx context.Context, conn net.Conn, rd *bufio.Reader,
 	if err != nil {
 		return err
 	}
-	target, err := m.rt.execURL(ctx, id, cmd, flag(q, "tty"), flag(q, "stdin"), flag(q, "stdout"), flag(q, "stderr"))
+	// The API server names them input/output/error (the kubelet's exec parameters); stdin/stdout/stderr also accepted.
+	stdin, stdout, stderr := flag(q, "input") || flag(q, "stdin"), flag(q, "output") || flag(q, "stdout"), flag(q, "error") || flag(q, "stderr")
+	if !stdin && !stdout && !stderr {
+		return refuse(http.StatusBadRequest, "exec into %s/%s/%s: one of input, output or error must be set", req.Namespace, req.Pod, req.Container)
+	}
+	target, err := m.rt.execURL(ctx, id, cmd, flag(q, "tty"), stdin, stdout, stderr)
 	if err != nil {
 		return refuse(http.StatusInternalServerError, "exec into %s/%s/%s: the runtime refused: %v", req.Namespace, req.Pod, req.Container, err)
 	}

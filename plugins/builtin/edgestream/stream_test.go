@@ -274,7 +274,7 @@ func TestExecUpgradeIsRelayedToTheRuntimeStreamingServerByteForByte(t *testing.T
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /exec/ns/p/c?command=sh&command=-c&command=echo+hi&stdout=1 HTTP/1.1\r\nHost: x\r\n"+
+	fmt.Fprintf(conn, "POST /exec/ns/p/c?command=sh&command=-c&command=echo+hi&output=1 HTTP/1.1\r\nHost: x\r\n"+
 		"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
 	rd := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(rd, nil)
@@ -299,10 +299,11 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 		want       string
 	}{
 		{"missing container", "/containerLogs/ns/p/nope", 404, `container "nope" not found in pod ns/p`},
-		{"exec into a missing container", "/exec/ns/p/nope?command=sh", 404, `container "nope" not found in pod ns/p`},
+		{"exec into a missing container", "/exec/ns/p/nope?command=sh&output=1", 404, `container "nope" not found in pod ns/p`},
 		{"pod of a node without a tunnel", "/containerLogs/ns/elsewhere/c", 503, "node edge-b has no stream tunnel"},
 		{"missing pod", "/containerLogs/ns/ghost/c", 404, "pod ns/ghost not found"},
-		{"exec without a command", "/exec/ns/p/c", 400, "no command given"},
+		{"exec without a command", "/exec/ns/p/c?output=1", 400, "no command given"},
+		{"exec with no stream", "/exec/ns/p/c?command=sh", 400, "one of input, output or error must be set"},
 		{"not served yet", "/portForward/ns/p", 404, "/portForward is not served for edge nodes yet"},
 		{"bad tailLines", "/containerLogs/ns/p/c?tailLines=x", 400, `tailLines="x"`},
 	} {

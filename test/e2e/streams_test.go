@@ -175,7 +175,7 @@ spec:
 	t.Run("a stream for a pod of another node is refused", func(t *testing.T) {
 		_, err := e.k8s.Client.CoreV1().Pods(e.ns).Create(context.Background(), &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"},
-			Spec: corev1.PodSpec{NodeName: "ghost-node", Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}}},
+			Spec:       corev1.PodSpec{NodeName: "ghost-node", Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -35,12 +35,14 @@ type Module struct {
 	HealthCycle  time.Duration `yaml:"healthCycle" doc:"How often each device's Health is checked."`
 	BackoffMin   time.Duration `yaml:"backoffMin" doc:"First retry delay after a device error (init, read, write); doubles per failure."`
 	BackoffMax   time.Duration `yaml:"backoffMax" doc:"Longest retry delay after device errors, and between registration attempts."`
+	PushQueue    int           `yaml:"pushQueue" doc:"Readings queued per pushMethod target (MQTT broker+topic, HTTP URL) while it is slow or down; when full the oldest is dropped."`
 
 	name       string
 	newDriver  func() Driver
 	host       sdk.Host
 	log        *slog.Logger
 	metrics    *metrics
+	pusher     *pusher
 	lis        net.Listener
 	srv        *grpc.Server
 	conn       *grpc.ClientConn
@@ -71,6 +73,7 @@ func New(protocol string, newDriver func() Driver) *Module {
 		HealthCycle:  10 * time.Second,
 		BackoffMin:   200 * time.Millisecond,
 		BackoffMax:   30 * time.Second,
+		PushQueue:    100,
 		newDriver:    newDriver,
 	}
 }
@@ -93,6 +96,9 @@ func (m *Module) validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s must be positive", k, d))
 		}
+	}
+	if m.PushQueue <= 0 {
+		errs = append(errs, fmt.Errorf("pushQueue %d must be positive", m.PushQueue))
 	}
 	if m.ReportCycle < 0 {
 		errs = append(errs, fmt.Errorf("reportCycle %s is negative", m.ReportCycle))
@@ -117,6 +123,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	m.metrics = mt
+	m.pusher = newPusher(m.log, mt.push, m.PushQueue, "kedge-mapper-"+m.name)
 	lis, err := listenUnix(m.Socket)
 	if err != nil {
 		return fmt.Errorf("mapper %s: socket: %w", m.name, err)
@@ -156,6 +163,9 @@ func (m *Module) Stop(ctx context.Context) error {
 		r.stop()
 	}
 	m.wg.Wait()
+	if m.pusher != nil {
+		m.pusher.close()
+	}
 	if m.conn != nil {
 		_ = m.conn.Close()
 	}

@@ -47,6 +47,7 @@ type propState struct {
 	collect, report time.Duration
 	reportToCloud   bool
 	writable        bool
+	push            *pushDest // pushMethod target (push.go); nil: none
 
 	nextCollect, nextReport time.Time
 	fails                   int
@@ -243,6 +244,9 @@ func (l *devLoop) apply(d *dmiv1beta1.Device, model *dmiv1beta1.DeviceModel) {
 		if p.report <= 0 {
 			p.report = l.m.ReportCycle
 		}
+		if p.push, err = pushSpec(dp.GetPushMethod(), l.m.CallTimeout); err != nil {
+			l.m.log.Warn("property pushMethod not used; the property is still collected and reported", "device", l.r.ref.String(), "property", dp.GetName(), "err", err)
+		}
 		if o := old[p.Name]; o != nil && equalProperty(o.Property, p.Property) {
 			p.nextCollect, p.fails, p.lastErr = o.nextCollect, o.fails, o.lastErr
 			p.value, p.ts, p.reportedTs, p.has = o.value, o.ts, o.reportedTs, o.has
@@ -369,6 +373,9 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 		}
 		p.fails, p.lastErr, p.value, p.ts, p.has = 0, nil, s, done, true
 		p.nextCollect = done.Add(p.collect)
+		if p.push != nil {
+			l.m.pusher.push(p.push, pushPayload{Device: dev, Property: p.Name, Value: s, Type: p.Type, Timestamp: done.UnixMilli()})
+		}
 	}
 	if !now.Before(l.nextHealth) && ctx.Err() == nil {
 		cctx, cancel := l.call(ctx)

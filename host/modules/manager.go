@@ -50,8 +50,12 @@ type running struct {
 	done    chan struct{}      // closed when the delivery loop returned
 
 	// mu is held while a message is handled; a swap takes it to change instances between messages.
-	mu  sync.Mutex
-	cur *instance
+	mu sync.Mutex
+	// view guards cur and gaps for readers that must not wait for the message in hand (Status,
+	// Gather, Planned): a module whose Handle asks for the modules' status (pluginmanager, through
+	// the control socket) would otherwise wait for itself. Writers hold mu, then view.
+	view sync.Mutex
+	cur  *instance
 	// swapped is set by a swap; the next Handle then records the gap: how long a ready message waited
 	// with no instance handling it (from its receipt or the previous Handle's end, whichever is later).
 	swapped bool
@@ -186,7 +190,9 @@ func (mgr *Manager) deliver(loop context.Context, r *running) {
 			r.pending.Store(false)
 			gap := start.Sub(later(got, r.lastEnd))
 			mgr.metrics.swapGap.WithLabelValues(r.name).Observe(gap.Seconds())
+			r.view.Lock()
 			r.gaps = append(r.gaps[max(0, len(r.gaps)-15):], gap)
+			r.view.Unlock()
 		}
 		err = handle(inst.life, inst, m)
 		end := time.Now()
@@ -247,9 +253,9 @@ func (mgr *Manager) stopOne(ctx context.Context, r *running) error {
 	budget, cancel := context.WithTimeout(ctx, mgr.deps.StopTimeout)
 	defer cancel()
 	mgr.deps.Router.Unregister(r.name)
-	r.mu.Lock()
+	r.view.Lock()
 	inst := r.cur
-	r.mu.Unlock()
+	r.view.Unlock()
 	select {
 	case <-r.done:
 	case <-budget.Done():
@@ -324,9 +330,9 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 	mgr.mu.Unlock()
 	out := make([]Status, 0, len(rs))
 	for _, r := range rs {
-		r.mu.Lock()
+		r.view.Lock()
 		inst, gaps := r.cur, slices.Clone(r.gaps)
-		r.mu.Unlock()
+		r.view.Unlock()
 		p := inst.planned
 		st := Status{
 			Name: r.name, Group: p.Info.Group, Runtime: p.Settings.Runtime, Path: p.Settings.Path,
@@ -363,9 +369,9 @@ func (mgr *Manager) Gather() ([]*dto.MetricFamily, error) {
 	mgr.mu.Unlock()
 	gs := make(prometheus.Gatherers, 0, len(rs))
 	for _, r := range rs {
-		r.mu.Lock()
+		r.view.Lock()
 		gs = append(gs, r.cur.reg)
-		r.mu.Unlock()
+		r.view.Unlock()
 	}
 	return gs.Gather()
 }

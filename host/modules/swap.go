@@ -32,9 +32,9 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) 
 	if r == nil {
 		return SwapReport{}, fmt.Errorf("swap %s: no such module is running", name)
 	}
-	r.mu.Lock()
+	r.view.Lock()
 	old := r.cur
-	r.mu.Unlock()
+	r.view.Unlock()
 	rep := SwapReport{Module: name, From: old.planned.Settings.Runtime, To: next.Settings.Runtime}
 	if next.Info.Group != old.planned.Info.Group {
 		return rep, fmt.Errorf("swap %s: group %q differs from the running module's %q; routing cannot change in a swap", name, next.Info.Group, old.planned.Info.Group)
@@ -61,7 +61,9 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) 
 	r.pending.Store(true)
 	begin := time.Now()
 	r.mu.Lock() // waits for the message the old instance is handling
+	r.view.Lock()
 	r.cur = inst
+	r.view.Unlock()
 	r.swapped = true
 	rep.Queued = r.mailbox.Len()
 	r.mu.Unlock()
@@ -129,7 +131,7 @@ func (mgr *Manager) Planned(name string) (Planned, bool) {
 	if r == nil {
 		return Planned{}, false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.view.Lock()
+	defer r.view.Unlock()
 	return r.cur.planned, true
 }

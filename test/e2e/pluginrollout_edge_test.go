@@ -22,8 +22,10 @@ import (
 	"testing"
 	"time"
 
+	hostdaemon "github.com/kedge-io/kedge/host/daemon"
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/plugin-registry/index"
 	"github.com/kedge-io/kedge/plugin-registry/registry"
 	"github.com/kedge-io/kedge/plugin-registry/server"
@@ -131,10 +133,6 @@ func (c *rolloutCloud) report(t *testing.T) map[string]any {
 // version back, and reports every step upstream in order.
 func TestEdgecoreRollsPluginsOutFromTheRegistryAndRollsABrokenOneBack(t *testing.T) {
 	needBinaries(t)
-	// Work in progress: the rollout reaches pluginmanager, v1 is verified, installed and swapped in
-	// through the control socket, but the reports after Installing do not reach this cloud yet (see
-	// the pluginmanager report in the session log). Unskip once they do.
-	t.Skip("pluginrollout e2e not finished: reports after Installing are not yet seen by the test's hub")
 	const node = "edge-roll"
 	dir := t.TempDir()
 	v1 := filepath.Join(dir, "nodestatus-v1")
@@ -253,6 +251,20 @@ modules:
 		return strings.Join(s, ",")
 	}
 	installed := func(version string) string { return filepath.Join(pluginsDir, "nodestatus", version, "nodestatus") }
+	// nodestatus returns module nodestatus as edgecore's control socket reports it (module ls shows
+	// no file paths).
+	nodestatus := func() (modules.Status, error) {
+		all, err := hostdaemon.NewControlClient(socket, 10*time.Second).Modules(context.Background())
+		if err != nil {
+			return modules.Status{}, err
+		}
+		for _, st := range all {
+			if st.Name == "nodestatus" {
+				return st, nil
+			}
+		}
+		return modules.Status{}, fmt.Errorf("module nodestatus is not running: %v", all)
+	}
 
 	steps := []struct {
 		name, version, want string
@@ -270,9 +282,12 @@ modules:
 		if got := states(reps); got != s.want {
 			t.Fatalf("%s: reports %s, want %s: %v\n%s", s.name, got, s.want, reps, d.stderr)
 		}
-		out := d.moduleLs("nodestatus", "process", installed(s.runs), "sha256:"+shas[s.runs][:12])
+		out := d.moduleLs("nodestatus", "process", "sha256:"+shas[s.runs][:12])
 		if strings.Contains(out, "unhealthy") {
 			t.Fatalf("%s: module ls shows an unhealthy module:\n%s", s.name, out)
+		}
+		if st, err := nodestatus(); err != nil || st.Runtime != modules.Process || st.Path != installed(s.runs) {
+			t.Fatalf("%s: nodestatus runs %+v (%v), want process %s", s.name, st, err, installed(s.runs))
 		}
 	}
 	if _, err := os.Stat(installed("4.0.0")); !os.IsNotExist(err) {
@@ -293,14 +308,19 @@ modules:
 	}
 	d = start(t, "edgecore", []string{"KEDGE_ADMIN__SOCKET=" + socket}, "--config", cfg)
 	d.socket = socket
-	d.waitReady()
+	d.waitReadyOffline() // offline, edgehub is unhealthy and /readyz says so
 	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(d.moduleLs("nodestatus"), installed("2.0.0")) {
+	for {
+		st, err := nodestatus()
+		if err == nil && st.Runtime == modules.Process && st.Path == installed("2.0.0") && st.Health == "" {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the restart nodestatus does not run the last good v2:\n%s\n%s", d.moduleLs(), d.stderr)
+			t.Fatalf("after the restart nodestatus does not run the last good v2: %+v (%v)\n%s", st, err, d.stderr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	d.moduleLs("nodestatus", "process", "sha256:"+shas["2.0.0"][:12])
 	if code, _ := d.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}

@@ -68,14 +68,15 @@ type Module struct {
 	WriteTimeout         time.Duration `yaml:"writeTimeout" doc:"Bound on handing one publish to the connection."`
 	SendTimeout          time.Duration `yaml:"sendTimeout" doc:"Bound on queueing an MQTT message for a module whose mailbox is full; then it is dropped and counted."`
 
-	host    sdk.Host
-	ctx     context.Context
-	log     *slog.Logger
-	broker  *broker
-	clients []*client
-	metrics *metrics
-	tokens  chan pendingToken
-	wg      sync.WaitGroup
+	host       sdk.Host
+	ctx        context.Context
+	log        *slog.Logger
+	broker     *broker
+	clients    []*client
+	metrics    *metrics
+	tokens     chan pendingToken
+	stopTokens chan struct{}
+	wg         sync.WaitGroup
 }
 
 var (
@@ -155,7 +156,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) (err error) {
 	}
 	tokens := make(chan pendingToken, 4096)
 	m.tokens = tokens
-	m.wg.Go(func() { m.watchTokens(tokens) })
+	stop := make(chan struct{})
+	m.stopTokens = stop
+	m.wg.Go(func() { m.watchTokens(tokens, stop) })
 	defer func() {
 		if err != nil { // Stop is not called after a failed Start: release what started
 			_ = m.Stop(ctx)
@@ -213,6 +216,7 @@ func (m *Module) Stop(context.Context) error {
 		m.broker = nil
 	}
 	if m.tokens != nil {
+		close(m.stopTokens)
 		close(m.tokens)
 		m.tokens = nil
 	}
@@ -314,7 +318,7 @@ func (m *Module) deliver(topic string, payload []byte) {
 
 type pendingToken struct {
 	tok interface {
-		WaitTimeout(time.Duration) bool
+		Done() <-chan struct{}
 		Error() error
 	}
 	topic string
@@ -322,10 +326,17 @@ type pendingToken struct {
 }
 
 // watchTokens counts publishes that failed after they were handed to a client.
-func (m *Module) watchTokens(tokens <-chan pendingToken) {
+func (m *Module) watchTokens(tokens <-chan pendingToken, stop <-chan struct{}) {
 	for p := range tokens {
-		if !p.tok.WaitTimeout(m.WriteTimeout + m.ConnectTimeout) {
+		wait := time.NewTimer(m.WriteTimeout + m.ConnectTimeout)
+		select {
+		case <-p.tok.Done():
+			wait.Stop()
+		case <-wait.C:
 			continue // still queued in the client (reconnecting): it is sent later or dropped there
+		case <-stop:
+			wait.Stop()
+			return // stopping: a publish still in flight is the client's to finish or drop, not ours to wait for
 		}
 		if err := p.tok.Error(); err != nil {
 			m.metrics.dropped.WithLabelValues("publish_failed").Inc()

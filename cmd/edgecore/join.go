@@ -22,7 +22,8 @@ func init() { spec.Commands = append(spec.Commands, joinCommand()) }
 type joinFlags struct {
 	address, token, nodeName, dataDir, configOut string
 	criEndpoint                                  string
-	certPort, hubPort                            int
+	registryKeys                                 []string
+	certPort, hubPort, streamPort                int
 	force, noRuntime                             bool
 }
 
@@ -42,13 +43,19 @@ func joinCommand() *cobra.Command {
      verified with that CA; cloudcore answers with a certificate for system:node:<node-name>;
   3. store ca.crt, node.crt and node.key (mode 0600) in <data-dir>/certs;
   4. write edgecore.yaml with the node name, the store, the edgehub module pointing at cloudcore, and
-     edged on the container runtime at --cri-endpoint (or, with --no-runtime, noruntime).
+     edged on the container runtime at --cri-endpoint (or, with --no-runtime, noruntime);
+  5. with --stream-port (cloudcore runs cloudstream), edgestream: kubectl logs, exec, attach,
+     port-forward and top reach this node's pods through the stream tunnel, no iptables rules;
+  6. with --registry-key, pluginmanager: PluginRollouts install plugins from cloudcore's registry
+     (https://<cloudcore-address>:<cert-port>/registry, this node's certificate), verified with
+     these pinned ed25519 keys.
 
 Then start edgecore with --config <config-out>. The certificate renews itself before it expires.
 Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits with code 2.`,
 		Example: `  edgecore join --cloudcore-address cloud.example.com --token 3f1c...e9.eyJhbGciOiJIUzI1NiJ9...
   edgecore join --cloudcore-address 10.0.0.5 --token "$TOKEN" --node-name edge-1 --data-dir /data/kedge
-  edgecore join --cloudcore-address cloud.example.com --token "$TOKEN" --config-out ./edgecore.yaml --force`,
+  edgecore join --cloudcore-address cloud.example.com --token "$TOKEN" --config-out ./edgecore.yaml --force
+  edgecore join --cloudcore-address cloud.example.com --token "$TOKEN" --stream-port 10004 --registry-key /etc/kedge/registry.pub`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runJoin(cmd, f) },
 	}
@@ -63,6 +70,8 @@ Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits w
 	fl.BoolVar(&f.force, "force", false, "overwrite --config-out if it exists")
 	fl.StringVar(&f.criEndpoint, "cri-endpoint", "unix:///run/containerd/containerd.sock", "the container runtime's CRI socket; edged runs the node's pods there")
 	fl.BoolVar(&f.noRuntime, "no-runtime", false, "this node runs no containers (a sensor gateway): its pods are stored and reported NoContainerRuntime")
+	fl.IntVar(&f.streamPort, "stream-port", 0, "cloudcore's stream tunnel port (cloudstream's tunnelAddress, usually 10004): turns on edgestream for kubectl logs/exec/attach/port-forward/top; 0 leaves it off (its health counts in /readyz, so only set it when cloudcore runs cloudstream)")
+	fl.StringArrayVar(&f.registryKeys, "registry-key", nil, "an ed25519 public key (PEM file) the plugin registry's index must be signed with; turns on pluginmanager (repeat for key rotation)")
 	_ = cmd.MarkFlagRequired("cloudcore-address")
 	_ = cmd.MarkFlagRequired("token")
 	return cmd
@@ -76,7 +85,10 @@ func runJoin(cmd *cobra.Command, f joinFlags) error {
 	for _, p := range []struct {
 		flag string
 		port int
-	}{{"--cert-port", f.certPort}, {"--hub-port", f.hubPort}} {
+	}{{"--cert-port", f.certPort}, {"--hub-port", f.hubPort}, {"--stream-port", f.streamPort}} {
+		if p.flag == "--stream-port" && p.port == 0 {
+			continue
+		}
 		if p.port < 1 || p.port > 65535 {
 			return fmt.Errorf("%s %d: want a port between 1 and 65535", p.flag, p.port)
 		}
@@ -89,6 +101,19 @@ func runJoin(cmd *cobra.Command, f joinFlags) error {
 	}
 	if f.dataDir == "" || f.configOut == "" {
 		return errors.New("--data-dir and --config-out must not be empty")
+	}
+	if f.streamPort != 0 && f.noRuntime {
+		return errors.New("--stream-port: edgestream serves logs and exec from the container runtime; a --no-runtime node has none")
+	}
+	for i, k := range f.registryKeys {
+		abs, err := filepath.Abs(k)
+		if err != nil {
+			return fmt.Errorf("--registry-key %s: %w", k, err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return fmt.Errorf("--registry-key %s: %w", k, err)
+		}
+		f.registryKeys[i] = abs
 	}
 	// Refuse before asking cloudcore for anything, so a refused run changes nothing.
 	if !f.force {
@@ -168,6 +193,23 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 	type dmi struct {
 		Socket string `yaml:"socket"`
 	}
+	type edgestream struct {
+		Enable      bool   `yaml:"enable"`
+		Server      string `yaml:"server"`
+		CAFile      string `yaml:"caFile"`
+		CertFile    string `yaml:"certFile"`
+		KeyFile     string `yaml:"keyFile"`
+		CRIEndpoint string `yaml:"criEndpoint"`
+	}
+	type pluginmanager struct {
+		Enable      bool     `yaml:"enable"`
+		RegistryURL string   `yaml:"registryURL"`
+		CAFile      string   `yaml:"caFile"`
+		CertFile    string   `yaml:"certFile"`
+		KeyFile     string   `yaml:"keyFile"`
+		TrustedKeys []string `yaml:"trustedKeys"`
+		PluginsDir  string   `yaml:"pluginsDir"`
+	}
 	type config struct {
 		Node struct {
 			Name string `yaml:"name"`
@@ -176,12 +218,14 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 			Path string `yaml:"path"`
 		} `yaml:"store"`
 		Modules struct {
-			Edgehub     edgehub      `yaml:"edgehub"`
-			Edged       edged        `yaml:"edged"`
-			Noruntime   *noruntime   `yaml:"noruntime,omitempty"`
-			Metamanager *metamanager `yaml:"metamanager,omitempty"`
-			Nodestatus  nodestatus   `yaml:"nodestatus"`
-			DMI         dmi          `yaml:"dmi"`
+			Edgehub       edgehub        `yaml:"edgehub"`
+			Edged         edged          `yaml:"edged"`
+			Noruntime     *noruntime     `yaml:"noruntime,omitempty"`
+			Metamanager   *metamanager   `yaml:"metamanager,omitempty"`
+			Nodestatus    nodestatus     `yaml:"nodestatus"`
+			DMI           dmi            `yaml:"dmi"`
+			Edgestream    *edgestream    `yaml:"edgestream,omitempty"`
+			Pluginmanager *pluginmanager `yaml:"pluginmanager,omitempty"`
 		} `yaml:"modules"`
 	}
 	var c config
@@ -205,6 +249,17 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 	} else {
 		c.Modules.Edged = edged{Enable: true, CRIEndpoint: f.criEndpoint, RootDir: filepath.Join(f.dataDir, "edged")}
 		c.Modules.Nodestatus.CRIEndpoint = f.criEndpoint
+	}
+	// Optional cloud services the node uses with the same certificate: the stream tunnel and the
+	// plugin registry (served on the certificate server's port).
+	if f.streamPort != 0 {
+		c.Modules.Edgestream = &edgestream{Enable: true, Server: net.JoinHostPort(host, strconv.Itoa(f.streamPort)),
+			CAFile: res.CAFile, CertFile: res.CertFile, KeyFile: res.KeyFile, CRIEndpoint: f.criEndpoint}
+	}
+	if len(f.registryKeys) > 0 {
+		c.Modules.Pluginmanager = &pluginmanager{Enable: true, RegistryURL: "https://" + certServer + "/registry",
+			CAFile: res.CAFile, CertFile: res.CertFile, KeyFile: res.KeyFile, TrustedKeys: f.registryKeys,
+			PluginsDir: filepath.Join(f.dataDir, "plugins")}
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

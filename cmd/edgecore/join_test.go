@@ -170,6 +170,9 @@ func TestJoinExitsWithCode2AndOneLineOnBadInput(t *testing.T) {
 		{"invalid node name", base(newJoinToken(t, ca), port, "--node-name", "Edge_1"), "DNS-1123"},
 		{"port out of range", base(newJoinToken(t, ca), port, "--hub-port", "70000"), "--hub-port 70000"},
 		{"existing config", base(newJoinToken(t, ca), port, "--config-out", existing), "pass --force"},
+		{"stream port out of range", base(newJoinToken(t, ca), port, "--stream-port", "70000"), "--stream-port 70000"},
+		{"stream port on a node without a runtime", base(newJoinToken(t, ca), port, "--stream-port", "10004", "--no-runtime"), "--no-runtime node has none"},
+		{"missing registry key", base(newJoinToken(t, ca), port, "--registry-key", filepath.Join(dir, "nope.pub")), "--registry-key " + filepath.Join(dir, "nope.pub")},
 		{"missing token", []string{"join", "--cloudcore-address", "127.0.0.1"}, `"token" not set`},
 	}
 	for _, tt := range tests {
@@ -202,10 +205,15 @@ func TestJoinHelpHasExamples(t *testing.T) {
 	}
 }
 
-// Both kinds of node get a config edgecore accepts as it is written: with edged on the runtime, or
-// with --no-runtime, noruntime answering for the pods.
+// Every kind of node gets a config edgecore accepts as it is written: with edged on the runtime, or
+// with --no-runtime, noruntime answering for the pods; with the stream tunnel and the plugin registry
+// pointing at cloudcore with the node's certificate.
 func TestJoinedConfigIsValidWithAndWithoutAContainerRuntime(t *testing.T) {
 	ca, port := startCertServer(t)
+	keyFile := filepath.Join(t.TempDir(), "registry.pub")
+	if err := os.WriteFile(keyFile, []byte("not checked by join; pluginmanager parses it at start\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		extra []string
@@ -213,6 +221,8 @@ func TestJoinedConfigIsValidWithAndWithoutAContainerRuntime(t *testing.T) {
 	}{
 		{"edged on the runtime", nil, []string{"edged:\n    enable: true", "criEndpoint: unix:///run/containerd/containerd.sock"}},
 		{"no runtime", []string{"--no-runtime"}, []string{"noruntime:\n    enable: true", "consumers:\n      pod: noruntime", "edged:\n    enable: false"}},
+		{"stream tunnel", []string{"--stream-port", "10004"}, []string{"edgestream:\n    enable: true\n    server: 127.0.0.1:10004\n    caFile: ", "/certs/node.key\n    criEndpoint: unix:///run/containerd/containerd.sock"}},
+		{"plugin registry", []string{"--registry-key", keyFile}, []string{"pluginmanager:\n    enable: true\n    registryURL: https://127.0.0.1:" + strconv.Itoa(port) + "/registry\n", "trustedKeys:\n      - " + keyFile + "\n", "/data/plugins\n"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "data")

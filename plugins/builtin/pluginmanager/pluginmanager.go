@@ -73,12 +73,23 @@ type Module struct {
 	host    sdk.Host
 	trusted []ed25519.PublicKey
 	ctl     *daemon.ControlClient
-	work    sync.Mutex // one rollout or start-up check at a time
-	wg      sync.WaitGroup
-	done    prometheus.Counter
-	states  *prometheus.CounterVec
-	goos    string
-	goarch  string
+	// ready is closed once the start-up check of the last good versions is done; workers wait for it.
+	ready chan struct{}
+	// life is the workers' context: cancelled by Stop (and when the host cancels Start's context).
+	life   context.Context
+	cancel context.CancelFunc
+	// mu guards queues and stopped; one worker goroutine runs per target module with work queued.
+	mu      sync.Mutex
+	queues  map[string]*queue
+	stopped bool
+	// indexMu serialises fetching the index, whose rollback state file is read, checked and written.
+	indexMu    sync.Mutex
+	wg         sync.WaitGroup
+	done       prometheus.Counter
+	states     *prometheus.CounterVec
+	superseded prometheus.Counter
+	goos       string
+	goarch     string
 	// now is the registry client's clock (tests).
 	now func() time.Time
 }
@@ -154,29 +165,43 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.ctl = daemon.NewControlClient(m.ControlSocket, m.SwapTimeout)
 	m.done = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_pluginmanager_startup_swaps_total", Help: "Modules swapped at start to their last good version."})
 	m.states = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_pluginmanager_rollouts_total", Help: "Rollout results reported, by state."}, []string{"state"})
-	for _, c := range []prometheus.Collector{m.done, m.states} {
+	m.superseded = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_pluginmanager_superseded_total", Help: "Rollout messages dropped from a module's queue or cancelled while downloading because a newer generation of the same rollout arrived."})
+	for _, c := range []prometheus.Collector{m.done, m.states, m.superseded} {
 		if err := h.Metrics().Register(c); err != nil {
 			return err
 		}
 	}
+	m.life, m.cancel = context.WithCancel(ctx)
+	m.queues = map[string]*queue{}
+	m.ready = make(chan struct{})
 	// edgecore serves its control socket once every module started: check the last good versions
 	// in the background, holding rollouts until that is done.
-	m.work.Lock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		defer m.work.Unlock()
-		m.restoreLastGood(ctx)
+		defer close(m.ready)
+		m.restoreLastGood(m.life)
 	}()
 	return nil
 }
 
+// Stop cancels the rollouts in progress (a download stops; a swap request in flight is abandoned,
+// edgecore finishes or rolls it back on its side), drops the queued ones (metamanager hands them
+// again at the next start) and waits for the workers.
 func (m *Module) Stop(context.Context) error {
+	if m.cancel == nil {
+		return nil
+	}
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.cancel()
 	m.wg.Wait()
 	return nil
 }
 
-// Handle takes a pluginrollout object (stored by metamanager) and rolls it out on this node.
+// Handle takes a pluginrollout object (stored by metamanager) and queues it for its target module's
+// worker; it returns at once (a slow download holds up no other message).
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	if msg.IsReply() {
 		return nil
@@ -204,17 +229,17 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	if r.Rollout == "" {
 		r.Rollout = res.Namespace + "/" + res.Name
 	}
-	m.work.Lock()
-	defer m.work.Unlock()
-	return m.rollout(ctx, r)
-}
-
-// rollout runs one rollout generation on this node and reports its result.
-func (m *Module) rollout(ctx context.Context, r Rollout) error {
-	ns, name, ok := strings.Cut(r.Rollout, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+	if ns, name, ok := strings.Cut(r.Rollout, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return fmt.Errorf("pluginmanager: rollout %q is not <namespace>/<name>", r.Rollout)
 	}
+	return m.enqueue(r)
+}
+
+// rollout runs one rollout generation on this node and reports its result. fetchCtx bounds the
+// download only: it is cancelled when a newer generation of the same rollout supersedes this one
+// before anything is swapped.
+func (m *Module) rollout(ctx, fetchCtx context.Context, r Rollout) error {
+	ns, name, _ := strings.Cut(r.Rollout, "/")
 	resultKey := sdk.Key{Type: typeResult, Namespace: ns, Name: name}
 	var prev Result
 	if _, err := getJSON(ctx, m.host.Store(), resultKey, &prev); err != nil {
@@ -257,7 +282,7 @@ func (m *Module) rollout(ctx context.Context, r Rollout) error {
 	if err := finish(StateInstalling, "fetching "+r.Plugin+" "+r.Version+" from the registry"); err != nil {
 		log.Warn("report Installing", "err", err)
 	}
-	state, text := m.install(ctx, r, log)
+	state, text := m.install(ctx, fetchCtx, r, log)
 	return finish(state, text)
 }
 
@@ -280,7 +305,7 @@ func validate(r Rollout) string {
 }
 
 // install fetches, verifies, installs and swaps in r's plugin; it returns the node's state and why.
-func (m *Module) install(ctx context.Context, r Rollout, log interface {
+func (m *Module) install(ctx, fetchCtx context.Context, r Rollout, log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
 }) (string, string) {
@@ -288,8 +313,11 @@ func (m *Module) install(ctx context.Context, r Rollout, log interface {
 	if err != nil {
 		return StateFailed, "read the last good version: " + err.Error()
 	}
-	inst, err := m.fetch(ctx, r)
+	inst, err := m.fetch(fetchCtx, r)
 	if err != nil {
+		if cause := context.Cause(fetchCtx); cause != nil && fetchCtx.Err() != nil {
+			err = cause
+		}
 		return StateFailed, "nothing installed: " + err.Error()
 	}
 	log.Info("plugin verified and installed; swapping", "path", inst.Path)
@@ -318,7 +346,9 @@ func (m *Module) fetch(ctx context.Context, r Rollout) (Installed, error) {
 	if err != nil {
 		return Installed{}, err
 	}
+	m.indexMu.Lock()
 	idx, err := c.Index(ctx)
+	m.indexMu.Unlock()
 	if err != nil {
 		return Installed{}, fmt.Errorf("registry index refused: %w", err)
 	}
@@ -357,6 +387,7 @@ func (m *Module) fetch(ctx context.Context, r Rollout) (Installed, error) {
 		return Installed{}, err
 	}
 	if _, err := c.Download(ctx, p, r.Runtime, m.goos, m.goarch, dst); err != nil {
+		_ = os.Remove(dir) // only if empty: a refused artifact leaves no trace
 		return Installed{}, err
 	}
 	return inst, nil

@@ -88,11 +88,47 @@ type testRegistry struct {
 	dir, pubFile, url string
 	key               ed25519.PrivateKey
 	certs             certs
+
+	mu      sync.Mutex
+	stalls  map[string]chan struct{} // artifact sha256 -> closed to release its downloads
+	stalled chan string              // the sha256 of each download that began stalling
+}
+
+// stall makes downloads of plugin@version's artifact wait until the returned release is called (or
+// the client goes away); r.stalled receives the sha256 as each one begins waiting.
+func (r *testRegistry) stall(t *testing.T, name, version string) (release func()) {
+	t.Helper()
+	sum := filepath.Base(r.artifactOf(t, name, version))
+	ch := make(chan struct{})
+	r.mu.Lock()
+	r.stalls[sum] = ch
+	r.mu.Unlock()
+	var once sync.Once
+	release = func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release) // before the server's Close, which waits for its handlers
+	return release
+}
+
+func (r *testRegistry) gate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		ch := r.stalls[filepath.Base(req.URL.Path)]
+		r.mu.Unlock()
+		if ch != nil {
+			r.stalled <- filepath.Base(req.URL.Path)
+			select {
+			case <-ch:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		next.ServeHTTP(w, req)
+	})
 }
 
 func newRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{dir: t.TempDir(), certs: newCerts(t)}
+	r := &testRegistry{dir: t.TempDir(), certs: newCerts(t), stalls: map[string]chan struct{}{}, stalled: make(chan string, 16)}
 	keys := t.TempDir()
 	if _, err := index.WriteKeyPair(keys); err != nil {
 		t.Fatal(err)
@@ -103,7 +139,7 @@ func newRegistry(t *testing.T) *testRegistry {
 		t.Fatal(err)
 	}
 	r.key = k
-	srv := httptest.NewUnstartedServer(http.StripPrefix("/registry", server.Handler(r.dir, nil)))
+	srv := httptest.NewUnstartedServer(http.StripPrefix("/registry", r.gate(server.Handler(r.dir, nil))))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{r.certs.server}, ClientCAs: r.certs.pool, ClientAuth: tls.RequireAndVerifyClientCert}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -182,12 +218,34 @@ type fakeControl struct {
 	mu     sync.Mutex
 	socket string
 	st     modules.Status
-	swaps  []string // paths swapped to, in order
+	others map[string]*modules.Status // further modules (addModule)
+	swaps  []string                   // paths swapped to, in order
+}
+
+// addModule makes the peer run one more builtin module.
+func (f *fakeControl) addModule(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.others[name] = &modules.Status{Name: name, Group: name, Runtime: modules.Builtin, Version: "dev"}
+}
+
+// module returns a copy of a module's status.
+func (f *fakeControl) module(name string) modules.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if name == f.st.Name {
+		return f.st
+	}
+	if st := f.others[name]; st != nil {
+		return *st
+	}
+	return modules.Status{}
 }
 
 func newFakeControl(t *testing.T, module string) *fakeControl {
 	t.Helper()
-	f := &fakeControl{socket: filepath.Join(t.TempDir(), "edgecore.sock"), st: modules.Status{Name: module, Group: module, Runtime: modules.Builtin, Version: "dev"}}
+	f := &fakeControl{socket: filepath.Join(t.TempDir(), "edgecore.sock"), st: modules.Status{Name: module, Group: module, Runtime: modules.Builtin, Version: "dev"},
+		others: map[string]*modules.Status{}}
 	ln, err := net.Listen("unix", f.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +254,11 @@ func newFakeControl(t *testing.T, module string) *fakeControl {
 	mux.HandleFunc("GET /v1/modules", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		_ = json.NewEncoder(w).Encode([]modules.Status{f.st})
+		all := []modules.Status{f.st}
+		for _, st := range f.others {
+			all = append(all, *st)
+		}
+		_ = json.NewEncoder(w).Encode(all)
 	})
 	mux.HandleFunc("POST /v1/modules/{name}/swap", func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ Runtime, Path, SHA256 string }
@@ -207,9 +269,12 @@ func newFakeControl(t *testing.T, module string) *fakeControl {
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		st := &f.st
 		if r.PathValue("name") != f.st.Name {
-			fail("module " + r.PathValue("name") + " is not running")
-			return
+			if st = f.others[r.PathValue("name")]; st == nil {
+				fail("module " + r.PathValue("name") + " is not running")
+				return
+			}
 		}
 		body, err := os.ReadFile(req.Path)
 		sum := sha256.Sum256(body)
@@ -221,15 +286,15 @@ func newFakeControl(t *testing.T, module string) *fakeControl {
 			fail("sha256 mismatch")
 			return
 		case strings.Contains(string(body), "BROKEN"):
-			fail("swap " + f.st.Name + ": swap rolled back: the old instance keeps running: new instance did not start: plugin exited")
+			fail("swap " + st.Name + ": swap rolled back: the old instance keeps running: new instance did not start: plugin exited")
 			return
 		}
 		f.swaps = append(f.swaps, req.Path)
-		f.st.Runtime, f.st.Path, f.st.Version, f.st.Health = modules.Runtime(req.Runtime), req.Path, "sha256:"+req.SHA256[:12], ""
+		st.Runtime, st.Path, st.Version, st.Health = modules.Runtime(req.Runtime), req.Path, "sha256:"+req.SHA256[:12], ""
 		if strings.Contains(string(body), "UNHEALTHY") {
-			f.st.Health = "plugin exited: restarting"
+			st.Health = "plugin exited: restarting"
 		}
-		_ = json.NewEncoder(w).Encode(modules.SwapReport{Module: f.st.Name, To: f.st.Runtime})
+		_ = json.NewEncoder(w).Encode(modules.SwapReport{Module: st.Name, To: st.Runtime})
 	})
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()

@@ -1,0 +1,93 @@
+package pluginmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// queue is the work waiting for one target module. Rollouts of the same module run one at a time,
+// in arrival order; at most one generation of each rollout waits (the newest).
+type queue struct {
+	pending []Rollout
+	running *Rollout
+	// cancelFetch cancels the running rollout's download (not its swap or health check).
+	cancelFetch context.CancelCauseFunc
+}
+
+// errStopping is Handle's answer once Stop began.
+var errStopping = errors.New("pluginmanager: stopping; the rollout is handed again at the next start")
+
+// enqueue queues r for its target module's worker, starting the worker if none runs:
+//   - a queued older generation of the same rollout is replaced by r (it never runs);
+//   - a running older generation of the same rollout still fetching is cancelled (it reports
+//     Failed "superseded"; one already swapping finishes first);
+//   - an older generation than one queued is dropped.
+func (m *Module) enqueue(r Rollout) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped || m.life.Err() != nil {
+		return errStopping
+	}
+	q := m.queues[r.Module]
+	if q == nil { // a queue in the map has its worker; the worker removes it when it runs dry
+		q = &queue{}
+		m.queues[r.Module] = q
+		m.wg.Add(1)
+		go m.work(r.Module, q)
+	}
+	if q.running != nil && q.running.Rollout == r.Rollout && q.running.Generation < r.Generation {
+		q.cancelFetch(fmt.Errorf("superseded by generation %d (%s) before it was swapped in", r.Generation, r.Version))
+		m.superseded.Inc()
+	}
+	queued := false
+	for i, p := range q.pending {
+		if p.Rollout != r.Rollout {
+			continue
+		}
+		queued = true
+		if r.Generation >= p.Generation {
+			if r.Generation > p.Generation {
+				m.superseded.Inc()
+			}
+			q.pending[i] = r
+		} else {
+			m.superseded.Inc()
+		}
+	}
+	if !queued {
+		q.pending = append(q.pending, r)
+	}
+	return nil
+}
+
+// work runs q's rollouts until it is empty (then the worker ends; the next message starts another).
+func (m *Module) work(module string, q *queue) {
+	defer m.wg.Done()
+	select {
+	case <-m.ready: // the start-up check of the last good versions is done
+	case <-m.life.Done():
+	}
+	for {
+		m.mu.Lock()
+		if len(q.pending) == 0 || m.life.Err() != nil {
+			q.running, q.cancelFetch = nil, nil
+			delete(m.queues, module)
+			m.mu.Unlock()
+			return
+		}
+		r := q.pending[0]
+		q.pending = q.pending[1:]
+		fetchCtx, cancel := context.WithCancelCause(m.life)
+		q.running, q.cancelFetch = &r, cancel
+		m.mu.Unlock()
+
+		if err := m.rollout(m.life, fetchCtx, r); err != nil {
+			m.host.Logger().Error("rollout", "rollout", r.Rollout, "generation", r.Generation, "target", module, "err", err)
+		}
+		cancel(nil)
+		m.mu.Lock()
+		q.running, q.cancelFetch = nil, nil
+		m.mu.Unlock()
+	}
+}

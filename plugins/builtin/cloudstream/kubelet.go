@@ -14,13 +14,18 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/cloudstream/wire"
 )
 
-// upgradeHeaders are the request headers an exec upgrade needs at the runtime's streaming server.
+// upgradeHeaders are the request headers an exec, attach or port-forward upgrade needs at the
+// runtime's streaming server: SPDY (Upgrade: SPDY/3.1 with X-Stream-Protocol-Version, e.g.
+// v4.channel.k8s.io or portforward.k8s.io) or websocket (Sec-WebSocket-Protocol names the same).
 var upgradeHeaders = []string{"Connection", "Upgrade", "X-Stream-Protocol-Version",
 	"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions"}
 
+// streamKinds are the kinds whose session becomes a raw two-way relay after the edge's 200.
+var streamKinds = map[string]bool{wire.KindExec: true, wire.KindAttach: true, wire.KindPortForward: true}
+
 // parsePath splits a kubelet API path into kind, namespace, pod and container.
-// Served: /containerLogs/{ns}/{pod}/{container}, /exec/{ns}/{pod}/{container} and
-// /exec/{ns}/{pod}/{uid}/{container}.
+// Served: /containerLogs/{ns}/{pod}/{container}, /exec/{ns}/{pod}[/{uid}]/{container},
+// /attach/{ns}/{pod}[/{uid}]/{container} and /portForward/{ns}/{pod}[/{uid}] (no container).
 func parsePath(p string) (kind, ns, pod, container string, err error) {
 	parts := strings.Split(strings.Trim(p, "/"), "/")
 	switch {
@@ -28,10 +33,17 @@ func parsePath(p string) (kind, ns, pod, container string, err error) {
 		kind = wire.KindLogs
 	case (len(parts) == 4 || len(parts) == 5) && parts[0] == "exec":
 		kind = wire.KindExec
-	case len(parts) > 0 && (parts[0] == "attach" || parts[0] == "portForward" || parts[0] == "stats" || parts[0] == "metrics" || parts[0] == "run"):
-		return "", "", "", "", fmt.Errorf("/%s is not served for edge nodes yet (only /containerLogs and /exec)", parts[0])
+	case (len(parts) == 4 || len(parts) == 5) && parts[0] == "attach":
+		kind = wire.KindAttach
+	case (len(parts) == 3 || len(parts) == 4) && parts[0] == "portForward":
+		if parts[1] == "" || parts[2] == "" {
+			return "", "", "", "", fmt.Errorf("%s: namespace and pod must not be empty", p)
+		}
+		return wire.KindPortForward, parts[1], parts[2], "", nil
+	case len(parts) > 0 && (parts[0] == "stats" || parts[0] == "metrics" || parts[0] == "run"):
+		return "", "", "", "", fmt.Errorf("/%s is not served for edge nodes yet (only /containerLogs, /exec, /attach and /portForward)", parts[0])
 	default:
-		return "", "", "", "", fmt.Errorf("%s is not a kubelet API path this server knows (want /containerLogs/{namespace}/{pod}/{container} or /exec/{namespace}/{pod}/{container})", p)
+		return "", "", "", "", fmt.Errorf("%s is not a kubelet API path this server knows (want /containerLogs, /exec or /attach/{namespace}/{pod}/{container}, or /portForward/{namespace}/{pod})", p)
 	}
 	ns, pod, container = parts[1], parts[2], parts[len(parts)-1]
 	if ns == "" || pod == "" || container == "" {
@@ -74,7 +86,7 @@ func (m *Module) serveKubelet(w http.ResponseWriter, r *http.Request) {
 	done := m.track(sc.conn)
 	defer done()
 	req := wire.Request{Kind: kind, Namespace: ns, Pod: pod, Container: container, Query: r.URL.RawQuery}
-	if kind == wire.KindExec {
+	if streamKinds[kind] {
 		req.Header = http.Header{}
 		for _, h := range upgradeHeaders {
 			if v := r.Header.Values(h); len(v) > 0 {
@@ -107,7 +119,7 @@ func (m *Module) serveKubelet(w http.ResponseWriter, r *http.Request) {
 		m.relayLogs(w, r, sc)
 		return
 	}
-	m.relayExec(w, sc)
+	m.relayStream(w, sc)
 }
 
 // relayLogs copies the log text from the edge to the client, flushing every chunk, until either
@@ -138,13 +150,13 @@ func (m *Module) relayLogs(w http.ResponseWriter, r *http.Request, sc sessionCon
 	}
 }
 
-// relayExec takes over the client's connection and relays raw bytes both ways: the edge replays the
-// upgrade request at the runtime's streaming server, whose 101 answer and stream come back as they
-// are. The session ends when either side closes.
-func (m *Module) relayExec(w http.ResponseWriter, sc sessionConn) {
+// relayStream (exec, attach, port-forward) takes over the client's connection and relays raw bytes
+// both ways: the edge replays the upgrade request at the runtime's streaming server, whose 101 answer
+// and stream come back as they are. The session ends when either side closes.
+func (m *Module) relayStream(w http.ResponseWriter, sc sessionConn) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		http.Error(w, "exec: the connection cannot be taken over (HTTP/2?)", http.StatusInternalServerError)
+		http.Error(w, "stream: the connection cannot be taken over (HTTP/2?)", http.StatusInternalServerError)
 		return
 	}
 	client, crw, err := hj.Hijack()
@@ -160,7 +172,7 @@ func (m *Module) relayExec(w http.ResponseWriter, sc sessionConn) {
 	go func() { // edge -> client
 		_, err := io.Copy(client, sc.rd)
 		if err != nil && !errors.Is(err, io.EOF) {
-			m.host.Logger().Debug("exec relay ended", "err", err)
+			m.host.Logger().Debug("stream relay ended", "err", err)
 		}
 		ended <- struct{}{}
 	}()

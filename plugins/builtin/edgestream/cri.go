@@ -33,6 +33,12 @@ type runtime interface {
 	logPath(ctx context.Context, id string) (string, bool, error)
 	// execURL returns the runtime's streaming URL for an exec.
 	execURL(ctx context.Context, id string, cmd []string, tty, stdin, stdout, stderr bool) (string, error)
+	// attachURL returns the runtime's streaming URL for an attach to the container's stdio.
+	attachURL(ctx context.Context, id string, tty, stdin, stdout, stderr bool) (string, error)
+	// sandbox returns the ID of the pod's ready sandbox (edged's, for this node), or a statusError.
+	sandbox(ctx context.Context, ns, pod string) (string, error)
+	// portForwardURL returns the runtime's streaming URL for a port-forward into a sandbox.
+	portForwardURL(ctx context.Context, sandboxID string) (string, error)
 }
 
 type criRuntime struct {
@@ -112,6 +118,41 @@ func (r *criRuntime) logPath(ctx context.Context, id string) (string, bool, erro
 
 func (r *criRuntime) execURL(ctx context.Context, id string, cmd []string, tty, stdin, stdout, stderr bool) (string, error) {
 	resp, err := r.rt.Exec(ctx, &criv1.ExecRequest{ContainerId: id, Cmd: cmd, Tty: tty, Stdin: stdin, Stdout: stdout, Stderr: stderr && !tty})
+	if err != nil {
+		return "", err
+	}
+	return resp.Url, nil
+}
+
+func (r *criRuntime) attachURL(ctx context.Context, id string, tty, stdin, stdout, stderr bool) (string, error) {
+	resp, err := r.rt.Attach(ctx, &criv1.AttachRequest{ContainerId: id, Tty: tty, Stdin: stdin, Stdout: stdout, Stderr: stderr && !tty})
+	if err != nil {
+		return "", err
+	}
+	return resp.Url, nil
+}
+
+func (r *criRuntime) sandbox(ctx context.Context, ns, pod string) (string, error) {
+	resp, err := r.rt.ListPodSandbox(ctx, &criv1.ListPodSandboxRequest{Filter: &criv1.PodSandboxFilter{
+		LabelSelector: map[string]string{labelManaged: managedValue, labelNode: r.node, labelPodNamespace: ns, labelPodName: pod}}})
+	if err != nil {
+		return "", refuse(http.StatusInternalServerError, "listing the sandboxes of pod %s/%s: %v", ns, pod, err)
+	}
+	var ready []*criv1.PodSandbox
+	for _, sb := range resp.Items {
+		if sb.State == criv1.PodSandboxState_SANDBOX_READY {
+			ready = append(ready, sb)
+		}
+	}
+	if len(ready) == 0 {
+		return "", refuse(http.StatusNotFound, "pod %s/%s has no running sandbox on node %s (%d not ready)", ns, pod, r.node, len(resp.Items))
+	}
+	sort.Slice(ready, func(i, j int) bool { return ready[i].CreatedAt > ready[j].CreatedAt })
+	return ready[0].Id, nil
+}
+
+func (r *criRuntime) portForwardURL(ctx context.Context, sandboxID string) (string, error) {
+	resp, err := r.rt.PortForward(ctx, &criv1.PortForwardRequest{PodSandboxId: sandboxID})
 	if err != nil {
 		return "", err
 	}

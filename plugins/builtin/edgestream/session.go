@@ -48,10 +48,10 @@ func (m *Module) serveSession(ctx context.Context, conf *tls.Config, id string) 
 	switch req.Kind {
 	case wire.KindLogs:
 		serr = m.serveLogs(ctx, conn, rd, req)
-	case wire.KindExec:
-		serr = m.serveExec(ctx, conn, rd, req)
+	case wire.KindExec, wire.KindAttach, wire.KindPortForward:
+		serr = m.serveStream(ctx, conn, rd, req)
 	default:
-		serr = refuse(http.StatusBadRequest, "unknown session kind %q (want logs or exec)", req.Kind)
+		serr = refuse(http.StatusBadRequest, "unknown session kind %q (want logs, exec, attach or portforward)", req.Kind)
 	}
 	var se *statusError
 	switch {
@@ -96,59 +96,93 @@ func (m *Module) dialSession(ctx context.Context, conf *tls.Config, id string) (
 	return conn, rd, nil
 }
 
-// serveExec asks the runtime for a streaming URL, dials it, and replays the API server's upgrade
-// request there; from then on bytes flow unchanged both ways until either side closes.
-func (m *Module) serveExec(ctx context.Context, conn net.Conn, rd *bufio.Reader, req wire.Request) error {
+// streamURL asks the runtime for the streaming URL of an exec, attach or port-forward session: the
+// three differ only in the CRI call that makes it.
+func (m *Module) streamURL(ctx context.Context, req wire.Request) (string, error) {
 	q, err := url.ParseQuery(req.Query)
 	if err != nil {
-		return refuse(http.StatusBadRequest, "exec query %q: %v", req.Query, err)
+		return "", refuse(http.StatusBadRequest, "%s query %q: %v", req.Kind, req.Query, err)
 	}
-	cmd := q["command"]
-	if len(cmd) == 0 {
-		return refuse(http.StatusBadRequest, "exec into %s/%s/%s: no command given", req.Namespace, req.Pod, req.Container)
+	if req.Kind == wire.KindPortForward {
+		id, err := m.rt.sandbox(ctx, req.Namespace, req.Pod)
+		if err != nil {
+			return "", err
+		}
+		target, err := m.rt.portForwardURL(ctx, id)
+		if err != nil {
+			return "", refuse(http.StatusInternalServerError, "port-forward to %s/%s: the runtime refused: %v", req.Namespace, req.Pod, err)
+		}
+		return target, nil
+	}
+	var cmd []string
+	if req.Kind == wire.KindExec {
+		if cmd = q["command"]; len(cmd) == 0 {
+			return "", refuse(http.StatusBadRequest, "exec into %s/%s/%s: no command given", req.Namespace, req.Pod, req.Container)
+		}
 	}
 	id, err := m.rt.find(ctx, req.Namespace, req.Pod, req.Container, false)
 	if err != nil {
-		return err
+		return "", err
 	}
-	// The API server names them input/output/error (the kubelet's exec parameters); stdin/stdout/stderr also accepted.
+	// The API server names them input/output/error (the kubelet's parameters); stdin/stdout/stderr also accepted.
 	stdin, stdout, stderr := flag(q, "input") || flag(q, "stdin"), flag(q, "output") || flag(q, "stdout"), flag(q, "error") || flag(q, "stderr")
 	if !stdin && !stdout && !stderr {
-		return refuse(http.StatusBadRequest, "exec into %s/%s/%s: one of input, output or error must be set", req.Namespace, req.Pod, req.Container)
+		return "", refuse(http.StatusBadRequest, "%s %s/%s/%s: one of input, output or error must be set", req.Kind, req.Namespace, req.Pod, req.Container)
 	}
-	target, err := m.rt.execURL(ctx, id, cmd, flag(q, "tty"), stdin, stdout, stderr)
+	var target string
+	if req.Kind == wire.KindAttach {
+		target, err = m.rt.attachURL(ctx, id, flag(q, "tty"), stdin, stdout, stderr)
+	} else {
+		target, err = m.rt.execURL(ctx, id, cmd, flag(q, "tty"), stdin, stdout, stderr)
+	}
 	if err != nil {
-		return refuse(http.StatusInternalServerError, "exec into %s/%s/%s: the runtime refused: %v", req.Namespace, req.Pod, req.Container, err)
+		return "", refuse(http.StatusInternalServerError, "%s %s/%s/%s: the runtime refused: %v", req.Kind, req.Namespace, req.Pod, req.Container, err)
+	}
+	return target, nil
+}
+
+// serveStream (exec, attach, port-forward) asks the runtime for a streaming URL, dials it, and
+// replays the API server's upgrade request there; from then on bytes flow unchanged both ways until
+// either side closes.
+func (m *Module) serveStream(ctx context.Context, conn net.Conn, rd *bufio.Reader, req wire.Request) error {
+	target, err := m.streamURL(ctx, req)
+	if err != nil {
+		return err
 	}
 	u, err := url.Parse(target)
 	if err != nil || u.Host == "" {
-		return refuse(http.StatusInternalServerError, "exec: the runtime's streaming URL %q is not absolute", target)
+		return refuse(http.StatusInternalServerError, "%s: the runtime's streaming URL %q is not absolute", req.Kind, target)
 	}
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, m.DialTimeout)
 	rt, err := d.DialContext(dctx, "tcp", u.Host)
 	cancel()
 	if err != nil {
-		return refuse(http.StatusBadGateway, "exec: dialing the runtime's streaming server %s: %v", u.Host, err)
+		return refuse(http.StatusBadGateway, "%s: dialing the runtime's streaming server %s: %v", req.Kind, u.Host, err)
 	}
 	if u.Scheme == "https" {
 		rt = tls.Client(rt, &tls.Config{InsecureSkipVerify: true}) // #nosec: a loopback server the runtime names, not a peer we choose
 	}
 	defer rt.Close()
-	if err := wire.WriteLine(conn, wire.Status{Code: http.StatusOK}); err != nil {
-		return err
+	// A websocket upgrade must be a GET; SPDY upgrades (what the API server sends the kubelet) are POSTs.
+	method := http.MethodPost
+	if req.Header.Get("Sec-Websocket-Key") != "" {
+		method = http.MethodGet
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\n", u.RequestURI(), u.Host)
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, u.RequestURI(), u.Host)
 	for k, vs := range req.Header {
 		for _, v := range vs {
 			if strings.ContainsAny(k+v, "\r\n") {
-				return errors.New("exec: header with a line break")
+				return refuse(http.StatusBadRequest, "%s: upgrade header %q has a line break", req.Kind, k)
 			}
 			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
 		}
 	}
 	b.WriteString("\r\n")
+	if err := wire.WriteLine(conn, wire.Status{Code: http.StatusOK}); err != nil {
+		return err
+	}
 	if _, err := io.WriteString(rt, b.String()); err != nil {
 		return err
 	}

@@ -73,6 +73,26 @@ func (r *fileRuntime) execURL(_ context.Context, id string, cmd []string, _, _, 
 	return r.execSrv + "/exec/" + url.PathEscape(strings.Join(cmd, " ")), nil
 }
 
+func (r *fileRuntime) attachURL(_ context.Context, id string, tty, stdin, stdout, stderr bool) (string, error) {
+	return r.execSrv + "/attach/" + url.PathEscape(fmt.Sprintf("%s tty=%v stdin=%v stdout=%v stderr=%v", id, tty, stdin, stdout, stderr)), nil
+}
+
+// sandbox: a pod has one when any of its containers has a log file.
+func (r *fileRuntime) sandbox(_ context.Context, ns, pod string) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.logs {
+		if strings.HasPrefix(k, ns+"/"+pod+"/") {
+			return "sandbox-of-" + ns + "-" + pod, nil
+		}
+	}
+	return "", refuse(http.StatusNotFound, "pod %s/%s has no running sandbox on node edge-a", ns, pod)
+}
+
+func (r *fileRuntime) portForwardURL(_ context.Context, sandboxID string) (string, error) {
+	return r.execSrv + "/portforward/" + url.PathEscape(sandboxID), nil
+}
+
 type rig struct {
 	t      *testing.T
 	cloud  *cloudstream.Module
@@ -113,6 +133,7 @@ func newRig(t *testing.T) *rig {
 	kube := fake.NewClientset(
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{NodeName: "edge-a"}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "elsewhere"}, Spec: corev1.PodSpec{NodeName: "edge-b"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "nosandbox"}, Spec: corev1.PodSpec{NodeName: "edge-a"}},
 	)
 	cloud := cloudstream.New()
 	cloud.StreamAddress, cloud.TunnelAddress, cloud.PKIDir, cloud.AdvertiseAddress = "127.0.0.1:0", "127.0.0.1:0", dir, "127.0.0.1"
@@ -157,22 +178,34 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// newEchoUpgradeServer answers an upgrade with 101 and then echoes what it reads, prefixed with
-// the command from its path, as a runtime's streaming server would run it.
+// newEchoUpgradeServer answers an SPDY upgrade with 101, says what it was asked to stream (exec: the
+// command from its path, attach: the container and flags, port-forward: the sandbox and the stream
+// protocol) and then echoes a line, as a runtime's streaming server would run it.
 func newEchoUpgradeServer(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "SPDY/3.1" || r.Header.Get("X-Stream-Protocol-Version") != "v4.channel.k8s.io" {
+		proto := r.Header.Get("X-Stream-Protocol-Version")
+		if r.Method != http.MethodPost || r.Header.Get("Upgrade") != "SPDY/3.1" || proto == "" {
 			http.Error(w, "want the client's upgrade headers", http.StatusBadRequest)
 			return
 		}
+		kind, arg, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		arg, _ = url.PathUnescape(arg)
+		var said string
+		switch kind {
+		case "exec":
+			said = "ran " + arg
+		case "attach":
+			said = "attached " + arg
+		case "portforward":
+			said = "forwarding into " + arg + " over " + proto
+		}
 		conn, rw, _ := w.(http.Hijacker).Hijack()
 		defer conn.Close()
-		cmd, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/exec/"))
-		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nran %s\n", cmd)
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n%s\n", said)
 		_ = rw.Flush()
 		line, _ := rw.ReadString('\n')
 		fmt.Fprintf(rw, "echo %s", line)
@@ -266,27 +299,41 @@ func TestFollowedLogDeliversALineWrittenAfterTheRequestStarted(t *testing.T) {
 	}
 }
 
-func TestExecUpgradeIsRelayedToTheRuntimeStreamingServerByteForByte(t *testing.T) {
+func TestExecAttachAndPortForwardUpgradesAreRelayedToTheRuntimeStreamingServerByteForByte(t *testing.T) {
 	r := newRig(t)
 	r.writeLog("ns/p/c")
-	conn, err := tls.Dial("tcp", r.cloud.StreamAddress, r.client.Transport.(*http.Transport).TLSClientConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /exec/ns/p/c?command=sh&command=-c&command=echo+hi&output=1 HTTP/1.1\r\nHost: x\r\n"+
-		"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
-	rd := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(rd, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
-	if l, _ := rd.ReadString('\n'); l != "ran sh -c echo hi\n" {
-		t.Fatalf("runtime saw %q", l)
-	}
-	fmt.Fprintf(conn, "ping\n")
-	if l, _ := rd.ReadString('\n'); l != "echo ping\n" {
-		t.Fatalf("echo %q", l)
+	for _, tc := range []struct {
+		name, path, proto, said string
+	}{
+		{"exec runs the command", "/exec/ns/p/c?command=sh&command=-c&command=echo+hi&output=1", "v4.channel.k8s.io", "ran sh -c echo hi"},
+		{"exec with the pod uid in the path", "/exec/ns/p/uid-1/c?command=true&error=1", "v4.channel.k8s.io", "ran true"},
+		{"attach takes the container and the API server's stream flags", "/attach/ns/p/c?input=1&output=1&tty=1", "v4.channel.k8s.io",
+			"attached ns/p/c tty=true stdin=true stdout=true stderr=false"},
+		{"attach with the pod uid in the path", "/attach/ns/p/uid-1/c?output=1&error=1", "v5.channel.k8s.io",
+			"attached ns/p/c tty=false stdin=false stdout=true stderr=true"},
+		{"port-forward goes to the pod's sandbox", "/portForward/ns/p", "portforward.k8s.io", "forwarding into sandbox-of-ns-p over portforward.k8s.io"},
+		{"port-forward with the pod uid in the path", "/portForward/ns/p/uid-1", "portforward.k8s.io", "forwarding into sandbox-of-ns-p over portforward.k8s.io"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", r.cloud.StreamAddress, r.client.Transport.(*http.Transport).TLSClientConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: %s\r\n\r\n", tc.path, tc.proto)
+			rd := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(rd, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			if l, _ := rd.ReadString('\n'); l != tc.said+"\n" {
+				t.Fatalf("runtime saw %q, want %q", l, tc.said)
+			}
+			fmt.Fprintf(conn, "ping\n")
+			if l, _ := rd.ReadString('\n'); l != "echo ping\n" {
+				t.Fatalf("echo %q", l)
+			}
+		})
 	}
 }
 
@@ -304,7 +351,15 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 		{"missing pod", "/containerLogs/ns/ghost/c", 404, "pod ns/ghost not found"},
 		{"exec without a command", "/exec/ns/p/c?output=1", 400, "no command given"},
 		{"exec with no stream", "/exec/ns/p/c?command=sh", 400, "one of input, output or error must be set"},
-		{"not served yet", "/portForward/ns/p", 404, "/portForward is not served for edge nodes yet"},
+		{"not served yet", "/run/ns/p/c", 404, "/run is not served for edge nodes yet"},
+		{"attach to a missing container", "/attach/ns/p/nope?output=1", 404, `container "nope" not found in pod ns/p`},
+		{"attach with no stream", "/attach/ns/p/c?tty=1", 400, "attach ns/p/c: one of input, output or error must be set"},
+		{"attach to a missing pod", "/attach/ns/ghost/c?output=1", 404, "pod ns/ghost not found"},
+		{"port-forward to a pod with no sandbox here", "/portForward/ns/nosandbox", 404, "pod ns/nosandbox has no running sandbox on node edge-a"},
+		{"port-forward to a missing pod", "/portForward/ns/ghost", 404, "pod ns/ghost not found"},
+		{"port-forward to a pod of a node without a tunnel", "/portForward/ns/elsewhere", 503, "node edge-b has no stream tunnel"},
+		{"port-forward with an empty namespace", "/portForward//p", 404, "namespace and pod must not be empty"},
+		{"unknown kubelet path", "/nothing/here", 404, "is not a kubelet API path this server knows"},
 		{"bad tailLines", "/containerLogs/ns/p/c?tailLines=x", 400, `tailLines="x"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

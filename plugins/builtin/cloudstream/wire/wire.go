@@ -31,6 +31,14 @@ const (
 const (
 	KindLogs = "logs"
 	KindExec = "exec"
+	// KindAttach attaches to a running container's stdio (CRI Attach); relayed exactly like exec.
+	KindAttach = "attach"
+	// KindPortForward forwards to ports of a pod's sandbox (CRI PortForward); Container is empty and
+	// the ports travel inside the stream protocol; relayed exactly like exec.
+	KindPortForward = "portforward"
+	// KindStats asks for the node's resource metrics in the kubelet's /metrics/resource text format
+	// (no namespace, pod or container; the edge answers 200 and the text, then closes).
+	KindStats = "stats"
 )
 
 // Control is what the cloud sends over the control websocket.
@@ -45,7 +53,7 @@ type Request struct {
 	Pod       string      `json:"pod"`
 	Container string      `json:"container"`
 	Query     string      `json:"query,omitempty"`  // the apiserver's raw query (command=..., follow=...)
-	Header    http.Header `json:"header,omitempty"` // the upgrade headers of an exec request
+	Header    http.Header `json:"header,omitempty"` // the upgrade headers of an exec, attach or port-forward request
 }
 
 // Status is the edge's answer line: 200 and the stream follows, or an HTTP status and a message.

@@ -3,11 +3,18 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,8 +25,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kedge-io/kedge/test/crienv"
+	"github.com/kedge-io/kedge/test/k8senv"
 )
 
 // withStreams restarts the cluster's cloudcore with cloudstream (the kubelet API for edge nodes on a
@@ -196,5 +207,330 @@ spec:
 		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "node ghost-node has no stream tunnel") {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
 		}
+	})
+}
+
+// newEdgedClusterOn is newEdgedCluster whose kube-apiserver runs with opts (newClusterWith starts one
+// without); otherwise the same steps: control plane, cloudcore, join, edgecore with edged on containerd.
+func newEdgedClusterOn(t *testing.T, opts ...k8senv.Option) *edgedCluster {
+	t.Helper()
+	needBinaries(t)
+	ep, cri := crienv.Start(t)
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	ns := "streams-e2e-" + hex.EncodeToString(suffix)
+	t.Cleanup(func() { // registered first, so it runs after edgecore is gone
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := cri.RemoveSandboxes(ctx, map[string]string{edgedManaged: "edged", edgedPodNamespace: ns}); err != nil {
+			t.Errorf("removing the test's sandboxes: %v", err)
+		}
+	})
+	env, err := k8senv.Start(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	dir := t.TempDir()
+	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
+		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"),
+		edgeEnv: []string{
+			"KEDGE_MODULES__NORUNTIME__ENABLE=false",
+			"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=edged",
+			"KEDGE_MODULES__EDGED__ENABLE=true",
+			"KEDGE_MODULES__EDGED__CRIENDPOINT=" + ep,
+			"KEDGE_MODULES__EDGED__ROOTDIR=" + t.TempDir(),
+			"KEDGE_MODULES__EDGED__PODSANDBOXIMAGE=" + crienv.Pause,
+			"KEDGE_MODULES__EDGED__STATUSPERIOD=500ms",
+			"KEDGE_MODULES__EDGED__BACKOFF__BASE=500ms",
+			"KEDGE_MODULES__EDGED__BACKOFF__MAX=30s",
+			"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(freePort(t)),
+		}}
+	c.startCloud()
+	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	code, out, stderr := run(t, "edgecore", nil, "join", "--cloudcore-address", "127.0.0.1", "--token", strings.TrimSpace(token),
+		"--node-name", c.node, "--data-dir", filepath.Join(dir, "edge"), "--config-out", c.edgeConfig,
+		"--cert-port", strconv.Itoa(c.certPort), "--hub-port", strconv.Itoa(c.hubPort))
+	if code != 0 {
+		t.Fatalf("join: %d %s %s", code, out, stderr)
+	}
+	c.metaServer = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	c.startEdge()
+	e := &edgedCluster{cluster: c, cri: cri, ns: ns}
+	e.startControllerManager()
+	e.kubectl("create", "namespace", ns)
+	waitFor(t, "edge node Ready", 60*time.Second, c.nodeReady)
+	return e
+}
+
+// kubeletClientPKI writes a CA and a client certificate it signed (as a kube-apiserver's
+// --kubelet-client-certificate) into dir, and returns the files and a TLS certificate for Go clients.
+func kubeletClientPKI(t *testing.T, dir string) (caFile, certFile, keyFile string, cert tls.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubelet-client-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	caFile, certFile, keyFile = filepath.Join(dir, "kubelet-client-ca.crt"), filepath.Join(dir, "kubelet-client.crt"), filepath.Join(dir, "kubelet-client.key")
+	for f, b := range map[string]*pem.Block{caFile: {Type: "CERTIFICATE", Bytes: caDER}, certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, err = tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return caFile, certFile, keyFile, cert
+}
+
+// ptyCommand starts cmd with a new pseudo-terminal as its controlling terminal and stdio (opened
+// from /dev/ptmx here, no library) and returns the master side: what is written to it is typed, what
+// is read from it is the screen.
+func ptyCommand(t *testing.T, cmd *exec.Cmd) *os.File {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	fd := int(master.Fd())
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("TIOCGPTN: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("TIOCSPTLCK: %v", err)
+	}
+	slave, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 120}); err != nil {
+		t.Fatalf("TIOCSWINSZ: %v", err)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return master
+}
+
+// screen collects what a reader writes, for polling.
+func screen(r io.Reader) *syncBuffer {
+	b := &syncBuffer{}
+	go func() { _, _ = io.Copy(b, r) }()
+	return b
+}
+
+// Issue 10's remaining streams, with the real API server (its kubelet client certificate enforced by
+// cloudstream), kubectl, cloudcore, edgecore and containerd: exec -it under a real terminal, attach,
+// port-forward, and a client that never reads holding up nothing and leaving nothing behind.
+func TestKubectlExecTTYAttachAndPortForwardReachEdgePodsWithTheKubeletClientCertEnforced(t *testing.T) {
+	pkiDir := t.TempDir()
+	caFile, certFile, keyFile, clientCert := kubeletClientPKI(t, pkiDir)
+	e := newEdgedClusterOn(t, k8senv.APIServerFlag("kubelet-client-certificate", certFile), k8senv.APIServerFlag("kubelet-client-key", keyFile))
+	e.cloudEnv = append(e.cloudEnv, "KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE="+caFile)
+	streamAddr := e.withStreams()
+	line := strings.Repeat("x", 200)
+	e.apply(`apiVersion: v1
+kind: Pod
+metadata:
+  name: chatty
+spec:
+  nodeName: ` + e.node + `
+  containers:
+  - name: c
+    image: localhost/busybox:local
+    command: ["sh", "-c", "echo chatty-start; while true; do i=0; while [ $i -lt 100 ]; do echo ` + line + `-$i; i=$((i+1)); done; sleep 0.1; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  nodeName: ` + e.node + `
+  containers:
+  - name: c
+    image: localhost/busybox:local
+    stdin: true
+    command: ["sh", "-c", "echo reader-start; while read l; do echo got-$l; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  nodeName: ` + e.node + `
+  containers:
+  - name: c
+    image: localhost/busybox:local
+    command: ["sh", "-c", "mkdir -p /www && echo served-through-port-forward > /www/index.html && exec httpd -f -p 80 -h /www"]
+`)
+	for _, p := range []string{"chatty", "reader", "web"} {
+		waitFor(t, p+" running", 90*time.Second, func() (bool, string) {
+			ready, status, _, raw := e.kubectlRow(p)
+			return status == "Running", ready + " " + raw
+		})
+	}
+	caPEM, err := os.ReadFile(filepath.Join(e.pkiDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamCA := x509.NewCertPool()
+	streamCA.AppendCertsFromPEM(caPEM)
+	kubectlBin := filepath.Join(e.k8s.BinDir, "kubectl")
+
+	t.Run("kubectl logs works with the API server's kubelet client certificate", func(t *testing.T) {
+		waitFor(t, "logs", 30*time.Second, func() (bool, string) {
+			out, code := e.kubectlCode("logs", "-n", e.ns, "chatty", "--tail=1")
+			return code == 0 && strings.HasPrefix(out, line), tail(out, 300)
+		})
+	})
+
+	t.Run("a client without that certificate is refused in the TLS handshake", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", streamAddr, &tls.Config{RootCAs: streamCA})
+		if err == nil { // TLS 1.3: the server's verdict on the client certificate arrives with the first read
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			_, _ = fmt.Fprintf(conn, "GET /containerLogs/%s/chatty/c HTTP/1.1\r\nHost: x\r\n\r\n", e.ns)
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("a client without a certificate got %v, want a handshake failure about its certificate", err)
+		}
+	})
+
+	t.Run("kubectl exec -it runs a shell on a terminal", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, kubectlBin, "--kubeconfig", e.k8s.Kubeconfig, "exec", "-it", "-n", e.ns, "chatty", "--", "sh")
+		master := ptyCommand(t, cmd)
+		defer master.Close()
+		scr := screen(master)
+		waitFor(t, "a shell prompt", 60*time.Second, func() (bool, string) { return strings.Contains(scr.String(), "# "), scr.String() })
+		if _, err := io.WriteString(master, "echo $((6*7))\r"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the typed line echoed by the terminal and the answer", 30*time.Second, func() (bool, string) {
+			s := scr.String()
+			i := strings.Index(s, "echo $((6*7))")
+			return i >= 0 && strings.Contains(s[i:], "\r\n42\r\n"), s
+		})
+		if _, err := io.WriteString(master, "exit 0\r"); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("kubectl exec -it: %v\n%s", err, scr.String())
+		}
+	})
+
+	t.Run("kubectl attach sends input to the container and shows its output", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, kubectlBin, "--kubeconfig", e.k8s.Kubeconfig, "attach", "-i", "-n", e.ns, "reader", "-c", "c")
+		stdin, _ := cmd.StdinPipe()
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cancel(); _ = cmd.Wait() }()
+		// kubectl attaches after it starts reading stdin: a line typed too early may reach the
+		// container before its output is attached, so type until an answer comes back.
+		n := 0
+		waitFor(t, "the container's answer to typed input", 60*time.Second, func() (bool, string) {
+			n++
+			_, _ = fmt.Fprintf(stdin, "hello-%d\n", n)
+			return strings.Contains(out.String(), "got-hello-"), out.String()
+		})
+	})
+
+	t.Run("kubectl port-forward reaches the pod's httpd", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		local := freePort(t)
+		cmd := exec.CommandContext(ctx, kubectlBin, "--kubeconfig", e.k8s.Kubeconfig, "port-forward", "-n", e.ns, "pod/web", strconv.Itoa(local)+":80")
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cancel(); _ = cmd.Wait() }()
+		waitFor(t, "kubectl port-forward listening", 60*time.Second, func() (bool, string) {
+			return strings.Contains(out.String(), "Forwarding from 127.0.0.1:"+strconv.Itoa(local)), out.String()
+		})
+		client := &http.Client{Timeout: 20 * time.Second}
+		for i := range 3 { // each GET is a new stream on the same forwarded connection
+			resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(local) + "/index.html")
+			if err != nil {
+				t.Fatalf("GET %d through the forwarded port: %v\n%s", i, err, out.String())
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(body) != "served-through-port-forward\n" {
+				t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
+			}
+		}
+	})
+
+	t.Run("a client that never reads holds up nothing and leaves nothing behind once it goes", func(t *testing.T) {
+		waitFor(t, "no stream session active", 30*time.Second, func() (bool, string) {
+			v := e.cloud.metric("kedge_cloudstream_sessions_active")
+			return v == 0, fmt.Sprint(v)
+		})
+		baseline := e.edge.metric("go_goroutines")
+		conn, err := tls.Dial("tcp", streamAddr, &tls.Config{RootCAs: streamCA, Certificates: []tls.Certificate{clientCert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := fmt.Fprintf(conn, "GET /containerLogs/%s/chatty/c?follow=true HTTP/1.1\r\nHost: x\r\n\r\n", e.ns); err != nil {
+			t.Fatal(err)
+		}
+		head := make([]byte, 12)
+		if _, err := io.ReadFull(conn, head); err != nil || string(head) != "HTTP/1.1 200" {
+			t.Fatalf("follow: %q %v", head, err)
+		}
+		// ...and reads nothing more, while the container keeps writing.
+		waitFor(t, "the stalled follow counted as active", 30*time.Second, func() (bool, string) {
+			v := e.cloud.metric("kedge_cloudstream_sessions_active")
+			return v == 1, fmt.Sprint(v)
+		})
+		out, code := e.kubectlCode("exec", "-n", e.ns, "chatty", "--", "echo", "still-served")
+		if code != 0 || out != "still-served\n" {
+			t.Fatalf("exec beside a stalled follow: %d %q", code, out)
+		}
+		out, code = e.kubectlCode("logs", "-n", e.ns, "chatty", "--tail=2")
+		if code != 0 || !strings.HasPrefix(out, line) {
+			t.Fatalf("logs beside a stalled follow: %d %q", code, tail(out, 300))
+		}
+		conn.Close()
+		waitFor(t, "cloudstream's sessions back to 0", 30*time.Second, func() (bool, string) {
+			v := e.cloud.metric("kedge_cloudstream_sessions_active")
+			return v == 0, fmt.Sprint(v)
+		})
+		waitFor(t, "edgecore's goroutines back near their baseline", 30*time.Second, func() (bool, string) {
+			v := e.edge.metric("go_goroutines")
+			return v <= baseline+5, fmt.Sprintf("%v goroutines, %v before the stalled client", v, baseline)
+		})
 	})
 }

@@ -62,8 +62,17 @@ func Assets() (string, error) {
 	return assetsDir, assetsErr
 }
 
+// Option changes how Start runs the control plane.
+type Option func(*envtest.Environment)
+
+// APIServerFlag sets an extra kube-apiserver flag (e.g. "kubelet-client-certificate", a path); later
+// options win over earlier ones and over envtest's defaults.
+func APIServerFlag(name string, values ...string) Option {
+	return func(e *envtest.Environment) { e.ControlPlane.GetAPIServer().Configure().Set(name, values...) }
+}
+
 // Start runs etcd and kube-apiserver on loopback ports and returns once the API answers.
-func Start() (*Env, error) {
+func Start(opts ...Option) (*Env, error) {
 	bin, err := Assets()
 	if err != nil {
 		return nil, err
@@ -72,6 +81,9 @@ func Start() (*Env, error) {
 		return nil, fmt.Errorf("no kube-apiserver in %s (KUBEBUILDER_ASSETS): run hack/controlplane.sh build", bin)
 	}
 	e := &envtest.Environment{BinaryAssetsDirectory: bin, ControlPlaneStopTimeout: 60e9}
+	for _, o := range opts {
+		o(e)
+	}
 	cfg, err := e.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane from %s: %w", bin, err)

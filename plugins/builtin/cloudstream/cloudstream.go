@@ -50,15 +50,16 @@ func init() {
 
 // Module is cloudstream; its exported fields are its settings.
 type Module struct {
-	StreamAddress    string        `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003)." cfg:"min"`
-	TunnelAddress    string        `yaml:"tunnelAddress" doc:"Listen address of the stream tunnel edge nodes dial (wss, mTLS with their node certificate, port 10004)." cfg:"min"`
-	AdvertiseAddress string        `yaml:"advertiseAddress" doc:"IP or DNS name at which the kube-apiserver reaches streamAddress; edgecontroller writes it as each edge node's Hostname address. Empty: node addresses are left alone and streams do not reach edge nodes." cfg:"min"`
-	AdvertisePort    int32         `yaml:"advertisePort" doc:"Port written as each edge node's kubelet endpoint; 0: the port of streamAddress."`
-	PKIDir           string        `yaml:"pkiDir" doc:"cloudhub's pkiDir: the cluster CA is loaded from it; the stream serving certificate is kept in its stream/ subfolder."`
-	Kubeconfig       string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server (pod lookups); empty: $KUBECONFIG, else in-cluster."`
-	ClientCAFile     string        `yaml:"clientCAFile" doc:"CA of the kube-apiserver's kubelet client certificate (--kubelet-client-certificate); set: a client without a certificate it issued is refused in the handshake. Empty: any client is served (only for a stream port nobody else reaches)."`
-	SessionTimeout   time.Duration `yaml:"sessionTimeout" doc:"How long a request waits for the edge to open its session connection."`
-	Heartbeat        time.Duration `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
+	StreamAddress    string             `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003)." cfg:"min"`
+	TunnelAddress    string             `yaml:"tunnelAddress" doc:"Listen address of the stream tunnel edge nodes dial (wss, mTLS with their node certificate, port 10004)." cfg:"min"`
+	AdvertiseAddress string             `yaml:"advertiseAddress" doc:"IP or DNS name at which the kube-apiserver reaches streamAddress; edgecontroller writes it as each edge node's Hostname address. Empty: node addresses are left alone and streams do not reach edge nodes." cfg:"min"`
+	AdvertisePort    int32              `yaml:"advertisePort" doc:"Port written as each edge node's kubelet endpoint; 0: the port of streamAddress."`
+	PKIDir           string             `yaml:"pkiDir" doc:"cloudhub's pkiDir: the cluster CA is loaded from it; the stream serving certificate is kept in its stream/ subfolder."`
+	Kubeconfig       string             `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server (pod lookups); empty: $KUBECONFIG, else in-cluster."`
+	ClientCAFile     string             `yaml:"clientCAFile" doc:"CA of the kube-apiserver's kubelet client certificate (--kubelet-client-certificate); set: a client without a certificate it issued is refused in the handshake. Empty: any client is served (only for a stream port nobody else reaches)."`
+	SessionTimeout   time.Duration      `yaml:"sessionTimeout" doc:"How long a request waits for the edge to open its session connection."`
+	Heartbeat        time.Duration      `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
+	MetricsAPI       MetricsAPISettings `yaml:"metricsAPI" doc:"metrics.k8s.io/v1beta1 (kubectl top) for edge nodes, served as an aggregated API and filled over the stream tunnels."`
 
 	host    sdk.Host
 	client  kubernetes.Interface
@@ -67,6 +68,7 @@ type Module struct {
 	servers []*http.Server
 	wg      sync.WaitGroup
 	port    int32 // bound port of streamAddress
+	mapi    *metricsAPI
 
 	mu      sync.Mutex
 	tunnels map[string]*tunnel    // node -> its control tunnel
@@ -84,6 +86,7 @@ func New() *Module {
 		PKIDir:         "/var/lib/kedge/pki",
 		SessionTimeout: 10 * time.Second,
 		Heartbeat:      15 * time.Second,
+		MetricsAPI:     defaultMetricsAPI(),
 	}
 }
 
@@ -151,6 +154,12 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		m.closeServers(ctx)
 		return err
 	}
+	if m.MetricsAPI.Enable {
+		if err := m.startMetricsAPI(ctx, ca, ips, names); err != nil {
+			m.closeServers(ctx)
+			return err
+		}
+	}
 	h.Logger().Info("serving edge streams", "stream", m.StreamAddress, "tunnel", m.TunnelAddress, "advertise", m.endpoint())
 	return nil
 }
@@ -208,6 +217,9 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 }
 
 func (m *Module) Stop(ctx context.Context) error {
+	if m.mapi != nil {
+		m.mapi.cancel() // the scrape loop and its scrapes
+	}
 	m.closeServers(ctx)
 	m.mu.Lock()
 	for _, t := range m.tunnels {

@@ -50,8 +50,10 @@ func (m *Module) serveSession(ctx context.Context, conf *tls.Config, id string) 
 		serr = m.serveLogs(ctx, conn, rd, req)
 	case wire.KindExec, wire.KindAttach, wire.KindPortForward:
 		serr = m.serveStream(ctx, conn, rd, req)
+	case wire.KindStats:
+		serr = m.serveStats(ctx, conn)
 	default:
-		serr = refuse(http.StatusBadRequest, "unknown session kind %q (want logs, exec, attach or portforward)", req.Kind)
+		serr = refuse(http.StatusBadRequest, "unknown session kind %q (want logs, exec, attach, portforward or stats)", req.Kind)
 	}
 	var se *statusError
 	switch {

@@ -6,14 +6,23 @@
 package k8senv
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -69,6 +78,94 @@ type Option func(*envtest.Environment)
 // options win over earlier ones and over envtest's defaults.
 func APIServerFlag(name string, values ...string) Option {
 	return func(e *envtest.Environment) { e.ControlPlane.GetAPIServer().Configure().Set(name, values...) }
+}
+
+// FrontProxy is what API aggregation needs: the requestheader client CA and the client certificate
+// the kube-apiserver presents to aggregated API servers (--proxy-client-cert-file), its files in a
+// folder of the caller's.
+type FrontProxy struct {
+	CAFile, CertFile, KeyFile string
+	// AllowedName is the client certificate's CN, the only --requestheader-allowed-names.
+	AllowedName string
+
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+}
+
+// NewFrontProxy creates a front-proxy CA and its client certificate (CN front-proxy-client) in dir.
+func NewFrontProxy(dir string) (*FrontProxy, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kedge-test-front-proxy-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	ca, _ := x509.ParseCertificate(der)
+	fp := &FrontProxy{CAFile: filepath.Join(dir, "front-proxy-ca.crt"), CertFile: filepath.Join(dir, "front-proxy-client.crt"),
+		KeyFile: filepath.Join(dir, "front-proxy-client.key"), AllowedName: "front-proxy-client", ca: ca, caKey: key}
+	if err := os.WriteFile(fp.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	certPEM, keyPEM, err := fp.issue(fp.AllowedName)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(fp.CertFile, certPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return fp, os.WriteFile(fp.KeyFile, keyPEM, 0o600)
+}
+
+func (fp *FrontProxy) issue(cn string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, fp.ca, &key.PublicKey, fp.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+// ClientCert issues another client certificate from the front-proxy CA (e.g. with a CN that is not
+// allowed), for tests of an aggregated API server's authentication.
+func (fp *FrontProxy) ClientCert(cn string) (tls.Certificate, error) {
+	c, k, err := fp.issue(cn)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(c, k)
+}
+
+// WithAggregation starts the kube-apiserver with the flags of API aggregation: the requestheader
+// client CA, allowed names and X-Remote-* headers, and the proxy client certificate of fp. Aggregated
+// APIs are reached through their APIService's Service (an ExternalName Service works: the default
+// --enable-aggregator-routing=false resolves it).
+func WithAggregation(fp *FrontProxy) Option {
+	return func(e *envtest.Environment) {
+		a := e.ControlPlane.GetAPIServer().Configure()
+		a.Set("requestheader-client-ca-file", fp.CAFile)
+		a.Set("requestheader-allowed-names", fp.AllowedName)
+		a.Set("requestheader-extra-headers-prefix", "X-Remote-Extra-")
+		a.Set("requestheader-group-headers", "X-Remote-Group")
+		a.Set("requestheader-username-headers", "X-Remote-User")
+		a.Set("proxy-client-cert-file", fp.CertFile)
+		a.Set("proxy-client-key-file", fp.KeyFile)
+	}
 }
 
 // Start runs etcd and kube-apiserver on loopback ports and returns once the API answers.

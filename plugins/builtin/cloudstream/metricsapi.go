@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -227,6 +228,7 @@ type metricsAPI struct {
 	auth    *frontProxy
 	scrapes *scrapeMetrics
 	cancel  context.CancelFunc
+	rounds  atomic.Int64 // scrape rounds started (tests wait on it)
 
 	mu       sync.Mutex
 	inflight map[string]bool // nodes being scraped
@@ -269,6 +271,7 @@ func (a *metricsAPI) round(ctx context.Context, sem chan struct{}) {
 		}
 	}
 	a.store.keep(live)
+	defer a.rounds.Add(1)
 	for node, open := range targets {
 		a.mu.Lock()
 		busy := a.inflight[node]

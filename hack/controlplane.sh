@@ -80,6 +80,27 @@ pki() {
 	)
 }
 
+# frontproxy: the requestheader client CA and the client certificate the kube-apiserver presents to
+# aggregated APIs (metrics.k8s.io from cloudcore's cloudstream); made apart from pki so that an
+# existing run directory gains them.
+frontproxy() {
+	local d="$RUNDIR/pki"
+	[[ -f "$d/front-proxy-client.crt" ]] && return 0
+	mkdir -p "$d"
+	say "generating the front-proxy CA and client certificate (API aggregation) in ${d#$ROOT/}"
+	(
+		cd "$d"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+			-keyout front-proxy-ca.key -out front-proxy-ca.crt -subj "/CN=kedge-front-proxy-ca" 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout front-proxy-client.key \
+			-out front-proxy-client.csr -subj "/CN=front-proxy-client" 2>/dev/null
+		printf 'extendedKeyUsage=clientAuth\n' >front-proxy-client.ext
+		openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+			-days 3650 -extfile front-proxy-client.ext -out front-proxy-client.crt 2>/dev/null
+		rm -f ./front-proxy-client.csr ./front-proxy-client.ext
+	)
+}
+
 kubeconfig() {
 	local d="$RUNDIR/pki"
 	cat >"$RUNDIR/kubeconfig" <<EOF
@@ -123,6 +144,7 @@ up() {
 		echo $! >"$RUNDIR/etcd.pid"
 	fi
 	say "starting kube-apiserver on 127.0.0.1:$API_PORT"
+	frontproxy
 	local d="$RUNDIR/pki"
 	"$BINDIR/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -132,6 +154,10 @@ up() {
 		--service-account-issuer https://kubernetes.default.svc \
 		--service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
 		--disable-admission-plugins ServiceAccount \
+		--requestheader-client-ca-file "$d/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+		--requestheader-extra-headers-prefix X-Remote-Extra- --requestheader-group-headers X-Remote-Group \
+		--requestheader-username-headers X-Remote-User \
+		--proxy-client-cert-file "$d/front-proxy-client.crt" --proxy-client-key-file "$d/front-proxy-client.key" \
 		>"$RUNDIR/apiserver.log" 2>&1 &
 	echo $! >"$RUNDIR/apiserver.pid"
 	local i

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kedge-io/kedge/test/crienv"
+	"github.com/kedge-io/kedge/test/k8senv"
+)
+
+// newAggregatedEdgedCluster is newEdgedCluster on a kube-apiserver started with API aggregation
+// (front-proxy CA and client certificate), which `kubectl top` through an APIService needs.
+// (newClusterWith takes no k8senv options, so its steps are repeated here.)
+func newAggregatedEdgedCluster(t *testing.T) *edgedCluster {
+	t.Helper()
+	needBinaries(t)
+	ep, cri := crienv.Start(t)
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	ns := "top-e2e-" + hex.EncodeToString(suffix)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := cri.RemoveSandboxes(ctx, map[string]string{edgedManaged: "edged", edgedPodNamespace: ns}); err != nil {
+			t.Errorf("removing the test's sandboxes: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	fp, err := k8senv.NewFrontProxy(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := k8senv.Start(k8senv.WithAggregation(fp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
+		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"), edgeEnv: []string{
+			"KEDGE_MODULES__NORUNTIME__ENABLE=false",
+			"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=edged",
+			"KEDGE_MODULES__EDGED__ENABLE=true",
+			"KEDGE_MODULES__EDGED__CRIENDPOINT=" + ep,
+			"KEDGE_MODULES__EDGED__ROOTDIR=" + t.TempDir(),
+			"KEDGE_MODULES__EDGED__PODSANDBOXIMAGE=" + crienv.Pause,
+			"KEDGE_MODULES__EDGED__STATUSPERIOD=500ms",
+			"KEDGE_MODULES__EDGED__BACKOFF__BASE=500ms",
+			"KEDGE_MODULES__EDGED__BACKOFF__MAX=30s",
+			"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(freePort(t)),
+		}}
+	c.startCloud()
+	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, stderr)
+	}
+	code, out, stderr := run(t, "edgecore", nil, "join", "--cloudcore-address", "127.0.0.1", "--token", strings.TrimSpace(token),
+		"--node-name", c.node, "--data-dir", filepath.Join(dir, "edge"), "--config-out", c.edgeConfig,
+		"--cert-port", strconv.Itoa(c.certPort), "--hub-port", strconv.Itoa(c.hubPort))
+	if code != 0 {
+		t.Fatalf("join: %d %s %s", code, out, stderr)
+	}
+	c.metaServer = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	c.startEdge()
+	if c.edgeClient, err = kubernetes.NewForConfig(&rest.Config{Host: "http://" + c.metaServer}); err != nil {
+		t.Fatal(err)
+	}
+	e := &edgedCluster{cluster: c, cri: cri, ns: ns}
+	e.startControllerManager()
+	e.kubectl("create", "namespace", ns)
+	waitFor(t, "edge node Ready", 60*time.Second, c.nodeReady)
+	return e
+}
+
+// topRow returns the fields of the row of name in `kubectl top` output.
+func topRow(out, name string) []string {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// The acceptance path of issue 10's `kubectl top` for edge nodes: the real API server with API
+// aggregation, cloudcore serving metrics.k8s.io behind an APIService, edgecore with edged on
+// containerd, and a busybox pod burning CPU.
+func TestKubectlTopShowsEdgePodsAndNodeThroughCloudcoresMetricsAPI(t *testing.T) {
+	e := newAggregatedEdgedCluster(t)
+	metricsPort := freePort(t)
+	e.cloudEnv = append(e.cloudEnv,
+		"KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__ENABLE=true",
+		"KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__ADDRESS=127.0.0.1:"+strconv.Itoa(metricsPort),
+		"KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__SCRAPEINTERVAL=1s",
+		"KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__SCRAPETIMEOUT=5s")
+	e.withStreams()
+	caPEM, err := os.ReadFile(filepath.Join(e.pkiDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.apply(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata:
+  name: kedge-system
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kedge-metrics
+  namespace: kedge-system
+spec:
+  type: ExternalName
+  externalName: 127.0.0.1
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {name: kedge-metrics, namespace: kedge-system, port: %d}
+  caBundle: %s
+`, metricsPort, base64.StdEncoding.EncodeToString(caPEM)))
+	waitFor(t, "APIService v1beta1.metrics.k8s.io Available", 60*time.Second, func() (bool, string) {
+		out, _ := e.kubectlCode("get", "apiservice", "v1beta1.metrics.k8s.io", "-o",
+			`jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Available")].message}`)
+		return strings.HasPrefix(out, "True"), out
+	})
+	e.apply(`apiVersion: v1
+kind: Pod
+metadata:
+  name: burner
+spec:
+  nodeName: ` + e.node + `
+  containers:
+  - name: c
+    image: localhost/busybox:local
+    command: ["sh", "-c", "while true; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.1; done"]
+`)
+	waitFor(t, "burner running", 90*time.Second, func() (bool, string) {
+		ready, status, _, raw := e.kubectlRow("burner")
+		return status == "Running", ready + " " + raw
+	})
+
+	t.Run("kubectl top pod shows the pod with non-zero CPU", func(t *testing.T) {
+		waitFor(t, "kubectl top pod burner", 60*time.Second, func() (bool, string) {
+			out, code := e.kubectlCode("top", "pod", "-n", e.ns)
+			row := topRow(out, "burner")
+			return code == 0 && row != nil && row[1] != "0m" && strings.HasSuffix(row[1], "m") && strings.HasSuffix(row[2], "Mi"), out
+		})
+		out, code := e.kubectlCode("top", "pod", "burner", "-n", e.ns, "--containers")
+		if row := topRow(out, "burner"); code != 0 || row == nil || len(row) < 4 || row[1] != "c" {
+			t.Fatalf("exit %d:\n%s", code, out)
+		}
+	})
+	t.Run("kubectl top node shows the edge node", func(t *testing.T) {
+		waitFor(t, "kubectl top node", 30*time.Second, func() (bool, string) {
+			out, code := e.kubectlCode("top", "node")
+			row := topRow(out, e.node)
+			return code == 0 && row != nil && strings.HasSuffix(row[1], "m") && row[1] != "<unknown>", out
+		})
+	})
+	t.Run("a user without RBAC for metrics.k8s.io is refused", func(t *testing.T) {
+		out, code := e.kubectlCode("top", "pod", "-n", e.ns, "--as", "nobody")
+		if code == 0 || !strings.Contains(out, "forbidden") {
+			t.Fatalf("exit %d: %s", code, out)
+		}
+	})
+}

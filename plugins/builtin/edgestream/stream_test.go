@@ -188,8 +188,10 @@ func newEchoUpgradeServer(t *testing.T) string {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		proto := r.Header.Get("X-Stream-Protocol-Version")
-		if r.Method != http.MethodPost || r.Header.Get("Upgrade") != "SPDY/3.1" || proto == "" {
-			http.Error(w, "want the client's upgrade headers", http.StatusBadRequest)
+		spdy := r.Method == http.MethodPost && r.Header.Get("Upgrade") == "SPDY/3.1" && proto != ""
+		if proto = cmpOr(proto, r.Header.Get("Sec-Websocket-Protocol")); !spdy && (r.Method != http.MethodGet ||
+			r.Header.Get("Upgrade") != "websocket" || r.Header.Get("Sec-Websocket-Key") == "" || proto == "") {
+			http.Error(w, "want the client's upgrade headers (SPDY: POST; websocket: GET)", http.StatusBadRequest)
 			return
 		}
 		kind, arg, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
@@ -214,6 +216,13 @@ func newEchoUpgradeServer(t *testing.T) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func (r *rig) writeLog(name string, lines ...string) string {
@@ -304,15 +313,17 @@ func TestExecAttachAndPortForwardUpgradesAreRelayedToTheRuntimeStreamingServerBy
 	r.writeLog("ns/p/c")
 	for _, tc := range []struct {
 		name, path, proto, said string
+		websocket               bool
 	}{
-		{"exec runs the command", "/exec/ns/p/c?command=sh&command=-c&command=echo+hi&output=1", "v4.channel.k8s.io", "ran sh -c echo hi"},
-		{"exec with the pod uid in the path", "/exec/ns/p/uid-1/c?command=true&error=1", "v4.channel.k8s.io", "ran true"},
+		{"a websocket exec is replayed as a GET with its websocket headers", "/exec/ns/p/c?command=true&output=1", "v5.channel.k8s.io", "ran true", true},
+		{"exec runs the command", "/exec/ns/p/c?command=sh&command=-c&command=echo+hi&output=1", "v4.channel.k8s.io", "ran sh -c echo hi", false},
+		{"exec with the pod uid in the path", "/exec/ns/p/uid-1/c?command=true&error=1", "v4.channel.k8s.io", "ran true", false},
 		{"attach takes the container and the API server's stream flags", "/attach/ns/p/c?input=1&output=1&tty=1", "v4.channel.k8s.io",
-			"attached ns/p/c tty=true stdin=true stdout=true stderr=false"},
+			"attached ns/p/c tty=true stdin=true stdout=true stderr=false", false},
 		{"attach with the pod uid in the path", "/attach/ns/p/uid-1/c?output=1&error=1", "v5.channel.k8s.io",
-			"attached ns/p/c tty=false stdin=false stdout=true stderr=true"},
-		{"port-forward goes to the pod's sandbox", "/portForward/ns/p", "portforward.k8s.io", "forwarding into sandbox-of-ns-p over portforward.k8s.io"},
-		{"port-forward with the pod uid in the path", "/portForward/ns/p/uid-1", "portforward.k8s.io", "forwarding into sandbox-of-ns-p over portforward.k8s.io"},
+			"attached ns/p/c tty=false stdin=false stdout=true stderr=true", false},
+		{"port-forward goes to the pod's sandbox", "/portForward/ns/p", "portforward.k8s.io", "forwarding into sandbox-of-ns-p over portforward.k8s.io", false},
+		{"port-forward with the pod uid in the path", "/portForward/ns/p/uid-1", "portforward.k8s.io", "forwarding into sandbox-of-ns-p over portforward.k8s.io", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := tls.Dial("tcp", r.cloud.StreamAddress, r.client.Transport.(*http.Transport).TLSClientConfig)
@@ -320,7 +331,12 @@ func TestExecAttachAndPortForwardUpgradesAreRelayedToTheRuntimeStreamingServerBy
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: %s\r\n\r\n", tc.path, tc.proto)
+			if tc.websocket {
+				fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"+
+					"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: %s\r\n\r\n", tc.path, tc.proto)
+			} else {
+				fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: %s\r\n\r\n", tc.path, tc.proto)
+			}
 			rd := bufio.NewReader(conn)
 			resp, err := http.ReadResponse(rd, nil)
 			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {

@@ -21,7 +21,16 @@ import (
 // deadline stop a guest in a loop. Compiled code is cached under a hash of the code and these
 // choices, so everything that compiles for Kedge must start from Config.
 func Config() wazero.RuntimeConfig {
-	return wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	return ConfigFor(true)
+}
+
+// ConfigFor is Config for a module that is interruptible (the default) or not. A module that is not
+// interruptible is compiled without wazero's termination checks: calls into it cost far less (no
+// goroutine per call, no exit to Go at every loop header), but a call looping in pure computation
+// can no longer be stopped. wazero keys compiled code by this choice too, so both kinds share one
+// compilation cache without mixing.
+func ConfigFor(interruptible bool) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().WithCloseOnContextDone(interruptible)
 }
 
 // Workers returns ctx asking wazero to compile a module's functions on every core (it uses one by
@@ -38,6 +47,11 @@ func Code(wasm []byte) (manifest.Manifest, []byte, error) {
 
 // Ahead compiles a packed module into the compilation cache in dir, exactly as the runtime would.
 func Ahead(ctx context.Context, dir string, wasm []byte) error {
+	return AheadFor(ctx, dir, wasm, true)
+}
+
+// AheadFor is Ahead for a module run interruptible or not (see ConfigFor).
+func AheadFor(ctx context.Context, dir string, wasm []byte, interruptible bool) error {
 	_, code, err := Code(wasm)
 	if err != nil {
 		return err
@@ -50,7 +64,7 @@ func Ahead(ctx context.Context, dir string, wasm []byte) error {
 		return fmt.Errorf("compilation cache %s: %w", dir, err)
 	}
 	defer cache.Close(ctx)
-	rt := wazero.NewRuntimeWithConfig(ctx, Config().WithCompilationCache(cache))
+	rt := wazero.NewRuntimeWithConfig(ctx, ConfigFor(interruptible).WithCompilationCache(cache))
 	defer rt.Close(ctx)
 	if _, err := rt.CompileModule(Workers(ctx), code); err != nil {
 		return fmt.Errorf("compile: %w", err)

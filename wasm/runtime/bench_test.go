@@ -18,7 +18,17 @@ import (
 // BenchmarkRoundTrip1KiB sends a 1 KiB message into the echo guest and waits for its reply, through
 // the real module manager and router.SendSync, as any module would.
 func BenchmarkRoundTrip1KiB(b *testing.B) {
-	e := start(b, map[string]any{"echo": wasmBlock(b, guests.echo, nil)})
+	roundTrip1KiB(b, nil)
+}
+
+// BenchmarkRoundTrip1KiBNotInterruptible is the same with the echo configured interruptible: false
+// (compiled without wazero's termination checks).
+func BenchmarkRoundTrip1KiBNotInterruptible(b *testing.B) {
+	roundTrip1KiB(b, map[string]any{"interruptible": false})
+}
+
+func roundTrip1KiB(b *testing.B, settings map[string]any) {
+	e := start(b, map[string]any{"echo": wasmBlock(b, guests.echo, settings)})
 	req := message.New("bench", "", message.OpQuery, "bench/item")
 	req.Content = []byte(`"` + strings.Repeat("x", 1024-2) + `"`)
 	ctx := context.Background()

@@ -90,13 +90,40 @@ func (l *Loader) New(spec modules.Spec) (sdk.Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	settings, interruptible, err := hostSettings(spec.Config)
+	if err != nil {
+		return nil, err
+	}
 	config := []byte("{}")
-	if len(spec.Config) > 0 {
-		if config, err = json.Marshal(spec.Config); err != nil {
+	if len(settings) > 0 {
+		if config, err = json.Marshal(settings); err != nil {
 			return nil, fmt.Errorf("module settings cannot be passed to the guest as JSON: %w", err)
 		}
 	}
-	return &Module{loader: l, spec: spec, sum: want, manifest: man, config: config}, nil
+	return &Module{loader: l, spec: spec, sum: want, manifest: man, config: config, interruptible: interruptible}, nil
+}
+
+// KeyInterruptible is the operator's setting in a WASM module's block that trades the deadline's
+// hold on pure computation for speed; the host takes it out before the guest sees its settings.
+const KeyInterruptible = "interruptible"
+
+// hostSettings splits the host's own settings off a module block's settings: what is left goes to
+// the guest. interruptible defaults to true.
+func hostSettings(block map[string]any) (guest map[string]any, interruptible bool, err error) {
+	v, ok := block[KeyInterruptible]
+	if !ok {
+		return block, true, nil
+	}
+	if interruptible, ok = v.(bool); !ok {
+		return nil, false, fmt.Errorf("%s: want true or false, got %v (%T)", KeyInterruptible, v, v)
+	}
+	guest = make(map[string]any, len(block)-1)
+	for k, v := range block {
+		if k != KeyInterruptible {
+			guest[k] = v
+		}
+	}
+	return guest, interruptible, nil
 }
 
 func fileSum(b []byte) string {

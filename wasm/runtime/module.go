@@ -31,6 +31,10 @@ type Module struct {
 	sum      string // pinned sha256, hex
 	manifest manifest.Manifest
 	config   []byte // the module's settings as JSON, for the guest's Init
+	// interruptible: compiled with wazero's termination checks, so the deadline stops any call.
+	// Without them (the operator's `interruptible: false`) the deadline stops a call only when it
+	// sleeps or calls the host.
+	interruptible bool
 
 	// Set by Start; used only by the delivery goroutine (Handle) and the host functions it calls.
 	host     sdk.Host
@@ -83,7 +87,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
 	}
 	m.manifest = man
-	cfg := compile.Config().WithCompilationCache(m.loader.cache).WithMemoryLimitPages(m.manifest.Limits.MemoryPages)
+	cfg := compile.ConfigFor(m.interruptible).WithCompilationCache(m.loader.cache).WithMemoryLimitPages(m.manifest.Limits.MemoryPages)
 	m.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
 	if err := m.setup(ctx, code); err != nil {
 		_ = m.rt.Close(context.WithoutCancel(ctx))
@@ -239,6 +243,10 @@ type instance struct {
 	busy   atomic.Int64
 	born   time.Time
 	killed chan struct{}
+	// initDone ends the guest's sleeps once the init deadline passed; nil after Init.
+	initDone <-chan struct{}
+	// overdue is called by the watchdog when it gives up on a call (from the watchdog's goroutine).
+	overdue func()
 }
 
 var errDeadline = errors.New("deadline exceeded")
@@ -248,11 +256,12 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	limits := m.manifest.Limits
 	initCtx, cancel := context.WithTimeout(ctx, time.Duration(limits.InitDeadline))
 	defer cancel()
-	in := &instance{stderr: &head{}, deadline: time.Duration(limits.Deadline), stack: make([]uint64, 1), killed: make(chan struct{})}
+	in := &instance{stderr: &head{}, deadline: time.Duration(limits.Deadline), stack: make([]uint64, 1), killed: make(chan struct{}),
+		initDone: initCtx.Done(), overdue: m.overdue}
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: a fresh instance never clashes with a dead one
 		WithStartFunctions(abi.ExportInitialize).
-		WithSysWalltime().WithSysNanotime().WithNanosleep(nap).
+		WithSysWalltime().WithSysNanotime().WithNanosleep(in.nap).
 		WithRandSource(crand.Reader).
 		WithStdout(&lineLog{m: m}).
 		WithStderr(in.stderr)
@@ -291,14 +300,41 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	}
 	in.ctx, in.cancel = context.WithCancel(m.life)
 	in.born = time.Now()
+	in.initDone = nil
 	go in.watch()
 	return in, nil
 }
 
 // nap is the guest's sleep: real, so a sleeping guest does not spin, but in slices of at most 10 ms,
 // so control returns to guest code (where the deadline can stop it) while it sleeps for longer.
-func nap(ns int64) {
+// A sleep in a call the watchdog gave up on, or in an Init past its deadline, ends the call (a panic
+// in a host function unwinds the guest): this is what stops a sleeping guest that is not
+// interruptible.
+func (in *instance) nap(ns int64) {
+	if in.busy.Load() < 0 {
+		panic(sys.NewExitError(sys.ExitCodeDeadlineExceeded))
+	}
+	if in.initDone != nil {
+		select {
+		case <-in.initDone:
+			panic(sys.NewExitError(sys.ExitCodeDeadlineExceeded))
+		default:
+		}
+	}
 	time.Sleep(min(time.Duration(ns), 10*time.Millisecond))
+}
+
+// overdue is told by an instance's watchdog that it gave up on a call. An interruptible guest is
+// stopped at its next check; one that is not runs until it sleeps, calls the host or returns, so
+// until then the module reports why it is not ready.
+func (m *Module) overdue() {
+	if m.interruptible {
+		return
+	}
+	err := fmt.Errorf("a call has run past its %s deadline and cannot be stopped until it sleeps, calls the host or returns "+
+		"(the module is configured interruptible: false)", time.Duration(m.manifest.Limits.Deadline))
+	m.down.Store(&err)
+	m.log.Error("wasm call overran its deadline in a module that is not interruptible", "deadline", time.Duration(m.manifest.Limits.Deadline))
 }
 
 // watch stops a call that runs past the deadline, checking four times per deadline:
@@ -320,6 +356,9 @@ func (in *instance) watch() {
 			// function the guest is in).
 			in.cancel()
 			close(in.killed)
+			if in.overdue != nil {
+				in.overdue()
+			}
 			return
 		}
 	}

@@ -430,3 +430,61 @@ func metricValue(t *testing.T, e *env, name string, labels map[string]string) fl
 	}
 	return 0
 }
+
+func TestModuleThatIsNotInterruptibleRunsAndIsStillStoppedWhenItSleeps(t *testing.T) {
+	e := start(t, map[string]any{
+		"probe": probeBlock(t, map[string]any{"interruptible": false}),
+		"echo":  wasmBlock(t, guests.echo, map[string]any{"interruptible": false}),
+	})
+	e.callOK(t, "echo", "query", "fast path", nil)
+	var out outcome
+	e.callOK(t, "probe", "count", nil, &out)
+	if reason := e.callErr(t, "probe", "sleep", nil); !strings.Contains(reason, "killed: the call ran past its 1s deadline") {
+		t.Fatalf("error reply %q, want the deadline named", reason)
+	}
+	if err := e.mgr.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready after the sleeping call was stopped: %v", err)
+	}
+	e.callOK(t, "probe", "count", nil, &out)
+	if out.Count != 1 {
+		t.Fatalf("count %d after the stop, want 1 from a fresh instance", out.Count)
+	}
+	if n := metricValue(t, e, "kedge_wasm_instance_lost_total", map[string]string{"module": "probe", "reason": "deadline"}); n != 1 {
+		t.Fatalf("lost instances counted %v, want 1", n)
+	}
+}
+
+func TestInterruptibleSettingIsTheHostsAndMustBeABool(t *testing.T) {
+	tests := []struct {
+		name  string
+		value any
+		want  string // "" means accepted
+	}{
+		{"true", true, ""},
+		{"false", false, ""},
+		{"a string", "no", `interruptible: want true or false, got no (string)`},
+		{"a number", 0, `interruptible: want true or false, got 0 (int)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			planned, err := plan(map[string]any{"probe": probeBlock(t, map[string]any{"interruptible": tt.value, "extra": 1})}, nil)
+			if tt.want != "" {
+				var ce *config.Error
+				if !errors.As(err, &ce) || ce.Key != "modules.probe" || !strings.Contains(ce.Problem, tt.want) {
+					t.Fatalf("Plan error = %v, want modules.probe: %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range planned {
+				if m, ok := p.Module.(*Module); ok {
+					if m.interruptible != tt.value.(bool) || string(m.config) != `{"extra":1}` {
+						t.Fatalf("interruptible %v, guest settings %s; want %v and the setting kept from the guest", m.interruptible, m.config, tt.value)
+					}
+				}
+			}
+		})
+	}
+}

@@ -97,9 +97,15 @@ func buildGuests(dir, cache string) error {
 	}
 	// These share the probe's code, so their compiled code is in the cache already.
 	guests.tiny = packed("tiny")
+	// The echo and the probe also run with interruptible: false, compiled without checks.
+	uninterruptible := func(packed string) *exec.Cmd {
+		return exec.Command(wasmpack, "-check", packed, "-cache", cache, "-interruptible=false")
+	}
 	return runAll([]*exec.Cmd{
 		pack(raw("probe"), "testdata/guests/probe/locked.yaml", guests.locked),
 		pack(raw("probe"), "testdata/guests/probe/tiny.yaml", guests.tiny),
+		uninterruptible(guests.echo),
+		uninterruptible(guests.probe),
 	})
 }
 

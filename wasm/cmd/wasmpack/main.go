@@ -8,7 +8,8 @@
 // prints its sha256 for the `sha256:` line of the module's config block. -check prints the manifest
 // a packed module carries. -cache DIR also compiles the packed module (or with -check, the checked
 // one) into the compilation cache edgecore reads (its wasm cache directory), so the device does not
-// compile it at first start.
+// compile it at first start; add -interruptible=false for a module its config block runs with
+// `interruptible: false` (compiled without termination checks, a separate cache entry).
 package main
 
 import (
@@ -31,6 +32,7 @@ func main() {
 	out := flag.String("out", "", "packed module to write")
 	check := flag.String("check", "", "print the manifest of this packed module and its sha256, and exit")
 	cacheDir := flag.String("cache", "", "also compile the module into this compilation cache directory")
+	interruptible := flag.Bool("interruptible", true, "with -cache: compile as the config block's interruptible setting will run it")
 	flag.Usage = func() {
 		fmt.Fprintln(flag.CommandLine.Output(), "usage: wasmpack -manifest m.yaml -in guest.wasm -out module.wasm [-cache dir]\n       wasmpack -check module.wasm [-cache dir]")
 		flag.PrintDefaults()
@@ -39,12 +41,12 @@ func main() {
 	var err error
 	switch {
 	case *check != "":
-		err = show(*check, *cacheDir)
+		err = show(*check, *cacheDir, *interruptible)
 	case *manifestPath == "" || *in == "" || *out == "" || flag.NArg() > 0:
 		flag.Usage()
 		os.Exit(2)
 	default:
-		err = pack(*manifestPath, *in, *out, *cacheDir)
+		err = pack(*manifestPath, *in, *out, *cacheDir, *interruptible)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wasmpack:", err)
@@ -52,7 +54,7 @@ func main() {
 	}
 }
 
-func pack(manifestPath, in, out, cacheDir string) error {
+func pack(manifestPath, in, out, cacheDir string, interruptible bool) error {
 	src, err := os.ReadFile(manifestPath)
 	if err != nil {
 		return err
@@ -86,20 +88,20 @@ func pack(manifestPath, in, out, cacheDir string) error {
 		return err
 	}
 	fmt.Printf("%s  sha256: %s\n", out, sum(packed))
-	return precompile(packed, cacheDir)
+	return precompile(packed, cacheDir, interruptible)
 }
 
-func precompile(wasm []byte, cacheDir string) error {
+func precompile(wasm []byte, cacheDir string, interruptible bool) error {
 	if cacheDir == "" {
 		return nil
 	}
-	if err := compile.Ahead(context.Background(), cacheDir, wasm); err != nil {
+	if err := compile.AheadFor(context.Background(), cacheDir, wasm, interruptible); err != nil {
 		return fmt.Errorf("compile into %s: %w", cacheDir, err)
 	}
 	return nil
 }
 
-func show(path, cacheDir string) error {
+func show(path, cacheDir string, interruptible bool) error {
 	wasm, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -109,7 +111,7 @@ func show(path, cacheDir string) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	fmt.Printf("%s\nsha256: %s\n", m.Marshal(), sum(wasm))
-	return precompile(wasm, cacheDir)
+	return precompile(wasm, cacheDir, interruptible)
 }
 
 func sum(b []byte) string {

@@ -14,11 +14,11 @@ func TestPackEmbedsTheManifestAndRepackingReplacesIt(t *testing.T) {
 	in, out, yaml := filepath.Join(dir, "guest.wasm"), filepath.Join(dir, "module.wasm"), filepath.Join(dir, "m.yaml")
 	write(t, in, "\x00asm\x01\x00\x00\x00")
 	write(t, yaml, "abi: 1\nversion: 1.0.0\ncapabilities:\n  log: true\n")
-	if err := pack(yaml, in, out, ""); err != nil {
+	if err := pack(yaml, in, out, "", true); err != nil {
 		t.Fatal(err)
 	}
 	write(t, yaml, "abi: 1\nversion: 2.0.0\n")
-	if err := pack(yaml, out, out, ""); err != nil {
+	if err := pack(yaml, out, out, "", true); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(out)
@@ -26,7 +26,7 @@ func TestPackEmbedsTheManifestAndRepackingReplacesIt(t *testing.T) {
 	if err != nil || m.Version != "2.0.0" || m.Capabilities.Log {
 		t.Fatalf("packed manifest %+v, %v", m, err)
 	}
-	if err := show(out, ""); err != nil {
+	if err := show(out, "", true); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -44,7 +44,7 @@ func TestPackRefusesBadInputNamingTheFile(t *testing.T) {
 		{yaml, text, text + ": not a WebAssembly module"},
 		{yaml, filepath.Join(dir, "missing.wasm"), "no such file"},
 	} {
-		if err := pack(tt.manifest, tt.in, out, ""); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if err := pack(tt.manifest, tt.in, out, "", true); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("pack(%s, %s) = %v, want %q", tt.manifest, tt.in, err, tt.want)
 		}
 	}

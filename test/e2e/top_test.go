@@ -109,7 +109,9 @@ func TestKubectlTopShowsEdgePodsAndNodeThroughCloudcoresMetricsAPI(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.apply(fmt.Sprintf(`apiVersion: v1
+	// Not e.apply: that applies into the test's namespace; these objects are cluster-wide or in kedge-system.
+	manifest := filepath.Join(t.TempDir(), "metrics-apiservice.yaml")
+	if err := os.WriteFile(manifest, []byte(fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata:
   name: kedge-system
@@ -134,7 +136,12 @@ spec:
   versionPriority: 100
   service: {name: kedge-metrics, namespace: kedge-system, port: %d}
   caBundle: %s
-`, metricsPort, base64.StdEncoding.EncodeToString(caPEM)))
+`, metricsPort, base64.StdEncoding.EncodeToString(caPEM))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.kubectlCode("apply", "-f", manifest); code != 0 {
+		t.Fatalf("applying the APIService: exit %d: %s", code, out)
+	}
 	waitFor(t, "APIService v1beta1.metrics.k8s.io Available", 60*time.Second, func() (bool, string) {
 		out, _ := e.kubectlCode("get", "apiservice", "v1beta1.metrics.k8s.io", "-o",
 			`jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Available")].message}`)

@@ -6,6 +6,8 @@
 //	    -o _bin/modules/nodestatus ./cmd/kedge-module
 //
 // (make module-nodestatus does this). The build tags link only that module; moduleName picks it.
+// -X main.version=<v> stamps a release into the executable (`kedge-module version` prints it), so
+// two releases of one module are two files with two sha256s, as `edgecore module ls` shows them.
 package main
 
 import (
@@ -21,7 +23,14 @@ import (
 // must contain exactly one module, which is served.
 var moduleName string
 
+// version is set at build time with -ldflags "-X main.version=<v>".
+var version = "dev"
+
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "version" {
+		fmt.Printf("kedge-module %s %s\n", moduleName, version)
+		return
+	}
 	info, err := pick(moduleName, sdk.Registered())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kedge-module: %v\n", err)

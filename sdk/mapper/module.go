@@ -51,10 +51,13 @@ type Module struct {
 	wg         sync.WaitGroup
 	reregister chan struct{}
 	registered chan struct{} // closed at the first successful registration
+	hlis       net.Listener  // the handover socket (handover.go); nil once handed over
 
-	mu      sync.Mutex
-	models  map[string]*dmiv1beta1.DeviceModel // ns/name
-	devices map[string]*runner                 // ns/name
+	mu         sync.Mutex
+	released   bool                               // handing its devices and socket to a new instance, or handed them (handover.go)
+	handedOver bool                               // the new instance took them: the socket is its now
+	models     map[string]*dmiv1beta1.DeviceModel // ns/name
+	devices    map[string]*runner                 // ns/name
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -110,7 +113,10 @@ func (m *Module) validate() error {
 }
 
 // Start serves DeviceMapperService on Socket and registers with edgecore in the background
-// (retrying with backoff while edgecore's DMI is not up).
+// (retrying with backoff while edgecore's DMI is not up). When Socket is served by another instance
+// of this mapper (a hot swap starts the new instance beside the old one), Start takes its devices
+// over first (handover.go): the old instance finishes its in-flight reads and reports and stops
+// polling, this one takes the socket and registers before Start returns.
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.validate(); err != nil {
 		return fmt.Errorf("mapper %s: %w", h.Name(), err)
@@ -123,8 +129,15 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	m.metrics = mt
-	m.pusher = newPusher(m.log, mt.push, m.PushQueue, "kedge-mapper-"+m.name)
 	lis, err := listenUnix(m.Socket)
+	var prev *takeover
+	if errors.Is(err, errSocketInUse) {
+		if prev, err = m.takeOver(ctx); err == nil {
+			if lis, err = listenUnix(m.Socket); err != nil {
+				prev.abort()
+			}
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("mapper %s: socket: %w", m.name, err)
 	}
@@ -132,36 +145,58 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	conn, err := grpc.NewClient("unix://"+m.DMISocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		_ = lis.Close()
+		prev.abort()
 		return fmt.Errorf("mapper %s: dmiSocket %q: %w", m.name, m.DMISocket, err)
 	}
+	m.pusher = newPusher(m.log, mt.push, m.PushQueue, "kedge-mapper-"+m.name)
 	m.conn, m.dmi = conn, dmiv1beta1.NewDeviceManagerServiceClient(conn)
 	m.srv = grpc.NewServer()
 	dmiv1beta1.RegisterDeviceMapperServiceServer(m.srv, &server{m: m})
-	m.wg.Add(2)
-	go func() { defer m.wg.Done(); _ = m.srv.Serve(lis) }()
-	go func() { defer m.wg.Done(); m.registerLoop(ctx) }()
-	m.log.Info("mapper serving", "protocol", m.Protocol, "socket", m.Socket, "dmiSocket", m.DMISocket)
+	srv := m.srv
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); _ = srv.Serve(lis) }()
+	if prev != nil {
+		// Registered before Start returns: the swap's health check then finds this instance serving.
+		if err := m.register(ctx); err != nil {
+			m.abortStart()
+			prev.abort() // the old instance resumes
+			return fmt.Errorf("mapper %s: registering with edgecore after taking the devices over: %w", m.name, err)
+		}
+		m.metrics.registrations.WithLabelValues("ok").Inc()
+		close(m.registered)
+		prev.done(m.log)
+	}
+	m.listenHandover()
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.registerLoop(ctx, prev != nil) }()
+	m.log.Info("mapper serving", "protocol", m.Protocol, "socket", m.Socket, "dmiSocket", m.DMISocket, "tookOver", prev != nil)
 	return nil
+}
+
+// abortStart undoes a Start that failed after the server started.
+func (m *Module) abortStart() {
+	m.srv.Stop()
+	m.stopRunners(false)
+	m.wg.Wait()
+	m.pusher.close()
+	_ = m.conn.Close()
 }
 
 // Handle: a mapper takes no router messages; everything comes over DMI.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error { return nil }
 
-// Stop stops the server, every device goroutine (closing its driver) and the DMI connection.
+// Stop stops the server, every device goroutine (closing its driver) and the DMI connection. An
+// instance that handed its devices over has nothing left but its connection; the socket, now the
+// new instance's, stays.
 func (m *Module) Stop(ctx context.Context) error {
-	if m.srv != nil {
-		m.srv.Stop()
-	}
 	m.mu.Lock()
-	rs := make([]*runner, 0, len(m.devices))
-	for k, r := range m.devices {
-		rs = append(rs, r)
-		delete(m.devices, k)
-	}
+	srv, handedOver := m.srv, m.handedOver
 	m.mu.Unlock()
-	for _, r := range rs {
-		r.stop()
+	if srv != nil {
+		srv.Stop()
 	}
+	m.closeHandover()
+	m.stopRunners(false)
 	m.wg.Wait()
 	if m.pusher != nil {
 		m.pusher.close()
@@ -169,10 +204,34 @@ func (m *Module) Stop(ctx context.Context) error {
 	if m.conn != nil {
 		_ = m.conn.Close()
 	}
-	if m.Socket != "" {
+	if m.Socket != "" && !handedOver {
 		_ = os.Remove(m.Socket)
 	}
 	return nil
+}
+
+// stopRunners stops every device goroutine and waits for them; drain lets each finish the read and
+// report in hand and report what it read but has not reported yet, instead of cancelling them.
+func (m *Module) stopRunners(drain bool) {
+	m.mu.Lock()
+	rs := make([]*runner, 0, len(m.devices))
+	for k, r := range m.devices {
+		rs = append(rs, r)
+		delete(m.devices, k)
+	}
+	if m.metrics != nil {
+		m.metrics.devices.Set(0)
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		if drain {
+			wg.Go(r.drain)
+		} else {
+			wg.Go(r.stop)
+		}
+	}
+	wg.Wait()
 }
 
 // Healthy is not ready until the mapper is registered with edgecore.
@@ -187,8 +246,16 @@ func (m *Module) Healthy(ctx context.Context) error {
 
 // registerLoop registers with edgecore, then again whenever a DMI call finds edgecore gone
 // (Unavailable: edgecore restarted and forgot this mapper).
-func (m *Module) registerLoop(ctx context.Context) {
-	first := true
+func (m *Module) registerLoop(ctx context.Context, registered bool) {
+	first := !registered
+	for registered {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.reregister:
+			registered = false
+		}
+	}
 	for {
 		delay := m.BackoffMin
 		for {
@@ -222,6 +289,9 @@ func (m *Module) registerLoop(ctx context.Context) {
 }
 
 func (m *Module) register(ctx context.Context) error {
+	if m.isReleased() {
+		return nil // handed over: the new instance is the one registered
+	}
 	cctx, cancel := context.WithTimeout(ctx, m.CallTimeout)
 	defer cancel()
 	resp, err := m.dmi.MapperRegister(cctx, &dmiv1beta1.MapperRegisterRequest{WithData: true, Mapper: &dmiv1beta1.MapperInfo{
@@ -298,6 +368,10 @@ func (m *Module) putDevice(d *dmiv1beta1.Device) error {
 	}
 	k := d.GetNamespace() + "/" + d.GetName()
 	m.mu.Lock()
+	if m.released {
+		m.mu.Unlock()
+		return fmt.Errorf("mapper %s handed its devices to a new instance", m.name)
+	}
 	model := m.models[d.GetNamespace()+"/"+d.GetSpec().GetDeviceModelReference()]
 	r := m.devices[k]
 	if r == nil {
@@ -352,7 +426,7 @@ func listenUnix(path string) (net.Listener, error) {
 		}
 		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 			_ = c.Close()
-			return nil, fmt.Errorf("%s is in use by another process", path)
+			return nil, fmt.Errorf("%s: %w", path, errSocketInUse)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, err

@@ -18,6 +18,7 @@ type runner struct {
 	ref    DeviceRef
 	notify chan struct{} // cap 1: pending holds the latest update
 	cancel context.CancelFunc
+	quit   chan struct{} // closed by drain: finish the step in hand, report, return
 	done   chan struct{}
 
 	mu      sync.Mutex
@@ -62,7 +63,7 @@ type propState struct {
 }
 
 func newRunner(m *Module, d *dmiv1beta1.Device, model *dmiv1beta1.DeviceModel) *runner {
-	r := &runner{m: m, notify: make(chan struct{}, 1), done: make(chan struct{}),
+	r := &runner{m: m, notify: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 		ref: DeviceRef{Namespace: d.GetNamespace(), Name: d.GetName(), Model: d.GetSpec().GetDeviceModelReference()}}
 	r.pending.dev, r.pending.model = d, model
 	r.snap.device = d
@@ -79,6 +80,14 @@ func (r *runner) start(parent context.Context) {
 func (r *runner) stop() {
 	r.cancel()
 	<-r.done
+}
+
+// drain stops the goroutine without cancelling what it is doing: the read in hand completes, and
+// every reading not reported yet is reported before it returns (a hot swap's handover).
+func (r *runner) drain() {
+	close(r.quit)
+	<-r.done
+	r.cancel()
 }
 
 // update hands the goroutine a changed device and/or model (the latest wins).
@@ -162,6 +171,12 @@ func (r *runner) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		select {
+		case <-r.quit:
+			l.flush(ctx)
+			return
+		default:
+		}
 		now := time.Now()
 		l.step(ctx, now)
 		wake := l.nextWake(time.Now())
@@ -174,6 +189,9 @@ func (r *runner) run(ctx context.Context) {
 		timer.Reset(wake)
 		select {
 		case <-ctx.Done():
+			return
+		case <-r.quit:
+			l.flush(ctx)
 			return
 		case <-r.notify:
 			r.mu.Lock()
@@ -426,6 +444,17 @@ func (l *devLoop) report(ctx context.Context, now time.Time) {
 		p.reportedTs = p.ts
 		p.nextReport = now.Add(p.report)
 	}
+}
+
+// flush reports every reading not reported yet, whatever the report cycle (before a handover).
+func (l *devLoop) flush(ctx context.Context) {
+	if l.driver == nil {
+		return
+	}
+	for _, p := range l.props {
+		p.nextReport = time.Time{}
+	}
+	l.report(ctx, time.Now())
 }
 
 func (l *devLoop) snapshotValues() {

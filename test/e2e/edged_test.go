@@ -20,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/kedge-io/kedge/test/crienv"
+	"github.com/kedge-io/kedge/test/k8senv"
 )
 
 // Labels edged puts on its sandboxes and containers (plugins/builtin/edged/cri.go).
@@ -38,7 +39,7 @@ type edgedCluster struct {
 	ns  string
 }
 
-func newEdgedCluster(t *testing.T) *edgedCluster {
+func newEdgedCluster(t *testing.T, opts ...k8senv.Option) *edgedCluster {
 	t.Helper()
 	needBinaries(t)
 	ep, cri := crienv.Start(t)
@@ -65,7 +66,7 @@ func newEdgedCluster(t *testing.T) *edgedCluster {
 		"KEDGE_MODULES__EDGED__BACKOFF__MAX=30s",
 		// Not the shared default 1884 of the embedded MQTT broker (other tests on this machine use it).
 		"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(freePort(t)),
-	})
+	}, opts...)
 	e := &edgedCluster{cluster: c, cri: cri, ns: ns}
 	e.startControllerManager()
 	e.kubectl("create", "namespace", ns)

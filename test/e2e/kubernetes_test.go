@@ -44,11 +44,12 @@ func newCluster(t *testing.T) *cluster {
 	return newClusterWith(t, nil)
 }
 
-// newClusterWith is newCluster with extra edgecore environment (e.g. edged in place of noruntime).
-func newClusterWith(t *testing.T, edgeEnv []string) *cluster {
+// newClusterWith is newCluster with extra edgecore environment (e.g. edged in place of noruntime)
+// and options for the kube-apiserver (extra flags, API aggregation).
+func newClusterWith(t *testing.T, edgeEnv []string, opts ...k8senv.Option) *cluster {
 	t.Helper()
 	needBinaries(t)
-	env, err := k8senv.Start()
+	env, err := k8senv.Start(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -29,7 +28,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kedge-io/kedge/test/crienv"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
@@ -210,62 +208,6 @@ spec:
 	})
 }
 
-// newEdgedClusterOn is newEdgedCluster whose kube-apiserver runs with opts (newClusterWith starts one
-// without); otherwise the same steps: control plane, cloudcore, join, edgecore with edged on containerd.
-func newEdgedClusterOn(t *testing.T, opts ...k8senv.Option) *edgedCluster {
-	t.Helper()
-	needBinaries(t)
-	ep, cri := crienv.Start(t)
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	ns := "streams-e2e-" + hex.EncodeToString(suffix)
-	t.Cleanup(func() { // registered first, so it runs after edgecore is gone
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := cri.RemoveSandboxes(ctx, map[string]string{edgedManaged: "edged", edgedPodNamespace: ns}); err != nil {
-			t.Errorf("removing the test's sandboxes: %v", err)
-		}
-	})
-	env, err := k8senv.Start(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	dir := t.TempDir()
-	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
-		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"),
-		edgeEnv: []string{
-			"KEDGE_MODULES__NORUNTIME__ENABLE=false",
-			"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=edged",
-			"KEDGE_MODULES__EDGED__ENABLE=true",
-			"KEDGE_MODULES__EDGED__CRIENDPOINT=" + ep,
-			"KEDGE_MODULES__EDGED__ROOTDIR=" + t.TempDir(),
-			"KEDGE_MODULES__EDGED__PODSANDBOXIMAGE=" + crienv.Pause,
-			"KEDGE_MODULES__EDGED__STATUSPERIOD=500ms",
-			"KEDGE_MODULES__EDGED__BACKOFF__BASE=500ms",
-			"KEDGE_MODULES__EDGED__BACKOFF__MAX=30s",
-			"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(freePort(t)),
-		}}
-	c.startCloud()
-	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
-	if code != 0 {
-		t.Fatalf("token create: %d %s", code, stderr)
-	}
-	code, out, stderr := run(t, "edgecore", nil, "join", "--cloudcore-address", "127.0.0.1", "--token", strings.TrimSpace(token),
-		"--node-name", c.node, "--data-dir", filepath.Join(dir, "edge"), "--config-out", c.edgeConfig,
-		"--cert-port", strconv.Itoa(c.certPort), "--hub-port", strconv.Itoa(c.hubPort))
-	if code != 0 {
-		t.Fatalf("join: %d %s %s", code, out, stderr)
-	}
-	c.metaServer = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	c.startEdge()
-	e := &edgedCluster{cluster: c, cri: cri, ns: ns}
-	e.startControllerManager()
-	e.kubectl("create", "namespace", ns)
-	waitFor(t, "edge node Ready", 60*time.Second, c.nodeReady)
-	return e
-}
-
 // kubeletClientPKI writes a CA and a client certificate it signed (as a kube-apiserver's
 // --kubelet-client-certificate) into dir, and returns the files and a TLS certificate for Go clients.
 func kubeletClientPKI(t *testing.T, dir string) (caFile, certFile, keyFile string, cert tls.Certificate) {
@@ -347,7 +289,7 @@ func screen(r io.Reader) *syncBuffer {
 func TestKubectlExecTTYAttachAndPortForwardReachEdgePodsWithTheKubeletClientCertEnforced(t *testing.T) {
 	pkiDir := t.TempDir()
 	caFile, certFile, keyFile, clientCert := kubeletClientPKI(t, pkiDir)
-	e := newEdgedClusterOn(t, k8senv.APIServerFlag("kubelet-client-certificate", certFile), k8senv.APIServerFlag("kubelet-client-key", keyFile))
+	e := newEdgedCluster(t, k8senv.APIServerFlag("kubelet-client-certificate", certFile), k8senv.APIServerFlag("kubelet-client-key", keyFile))
 	e.cloudEnv = append(e.cloudEnv, "KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE="+caFile)
 	streamAddr := e.withStreams()
 	line := strings.Repeat("x", 200)

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,74 +10,18 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-
-	"github.com/kedge-io/kedge/test/crienv"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
 // newAggregatedEdgedCluster is newEdgedCluster on a kube-apiserver started with API aggregation
-// (front-proxy CA and client certificate), which `kubectl top` through an APIService needs.
-// (newClusterWith takes no k8senv options, so its steps are repeated here.)
+// (a front-proxy CA and client certificate), as an APIService needs.
 func newAggregatedEdgedCluster(t *testing.T) *edgedCluster {
 	t.Helper()
-	needBinaries(t)
-	ep, cri := crienv.Start(t)
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	ns := "top-e2e-" + hex.EncodeToString(suffix)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := cri.RemoveSandboxes(ctx, map[string]string{edgedManaged: "edged", edgedPodNamespace: ns}); err != nil {
-			t.Errorf("removing the test's sandboxes: %v", err)
-		}
-	})
-	dir := t.TempDir()
 	fp, err := k8senv.NewFrontProxy(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := k8senv.Start(k8senv.WithAggregation(fp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
-		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"), edgeEnv: []string{
-			"KEDGE_MODULES__NORUNTIME__ENABLE=false",
-			"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=edged",
-			"KEDGE_MODULES__EDGED__ENABLE=true",
-			"KEDGE_MODULES__EDGED__CRIENDPOINT=" + ep,
-			"KEDGE_MODULES__EDGED__ROOTDIR=" + t.TempDir(),
-			"KEDGE_MODULES__EDGED__PODSANDBOXIMAGE=" + crienv.Pause,
-			"KEDGE_MODULES__EDGED__STATUSPERIOD=500ms",
-			"KEDGE_MODULES__EDGED__BACKOFF__BASE=500ms",
-			"KEDGE_MODULES__EDGED__BACKOFF__MAX=30s",
-			"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(freePort(t)),
-		}}
-	c.startCloud()
-	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
-	if code != 0 {
-		t.Fatalf("token create: %d %s", code, stderr)
-	}
-	code, out, stderr := run(t, "edgecore", nil, "join", "--cloudcore-address", "127.0.0.1", "--token", strings.TrimSpace(token),
-		"--node-name", c.node, "--data-dir", filepath.Join(dir, "edge"), "--config-out", c.edgeConfig,
-		"--cert-port", strconv.Itoa(c.certPort), "--hub-port", strconv.Itoa(c.hubPort))
-	if code != 0 {
-		t.Fatalf("join: %d %s %s", code, out, stderr)
-	}
-	c.metaServer = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	c.startEdge()
-	if c.edgeClient, err = kubernetes.NewForConfig(&rest.Config{Host: "http://" + c.metaServer}); err != nil {
-		t.Fatal(err)
-	}
-	e := &edgedCluster{cluster: c, cri: cri, ns: ns}
-	e.startControllerManager()
-	e.kubectl("create", "namespace", ns)
-	waitFor(t, "edge node Ready", 60*time.Second, c.nodeReady)
-	return e
+	return newEdgedCluster(t, k8senv.WithAggregation(fp))
 }
 
 // topRow returns the fields of the row of name in `kubectl top` output.

@@ -54,3 +54,42 @@ func BenchmarkValidJSON1KiB(b *testing.B) {
 		}
 	})
 }
+
+// TestValidJSONFindsEveryStringEventAtEveryOffset puts each byte a string must stop at (and bytes it
+// must not stop at) at every position of a 24-byte run, so each lands at every offset mod 8 of the
+// eight-byte scan, after both the word loop and the byte tail.
+func TestValidJSONFindsEveryStringEventAtEveryOffset(t *testing.T) {
+	events := []struct {
+		name  string
+		event string
+	}{
+		{"quote ends the string early", `"`},
+		{"escaped quote", `\"`},
+		{"escaped backslash", `\\`},
+		{"unicode escape", `\u00e9`},
+		{"bad escape", `\x`},
+		{"truncated unicode escape", `\u12`},
+		{"control character 0x00", "\x00"},
+		{"control character 0x1f", "\x1f"},
+		{"space 0x20 is plain", " "},
+		{"DEL 0x7f is plain", "\x7f"},
+		{"high byte 0x80 is plain", "\x80"},
+		{"high byte 0xff is plain", "\xff"},
+		{"UTF-8 é is plain", "é"},
+		{"bytes next to the specials are plain", "!#[]"},
+	}
+	for _, e := range events {
+		t.Run(e.name, func(t *testing.T) {
+			for pad := range 24 {
+				for tail := range 10 {
+					doc := `"` + strings.Repeat("a", pad) + e.event + strings.Repeat("b", tail) + `"`
+					for _, c := range []string{doc, "[" + doc + "]", `{"k":` + doc + `}`, doc[:len(doc)-1]} {
+						if got, want := ValidJSON([]byte(c)), json.Valid([]byte(c)); got != want {
+							t.Fatalf("ValidJSON(%q) = %v, json.Valid says %v", c, got, want)
+						}
+					}
+				}
+			}
+		})
+	}
+}

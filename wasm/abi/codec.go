@@ -75,10 +75,7 @@ func AppendMessage(b []byte, m Message) []byte {
 	}
 	b = b[:at+n]
 	e := b[at:]
-	e[0] = 0
-	if m.Header.Sync {
-		e[0] = flagSync
-	}
+	e[0] = *(*byte)(unsafe.Pointer(&m.Header.Sync)) // flagSync or 0, without a branch
 	binary.LittleEndian.PutUint64(e[1:], uint64(m.Header.Timestamp))
 	i := putString(e, 9, m.Header.ID)
 	i = putString(e, i, m.Header.ParentID)
@@ -90,14 +87,15 @@ func AppendMessage(b []byte, m Message) []byte {
 	i = putString(e, i, m.Route.Operation)
 	i = putString(e, i, m.Route.Resource)
 	binary.LittleEndian.PutUint32(e[i:], uint32(len(m.Content)))
-	copy(e[i+4:], m.Content)
+	move(e[i+4:i+4+len(m.Content)], unsafe.SliceData(m.Content))
 	return b
 }
 
 // putString has no branch for an empty s: in a guest a taken branch costs more than copying nothing.
 func putString(e []byte, i int, s string) int {
 	binary.LittleEndian.PutUint32(e[i:], uint32(len(s)))
-	return i + 4 + copy(e[i+4:], s)
+	move(e[i+4:i+4+len(s)], unsafe.StringData(s))
+	return i + 4 + len(s)
 }
 
 // MessageSize is len(AppendMessage(nil, m)).
@@ -150,7 +148,7 @@ func DecodeMessageView(b []byte, a *Arena) (Message, error) {
 	// content's prefix: one copy keeps them all, at the same offsets less strs' start.
 	// The content's length prefix is copied too, so even an empty last string points inside strs.
 	strs := a.take(f.end[fieldCount-2] + 4 - 9)
-	copy(strs, b[9:f.end[fieldCount-2]+4])
+	move(strs, &b[9:f.end[fieldCount-2]+4][0])
 	return f.message(strs, b, 9), nil
 }
 
@@ -189,8 +187,10 @@ func (f *frame) parse(b []byte) error {
 // that does not fit sets bad's sign bit and is read from last instead, so nothing is read out of
 // range; at stays far below overflow (each step adds at most 2^32+4).
 func (f *frame) field(b []byte, i, at, last int, bad *int) int {
-	*bad |= last - at // negative when the prefix does not fit
-	end := at + 4 + int(binary.LittleEndian.Uint32(b[min(at, last):]))
+	over := last - at // negative when the prefix does not fit
+	*bad |= over
+	// min(at, last) without a branch (the compiler branches for a value used as an address)
+	end := at + 4 + int(binary.LittleEndian.Uint32(b[at+over&(over>>63):]))
 	f.end[i] = end
 	return end
 }

@@ -148,7 +148,7 @@ func DecodeMessageView(b []byte, a *Arena) (Message, error) {
 	// content's prefix: one copy keeps them all, at the same offsets less strs' start.
 	// The content's length prefix is copied too, so even an empty last string points inside strs.
 	strs := a.take(f.end[fieldCount-2] + 4 - 9)
-	move(strs, &b[9:f.end[fieldCount-2]+4][0])
+	move(strs, &b[9 : f.end[fieldCount-2]+4][0])
 	return f.message(strs, b, 9), nil
 }
 

@@ -70,6 +70,11 @@ KEDGE_STORE__PATH="$PWD/$RUN/cloudcore.db" KEDGE_ADMIN__SOCKET="$PWD/$RUN/cloudc
   KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:10000 KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:10002 \
   KEDGE_MODULES__EDGECONTROLLER__ENABLE=true KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG="$KUBECONFIG" \
   KEDGE_MODULES__DEVICECONTROLLER__ENABLE=true KEDGE_MODULES__DEVICECONTROLLER__KUBECONFIG="$KUBECONFIG" \
+  KEDGE_MODULES__CLOUDSTREAM__ENABLE=true KEDGE_MODULES__CLOUDSTREAM__KUBECONFIG="$KUBECONFIG" \
+  KEDGE_MODULES__CLOUDSTREAM__PKIDIR="$PWD/$RUN/pki" KEDGE_MODULES__CLOUDSTREAM__ADVERTISEADDRESS=127.0.0.1 \
+  KEDGE_MODULES__CLOUDSTREAM__STREAMADDRESS=127.0.0.1:10003 KEDGE_MODULES__CLOUDSTREAM__TUNNELADDRESS=127.0.0.1:10004 \
+  KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__ENABLE=true KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__ADDRESS=127.0.0.1:10007 \
+  KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__SCRAPEINTERVAL=3s \
   start cloudcore 127.0.0.1:10006
 
 step "creating a join token (cloudcore token create)"
@@ -77,10 +82,11 @@ token=$("$BIN/cloudcore" token create --pki-dir "$PWD/$RUN/pki")
 echo "    ${token:0:24}... (CA hash . signed JWT, expires in 24h)"
 step "joining the edge node (edgecore join): checks the CA hash, gets a certificate, writes edgecore.yaml"
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
-  --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --force | sed 's/^/    /'
+  --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --stream-port 10004 --force | sed 's/^/    /'
 
 # edged runs the pods on that containerd (CRI); its pod folders live under the demo's state.
 KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \
+  KEDGE_MODULES__EDGESTREAM__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__EDGED__ROOTDIR="$PWD/$RUN/edged" KEDGE_MODULES__NODESTATUS__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__NODESTATUS__STORAGEPATH="$PWD/$RUN" \
   start edgecore 127.0.0.1:10360 --config "$PWD/$RUN/edgecore.yaml" --set modules.nodestatus.interval=2s
@@ -126,6 +132,18 @@ done
 echo "    curl http://127.0.0.1:18080/  ->  $(curl -fsS http://127.0.0.1:18080/ 2>&1)"
 POD=$("$KUBECTL" get pods -l app=demo-web -o jsonpath='{.items[0].metadata.name}')
 
+step "kubectl exec into the edge pod: API server -> cloudcore's kubelet API (:10003) -> the node's stream tunnel (:10004) -> CRI"
+echo "    kubectl exec $POD -- cat /www/index.html  ->  $("$KUBECTL" exec "$POD" -- cat /www/index.html 2>&1)"
+
+step "kubectl top for the edge: cloudcore serves metrics.k8s.io (APIService -> cloudstream -> tunnel -> CRI stats), no metrics-server"
+sed -e 's/CLOUDCORE_HOST/127.0.0.1/' -e "s/CA_BUNDLE/$(base64 -w0 "$RUN/pki/ca.crt")/" build/metrics-apiservice.yaml | "$KUBECTL" apply -f - >/dev/null
+for _ in $(seq 100); do
+  "$KUBECTL" top pod "$POD" --no-headers >/dev/null 2>&1 && break
+  sleep 0.3
+done
+"$KUBECTL" top node demo-edge 2>&1 | sed 's/^/    /'
+"$KUBECTL" top pod 2>&1 | sed 's/^/    /'
+
 step "a DeviceModel and a Device on the edge node; a sensor reports over MQTT, the twin moves in Kubernetes"
 mosquitto_sub -h 127.0.0.1 -p 1884 -C 1 -W 20 -t '$hw/events/device/thermometer-1/twin/update/delta' >"$RUN/delta.json" 2>/dev/null &
 sub=$!
@@ -150,8 +168,10 @@ done
 "$KUBECTL" get devices | sed 's/^/    /'
 
 step "the same pod and ConfigMap served by the edge's MetaServer (127.0.0.1:10550, from SQLite, works offline)"
-curl -fsS "http://127.0.0.1:10550/api/v1/namespaces/default/pods/$POD" | head -c 300 | sed 's/^/    /'; echo
-curl -fsS http://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config | head -c 300 | sed 's/^/    /'; echo
+for obj in "pods/$POD" configmaps/demo-config; do # whole answer first: head closing the pipe early would fail curl
+  curl -fsS "http://127.0.0.1:10550/api/v1/namespaces/default/$obj" -o "$RUN/metaserver.json"
+  head -c 300 "$RUN/metaserver.json" | sed 's/^/    /'; echo
+done
 
 step "edgecore: the link, the outbox and the modules"
 curl -fsS http://127.0.0.1:10360/metrics | grep -E '^kedge_(edgehub_connected|edgehub_upstream_(sent|acked)_total|edgehub_outbox_depth|nodestatus_reports_total)' | sed 's/^/    /'
@@ -170,6 +190,10 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   $KUBECTL edit configmap demo-config                     # the change reaches only nodes whose pods use it,
                                                           # and the file httpd serves: curl 127.0.0.1:18080
   $KUBECTL scale deployment demo-web --replicas=0          # edged stops the container within its grace period
+  $KUBECTL exec -it $POD -- sh                             # a shell in the edge pod, through the stream tunnel
+  $KUBECTL logs -f deploy/demo-web                         # logs from the edge's CRI log file
+  $KUBECTL port-forward $POD 18081:18080 & curl 127.0.0.1:18081/   # port-forward into the edge pod
+  $KUBECTL top pod; $KUBECTL top node                      # resource metrics from the edge (CRI stats)
   ctr -a $CONTAINERD_DIR/containerd.sock -n k8s.io containers ls   # what runs on the edge
   $KUBECTL --server http://127.0.0.1:10550 get pods,configmaps   # the edge's MetaServer (read-only)
   $KUBECTL get device thermometer-1 -o yaml               # twins: reported values from the edge
@@ -188,6 +212,4 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   $BIN/edgecore --defaultconfig | less                    # every setting, documented
   tail -f $RUN/edgecore.log $RUN/cloudcore.log
   make demo-stop                                           # stop both
-
-Device mappers (Modbus, the virtual device) join this demo as their issue lands.
 TXT

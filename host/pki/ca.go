@@ -74,6 +74,19 @@ func LoadOrCreateCA(ctx context.Context, st Storage) (ca *CA, created bool, err 
 	return ca, false, err
 }
 
+// LoadCA loads the CA from st and never creates one: for the modules that use the CA cloudhub made
+// (creating a second one there would leave every node certificate untrusted).
+func LoadCA(ctx context.Context, st Storage) (*CA, error) {
+	certPEM, err := st.Read(ctx, CACertName)
+	if isNotExist(err) {
+		return nil, fmt.Errorf("no CA in %s (%s is missing): cloudhub creates it on its first start; use the same storage as cloudhub's (pkiDir, or caSecret when cloudhub keeps the CA in a Secret)", st, CACertName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s from %s: %w", CACertName, st, err)
+	}
+	return loadCA(ctx, st, certPEM)
+}
+
 func createCA(ctx context.Context, st Storage) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

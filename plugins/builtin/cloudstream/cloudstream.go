@@ -59,6 +59,7 @@ type Module struct {
 	ClientCAFile     string             `yaml:"clientCAFile" doc:"CA of the kube-apiserver's kubelet client certificate (--kubelet-client-certificate); set: a client without a certificate it issued is refused in the handshake. Empty: any client is served (only for a stream port nobody else reaches)."`
 	SessionTimeout   time.Duration      `yaml:"sessionTimeout" doc:"How long a request waits for the edge to open its session connection."`
 	Heartbeat        time.Duration      `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
+	CASecret         CASecret           `yaml:"caSecret" doc:"Load the cluster CA from this Kubernetes Secret (as cloudhub's caSecret) instead of pkiDir; the serving certificates stay in pkiDir."`
 	MetricsAPI       MetricsAPISettings `yaml:"metricsAPI" doc:"metrics.k8s.io/v1beta1 (kubectl top) for edge nodes, served as an aggregated API and filled over the stream tunnels."`
 
 	host    sdk.Host
@@ -78,6 +79,13 @@ type Module struct {
 
 var _ sdk.Module = (*Module)(nil)
 
+// CASecret names the Secret cloudhub keeps the CA in (cloudhub's caSecret); read with kubeconfig's identity.
+type CASecret struct {
+	Enable    bool   `yaml:"enable" doc:"Read the CA from the Secret below (set it when cloudhub's caSecret is enabled)."`
+	Namespace string `yaml:"namespace" doc:"Namespace of the Secret."`
+	Name      string `yaml:"name" doc:"Name of the Secret."`
+}
+
 // New returns cloudstream with its defaults.
 func New() *Module {
 	return &Module{
@@ -86,6 +94,7 @@ func New() *Module {
 		PKIDir:         "/var/lib/kedge/pki",
 		SessionTimeout: 10 * time.Second,
 		Heartbeat:      15 * time.Second,
+		CASecret:       CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
 		MetricsAPI:     defaultMetricsAPI(),
 	}
 }
@@ -110,9 +119,16 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			return fmt.Errorf("API client: %w", err)
 		}
 	}
-	ca, _, err := pki.LoadOrCreateCA(ctx, pki.FileStorage{Dir: m.PKIDir})
+	var caSt pki.Storage = pki.FileStorage{Dir: m.PKIDir}
+	if m.CASecret.Enable {
+		if m.CASecret.Namespace == "" || m.CASecret.Name == "" {
+			return errors.New("caSecret: namespace and name must be set when it is enabled")
+		}
+		caSt = pki.SecretStorage{Secrets: m.client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}
+	}
+	ca, err := pki.LoadCA(ctx, caSt) // cloudhub's; never a second one
 	if err != nil {
-		return fmt.Errorf("cluster CA in pkiDir %s: %w", m.PKIDir, err)
+		return fmt.Errorf("cluster CA: %w", err)
 	}
 	var ips []net.IP
 	var names []string

@@ -158,6 +158,10 @@ func newAPIRig(t *testing.T) *apiRig {
 		t.Skipf("no control plane: %v", err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
+	ca, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: dir}) // cloudhub's, made first
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := New()
 	m.StreamAddress, m.TunnelAddress, m.PKIDir = "127.0.0.1:0", "127.0.0.1:0", dir
 	m.MetricsAPI.Enable, m.MetricsAPI.Address, m.MetricsAPI.ScrapeInterval = true, "127.0.0.1:0", time.Hour
@@ -168,10 +172,6 @@ func newAPIRig(t *testing.T) *apiRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); _ = m.Stop(context.Background()) })
-	ca, _, err := pki.LoadOrCreateCA(ctx, pki.FileStorage{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for m.mapi.rounds.Load() == 0 { // the first round (no tunnels) prunes the store; fill it after
 		if time.Now().After(deadline) {

@@ -1,12 +1,14 @@
 package edgecontroller_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/plugins/builtin/cloudstream"
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
 	"github.com/kedge-io/kedge/sdk"
@@ -46,8 +48,12 @@ func TestEdgeNodeAdvertisesCloudstreamAsItsKubeletEndpointOnlyWhenConfigured(t *
 			opts := []sdktest.Option{sdktest.Capture("cloudhub")}
 			if tc.withStream {
 				sinfo, _ := sdk.Lookup(cloudstream.Name)
+				pkiDir := t.TempDir()
+				if _, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: pkiDir}); err != nil { // cloudhub's
+					t.Fatal(err)
+				}
 				opts = append(opts, sdktest.Beside(sinfo, map[string]any{"streamAddress": "127.0.0.1:0", "tunnelAddress": "127.0.0.1:0",
-					"advertiseAddress": tc.advertise, "pkiDir": t.TempDir(), "kubeconfig": env.Kubeconfig}))
+					"advertiseAddress": tc.advertise, "pkiDir": pkiDir, "kubeconfig": env.Kubeconfig}))
 			}
 			h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms", "sendServices": false}, opts...)
 			node := "stream-" + strings.ReplaceAll(strings.ToLower(tc.name), " ", "-")

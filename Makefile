@@ -75,7 +75,7 @@ generate: ## regenerate the gRPC code from sdk/proto/module.proto (needs protoc:
 
 module-%: ## a builtin module as a plugin executable, e.g. make module-nodestatus -> _bin/modules/nodestatus
 	@mkdir -p $(BIN)/modules
-	$(GO) build -trimpath -tags "kedge_custom kedge_$*" -ldflags "-s -w $(LDFLAGS) -X main.moduleName=$*" -o $(BIN)/modules/$* ./cmd/kedge-module
+	$(GO) build -trimpath -tags "kedge_custom kedge_$*" -ldflags "-s -w $(LDFLAGS) -X main.moduleName=$* -X main.version=$(VERSION)" -o $(BIN)/modules/$* ./cmd/kedge-module
 	@sha256sum $(BIN)/modules/$*
 
 controlplane: ## build etcd, kube-apiserver and kubectl (v1.36.3) from the Go module proxy into _bin/controlplane/ (4-6 min cold, cached)

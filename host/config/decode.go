@@ -186,6 +186,11 @@ func (d *decoder) decode(path string, in any, v reflect.Value) error {
 		fs := fields(v, true)
 		for _, k := range sortedKeys(m) {
 			i := slices.IndexFunc(fs, func(f field) bool { return f.name == k })
+			if i < 0 && k == strings.ToLower(k) {
+				// Environment overrides arrive lower-cased (variable names carry no case); where the
+				// schema is not the host's (a plugin's own settings) they reach the decoder so.
+				i = lowerMatch(k, fs)
+			}
 			if i < 0 {
 				return d.fail(mapKey(path, k), "%s", unknownKey(k, fs))
 			}
@@ -345,6 +350,20 @@ func scalarText(in any) (string, bool) {
 		return string(b), err == nil
 	}
 	return "", false
+}
+
+// lowerMatch is the index of the one field whose name is k but for case, or -1 (none, or ambiguous).
+func lowerMatch(k string, fs []field) int {
+	i := -1
+	for j, f := range fs {
+		if strings.EqualFold(f.name, k) {
+			if i >= 0 {
+				return -1
+			}
+			i = j
+		}
+	}
+	return i
 }
 
 func unknownKey(k string, fs []field) string {

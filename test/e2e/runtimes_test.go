@@ -78,7 +78,9 @@ modules:
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := start(t, "edgecore", nil, "--config", cfg)
+	// A camelCase setting of the plugin from the environment: the variable name arrives lower-cased
+	// and the plugin, which decodes its own settings strictly, still finds maxPods.
+	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__MAXPODS=7"}, "--config", cfg)
 	d.waitReady()
 	d.moduleLs("nodestatus", "process", "echo", "wasm", "sha256:")
 	if len(pluginsAlive(plugin)) != 1 {

@@ -41,6 +41,12 @@ type edgedCluster struct {
 
 func newEdgedCluster(t *testing.T, opts ...k8senv.Option) *edgedCluster {
 	t.Helper()
+	return newEdgedClusterIn(t, "", opts...)
+}
+
+// newEdgedClusterIn is newEdgedCluster whose cloudcore keeps its CA in pkiDir (see newClusterIn).
+func newEdgedClusterIn(t *testing.T, pkiDir string, opts ...k8senv.Option) *edgedCluster {
+	t.Helper()
 	needBinaries(t)
 	ep, cri := crienv.Start(t)
 	suffix := make([]byte, 4)
@@ -54,7 +60,7 @@ func newEdgedCluster(t *testing.T, opts ...k8senv.Option) *edgedCluster {
 			t.Errorf("removing the test's sandboxes: %v", err)
 		}
 	})
-	c := newClusterWith(t, []string{
+	c := newClusterIn(t, pkiDir, []string{
 		"KEDGE_MODULES__NORUNTIME__ENABLE=false",
 		"KEDGE_MODULES__METAMANAGER__CONSUMERS__POD=edged", // the default, undoing the noruntime of startEdge
 		"KEDGE_MODULES__EDGED__ENABLE=true",

@@ -48,6 +48,13 @@ func newCluster(t *testing.T) *cluster {
 // and options for the kube-apiserver (extra flags, API aggregation).
 func newClusterWith(t *testing.T, edgeEnv []string, opts ...k8senv.Option) *cluster {
 	t.Helper()
+	return newClusterIn(t, "", edgeEnv, opts...)
+}
+
+// newClusterIn is newClusterWith whose cloudcore keeps its CA in pkiDir (empty: a fresh folder), so a
+// test can make the CA first and hand it to the kube-apiserver.
+func newClusterIn(t *testing.T, pkiDir string, edgeEnv []string, opts ...k8senv.Option) *cluster {
+	t.Helper()
 	needBinaries(t)
 	env, err := k8senv.Start(opts...)
 	if err != nil {
@@ -55,7 +62,10 @@ func newClusterWith(t *testing.T, edgeEnv []string, opts ...k8senv.Option) *clus
 	}
 	t.Cleanup(func() { _ = env.Stop() })
 	dir := t.TempDir()
-	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
+	if pkiDir == "" {
+		pkiDir = filepath.Join(dir, "pki")
+	}
+	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: pkiDir, hubPort: freePort(t), certPort: freePort(t),
 		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"), edgeEnv: edgeEnv}
 	c.startCloud()
 	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)

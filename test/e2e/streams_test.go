@@ -28,6 +28,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
@@ -289,7 +290,14 @@ func screen(r io.Reader) *syncBuffer {
 func TestKubectlExecTTYAttachAndPortForwardReachEdgePodsWithTheKubeletClientCertEnforced(t *testing.T) {
 	pkiDir := t.TempDir()
 	caFile, certFile, keyFile, clientCert := kubeletClientPKI(t, pkiDir)
-	e := newEdgedCluster(t, k8senv.APIServerFlag("kubelet-client-certificate", certFile), k8senv.APIServerFlag("kubelet-client-key", keyFile))
+	// Kedge's CA first, so the API server verifies cloudstream's serving certificate with it
+	// (--kubelet-certificate-authority), as a production API server should.
+	kedgePKI := t.TempDir()
+	if _, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: kedgePKI}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEdgedClusterIn(t, kedgePKI, k8senv.APIServerFlag("kubelet-client-certificate", certFile), k8senv.APIServerFlag("kubelet-client-key", keyFile),
+		k8senv.APIServerFlag("kubelet-certificate-authority", filepath.Join(kedgePKI, pki.CACertName)))
 	e.cloudEnv = append(e.cloudEnv, "KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE="+caFile)
 	streamAddr := e.withStreams()
 	line := strings.Repeat("x", 200)
@@ -475,4 +483,48 @@ spec:
 			return v <= baseline+5, fmt.Sprintf("%v goroutines, %v before the stalled client", v, baseline)
 		})
 	})
+}
+
+// The API server checks the kubelet endpoint it dials for an edge node: with
+// --kubelet-certificate-authority naming a CA that did not sign cloudstream's certificate, kubectl
+// logs fails in the handshake and never reaches the node (the positive case, Kedge's CA, is the
+// exec/attach/port-forward test above).
+func TestAPIServerRefusesAStreamEndpointItsKubeletCADidNotSign(t *testing.T) {
+	otherCA := t.TempDir()
+	if _, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: otherCA}); err != nil {
+		t.Fatal(err)
+	}
+	c := newClusterWith(t, nil, k8senv.APIServerFlag("kubelet-certificate-authority", filepath.Join(otherCA, pki.CACertName)))
+	streamAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	c.cloudEnv = append(c.cloudEnv, "KEDGE_MODULES__CLOUDSTREAM__ENABLE=true",
+		"KEDGE_MODULES__CLOUDSTREAM__STREAMADDRESS="+streamAddr,
+		"KEDGE_MODULES__CLOUDSTREAM__TUNNELADDRESS=127.0.0.1:"+strconv.Itoa(freePort(t)),
+		"KEDGE_MODULES__CLOUDSTREAM__ADVERTISEADDRESS=127.0.0.1",
+		"KEDGE_MODULES__CLOUDSTREAM__PKIDIR="+c.pkiDir,
+		"KEDGE_MODULES__CLOUDSTREAM__KUBECONFIG="+c.k8s.Kubeconfig)
+	if code, _ := c.cloud.stop(syscall.SIGTERM, 60*time.Second); code != 0 {
+		t.Fatalf("cloudcore exit %d\n%s", code, c.cloud.stderr)
+	}
+	c.startCloud()
+	port := int32(freePortOf(t, streamAddr))
+	waitFor(t, "edge node advertises cloudstream as its kubelet endpoint", 60*time.Second, func() (bool, string) {
+		n, err := c.k8s.Client.CoreV1().Nodes().Get(context.Background(), c.node, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return n.Status.DaemonEndpoints.KubeletEndpoint.Port == port, fmt.Sprint(n.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	})
+	if _, err := c.k8s.Client.CoreV1().Pods("default").Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "unverified"},
+		Spec:       corev1.PodSpec{NodeName: c.node, Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.k8s.Kubectl("logs", "-n", "default", "unverified")
+	if err == nil || !strings.Contains(out, "x509") {
+		t.Fatalf("kubectl logs through an endpoint the API server cannot verify: err %v, output %q; want an x509 refusal", err, out)
+	}
+	if n := c.cloud.metric("kedge_cloudstream_sessions_total"); n != 0 {
+		t.Fatalf("%v sessions reached cloudstream; the handshake should have failed first", n)
+	}
 }

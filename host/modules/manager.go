@@ -31,6 +31,9 @@ type Deps struct {
 	StartTimeout, StopTimeout time.Duration
 	// Mailbox is the default mailbox capacity.
 	Mailbox int
+	// SwapHealthTimeout bounds how long a swap polls its new instance until healthy before rolling
+	// back (default 10s); a swap may set its own with WithHealthTimeout.
+	SwapHealthTimeout time.Duration
 }
 
 // Manager starts planned modules in order, swaps them while they run, and stops them in reverse order.
@@ -73,6 +76,10 @@ type instance struct {
 	cancel  context.CancelFunc
 }
 
+// DefaultSwapHealthTimeout is how long a swap waits for its new instance to become healthy, unless
+// Deps or the swap say otherwise.
+const DefaultSwapHealthTimeout = 10 * time.Second
+
 // NewManager returns a manager using deps.
 func NewManager(deps Deps) *Manager {
 	if deps.StartTimeout == 0 {
@@ -80,6 +87,9 @@ func NewManager(deps Deps) *Manager {
 	}
 	if deps.StopTimeout == 0 {
 		deps.StopTimeout = 5 * time.Second
+	}
+	if deps.SwapHealthTimeout <= 0 {
+		deps.SwapHealthTimeout = DefaultSwapHealthTimeout
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()

@@ -192,8 +192,9 @@ func newHarness(t testing.TB) *harness {
 	reg := prometheus.NewRegistry()
 	rt := router.New(reg)
 	return &harness{
-		mgr: NewManager(Deps{NodeName: "n1", Router: rt, Store: db, Metrics: reg, StopTimeout: 2 * time.Second, StartTimeout: time.Second}),
-		rt:  rt, reg: reg, j: &journal{},
+		mgr: NewManager(Deps{NodeName: "n1", Router: rt, Store: db, Metrics: reg, StopTimeout: 2 * time.Second, StartTimeout: time.Second,
+			SwapHealthTimeout: 300 * time.Millisecond}),
+		rt: rt, reg: reg, j: &journal{},
 	}
 }
 

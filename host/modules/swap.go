@@ -21,12 +21,36 @@ type SwapReport struct {
 // ErrRolledBack wraps the reason a new instance was refused; the old one kept running.
 var ErrRolledBack = errors.New("swap rolled back: the old instance keeps running")
 
+// SwapOption changes one swap.
+type SwapOption func(*swapOptions)
+
+type swapOptions struct {
+	healthTimeout time.Duration
+}
+
+// WithHealthTimeout bounds how long this swap waits for the new instance to become healthy, instead
+// of Deps.SwapHealthTimeout. d must be positive; zero keeps the manager's default.
+func WithHealthTimeout(d time.Duration) SwapOption {
+	return func(o *swapOptions) {
+		if d > 0 {
+			o.healthTimeout = d
+		}
+	}
+}
+
 // Swap replaces the running module next.Info.Name with next while messages flow: the new instance is
-// started beside the old and health-checked; delivery is held between two messages (the old instance
-// finishes the one in hand), the instances are switched, queued messages continue in order into the
-// new one, and the old one is stopped. If the new instance fails to start or is unhealthy, it is
-// stopped and the old one keeps running; the error wraps ErrRolledBack.
-func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) {
+// started beside the old and polled until healthy (sdk.HealthChecker; a module without it is healthy
+// at once), with a backoff from 50 ms to 500 ms, for up to the health timeout (Deps.SwapHealthTimeout
+// or WithHealthTimeout). Meanwhile the old instance keeps handling the mailbox. Then delivery is held
+// between two messages (the old instance finishes the one in hand), the instances are switched, queued
+// messages continue in order into the new one, and the old one is stopped. If the new instance fails
+// to start or is still unhealthy at the deadline, it is stopped and the old one keeps running; the
+// error wraps ErrRolledBack and carries the last health error.
+func (mgr *Manager) Swap(ctx context.Context, next Planned, opts ...SwapOption) (SwapReport, error) {
+	o := swapOptions{healthTimeout: mgr.deps.SwapHealthTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	name := next.Info.Name
 	r := mgr.find(name)
 	if r == nil {
@@ -48,14 +72,9 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) 
 	if err != nil {
 		return fail(fmt.Errorf("new instance did not start: %w", err))
 	}
-	if hc, ok := next.Module.(sdk.HealthChecker); ok {
-		hctx, cancel := context.WithTimeout(ctx, mgr.deps.StartTimeout)
-		err := hc.Healthy(hctx)
-		cancel()
-		if err != nil {
-			_ = stopInstance(context.WithoutCancel(ctx), inst)
-			return fail(fmt.Errorf("new instance is unhealthy: %w", err))
-		}
+	if err := mgr.awaitHealthy(ctx, next.Module, o.healthTimeout); err != nil {
+		_ = stopInstance(context.WithoutCancel(ctx), inst)
+		return fail(fmt.Errorf("new instance is unhealthy: %w", err))
 	}
 
 	r.pending.Store(true)
@@ -77,6 +96,66 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned) (SwapReport, error) 
 		old.host.logger.Warn("old instance did not stop cleanly after the swap", "err", err)
 	}
 	return rep, nil
+}
+
+// Health polling backoff of a swap's new instance: the first retry after swapPollMin, doubling up to
+// swapPollMax.
+const (
+	swapPollMin = 50 * time.Millisecond
+	swapPollMax = 500 * time.Millisecond
+)
+
+// awaitHealthy polls m's health until it reports healthy or timeout passes; the error is the last
+// health error, saying how many checks failed over how long.
+func (mgr *Manager) awaitHealthy(ctx context.Context, m sdk.Module, timeout time.Duration) error {
+	hc, ok := m.(sdk.HealthChecker)
+	if !ok {
+		return nil
+	}
+	deadline, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	wait := swapPollMin
+	for polls := 1; ; polls++ {
+		err := healthy(deadline, hc)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (swap cancelled after %d health checks)", err, polls)
+		}
+		if deadline.Err() != nil {
+			return fmt.Errorf("%w (still unhealthy after %d health checks within %s)", err, polls, timeout)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-deadline.Done():
+			t.Stop()
+			// One last check at the deadline, bounded like any other: the module may have just become
+			// ready while we slept.
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(timeout, swapPollMax))
+			err = healthy(last, hc)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (swap cancelled after %d health checks)", err, polls+1)
+			}
+			return fmt.Errorf("%w (still unhealthy after %d health checks within %s)", err, polls+1, timeout)
+		}
+		wait = min(2*wait, swapPollMax)
+	}
+}
+
+// healthy runs one health check, turning a panic into an error.
+func healthy(ctx context.Context, hc sdk.HealthChecker) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in Healthy: %v", p)
+		}
+	}()
+	return hc.Healthy(ctx)
 }
 
 func (mgr *Manager) find(name string) *running {

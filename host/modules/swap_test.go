@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,7 +23,11 @@ type tally struct {
 	seen      *[]string // "<version>:<n>", shared by all versions
 	unhealthy bool
 	failStart bool
-	stopped   chan struct{}
+	// readyAfter > 0: Healthy fails until its readyAfter-th call (a module that connects to a broker
+	// after Start); polls counts the calls.
+	readyAfter int32
+	polls      atomic.Int32
+	stopped    chan struct{}
 }
 
 func (v *tally) Start(context.Context, sdk.Host) error {
@@ -43,8 +48,12 @@ func (v *tally) Handle(_ context.Context, m sdk.Message) error {
 func (v *tally) Stop(context.Context) error { close(v.stopped); return nil }
 
 func (v *tally) Healthy(context.Context) error {
-	if v.unhealthy {
+	n := v.polls.Add(1)
+	switch {
+	case v.unhealthy:
 		return errors.New("self-test failed")
+	case n < v.readyAfter:
+		return fmt.Errorf("broker not connected yet (check %d)", n)
 	}
 	return nil
 }
@@ -249,4 +258,104 @@ func BenchmarkSwapGap(b *testing.B) {
 	}
 	b.ReportMetric(float64(paused.Microseconds())/float64(b.N), "µs-paused/swap")
 	b.ReportMetric(float64(worst.Microseconds()), "µs-worst-gap")
+}
+
+// A new instance that becomes healthy only a few checks after Start is polled until it is, then swapped
+// in while numbered messages stream (each handled once, in order); one that never becomes healthy is
+// rolled back at the health timeout with its last health error, and the old instance keeps handling.
+func TestSwapPollsTheNewInstanceUntilHealthyWithinTheHealthTimeout(t *testing.T) {
+	tests := []struct {
+		name       string
+		readyAfter int32
+		unhealthy  bool
+		opts       []SwapOption // the harness's default health timeout is 300 ms
+		wantErr    string       // "": swapped in
+		wantPolls  int32        // exact when swapped in; a minimum when rolled back
+	}{
+		{name: "ready on the first check is swapped in at once", readyAfter: 1, wantPolls: 1},
+		{name: "ready on the fourth check is swapped in, not rolled back", readyAfter: 4,
+			opts: []SwapOption{WithHealthTimeout(time.Minute)}, wantPolls: 4},
+		{name: "never healthy is rolled back at the default timeout with its error", unhealthy: true,
+			wantErr: "unhealthy: self-test failed (still unhealthy after", wantPolls: 2},
+		{name: "not ready within the swap's own timeout is rolled back with the last error", readyAfter: 1 << 30,
+			opts: []SwapOption{WithHealthTimeout(120 * time.Millisecond)}, wantErr: "broker not connected yet", wantPolls: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTallyRig(t)
+			ctx := context.Background()
+			// Numbered messages stream while the new instance is polled, and 200 more after the swap
+			// returned, so the last ones show which instance runs.
+			swapped := make(chan struct{})
+			sentc := make(chan int, 1)
+			go func() {
+				after := -1
+				for i := 0; ; i++ {
+					if err := tr.h.rt.Send(ctx, "driver", message.New("load", "drivers", "update", strconv.Itoa(i))); err != nil {
+						t.Errorf("send %d: %v", i, err)
+						sentc <- i
+						return
+					}
+					select {
+					case <-swapped:
+						if after < 0 {
+							after = i + 200
+						}
+					default:
+					}
+					if after >= 0 && i >= after {
+						sentc <- i + 1
+						return
+					}
+				}
+			}()
+			waitFor(t, "messages to flow", func() bool { return tr.count() >= 100 })
+			next := tr.version("v2")
+			next.readyAfter, next.unhealthy = tt.readyAfter, tt.unhealthy
+			_, err := tr.h.mgr.Swap(ctx, tr.planned(next, Process), tt.opts...)
+			close(swapped)
+			polls := next.polls.Load()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Swap: %v, want swapped in", err)
+			case tt.wantErr == "" && polls != tt.wantPolls:
+				t.Fatalf("health checks = %d, want exactly %d (polling stops once healthy)", polls, tt.wantPolls)
+			case tt.wantErr != "" && (!errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Swap error = %v, want ErrRolledBack and %q", err, tt.wantErr)
+			case tt.wantErr != "" && polls < tt.wantPolls:
+				t.Fatalf("health checks = %d, want at least %d before giving up", polls, tt.wantPolls)
+			}
+			total := <-sentc
+			waitFor(t, "all messages handled", func() bool { return tr.count() >= total })
+			wantLast := "v2"
+			if tt.wantErr != "" {
+				wantLast = "v1"
+			}
+			seen := tr.snapshot()
+			if len(seen) != total {
+				t.Fatalf("handled %d messages, want %d", len(seen), total)
+			}
+			switched := false
+			for i, s := range seen {
+				v, n, _ := strings.Cut(s, ":")
+				if n != strconv.Itoa(i) {
+					t.Fatalf("position %d holds %q: a message was lost, duplicated or reordered", i, s)
+				}
+				if switched && v != "v2" {
+					t.Fatalf("message %d handled by %s after v2 took over", i, v)
+				}
+				switched = v == "v2"
+			}
+			if v, _, _ := strings.Cut(seen[total-1], ":"); v != wantLast {
+				t.Fatalf("the last message was handled by %s, want %s", v, wantLast)
+			}
+			if tt.wantErr != "" {
+				select {
+				case <-next.stopped:
+				default:
+					t.Fatal("the rolled-back instance was not stopped")
+				}
+			}
+		})
+	}
 }

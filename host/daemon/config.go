@@ -3,6 +3,8 @@ package daemon
 import (
 	"log/slog"
 	"time"
+
+	"github.com/kedge-io/kedge/host/modules"
 )
 
 // Config is implemented by cloudcore's and edgecore's config structs; each embeds Base inline.
@@ -36,6 +38,8 @@ type AdminConfig struct {
 	Address string `yaml:"address" doc:"Listen address for /healthz, /readyz and /metrics; keep it on loopback unless a scraper needs it."`
 	Socket  string `yaml:"socket" doc:"Control socket for the module command (list, hot swap); mode 0600, so only this user can use it. Empty disables it."`
 	Reload  bool   `yaml:"reload" doc:"Watch the config file and apply module changes (swap, start, stop) when it is saved."`
+	// SwapHealthTimeout bounds how long a hot swap polls the new instance until healthy.
+	SwapHealthTimeout time.Duration `yaml:"swapHealthTimeout" doc:"How long a hot swap waits for the new module instance to become healthy (polled from 50ms to 500ms apart) before rolling back; module swap --health-timeout overrides it for one swap."`
 }
 
 // StoreConfig configures the SQLite store.
@@ -53,8 +57,9 @@ type PluginsConfig struct {
 // DefaultBase returns the shared defaults for a binary.
 func DefaultBase(binary, adminAddress string) Base {
 	return Base{
-		Log:             LogConfig{Level: slog.LevelInfo, Format: "text"},
-		Admin:           AdminConfig{Address: adminAddress, Socket: "/run/kedge/" + binary + ".sock", Reload: true},
+		Log: LogConfig{Level: slog.LevelInfo, Format: "text"},
+		Admin: AdminConfig{Address: adminAddress, Socket: "/run/kedge/" + binary + ".sock", Reload: true,
+			SwapHealthTimeout: modules.DefaultSwapHealthTimeout},
 		Store:           StoreConfig{Path: "/var/lib/kedge/" + binary + ".db", Synchronous: "full"},
 		ShutdownTimeout: 5 * time.Second,
 		Mailbox:         1024,

@@ -39,11 +39,30 @@ type swapRequest struct {
 	Runtime modules.Runtime `json:"runtime"`
 	Path    string          `json:"path,omitempty"`
 	SHA256  string          `json:"sha256,omitempty"`
+	// HealthTimeout, a Go duration ("30s"), bounds how long this swap waits for the new instance to
+	// become healthy; empty: admin.swapHealthTimeout.
+	HealthTimeout string `json:"healthTimeout,omitempty"`
+}
+
+// options turns the request's settings into swap options; a bad value is an error naming it.
+func (r swapRequest) options() ([]modules.SwapOption, error) {
+	if r.HealthTimeout == "" {
+		return nil, nil
+	}
+	d, err := time.ParseDuration(r.HealthTimeout)
+	if err != nil || d <= 0 {
+		return nil, fmt.Errorf("swap request: healthTimeout: expected a positive duration like \"30s\", got %q", r.HealthTimeout)
+	}
+	return []modules.SwapOption{modules.WithHealthTimeout(d)}, nil
 }
 
 // swap replaces a running module with the same module on another runtime or file, keeping its
 // settings. It does not change the config file: a restart runs what the file says.
 func (c *controller) swap(ctx context.Context, name string, req swapRequest) (modules.SwapReport, error) {
+	opts, err := req.options()
+	if err != nil {
+		return modules.SwapReport{}, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur, ok := c.mgr.Planned(name)
@@ -68,7 +87,7 @@ func (c *controller) swap(ctx context.Context, name string, req swapRequest) (mo
 		return modules.SwapReport{}, err
 	}
 	next.Block = cur.Block // the file still says what it said
-	return c.mgr.Swap(ctx, next)
+	return c.mgr.Swap(ctx, next, opts...)
 }
 
 // reload re-reads the config and applies module changes: a changed module block is swapped, a newly
@@ -186,6 +205,10 @@ func serveControl(ctx context.Context, path string, c *controller) (func(), erro
 		var req swapRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "decode swap request: " + err.Error()})
+			return
+		}
+		if _, err := req.options(); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
 		rep, err := c.swap(r.Context(), r.PathValue("name"), req)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/router"
@@ -27,6 +28,13 @@ func init() {
 }
 
 type ctlTestConfig struct{ Base }
+
+// inlineConfig is a config as the binaries declare it (Base inline), for Load.
+type inlineConfig struct {
+	Base `yaml:",inline"`
+}
+
+func (inlineConfig) Identity() string { return "edge-ctl" }
 
 func (ctlTestConfig) Identity() string { return "edge-ctl" }
 
@@ -93,5 +101,50 @@ func TestControlClientNamesTheSocketWhenNoDaemonListens(t *testing.T) {
 	_, err := NewControlClient(path, 0).Modules(context.Background())
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("error = %v, want one naming %s", err, path)
+	}
+}
+
+// A swap request may carry its own health timeout; a malformed one is refused (400) naming the field
+// and nothing is swapped. The config's admin.swapHealthTimeout must be positive.
+func TestSwapHealthTimeoutIsCheckedInTheRequestAndTheConfig(t *testing.T) {
+	c := NewControlClient(controlSocket(t), 0)
+	ctx := context.Background()
+	tests := []struct {
+		name, timeout string
+		want          string // "": swapped
+	}{
+		{"a positive duration is used for this swap", "5s", ""},
+		{"empty means the configured default", "", ""},
+		{"not a duration is refused naming the field", "soon", `healthTimeout: expected a positive duration like "30s", got "soon"`},
+		{"zero is refused", "0s", `got "0s"`},
+		{"negative is refused", "-1s", `got "-1s"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rep modules.SwapReport
+			err := call(ctx, c.hc, "POST", "/v1/modules/ctltest/swap", swapRequest{Runtime: modules.Builtin, HealthTimeout: tt.timeout}, &rep)
+			switch {
+			case tt.want == "" && (err != nil || rep.Module != "ctltest"):
+				t.Fatalf("swap = %+v, %v; want swapped", rep, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("swap error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	spec := Spec{Binary: "edgecore", NewConfig: func() Config { return &inlineConfig{Base: DefaultBase("edgecore", "")} }}
+	for _, tt := range []struct {
+		set, want string
+	}{
+		{"admin.swapHealthTimeout=-1s", "admin.swapHealthTimeout"},
+		{"admin.swapHealthTimeout=0s", "must be positive"},
+		{"admin.swapHealthTimeout=30s", ""},
+	} {
+		cfg, _, err := Load(spec, "", []string{tt.set, "modules.ctltest.enable=false"}, nil)
+		switch {
+		case tt.want == "" && (err != nil || cfg.base().Admin.SwapHealthTimeout != 30*time.Second):
+			t.Errorf("--set %s: %v", tt.set, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("--set %s: error %v, want one containing %q", tt.set, err, tt.want)
+		}
 	}
 }

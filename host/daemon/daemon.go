@@ -224,6 +224,8 @@ func (b *Base) validate(source string) error {
 		return &config.Error{Source: source, Key: "shutdownTimeout", Problem: "must be positive"}
 	case b.Mailbox <= 0:
 		return &config.Error{Source: source, Key: "mailbox", Problem: "must be positive"}
+	case b.Admin.SwapHealthTimeout <= 0:
+		return &config.Error{Source: source, Key: "admin.swapHealthTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Admin.SwapHealthTimeout)}
 	}
 	if b.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(b.Admin.Address); err != nil {
@@ -255,7 +257,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	rt := router.New(reg)
 	mgr := modules.NewManager(modules.Deps{
 		NodeName: cfg.Identity(), Router: rt, Store: db, Logger: log, Metrics: reg,
-		StopTimeout: b.ShutdownTimeout, Mailbox: b.Mailbox,
+		StopTimeout: b.ShutdownTimeout, Mailbox: b.Mailbox, SwapHealthTimeout: b.Admin.SwapHealthTimeout,
 	})
 	var admin *adminServer
 	if b.Admin.Address != "" {

@@ -29,7 +29,8 @@ func moduleCommand(spec Spec) *cobra.Command {
 running ` + spec.Binary + ` can open it).
 
 A swap replaces a running module without stopping ` + spec.Binary + `: the new instance starts beside the
-old one and must pass its health check; then delivery switches between two messages, queued messages
+old one and is health-checked until healthy, up to --health-timeout (default: admin.swapHealthTimeout,
+10s), while the old one keeps handling messages; then delivery switches between two messages, queued messages
 continue in order into the new instance, and the old one stops. If the new one fails, the old one keeps
 running. A swap does not edit the config file: to keep the change across restarts, edit the file (which
 ` + spec.Binary + ` also watches: saving it swaps changed modules the same way).`,
@@ -85,6 +86,7 @@ running. A swap does not edit the config file: to keep the change across restart
 
 	var req swapRequest
 	var runtime string
+	var healthTimeout time.Duration
 	swap := &cobra.Command{
 		Use:   "swap NAME --runtime builtin|process|wasm [--path FILE --sha256 HEX]",
 		Short: "Replace a running module with another runtime or plugin file, without a restart",
@@ -93,10 +95,17 @@ running. A swap does not edit the config file: to keep the change across restart
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Runtime = modules.Runtime(runtime)
+			if cmd.Flags().Changed("health-timeout") {
+				if healthTimeout <= 0 {
+					return &exitError{ExitConfig, fmt.Errorf("--health-timeout must be positive, got %s", healthTimeout)}
+				}
+				req.HealthTimeout = healthTimeout.String()
+			}
 			c, err := client()
 			if err != nil {
 				return err
 			}
+			c.Timeout = max(c.Timeout, healthTimeout+time.Minute) // the start plus the health wait
 			var rep modules.SwapReport
 			if err := call(cmd.Context(), c, http.MethodPost, "/v1/modules/"+args[0]+"/swap", req, &rep); err != nil {
 				return &exitError{ExitFailure, err}
@@ -110,6 +119,7 @@ running. A swap does not edit the config file: to keep the change across restart
 	swap.Flags().StringVar(&runtime, "runtime", "", "builtin, process or wasm (required)")
 	swap.Flags().StringVar(&req.Path, "path", "", "plugin file (process or wasm)")
 	swap.Flags().StringVar(&req.SHA256, "sha256", "", "the plugin file's SHA-256 (process or wasm)")
+	swap.Flags().DurationVar(&healthTimeout, "health-timeout", 0, "how long the new instance may take to become healthy before the swap is rolled back (default: admin.swapHealthTimeout)")
 	_ = swap.MarkFlagRequired("runtime")
 
 	cmd.AddCommand(ls, swap)

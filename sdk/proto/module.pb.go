@@ -385,11 +385,14 @@ func (x *StartRequest) GetLogLevel() int32 {
 }
 
 type StartResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ApiVersion    string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"` // sdk.APIVersion the plugin was built with
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                               // the name the plugin was built as (sdk.Info.Name)
-	Group         string                 `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
-	Doc           string                 `protobuf:"bytes,4,opt,name=doc,proto3" json:"doc,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ApiVersion string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"` // sdk.APIVersion the plugin was built with
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                               // the name the plugin was built as (sdk.Info.Name)
+	Group      string                 `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
+	Doc        string                 `protobuf:"bytes,4,opt,name=doc,proto3" json:"doc,omitempty"`
+	// The plugin's release version as its executable was stamped (plugin.WithVersion; kedge-module's
+	// -X main.version=<v>); empty when it reports none. Shown by `edgecore module ls`.
+	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +451,13 @@ func (x *StartResponse) GetGroup() string {
 func (x *StartResponse) GetDoc() string {
 	if x != nil {
 		return x.Doc
+	}
+	return ""
+}
+
+func (x *StartResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
 	}
 	return ""
 }
@@ -2132,13 +2142,14 @@ const file_module_proto_rawDesc = "" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x16\n" +
 	"\x06config\x18\x04 \x01(\fR\x06config\x12$\n" +
 	"\x0ehost_broker_id\x18\x05 \x01(\rR\fhostBrokerId\x12\x1b\n" +
-	"\tlog_level\x18\x06 \x01(\x05R\blogLevel\"l\n" +
+	"\tlog_level\x18\x06 \x01(\x05R\blogLevel\"\x86\x01\n" +
 	"\rStartResponse\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\tR\x05group\x12\x10\n" +
-	"\x03doc\x18\x04 \x01(\tR\x03doc\"C\n" +
+	"\x03doc\x18\x04 \x01(\tR\x03doc\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"C\n" +
 	"\rHandleRequest\x122\n" +
 	"\amessage\x18\x01 \x01(\v2\x18.kedge.module.v1.MessageR\amessage\"\xd7\x01\n" +
 	"\bOutgoing\x122\n" +

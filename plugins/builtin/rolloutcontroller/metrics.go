@@ -9,6 +9,7 @@ type metrics struct {
 	syncErrors prometheus.Counter
 	conflicts  prometheus.Counter
 	resent     prometheus.Counter
+	deletes    *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -25,8 +26,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Rollout status writes retried because the rollout changed meanwhile (resourceVersion conflict)."}),
 		resent: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_reconnect_resends_total",
 			Help: "Rollout messages sent again to a node that connected while its update was in progress."}),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_rolloutcontroller_deletes_total",
+			Help: "Deletes of a rollout message queued for edge nodes, by reason (deleted: the rollout was deleted; inventory: a connecting node still held a deleted rollout)."}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.conflicts, m.resent} {
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.conflicts, m.resent, m.deletes} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -69,6 +70,8 @@ type Module struct {
 	wg      sync.WaitGroup
 	stop    chan struct{}
 	now     func() metav1.Time
+	sendMu  sync.Mutex              // orders rollout updates and deletes queued for the edge
+	gone    map[types.UID]time.Time // recently deleted rollouts: nothing more is sent for them
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -114,6 +117,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.host = h
 	m.stop = make(chan struct{})
+	m.gone = map[types.UID]time.Time{}
 	if m.now == nil {
 		m.now = metav1.Now
 	}
@@ -229,7 +233,8 @@ func (m *Module) watch() error {
 		}
 	}
 	if _, err := m.roInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue,
+		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) },
+		DeleteFunc: func(obj any) { m.deleted(obj); enqueue(obj) },
 	}); err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func (m *Module) reconcile(ctx context.Context, key string) error {
 		return nil // not a key we made: nothing to retry
 	}
 	if _, ok, _ := m.roInf.GetStore().GetByKey(key); !ok {
-		return nil // deleted: the edges keep what they installed
+		return nil // deleted (the delete handler told the nodes): the edges keep what they installed
 	}
 	return m.mutate(ctx, ns, name, false, nil)
 }
@@ -131,6 +131,14 @@ func (m *Module) mutate(ctx context.Context, ns, name string, fresh bool, change
 	}
 }
 
+// sentGeneration is the generation the nodes are sent: status.rolloutGeneration once written.
+func sentGeneration(ro *v1alpha1.PluginRollout) int64 {
+	if ro.Status.RolloutGeneration > 0 {
+		return ro.Status.RolloutGeneration
+	}
+	return ro.Generation
+}
+
 // send queues ro for node on cloudhub; its resourceVersion travels in the header.
 func (m *Module) send(ctx context.Context, node string, ro *v1alpha1.PluginRollout, reason string) {
 	res := message.Resource{Node: node, Namespace: ro.Namespace, Type: TypePluginRollout, Name: ro.Name}.Cloud()
@@ -141,13 +149,18 @@ func (m *Module) send(ctx context.Context, node string, ro *v1alpha1.PluginRollo
 		caps = []string{}
 	}
 	msg, err := msg.WithContent(RolloutMessage{
-		Rollout: ro.Namespace + "/" + ro.Name, Generation: ro.Generation,
+		Rollout: ro.Namespace + "/" + ro.Name, Generation: sentGeneration(ro),
 		Plugin: ro.Spec.Plugin, Version: ro.Spec.Version, Runtime: ro.Spec.Runtime, Module: ro.Spec.Module,
 		GrantedCapabilities: caps,
 	})
 	if err != nil {
 		m.host.Logger().Error("rollout not encodable for the edge", "resource", res, "err", err)
 		return
+	}
+	m.sendMu.Lock()
+	defer m.sendMu.Unlock()
+	if _, gone := m.gone[ro.UID]; gone {
+		return // deleted meanwhile: its nodes were told to drop it
 	}
 	if err := m.host.Send(ctx, m.HubModule, msg); err != nil {
 		m.host.Logger().Warn("rollout for the edge not queued; it is sent again when the node connects", "node", node, "resource", res, "err", err)

@@ -38,8 +38,11 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	case message.OpConnected:
 		m.connected(ctx, node)
 		return
-	case message.OpDisconnected, message.OpInventory:
-		return // a node's inventory is metamanager's objects; resends on connect cover what is in flight
+	case message.OpDisconnected:
+		return
+	case message.OpInventory:
+		m.inventory(ctx, node, msg.Content) // resends on connect cover what is in flight
+		return
 	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	result := "ok"
@@ -145,8 +148,8 @@ func apply(ro *v1alpha1.PluginRollout, node string, rep StatusReport, now metav1
 	if i < 0 {
 		return false, fmt.Errorf("%w: node %s is not part of pluginrollout %s/%s", errForbidden, node, ro.Namespace, ro.Name)
 	}
-	if rep.Generation != ro.Generation || ro.Status.ObservedGeneration != ro.Generation {
-		return false, fmt.Errorf("%w: the report is about generation %d, the rollout is at %d", errStale, rep.Generation, ro.Generation)
+	if gen, _, _ := rolloutGeneration(ro); rep.Generation != gen {
+		return false, fmt.Errorf("%w: the report is about generation %d, the rollout is at %d", errStale, rep.Generation, gen)
 	}
 	if rep.State == v1alpha1.NodeUpdated && rep.Version != ro.Spec.Version {
 		return false, fmt.Errorf("%w: node reports version %s updated, but the rollout is of %s", errInvalid, rep.Version, ro.Spec.Version)

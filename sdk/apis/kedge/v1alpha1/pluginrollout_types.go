@@ -6,7 +6,7 @@ import (
 
 // PluginRollout says: this plugin, at this version and runtime, replaces (or installs) module
 // spec.module on the edge nodes matching spec.nodeSelector, spec.maxParallel nodes at a time in
-// node-name order. A node that fails (or rolls back) pauses the rollout.
+// node-name order. A node that fails (or rolls back) pauses the rollout; so does spec.paused.
 //
 // +genclient
 // +kubebuilder:object:root=true
@@ -79,6 +79,12 @@ type PluginRolloutSpec struct {
 	// edge (the node fails, the rollout pauses).
 	// +optional
 	GrantedCapabilities []string `json:"grantedCapabilities,omitempty"`
+	// Paused stops the rollout by hand: no node is sent anything new (nodes already installing
+	// finish and report). Setting it back to false resumes where it stopped; changing only this
+	// field does not restart the rollout (a failed node is retried by changing the rest of the spec).
+	// +optional
+	// +kubebuilder:default=false
+	Paused bool `json:"paused,omitempty"`
 }
 
 // Rollout phases.
@@ -86,6 +92,16 @@ const (
 	PhaseProgressing = "Progressing"
 	PhasePaused      = "Paused"
 	PhaseComplete    = "Complete"
+)
+
+// Why a rollout is paused (status.pauseReason).
+const (
+	// PausedBySpec: spec.paused is true.
+	PausedBySpec = "Spec"
+	// PausedByFailure: a node failed or rolled back.
+	PausedByFailure = "NodeFailed"
+	// PausedByInvalidSelector: spec.nodeSelector is not a valid selector.
+	PausedByInvalidSelector = "InvalidSelector"
 )
 
 // Node states in a rollout.
@@ -99,12 +115,17 @@ const (
 
 // PluginRolloutStatus is how far the rollout got.
 type PluginRolloutStatus struct {
-	// Phase is Progressing, Paused (a node failed or rolled back: no further node is started) or
+	// Phase is Progressing, Paused (spec.paused, or a node failed or rolled back: no further node is started) or
 	// Complete (every selected node runs the version).
 	// +optional
 	// +kubebuilder:validation:Enum=Progressing;Paused;Complete
 	Phase string `json:"phase,omitempty"`
-	// Message says why the rollout is paused (the failing node's message).
+	// PauseReason says why the phase is Paused: Spec (spec.paused is true), NodeFailed (a node failed
+	// or rolled back) or InvalidSelector. Empty when not paused.
+	// +optional
+	// +kubebuilder:validation:Enum=Spec;NodeFailed;InvalidSelector
+	PauseReason string `json:"pauseReason,omitempty"`
+	// Message says why the rollout is paused (paused by spec, and/or the failing node's message).
 	// +optional
 	Message string `json:"message,omitempty"`
 	// Desired is the number of nodes the selector matches.
@@ -124,6 +145,14 @@ type PluginRolloutStatus struct {
 	// ObservedGeneration is the spec generation this status is about.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// RolloutGeneration is the generation the nodes are sent and report about: the last generation
+	// that changed the spec other than spec.paused (pausing or resuming keeps it, so reports of nodes
+	// installing meanwhile still count).
+	// +optional
+	RolloutGeneration int64 `json:"rolloutGeneration,omitempty"`
+	// SpecHash identifies the spec (without spec.paused) of RolloutGeneration.
+	// +optional
+	SpecHash string `json:"specHash,omitempty"`
 }
 
 // NodeRolloutStatus is one node's progress.

@@ -148,3 +148,32 @@ func TestSwapHealthTimeoutIsCheckedInTheRequestAndTheConfig(t *testing.T) {
 		}
 	}
 }
+
+// module ls shows the running release in VERSION ("-" when a plugin reports none) and the pinned
+// file's sha256 beside it; a status from an older daemon (no release field) shows its combined form.
+func TestModuleLsShowsTheReleaseAndTheSHA256(t *testing.T) {
+	tests := []struct {
+		name string
+		st   modules.Status
+		want []string // the row's fields after NAME GROUP RUNTIME
+	}{
+		{"builtin", modules.Status{Name: "a", Group: "g", Runtime: modules.Builtin, Release: "v1.5.0", Version: "v1.5.0"}, []string{"v1.5.0", "-"}},
+		{"process with a release", modules.Status{Name: "a", Group: "g", Runtime: modules.Process, Release: "1.2.3", SHA256: "sha256:0123456789ab"}, []string{"1.2.3", "sha256:0123456789ab"}},
+		{"process without one", modules.Status{Name: "a", Group: "g", Runtime: modules.Process, Release: "-", SHA256: "sha256:0123456789ab"}, []string{"-", "sha256:0123456789ab"}},
+		{"an older daemon's status", modules.Status{Name: "a", Group: "g", Runtime: modules.WASM, Version: "sha256:0123456789ab"}, []string{"sha256:0123456789ab", "-"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			writeModuleTable(&b, []modules.Status{tt.st})
+			lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+			if len(lines) != 2 || len(strings.Fields(lines[0])) < 5 || strings.Fields(lines[0])[3] != "VERSION" || strings.Fields(lines[0])[4] != "SHA256" {
+				t.Fatalf("module ls:\n%s", b.String())
+			}
+			f := strings.Fields(lines[1])
+			if len(f) < 5 || f[3] != tt.want[0] || f[4] != tt.want[1] {
+				t.Fatalf("row %q, want VERSION %q and SHA256 %q", lines[1], tt.want[0], tt.want[1])
+			}
+		})
+	}
+}

@@ -71,16 +71,8 @@ running. A swap does not edit the config file: to keep the change across restart
 			if err := call(cmd.Context(), c, http.MethodGet, "/v1/modules", nil, &st); err != nil {
 				return &exitError{ExitFailure, err}
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tGROUP\tRUNTIME\tVERSION\tHEALTH\tHANDLED\tFAILED\tQUEUED\tSWAPS")
-			for _, s := range st {
-				health := "ok"
-				if s.Health != "" {
-					health = "unhealthy: " + s.Health
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%d\t%.0f\n", s.Name, s.Group, s.Runtime, s.Version, health, s.Handled, s.Failed, s.Queued, s.Swaps)
-			}
-			return tw.Flush()
+			writeModuleTable(cmd.OutOrStdout(), st)
+			return nil
 		},
 	}
 
@@ -124,6 +116,28 @@ running. A swap does not edit the config file: to keep the change across restart
 
 	cmd.AddCommand(ls, swap)
 	return cmd
+}
+
+// writeModuleTable prints `module ls`: VERSION is the release that runs (the host's for builtin, the
+// plugin's own or "-"), SHA256 the pinned plugin file's prefix ("-" for builtin).
+func writeModuleTable(w io.Writer, st []modules.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tGROUP\tRUNTIME\tVERSION\tSHA256\tHEALTH\tHANDLED\tFAILED\tQUEUED\tSWAPS")
+	for _, s := range st {
+		health := "ok"
+		if s.Health != "" {
+			health = "unhealthy: " + s.Health
+		}
+		release, sum := s.Release, s.SHA256
+		if release == "" { // a daemon from before Release: its combined form
+			release = s.Version
+		}
+		if sum == "" {
+			sum = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%d\t%.0f\n", s.Name, s.Group, s.Runtime, release, sum, health, s.Handled, s.Failed, s.Queued, s.Swaps)
+	}
+	_ = tw.Flush()
 }
 
 // call does one JSON request on the control socket; a non-2xx answer's error text becomes the error.

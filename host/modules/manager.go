@@ -322,8 +322,15 @@ type Status struct {
 	Group   string  `json:"group"`
 	Runtime Runtime `json:"runtime"`
 	Path    string  `json:"path,omitempty"`
-	Version string  `json:"version"` // the binary's version for builtin, "sha256:<prefix>" for plugins
-	Health  string  `json:"health"`  // empty when healthy, else why not
+	// Release is what `module ls` shows as VERSION: the host binary's version for builtin, the
+	// plugin's own release for process (plugin.WithVersion) and wasm (its manifest), "-" if it has none.
+	Release string `json:"release"`
+	// SHA256 is "sha256:<first 12 hex digits>" of a pinned plugin file; empty for builtin.
+	SHA256 string `json:"sha256,omitempty"`
+	// Version combines both for older readers: the binary's version for builtin; for plugins
+	// "<release> (sha256:<prefix>)", or "sha256:<prefix>" when the plugin reports no release.
+	Version string  `json:"version"`
+	Health  string  `json:"health"` // empty when healthy, else why not
 	Handled float64 `json:"handled"`
 	Failed  float64 `json:"failed"`
 	Queued  int     `json:"queued"`
@@ -346,18 +353,13 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 		p := inst.planned
 		st := Status{
 			Name: r.name, Group: p.Info.Group, Runtime: p.Settings.Runtime, Path: p.Settings.Path,
-			Version: Version, Queued: r.mailbox.Len(), Requires: p.Info.Requires,
+			Queued: r.mailbox.Len(), Requires: p.Info.Requires,
 			Handled:  counterValue(mgr.metrics.handled.WithLabelValues(r.name, "ok")),
 			Failed:   counterValue(mgr.metrics.handled.WithLabelValues(r.name, "error")),
 			Swaps:    counterValue(mgr.metrics.swaps.WithLabelValues(r.name, "ok")),
 			SwapGaps: gaps,
 		}
-		if p.Settings.Runtime != Builtin && len(p.Settings.SHA256) >= 12 {
-			st.Version = "sha256:" + p.Settings.SHA256[:12]
-			if v, ok := p.Module.(interface{ Version() string }); ok && v.Version() != "" {
-				st.Version = v.Version() + " (" + st.Version + ")" // a WASM manifest's version
-			}
-		}
+		st.Release, st.SHA256, st.Version = releaseOf(p)
 		if hc, ok := p.Module.(sdk.HealthChecker); ok {
 			if err := hc.Healthy(ctx); err != nil {
 				st.Health = err.Error()
@@ -366,6 +368,29 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 		out = append(out, st)
 	}
 	return out
+}
+
+// releaseOf says which release runs p: see Status.Release, SHA256 and Version.
+func releaseOf(p Planned) (release, sum, combined string) {
+	if p.Settings.Runtime == Builtin {
+		return Version, "", Version
+	}
+	release = "-"
+	if v, ok := p.Module.(interface{ Version() string }); ok && v.Version() != "" {
+		release = v.Version() // a process plugin's stamped version, a WASM manifest's version
+	}
+	if len(p.Settings.SHA256) >= 12 {
+		sum = "sha256:" + p.Settings.SHA256[:12]
+	}
+	switch {
+	case sum == "":
+		combined = release
+	case release == "-":
+		combined = sum
+	default:
+		combined = release + " (" + sum + ")"
+	}
+	return release, sum, combined
 }
 
 // Version is the host binary's version, reported for builtin modules (the daemon sets it).

@@ -68,12 +68,22 @@ type Message struct {
 // unique, not secret (they travel over authenticated links and are deduplicated per node), so the
 // runtime's ChaCha8 generator, seeded from the OS, serves at a fraction of crypto/rand's cost.
 func NewID() string {
+	var s [IDLen]byte
+	return string(AppendID(s[:0]))
+}
+
+// IDLen is the length of a message ID from NewID.
+const IDLen = 36
+
+// AppendID appends a new ID, as NewID makes, to dst without allocating when dst has room: a caller
+// that allocates for a message anyway can carry the ID in the same allocation.
+func AppendID(dst []byte) []byte {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
 	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = (b[6] & 0x0f) | 0x40
 	b[8] = (b[8] & 0x3f) | 0x80
-	var s [36]byte
+	var s [IDLen]byte
 	hex.Encode(s[0:8], b[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], b[4:6])
@@ -83,7 +93,7 @@ func NewID() string {
 	hex.Encode(s[19:23], b[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:36], b[10:16])
-	return string(s[:])
+	return append(dst, s[:]...)
 }
 
 // New builds a request: a fresh ID and the current time, routed from source to group/resource.

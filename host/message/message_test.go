@@ -23,6 +23,20 @@ func TestNewIDIsVersion4UUIDAndUnique(t *testing.T) {
 	}
 }
 
+func TestAppendIDAppendsAnIDWithoutAllocatingWhenThereIsRoom(t *testing.T) {
+	re := regexp.MustCompile(`^prefix:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	buf := make([]byte, 0, 64)
+	if got := AppendID(append(buf, "prefix:"...)); !re.Match(got) {
+		t.Fatalf("AppendID = %q, want the prefix and a v4 UUID", got)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { buf = AppendID(buf[:0]) }); allocs != 0 {
+		t.Fatalf("AppendID into a buffer with room allocated %v times", allocs)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = NewID() }); allocs != 1 {
+		t.Fatalf("NewID allocated %v times, want 1 (the string)", allocs)
+	}
+}
+
 func TestJSONFieldNamesAreKubeEdges(t *testing.T) {
 	m := Message{
 		Header: Header{ID: "id1", ParentID: "p1", Timestamp: 1700000000000, ResourceVersion: "42", Sync: true, Type: "t"},

@@ -41,6 +41,11 @@ const (
 	ImportNow         = "now"          // () -> i64: Unix time in nanoseconds
 	ImportLastError   = "last_error"   // (out, out_cap) -> size of the last failed host call's message
 	ImportFail        = "fail"         // (msg, msg_len): why the current init/handle call fails
+
+	// ImportReplyContent answers the message being handled with this content (JSON, may be empty).
+	// The host builds the reply as Message.Reply would (see IsReplyTo), so only the content crosses;
+	// added within version 1: a guest that does not import it is unaffected.
+	ImportReplyContent = "reply_content" // (content, content_len) -> r
 )
 
 // Status is the outcome of a call across the boundary; 0 is success.

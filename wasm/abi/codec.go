@@ -39,10 +39,35 @@ type Message struct {
 func (m Message) Reply(content []byte) Message {
 	return Message{
 		Header: Header{ParentID: m.Header.ID, Sync: m.Header.Sync, ResourceVersion: m.Header.ResourceVersion},
-		Route: Route{Destination: m.Route.Source, Group: m.Route.Group, Operation: "response",
+		Route: Route{Destination: m.Route.Source, Group: m.Route.Group, Operation: opResponse,
 			Resource: m.Route.Resource},
 		Content: content,
 	}
+}
+
+// opResponse is the operation of a reply. A variable, not a constant, so IsReplyTo can recognise
+// Reply's string by its address.
+var opResponse = "response"
+
+// IsReplyTo reports whether r is exactly what req.Reply(r.Content) returns, unchanged since: then
+// the host can build it from req alone (ImportReplyContent) and only the content need cross. It
+// compares the strings' addresses and lengths, not their bytes, and without a branch (each taken
+// branch costs a guest ~40 ns under termination checks): a field the caller replaced, even with an
+// equal string, makes it false, and the full reply is sent instead, which is the same message.
+func IsReplyTo(req, r *Message) bool {
+	d := uint64(len(r.Header.ID)) | uint64(r.Header.Timestamp) | uint64(len(r.Header.Type)) |
+		uint64(len(r.Route.Source)) |
+		uint64(*(*byte)(unsafe.Pointer(&r.Header.Sync))^*(*byte)(unsafe.Pointer(&req.Header.Sync))) |
+		same(r.Header.ParentID, req.Header.ID) | same(r.Header.ResourceVersion, req.Header.ResourceVersion) |
+		same(r.Route.Destination, req.Route.Source) | same(r.Route.Group, req.Route.Group) |
+		same(r.Route.Resource, req.Route.Resource) | same(r.Route.Operation, opResponse)
+	return d == 0
+}
+
+// same is 0 when a and b are the same string in memory: same address, same length.
+func same(a, b string) uint64 {
+	return uint64(uintptr(unsafe.Pointer(unsafe.StringData(a)))^uintptr(unsafe.Pointer(unsafe.StringData(b)))) |
+		uint64(len(a)^len(b))
 }
 
 // Message encoding (all integers little-endian):

@@ -173,3 +173,42 @@ func FuzzDecodeEntries(f *testing.F) {
 		}
 	})
 }
+
+func TestIsReplyToHoldsOnlyForAnUnchangedReply(t *testing.T) {
+	req := full()
+	other := full() // equal strings, but not the request's own
+	other.Header.ID = strings.Clone(req.Header.ID)
+	tests := []struct {
+		name   string
+		change func(r *Message)
+		want   bool
+	}{
+		{"unchanged", func(r *Message) {}, true},
+		{"another content", func(r *Message) { r.Content = []byte(`"other"`) }, true},
+		{"no content", func(r *Message) { r.Content = nil }, true},
+		{"an ID set", func(r *Message) { r.Header.ID = "mine" }, false},
+		{"a timestamp set", func(r *Message) { r.Header.Timestamp = 1 }, false},
+		{"a type set", func(r *Message) { r.Header.Type = "t" }, false},
+		{"a source set", func(r *Message) { r.Route.Source = "me" }, false},
+		{"sync flipped", func(r *Message) { r.Header.Sync = !r.Header.Sync }, false},
+		{"another parent", func(r *Message) { r.Header.ParentID = "x" }, false},
+		{"an equal parent that is a copy", func(r *Message) { r.Header.ParentID = other.Header.ID }, false},
+		{"another resourceVersion", func(r *Message) { r.Header.ResourceVersion = "43" }, false},
+		{"another destination", func(r *Message) { r.Route.Destination = "elsewhere" }, false},
+		{"another group", func(r *Message) { r.Route.Group = "" }, false},
+		{"another operation", func(r *Message) { r.Route.Operation = "error" }, false},
+		{"another resource", func(r *Message) { r.Route.Resource = "device/d2" }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := req.Reply(req.Content)
+			tt.change(&r)
+			if got := IsReplyTo(&req, &r); got != tt.want {
+				t.Fatalf("IsReplyTo = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if r := other.Reply(nil); IsReplyTo(&req, &r) {
+		t.Fatal("a reply to another message with equal fields counts as a reply to the request")
+	}
+}

@@ -57,12 +57,14 @@ func exportHandle(n int32) (s int32) {
 	if n < 0 || int(n) > len(in) {
 		return fail(abi.Invalid, "handle: length "+strconv.Itoa(int(n))+" exceeds the exchange buffer")
 	}
-	m, err := abi.DecodeMessageView(in[:n], &strings)
+	var err error
+	current, err = abi.DecodeMessageView(in[:n], &strings)
 	if err != nil {
+		current.Route.Source = outside
 		return fail(abi.Invalid, err.Error())
 	}
-	defer catch(&s)
-	return result(module.Handle(m))
+	defer catch(&s) // also marks the end of the call for Reply
+	return result(module.Handle(current))
 }
 
 func result(err error) int32 {
@@ -75,6 +77,7 @@ func result(err error) int32 {
 // catch turns a panic into a failed status the host reports for this call only; the instance keeps
 // its state, like a builtin module whose Handle panicked.
 func catch(s *int32) {
+	current.Route.Source = outside
 	if r := recover(); r != nil {
 		*s = fail(abi.Failed, "panic: "+describe(r)+"\n"+string(debug.Stack()))
 	}

@@ -18,6 +18,7 @@ func unavailable() int32 { return -int32(abi.Internal) }
 func hostSend(unsafe.Pointer, uint32, unsafe.Pointer, uint32) int32      { return unavailable() }
 func hostSendGroup(unsafe.Pointer, uint32, unsafe.Pointer, uint32) int32 { return unavailable() }
 func hostReply(unsafe.Pointer, uint32) int32                             { return unavailable() }
+func hostReplyContent(unsafe.Pointer, uint32) int32                      { return unavailable() }
 func hostStoreGet(unsafe.Pointer, uint32, unsafe.Pointer, uint32) int32  { return unavailable() }
 func hostStorePut(unsafe.Pointer, uint32, unsafe.Pointer, uint32, int64) int32 {
 	return unavailable()

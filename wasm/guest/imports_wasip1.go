@@ -15,6 +15,9 @@ func hostSendGroup(group unsafe.Pointer, groupLen uint32, msg unsafe.Pointer, ms
 //go:wasmimport kedge reply
 func hostReply(msg unsafe.Pointer, msgLen uint32) int32
 
+//go:wasmimport kedge reply_content
+func hostReplyContent(content unsafe.Pointer, contentLen uint32) int32
+
 //go:wasmimport kedge store_get
 func hostStoreGet(key unsafe.Pointer, keyLen uint32, out unsafe.Pointer, outCap uint32) int32
 

@@ -35,6 +35,10 @@ func BenchmarkGuestCall(b *testing.B) {
 			replies++
 			s[0] = 0
 		}), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export(abi.ImportReply)
+		hb.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, _ api.Module, s []uint64) {
+			replies++
+			s[0] = 0
+		}), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export(abi.ImportReplyContent)
 		i64 := api.ValueTypeI64
 		noop := api.GoModuleFunc(func(_ context.Context, _ api.Module, s []uint64) {
 			if len(s) > 0 {

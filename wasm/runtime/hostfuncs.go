@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -29,6 +30,7 @@ func (m *Module) instantiateHost(ctx context.Context) error {
 	def(abi.ImportSend, m.hostSend, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32})
 	def(abi.ImportSendGroup, m.hostSendGroup, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32})
 	def(abi.ImportReply, m.hostReply, []api.ValueType{i32, i32}, []api.ValueType{i32})
+	def(abi.ImportReplyContent, m.hostReplyContent, []api.ValueType{i32, i32}, []api.ValueType{i32})
 	def(abi.ImportStoreGet, m.hostStoreGet, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32})
 	def(abi.ImportStorePut, m.hostStorePut, []api.ValueType{i32, i32, i32, i32, i64}, []api.ValueType{i32})
 	def(abi.ImportStoreDelete, m.hostStoreDelete, []api.ValueType{i32, i32}, []api.ValueType{i32})
@@ -74,10 +76,10 @@ func (m *Module) hostReply(ctx context.Context, mod api.Module, stack []uint64) 
 		stack[0] = r
 		return
 	}
-	if m.cur.id != "" && msg.Header.ParentID == m.cur.id {
+	if m.handling && msg.Header.ParentID == m.cur.Header.ID {
 		// An answer to the message in hand always goes back to its sender, wherever the guest
 		// pointed it: answering is implied by being asked.
-		msg.Route.Destination = m.cur.source
+		msg.Route.Destination = m.cur.Route.Source
 		r = m.grantResource("reply", msg)
 	} else {
 		r = m.grantSend("module", m.manifest.Capabilities.Send.Modules, msg.Route.Destination, msg)
@@ -86,6 +88,48 @@ func (m *Module) hostReply(ctx context.Context, mod api.Module, stack []uint64) 
 		r = m.result(m.host.Reply(ctx, msg))
 	}
 	stack[0] = r
+}
+
+// hostReplyContent answers the message in hand with the guest's content: the reply is the one the
+// guest's Message.Reply builds (parent ID, sync flag and resourceVersion of the request, back to
+// its source with its group and resource, operation "response"), made here from the request so only
+// the content crosses. It is checked and authorized like such a reply through hostReply.
+func (m *Module) hostReplyContent(ctx context.Context, mod api.Module, stack []uint64) {
+	if !m.handling {
+		stack[0] = m.failed(abi.Invalid, "reply_content: no message is being handled (it answers the message in hand)")
+		return
+	}
+	if size := api.DecodeU32(stack[1]); size > message.MaxSize {
+		stack[0] = m.failed(abi.Invalid, fmt.Sprintf("reply_content: %d bytes of content exceed the %d-byte message limit", size, message.MaxSize))
+		return
+	}
+	b, ok := read(mod, stack[0], stack[1])
+	if !ok {
+		stack[0] = m.failed(abi.Invalid, "reply_content: the content lies outside the guest's memory")
+		return
+	}
+	if len(b) > 0 && !message.ValidJSON(b) {
+		stack[0] = m.failed(abi.Invalid, "reply_content: the content is not valid JSON")
+		return
+	}
+	req := &m.cur
+	r := sdk.Message{
+		Header: message.Header{ParentID: req.Header.ID, Timestamp: time.Now().UnixMilli(), Sync: req.Header.Sync,
+			ResourceVersion: req.Header.ResourceVersion},
+		Route: message.Route{Destination: req.Route.Source, Group: req.Route.Group, Operation: message.OpResponse,
+			Resource: req.Route.Resource},
+	}
+	// One allocation holds the new ID and a copy of the content (guest memory is reused).
+	own := append(message.AppendID(make([]byte, 0, message.IDLen+len(b))), b...)
+	r.Header.ID = unsafe.String(&own[0], message.IDLen)
+	if len(b) > 0 {
+		r.Content = own[message.IDLen:len(own):len(own)]
+	}
+	if s := m.grantResource("reply", r); s != 0 {
+		stack[0] = s
+		return
+	}
+	stack[0] = m.result(m.host.Reply(ctx, r))
 }
 
 // readMessage decodes and checks a message the guest passed.

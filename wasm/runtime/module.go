@@ -43,9 +43,10 @@ type Module struct {
 	life     context.Context
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
-	inst     *instance // nil while the module is down: the next Handle re-instantiates
-	out      []byte    // encodes messages for the guest and host-call results
-	cur      struct{ id, source string }
+	inst     *instance   // nil while the module is down: the next Handle re-instantiates
+	out      []byte      // encodes messages for the guest and host-call results
+	cur      sdk.Message // the message being handled, while handling
+	handling bool
 	lastErr  string // explanation of the last failed host call, for last_error
 	failMsg  string // the guest's explanation of a failed init/handle, from fail
 	denials  map[string]bool
@@ -161,8 +162,8 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 		m.down.Store(nil)
 		m.log.Info("wasm module re-instantiated")
 	}
-	m.cur.id, m.cur.source = msg.Header.ID, msg.Route.Source
-	defer func() { m.cur.id, m.cur.source = "", "" }()
+	m.cur, m.handling = msg, true
+	defer func() { m.cur, m.handling = sdk.Message{}, false }()
 	status, err := m.inst.handleMessage(toABI(msg))
 	if err != nil {
 		return m.lose(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,73 @@ func TestReplyMayOnlyBeAboutGrantedResources(t *testing.T) {
 	}
 	if reason := e.callErr(t, "probe", "reply-about", map[string]string{"resource": "secret/x"}); !strings.Contains(reason, `resource "secret/x" is not granted`) {
 		t.Fatalf("error reply %q, want the denial", reason)
+	}
+}
+
+func TestRepliesCarryTheRequestsIdentityWhicheverWayTheyCross(t *testing.T) {
+	e := start(t, map[string]any{"probe": probeBlock(t, nil), "echo": wasmBlock(t, guests.echo, nil)})
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	tests := []struct {
+		name, to, op string
+		content      string
+		wantType     string
+		wantContent  string
+	}{
+		// echo's m.Reply(m.Content) crosses as its content alone (reply_content)
+		{"content only", "echo", "query", `{"a":[1,2,3]}`, "", `{"a":[1,2,3]}`},
+		{"content only, empty", "echo", "query", "", "", ""},
+		// a changed reply crosses whole (reply), as guests built before reply_content do
+		{"whole message", "probe", "reply-full", "", "full", `"full"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := message.New("tester", "g1", tt.op, "ok/item")
+			req.Header.ResourceVersion = "7"
+			if tt.content != "" {
+				req.Content = []byte(tt.content)
+			}
+			r, err := e.rt.SendSync(context.Background(), tt.to, req, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := message.Header{ParentID: req.Header.ID, ResourceVersion: "7", Sync: true, Type: tt.wantType}
+			got := r.Header
+			got.ID, got.Timestamp = "", 0
+			if got != want {
+				t.Errorf("header %+v, want %+v", got, want)
+			}
+			if !uuid.MatchString(r.Header.ID) || r.Header.ID == req.Header.ID {
+				t.Errorf("reply ID %q, want a new v4 UUID", r.Header.ID)
+			}
+			if age := time.Since(time.UnixMilli(r.Header.Timestamp)); age < -time.Minute || age > time.Minute {
+				t.Errorf("reply timestamp %d is %v old", r.Header.Timestamp, age)
+			}
+			wantRoute := message.Route{Source: tt.to, Destination: "tester", Group: "g1", Operation: message.OpResponse, Resource: "ok/item"}
+			if r.Route != wantRoute {
+				t.Errorf("route %+v, want %+v", r.Route, wantRoute)
+			}
+			if string(r.Content) != tt.wantContent {
+				t.Errorf("content %q, want %q", r.Content, tt.wantContent)
+			}
+		})
+	}
+}
+
+func TestContentOnlyReplyIsCheckedLikeAnyReply(t *testing.T) {
+	e := start(t, map[string]any{"probe": probeBlock(t, nil)})
+	var out outcome
+	e.callOK(t, "probe", "reply-invalid", nil, &out)
+	if !strings.Contains(out.Err, "reply_content: the content is not valid JSON") {
+		t.Fatalf("guest saw %q, want the invalid content named", out.Err)
+	}
+	// A request about a resource the manifest does not grant cannot be answered, even plainly.
+	req := message.New("tester", "", "count", "secret/x")
+	r, err := e.rt.SendSync(context.Background(), "probe", req, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Route.Operation != message.OpError || !strings.Contains(string(r.Content), `reply about resource \"secret/x\" is not granted`) {
+		t.Fatalf("reply %s %s, want the denial", r.Route.Operation, r.Content)
 	}
 }
 

@@ -77,6 +77,14 @@ func (p *probe) Handle(m guest.Message) error {
 		r := m.Reply([]byte(`"answer"`))
 		r.Route.Resource = req.Resource
 		return guest.Reply(r)
+	case "reply-invalid":
+		// A plain reply (content only) whose content is not JSON: the host must refuse it.
+		out.set(guest.Reply(m.Reply([]byte(`{"not":json`))))
+	case "reply-full":
+		// A reply that is not exactly m.Reply's, so the whole message crosses (the old way).
+		r := m.Reply([]byte(`"full"`))
+		r.Header.Type = "full"
+		return guest.Reply(r)
 	case "store":
 		k := guest.Key{Type: "note", Name: req.Key}
 		if err := guest.StorePut(k, []byte(req.Value)); err != nil {

@@ -6,8 +6,8 @@
 //	    -o _bin/modules/nodestatus ./cmd/kedge-module
 //
 // (make module-nodestatus does this). The build tags link only that module; moduleName picks it.
-// -X main.version=<v> stamps a release into the executable (`kedge-module version` prints it), so
-// two releases of one module are two files with two sha256s, as `edgecore module ls` shows them.
+// -X main.version=<v> stamps a release into the executable (`kedge-module version` prints it, and the
+// plugin reports it to the host, so `edgecore module ls` shows it in VERSION beside the file's sha256).
 package main
 
 import (
@@ -36,7 +36,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kedge-module: %v\n", err)
 		os.Exit(2)
 	}
-	plugin.Serve(info)
+	plugin.Serve(info, plugin.WithVersion(version))
 }
 
 func pick(name string, registered []sdk.Info) (sdk.Info, error) {

@@ -32,6 +32,7 @@ type instance struct {
 	started time.Time
 	stderr  *lineLog
 	loader  *Loader
+	version string // the plugin's release version from its Start response ("" for none)
 
 	streamMu     sync.Mutex // one Handle at a time on the stream
 	stream       modulepb.Module_HandleClient
@@ -130,6 +131,7 @@ func (m *module) launch(ctx context.Context) (*instance, error) {
 		in.kill(fmt.Errorf("start failed: %w", err))
 		return nil, fmt.Errorf("plugin %s: start: %s%s", m.path, rpcMessage(err), in.stderr.tailNote())
 	}
+	in.version = resp.GetVersion()
 	if resp.GetName() != m.name {
 		m.log.Debug("plugin runs under another name than it was built as", "built_as", resp.GetName())
 	}

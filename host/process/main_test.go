@@ -32,6 +32,12 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
+	// The echo plugin again, stamped with a release version as `make module-<name>` stamps one.
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.version=1.2.3", "-o", filepath.Join(dir, "echo-1.2.3"), "./testdata/plugins/echo")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build echo 1.2.3: %v\n%s", err, b)
+		return 1
+	}
 	return m.Run()
 }
 

@@ -41,6 +41,7 @@ type module struct {
 	changed chan struct{} // closed and replaced whenever cur changes or Stop begins
 	lastErr error         // why cur is nil
 	stopped bool
+	version string // the release version the last started plugin reported
 }
 
 var (
@@ -76,6 +77,9 @@ func (m *module) Start(ctx context.Context, h sdk.Host) error {
 // setCurrent installs in (nil while restarting, with why) and wakes everyone waiting; m.mu is held.
 func (m *module) setCurrent(in *instance, why error) {
 	m.cur, m.lastErr = in, why
+	if in != nil {
+		m.version = in.version
+	}
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
@@ -264,6 +268,14 @@ func (m *module) ping() {
 			misses = 0
 		}
 	}
+}
+
+// Version is the release version the plugin reported when it started (plugin.WithVersion; kedge-module
+// -X main.version), or "" if it reports none. `module ls` shows it.
+func (m *module) Version() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.version
 }
 
 // Healthy asks the module whether it works (sdk.HealthChecker in the plugin; a module without it is

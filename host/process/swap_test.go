@@ -95,3 +95,54 @@ func TestPluginIsHotSwappedWhileMessagesFlow(t *testing.T) {
 	}
 	t.Logf("swap: paused %s, %d queued at the switch", rep.Paused, rep.Queued)
 }
+
+// A plugin stamped with -X main.version=1.2.3 reports it in its Start response and the manager's
+// status (module ls) shows it as the release, beside the file's sha256; an unstamped one shows "-".
+// The release follows a hot swap from one to the other.
+func TestModuleStatusShowsThePluginsStampedRelease(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, name := range []string{"echo", "echo-1.2.3"} {
+		files[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(files[name], must(os.ReadFile(filepath.Join(bin, name))), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := store.Open(filepath.Join(t.TempDir(), "kedge.db"), store.Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	loaders := modules.Loaders{modules.Process: process.NewLoader(fast)}
+	plan := func(path string) modules.Planned {
+		p, err := modules.Plan("test.yaml", map[string]any{"modules": map[string]any{"echo": echoBlock(path, nil)}}, nil, nil, loaders)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p[0]
+	}
+	mgr := modules.NewManager(modules.Deps{NodeName: "n", Router: router.New(nil), Store: db, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx := context.Background()
+	if err := mgr.Start(ctx, []modules.Planned{plan(files["echo"])}); err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Stop(ctx)
+	for i, tt := range []struct {
+		file, wantRelease string
+	}{
+		{"echo", "-"},
+		{"echo-1.2.3", "1.2.3"},
+		{"echo", "-"},
+	} {
+		if i > 0 {
+			if _, err := mgr.Swap(ctx, plan(files[tt.file])); err != nil {
+				t.Fatalf("swap to %s: %v", tt.file, err)
+			}
+		}
+		st := mgr.Status(ctx)
+		sum := "sha256:" + sha256File(files[tt.file])[:12]
+		if len(st) != 1 || st[0].Release != tt.wantRelease || st[0].SHA256 != sum {
+			t.Fatalf("%s: status %+v, want release %q and %s", tt.file, st, tt.wantRelease, sum)
+		}
+	}
+}

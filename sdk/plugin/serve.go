@@ -33,9 +33,31 @@ import (
 	modulepb "github.com/kedge-io/kedge/sdk/proto"
 )
 
+// Option changes how Serve presents the plugin.
+type Option func(*options)
+
+type options struct {
+	version string
+}
+
+// WithVersion reports v as the plugin's release version to the host, which shows it in
+// `edgecore module ls` (VERSION). Set it from a variable stamped at build time:
+//
+//	var version = "dev" // go build -ldflags "-X main.version=1.2.3"
+//	func main() { plugin.Serve(mymodule.Info, plugin.WithVersion(version)) }
+//
+// Without it the host shows "-" (and the file's sha256, as always).
+func WithVersion(v string) Option {
+	return func(o *options) { o.version = v }
+}
+
 // Serve serves info's module to the host that started this executable, and returns when the host
 // stops it. Run by hand, it prints how to configure the plugin and exits with status 1.
-func Serve(info sdk.Info) {
+func Serve(info sdk.Info, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := checkInfo(info); err != nil {
 		fmt.Fprintf(os.Stderr, "plugin.Serve: %v\n", err)
 		os.Exit(2)
@@ -57,7 +79,7 @@ func Serve(info sdk.Info) {
 	signal.Ignore(syscall.SIGTERM)
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: modulepb.Handshake,
-		Plugins:         goplugin.PluginSet{modulepb.PluginName: &grpcPlugin{info: info}},
+		Plugins:         goplugin.PluginSet{modulepb.PluginName: &grpcPlugin{info: info, version: o.version}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts,
 				grpc.MaxRecvMsgSize(modulepb.MaxMessageSize), grpc.MaxSendMsgSize(modulepb.MaxMessageSize),
@@ -110,11 +132,12 @@ edgecore or cloudcore starts it; it is not run by hand. Configure it like this:
 // grpcPlugin is the go-plugin glue: the plugin side serves the Module service.
 type grpcPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	info sdk.Info
+	info    sdk.Info
+	version string
 }
 
 func (p *grpcPlugin) GRPCServer(b *goplugin.GRPCBroker, s *grpc.Server) error {
-	modulepb.RegisterModuleServer(s, newServer(p.info, b))
+	modulepb.RegisterModuleServer(s, newServer(p.info, b, p.version))
 	return nil
 }
 

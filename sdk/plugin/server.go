@@ -22,8 +22,9 @@ import (
 // one (Start once, Handle one message at a time, Stop once).
 type server struct {
 	modulepb.UnimplementedModuleServer
-	info   sdk.Info
-	broker *goplugin.GRPCBroker
+	info    sdk.Info
+	broker  *goplugin.GRPCBroker
+	version string // the release version reported in StartResponse ("" for none)
 
 	mu     sync.Mutex // guards the fields below
 	mod    sdk.Module
@@ -37,8 +38,8 @@ type server struct {
 	handling chan struct{}
 }
 
-func newServer(info sdk.Info, broker *goplugin.GRPCBroker) *server {
-	return &server{info: info, broker: broker, handling: make(chan struct{}, 1)}
+func newServer(info sdk.Info, broker *goplugin.GRPCBroker, version string) *server {
+	return &server{info: info, broker: broker, version: version, handling: make(chan struct{}, 1)}
 }
 
 func (s *server) Start(ctx context.Context, req *modulepb.StartRequest) (*modulepb.StartResponse, error) {
@@ -68,7 +69,7 @@ func (s *server) Start(ctx context.Context, req *modulepb.StartRequest) (*module
 		return nil, status.Error(codes.Aborted, err.Error())
 	}
 	s.mod, s.host, s.life, s.cancel = mod, h, life, cancel
-	return &modulepb.StartResponse{ApiVersion: sdk.APIVersion, Name: s.info.Name, Group: s.info.Group, Doc: s.info.Doc}, nil
+	return &modulepb.StartResponse{ApiVersion: sdk.APIVersion, Name: s.info.Name, Group: s.info.Group, Doc: s.info.Doc, Version: s.version}, nil
 }
 
 // startModule turns a panic in Start into an error: the host reports it and the plugin is stopped,

@@ -39,7 +39,10 @@ var info = sdk.Info{
 	New:   func() sdk.Module { return &Module{Greeting: "hello"} },
 }
 
-func main() { plugin.Serve(info) }
+// version is stamped by tests that check the release the host shows (-ldflags "-X main.version=1.2.3").
+var version string
+
+func main() { plugin.Serve(info, plugin.WithVersion(version)) }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.PanicOnStart {

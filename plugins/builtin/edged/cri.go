@@ -27,9 +27,12 @@ const (
 	labelContainerName = "io.kubernetes.container.name"
 	labelInit          = "kedge.io/init"
 
-	annotationHash         = "kedge.io/container-hash"
-	annotationRestartCount = "kedge.io/restart-count"
-	annotationGrace        = "kedge.io/termination-grace-seconds"
+	annotationHash = "kedge.io/container-hash"
+	// The kubelet's name for a container's restart count: it survives edgecore restarts and sandbox
+	// recreation (the next instance counts on from the newest one in any sandbox of the pod).
+	annotationRestartCount    = "io.kubernetes.container.restartCount"
+	annotationRestartCountOld = "kedge.io/restart-count" // read from containers older edged versions made
+	annotationGrace           = "kedge.io/termination-grace-seconds"
 )
 
 type criClient struct {

@@ -44,6 +44,7 @@ type worker struct {
 	podProblem   *waitState                        // the pod cannot run at all (invalid spec, sandbox, volumes)
 	exited       map[string]*criv1.ContainerStatus // exited instances never change: cached by id
 	sandboxIP    map[string]string
+	stopped      map[string]bool // sandboxes this worker stopped (StopPodSandbox done)
 	deletionSent bool
 	invalidSeen  string
 	probe        probeState
@@ -66,7 +67,7 @@ func newWorker(m *Module, pod *corev1.Pod) *worker {
 		crash:   map[string]*backoff{},
 		pulls:   map[string]*backoff{},
 		waiting: map[string]waitState{},
-		exited:  map[string]*criv1.ContainerStatus{}, sandboxIP: map[string]string{},
+		exited:  map[string]*criv1.ContainerStatus{}, sandboxIP: map[string]string{}, stopped: map[string]bool{},
 		probe: probeState{livenessFailed: map[string]string{}, started: map[string]string{}},
 	}
 }
@@ -124,6 +125,13 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 		return 0, true
 	}
 	if pod.DeletionTimestamp != nil {
+		if len(sbs) > 0 {
+			if err := w.stopAll(ctx, pod, sbs); err != nil {
+				w.fail("stop the pod", err)
+				return next, false
+			}
+			w.finalStatus(ctx, pod, sbs[0])
+		}
 		if err := w.terminate(ctx, pod, sbs); err != nil {
 			w.fail("stop the pod", err)
 			return next, false
@@ -154,6 +162,21 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 		return w.m.SyncPeriod, false
 	}
 	w.podProblem = nil
+	if readySandbox(sbs) == nil && len(sbs) > 0 {
+		byName, err := w.containers(ctx)
+		if err != nil {
+			w.fail("list containers", err)
+			return next, false
+		}
+		if !mayRunAgain(pod, byName) {
+			// The pod has run and will not run again: its sandboxes stay stopped, its containers'
+			// records stay (status, logs) until the pod is deleted.
+			w.stopSandboxes(ctx, sbs)
+			w.forgetProbes(w.uid)
+			w.report(ctx, pod, sbs[0], byName)
+			return w.m.SyncPeriod, false
+		}
+	}
 	sb, err := w.ensureSandbox(ctx, pod, sbs)
 	if err != nil {
 		w.podProblem = &waitState{"SandboxCreationFailed", err.Error()}
@@ -174,7 +197,7 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 		w.report(ctx, pod, sb, nil)
 		return w.m.Backoff.Base, false
 	}
-	byName, err := w.containers(ctx, sb.Id)
+	byName, err := w.containers(ctx)
 	if err != nil {
 		w.fail("list containers", err)
 		return next, false
@@ -186,13 +209,20 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 			wakeAt = t
 		}
 	}
-	if byName, err = w.containers(ctx, sb.Id); err != nil {
+	if byName, err = w.containers(ctx); err != nil {
 		w.fail("list containers", err)
 		return next, false
 	}
-	w.prune(ctx, byName)
+	w.removeOldSandboxes(ctx, sbs, sb, w.prune(ctx, byName))
 	w.syncProbes(pod, byName, env.podIP)
 	w.report(ctx, pod, sb, byName)
+	if finished(pod, byName) {
+		// Like the kubelet: a pod that ended for good gives back its network and pause container;
+		// its containers stay (exited) for the status and the logs until the pod is deleted.
+		w.forgetProbes(w.uid)
+		w.stopSandboxes(ctx, []*criv1.PodSandbox{sb})
+		return w.m.SyncPeriod, false
+	}
 	if !wakeAt.IsZero() {
 		if d := time.Until(wakeAt); d < next {
 			next = max(d, time.Millisecond)
@@ -223,14 +253,32 @@ type instance struct {
 	status *criv1.ContainerStatus // filled for the two newest of each name
 }
 
+// restartCount is the instance's restart count, from the kubelet's annotation (older edged versions
+// wrote kedge.io/restart-count).
 func (i *instance) restartCount() int32 {
-	n, _ := strconv.Atoi(i.c.Annotations[annotationRestartCount])
+	v, ok := i.c.Annotations[annotationRestartCount]
+	if !ok {
+		v = i.c.Annotations[annotationRestartCountOld]
+	}
+	n, _ := strconv.Atoi(v)
 	return int32(n)
 }
 
-func (w *worker) containers(ctx context.Context, sandboxID string) (map[string][]*instance, error) {
+// nextRestartCount is the restart count of the next instance of a container: one more than its
+// newest instance in any of the pod's sandboxes, so counts keep growing when the sandbox is
+// recreated (and across edgecore restarts: the counts are annotations in the runtime).
+func nextRestartCount(list []*instance) int32 {
+	if len(list) == 0 {
+		return 0
+	}
+	return list[0].restartCount() + 1
+}
+
+// containers lists the pod's container instances in all its sandboxes (those of a dead sandbox
+// carry the restart counts and last states on), by container name, newest first.
+func (w *worker) containers(ctx context.Context) (map[string][]*instance, error) {
 	resp, err := w.m.cri.rt.ListContainers(ctx, &criv1.ListContainersRequest{Filter: &criv1.ContainerFilter{
-		PodSandboxId: sandboxID, LabelSelector: map[string]string{labelPodUID: string(w.uid)}}})
+		LabelSelector: map[string]string{labelManaged: managedValue, labelPodUID: string(w.uid)}}})
 	if err != nil {
 		return nil, w.m.criErr("ListContainers", err)
 	}
@@ -253,6 +301,111 @@ func (w *worker) containers(ctx context.Context, sandboxID string) (map[string][
 	return out, nil
 }
 
+// inSandbox keeps the instances of one sandbox.
+func inSandbox(list []*instance, sandboxID string) []*instance {
+	var out []*instance
+	for _, in := range list {
+		if in.c.PodSandboxId == sandboxID {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func readySandbox(sbs []*criv1.PodSandbox) *criv1.PodSandbox {
+	for _, sb := range sbs {
+		if sb.State == criv1.PodSandboxState_SANDBOX_READY {
+			return sb
+		}
+	}
+	return nil
+}
+
+// exitedFor is whether a container's newest instance exited (with code 0 when zero is set).
+func exitedFor(list []*instance, zero bool) bool {
+	if len(list) == 0 || list[0].status == nil || list[0].status.State != criv1.ContainerState_CONTAINER_EXITED {
+		return false
+	}
+	return !zero || list[0].status.ExitCode == 0
+}
+
+// finished says the pod ended for good: restartPolicy Never and an init container failed or every
+// container exited; OnFailure and every container exited 0. An Always pod never finishes.
+func finished(pod *corev1.Pod, byName map[string][]*instance) bool {
+	switch pod.Spec.RestartPolicy {
+	case corev1.RestartPolicyNever:
+		for _, c := range pod.Spec.InitContainers {
+			if list := byName[c.Name]; exitedFor(list, false) && list[0].status.ExitCode != 0 {
+				return true
+			}
+		}
+		for _, c := range pod.Spec.Containers {
+			if !exitedFor(byName[c.Name], false) {
+				return false
+			}
+		}
+		return true
+	case corev1.RestartPolicyOnFailure:
+		for _, c := range pod.Spec.Containers {
+			if !exitedFor(byName[c.Name], true) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// mayRunAgain says whether a pod without a ready sandbox gets a new one. Like the kubelet: not when
+// it finished, and never for restartPolicy Never once any of its containers was created (a Never
+// pod whose sandbox died ends with what its containers did).
+func mayRunAgain(pod *corev1.Pod, byName map[string][]*instance) bool {
+	if finished(pod, byName) {
+		return false
+	}
+	if pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+		for _, list := range byName {
+			if len(list) > 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// stopSandboxes stops (StopPodSandbox: containers killed, network torn down, pause stopped) the
+// sandboxes this worker has not stopped yet, keeping them and their containers' records.
+func (w *worker) stopSandboxes(ctx context.Context, sbs []*criv1.PodSandbox) {
+	for _, sb := range sbs {
+		if w.stopped[sb.Id] {
+			continue
+		}
+		if _, err := w.m.cri.rt.StopPodSandbox(ctx, &criv1.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			w.log.Warn("cannot stop the sandbox", "sandbox", sb.Id, "err", w.m.criErr("StopPodSandbox", err))
+			continue
+		}
+		w.stopped[sb.Id] = true
+		w.log.Info("sandbox stopped", "sandbox", sb.Id, "state", sb.State.String())
+	}
+}
+
+// removeOldSandboxes removes the pod's sandboxes other than the current one that hold none of the
+// container instances kept.
+func (w *worker) removeOldSandboxes(ctx context.Context, sbs []*criv1.PodSandbox, current *criv1.PodSandbox, holding map[string]bool) {
+	for _, sb := range sbs {
+		if sb.Id == current.Id || sb.State == criv1.PodSandboxState_SANDBOX_READY || holding[sb.Id] {
+			continue
+		}
+		if err := w.m.removeSandbox(ctx, sb.Id, 0); err != nil {
+			w.log.Warn("cannot remove an old sandbox", "sandbox", sb.Id, "err", err)
+			continue
+		}
+		delete(w.sandboxIP, sb.Id)
+		delete(w.stopped, sb.Id)
+		w.log.Info("old sandbox removed", "sandbox", sb.Id)
+	}
+}
+
 func (w *worker) inspect(ctx context.Context, id string) (*criv1.ContainerStatus, error) {
 	if st, ok := w.exited[id]; ok {
 		return st, nil
@@ -268,37 +421,43 @@ func (w *worker) inspect(ctx context.Context, id string) (*criv1.ContainerStatus
 }
 
 // prune removes instances older than the two newest of each container (the newest and the one
-// before it, whose end is the status's lastState).
-func (w *worker) prune(ctx context.Context, byName map[string][]*instance) {
+// before it, whose end is the status's lastState). It returns the sandboxes still holding instances.
+func (w *worker) prune(ctx context.Context, byName map[string][]*instance) (holding map[string]bool) {
+	holding = map[string]bool{}
 	for _, list := range byName {
-		for _, in := range list[min(2, len(list)):] {
-			if in.c.State == criv1.ContainerState_CONTAINER_RUNNING {
+		for i, in := range list {
+			if i < 2 || in.c.State == criv1.ContainerState_CONTAINER_RUNNING {
+				holding[in.c.PodSandboxId] = true
 				continue
 			}
 			if _, err := w.m.cri.rt.RemoveContainer(ctx, &criv1.RemoveContainerRequest{ContainerId: in.c.Id}); err != nil {
 				w.log.Warn("cannot remove an old container instance", "container", in.c.Id, "err", err)
+				holding[in.c.PodSandboxId] = true
 				continue
 			}
 			delete(w.exited, in.c.Id)
 		}
 	}
+	return holding
 }
 
 // ensureSandbox returns the pod's ready sandbox, creating one (after removing dead ones) if needed.
 func (w *worker) ensureSandbox(ctx context.Context, pod *corev1.Pod, sbs []*criv1.PodSandbox) (*criv1.PodSandbox, error) {
 	var attempt uint32
-	for _, sb := range sbs {
-		if sb.State == criv1.PodSandboxState_SANDBOX_READY {
-			return sb, nil
-		}
+	if sb := readySandbox(sbs); sb != nil {
+		return sb, nil
 	}
+	// Dead sandboxes are stopped (whatever still runs in them is killed) but kept while their
+	// containers' records carry the restart counts and last states; removeOldSandboxes removes them
+	// once those are pruned.
 	for _, sb := range sbs {
 		attempt = max(attempt, sb.Metadata.GetAttempt()+1)
-		w.log.Info("removing a sandbox that is not ready", "sandbox", sb.Id)
-		if err := w.m.removeSandbox(ctx, sb.Id, 0); err != nil {
-			return nil, err
+	}
+	w.stopSandboxes(ctx, sbs)
+	for _, sb := range sbs {
+		if !w.stopped[sb.Id] {
+			return nil, fmt.Errorf("sandbox %s is not ready and cannot be stopped", sb.Id)
 		}
-		delete(w.sandboxIP, sb.Id)
 	}
 	cfg := w.sandboxConfig(pod, attempt)
 	if err := w.m.ensureDir(cfg.LogDirectory); err != nil {
@@ -413,9 +572,10 @@ func (w *worker) object(ctx context.Context, typ, namespace, name string) (json.
 func (w *worker) syncInit(ctx context.Context, pod *corev1.Pod, sb *criv1.PodSandbox, byName map[string][]*instance, paths map[string]string, env podEnv) (done bool, wakeAt time.Time) {
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
-		list := byName[c.Name]
+		// Init containers run again in a new sandbox; their restart counts go on from the old one.
+		list := inSandbox(byName[c.Name], sb.Id)
 		if len(list) == 0 {
-			return false, w.startContainer(ctx, pod, sb, c, true, 0, paths, env)
+			return false, w.startContainer(ctx, pod, sb, c, true, nextRestartCount(byName[c.Name]), paths, env)
 		}
 		latest := list[0]
 		switch latest.c.State {
@@ -434,7 +594,7 @@ func (w *worker) syncInit(ctx context.Context, pod *corev1.Pod, sb *criv1.PodSan
 		default: // created but never started, or unknown: start over
 			w.removeContainer(ctx, latest.c.Id)
 		}
-		return false, w.startContainer(ctx, pod, sb, c, true, latest.restartCount()+1, paths, env)
+		return false, w.startContainer(ctx, pod, sb, c, true, nextRestartCount(byName[c.Name]), paths, env)
 	}
 	return true, time.Time{}
 }
@@ -455,6 +615,13 @@ func (w *worker) syncContainers(ctx context.Context, pod *corev1.Pod, sb *criv1.
 			continue
 		}
 		latest := list[0]
+		if latest.c.PodSandboxId != sb.Id && latest.c.State == criv1.ContainerState_CONTAINER_RUNNING {
+			// Left running in a sandbox that died: it cannot stay (its namespaces are gone).
+			w.log.Info("stopping a container of an old sandbox", "container", c.Name, "id", latest.c.Id)
+			w.stopContainer(ctx, pod, c, latest.c.Id, gracePeriod(pod))
+			earliest(time.Now())
+			continue
+		}
 		switch latest.c.State {
 		case criv1.ContainerState_CONTAINER_RUNNING:
 			why := ""
@@ -486,10 +653,10 @@ func (w *worker) syncContainers(ctx context.Context, pod *corev1.Pod, sb *criv1.
 				earliest(until)
 				continue
 			}
-			earliest(w.startContainer(ctx, pod, sb, c, false, latest.restartCount()+1, paths, env))
+			earliest(w.startContainer(ctx, pod, sb, c, false, nextRestartCount(list), paths, env))
 		default:
 			w.removeContainer(ctx, latest.c.Id)
-			earliest(w.startContainer(ctx, pod, sb, c, false, latest.restartCount()+1, paths, env))
+			earliest(w.startContainer(ctx, pod, sb, c, false, nextRestartCount(list), paths, env))
 		}
 	}
 	return wakeAt
@@ -616,14 +783,10 @@ func (w *worker) stopContainer(ctx context.Context, pod *corev1.Pod, c *corev1.C
 	}
 }
 
-// terminate stops every container of the pod in parallel (preStop hooks, then the grace period)
-// and removes its sandboxes.
-func (w *worker) terminate(ctx context.Context, pod *corev1.Pod, sbs []*criv1.PodSandbox) error {
-	if len(sbs) == 0 {
-		return nil
-	}
+// stopAll stops every running container of the pod at once (preStop hooks, then the grace period).
+func (w *worker) stopAll(ctx context.Context, pod *corev1.Pod, sbs []*criv1.PodSandbox) error {
 	grace := gracePeriod(pod)
-	if pod == nil {
+	if pod == nil && len(sbs) > 0 {
 		if g, err := strconv.ParseInt(sbs[0].Annotations[annotationGrace], 10, 64); err == nil {
 			grace = g
 		}
@@ -634,12 +797,13 @@ func (w *worker) terminate(ctx context.Context, pod *corev1.Pod, sbs []*criv1.Po
 			specs[pod.Spec.Containers[i].Name] = &pod.Spec.Containers[i]
 		}
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, sb := range sbs {
 		resp, err := w.m.cri.rt.ListContainers(ctx, &criv1.ListContainersRequest{Filter: &criv1.ContainerFilter{PodSandboxId: sb.Id}})
 		if err != nil {
 			return w.m.criErr("ListContainers", err)
 		}
-		var wg sync.WaitGroup
 		for _, c := range resp.Containers {
 			if c.State != criv1.ContainerState_CONTAINER_RUNNING {
 				continue
@@ -647,11 +811,37 @@ func (w *worker) terminate(ctx context.Context, pod *corev1.Pod, sbs []*criv1.Po
 			spec := specs[c.Labels[labelContainerName]]
 			wg.Go(func() { w.stopContainer(ctx, pod, spec, c.Id, grace) })
 		}
-		wg.Wait()
+	}
+	return nil
+}
+
+// finalStatus reports, before the deletion is confirmed, how the containers of a pod being deleted
+// ended (terminated, with exit codes and reasons), as the kubelet does.
+func (w *worker) finalStatus(ctx context.Context, pod *corev1.Pod, sb *criv1.PodSandbox) {
+	byName, err := w.containers(ctx)
+	if err != nil {
+		w.log.Warn("no final status: cannot list the containers", "err", err)
+		return
+	}
+	w.waiting, w.podProblem = map[string]waitState{}, nil // nothing waits to start any more
+	w.report(ctx, pod, sb, byName)
+}
+
+// terminate stops every container of the pod in parallel (preStop hooks, then the grace period)
+// and removes its sandboxes.
+func (w *worker) terminate(ctx context.Context, pod *corev1.Pod, sbs []*criv1.PodSandbox) error {
+	if len(sbs) == 0 {
+		return nil
+	}
+	if err := w.stopAll(ctx, pod, sbs); err != nil {
+		return err
+	}
+	for _, sb := range sbs {
 		if err := w.m.removeSandbox(ctx, sb.Id, 0); err != nil {
 			return err
 		}
 		delete(w.sandboxIP, sb.Id)
+		delete(w.stopped, sb.Id)
 		w.log.Info("sandbox removed", "sandbox", sb.Id)
 	}
 	w.exited = map[string]*criv1.ContainerStatus{}

@@ -220,7 +220,7 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	}
 	if msg.Route.Operation == message.OpDelete {
 		m.host.Logger().Info("rollout deleted; what it installed keeps running", "rollout", res.Namespace+"/"+res.Name)
-		return nil
+		return m.forget(ctx, res.Namespace+"/"+res.Name)
 	}
 	var r Rollout
 	if err := msg.DecodeContent(&r); err != nil {

@@ -308,3 +308,26 @@ func TestBadSettingsAreRefusedNamingTheSetting(t *testing.T) {
 		})
 	}
 }
+
+// A deleted rollout is forgotten on the node (what it installed keeps running): a rollout created
+// again under the same name starts at generation 1 and is carried out, not taken for an old repeat.
+func TestARolloutCreatedAgainUnderTheSameNameAfterADeleteIsCarriedOut(t *testing.T) {
+	r := newRig(t)
+	if got := states(r.roll(t, 3, "2.0.0", "process")); got != "Installing,Updated" {
+		t.Fatalf("first rollout: %s", got)
+	}
+	del := message.New("metamanager", "resource", message.OpDelete, "default/pluginrollout/ns-update")
+	if err := r.h.Send(del); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.ctl.state(); !strings.Contains(st.Path, filepath.Join("nodestatus", "2.0.0")) {
+		t.Fatalf("the delete changed what runs: %s", st.Path)
+	}
+	reps := r.roll(t, 1, "1.0.0", "process")
+	if got := states(reps); got != "Installing,Updated" {
+		t.Fatalf("the re-created rollout (generation 1) got %s, want Installing,Updated: %+v", got, reps)
+	}
+	if st, _ := r.ctl.state(); st.Path != filepath.Join(r.pluginsDir, "nodestatus", "1.0.0", "nodestatus") {
+		t.Fatalf("runs %s, want v1 of the re-created rollout", st.Path)
+	}
+}

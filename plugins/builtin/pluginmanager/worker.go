@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/kedge-io/kedge/sdk"
 )
 
 // queue is the work waiting for one target module. Rollouts of the same module run one at a time,
@@ -13,6 +17,8 @@ type queue struct {
 	running *Rollout
 	// cancelFetch cancels the running rollout's download (not its swap or health check).
 	cancelFetch context.CancelCauseFunc
+	// runningDeleted: the running rollout was deleted meanwhile; its result is forgotten when it ends.
+	runningDeleted bool
 }
 
 // errStopping is Handle's answer once Stop began.
@@ -87,7 +93,38 @@ func (m *Module) work(module string, q *queue) {
 		}
 		cancel(nil)
 		m.mu.Lock()
-		q.running, q.cancelFetch = nil, nil
+		deleted := q.runningDeleted
+		q.running, q.cancelFetch, q.runningDeleted = nil, nil, false
 		m.mu.Unlock()
+		if deleted {
+			if err := m.dropResult(m.life, r.Rollout); err != nil {
+				m.host.Logger().Error("forget the result of a deleted rollout", "rollout", r.Rollout, "err", err)
+			}
+		}
 	}
+}
+
+// forget drops a deleted rollout: its queued generations never run, a running one still fetching is
+// cancelled (one already swapping finishes: what it installed stays, like everything a deleted
+// rollout installed), and its recorded result is removed, so a rollout created again under the same
+// name starts from generation 1 instead of being taken for an old repeat.
+func (m *Module) forget(ctx context.Context, rollout string) error {
+	m.mu.Lock()
+	for _, q := range m.queues {
+		q.pending = slices.DeleteFunc(q.pending, func(p Rollout) bool { return p.Rollout == rollout })
+		if q.running != nil && q.running.Rollout == rollout {
+			q.runningDeleted = true
+			q.cancelFetch(errors.New("the rollout was deleted"))
+		}
+	}
+	m.mu.Unlock()
+	return m.dropResult(ctx, rollout)
+}
+
+func (m *Module) dropResult(ctx context.Context, rollout string) error {
+	ns, name, _ := strings.Cut(rollout, "/")
+	if _, err := m.host.Store().Delete(ctx, sdk.Key{Type: typeResult, Namespace: ns, Name: name}); err != nil {
+		return fmt.Errorf("pluginmanager: forget rollout %s: %w", rollout, err)
+	}
+	return nil
 }

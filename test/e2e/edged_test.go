@@ -527,3 +527,109 @@ func (e *edgedCluster) restartEdge() {
 	}
 	e.startEdge()
 }
+
+// Kubelet fidelity with the whole stack (issue 6 follow-ups): a pod that finished (restartPolicy
+// Never) stays Succeeded in the API with its exit code, its sandbox is stopped but its container
+// kept, and `kubectl logs` still shows its output; a pod deleted with a grace period shows its
+// container terminated (exit code, reason) in the API before the pod object goes.
+func TestEdgedFinishedPodKeepsStatusAndLogsAndADeletedPodEndsWithItsContainersTerminated(t *testing.T) {
+	e := newEdgedCluster(t)
+	e.withStreams()
+	ctx := context.Background()
+	e.apply(`apiVersion: v1
+kind: Pod
+metadata:
+  name: oneshot
+spec:
+  nodeName: ` + e.node + `
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: job
+    image: localhost/busybox:local
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo done-on-edge"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: stopper
+spec:
+  nodeName: ` + e.node + `
+  hostNetwork: true
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: s
+    image: localhost/busybox:local
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.2; done"]
+`)
+	var oneshot *corev1.Pod
+	waitFor(t, "oneshot Succeeded in the API", 90*time.Second, func() (bool, string) {
+		p, err := e.pod("oneshot")
+		if err != nil {
+			return false, err.Error()
+		}
+		oneshot = p
+		return p.Status.Phase == corev1.PodSucceeded, string(p.Status.Phase)
+	})
+	if cs := containerStatus(oneshot, "job"); cs == nil || cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+		t.Fatalf("oneshot container status %+v", cs)
+	}
+	waitFor(t, "oneshot's sandbox stopped, its container kept", 30*time.Second, func() (bool, string) {
+		sbs, err := e.sandboxes(string(oneshot.UID))
+		if err != nil {
+			return false, err.Error()
+		}
+		cs, err := e.containers(string(oneshot.UID))
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(sbs) == 1 && sbs[0].State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && cs["job"] != nil,
+			fmt.Sprintf("sandboxes %v containers %v", sbs, cs)
+	})
+	waitFor(t, "kubectl logs of the finished container", 30*time.Second, func() (bool, string) {
+		out, code := e.kubectlCode("logs", "-n", e.ns, "oneshot")
+		return code == 0 && out == "done-on-edge\n", out
+	})
+
+	e.waitKubectlRunning("stopper", "0")
+	stopper, err := e.pod("stopper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := e.k8s.Client.CoreV1().Pods(e.ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=stopper", ResourceVersion: stopper.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := e.k8s.Client.CoreV1().Pods(e.ns).Delete(ctx, "stopper", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var final *corev1.ContainerStatus
+	timeout := time.After(90 * time.Second)
+	for deleted := false; !deleted; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("watch closed before the pod was deleted")
+			}
+			p, _ := ev.Object.(*corev1.Pod)
+			if p == nil {
+				continue
+			}
+			if ev.Type == "DELETED" {
+				deleted = true
+				continue
+			}
+			if cs := containerStatus(p, "s"); cs != nil && cs.State.Terminated != nil {
+				final = cs
+			}
+		case <-timeout:
+			t.Fatal("stopper not deleted within 90s")
+		}
+	}
+	if final == nil || final.State.Terminated.ExitCode != 7 || final.State.Terminated.Reason != "Error" {
+		t.Fatalf("no terminated state with exit code 7 before the pod was removed: %+v", final)
+	}
+}

@@ -133,13 +133,13 @@ func MessageSize(m Message) int {
 // DecodeMessage decodes one message. The result never aliases b: it is copied once, and the strings
 // and content share that private copy (one allocation per message).
 func DecodeMessage(b []byte) (Message, error) {
-	var f frame
-	if err := f.parse(b); err != nil {
-		return Message{}, err
-	}
 	own := make([]byte, len(b))
 	copy(own, b)
-	return f.message(own, own, 0), nil
+	// An arena over the copy's own string bytes: DecodeMessageView's copy of the strings then moves
+	// them onto themselves, and everything stays in the one allocation.
+	at := min(9, len(own))
+	a := Arena{chunk: own[at:at]}
+	return DecodeMessageView(own, &a)
 }
 
 // Arena holds the strings of decoded messages. It hands out fresh space from chunks of a few KiB and
@@ -164,32 +164,16 @@ func (a *Arena) take(n int) []byte {
 // DecodeMessageView decodes one message for a guest, where allocating is expensive: the strings
 // are copied into a, but Content aliases b, so it is valid only as long as b is unchanged. The Go
 // guest library hands such messages to Handle.
+//
+// In a guest compiled with termination checks every taken branch, every loop iteration and every
+// entry into a function that is not inlined leaves the native code (~40 ns each), so the common case
+// is one function of straight-line code: the ten length prefixes are read unrolled, reads past the
+// end are clamped, and what went wrong is only worked out (by explain) when something did.
 func DecodeMessageView(b []byte, a *Arena) (Message, error) {
-	var f frame
-	if err := f.parse(b); err != nil {
-		return Message{}, err
-	}
-	// The strings and their length prefixes lie together between the fixed header and the
-	// content's prefix: one copy keeps them all, at the same offsets less strs' start.
-	// The content's length prefix is copied too, so even an empty last string points inside strs.
-	strs := a.take(f.end[fieldCount-2] + 4 - 9)
-	move(strs, &b[9 : f.end[fieldCount-2]+4][0])
-	return f.message(strs, b, 9), nil
-}
-
-// frame holds where each field of an encoded message ends (it starts at its length prefix + 4).
-type frame struct {
-	end [fieldCount]int
-}
-
-// parse checks a message's framing. In a guest compiled with termination checks every taken branch
-// and every loop iteration leaves the native code (~30 ns each), so the common case is straight-line
-// code: the ten length prefixes are read unrolled, reads past the end are clamped, and what went
-// wrong is only worked out (by explain) when something did.
-func (f *frame) parse(b []byte) error {
 	if len(b) < messageFixed || b[0]&^flagSync != 0 {
-		return explain(b)
+		return Message{}, explain(b)
 	}
+	var f frame
 	last := len(b) - 4 // the last offset a length prefix may start at; >= 45 here
 	bad := 0
 	at := f.field(b, 0, 9, last, &bad)
@@ -203,9 +187,34 @@ func (f *frame) parse(b []byte) error {
 	at = f.field(b, 8, at, last, &bad)
 	at = f.field(b, 9, at, last, &bad)
 	if bad>>63|(at^len(b)) != 0 {
-		return explain(b)
+		return Message{}, explain(b)
 	}
-	return nil
+	// The strings and their length prefixes lie together between the fixed header and the
+	// content's prefix: one copy keeps them all, at the same offsets less strs' start (9).
+	// The content's length prefix is copied too, so even an empty last string points inside strs.
+	strs := a.take(f.end[fieldCount-2] + 4 - 9)
+	move(strs, &b[9 : f.end[fieldCount-2]+4][0])
+	var m Message
+	m.Header.Sync = b[0]&flagSync != 0
+	m.Header.Timestamp = int64(binary.LittleEndian.Uint64(b[1:9]))
+	m.Header.ID = f.str(strs, 0, 9)
+	m.Header.ParentID = f.str(strs, 1, f.end[0])
+	m.Header.ResourceVersion = f.str(strs, 2, f.end[1])
+	m.Header.Type = f.str(strs, 3, f.end[2])
+	m.Route.Source = f.str(strs, 4, f.end[3])
+	m.Route.Destination = f.str(strs, 5, f.end[4])
+	m.Route.Group = f.str(strs, 6, f.end[5])
+	m.Route.Operation = f.str(strs, 7, f.end[6])
+	m.Route.Resource = f.str(strs, 8, f.end[7])
+	if start, end := f.end[8]+4, f.end[9]; end > start {
+		m.Content = b[start:end:end] // an append by the receiver must not run into anything else
+	}
+	return m, nil
+}
+
+// frame holds where each field of an encoded message ends (it starts at its length prefix + 4).
+type frame struct {
+	end [fieldCount]int
 }
 
 // field records where field i, whose length prefix is at at, ends, and returns that end. A prefix
@@ -245,33 +254,12 @@ func explain(b []byte) error {
 	return errors.New("decode message: " + strconv.Itoa(len(b)-at) + " trailing bytes")
 }
 
-// message builds the message from a parsed frame: its content from b, its strings from strs, which
-// holds b's bytes from offset base on (see DecodeMessageView).
-func (f *frame) message(strs, b []byte, base int) Message {
-	var m Message
-	m.Header.Sync = b[0]&flagSync != 0
-	m.Header.Timestamp = int64(binary.LittleEndian.Uint64(b[1:9]))
-	m.Header.ID = f.str(strs, base, 0, 9)
-	m.Header.ParentID = f.str(strs, base, 1, f.end[0])
-	m.Header.ResourceVersion = f.str(strs, base, 2, f.end[1])
-	m.Header.Type = f.str(strs, base, 3, f.end[2])
-	m.Route.Source = f.str(strs, base, 4, f.end[3])
-	m.Route.Destination = f.str(strs, base, 5, f.end[4])
-	m.Route.Group = f.str(strs, base, 6, f.end[5])
-	m.Route.Operation = f.str(strs, base, 7, f.end[6])
-	m.Route.Resource = f.str(strs, base, 8, f.end[7])
-	if start, end := f.end[8]+4, f.end[9]; end > start {
-		m.Content = b[start:end:end] // an append by the receiver must not run into anything else
-	}
-	return m
-}
-
 // str is field i, whose length prefix starts at prev (the previous field's end). No branch for an
 // empty field (a taken branch is what costs in a guest): its pointer is to the next length prefix,
-// inside strs, and a zero-length string never reads it.
-func (f *frame) str(strs []byte, base, i, prev int) string {
-	start := prev + 4 - base
-	return unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(strs)), start)), f.end[i]-base-start)
+// inside strs, and a zero-length string never reads it. strs holds the message from byte 9 on.
+func (f *frame) str(strs []byte, i, prev int) string {
+	start := prev + 4 - 9
+	return unsafe.String((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(strs)), start)), f.end[i]-9-start)
 }
 
 // Key addresses one object in the module's store namespace; Type and Name must not be empty.

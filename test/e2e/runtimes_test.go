@@ -51,7 +51,7 @@ func TestEdgecoreRunsProcessAndWasmModulesAndSwapsBetweenRuntimes(t *testing.T) 
 	needBinaries(t)
 	dir := t.TempDir()
 	plugin := filepath.Join(dir, "nodestatus-plugin")
-	goBuild(t, nil, "-tags", "kedge_custom kedge_nodestatus", "-ldflags", "-X main.moduleName=nodestatus", "-o", plugin, "github.com/kedge-io/kedge/cmd/kedge-module")
+	goBuild(t, nil, "-tags", "kedge_custom kedge_nodestatus", "-ldflags", "-X main.moduleName=nodestatus -X main.version=1.2.3", "-o", plugin, "github.com/kedge-io/kedge/cmd/kedge-module")
 	raw, guest := filepath.Join(dir, "echo.raw.wasm"), filepath.Join(dir, "echo.wasm")
 	goBuild(t, []string{"GOOS=wasip1", "GOARCH=wasm"}, "-buildmode=c-shared", "-o", raw, "github.com/kedge-io/kedge/wasm/examples/echo")
 	pack := exec.Command("go", "run", "github.com/kedge-io/kedge/wasm/cmd/wasmpack", "-manifest", "../../wasm/examples/echo/manifest.yaml", "-in", raw, "-out", guest)
@@ -83,6 +83,10 @@ modules:
 	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__MAXPODS=7"}, "--config", cfg)
 	d.waitReady()
 	d.moduleLs("nodestatus", "process", "echo", "wasm", "sha256:")
+	// The plugin reports the release stamped into it (-X main.version) and module ls shows it.
+	if out := d.moduleLs(); !moduleRow(out, "nodestatus", "process", "1.2.3", "sha256:"+sha256File(t, plugin)[:12]) {
+		t.Fatalf("module ls does not show the plugin's release 1.2.3 beside its sha256:\n%s", out)
+	}
 	if len(pluginsAlive(plugin)) != 1 {
 		t.Fatalf("want one nodestatus plugin process, got %v", pluginsAlive(plugin))
 	}
@@ -104,7 +108,10 @@ modules:
 	if alive := pluginsAlive(plugin); len(alive) != 0 {
 		t.Fatalf("the plugin process outlived its swap to builtin: %v", alive)
 	}
-	swap("--runtime", "process", "--path", plugin, "--sha256", sha256File(t, plugin))
+	swap("--runtime", "process", "--path", plugin, "--sha256", sha256File(t, plugin), "--health-timeout", "30s")
+	if out := d.moduleLs(); !moduleRow(out, "nodestatus", "process", "1.2.3") {
+		t.Fatalf("module ls after the swap back to the plugin does not show its release 1.2.3:\n%s", out)
+	}
 	before := d.metric("kedge_module_handled_total", `module="metamanager"`, `result="ok"`)
 	d.waitMetric("kedge_module_handled_total", before+1, `module="metamanager"`, `result="ok"`)
 

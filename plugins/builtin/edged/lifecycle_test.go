@@ -137,10 +137,13 @@ func TestRecreatedSandboxKeepsRestartCountsGrowingAlsoAcrossAnEdgedRestart(t *te
 	r := newRig(t, nil)
 	pod := newPod(t, corev1.RestartPolicyAlways, "sleep 3600")
 	r.run(pod)
-	running := func(restarts int32) func(corev1.PodStatus) bool {
+	// running matches a Running status whose container has restarted at least n times. (At least:
+	// should the worker see the container killed before it sees its sandbox dead, one more instance
+	// may be counted; counts must only never go back.)
+	running := func(n int32) func(corev1.PodStatus) bool {
 		return func(s corev1.PodStatus) bool {
 			cs := containerStatus(s, "main")
-			return s.Phase == corev1.PodRunning && cs.State.Running != nil && cs.RestartCount == restarts
+			return s.Phase == corev1.PodRunning && cs.State.Running != nil && cs.RestartCount >= n
 		}
 	}
 	st := r.waitStatus(pod.Name, "Running, no restart", 30*time.Second, running(0))
@@ -150,6 +153,7 @@ func TestRecreatedSandboxKeepsRestartCountsGrowingAlsoAcrossAnEdgedRestart(t *te
 	r.stopSandbox(sb0) // the sandbox dies: edged makes a new one
 	st = r.waitStatus(pod.Name, "Running again in a new sandbox, restart count 1", 30*time.Second, running(1))
 	cs := containerStatus(st, "main")
+	second := cs.RestartCount
 	if cs.ContainerID == first || cs.LastTerminationState.Terminated == nil || cs.LastTerminationState.Terminated.ContainerID != first {
 		t.Fatalf("after the sandbox was recreated: container %+v (first was %s)", cs, first)
 	}
@@ -162,16 +166,17 @@ func TestRecreatedSandboxKeepsRestartCountsGrowingAlsoAcrossAnEdgedRestart(t *te
 	r.stop()
 	r.stopSandbox(ready[0].Id)
 	r.start()
-	st = r.waitStatus(pod.Name, "Running in a third sandbox, restart count 2", 30*time.Second, running(2))
+	st = r.waitStatus(pod.Name, "Running in a third sandbox, restart count above the second's", 30*time.Second, running(second+1))
 	id := strings.TrimPrefix(containerStatus(st, "main").ContainerID, "containerd://")
+	third := containerStatus(st, "main").RestartCount
 	var annotation string
 	for _, c := range r.containers(pod.UID) {
 		if c.Id == id {
 			annotation = c.Annotations["io.kubernetes.container.restartCount"]
 		}
 	}
-	if annotation != "2" {
-		t.Errorf("io.kubernetes.container.restartCount of the running container = %q, want 2", annotation)
+	if want := fmt.Sprint(third); annotation != want {
+		t.Errorf("io.kubernetes.container.restartCount of the running container = %q, want %s", annotation, want)
 	}
 	// Only the two newest instances are kept; the first sandbox, holding none, goes.
 	r.eventually("the first sandbox removed, two containers kept", 30*time.Second, func() bool {
@@ -181,7 +186,7 @@ func TestRecreatedSandboxKeepsRestartCountsGrowingAlsoAcrossAnEdgedRestart(t *te
 				return false
 			}
 		}
-		return len(sbs) == 2 && len(ctrs) == 2
+		return len(sbs) <= 2 && len(ctrs) == 2
 	})
 }
 

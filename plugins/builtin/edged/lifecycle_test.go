@@ -229,3 +229,19 @@ func TestDeletionReportsTheContainersTerminatedBeforeConfirmingIt(t *testing.T) 
 		t.Fatalf("final phase %s, Ready %s", last.Status.Phase, condition(last.Status, corev1.PodReady))
 	}
 }
+
+func TestNeverPodWhoseSandboxDiesFailsWithoutANewSandbox(t *testing.T) {
+	r := newRig(t, nil)
+	pod := newPod(t, corev1.RestartPolicyNever, "sleep 3600")
+	r.run(pod)
+	r.waitStatus(pod.Name, "Running", 30*time.Second, func(s corev1.PodStatus) bool { return s.Phase == corev1.PodRunning })
+	sb := readySandboxes(r.sandboxes(pod.UID))[0].Id
+	r.stopSandbox(sb)
+	st := r.waitStatus(pod.Name, "Failed", 30*time.Second, func(s corev1.PodStatus) bool { return s.Phase == corev1.PodFailed })
+	if cs := containerStatus(st, "main"); cs.State.Terminated == nil || cs.State.Terminated.ExitCode == 0 || cs.RestartCount != 0 {
+		t.Fatalf("container %+v", cs)
+	}
+	if sbs, ctrs := r.sandboxes(pod.UID), r.containers(pod.UID); len(sbs) != 1 || sbs[0].Id != sb || len(ctrs) != 1 {
+		t.Fatalf("sandboxes %v containers %v: want only the stopped one and its container", sbs, ctrs)
+	}
+}

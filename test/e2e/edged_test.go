@@ -118,6 +118,27 @@ func tail(s string, n int) string {
 }
 
 // apply writes manifest to a file and `kubectl apply`s it.
+// runShell applies a busybox pod on the edge node whose one container ("c") runs script with sh -c,
+// and waits until it runs.
+func (e *edgedCluster) runShell(name, script string) {
+	e.t.Helper()
+	e.apply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeName: %s
+  containers:
+  - name: c
+    image: localhost/busybox:local
+    command: ["sh", "-c", %q]
+`, name, e.node, script))
+	waitFor(e.t, name+" running", 90*time.Second, func() (bool, string) {
+		ready, status, _, raw := e.kubectlRow(name)
+		return status == "Running", ready + " " + raw
+	})
+}
+
 func (e *edgedCluster) apply(manifest string) {
 	e.t.Helper()
 	f := filepath.Join(e.t.TempDir(), "manifest.yaml")

@@ -116,21 +116,7 @@ func (e *edgedCluster) kubectlCode(args ...string) (string, int) {
 func TestKubectlLogsAndExecReachEdgePodsThroughTheStreamTunnel(t *testing.T) {
 	e := newEdgedCluster(t)
 	streamAddr := e.withStreams()
-	e.apply(`apiVersion: v1
-kind: Pod
-metadata:
-  name: talker
-spec:
-  nodeName: ` + e.node + `
-  containers:
-  - name: c
-    image: localhost/busybox:local
-    command: ["sh", "-c", "echo hello-from-edge; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.3; done"]
-`)
-	waitFor(t, "talker running", 90*time.Second, func() (bool, string) {
-		ready, status, _, raw := e.kubectlRow("talker")
-		return status == "Running", ready + " " + raw
-	})
+	e.runShell("talker", "echo hello-from-edge; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.3; done")
 
 	t.Run("kubectl logs shows the container's output", func(t *testing.T) {
 		waitFor(t, "logs", 30*time.Second, func() (bool, string) {

@@ -88,21 +88,7 @@ spec:
 			`jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Available")].message}`)
 		return strings.HasPrefix(out, "True"), out
 	})
-	e.apply(`apiVersion: v1
-kind: Pod
-metadata:
-  name: burner
-spec:
-  nodeName: ` + e.node + `
-  containers:
-  - name: c
-    image: localhost/busybox:local
-    command: ["sh", "-c", "while true; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.1; done"]
-`)
-	waitFor(t, "burner running", 90*time.Second, func() (bool, string) {
-		ready, status, _, raw := e.kubectlRow("burner")
-		return status == "Running", ready + " " + raw
-	})
+	e.runShell("burner", "while true; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.1; done")
 
 	t.Run("kubectl top pod shows the pod with non-zero CPU", func(t *testing.T) {
 		waitFor(t, "kubectl top pod burner", 60*time.Second, func() (bool, string) {

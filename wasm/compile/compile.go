@@ -13,24 +13,57 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
 
+	"github.com/kedge-io/kedge/wasm/instrument"
 	"github.com/kedge-io/kedge/wasm/manifest"
 )
 
-// Config is the runtime configuration every Kedge WASM module runs with: the compiler engine where
-// wazero supports the platform (its interpreter elsewhere), and the termination checks that let a
-// deadline stop a guest in a loop. Compiled code is cached under a hash of the code and these
-// choices, so everything that compiles for Kedge must start from Config.
-func Config() wazero.RuntimeConfig {
-	return ConfigFor(true)
+// Stop is how a running guest is stopped at its deadline.
+type Stop string
+
+const (
+	// StopCheck: the module was instrumented (wasm/instrument): a check of a flag at every loop
+	// header, set by the host's watchdog, compiled without wazero's termination checks.
+	StopCheck Stop = "check"
+	// StopWazero: wazero's termination checks (WithCloseOnContextDone), for an interruptible
+	// module the instrumenter refused (an instruction it does not know, no memory, …).
+	StopWazero Stop = "wazero"
+	// StopNone: no check at all (`interruptible: false`): a call computing in a loop cannot be
+	// stopped; one that sleeps or calls the host can.
+	StopNone Stop = "none"
+)
+
+// Prepare returns the code Kedge compiles for a module's code (see Code) and how it will be
+// stopped: instrumented for an interruptible module, unchanged otherwise. When instrumenting fails,
+// the code is returned unchanged with StopWazero and the reason, for the caller to log.
+func Prepare(code []byte, interruptible bool) ([]byte, Stop, error) {
+	if !interruptible {
+		return code, StopNone, nil
+	}
+	out, _, err := instrument.Module(code)
+	if err != nil {
+		return code, StopWazero, err
+	}
+	return out, StopCheck, nil
 }
 
-// ConfigFor is Config for a module that is interruptible (the default) or not. A module that is not
-// interruptible is compiled without wazero's termination checks: calls into it cost far less (no
-// goroutine per call, no exit to Go at every loop header), but a call looping in pure computation
-// can no longer be stopped. wazero keys compiled code by this choice too, so both kinds share one
-// compilation cache without mixing.
-func ConfigFor(interruptible bool) wazero.RuntimeConfig {
-	return wazero.NewRuntimeConfig().WithCloseOnContextDone(interruptible)
+// ConfigForStop is the runtime configuration for code Prepare returned with stop: wazero's
+// termination checks only for StopWazero.
+func ConfigForStop(stop Stop) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().WithCloseOnContextDone(stop == StopWazero)
+}
+
+// Config is the runtime configuration with wazero's termination checks (StopWazero): the compiler
+// engine where wazero supports the platform (its interpreter elsewhere). Compiled code is cached
+// under a hash of the code and the configuration, so everything that compiles for Kedge must go
+// through Prepare and ConfigForStop (Ahead does).
+func Config() wazero.RuntimeConfig {
+	return ConfigForStop(StopWazero)
+}
+
+// ConfigFor is the configuration with (true) or without wazero's termination checks. Kedge's
+// default is instrumented code without them: use Prepare and ConfigForStop.
+func ConfigFor(checks bool) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().WithCloseOnContextDone(checks)
 }
 
 // Workers returns ctx asking wazero to compile a module's functions on every core (it uses one by
@@ -50,12 +83,14 @@ func Ahead(ctx context.Context, dir string, wasm []byte) error {
 	return AheadFor(ctx, dir, wasm, true)
 }
 
-// AheadFor is Ahead for a module run interruptible or not (see ConfigFor).
+// AheadFor is Ahead for a module run interruptible or not: the code is prepared (instrumented)
+// exactly as the runtime prepares it, so the cache entries match.
 func AheadFor(ctx context.Context, dir string, wasm []byte, interruptible bool) error {
 	_, code, err := Code(wasm)
 	if err != nil {
 		return err
 	}
+	code, stop, _ := Prepare(code, interruptible) // a refused module is compiled with wazero's checks, as the runtime does
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -64,7 +99,7 @@ func AheadFor(ctx context.Context, dir string, wasm []byte, interruptible bool) 
 		return fmt.Errorf("compilation cache %s: %w", dir, err)
 	}
 	defer cache.Close(ctx)
-	rt := wazero.NewRuntimeWithConfig(ctx, ConfigFor(interruptible).WithCompilationCache(cache))
+	rt := wazero.NewRuntimeWithConfig(ctx, ConfigForStop(stop).WithCompilationCache(cache))
 	defer rt.Close(ctx)
 	if _, err := rt.CompileModule(Workers(ctx), code); err != nil {
 		return fmt.Errorf("compile: %w", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/wasm/abi"
 	"github.com/kedge-io/kedge/wasm/compile"
+	"github.com/kedge-io/kedge/wasm/instrument"
 	"github.com/kedge-io/kedge/wasm/manifest"
 )
 
@@ -31,10 +32,13 @@ type Module struct {
 	sum      string // pinned sha256, hex
 	manifest manifest.Manifest
 	config   []byte // the module's settings as JSON, for the guest's Init
-	// interruptible: compiled with wazero's termination checks, so the deadline stops any call.
-	// Without them (the operator's `interruptible: false`) the deadline stops a call only when it
-	// sleeps or calls the host.
+	// interruptible: the deadline stops any call (stop says how). Otherwise (the operator's
+	// `interruptible: false`) the deadline stops a call only when it sleeps or calls the host.
 	interruptible bool
+	// stop is how a call is stopped at its deadline, set by Start: compile.StopCheck (our loop
+	// checks, see wasm/instrument), compile.StopWazero (wazero's checks, when instrumenting
+	// failed) or compile.StopNone.
+	stop compile.Stop
 
 	// Set by Start; used only by the delivery goroutine (Handle) and the host functions it calls.
 	host     sdk.Host
@@ -66,6 +70,11 @@ func (m *Module) Manifest() manifest.Manifest { return m.manifest }
 // such as `edgecore module ls`.
 func (m *Module) Version() string { return m.manifest.Version }
 
+// StopMechanism says how a call past its deadline is stopped: "check" (Kedge's loop checks),
+// "wazero" (wazero's termination checks, when the module could not be instrumented) or "none"
+// (`interruptible: false`). Known once the module started.
+func (m *Module) StopMechanism() string { return string(m.stop) }
+
 // SHA256 is the pinned checksum of the module's file (hex).
 func (m *Module) SHA256() string { return m.sum }
 
@@ -88,7 +97,13 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
 	}
 	m.manifest = man
-	cfg := compile.ConfigFor(m.interruptible).WithCompilationCache(m.loader.cache).WithMemoryLimitPages(m.manifest.Limits.MemoryPages)
+	code, m.stop, err = compile.Prepare(code, m.interruptible)
+	if err != nil {
+		m.log.Warn("wasm module cannot be instrumented with Kedge's loop checks; using wazero's termination checks "+
+			"(slower calls, same deadline)", "path", m.spec.Settings.Path, "reason", err)
+	}
+	m.metrics.stop.WithLabelValues(string(m.stop)).Set(1)
+	cfg := compile.ConfigForStop(m.stop).WithCompilationCache(m.loader.cache).WithMemoryLimitPages(m.manifest.Limits.MemoryPages)
 	m.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
 	if err := m.setup(ctx, code); err != nil {
 		_ = m.rt.Close(context.WithoutCancel(ctx))
@@ -248,6 +263,18 @@ type instance struct {
 	initDone <-chan struct{}
 	// overdue is called by the watchdog when it gives up on a call (from the watchdog's goroutine).
 	overdue func()
+	// stopFlag is the instrumented guest's stop flag (nil unless compile.StopCheck): raise sets it,
+	// and the guest traps at its next loop check. raised says it was set.
+	stopFlag api.MutableGlobal
+	raised   atomic.Bool
+}
+
+// raise tells an instrumented guest to stop: it traps within instrument.Budget loop iterations.
+func (in *instance) raise() {
+	in.raised.Store(true)
+	if in.stopFlag != nil {
+		in.stopFlag.Set(1)
+	}
 }
 
 var errDeadline = errors.New("deadline exceeded")
@@ -260,8 +287,8 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	in := &instance{stderr: &head{}, deadline: time.Duration(limits.Deadline), stack: make([]uint64, 1), killed: make(chan struct{}),
 		initDone: initCtx.Done(), overdue: m.overdue}
 	cfg := wazero.NewModuleConfig().
-		WithName(""). // anonymous: a fresh instance never clashes with a dead one
-		WithStartFunctions(abi.ExportInitialize).
+		WithName("").         // anonymous: a fresh instance never clashes with a dead one
+		WithStartFunctions(). // _initialize is called below, once the stop flag is armed
 		WithSysWalltime().WithSysNanotime().WithNanosleep(in.nap).
 		WithRandSource(crand.Reader).
 		WithStdout(&lineLog{m: m}).
@@ -272,13 +299,28 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	}
 	in.mod, in.mem = mod, mod.Memory()
 	in.buffer, in.handle = mod.ExportedFunction(abi.ExportBuffer), mod.ExportedFunction(abi.ExportHandle)
-	if in.mem == nil {
-		_ = mod.Close(ctx)
-		return nil, errors.New("the guest exports no memory")
-	}
 	fail := func(err error) (*instance, error) {
 		_ = mod.Close(context.WithoutCancel(ctx))
 		return nil, err
+	}
+	var disarm func() bool
+	if in.mem == nil {
+		return fail(errors.New("the guest exports no memory"))
+	}
+	if m.stop == compile.StopCheck {
+		flag, ok := mod.ExportedGlobal(instrument.StopExport).(api.MutableGlobal)
+		if !ok {
+			return fail(fmt.Errorf("the instrumented guest does not export its stop flag %s", instrument.StopExport))
+		}
+		in.stopFlag = flag
+		// Init past its deadline is stopped like a call (its flag goes up).
+		disarm = context.AfterFunc(initCtx, in.raise)
+		defer disarm()
+	}
+	if f := mod.ExportedFunction(abi.ExportInitialize); f != nil {
+		if err := f.CallWithStack(initCtx, nil); err != nil {
+			return fail(fmt.Errorf("%s: %w", abi.ExportInitialize, in.explainWith(err, initCtx, time.Duration(limits.InitDeadline))))
+		}
 	}
 	if err := mod.ExportedFunction(abi.ExportVersion).CallWithStack(initCtx, in.stack); err != nil {
 		return fail(fmt.Errorf("%s: %w", abi.ExportVersion, in.explainWith(err, initCtx, time.Duration(limits.InitDeadline))))
@@ -298,6 +340,9 @@ func (m *Module) instantiate(ctx context.Context) (*instance, error) {
 	}
 	if err := m.guestStatus("init", abi.Status(int32(in.stack[0]))); err != nil {
 		return fail(err)
+	}
+	if disarm != nil && !disarm() { // the deadline passed just as Init returned: the flag is up
+		return fail(fmt.Errorf("killed: ran past its %s deadline (limits.initDeadline in the manifest)", time.Duration(limits.InitDeadline)))
 	}
 	in.ctx, in.cancel = context.WithCancel(m.life)
 	in.born = time.Now()
@@ -329,7 +374,7 @@ func (in *instance) nap(ns int64) {
 // stopped at its next check; one that is not runs until it sleeps, calls the host or returns, so
 // until then the module reports why it is not ready.
 func (m *Module) overdue() {
-	if m.interruptible {
+	if m.stop != compile.StopNone {
 		return
 	}
 	err := fmt.Errorf("a call has run past its %s deadline and cannot be stopped until it sleeps, calls the host or returns "+
@@ -352,9 +397,11 @@ func (in *instance) watch() {
 		}
 		start := in.busy.Load()
 		if start > 0 && in.elapsed()-start > int64(in.deadline) && in.busy.CompareAndSwap(start, -1) {
-			// Cancelling the call's context makes wazero stop the guest at its next check and close
-			// the instance from the calling goroutine (closing it from here would race with a host
-			// function the guest is in).
+			// Raising the stop flag makes an instrumented guest trap at its next loop check;
+			// cancelling the call's context makes wazero stop a guest compiled with its checks and
+			// close the instance from the calling goroutine (closing it from here would race with a
+			// host function the guest is in), and ends host calls blocked on it.
+			in.raise()
 			in.cancel()
 			close(in.killed)
 			if in.overdue != nil {
@@ -434,6 +481,9 @@ func (in *instance) explain(err error) *failure {
 }
 
 func (in *instance) explainWith(err error, ctx context.Context, deadline time.Duration) *failure {
+	if in.raised.Load() { // an instrumented guest trapped at its stop check
+		return &failure{"deadline", fmt.Sprintf("killed: ran past its %s deadline (limits.initDeadline in the manifest)", deadline)}
+	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch exit.ExitCode() {

@@ -290,6 +290,49 @@ func TestRunawayGuestIsKilledAndReinstantiatedAtOnce(t *testing.T) {
 	}
 }
 
+func TestModulesSayHowTheyAreStoppedAtTheirDeadline(t *testing.T) {
+	e := start(t, map[string]any{
+		"probe":   probeBlock(t, nil),
+		"fast":    wasmBlock(t, guests.echo, map[string]any{"interruptible": false}),
+		"refused": wasmBlock(t, guests.refused, nil),
+	})
+	tests := []struct{ module, stop string }{
+		{"probe", "check"},    // instrumented: Kedge's loop checks, no wazero checks
+		{"fast", "none"},      // interruptible: false
+		{"refused", "wazero"}, // the instrumenter refused it: wazero's checks
+	}
+	for _, tt := range tests {
+		t.Run(tt.module+" stops by "+tt.stop, func(t *testing.T) {
+			if n := metricValue(t, e, "kedge_wasm_stop_info", map[string]string{"module": tt.module, "stop": tt.stop}); n != 1 {
+				t.Fatalf("kedge_wasm_stop_info{module=%q,stop=%q} = %v, want 1", tt.module, tt.stop, n)
+			}
+		})
+	}
+	if recs := e.logs.records(map[string]any{"module": "refused", "level": "WARN"}); len(recs) != 1 ||
+		!strings.Contains(recs[0]["reason"].(string), `already exports "kedge.stop"`) {
+		t.Fatalf("log records for the refused module: %v, want one warning with the instrumenter's reason", recs)
+	}
+}
+
+func TestModuleTheInstrumenterRefusesIsStillKilledAtItsDeadline(t *testing.T) {
+	e := start(t, map[string]any{"refused": wasmBlock(t, guests.refused, nil)})
+	var out outcome
+	e.callOK(t, "refused", "count", nil, &out)
+	if reason := e.callErr(t, "refused", "spin", nil); !strings.Contains(reason, "killed: the call ran past its 1s deadline") {
+		t.Fatalf("error reply %q, want the deadline named", reason)
+	}
+	if err := e.mgr.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready right after the kill: %v", err)
+	}
+	e.callOK(t, "refused", "count", nil, &out)
+	if out.Count != 1 {
+		t.Fatalf("count %d after the kill, want 1 from a fresh instance", out.Count)
+	}
+	if n := metricValue(t, e, "kedge_wasm_instance_lost_total", map[string]string{"module": "refused", "reason": "deadline"}); n != 1 {
+		t.Fatalf("lost instances counted %v, want 1", n)
+	}
+}
+
 func TestGuestFailuresFailOnlyTheirMessage(t *testing.T) {
 	e := start(t, map[string]any{"probe": probeBlock(t, nil)})
 	tests := []struct {

@@ -37,6 +37,9 @@ var guests struct {
 	locked string // the same code with locked.yaml: nothing granted
 	tiny   string // the same code with tiny.yaml: too little memory to start
 	raw    string // the probe as the Go toolchain built it: no manifest section
+	// refused is the probe exporting a function as kedge.stop, which the instrumenter refuses: it
+	// runs with wazero's termination checks.
+	refused string
 }
 
 // loader is shared by the tests so each module's code is compiled once per run.
@@ -97,6 +100,10 @@ func buildGuests(dir, cache string) error {
 	}
 	// These share the probe's code, so their compiled code is in the cache already.
 	guests.tiny = packed("tiny")
+	guests.refused = packed("refused")
+	if err := exportStopName(raw("probe"), raw("refused")); err != nil {
+		return err
+	}
 	// The echo and the probe also run with interruptible: false, compiled without checks.
 	uninterruptible := func(packed string) *exec.Cmd {
 		return exec.Command(wasmpack, "-check", packed, "-cache", cache, "-interruptible=false")
@@ -104,9 +111,52 @@ func buildGuests(dir, cache string) error {
 	return runAll([]*exec.Cmd{
 		pack(raw("probe"), "testdata/guests/probe/locked.yaml", guests.locked),
 		pack(raw("probe"), "testdata/guests/probe/tiny.yaml", guests.tiny),
+		pack(raw("refused"), "testdata/guests/probe/manifest.yaml", guests.refused),
 		uninterruptible(guests.echo),
 		uninterruptible(guests.probe),
 	})
+}
+
+// exportStopName writes to out the module in, with its function 0 also exported as kedge.stop (the
+// name the instrumenter reserves for its stop flag).
+func exportStopName(in, out string) error {
+	wasm, err := os.ReadFile(in)
+	if err != nil {
+		return err
+	}
+	uleb := func(b []byte) (v uint32, n int) {
+		for shift := 0; n < len(b); shift += 7 {
+			c := b[n]
+			n++
+			v |= uint32(c&0x7F) << shift
+			if c < 0x80 {
+				break
+			}
+		}
+		return v, n
+	}
+	put := func(b []byte, v uint32) []byte {
+		for ; v >= 0x80; v >>= 7 {
+			b = append(b, byte(v)|0x80)
+		}
+		return append(b, byte(v))
+	}
+	res := append([]byte(nil), wasm[:8]...)
+	for pos := 8; pos < len(wasm); {
+		id := wasm[pos]
+		size, n := uleb(wasm[pos+1:])
+		body := wasm[pos+1+n : pos+1+n+int(size)]
+		pos += 1 + n + int(size)
+		if id == 7 {
+			count, k := uleb(body)
+			nb := put(nil, count+1)
+			nb = append(nb, body[k:]...)
+			nb = append(put(nb, uint32(len("kedge.stop"))), "kedge.stop"...)
+			body = append(nb, 0x00, 0x00) // function 0
+		}
+		res = append(put(append(res, id), uint32(len(body))), body...)
+	}
+	return os.WriteFile(out, res, 0o644)
 }
 
 // wazeroVersion is the wazero version this process stamps on (and requires of) compilation cache

@@ -8,8 +8,10 @@
 // prints its sha256 for the `sha256:` line of the module's config block. -check prints the manifest
 // a packed module carries. -cache DIR also compiles the packed module (or with -check, the checked
 // one) into the compilation cache edgecore reads (its wasm cache directory), so the device does not
-// compile it at first start; add -interruptible=false for a module its config block runs with
-// `interruptible: false` (compiled without termination checks, a separate cache entry).
+// compile it at first start. It compiles what the runtime compiles: by default the code instrumented
+// with Kedge's loop checks (wasm/instrument; wazero's termination checks for a module the
+// instrumenter refuses); add -interruptible=false for a module its config block runs with
+// `interruptible: false` (no checks, a separate cache entry).
 package main
 
 import (

@@ -72,7 +72,7 @@ func BenchmarkCompileCold(b *testing.B) {
 	code := echoCode(b)
 	ctx := context.Background()
 	for b.Loop() {
-		rt := wazero.NewRuntimeWithConfig(ctx, compile.Config().WithCompilationCache(wazero.NewCompilationCache()))
+		rt := wazero.NewRuntimeWithConfig(ctx, compile.ConfigForStop(compile.StopCheck).WithCompilationCache(wazero.NewCompilationCache()))
 		if _, err := rt.CompileModule(compile.Workers(ctx), code); err != nil {
 			b.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func BenchmarkCompileCached(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rt := wazero.NewRuntimeWithConfig(ctx, compile.Config().WithCompilationCache(cache))
+		rt := wazero.NewRuntimeWithConfig(ctx, compile.ConfigForStop(compile.StopCheck).WithCompilationCache(cache))
 		if _, err := rt.CompileModule(compile.Workers(ctx), code); err != nil {
 			b.Fatal(err)
 		}
@@ -132,8 +132,16 @@ func BenchmarkInstantiate(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/instantiate")
 }
 
-// echoCode is the echo guest as the runtime compiles it.
+// echoCode is the echo guest as the runtime compiles it by default: instrumented.
 func echoCode(b *testing.B) []byte {
+	code, stop, err := compile.Prepare(rawEchoCode(b), true)
+	if err != nil || stop != compile.StopCheck {
+		b.Fatalf("the echo guest is not instrumented (%s): %v", stop, err)
+	}
+	return code
+}
+
+func rawEchoCode(b *testing.B) []byte {
 	wasm, err := os.ReadFile(guests.echo)
 	if err != nil {
 		b.Fatal(err)
@@ -143,4 +151,16 @@ func echoCode(b *testing.B) []byte {
 		b.Fatal(err)
 	}
 	return code
+}
+
+// BenchmarkInstrumentEcho instruments the echo guest (2.3 MB) as every start of the module does,
+// before the compilation cache is looked up.
+func BenchmarkInstrumentEcho(b *testing.B) {
+	code := rawEchoCode(b)
+	b.SetBytes(int64(len(code)))
+	for b.Loop() {
+		if _, _, err := compile.Prepare(code, true); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

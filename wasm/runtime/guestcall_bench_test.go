@@ -13,18 +13,24 @@ import (
 )
 
 // BenchmarkGuestCall calls the echo guest's exports directly, without the router or the module
-// manager, compiled with and without wazero's termination checks: what a call into a Go guest costs
+// manager, compiled three ways — with wazero's termination checks (wazero), instrumented with
+// Kedge's loop checks (check, the default) and as built (none): what a call into a Go guest costs
 // (version: an empty export; handle: a 1 KiB message decoded, answered and encoded, the reply host
 // function a no-op).
 func BenchmarkGuestCall(b *testing.B) {
-	code := echoCode(b)
+	raw, instrumented := rawEchoCode(b), echoCode(b)
 	msg := abi.Message{
 		Header:  abi.Header{ID: "0123456789abcdef0123456789abcdef", Sync: true, Timestamp: 1},
 		Route:   abi.Route{Source: "bench", Operation: "query", Resource: "bench/item"},
 		Content: []byte(`"` + strings.Repeat("x", 1022) + `"`),
 	}
 	enc := abi.AppendMessage(nil, msg)
-	for _, checks := range []bool{true, false} {
+	for _, v := range []struct {
+		name   string
+		code   []byte
+		checks bool
+	}{{"wazero", raw, true}, {"check", instrumented, false}, {"none", raw, false}} {
+		code, checks := v.code, v.checks
 		ctx := context.Background()
 		rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(checks))
 		wasi_snapshot_preview1.MustInstantiate(ctx, rt)
@@ -77,7 +83,7 @@ func BenchmarkGuestCall(b *testing.B) {
 		if err := mod.ExportedFunction(abi.ExportInit).CallWithStack(ctx, stack); err != nil || stack[0] != 0 {
 			b.Fatal(err, stack[0])
 		}
-		name := map[bool]string{true: "checks", false: "nochecks"}[checks]
+		name := v.name
 		b.Run("version/"+name, func(b *testing.B) {
 			f := mod.ExportedFunction(abi.ExportVersion)
 			for b.Loop() {

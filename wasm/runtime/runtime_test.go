@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -311,6 +312,38 @@ func TestModulesSayHowTheyAreStoppedAtTheirDeadline(t *testing.T) {
 	if recs := e.logs.records(map[string]any{"module": "refused", "level": "WARN"}); len(recs) != 1 ||
 		!strings.Contains(recs[0]["reason"].(string), `already exports "kedge.stop"`) {
 		t.Fatalf("log records for the refused module: %v, want one warning with the instrumenter's reason", recs)
+	}
+}
+
+func TestGarbageCollectionDoesNotWaitForARunawayGuest(t *testing.T) {
+	// The instrumented guest's loop yields to Go every instrument.Budget iterations; without that,
+	// a collection's stop-the-world would wait on the looping goroutine, and so would the watchdog.
+	e := start(t, map[string]any{"probe": probeBlock(t, nil)})
+	done := make(chan string, 1)
+	go func() {
+		r, err := e.call(t, "probe", "spin", nil) // no t.Fatal off the test's goroutine
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		done <- r.Route.Operation + " " + string(r.Content)
+	}()
+	for {
+		gc := make(chan struct{})
+		go func() { runtime.GC(); close(gc) }()
+		select {
+		case <-gc:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a garbage collection waited 30s on the looping guest")
+		}
+		select {
+		case reason := <-done:
+			if !strings.Contains(reason, "killed: the call ran past its 1s deadline") {
+				t.Fatalf("error reply %q, want the deadline named", reason)
+			}
+			return
+		default:
+		}
 	}
 }
 

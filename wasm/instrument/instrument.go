@@ -1,15 +1,17 @@
 // Package instrument rewrites a WebAssembly module so the host can stop it in a loop without
 // wazero's termination checks: it adds two mutable i32 globals, a stop flag exported as StopExport
-// and a budget, and at the top of every loop body a check: the budget counts down by one, and when
+// and a budget, and at the entry of every function and the top of every loop body a check: the budget counts down by one, and when
 // it reaches zero it is refilled (Budget), the guest yields to Go through `memory.grow 0` (native code
 // exits to the Go runtime there, so the goroutine can be preempted: a garbage collection's
 // stop-the-world, and the host's watchdog, never wait on a guest looping in native code), and the
 // stop flag is read: once the host has set it to 1 the guest traps (unreachable).
 //
-// The check costs a load, a store and a not-taken branch per loop iteration (a nanosecond or two),
-// where wazero's checks (WithCloseOnContextDone) leave native code for Go at every loop header and
-// start a goroutine for every call. A set flag is seen within Budget loop iterations. Code without
-// loops needs no check: it ends or hits the stack limit.
+// The check costs a load, a store and a not-taken branch per loop iteration and per call (a
+// nanosecond or two), where wazero's checks (WithCloseOnContextDone) leave native code for Go at
+// every loop header and start a goroutine for every call. A set flag is seen within Budget checks.
+// The entry checks cover code without loops that still runs for ages: a recursion tree (naive
+// fib(60) is 10^12 calls, never deeper than 60) never hits the stack limit. Every control-flow
+// path that runs unboundedly long passes a loop header or a function entry again and again.
 //
 // The instruction decoder knows the MVP, sign extension, saturating truncation, bulk memory,
 // reference types and multi-value block types. Anything else (SIMD, threads, exceptions, tail
@@ -26,11 +28,11 @@ import (
 // StopExport is the name the stop global is exported under. A module exporting it already is refused.
 const StopExport = "kedge.stop"
 
-// Budget is how many loop iterations run between two yields to Go, which is also how many at most
-// run after the host set the stop flag.
+// Budget is how many checks (loop iterations and function entries) run between two yields to Go,
+// which is also how many at most run after the host set the stop flag.
 const Budget = 1 << 14
 
-// loopCheck is the code inserted after each loop's block type:
+// loopCheck is the code inserted after each loop's block type and at each function's entry:
 //
 //	global.get budget; i32.const 1; i32.sub; global.set budget
 //	global.get budget; i32.eqz; if
@@ -90,6 +92,8 @@ type Result struct {
 	StopGlobal uint32
 	// Loops is how many loop checks were inserted.
 	Loops int
+	// Functions is how many function-entry checks were inserted (one per defined function).
+	Functions int
 }
 
 type section struct {
@@ -97,7 +101,7 @@ type section struct {
 	body []byte
 }
 
-// Module returns wasm with the stop global and a check in every loop. It never changes wasm. An
+// Module returns wasm with the stop global and a check in every loop and at every function entry. It never changes wasm. An
 // error names what it could not handle (an unknown opcode, a malformed section, a module that
 // exports StopExport already); the module must then not be run as if it could be stopped.
 // Custom sections named .debug_* (DWARF) are dropped: their code offsets would no longer be right.
@@ -189,7 +193,7 @@ func Module(wasm []byte) ([]byte, Result, error) {
 				return nil, res, fmt.Errorf("export section: %w", err)
 			}
 		case secCode:
-			if s.body, res.Loops, err = instrumentCode(s.body, check); err != nil {
+			if s.body, res.Loops, res.Functions, err = instrumentCode(s.body, check); err != nil {
 				return nil, res, fmt.Errorf("code section: %w", err)
 			}
 		}
@@ -202,7 +206,7 @@ func Module(wasm []byte) ([]byte, Result, error) {
 		secs = insert(secs, section{secExport, body})
 	}
 
-	out := make([]byte, 0, len(wasm)+res.Loops*len(check)+64)
+	out := make([]byte, 0, len(wasm)+(res.Loops+res.Functions)*len(check)+64)
 	out = append(out, magic...)
 	for _, s := range secs {
 		out = append(out, s.id)
@@ -310,12 +314,13 @@ func appendExport(body []byte, stop uint32) ([]byte, error) {
 	return appendU32(out, stop), nil
 }
 
-// instrumentCode returns the code section with check after every loop's block type.
-func instrumentCode(body []byte, check []byte) ([]byte, int, error) {
+// instrumentCode returns the code section with check at the entry of every function and after
+// every loop's block type, and how many loop and entry checks it inserted.
+func instrumentCode(body []byte, check []byte) ([]byte, int, int, error) {
 	r := reader{b: body}
 	n := r.u32()
 	if r.err != nil {
-		return nil, 0, r.err
+		return nil, 0, 0, r.err
 	}
 	out := appendU32(make([]byte, 0, len(body)+len(body)/16), n)
 	loops := 0
@@ -323,10 +328,10 @@ func instrumentCode(body []byte, check []byte) ([]byte, int, error) {
 	for i := uint32(0); i < n; i++ {
 		size := r.u32()
 		if r.err != nil {
-			return nil, 0, fmt.Errorf("function %d: %w", i, r.err)
+			return nil, 0, 0, fmt.Errorf("function %d: %w", i, r.err)
 		}
 		if uint64(size) > uint64(len(body)-r.pos) {
-			return nil, 0, fmt.Errorf("function %d: size %d runs past the section", i, size)
+			return nil, 0, 0, fmt.Errorf("function %d: size %d runs past the section", i, size)
 		}
 		code := body[r.pos : r.pos+int(size)]
 		r.pos += int(size)
@@ -334,19 +339,22 @@ func instrumentCode(body []byte, check []byte) ([]byte, int, error) {
 		var err error
 		fn, k, err = instrumentFunc(fn[:0], code, check)
 		if err != nil {
-			return nil, 0, fmt.Errorf("function %d: %w", i, err)
+			return nil, 0, 0, fmt.Errorf("function %d: %w", i, err)
 		}
 		loops += k
 		out = appendU32(out, uint32(len(fn)))
 		out = append(out, fn...)
 	}
 	if !r.done() {
-		return nil, 0, errors.New("trailing bytes after the last function")
+		return nil, 0, 0, errors.New("trailing bytes after the last function")
 	}
-	return out, loops, nil
+	return out, loops, int(n), nil
 }
 
-// instrumentFunc appends to out the function body code with check after every loop's block type.
+// instrumentFunc appends to out the function body code with check at its entry (after the local
+// declarations, before the first instruction) and after every loop's block type. The entry check
+// stops code without loops (a recursion tree: each call is short, the whole runs for ages below the
+// stack limit); the loop checks stop loops within a function.
 func instrumentFunc(out, code, check []byte) ([]byte, int, error) {
 	r := reader{b: code}
 	groups := r.u32()
@@ -357,7 +365,12 @@ func instrumentFunc(out, code, check []byte) ([]byte, int, error) {
 	if r.err != nil {
 		return nil, 0, fmt.Errorf("locals: %w", r.err)
 	}
-	copied, loops := 0, 0
+	if r.done() {
+		return nil, 0, errors.New("empty body: no end")
+	}
+	out = append(out, code[:r.pos]...)
+	out = append(out, check...)
+	copied, loops := r.pos, 0
 	for !r.done() {
 		at := r.pos
 		op := r.byte()

@@ -215,6 +215,7 @@ func TestModuleKeepsBehaviourAndAddsTheStopGlobal(t *testing.T) {
 		stopIndex uint32
 		loops     int
 	}{
+		{"a loop-free recursion gets only entry checks", fib, "fib", []uint64{20}, 6765, 1, 0},
 		{"a module without globals gets a global section", noGlobals, "run", []uint64{10}, 55, 0, 1},
 		{"the stop global follows imported and defined globals", importedAndDefined, "run", []uint64{4},
 			// g0=3, g1 = 5,6,7,8 → 4*3 + 26 = 38, + g2 7
@@ -236,8 +237,8 @@ func TestModuleKeepsBehaviourAndAddsTheStopGlobal(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Module: %v", err)
 			}
-			if res.StopGlobal != tt.stopIndex || res.Loops != tt.loops {
-				t.Errorf("result %+v, want stop global %d and %d loops", res, tt.stopIndex, tt.loops)
+			if res.StopGlobal != tt.stopIndex || res.Loops != tt.loops || res.Functions != functions(t, tt.wasm) {
+				t.Errorf("result %+v, want stop global %d, %d loops and an entry check per function", res, tt.stopIndex, tt.loops)
 			}
 			want := run(t, ctx, tt.wasm, tt.fn, tt.args)
 			if tt.want != 0 && want != tt.want {
@@ -248,6 +249,22 @@ func TestModuleKeepsBehaviourAndAddsTheStopGlobal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// functions counts the functions a module defines (the code section's count).
+func functions(t *testing.T, wasm []byte) int {
+	t.Helper()
+	n := 0
+	r := reader{b: wasm, pos: len(magic)}
+	for !r.done() {
+		id, size := r.byte(), r.u32()
+		if id == secCode {
+			rr := reader{b: r.b[r.pos : r.pos+int(size)]}
+			n = int(rr.u32())
+		}
+		r.skip(int(size))
+	}
+	return n
 }
 
 // newRuntime is a compiler runtime without wazero's termination checks, with env instantiated.
@@ -285,9 +302,42 @@ var spin = module(
 	sec(10, body(nil, []byte{0x41, 1, 0x24, 0, 0x03, 0x40, 0x0C, 0, 0x0B})),
 )
 
-func TestSettingStopMakesARunningLoopTrap(t *testing.T) {
+// fib is naive recursive Fibonacci without a loop (if and call only); its "spin" sets the global
+// "running" to 1 and computes fib(60): some 10^12 calls, never deeper than 60.
+var fib = module(
+	sec(1, fnType("i", "i"), fnType("", "")),
+	sec(3, u(0), u(1)),
+	sec(5, []byte{0x00, 1}),
+	sec(6, []byte{0x7F, 0x01, 0x41, 0, 0x0B}),
+	sec(7, exportFunc("fib", 0), exportFunc("spin", 1), cat(str("running"), []byte{0x03, 0})),
+	sec(10,
+		body(nil, []byte{
+			0x20, 0, 0x41, 2, 0x49, 0x04, 0x7F, // if n < 2 (result i32)
+			0x20, 0, // n
+			0x05, 0x20, 0, 0x41, 1, 0x6B, 0x10, 0, // else fib(n-1)
+			0x20, 0, 0x41, 2, 0x6B, 0x10, 0, 0x6A, // + fib(n-2)
+			0x0B}),
+		body(nil, []byte{0x41, 1, 0x24, 0, 0x41, 60, 0x10, 0, 0x1A}),
+	),
+)
+
+func TestSettingStopMakesARunningGuestTrap(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		wasm []byte
+	}{
+		{"an endless loop", spin},
+		{"a loop-free exponential recursion", fib},
+	} {
+		t.Run(tt.name, func(t *testing.T) { stopRunning(t, tt.wasm) })
+	}
+}
+
+// stopRunning runs the instrumented module's "spin", checks a garbage collection does not wait on
+// it, sets the stop flag and wants the guest to trap.
+func stopRunning(t *testing.T, wasm []byte) {
 	ctx := context.Background()
-	out, _, err := Module(spin)
+	out, _, err := Module(wasm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -347,6 +347,50 @@ func TestGarbageCollectionDoesNotWaitForARunawayGuest(t *testing.T) {
 	}
 }
 
+func TestLoopFreeRecursionIsKilledAtItsDeadlineWithoutHoldingUpGarbageCollection(t *testing.T) {
+	// The fib guest has no loop at all: only the checks at function entries stop it and let it
+	// yield to Go.
+	e := start(t, map[string]any{"fib": wasmBlock(t, guests.fib, nil)})
+	if n := metricValue(t, e, "kedge_wasm_stop_info", map[string]string{"module": "fib", "stop": "check"}); n != 1 {
+		t.Fatalf("kedge_wasm_stop_info{module=fib,stop=check} = %v, want 1 (instrumented)", n)
+	}
+	for i := 1; i <= 2; i++ { // the second call runs on the instance made after the first kill
+		done := make(chan string, 1)
+		go func() {
+			r, err := e.call(t, "fib", "compute", nil) // no t.Fatal off the test's goroutine
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			done <- r.Route.Operation + " " + string(r.Content)
+		}()
+	wait:
+		for {
+			gc := make(chan struct{})
+			go func() { runtime.GC(); close(gc) }()
+			select {
+			case <-gc:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a garbage collection waited 30s on the recursing guest")
+			}
+			select {
+			case reason := <-done:
+				if !strings.Contains(reason, "killed: the call ran past its 1s deadline") {
+					t.Fatalf("call %d: error reply %q, want the deadline named", i, reason)
+				}
+				break wait
+			default:
+			}
+		}
+		if err := e.mgr.Ready(context.Background()); err != nil {
+			t.Fatalf("Ready right after kill %d: %v", i, err)
+		}
+		if n := metricValue(t, e, "kedge_wasm_instance_lost_total", map[string]string{"module": "fib", "reason": "deadline"}); n != float64(i) {
+			t.Fatalf("lost instances counted %v, want %d", n, i)
+		}
+	}
+}
+
 func TestModuleTheInstrumenterRefusesIsStillKilledAtItsDeadline(t *testing.T) {
 	e := start(t, map[string]any{"refused": wasmBlock(t, guests.refused, nil)})
 	var out outcome

@@ -40,6 +40,9 @@ var guests struct {
 	// refused is the probe exporting a function as kedge.stop, which the instrumenter refuses: it
 	// runs with wazero's termination checks.
 	refused string
+	// fib is a hand-made module (not Go) whose handle computes naive fib(60) without any loop: only
+	// the instrumenter's function-entry checks can stop it.
+	fib string
 }
 
 // loader is shared by the tests so each module's code is compiled once per run.
@@ -104,6 +107,10 @@ func buildGuests(dir, cache string) error {
 	if err := exportStopName(raw("probe"), raw("refused")); err != nil {
 		return err
 	}
+	guests.fib = packed("fib")
+	if err := os.WriteFile(raw("fib"), fibGuest(), 0o644); err != nil {
+		return err
+	}
 	// The echo and the probe also run with interruptible: false, compiled without checks.
 	uninterruptible := func(packed string) *exec.Cmd {
 		return exec.Command(wasmpack, "-check", packed, "-cache", cache, "-interruptible=false")
@@ -112,6 +119,7 @@ func buildGuests(dir, cache string) error {
 		pack(raw("probe"), "testdata/guests/probe/locked.yaml", guests.locked),
 		pack(raw("probe"), "testdata/guests/probe/tiny.yaml", guests.tiny),
 		pack(raw("refused"), "testdata/guests/probe/manifest.yaml", guests.refused),
+		pack(raw("fib"), "testdata/guests/probe/manifest.yaml", guests.fib),
 		uninterruptible(guests.echo),
 		uninterruptible(guests.probe),
 	})
@@ -157,6 +165,57 @@ func exportStopName(in, out string) error {
 		res = append(put(append(res, id), uint32(len(body))), body...)
 	}
 	return os.WriteFile(out, res, 0o644)
+}
+
+// fibGuest is a Kedge guest written by hand, as a C or Rust guest might compile: its exports follow
+// the ABI, and kedge_handle computes naive recursive fib(60) with if and call only (some 10^12
+// calls, never deeper than 60, so the stack limit never stops it).
+func fibGuest() []byte {
+	uleb := func(v uint32) []byte {
+		var b []byte
+		for ; v >= 0x80; v >>= 7 {
+			b = append(b, byte(v)|0x80)
+		}
+		return append(b, byte(v))
+	}
+	cat := func(parts ...[]byte) []byte {
+		var out []byte
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	vec := func(items ...[]byte) []byte { return cat(uleb(uint32(len(items))), cat(items...)) }
+	sec := func(id byte, items ...[]byte) []byte {
+		body := vec(items...)
+		return cat([]byte{id}, uleb(uint32(len(body))), body)
+	}
+	name := func(s string) []byte { return cat(uleb(uint32(len(s))), []byte(s)) }
+	export := func(s string, kind byte, idx uint32) []byte { return cat(name(s), []byte{kind}, uleb(idx)) }
+	code := func(instrs ...byte) []byte { // no locals; the final end is added
+		b := append([]byte{0}, append(instrs, 0x0B)...)
+		return cat(uleb(uint32(len(b))), b)
+	}
+	const i32 = 0x7F
+	return cat([]byte("\x00asm\x01\x00\x00\x00"),
+		sec(1, []byte{0x60, 0, 0}, []byte{0x60, 0, 1, i32}, []byte{0x60, 1, i32, 1, i32}), // () → (), () → i32, i32 → i32
+		sec(3, uleb(0), uleb(1), uleb(2), uleb(2), uleb(2), uleb(2)),
+		sec(5, []byte{0x00, 1}), // one page
+		sec(7, export("memory", 2, 0), export("_initialize", 0, 0), export("kedge_abi_version", 0, 1),
+			export("kedge_buffer", 0, 2), export("kedge_init", 0, 3), export("kedge_handle", 0, 4)),
+		sec(10,
+			code(),                                 // _initialize
+			code(0x41, 1),                          // kedge_abi_version: 1
+			code(0x41, 0x80, 0x08),                 // kedge_buffer: address 1024
+			code(0x41, 0),                          // kedge_init: ok
+			code(0x41, 60, 0x10, 5, 0x1A, 0x41, 0), // kedge_handle: fib(60); ok
+			code(0x20, 0, 0x41, 2, 0x49, 0x04, i32, // fib: if n < 2 (result i32)
+				0x20, 0, // n
+				0x05, 0x20, 0, 0x41, 1, 0x6B, 0x10, 5, // else fib(n-1)
+				0x20, 0, 0x41, 2, 0x6B, 0x10, 5, 0x6A, // + fib(n-2)
+				0x0B),
+		),
+	)
 }
 
 // wazeroVersion is the wazero version this process stamps on (and requires of) compilation cache

@@ -18,7 +18,6 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
@@ -39,10 +38,8 @@ func TestDeviceTwinsFlowBetweenKubectlAndMQTTWithEitherBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Stop() })
-	if _, err := envtest.InstallCRDs(k8s.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join("..", "..", "build", "crds")}, ErrorIfPathMissing: true,
-	}); err != nil {
-		t.Fatalf("installing the CRDs of build/crds: %v", err)
+	if err := k8s.InstallCRDs(); err != nil {
+		t.Fatal(err)
 	}
 	api, err := devicecontroller.NewRESTClient(k8s.Config)
 	if err != nil {

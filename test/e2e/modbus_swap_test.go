@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
@@ -52,10 +51,8 @@ func TestModbusCodecHotSwappedToWASMUnderPollingLosesAndDuplicatesNoReading(t *t
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Stop() })
-	if _, err := envtest.InstallCRDs(k8s.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join("..", "..", "build", "crds")}, ErrorIfPathMissing: true,
-	}); err != nil {
-		t.Fatalf("installing the CRDs of build/crds: %v", err)
+	if err := k8s.InstallCRDs(); err != nil {
+		t.Fatal(err)
 	}
 	api, err := devicecontroller.NewRESTClient(k8s.Config)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	hostdaemon "github.com/kedge-io/kedge/host/daemon"
@@ -52,10 +51,8 @@ func TestPluginRolloutThroughCloudcoreUpdatesGatewaysOneAtATimeAndPausesOnABroke
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Stop() })
-	if _, err := envtest.InstallCRDs(k8s.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join("..", "..", "build", "crds")}, ErrorIfPathMissing: true,
-	}); err != nil {
-		t.Fatalf("installing the CRDs of build/crds: %v", err)
+	if err := k8s.InstallCRDs(); err != nil {
+		t.Fatal(err)
 	}
 
 	dir := t.TempDir()

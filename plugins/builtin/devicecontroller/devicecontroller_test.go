@@ -3,11 +3,9 @@ package devicecontroller_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kedge-io/kedge/host/message"
@@ -37,46 +34,23 @@ var (
 	env   *k8senv.Env
 	api   *rest.RESTClient
 	dyn   dynamic.Interface
-	repo  string
+	repo  = k8senv.Repo()
 	devGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDevices)
 	modGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDeviceModels)
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	_, file, _, _ := runtime.Caller(0)
-	repo = filepath.Join(filepath.Dir(file), "..", "..", "..")
-	if testing.Short() || os.Getenv("KEDGE_SKIP_K8S") != "" {
-		os.Exit(m.Run()) // the tests below skip themselves
-	}
-	var err error
-	if env, err = k8senv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "devicecontroller tests need a control plane:", err)
-		os.Exit(1)
-	}
-	code := 1
-	if err = setup(); err != nil {
-		fmt.Fprintln(os.Stderr, "devicecontroller tests:", err)
-	} else {
-		code = m.Run()
-	}
-	_ = env.Stop()
-	os.Exit(code)
-}
-
-// setup installs the CRDs of build/crds (waiting until they are served) and makes the clients.
-func setup() error {
-	if _, err := envtest.InstallCRDs(env.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join(repo, "build", "crds")}, ErrorIfPathMissing: true,
-	}); err != nil {
-		return fmt.Errorf("installing the CRDs of build/crds: %w", err)
-	}
-	var err error
-	if api, err = devicecontroller.NewRESTClient(env.Config); err != nil {
+	os.Exit(k8senv.RunTests(m, "devicecontroller", func(e *k8senv.Env) (err error) {
+		env = e
+		if err = e.InstallCRDs(); err != nil {
+			return err
+		}
+		if api, err = devicecontroller.NewRESTClient(e.Config); err != nil {
+			return err
+		}
+		dyn, err = dynamic.NewForConfig(e.Config)
 		return err
-	}
-	dyn, err = dynamic.NewForConfig(env.Config)
-	return err
+	}))
 }
 
 // rig runs the controller against the real API server, with cloudhub captured.

@@ -3,7 +3,6 @@ package edgecontroller_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -25,18 +24,7 @@ import (
 var env *k8senv.Env
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() || os.Getenv("KEDGE_SKIP_K8S") != "" {
-		os.Exit(m.Run()) // the tests below skip themselves
-	}
-	var err error
-	if env, err = k8senv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "edgecontroller tests need a control plane:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	os.Exit(k8senv.RunTests(m, "edgecontroller", func(e *k8senv.Env) error { env = e; return nil }))
 }
 
 // rig runs the controller against the real API server, with cloudhub captured.

@@ -37,6 +37,16 @@ build() {
 	for b in "${bins[@]}"; do [[ -x "$BINDIR/$b" ]] || missing+=("$b"); done
 	((${#missing[@]} == 0)) && return 0
 	mkdir -p "$BINDIR"
+	# One build at a time: a second caller (another test package, another checkout using this cache)
+	# waits for the first instead of compiling Kubernetes again beside it.
+	exec 9>"$BINDIR/.build.lock"
+	if ! flock -n 9; then
+		say "another build of ${BINDIR#$ROOT/} is running; waiting for it"
+		flock 9
+	fi
+	missing=()
+	for b in "${bins[@]}"; do [[ -x "$BINDIR/$b" ]] || missing+=("$b"); done
+	((${#missing[@]} == 0)) && return 0
 	local stamp="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=36"
 	local t0=$SECONDS i=0
 	say "building ${missing[*]} from the Go module proxy (etcd $ETCD_VERSION, Kubernetes $K8S_VERSION)"

@@ -179,7 +179,8 @@ func TestKubectlLogsAndExecReachEdgePodsThroughTheStreamTunnel(t *testing.T) {
 		}
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(caPEM)
-		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+			Certificates: []tls.Certificate{e.kubeletClient.Cert}}}} // as the API server
 		resp, err := client.Get("https://" + streamAddr + "/containerLogs/" + e.ns + "/elsewhere/c")
 		if err != nil {
 			t.Fatal(err)

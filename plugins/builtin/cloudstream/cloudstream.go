@@ -49,7 +49,7 @@ func init() {
 
 // Module is cloudstream; its exported fields are its settings.
 type Module struct {
-	StreamAddress                string             `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003)." cfg:"min"`
+	StreamAddress                string             `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003; only clients with a certificate of clientCAFile)." cfg:"min"`
 	TunnelAddress                string             `yaml:"tunnelAddress" doc:"Listen address of the stream tunnel edge nodes dial (wss, mTLS with their node certificate, port 10004)." cfg:"min"`
 	AdvertiseAddress             string             `yaml:"advertiseAddress" doc:"IP or DNS name at which the kube-apiserver reaches streamAddress; edgecontroller writes it as each edge node's Hostname address. Empty: node addresses are left alone and streams do not reach edge nodes." cfg:"min"`
 	AdvertisePort                int32              `yaml:"advertisePort" doc:"Port written as each edge node's kubelet endpoint; 0: the port of streamAddress."`

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"context"
 	"log"
 	"log/slog"
 	"strings"
@@ -36,7 +37,8 @@ func TLSRefusalReason(detail string) string {
 // "http: TLS handshake error from ADDR: DETAIL" per connection whose TLS handshake failed — the only
 // place a server sees a refused client certificate — so each such line calls refused with the
 // client's address and TLSRefusalReason's label, and is logged at Info on logger (a scanner must
-// not flood the log at a louder level). Any other server error line is logged at Warn.
+// not flood the log at a louder level; tls_aborted, which TCP probes cause, at Debug). Any other
+// server error line is logged at Warn.
 func HandshakeErrorLog(logger *slog.Logger, listener string, refused func(reason string)) *log.Logger {
 	if logger == nil {
 		logger = slog.Default()
@@ -64,6 +66,10 @@ func (w handshakeWriter) Write(p []byte) (int, error) {
 	if w.refused != nil {
 		w.refused(reason)
 	}
-	w.logger.Info("TLS handshake refused", "listener", w.listener, "remote", remote, "reason", reason, "err", detail)
+	level := slog.LevelInfo
+	if reason == TLSRefusedAborted {
+		level = slog.LevelDebug // load balancers' TCP health checks look like this, every few seconds
+	}
+	w.logger.Log(context.Background(), level, "TLS handshake refused", "listener", w.listener, "remote", remote, "reason", reason, "err", detail)
 	return len(p), nil
 }

@@ -111,6 +111,24 @@ frontproxy() {
 	)
 }
 
+# kubeletclient: the client certificate the kube-apiserver presents to kubelets (logs, exec, attach,
+# port-forward; for edge nodes: cloudcore's cloudstream), signed by the cluster CA as kubeadm does.
+# cloudstream trusts it with clientCAFile=pki/ca.crt and clientAllowedNames=kube-apiserver-kubelet-client.
+kubeletclient() {
+	local d="$RUNDIR/pki"
+	[[ -f "$d/kubelet-client.crt" ]] && return 0
+	say "generating the kube-apiserver's kubelet client certificate in ${d#$ROOT/}"
+	(
+		cd "$d"
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout kubelet-client.key \
+			-out kubelet-client.csr -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+		printf 'extendedKeyUsage=clientAuth\n' >kubelet-client.ext
+		openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile kubelet-client.ext -out kubelet-client.crt 2>/dev/null
+		rm -f ./kubelet-client.csr ./kubelet-client.ext
+	)
+}
+
 kubeconfig() {
 	local d="$RUNDIR/pki"
 	cat >"$RUNDIR/kubeconfig" <<EOF
@@ -155,6 +173,7 @@ up() {
 	fi
 	say "starting kube-apiserver on 127.0.0.1:$API_PORT"
 	frontproxy
+	kubeletclient
 	local d="$RUNDIR/pki"
 	"$BINDIR/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -168,6 +187,7 @@ up() {
 		--requestheader-extra-headers-prefix X-Remote-Extra- --requestheader-group-headers X-Remote-Group \
 		--requestheader-username-headers X-Remote-User \
 		--proxy-client-cert-file "$d/front-proxy-client.crt" --proxy-client-key-file "$d/front-proxy-client.key" \
+		--kubelet-client-certificate "$d/kubelet-client.crt" --kubelet-client-key "$d/kubelet-client.key" \
 		>"$RUNDIR/apiserver.log" 2>&1 &
 	echo $! >"$RUNDIR/apiserver.pid"
 	local i

@@ -37,6 +37,9 @@ type cluster struct {
 	edgeClient               kubernetes.Interface
 	edgeEnv                  []string // appended to edgecore's environment (later entries win)
 	cloudEnv                 []string // appended to cloudcore's environment (later entries win)
+
+	// kubeletClient is the API server's kubelet client certificate (cloudstream's clientCAFile).
+	kubeletClient *k8senv.KubeletClient
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -56,7 +59,11 @@ func newClusterWith(t *testing.T, edgeEnv []string, opts ...k8senv.Option) *clus
 func newClusterIn(t *testing.T, pkiDir string, edgeEnv []string, opts ...k8senv.Option) *cluster {
 	t.Helper()
 	needBinaries(t)
-	env, err := k8senv.Start(opts...)
+	kc, err := k8senv.NewKubeletClient(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := k8senv.Start(append([]k8senv.Option{k8senv.WithKubeletClient(kc)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +74,7 @@ func newClusterIn(t *testing.T, pkiDir string, edgeEnv []string, opts ...k8senv.
 	}
 	c := &cluster{t: t, k8s: env, dir: dir, pkiDir: pkiDir, hubPort: freePort(t), certPort: freePort(t),
 		node: "e2e-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"), edgeEnv: edgeEnv}
+	c.kubeletClient = kc
 	c.startCloud()
 	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
 	if code != 0 {

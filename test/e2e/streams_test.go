@@ -3,17 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,6 +40,9 @@ func (e *edgedCluster) withStreams() string {
 		"KEDGE_MODULES__CLOUDSTREAM__ADVERTISEADDRESS=127.0.0.1",
 		"KEDGE_MODULES__CLOUDSTREAM__PKIDIR="+e.pkiDir,
 		"KEDGE_MODULES__CLOUDSTREAM__KUBECONFIG="+e.k8s.Kubeconfig,
+		// Only the API server's kubelet client certificate passes (as in production).
+		"KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE="+e.kubeletClient.CAFile,
+		"KEDGE_MODULES__CLOUDSTREAM__CLIENTALLOWEDNAMES="+e.kubeletClient.CommonName,
 		"KEDGE_MODULES__CLOUDSTREAM__HEARTBEAT=1s")
 	criEndpoint := ""
 	for _, kv := range e.edgeEnv {
@@ -182,7 +179,8 @@ func TestKubectlLogsAndExecReachEdgePodsThroughTheStreamTunnel(t *testing.T) {
 		}
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(caPEM)
-		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+			Certificates: []tls.Certificate{e.kubeletClient.Cert}}}} // as the API server
 		resp, err := client.Get("https://" + streamAddr + "/containerLogs/" + e.ns + "/elsewhere/c")
 		if err != nil {
 			t.Fatal(err)
@@ -193,41 +191,6 @@ func TestKubectlLogsAndExecReachEdgePodsThroughTheStreamTunnel(t *testing.T) {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
 		}
 	})
-}
-
-// kubeletClientPKI writes a CA and a client certificate it signed (as a kube-apiserver's
-// --kubelet-client-certificate) into dir, and returns the files and a TLS certificate for Go clients.
-func kubeletClientPKI(t *testing.T, dir string) (caFile, certFile, keyFile string, cert tls.Certificate) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubelet-client-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	caFile, certFile, keyFile = filepath.Join(dir, "kubelet-client-ca.crt"), filepath.Join(dir, "kubelet-client.crt"), filepath.Join(dir, "kubelet-client.key")
-	for f, b := range map[string]*pem.Block{caFile: {Type: "CERTIFICATE", Bytes: caDER}, certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
-		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cert, err = tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return caFile, certFile, keyFile, cert
 }
 
 // ptyCommand starts cmd with a new pseudo-terminal as its controlling terminal and stdio (opened
@@ -274,18 +237,15 @@ func screen(r io.Reader) *syncBuffer {
 // cloudstream), kubectl, cloudcore, edgecore and containerd: exec -it under a real terminal, attach,
 // port-forward, and a client that never reads holding up nothing and leaving nothing behind.
 func TestKubectlExecTTYAttachAndPortForwardReachEdgePodsWithTheKubeletClientCertEnforced(t *testing.T) {
-	pkiDir := t.TempDir()
-	caFile, certFile, keyFile, clientCert := kubeletClientPKI(t, pkiDir)
 	// Kedge's CA first, so the API server verifies cloudstream's serving certificate with it
 	// (--kubelet-certificate-authority), as a production API server should.
 	kedgePKI := t.TempDir()
 	if _, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: kedgePKI}); err != nil {
 		t.Fatal(err)
 	}
-	e := newEdgedClusterIn(t, kedgePKI, k8senv.APIServerFlag("kubelet-client-certificate", certFile), k8senv.APIServerFlag("kubelet-client-key", keyFile),
-		k8senv.APIServerFlag("kubelet-certificate-authority", filepath.Join(kedgePKI, pki.CACertName)))
-	e.cloudEnv = append(e.cloudEnv, "KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE="+caFile)
-	streamAddr := e.withStreams()
+	e := newEdgedClusterIn(t, kedgePKI, k8senv.APIServerFlag("kubelet-certificate-authority", filepath.Join(kedgePKI, pki.CACertName)))
+	streamAddr := e.withStreams() // cloudstream requires the API server's kubelet client certificate
+	clientCert := e.kubeletClient.Cert
 	line := strings.Repeat("x", 200)
 	e.apply(`apiVersion: v1
 kind: Pod
@@ -487,7 +447,8 @@ func TestAPIServerRefusesAStreamEndpointItsKubeletCADidNotSign(t *testing.T) {
 		"KEDGE_MODULES__CLOUDSTREAM__TUNNELADDRESS=127.0.0.1:"+strconv.Itoa(freePort(t)),
 		"KEDGE_MODULES__CLOUDSTREAM__ADVERTISEADDRESS=127.0.0.1",
 		"KEDGE_MODULES__CLOUDSTREAM__PKIDIR="+c.pkiDir,
-		"KEDGE_MODULES__CLOUDSTREAM__KUBECONFIG="+c.k8s.Kubeconfig)
+		"KEDGE_MODULES__CLOUDSTREAM__KUBECONFIG="+c.k8s.Kubeconfig,
+		"KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE="+c.kubeletClient.CAFile)
 	if code, _ := c.cloud.stop(syscall.SIGTERM, 60*time.Second); code != 0 {
 		t.Fatalf("cloudcore exit %d\n%s", code, c.cloud.stderr)
 	}

@@ -73,7 +73,11 @@ func newStack(b *testing.B) *stack {
 		b.Skipf("no containerd at %s: %v", ep, err)
 	}
 	b.Cleanup(func() { _ = cri.Close() })
-	env, err := k8senv.Start()
+	kc, err := k8senv.NewKubeletClient(b.TempDir()) // the API server's kubelet client certificate, which cloudstream requires
+	if err != nil {
+		b.Fatal(err)
+	}
+	env, err := k8senv.Start(k8senv.WithKubeletClient(kc))
 	if err != nil {
 		b.Skipf("no control plane: %v", err)
 	}
@@ -105,6 +109,7 @@ func newStack(b *testing.B) *stack {
 
 	cloud := cloudstream.New()
 	cloud.StreamAddress, cloud.TunnelAddress, cloud.PKIDir, cloud.AdvertiseAddress = "127.0.0.1:0", "127.0.0.1:0", dir, "127.0.0.1"
+	cloud.ClientCAFile = kc.CAFile
 	cloudstream.SetClient(cloud, env.Client)
 	cctx, ccancel := context.WithCancel(ctx)
 	if err := cloud.Start(cctx, &miniHost{name: cloudstream.Name, node: "cloud", log: logger}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/kedge-io/kedge/host/kube"
+	"log"
 	"net"
 	"net/http"
 	"path"
@@ -167,10 +168,12 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
-	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept)); err != nil {
+	// A refused client certificate ends in the TLS handshake, before accept: counted from the server's error log.
+	hubLog := pki.HandshakeErrorLog(h.Logger(), "hub", func(reason string) { m.metrics.rejectedBy.WithLabelValues(reason).Inc() })
+	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept), hubLog); err != nil {
 		return err
 	}
-	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler); err != nil {
+	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil); err != nil {
 		return err
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)
@@ -236,13 +239,13 @@ func (m *Module) CAStorage() (pki.Storage, error) {
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.
-func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler) error {
+func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *log.Logger) error {
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *addr, err)
 	}
 	*addr = ln.Addr().String() // the bound address, when the config asked for port 0
-	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	m.servers = append(m.servers, srv)
 	m.wg.Go(func() {
 		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {

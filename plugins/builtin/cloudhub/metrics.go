@@ -7,15 +7,18 @@ import (
 type metrics struct {
 	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten prometheus.Counter
 	up                                                                                        *prometheus.CounterVec
+	rejectedBy                                                                                *prometheus.CounterVec // rejected is its "upgrade" series
 }
 
 func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_cloudhub_" + name, Help: help})
 	}
+	rejectedBy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_rejected_total",
+		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
 	x := &metrics{
 		connects:  c("connects_total", "Node connections accepted."),
-		rejected:  c("rejected_total", "Node connections refused (certificate, path, identity)."),
+		rejected:  rejectedBy.WithLabelValues("upgrade"),
 		replaced:  c("replaced_total", "Connections closed because the same node connected again."),
 		queued:    c("downstream_queued_total", "Messages queued for nodes."),
 		coalesced: c("downstream_coalesced_total", "Queued messages replaced by a newer version of the same object before being delivered."),
@@ -26,6 +29,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		forgotten: c("forgotten_nodes_total", "Nodes forgotten after being disconnected with an empty queue for forgetAfter."),
 		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
 	}
+	x.rejectedBy = rejectedBy
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -44,7 +48,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		defer m.mu.Unlock()
 		return float64(len(m.nodes))
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejected, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.up, connected, known} {
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.up, connected, known} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

@@ -55,6 +55,7 @@ func TestStartUsesCloudhubsCAFromPKIDirOrSecretAndNeverCreatesOne(t *testing.T) 
 		t.Run(tt.name, func(t *testing.T) {
 			m := New()
 			m.StreamAddress, m.TunnelAddress, m.PKIDir, m.CASecret = "127.0.0.1:0", "127.0.0.1:0", tt.pkiDir, tt.secret
+			m.ClientCAFile = filepath.Join(withFileCA, pki.CACertName) // any CA: the stream server is not called here
 			SetClient(m, env.Client)
 			sctx, cancel := context.WithCancel(ctx)
 			defer cancel()

@@ -6,12 +6,11 @@ package cloudstream
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -50,17 +49,19 @@ func init() {
 
 // Module is cloudstream; its exported fields are its settings.
 type Module struct {
-	StreamAddress    string             `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003)." cfg:"min"`
-	TunnelAddress    string             `yaml:"tunnelAddress" doc:"Listen address of the stream tunnel edge nodes dial (wss, mTLS with their node certificate, port 10004)." cfg:"min"`
-	AdvertiseAddress string             `yaml:"advertiseAddress" doc:"IP or DNS name at which the kube-apiserver reaches streamAddress; edgecontroller writes it as each edge node's Hostname address. Empty: node addresses are left alone and streams do not reach edge nodes." cfg:"min"`
-	AdvertisePort    int32              `yaml:"advertisePort" doc:"Port written as each edge node's kubelet endpoint; 0: the port of streamAddress."`
-	PKIDir           string             `yaml:"pkiDir" doc:"cloudhub's pkiDir: the cluster CA is loaded from it; the stream serving certificate is kept in its stream/ subfolder."`
-	Kubeconfig       string             `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server (pod lookups); empty: $KUBECONFIG, else in-cluster."`
-	ClientCAFile     string             `yaml:"clientCAFile" doc:"CA of the kube-apiserver's kubelet client certificate (--kubelet-client-certificate); set: a client without a certificate it issued is refused in the handshake. Empty: any client is served (only for a stream port nobody else reaches)."`
-	SessionTimeout   time.Duration      `yaml:"sessionTimeout" doc:"How long a request waits for the edge to open its session connection."`
-	Heartbeat        time.Duration      `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
-	CASecret         CASecret           `yaml:"caSecret" doc:"Load the cluster CA from this Kubernetes Secret (as cloudhub's caSecret) instead of pkiDir; the serving certificates stay in pkiDir."`
-	MetricsAPI       MetricsAPISettings `yaml:"metricsAPI" doc:"metrics.k8s.io/v1beta1 (kubectl top) for edge nodes, served as an aggregated API and filled over the stream tunnels."`
+	StreamAddress                string             `yaml:"streamAddress" doc:"Listen address of the kubelet API the kube-apiserver calls for edge nodes (https, port 10003; only clients with a certificate of clientCAFile)." cfg:"min"`
+	TunnelAddress                string             `yaml:"tunnelAddress" doc:"Listen address of the stream tunnel edge nodes dial (wss, mTLS with their node certificate, port 10004)." cfg:"min"`
+	AdvertiseAddress             string             `yaml:"advertiseAddress" doc:"IP or DNS name at which the kube-apiserver reaches streamAddress; edgecontroller writes it as each edge node's Hostname address. Empty: node addresses are left alone and streams do not reach edge nodes." cfg:"min"`
+	AdvertisePort                int32              `yaml:"advertisePort" doc:"Port written as each edge node's kubelet endpoint; 0: the port of streamAddress."`
+	PKIDir                       string             `yaml:"pkiDir" doc:"cloudhub's pkiDir: the cluster CA is loaded from it; the stream serving certificate is kept in its stream/ subfolder."`
+	Kubeconfig                   string             `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server (pod lookups); empty: $KUBECONFIG, else in-cluster."`
+	ClientCAFile                 string             `yaml:"clientCAFile" doc:"CA of the kube-apiserver's kubelet client certificate (--kubelet-client-certificate; kubeadm: /etc/kubernetes/pki/ca.crt). Required: a client without a certificate it issued is refused in the TLS handshake. Empty is a start error unless insecureAllowUnauthenticated is on." cfg:"min"`
+	ClientAllowedNames           []string           `yaml:"clientAllowedNames" doc:"Common names accepted from clientCAFile (kubeadm: kube-apiserver-kubelet-client); others get 403. Set it when that CA also signs other clients (kubeadm's cluster CA signs every kubelet's client certificate). Empty: any certificate of clientCAFile."`
+	InsecureAllowUnauthenticated bool               `yaml:"insecureAllowUnauthenticated" doc:"DEVELOPMENT ONLY: without clientCAFile, serve logs, exec, attach and port-forward of every edge pod to anyone who reaches streamAddress. Logged at ERROR on start and shown by kedge_cloudstream_insecure_unauthenticated 1. Ignored when clientCAFile is set."`
+	SessionTimeout               time.Duration      `yaml:"sessionTimeout" doc:"How long a request waits for the edge to open its session connection."`
+	Heartbeat                    time.Duration      `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
+	CASecret                     CASecret           `yaml:"caSecret" doc:"Load the cluster CA from this Kubernetes Secret (as cloudhub's caSecret) instead of pkiDir; the serving certificates stay in pkiDir."`
+	MetricsAPI                   MetricsAPISettings `yaml:"metricsAPI" doc:"metrics.k8s.io/v1beta1 (kubectl top) for edge nodes, served as an aggregated API and filled over the stream tunnels."`
 
 	host    sdk.Host
 	client  kubernetes.Interface
@@ -103,11 +104,23 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.SessionTimeout <= 0 || m.Heartbeat <= 0 {
 		return errors.New("sessionTimeout and heartbeat must be positive")
 	}
+	clientCAs, err := m.clientAuth() // before anything else: no stream server without client authentication
+	if err != nil {
+		return err
+	}
 	m.host, m.life = h, ctx
 	m.tunnels, m.pending, m.active = map[string]*tunnel{}, map[string]*pending{}, map[net.Conn]struct{}{}
-	var err error
 	if m.metrics, err = newMetrics(h.Metrics(), m); err != nil {
 		return err
+	}
+	if clientCAs == nil {
+		m.metrics.insecure.Set(1)
+		h.Logger().Error("INSECURE: insecureAllowUnauthenticated is on and clientCAFile is empty: anyone who reaches "+
+			"streamAddress can read logs of, exec into, attach to and port-forward to every edge pod. Development only: "+
+			"set modules.cloudstream.clientCAFile to the CA of the kube-apiserver's kubelet client certificate.",
+			"streamAddress", m.StreamAddress)
+	} else if m.InsecureAllowUnauthenticated {
+		h.Logger().Warn("insecureAllowUnauthenticated is ignored: clientCAFile is set, client certificates are required")
 	}
 	if m.client == nil {
 		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.cloudstream.kubeconfig")
@@ -145,28 +158,20 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return fmt.Errorf("stream serving certificate: %w", err)
 	}
 	streamTLS := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serving.GetCertificate, NextProtos: []string{"http/1.1"}}
-	if m.ClientCAFile != "" {
-		pem, err := os.ReadFile(m.ClientCAFile)
-		if err != nil {
-			return fmt.Errorf("clientCAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("clientCAFile %s holds no PEM certificate", m.ClientCAFile)
-		}
-		streamTLS.ClientAuth, streamTLS.ClientCAs = tls.RequireAndVerifyClientCert, pool
-	} else {
-		h.Logger().Warn("clientCAFile is empty: the stream port serves any client; set it to the CA of the API server's kubelet client certificate")
+	if clientCAs != nil {
+		streamTLS.ClientAuth, streamTLS.ClientCAs = tls.RequireAndVerifyClientCert, clientCAs
 	}
 	tunnelTLS := pki.ServerTLSConfig(ca, serving)
 	tunnelTLS.NextProtos = []string{"http/1.1"}
-	if err := m.listen(&m.StreamAddress, streamTLS, http.HandlerFunc(m.serveKubelet)); err != nil {
+	streamLog := pki.HandshakeErrorLog(h.Logger(), "stream", func(reason string) { m.metrics.streamRefused.WithLabelValues(reason).Inc() })
+	if err := m.listen(&m.StreamAddress, streamTLS, http.HandlerFunc(m.serveKubelet), streamLog); err != nil {
 		return err
 	}
 	_, p, _ := net.SplitHostPort(m.StreamAddress)
 	port, _ := strconv.Atoi(p)
 	m.port = int32(port)
-	if err := m.listen(&m.TunnelAddress, tunnelTLS, http.HandlerFunc(m.serveTunnel)); err != nil {
+	tunnelLog := pki.HandshakeErrorLog(h.Logger(), "tunnel", func(reason string) { m.metrics.refused.WithLabelValues(reason).Inc() })
+	if err := m.listen(&m.TunnelAddress, tunnelTLS, http.HandlerFunc(m.serveTunnel), tunnelLog); err != nil {
 		m.closeServers(ctx)
 		return err
 	}
@@ -182,13 +187,13 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it; HTTP/2 is off
 // because sessions are hijacked HTTP/1.1 connections.
-func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler) error {
+func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *log.Logger) error {
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *addr, err)
 	}
 	*addr = ln.Addr().String()
-	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog,
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
 	m.servers = append(m.servers, srv)
 	m.wg.Go(func() {

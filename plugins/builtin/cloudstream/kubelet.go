@@ -54,6 +54,9 @@ func parsePath(p string) (kind, ns, pod, container string, err error) {
 
 // serveKubelet is the kubelet API the kube-apiserver calls for edge nodes.
 func (m *Module) serveKubelet(w http.ResponseWriter, r *http.Request) {
+	if !m.allowed(w, r) {
+		return
+	}
 	kind, ns, pod, container, err := parsePath(r.URL.Path)
 	if err != nil {
 		m.metrics.sessions.WithLabelValues("unknown", "bad_request").Inc()

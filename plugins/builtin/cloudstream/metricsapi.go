@@ -212,7 +212,7 @@ func (m *Module) startMetricsAPI(ctx context.Context, ca *pki.CA, ips []net.IP, 
 	// from the cluster and checked per request, so a refusal is a clear 401, not a TLS alert.
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: serving.GetCertificate,
 		ClientAuth: tls.RequestClientCert, NextProtos: []string{"http/1.1"}}
-	if err := m.listen(&c.Address, cfg, http.HandlerFunc(m.mapi.serveHTTP)); err != nil {
+	if err := m.listen(&c.Address, cfg, http.HandlerFunc(m.mapi.serveHTTP), pki.HandshakeErrorLog(m.host.Logger(), "metricsAPI", nil)); err != nil {
 		cancel()
 		return fmt.Errorf("metricsAPI: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,11 +26,17 @@ import (
 type testHost struct {
 	sdk.Host
 	reg *prometheus.Registry
+	log io.Writer // nil: discarded
 }
 
-func (h *testHost) Name() string                   { return Name }
-func (h *testHost) NodeName() string               { return "cloud" }
-func (h *testHost) Logger() *slog.Logger           { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (h *testHost) Name() string     { return Name }
+func (h *testHost) NodeName() string { return "cloud" }
+func (h *testHost) Logger() *slog.Logger {
+	if h.log == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(h.log, nil))
+}
 func (h *testHost) Metrics() prometheus.Registerer { return h.reg }
 
 func TestParseResourceMetricsTakesTheKubeletSeriesAndNamesBadLines(t *testing.T) {
@@ -164,6 +171,7 @@ func newAPIRig(t *testing.T) *apiRig {
 	}
 	m := New()
 	m.StreamAddress, m.TunnelAddress, m.PKIDir = "127.0.0.1:0", "127.0.0.1:0", dir
+	m.ClientCAFile = filepath.Join(dir, pki.CACertName) // any CA: the stream server is not called here
 	m.MetricsAPI.Enable, m.MetricsAPI.Address, m.MetricsAPI.ScrapeInterval = true, "127.0.0.1:0", time.Hour
 	SetClient(m, env.Client)
 	ctx, cancel := context.WithCancel(context.Background())

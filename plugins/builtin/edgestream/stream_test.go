@@ -135,8 +135,15 @@ func newRig(t *testing.T) *rig {
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "elsewhere"}, Spec: corev1.PodSpec{NodeName: "edge-b"}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "nosandbox"}, Spec: corev1.PodSpec{NodeName: "edge-a"}},
 	)
+	// The API server's kubelet client certificate, here from the cluster CA (cloudstream requires one).
+	apiKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	apiCert, err := ca.IssueNodeCert(&apiKey.PublicKey, "kube-apiserver", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cloud := cloudstream.New()
 	cloud.StreamAddress, cloud.TunnelAddress, cloud.PKIDir, cloud.AdvertiseAddress = "127.0.0.1:0", "127.0.0.1:0", dir, "127.0.0.1"
+	cloud.ClientCAFile = filepath.Join(dir, "cacert.pem")
 	cloud.SessionTimeout, cloud.Heartbeat = 5*time.Second, time.Second
 	cloudstream.SetClient(cloud, kube)
 	cctx, ccancel := context.WithCancel(ctx)
@@ -162,7 +169,8 @@ func newRig(t *testing.T) *rig {
 		_ = cloud.Stop(context.Background())
 	})
 	r := &rig{t: t, cloud: cloud, edge: edge, rt: rt, dir: dir, base: "https://" + cloud.StreamAddress,
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, DisableKeepAlives: true}}}
+		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(),
+			Certificates: []tls.Certificate{{Certificate: [][]byte{apiCert.Raw}, PrivateKey: apiKey}}}, DisableKeepAlives: true}}}
 	eventually(t, "tunnel up", func() bool { return edge.Healthy(ctx) == nil })
 	return r
 }

@@ -60,8 +60,8 @@ type Authenticator struct {
 	now   func() time.Time
 
 	mu    sync.RWMutex
-	bySum map[[32]byte]podToken   // sha256(token) -> token
-	byKey map[sdk.Key][][32]byte  // serviceaccounttoken object -> the sums it added
+	bySum map[[32]byte]podToken  // sha256(token) -> token
+	byKey map[sdk.Key][][32]byte // serviceaccounttoken object -> the sums it added
 }
 
 // NewAuthenticator builds an authenticator with the node-admin token (empty: no admin token; node

@@ -51,10 +51,8 @@ func init() { sdk.Register(Info) }
 type Module struct {
 	MQTTMode        string `yaml:"mqttMode" doc:"internal (the embedded broker, default), external (e.g. mosquitto at externalURL) or both."`
 	InternalAddress string `yaml:"internalAddress" doc:"host:port the embedded broker listens on. Loopback only by default: without broker.passwordFile or broker.clientCAFile it accepts every client."`
-	// Broker secures the embedded broker: passwords, TLS, client certificates.
-	Broker      BrokerSecurity `yaml:"broker" doc:"Who may connect to the embedded broker: a password file, TLS, client certificates (all optional; none set: every client)."`
-	ExternalURL string         `yaml:"externalURL" doc:"The external broker, tcp://host:port (mode external or both)."`
-	ClientID    string         `yaml:"clientID" doc:"MQTT client id; empty means kedge-eventbus-<node>."`
+	ExternalURL     string `yaml:"externalURL" doc:"The external broker, tcp://host:port (mode external or both)."`
+	ClientID        string `yaml:"clientID" doc:"MQTT client id; empty means kedge-eventbus-<node>."`
 	// Topics are subscribed on every broker.
 	Topics []string `yaml:"topics" doc:"Topic filters subscribed on every broker; what arrives goes to the router."`
 	// TwinModule receives the device topics ($hw/events/..., $ke/events/...).
@@ -69,6 +67,9 @@ type Module struct {
 	MaxReconnectInterval time.Duration `yaml:"maxReconnectInterval" doc:"Longest wait between reconnection attempts (the client backs off up to it)."`
 	WriteTimeout         time.Duration `yaml:"writeTimeout" doc:"Bound on handing one publish to the connection."`
 	SendTimeout          time.Duration `yaml:"sendTimeout" doc:"Bound on queueing an MQTT message for a module whose mailbox is full; then it is dropped and counted."`
+
+	// Broker secures the embedded broker: passwords, TLS, client certificates (brokerauth.go).
+	Broker BrokerSecurity `yaml:"broker" doc:"Who may connect to the embedded broker: a password file, TLS, client certificates (all optional; none set: every client)."`
 
 	host       sdk.Host
 	ctx        context.Context

@@ -187,8 +187,12 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 	type noruntime struct {
 		Enable bool `yaml:"enable"`
 	}
+	type metaServer struct {
+		AdminTokenFile string `yaml:"adminTokenFile"`
+	}
 	type metamanager struct {
-		Consumers map[string]string `yaml:"consumers"`
+		Consumers  map[string]string `yaml:"consumers,omitempty"`
+		MetaServer metaServer        `yaml:"metaServer"`
 	}
 	type dmi struct {
 		Socket string `yaml:"socket"`
@@ -243,9 +247,11 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 	// noruntime answers for them. Everything the node keeps lives under --data-dir.
 	c.Modules.Nodestatus = nodestatus{StoragePath: f.dataDir}
 	c.Modules.DMI = dmi{Socket: filepath.Join(f.dataDir, "dmi.sock")}
+	// Node agents read the MetaServer with the node-admin token in this file (root only).
+	c.Modules.Metamanager = &metamanager{MetaServer: metaServer{AdminTokenFile: filepath.Join(f.dataDir, "metaserver-admin.token")}}
 	if f.noRuntime {
 		c.Modules.Noruntime = &noruntime{Enable: true}
-		c.Modules.Metamanager = &metamanager{Consumers: map[string]string{"pod": "noruntime"}}
+		c.Modules.Metamanager.Consumers = map[string]string{"pod": "noruntime"}
 	} else {
 		c.Modules.Edged = edged{Enable: true, CRIEndpoint: f.criEndpoint, RootDir: filepath.Join(f.dataDir, "edged")}
 		c.Modules.Nodestatus.CRIEndpoint = f.criEndpoint

@@ -247,7 +247,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	if err := os.MkdirAll(filepath.Dir(b.Store.Path), 0o700); err != nil {
 		return fmt.Errorf("store.path %s: create its folder: %w", b.Store.Path, err)
 	}
-	db, err := store.Open(b.Store.Path, store.Options{Synchronous: b.Store.Synchronous})
+	db, err := store.Open(b.Store.Path, store.Options{Synchronous: b.Store.Synchronous, Logger: log})
 	if err != nil {
 		return err
 	}

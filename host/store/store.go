@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -27,6 +28,7 @@ type Options struct {
 	BusyTimeout time.Duration // how long to wait for another process's lock; default 5s
 	Synchronous string        // "full" (default): a returned write survives power loss; "normal": power loss may undo the last writes (never corrupts)
 	OutboxMax   int           // max outbox entries before Enqueue fails with ErrOutboxFull; default 1_000_000; <0 = unlimited
+	Logger      *slog.Logger  // where a tightened file mode is reported; nil: slog.Default()
 }
 
 const (
@@ -65,6 +67,10 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open store %s: parent directory: %w (create it first)", path, err)
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("open store %s: parent %s is not a directory", path, dir)
+	}
+
+	if err := private(abs, opts.Logger); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 
 	sync, err := synchronousMode(opts.Synchronous)
@@ -125,6 +131,48 @@ func Open(path string, opts Options) (*DB, error) {
 		return fail(err)
 	}
 	return db, nil
+}
+
+// FileMode is the mode of the database file and its -wal and -shm companions: they hold Secrets and
+// tokens, so only the owner (the user edgecore or cloudcore runs as) may read them.
+const FileMode os.FileMode = 0o600
+
+// private creates the database file with FileMode when it is missing (SQLite then creates -wal and
+// -shm with the main file's mode) and tightens an existing file, or companion, that others may read
+// or write; a tightened file is logged.
+func private(abs string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, FileMode)
+	switch {
+	case err == nil:
+		if err := f.Close(); err != nil {
+			return err
+		}
+	case !errors.Is(err, os.ErrExist):
+		return fmt.Errorf("create the database file: %w", err)
+	}
+	for _, p := range []string{abs, abs + "-wal", abs + "-shm", abs + "-journal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file (%s)", p, fi.Mode().Type())
+		}
+		if fi.Mode().Perm()&^FileMode == 0 {
+			continue
+		}
+		if err := os.Chmod(p, FileMode); err != nil {
+			return fmt.Errorf("%s has mode %#o, readable beyond its owner, and cannot be tightened to %#o: %w", p, fi.Mode().Perm(), FileMode, err)
+		}
+		log.Warn("store file was readable beyond its owner; tightened", "file", p, "was", fmt.Sprintf("%#o", fi.Mode().Perm()), "now", fmt.Sprintf("%#o", FileMode))
+	}
+	return nil
 }
 
 func synchronousMode(s string) (string, error) {

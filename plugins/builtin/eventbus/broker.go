@@ -6,7 +6,6 @@ import (
 	"net"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
@@ -14,35 +13,55 @@ import (
 type broker struct {
 	server   *mochi.Server
 	listener *listeners.TCP
+	self     *listeners.TCP // plain loopback listener for eventbus's own client while listener is TLS
+	auth     *brokerAuth
 }
 
-// startBroker listens on address (port 0 picks a free one) and serves. Every client is allowed:
-// keep the address on loopback (a non-loopback address is logged as a warning).
-func startBroker(address string, log *slog.Logger) (*broker, error) {
+// startBroker listens on address (port 0 picks a free one) and serves; auth decides who may connect
+// (see brokerauth.go). Without a password file or client CA every client is allowed: keep the address
+// on loopback then (a non-loopback address is logged as a warning).
+func startBroker(address string, log *slog.Logger, auth *brokerAuth) (*broker, error) {
 	blog := slog.New(minLevel{log.With("part", "broker").Handler(), slog.LevelError}) // mochi warns about every closed connection
 	s := mochi.New(&mochi.Options{Logger: blog, InlineClient: false})
-	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+	if err := s.AddHook(auth, nil); err != nil {
 		return nil, err
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "kedge-internal", Address: address})
+	l := listeners.NewTCP(listeners.Config{ID: "kedge-internal", Address: address, TLSConfig: auth.tls})
 	if err := s.AddListener(l); err != nil {
 		return nil, err
+	}
+	var self *listeners.TCP
+	if auth.tls != nil {
+		self = listeners.NewTCP(listeners.Config{ID: selfListener, Address: "127.0.0.1:0"})
+		if err := s.AddListener(self); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.Serve(); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
-	b := &broker{server: s, listener: l}
-	if host, _, _ := net.SplitHostPort(b.Addr()); !isLoopback(host) {
-		log.Warn("the embedded MQTT broker listens beyond loopback and accepts every client without authentication", "address", b.Addr())
+	b := &broker{server: s, listener: l, self: self, auth: auth}
+	if host, _, _ := net.SplitHostPort(b.Addr()); !isLoopback(host) && auth.open() {
+		log.Warn("the embedded MQTT broker listens beyond loopback and accepts every client without authentication (set broker.passwordFile or broker.clientCAFile)", "address", b.Addr())
 	} else {
-		log.Info("embedded MQTT broker listening", "address", b.Addr())
+		log.Info("embedded MQTT broker listening", "address", b.Addr(), "tls", auth.tls != nil, "passwords", auth.users != nil,
+			"clientCertificates", auth.tls != nil && auth.tls.ClientCAs != nil)
 	}
 	return b, nil
 }
 
 // Addr is the bound host:port.
 func (b *broker) Addr() string { return b.listener.Address() }
+
+// selfURL is where eventbus's own client connects: the plain loopback self listener while the public
+// one speaks TLS, else the public one.
+func (b *broker) selfURL() string {
+	if b.self != nil {
+		return "tcp://" + b.self.Address()
+	}
+	return "tcp://" + b.Addr()
+}
 
 func (b *broker) close() { _ = b.server.Close() }
 

@@ -49,6 +49,9 @@ func (m *Module) newClient(broker, url string) *client {
 		SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
 			m.metrics.reconnect.WithLabelValues(broker).Inc()
 		})
+	if broker == "internal" && m.broker != nil {
+		m.broker.auth.clientOptions(opts) // the embedded broker's per-process credential
+	}
 	c.c = mqtt.NewClient(opts)
 	return c
 }

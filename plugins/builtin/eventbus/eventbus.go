@@ -50,7 +50,7 @@ func init() { sdk.Register(Info) }
 // Module is eventbus; its exported fields are its settings.
 type Module struct {
 	MQTTMode        string `yaml:"mqttMode" doc:"internal (the embedded broker, default), external (e.g. mosquitto at externalURL) or both."`
-	InternalAddress string `yaml:"internalAddress" doc:"host:port the embedded broker listens on. Loopback only by default: it accepts every client without authentication."`
+	InternalAddress string `yaml:"internalAddress" doc:"host:port the embedded broker listens on. Loopback only by default: without broker.passwordFile or broker.clientCAFile it accepts every client."`
 	ExternalURL     string `yaml:"externalURL" doc:"The external broker, tcp://host:port (mode external or both)."`
 	ClientID        string `yaml:"clientID" doc:"MQTT client id; empty means kedge-eventbus-<node>."`
 	// Topics are subscribed on every broker.
@@ -67,6 +67,9 @@ type Module struct {
 	MaxReconnectInterval time.Duration `yaml:"maxReconnectInterval" doc:"Longest wait between reconnection attempts (the client backs off up to it)."`
 	WriteTimeout         time.Duration `yaml:"writeTimeout" doc:"Bound on handing one publish to the connection."`
 	SendTimeout          time.Duration `yaml:"sendTimeout" doc:"Bound on queueing an MQTT message for a module whose mailbox is full; then it is dropped and counted."`
+
+	// Broker secures the embedded broker: passwords, TLS, client certificates (brokerauth.go).
+	Broker BrokerSecurity `yaml:"broker" doc:"Who may connect to the embedded broker: a password file, TLS, client certificates (all optional; none set: every client)."`
 
 	host       sdk.Host
 	ctx        context.Context
@@ -111,6 +114,9 @@ func (m *Module) validate() error {
 	if m.MQTTMode != ModeExternal {
 		if _, _, err := net.SplitHostPort(m.InternalAddress); err != nil {
 			return fmt.Errorf("internalAddress %q: %w", m.InternalAddress, err)
+		}
+		if err := m.Broker.validate(); err != nil {
+			return err
 		}
 	}
 	if m.MQTTMode != ModeInternal {
@@ -166,12 +172,16 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) (err error) {
 	}()
 
 	if m.MQTTMode != ModeExternal {
-		b, err := startBroker(m.InternalAddress, m.log)
+		auth, err := newBrokerAuth(m.Broker, h.Metrics(), m.log)
+		if err != nil {
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+		b, err := startBroker(m.InternalAddress, m.log, auth)
 		if err != nil {
 			return fmt.Errorf("embedded broker on %s: %w", m.InternalAddress, err)
 		}
 		m.broker = b
-		c := m.newClient("internal", "tcp://"+b.Addr())
+		c := m.newClient("internal", b.selfURL())
 		m.clients = append(m.clients, c)
 		if !c.connect(m.ConnectTimeout) {
 			return fmt.Errorf("connect to the embedded broker at %s: no connection within %s", b.Addr(), m.ConnectTimeout)

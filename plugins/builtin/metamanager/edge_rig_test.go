@@ -3,9 +3,12 @@ package metamanager
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,13 +68,25 @@ type edge struct {
 
 func startEdge(t *testing.T, dbPath, address string, hub *fakeHub) *edge {
 	t.Helper()
-	db, err := store.Open(dbPath, store.Options{Synchronous: "normal"})
+	e, err := startEdgeWith(t, dbPath, address, hub, filepath.Join(filepath.Dir(dbPath), "metaserver-admin.token"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	return e
+}
+
+// startEdgeWith is startEdge with the node-admin token file at adminTokenFile; a start failure is
+// returned.
+func startEdgeWith(t *testing.T, dbPath, address string, hub *fakeHub, adminTokenFile string) (*edge, error) {
+	t.Helper()
+	db, err := store.Open(dbPath, store.Options{Synchronous: "normal"})
+	if err != nil {
+		return nil, err
 	}
 	rt := router.New(nil)
 	mm := New()
 	mm.MetaServer.Address = address
+	mm.MetaServer.AdminTokenFile = adminTokenFile
 	mm.QueryTimeout = time.Minute // longer than any requester below waits: an answer proves no timeout was hit
 	info, _ := sdk.Lookup(Name)
 	mgr := modules.NewManager(modules.Deps{NodeName: "edge-1", Router: rt, Store: db})
@@ -81,11 +96,11 @@ func startEdge(t *testing.T, dbPath, address string, hub *fakeHub) *edge {
 	}
 	if err := mgr.Start(context.Background(), plan); err != nil {
 		db.Close()
-		t.Fatal(err)
+		return nil, err
 	}
 	e := &edge{rt: rt, db: db, mgr: mgr, mm: mm, hub: hub}
 	t.Cleanup(e.stop)
-	return e
+	return e, nil
 }
 
 func (e *edge) stop() {
@@ -99,6 +114,33 @@ func (e *edge) stop() {
 
 func newEdge(t *testing.T, hub *fakeHub) *edge {
 	return startEdge(t, filepath.Join(t.TempDir(), "edge.db"), "127.0.0.1:0", hub)
+}
+
+// adminToken is the node-admin token the MetaServer created.
+func (e *edge) adminToken(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(e.mm.MetaServer.AdminTokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// get reads path from the MetaServer with token (empty: none).
+func (e *edge) get(t *testing.T, path, token string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+e.mm.MetaServerAddr()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 // send delivers a message to metamanager as a sync request and returns the answer.

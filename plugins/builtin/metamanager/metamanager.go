@@ -58,7 +58,9 @@ type Module struct {
 // MetaServerSettings configure the MetaServer.
 type MetaServerSettings struct {
 	Enable  bool   `yaml:"enable" doc:"Serve the API."`
-	Address string `yaml:"address" doc:"host:port to listen on. Plain HTTP without authentication: keep it on loopback."`
+	Address string `yaml:"address" doc:"host:port to listen on. Plain HTTP (bearer tokens travel in clear): keep it on loopback."`
+	// AdminTokenFile holds the node-admin token: node agents present it and see everything.
+	AdminTokenFile string `yaml:"adminTokenFile" doc:"File holding the node-admin bearer token (created with 32 random bytes, mode 0600, when missing; tightened to 0600 if others may read it). Node agents present it and see everything the node holds; pods present their service-account tokens and see only their own objects. Empty: no admin token (edgecore join sets <data-dir>/metaserver-admin.token)."`
 	// EventWindow is how many recent changes a watch can resume from.
 	EventWindow int `yaml:"eventWindow" doc:"Recent changes held for watches to resume from; a watch from an older resourceVersion gets 410 Expired and the client lists again."`
 }
@@ -105,13 +107,21 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 }
 
 func (m *Module) startServer(ctx context.Context) error {
-	srv, err := metaserver.New(metaserver.Options{Address: m.MetaServer.Address, Store: m.host.Store(), Logger: m.host.Logger().With("part", "metaserver"),
-		Metrics: m.host.Metrics(), EventWindow: m.MetaServer.EventWindow})
+	log := m.host.Logger().With("part", "metaserver")
+	admin, err := metaserver.AdminToken(m.MetaServer.AdminTokenFile, log)
+	if err != nil {
+		return err
+	}
+	if admin == "" {
+		log.Info("metaserver has no node-admin token (metaServer.adminTokenFile is empty): only pods' service-account tokens are accepted")
+	}
+	srv, err := metaserver.New(metaserver.Options{Address: m.MetaServer.Address, Store: m.host.Store(), Logger: log,
+		Metrics: m.host.Metrics(), EventWindow: m.MetaServer.EventWindow, Auth: metaserver.NewAuthenticator(admin)})
 	if err != nil {
 		return err
 	}
 	if host, _, _ := net.SplitHostPort(m.MetaServer.Address); !isLoopback(host) {
-		m.host.Logger().Warn("metaserver listens beyond loopback over plain HTTP without authentication", "address", m.MetaServer.Address)
+		m.host.Logger().Warn("metaserver listens beyond loopback over plain HTTP: bearer tokens cross the network in clear", "address", m.MetaServer.Address)
 	}
 	if err := srv.Load(ctx); err != nil {
 		return err

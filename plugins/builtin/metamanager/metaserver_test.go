@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,7 +29,7 @@ func clientFor(t *testing.T, e *edge) *kubernetes.Clientset {
 	if addr == "" {
 		t.Fatal("the metaserver is not bound")
 	}
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + addr, QPS: 1000, Burst: 1000})
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + addr, QPS: 1000, Burst: 1000, BearerToken: e.adminToken(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +96,7 @@ func TestMetaServerAnswersClientGo(t *testing.T) {
 		}
 	})
 	t.Run("items carry kind and apiVersion", func(t *testing.T) { // typed clients drop them after decoding: read raw JSON
-		resp, err := http.Get("http://" + e.mm.MetaServerAddr() + "/api/v1/namespaces/default/configmaps")
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := e.get(t, "/api/v1/namespaces/default/configmaps", e.adminToken(t))
 		defer resp.Body.Close()
 		var l struct {
 			Kind, APIVersion string
@@ -203,10 +199,7 @@ func TestWatchStreamsChangesAfterAList(t *testing.T) {
 	e.cloud(t, message.OpDelete, "default/pod/a", pod("default", "a", 8, "edge-1", nil))
 
 	// A raw stream: newline-delimited watch events, replayed from the list's resourceVersion.
-	resp, err := http.Get("http://" + e.mm.MetaServerAddr() + "/api/v1/namespaces/default/pods?watch=1&resourceVersion=" + l.ResourceVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := e.get(t, "/api/v1/namespaces/default/pods?watch=1&resourceVersion="+l.ResourceVersion, e.adminToken(t))
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	want := []string{"MODIFIED a", "ADDED b", "DELETED a"}

@@ -45,6 +45,11 @@ type Options struct {
 	EventWindow int                   // changes held for watches to resume from (default 4096)
 	// WatchTimeout ends a watch that asked for no timeoutSeconds (default 30m); the client re-watches.
 	WatchTimeout time.Duration
+	// Auth authenticates every request but the health checks: the node-admin token and the bound
+	// service-account tokens of this node's pods. Required unless Insecure.
+	Auth *Authenticator
+	// Insecure serves everyone without a token (benchmarks and tests of the API shape only).
+	Insecure bool
 }
 
 // Change is one applied change of a stored object; for a delete, Value is the object's last state.
@@ -75,6 +80,7 @@ type Server struct {
 	events    prometheus.Counter
 	expired   prometheus.Counter
 	listening prometheus.Gauge
+	authn     *prometheus.CounterVec
 }
 
 // New checks opts and builds a server; nothing is bound yet.
@@ -84,6 +90,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if _, _, err := net.SplitHostPort(opts.Address); err != nil {
 		return nil, fmt.Errorf("metaServer.address %q: want host:port: %w", opts.Address, err)
+	}
+	if opts.Auth == nil && !opts.Insecure {
+		return nil, errors.New("metaserver: no authenticator (every request but the health checks needs a token)")
 	}
 	if opts.EventWindow <= 0 {
 		opts.EventWindow = 4096
@@ -103,8 +112,10 @@ func New(opts Options) (*Server, error) {
 	s.expired = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_metaserver_watch_expired_total",
 		Help: "Watches refused with 410 Expired (their resourceVersion is no longer held); the client relists."})
 	s.listening = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_metaserver_listening", Help: "1 while the server is bound to its address."})
+	s.authn = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_metaserver_authentications_total",
+		Help: "MetaServer authentications by result: admin, pod, or refused for no_token, unknown_token, expired, pod_gone, error."}, []string{"result"})
 	if opts.Metrics != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.watchers, s.events, s.expired, s.listening} {
+		for _, c := range []prometheus.Collector{s.requests, s.watchers, s.events, s.expired, s.listening, s.authn} {
 			if err := opts.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("metaserver metrics: %w", err)
 			}
@@ -130,6 +141,9 @@ func (s *Server) Load(ctx context.Context) error {
 			}
 		}
 	}
+	if s.opts.Auth != nil {
+		s.opts.Auth.loadTokens(objs, s.log)
+	}
 	s.mu.Lock()
 	s.ring, s.known = newRing(s.opts.EventWindow, start), known
 	s.mu.Unlock()
@@ -139,6 +153,16 @@ func (s *Server) Load(ctx context.Context) error {
 // Record tells watchers about a change that is already in the store. Changes of types the server does
 // not serve are ignored.
 func (s *Server) Record(c Change) {
+	if c.Key.Type == TokenType && s.opts.Auth != nil {
+		v := c.Value
+		if c.Deleted {
+			v = nil
+		}
+		if err := s.opts.Auth.setTokens(c.Key, v); err != nil {
+			s.log.Warn("service-account tokens not usable for the metaserver", "err", err)
+		}
+		return
+	}
 	res, ok := byStoreType(c.Key.Type)
 	if !ok {
 		return
@@ -208,7 +232,7 @@ func (s *Server) Run(ctx context.Context) {
 			wait = min(wait*2, time.Minute)
 		}
 	}
-	s.log.Info("metaserver serving", "address", s.Addr(), "tls", false)
+	s.log.Info("metaserver serving", "address", s.Addr(), "tls", false, "authentication", !s.opts.Insecure)
 	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -257,6 +281,34 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (verb, resName st
 		writeStatus(w, apierrors.NewServiceUnavailable("the metaserver has not read the store yet").ErrStatus)
 		return "unavailable", ""
 	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && (path == "/healthz" || path == "/readyz" || path == "/livez") {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok"))
+		return "health", ""
+	}
+	// Everything else needs a token, before anything is read or refused for another reason.
+	var g *grant
+	var id Identity
+	var tok string
+	if !s.opts.Insecure {
+		var err error
+		id, g, tok, err = s.authenticate(r)
+		if err != nil {
+			s.authn.WithLabelValues(authResult(err)).Inc()
+			if authResult(err) == "error" {
+				writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
+				return "error", ""
+			}
+			s.log.Debug("metaserver request refused: not authenticated", "path", r.URL.Path, "remote", r.RemoteAddr, "why", err)
+			writeStatus(w, apierrors.NewUnauthorized("Unauthorized").ErrStatus)
+			return "unauthenticated", ""
+		}
+		if id.Admin {
+			s.authn.WithLabelValues("admin").Inc()
+		} else {
+			s.authn.WithLabelValues("pod").Inc()
+		}
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		st := apierrors.NewMethodNotSupported(schema.GroupResource{Resource: path}, r.Method).ErrStatus
 		st.Message = fmt.Sprintf("the edge's metaserver is read-only: %s %s is not allowed (write through the cloud's kube-apiserver)", r.Method, r.URL.Path)
@@ -264,10 +316,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (verb, resName st
 		return "refused", ""
 	}
 	switch path {
-	case "/healthz", "/readyz", "/livez":
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok"))
-		return "health", ""
 	case "/version":
 		writeJSON(w, http.StatusOK, map[string]string{"major": "1", "minor": "36", "gitVersion": "v1.36.0-kedge-metaserver", "platform": "edge"})
 		return "discovery", ""
@@ -319,8 +367,20 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (verb, resName st
 		name = ""
 	}
 	if name != "" {
+		if !g.mayRead(res, storeNamespace(res, ns), name) {
+			writeStatus(w, forbidden(id, "get", res, ns, name))
+			return "get", res.plural
+		}
 		s.get(w, r, res, ns, name)
 		return "get", res.plural
+	}
+	if !g.mayList(res) {
+		verb := "list"
+		if isTrue(q.Get("watch")) {
+			verb = "watch"
+		}
+		writeStatus(w, forbidden(id, verb, res, ns, ""))
+		return verb, res.plural
 	}
 	sel, err := parseSelector(res, q.Get("labelSelector"), fieldSel)
 	if err != nil {
@@ -328,10 +388,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (verb, resName st
 		return "list", res.plural
 	}
 	if isTrue(q.Get("watch")) {
-		s.watch(w, r, res, ns, sel)
+		s.watch(w, r, res, ns, sel, g, id, tok)
 		return "watch", res.plural
 	}
-	s.list(w, r, res, ns, sel)
+	s.list(w, r, res, ns, sel, g)
 	return "list", res.plural
 }
 
@@ -385,7 +445,7 @@ func (s *Server) current() uint64 {
 }
 
 // snapshot reads the matching objects; rv, when set, is stamped on each (watch events).
-func (s *Server) snapshot(ctx context.Context, res resource, ns string, sel selector, rv string) ([]json.RawMessage, error) {
+func (s *Server) snapshot(ctx context.Context, res resource, ns string, sel selector, rv string, g *grant) ([]json.RawMessage, error) {
 	q := sdk.Query{Type: res.storeType, Namespace: ns}
 	if !res.namespaced {
 		q.Namespace = clusterNamespace
@@ -401,16 +461,16 @@ func (s *Server) snapshot(ctx context.Context, res resource, ns string, sel sele
 			s.log.Warn("stored object not served", "key", o.Key.String(), "err", err)
 			continue
 		}
-		if sel.matches(m) {
+		if sel.matches(m) && g.mayRead(res, o.Namespace, o.Name) {
 			items = append(items, out)
 		}
 	}
 	return items, nil
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request, res resource, ns string, sel selector) {
+func (s *Server) list(w http.ResponseWriter, r *http.Request, res resource, ns string, sel selector, g *grant) {
 	seq := s.current() // read before the store: a change after it is also replayed to a watch from seq
-	items, err := s.snapshot(r.Context(), res, ns, sel, "")
+	items, err := s.snapshot(r.Context(), res, ns, sel, "", g)
 	if err != nil {
 		writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
 		return
@@ -431,7 +491,7 @@ type watchEvent struct {
 	Object json.RawMessage `json:"object"`
 }
 
-func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns string, sel selector) {
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns string, sel selector, g *grant, id Identity, tok string) {
 	q := r.URL.Query()
 	timeout := s.opts.WatchTimeout
 	if t := q.Get("timeoutSeconds"); t != "" {
@@ -494,7 +554,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns 
 		// A snapshot at cur, then the changes after it.
 		from = cur
 		rv := strconv.FormatUint(cur, 10)
-		items, err := s.snapshot(r.Context(), res, ns, sel, rv)
+		items, err := s.snapshot(r.Context(), res, ns, sel, rv, g)
 		if err != nil {
 			expiredErr := apierrors.NewInternalError(err).ErrStatus
 			expiredErr.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
@@ -529,7 +589,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns 
 		}
 		for _, e := range evs {
 			last = e.seq
-			if res.storeType != e.key.Type || (ns != "" && e.key.Namespace != ns) {
+			if res.storeType != e.key.Type || (ns != "" && e.key.Namespace != ns) || !g.mayRead(res, e.key.Namespace, e.key.Name) {
 				continue
 			}
 			if typ, ok := e.watchType(sel); ok && !send(typ, e.object) {
@@ -538,6 +598,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns 
 		}
 		select {
 		case <-wake:
+			if !s.opts.Insecure && !s.opts.Auth.still(id, tok) {
+				return // the pod's token was revoked (the pod is gone) or expired: the client's re-watch is refused
+			}
 		case <-r.Context().Done():
 			return
 		case <-deadline.C:
@@ -552,6 +615,31 @@ func (s *Server) base() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ring.base
+}
+
+// authResult names an authentication failure for the metric.
+func authResult(err error) string {
+	switch {
+	case errors.Is(err, errNoToken):
+		return "no_token"
+	case errors.Is(err, errUnknownToken):
+		return "unknown_token"
+	case errors.Is(err, errExpired):
+		return "expired"
+	case errors.Is(err, errPodGone):
+		return "pod_gone"
+	}
+	return "error"
+}
+
+// forbidden is the API server's 403 for an authenticated caller reaching beyond its grant.
+func forbidden(id Identity, verb string, res resource, ns, name string) metav1.Status {
+	why := fmt.Sprintf("User %q cannot %s resource %q in API group \"\"", id.User(), verb, res.plural)
+	if ns != "" {
+		why += fmt.Sprintf(" in the namespace %q", ns)
+	}
+	why += fmt.Sprintf(": the edge's metaserver gives pod %s/%s its own pod, the ConfigMaps and Secrets its spec references and the Services of its namespace", id.Namespace, id.Pod)
+	return apierrors.NewForbidden(schema.GroupResource{Resource: res.plural}, name, errors.New(why)).ErrStatus
 }
 
 func writeStatus(w http.ResponseWriter, st metav1.Status) {

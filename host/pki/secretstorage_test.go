@@ -121,7 +121,7 @@ func TestSecretStorageReloadsTheSameCAAndTokenSecretLater(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("first start: created=%v err=%v", created, err)
 	}
-	tok, err := first.CreateToken(DefaultTokenTTL)
+	tok, err := testToken(t, first, DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestSecretStorageGivesAnImportedCAOneTokenSecretEvenWhenReplicasRace(t *tes
 	if t.Failed() {
 		return
 	}
-	tok, err := cas[0].CreateToken(DefaultTokenTTL)
+	tok, err := testToken(t, cas[0], DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,7 @@ func TestRevokedAndExpiredTokensAreRefused(t *testing.T) {
 			revokedID = r.ID
 		}
 	}
-	if _, err := RevokeToken(context.Background(), c.ca, c.recs, revokedID); err != nil {
+	if _, err := RevokeToken(context.Background(), c.recs, revokedID, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	status, body := c.joinReq(t, revoked, "edge-1")
@@ -161,7 +161,7 @@ func TestRevokedAndExpiredTokensAreRefused(t *testing.T) {
 	status, body = c.joinReq(t, expiring, "edge-1")
 	wantRefusal(t, "expired token", status, body, http.StatusUnauthorized, "expired")
 
-	if _, err := RevokeToken(context.Background(), c.ca, c.recs, "nosuchtoken"); !errors.Is(err, ErrTokenUnknown) {
+	if _, err := RevokeToken(context.Background(), c.recs, "nosuchtoken", clock.Now()); !errors.Is(err, ErrTokenUnknown) {
 		t.Errorf("revoking an unknown ID: %v; want ErrTokenUnknown", err)
 	}
 	for reason, want := range map[string]float64{"revoked": 1, "expired": 1, "used_up": 0, "bad_token": 0} {

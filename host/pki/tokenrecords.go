@@ -187,9 +187,9 @@ func ListTokens(ctx context.Context, recs Records) ([]TokenRecord, error) {
 	return out, nil
 }
 
-// RevokeToken marks the token revoked: joins with it are refused from then on. An unknown ID is an
-// error matching ErrTokenUnknown; revoking twice keeps the first time.
-func RevokeToken(ctx context.Context, ca *CA, recs Records, id string) (TokenRecord, error) {
+// RevokeToken marks the token revoked as of now: joins with it are refused from then on. An
+// unknown ID is an error matching ErrTokenUnknown; revoking twice keeps the first time.
+func RevokeToken(ctx context.Context, recs Records, id string, now time.Time) (TokenRecord, error) {
 	var rec TokenRecord
 	err := recs.Update(ctx, KindToken, id, func(old []byte) ([]byte, error) {
 		if old == nil {
@@ -200,8 +200,8 @@ func RevokeToken(ctx context.Context, ca *CA, recs Records, id string) (TokenRec
 			return nil, fmt.Errorf("token %s in %s: %w: %v", id, recs, errRecordDamaged, err)
 		}
 		if rec.RevokedAt == nil {
-			now := ca.clock.Now().UTC().Truncate(time.Second)
-			rec.RevokedAt = &now
+			at := now.UTC().Truncate(time.Second)
+			rec.RevokedAt = &at
 		}
 		return json.Marshal(rec)
 	})

@@ -43,8 +43,8 @@ func init() {
 type Module struct {
 	Address            string        `yaml:"address" doc:"Hub listen address (edge nodes dial wss://<host>:10000)." cfg:"min"`
 	CertServerAddress  string        `yaml:"certServerAddress" doc:"Certificate server listen address (join and renewal, https://<host>:10002)." cfg:"min"`
-	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret and the serving certificate (created on first start, mode 0700); with caSecret enabled, of the serving certificate only."`
-	CASecret           CASecret      `yaml:"caSecret" doc:"Keep the CA and the join-token secret in a Kubernetes Secret, shared by every cloudcore replica."`
+	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret, the join-token and node-certificate records (tokens/, nodes/) and the serving certificate (created on first start, mode 0700); with caSecret enabled, of the serving certificate only."`
+	CASecret           CASecret      `yaml:"caSecret" doc:"Keep the CA and the join-token secret in a Kubernetes Secret, and the join-token and node-certificate records in Secrets beside it, shared by every cloudcore replica."`
 	AdvertiseAddresses []string      `yaml:"advertiseAddresses" doc:"IPs and DNS names edge nodes use to reach this cloudcore (the serving certificate covers them, plus 127.0.0.1 and localhost)." cfg:"min"`
 	NodeCertValidity   time.Duration `yaml:"nodeCertValidity" doc:"Lifetime of issued node certificates (nodes renew at 70-90% of it)."`
 	Heartbeat          time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a node silent for two periods is disconnected."`

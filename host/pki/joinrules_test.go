@@ -246,3 +246,14 @@ func TestFileRecordsAreOwnerOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestFileRecordsTakeNodeNamesTooLongForAFileName(t *testing.T) {
+	c := newCloud(t, CertServerOptions{})
+	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
+	if err := CheckNodeName(long); err != nil {
+		t.Fatal(err)
+	}
+	c.joinPair(t, c.token(t), long)
+	status, body := c.joinReq(t, c.token(t), long)
+	wantRefusal(t, "second join of a 253-byte name", status, body, http.StatusConflict, "holds certificate")
+}

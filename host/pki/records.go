@@ -46,7 +46,8 @@ type Records interface {
 }
 
 // FileRecords keeps each record in a file, Dir/tokens/<id>.json and Dir/nodes/<name>.json
-// (folders 0700, files 0600, written through a temporary file and a rename). Updates hold an
+// (folders 0700, files 0600, written through a temporary file and a rename; a name longer than 200
+// bytes is stored as sha256-<hex of its SHA-256>.json). Updates hold an
 // exclusive flock(2) on Dir/records.lock, so a running cloudcore and the 'cloudcore token' command
 // on the same host never lose each other's changes. Dir is cloudhub's pkiDir.
 type FileRecords struct {
@@ -71,8 +72,16 @@ func (r FileRecords) path(kind Kind, name string) (string, error) {
 	if err := checkRecordName(name); err != nil {
 		return "", err
 	}
+	if len(name) > maxFileRecordName {
+		// A long node name: file names have at most 255 bytes.
+		sum := sha256.Sum256([]byte(name))
+		name = "sha256-" + hex.EncodeToString(sum[:])
+	}
 	return filepath.Join(r.folder(kind), name+".json"), nil
 }
+
+// maxFileRecordName is the longest record name FileRecords uses as a file name as is.
+const maxFileRecordName = 200
 
 // checkRecordName keeps names usable as file names: what CheckNodeName allows, which covers token IDs.
 func checkRecordName(name string) error {

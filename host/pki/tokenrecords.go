@@ -243,6 +243,9 @@ func (n *NodeRecord) prune(now time.Time) {
 	n.Certs, n.Revoked = keep(n.Certs), keep(n.Revoked)
 }
 
+// IsRevoked says whether the certificate with this serial (hex) was revoked by a replacing join.
+func (n *NodeRecord) IsRevoked(serial string) bool { return n.find(n.Revoked, serial) }
+
 func (n *NodeRecord) find(list []IssuedCert, serial string) bool {
 	for _, c := range list {
 		if c.Serial == serial {

@@ -289,6 +289,9 @@ func (m *Module) Stop(ctx context.Context) error {
 
 // accept upgrades a node's connection; the node's identity is its certificate's.
 func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
+	if m.refuseRevoked(w, r) {
+		return
+	}
 	conn, err := hub.Accept(w, r, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
 	if err != nil {
 		m.metrics.rejected.Inc()

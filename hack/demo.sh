@@ -79,12 +79,15 @@ KEDGE_STORE__PATH="$PWD/$RUN/cloudcore.db" KEDGE_ADMIN__SOCKET="$PWD/$RUN/cloudc
   KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__SCRAPEINTERVAL=3s \
   start cloudcore 127.0.0.1:10006
 
-step "creating a join token (cloudcore token create)"
-token=$("$BIN/cloudcore" token create --pki-dir "$PWD/$RUN/pki")
-echo "    ${token:0:24}... (CA hash . signed JWT, expires in 24h)"
+step "creating a join token for node demo-edge (cloudcore token create --node demo-edge: one join, 24 h)"
+token=$("$BIN/cloudcore" token create --pki-dir "$PWD/$RUN/pki" --node demo-edge 2>/dev/null)
+echo "    ${token:0:24}... (CA hash . signed JWT carrying the token's ID; 'cloudcore token ls' lists it)"
 step "joining the edge node (edgecore join): checks the CA hash, gets a certificate, writes edgecore.yaml"
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
   --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --stream-port 10004 --force | sed 's/^/    /'
+echo "    the same token again is refused (single use; demo-edge holds a valid certificate):"
+"$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
+  --data-dir "$PWD/$RUN/again" --config-out "$PWD/$RUN/again.yaml" 2>&1 | grep -o 'refused: .*' | cut -c1-110 | sed 's/^/    /' || true
 
 # edged runs the pods on that containerd (CRI); its pod folders live under the demo's state.
 KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \

@@ -82,6 +82,11 @@ func TestTokenCreateRefusesBadInputWithExitCode2(t *testing.T) {
 		{"zero ttl", []string{"token", "create", "--pki-dir", dir, "--ttl", "0s"}, "must be positive"},
 		{"ttl not a duration", []string{"token", "create", "--pki-dir", dir, "--ttl", "tomorrow"}, "invalid argument"},
 		{"damaged CA", []string{"token", "create", "--pki-dir", damagedPKI(t)}, "damaged"},
+		{"zero uses", []string{"token", "create", "--pki-dir", dir, "--uses", "0"}, "at least 1"},
+		{"replace without a node", []string{"token", "create", "--pki-dir", dir, "--replace"}, "--replace needs --node"},
+		{"bad node name", []string{"token", "create", "--pki-dir", dir, "--node", "Edge_1"}, "DNS-1123"},
+		{"revoke an unknown ID", []string{"token", "revoke", "--pki-dir", dir, "0123456789ab"}, "no token with ID"},
+		{"revoke without an ID", []string{"token", "revoke", "--pki-dir", dir}, "requires at least 1 arg"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,6 +99,60 @@ func TestTokenCreateRefusesBadInputWithExitCode2(t *testing.T) {
 				t.Errorf("exit code %d; want %d", code, daemon.ExitConfig)
 			}
 		})
+	}
+}
+
+func TestTokenLsShowsRecordsAndRevokeStopsATokenAtOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	_, stderr, err := runCloudcore(t, "token", "create", "--pki-dir", dir, "--node", "edge-1", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "1 join(s), node edge-1") {
+		t.Errorf("create does not say what the token allows:\n%s", stderr)
+	}
+	if _, _, err := runCloudcore(t, "token", "create", "--pki-dir", dir, "--uses", "3"); err != nil {
+		t.Fatal(err)
+	}
+	recs := pki.FileRecords{Dir: dir}
+	toks, err := pki.ListTokens(context.Background(), recs)
+	if err != nil || len(toks) != 2 {
+		t.Fatalf("records %+v (err %v); want 2", toks, err)
+	}
+	out, _, err := runCloudcore(t, "token", "ls", "--pki-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "USES LEFT") {
+		t.Fatalf("token ls:\n%s\nwant a header and two rows", out)
+	}
+	for _, r := range toks {
+		row := ""
+		for _, l := range lines[1:] {
+			if strings.HasPrefix(l, r.ID) {
+				row = l
+			}
+		}
+		want := []string{"*", "3/3", "valid"}
+		if r.Node == "edge-1" {
+			want = []string{"edge-1", "1/1", "valid"}
+		}
+		for _, w := range want {
+			if !strings.Contains(row, w) {
+				t.Errorf("row of token %s %q lacks %q", r.ID, row, w)
+			}
+		}
+	}
+	out, _, err = runCloudcore(t, "token", "revoke", "--pki-dir", dir, toks[0].ID)
+	if err != nil || !strings.Contains(out, "revoked token "+toks[0].ID) {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	out, _, _ = runCloudcore(t, "token", "ls", "--pki-dir", dir)
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, toks[0].ID) && !strings.Contains(l, "revoked") {
+			t.Errorf("revoked token listed as %q", l)
+		}
 	}
 }
 

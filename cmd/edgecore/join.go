@@ -50,6 +50,10 @@ func joinCommand() *cobra.Command {
      (https://<cloudcore-address>:<cert-port>/registry, this node's certificate), verified with
      these pinned ed25519 keys.
 
+A token allows the joins 'cloudcore token create' gave it (one by default) and, if made with
+--node, only that node name. A node name that holds a valid certificate cannot join again (409):
+to re-install such a node, use a token from 'cloudcore token create --node <name> --replace'.
+
 Then start edgecore with --config <config-out>. The certificate renews itself before it expires.
 Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits with code 2.`,
 		Example: `  edgecore join --cloudcore-address cloud.example.com --token 3f1c...e9.eyJhbGciOiJIUzI1NiJ9...

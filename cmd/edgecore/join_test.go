@@ -19,8 +19,15 @@ import (
 	"github.com/kedge-io/kedge/host/pki"
 )
 
-// startCertServer runs a real cloudcore certificate server on 127.0.0.1 and returns its CA and port.
-func startCertServer(t *testing.T) (*pki.CA, int) {
+// testCloud is a CA and the records its certificate server checks join tokens against.
+type testCloud struct {
+	ca   *pki.CA
+	recs pki.Records
+}
+
+// startCertServer runs a real cloudcore certificate server on 127.0.0.1 and returns its CA and
+// records, and its port.
+func startCertServer(t *testing.T) (*testCloud, int) {
 	t.Helper()
 	ctx := context.Background()
 	st := pki.FileStorage{Dir: t.TempDir()}
@@ -32,7 +39,8 @@ func startCertServer(t *testing.T) (*pki.CA, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := pki.NewCertServer(pki.CertServerOptions{CA: ca})
+	recs := pki.FileRecords{Dir: st.Dir}
+	h, err := pki.NewCertServer(pki.CertServerOptions{CA: ca, Records: recs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,12 +51,13 @@ func startCertServer(t *testing.T) (*pki.CA, int) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(tls.NewListener(ln, pki.CertServerTLSConfig(serving))) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return ca, ln.Addr().(*net.TCPAddr).Port
+	return &testCloud{ca, recs}, ln.Addr().(*net.TCPAddr).Port
 }
 
-func newJoinToken(t *testing.T, ca *pki.CA) string {
+// newJoinToken makes a single-use join token of c.
+func newJoinToken(t *testing.T, c *testCloud) string {
 	t.Helper()
-	tok, err := ca.CreateToken(time.Hour)
+	tok, _, err := pki.CreateToken(context.Background(), c.ca, c.recs, pki.TokenOptions{TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +144,26 @@ modules:
 	if after, _ := os.ReadFile(filepath.Join(certs, "node.crt")); !bytes.Equal(before, after) {
 		t.Error("a refused join replaced the certificate")
 	}
-	if out, err := runEdgecore(t, append(args, "--force")...); err != nil {
-		t.Errorf("join --force: %v\n%s", err, out)
+	// Joining edge-1 again needs a token made to replace it: a fresh ordinary one is refused (409),
+	// the node holding a valid certificate.
+	withToken := func(tok string) []string {
+		a := append([]string{}, args...)
+		for i := range a {
+			if a[i] == "--token" {
+				a[i+1] = tok
+			}
+		}
+		return append(a, "--force")
+	}
+	if _, err := runEdgecore(t, withToken(newJoinToken(t, ca))...); err == nil || !strings.Contains(err.Error(), "409") || !strings.Contains(err.Error(), "--replace") {
+		t.Errorf("join --force for a node holding a certificate: err = %v; want 409 naming --replace", err)
+	}
+	tok, _, err := pki.CreateToken(context.Background(), ca.ca, ca.recs, pki.TokenOptions{Node: "edge-1", Replace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runEdgecore(t, withToken(tok.String())...); err != nil {
+		t.Errorf("join --force with a replacing token: %v\n%s", err, out)
 	}
 }
 
@@ -214,6 +241,7 @@ func TestJoinedConfigIsValidWithAndWithoutAContainerRuntime(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("not checked by join; pluginmanager parses it at start\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	i := 0
 	for _, tc := range []struct {
 		name  string
 		extra []string
@@ -225,11 +253,13 @@ func TestJoinedConfigIsValidWithAndWithoutAContainerRuntime(t *testing.T) {
 		{"stream tunnel", []string{"--stream-port", "10004"}, []string{"edgestream:\n    enable: true\n    server: 127.0.0.1:10004\n    caFile: ", "/certs/node.key\n    criEndpoint: unix:///run/containerd/containerd.sock"}},
 		{"plugin registry", []string{"--registry-key", keyFile}, []string{"pluginmanager:\n    enable: true\n    registryURL: https://127.0.0.1:" + strconv.Itoa(port) + "/registry\n", "trustedKeys:\n      - " + keyFile + "\n", "/data/plugins\n"}},
 	} {
+		i++ // a node name per case: a name that holds a certificate cannot join again
+		node := "edge-" + strconv.Itoa(i)
 		t.Run(tc.name, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "data")
 			configOut := filepath.Join(t.TempDir(), "edgecore.yaml")
 			args := append([]string{"join", "--cloudcore-address", "127.0.0.1", "--cert-port", strconv.Itoa(port), "--hub-port", "10000",
-				"--token", newJoinToken(t, ca), "--node-name", "edge-1", "--data-dir", dataDir, "--config-out", configOut}, tc.extra...)
+				"--token", newJoinToken(t, ca), "--node-name", node, "--data-dir", dataDir, "--config-out", configOut}, tc.extra...)
 			if out, err := runEdgecore(t, args...); err != nil {
 				t.Fatalf("join: %v\n%s", err, out)
 			}

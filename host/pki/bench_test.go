@@ -30,7 +30,7 @@ func BenchmarkVerifyJWT(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok, err := ca.CreateToken(time.Hour)
+	tok, err := testToken(b, ca, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestLoadOrCreateCAReloadsTheSameCAAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := first.CreateToken(time.Hour)
+	tok, err := testToken(t, first, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,7 @@ func TestCertServerIssuesNodeIdentityWhateverTheCSRSubjectSays(t *testing.T) {
 func TestCertServerRefusesBadRequests(t *testing.T) {
 	c := newCloud(t, CertServerOptions{MaxBodyBytes: 4096})
 	now := time.Now()
-	expired, err := c.ca.WithClock(newFakeClock(now.Add(-48 * time.Hour))).CreateToken(time.Hour)
+	expired, err := testToken(t, c.ca.WithClock(newFakeClock(now.Add(-48*time.Hour))), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 type cloud struct {
 	ca     *CA
 	st     FileStorage
+	recs   FileRecords
 	server *ServerCert
 	certs  *CertServer
 	reg    *prometheus.Registry
@@ -49,6 +50,10 @@ func newCloudWithClock(t *testing.T, opts CertServerOptions, clock Clock) *cloud
 	if c.server, err = NewServerCert(ctx, c.ca, c.st, ServerCertOptions{Logger: quietLogger()}); err != nil {
 		t.Fatal(err)
 	}
+	c.recs = FileRecords{Dir: c.st.Dir}
+	if opts.Records == nil {
+		opts.Records = c.recs
+	}
 	opts.CA, opts.Registerer, opts.Logger = c.ca, c.reg, quietLogger()
 	if c.certs, err = NewCertServer(opts); err != nil {
 		t.Fatal(err)
@@ -72,14 +77,27 @@ func serveTLS(t *testing.T, h http.Handler, conf *tls.Config) string {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// token makes a join token from c's CA.
+// token makes a single-use join token from c's CA, recorded where c's certificate server looks.
 func (c *cloud) token(t *testing.T) Token {
 	t.Helper()
-	tok, err := c.ca.CreateToken(time.Hour)
+	return c.tokenWith(t, TokenOptions{TTL: time.Hour})
+}
+
+// tokenWith makes a join token with opts, recorded where c's certificate server looks.
+func (c *cloud) tokenWith(t *testing.T, opts TokenOptions) Token {
+	t.Helper()
+	tok, _, err := CreateToken(context.Background(), c.ca, c.recs, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// testToken makes a join token from ca valid for ttl, recorded in a records folder of its own: for
+// tests of the JWT alone.
+func testToken(tb testing.TB, ca *CA, ttl time.Duration) (Token, error) {
+	tok, _, err := CreateToken(context.Background(), ca, FileRecords{Dir: tb.TempDir()}, TokenOptions{TTL: ttl})
+	return tok, err
 }
 
 // join runs Join for node into a temp dir.

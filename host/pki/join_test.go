@@ -71,7 +71,7 @@ func TestJoinRefusesACAWhoseHashIsNotTheTokens(t *testing.T) {
 
 func TestJoinReportsWhyItWasRefused(t *testing.T) {
 	c := newCloud(t, CertServerOptions{})
-	expired, err := c.ca.WithClock(newFakeClock(time.Now().Add(-48 * time.Hour))).CreateToken(time.Hour)
+	expired, err := testToken(t, c.ca.WithClock(newFakeClock(time.Now().Add(-48*time.Hour))), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func TestSecretStorageReloadsTheSameCAAndTokenSecretLater(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("first start: created=%v err=%v", created, err)
 	}
-	tok, err := first.CreateToken(DefaultTokenTTL)
+	tok, err := testToken(t, first, DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestSecretStorageGivesAnImportedCAOneTokenSecretEvenWhenReplicasRace(t *tes
 	if t.Failed() {
 		return
 	}
-	tok, err := cas[0].CreateToken(DefaultTokenTTL)
+	tok, err := testToken(t, cas[0], DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,4 +308,64 @@ func sameData(a, b map[string][]byte) bool {
 		}
 	}
 	return true
+}
+
+func TestSecretRecordsConcurrentUpdatesAreNeverLost(t *testing.T) {
+	env, ns := secretNamespace(t)
+	ctx := context.Background()
+	recs := SecretRecords{Secrets: env.Client.CoreV1().Secrets(ns), Namespace: ns}
+	const writers = 6
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for range writers {
+		wg.Go(func() {
+			errs <- recs.Update(ctx, KindToken, "counter", func(old []byte) ([]byte, error) {
+				return append(bytes.Clone(old), 'x'), nil
+			})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := recs.Get(ctx, KindToken, "counter")
+	if err != nil || string(got) != strings.Repeat("x", writers) {
+		t.Fatalf("record %q (err %v); want %d updates", got, err, writers)
+	}
+	all, err := recs.List(ctx, KindToken)
+	if err != nil || len(all) != 1 || string(all["counter"]) != string(got) {
+		t.Fatalf("List = %v (err %v)", all, err)
+	}
+	if nodes, err := recs.List(ctx, KindNode); err != nil || len(nodes) != 0 {
+		t.Fatalf("node records %v (err %v); want none", nodes, err)
+	}
+	if err := recs.Update(ctx, KindToken, "counter", func([]byte) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := recs.Get(ctx, KindToken, "counter"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after delete: %v; want fs.ErrNotExist", err)
+	}
+}
+
+func TestSecretRecordsRefuseASecondJoinAcrossCertServers(t *testing.T) {
+	env, ns := secretNamespace(t)
+	c := newCloud(t, CertServerOptions{Records: SecretRecords{Secrets: env.Client.CoreV1().Secrets(ns), Namespace: ns}})
+	c.recs = FileRecords{} // unused: tokens go to the Secrets below
+	recs := SecretRecords{Secrets: env.Client.CoreV1().Secrets(ns), Namespace: ns}
+	tok, _, err := CreateToken(context.Background(), c.ca, recs, TokenOptions{Node: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.joinPair(t, tok, "edge-1")
+	status, body := c.joinReq(t, tok, "edge-1")
+	wantRefusal(t, "second join with the token", status, body, 401, "no uses left")
+	fresh, _, err := CreateToken(context.Background(), c.ca, recs, TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body = c.joinReq(t, fresh, "edge-1")
+	wantRefusal(t, "join for edge-1 again", status, body, 409, "holds certificate")
 }

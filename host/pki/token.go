@@ -62,28 +62,16 @@ func ParseToken(s string) (Token, error) {
 	return Token{CAHash: hash, JWT: strings.Join(parts[1:], ".")}, nil
 }
 
-// CreateToken makes a join token valid for ttl.
-func (ca *CA) CreateToken(ttl time.Duration) (Token, error) {
-	if ttl <= 0 {
-		return Token{}, fmt.Errorf("token TTL %s must be positive", ttl)
-	}
-	now := ca.clock.Now()
-	claims := jwt.RegisteredClaims{
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	}
-	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(ca.secret)
-	if err != nil {
-		return Token{}, fmt.Errorf("sign join token: %w", err)
-	}
-	return Token{CAHash: ca.Hash(), JWT: signed}, nil
-}
-
 // VerifyJWT checks the JWT part of a join token: HS256 with this CA's token secret, with an
 // expiry that has not passed and no not-before in the future. The error wraps one of the
 // ErrToken* values.
 func (ca *CA) VerifyJWT(token string) error {
+	_, err := ca.verifyJWT(token)
+	return err
+}
+
+// verifyJWT is VerifyJWT returning the claims.
+func (ca *CA) verifyJWT(token string) (jwt.RegisteredClaims, error) {
 	var (
 		claims jwt.RegisteredClaims
 		badAlg string
@@ -103,23 +91,23 @@ func (ca *CA) VerifyJWT(token string) error {
 	)
 	switch {
 	case err == nil:
-		return nil
+		return claims, nil
 	case badAlg != "":
-		return fmt.Errorf("%w (got %q)", ErrTokenAlgorithm, badAlg)
+		return claims, fmt.Errorf("%w (got %q)", ErrTokenAlgorithm, badAlg)
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return fmt.Errorf("%w: %v", ErrTokenMalformed, err)
+		return claims, fmt.Errorf("%w: %v", ErrTokenMalformed, err)
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		// An unknown "alg" ends here.
-		return fmt.Errorf("%w: %v", ErrTokenAlgorithm, err)
+		return claims, fmt.Errorf("%w: %v", ErrTokenAlgorithm, err)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return fmt.Errorf("%w: it was not created by this cloudcore's CA, or it was altered; create one with 'cloudcore token create'", ErrTokenSignature)
+		return claims, fmt.Errorf("%w: it was not created by this cloudcore's CA, or it was altered; create one with 'cloudcore token create'", ErrTokenSignature)
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return fmt.Errorf("%w (at %s); create a new one with 'cloudcore token create'", ErrTokenExpired, claims.ExpiresAt.UTC().Format(time.RFC3339))
+		return claims, fmt.Errorf("%w (at %s); create a new one with 'cloudcore token create'", ErrTokenExpired, claims.ExpiresAt.UTC().Format(time.RFC3339))
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return fmt.Errorf("%w (not before %s); check that the cloud's clocks agree", ErrTokenNotYetValid, claims.NotBefore.UTC().Format(time.RFC3339))
+		return claims, fmt.Errorf("%w (not before %s); check that the cloud's clocks agree", ErrTokenNotYetValid, claims.NotBefore.UTC().Format(time.RFC3339))
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return fmt.Errorf("%w: it has no expiry (exp)", ErrTokenMalformed)
+		return claims, fmt.Errorf("%w: it has no expiry (exp)", ErrTokenMalformed)
 	default:
-		return fmt.Errorf("%w: %v", ErrTokenMalformed, err)
+		return claims, fmt.Errorf("%w: %v", ErrTokenMalformed, err)
 	}
 }

@@ -60,7 +60,7 @@ func TestCreateTokenRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := ca.CreateToken(DefaultTokenTTL)
+	tok, err := testToken(t, ca, DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +81,11 @@ func TestCreateTokenRoundTrips(t *testing.T) {
 	if got := claims.ExpiresAt.Sub(claims.IssuedAt.Time); got != DefaultTokenTTL {
 		t.Errorf("token lifetime %s; want %s", got, DefaultTokenTTL)
 	}
-	if _, err := ca.CreateToken(0); err == nil {
-		t.Error("CreateToken(0) succeeded; want an error")
+	if _, _, err := CreateToken(context.Background(), ca, FileRecords{Dir: t.TempDir()}, TokenOptions{TTL: -time.Second}); err == nil {
+		t.Error("CreateToken with a negative TTL succeeded; want an error")
+	}
+	if claims.ID == "" {
+		t.Error("the JWT carries no token ID (jti)")
 	}
 }
 
@@ -98,7 +101,7 @@ func TestVerifyJWTRefusesBadTokens(t *testing.T) {
 	}
 	now := time.Now()
 	at := func(c *CA, when time.Time, ttl time.Duration) string {
-		tok, err := c.WithClock(newFakeClock(when)).CreateToken(ttl)
+		tok, err := testToken(t, c.WithClock(newFakeClock(when)), ttl)
 		if err != nil {
 			t.Fatal(err)
 		}

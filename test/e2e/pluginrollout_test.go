@@ -67,7 +67,8 @@ func TestPluginRolloutThroughCloudcoreUpdatesGatewaysOneAtATimeAndPausesOnABroke
 			"KEDGE_MODULES__ROLLOUTCONTROLLER__KUBECONFIG=" + k8s.Kubeconfig,
 		}}
 	cloud.startCloud()
-	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", cloud.pkiDir)
+	// One token for the two gateways: a token allows one join unless --uses says more.
+	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", cloud.pkiDir, "--uses", "2")
 	if code != 0 {
 		t.Fatalf("token create: %d %s", code, stderr)
 	}

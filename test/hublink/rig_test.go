@@ -190,7 +190,7 @@ func newLink(t *testing.T, heartbeat time.Duration) *link {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := ca.CreateToken(time.Hour)
+	tok, _, err := pki.CreateToken(context.Background(), ca, pki.FileRecords{Dir: filepath.Join(l.dir, "pki")}, pki.TokenOptions{TTL: time.Hour, Node: nodeName})
 	if err != nil {
 		t.Fatal(err)
 	}

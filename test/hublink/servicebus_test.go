@@ -59,7 +59,7 @@ func newBusLink(t *testing.T, svc http.Handler) *busLink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := ca.CreateToken(time.Hour)
+	tok, _, err := pki.CreateToken(context.Background(), ca, pki.FileRecords{Dir: filepath.Join(l.dir, "pki")}, pki.TokenOptions{TTL: time.Hour, Node: nodeName})
 	if err != nil {
 		t.Fatal(err)
 	}

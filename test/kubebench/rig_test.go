@@ -253,7 +253,8 @@ func newRig(tb testing.TB, tag string, n int, opts options) *rig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tok, err := ca.CreateToken(time.Hour)
+	// One token for the n nodes of this rig (each joins once).
+	tok, _, err := pki.CreateToken(ctx, ca, pki.FileRecords{Dir: hub.PKIDir}, pki.TokenOptions{TTL: time.Hour, Uses: n})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -39,7 +40,7 @@ func TestCASecretIsReusedByALaterStartOnAnotherDisk(t *testing.T) {
 	ns := caSecretNamespace(t, "cloudhub-reuse")
 	first := startCloud(t, withCASecret(ns))
 	hash := first.hub.ca.Hash()
-	tok, err := first.hub.ca.CreateToken(time.Hour)
+	tok, err := first.hub.CreateToken(context.Background(), pki.TokenOptions{TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,12 +85,37 @@ func TestCASecretReplicasStartingTogetherShareOneCA(t *testing.T) {
 		}
 	}
 	// A token one replica made is good at another.
-	tok, err := hubs[1].hub.ca.CreateToken(time.Hour)
+	tok, err := hubs[1].hub.CreateToken(context.Background(), pki.TokenOptions{TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pki.Join(context.Background(), pki.JoinOptions{CertServer: hubs[2].hub.CertServerAddress, Token: tok.String(), NodeName: "edge-1", Dir: t.TempDir()}); err != nil {
 		t.Fatalf("a token of replica 1 refused by replica 2: %v", err)
+	}
+	// The records are shared too: replica 0 knows the token is used up and that edge-1 exists.
+	_, err = pki.Join(context.Background(), pki.JoinOptions{CertServer: hubs[0].hub.CertServerAddress, Token: tok.String(), NodeName: "edge-2", Dir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "no uses left") {
+		t.Fatalf("second use of a single-use token at another replica: %v; want refused, no uses left", err)
+	}
+	fresh, err := hubs[0].hub.CreateToken(context.Background(), pki.TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pki.Join(context.Background(), pki.JoinOptions{CertServer: hubs[0].hub.CertServerAddress, Token: fresh.String(), NodeName: "edge-1", Dir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("join of edge-1 (joined at replica 2) at replica 0: %v; want 409", err)
+	}
+	secrets, err := k8s.Client.CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=kedge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, s := range secrets.Items {
+		types = append(types, string(s.Type))
+	}
+	slices.Sort(types)
+	if want := []string{"Opaque", "kedge.io/join-token", "kedge.io/join-token", "kedge.io/node-certificates"}; !slices.Equal(types, want) {
+		t.Errorf("Secrets in %s have types %v; want %v (the CA, two tokens, one node)", ns, types, want)
 	}
 }
 

@@ -44,8 +44,8 @@ func init() {
 type Module struct {
 	Address            string        `yaml:"address" doc:"Hub listen address (edge nodes dial wss://<host>:10000)." cfg:"min"`
 	CertServerAddress  string        `yaml:"certServerAddress" doc:"Certificate server listen address (join and renewal, https://<host>:10002)." cfg:"min"`
-	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret and the serving certificate (created on first start, mode 0700); with caSecret enabled, of the serving certificate only."`
-	CASecret           CASecret      `yaml:"caSecret" doc:"Keep the CA and the join-token secret in a Kubernetes Secret, shared by every cloudcore replica."`
+	PKIDir             string        `yaml:"pkiDir" doc:"Folder of the CA, its token secret, the join-token and node-certificate records (tokens/, nodes/) and the serving certificate (created on first start, mode 0700); with caSecret enabled, of the serving certificate only."`
+	CASecret           CASecret      `yaml:"caSecret" doc:"Keep the CA and the join-token secret in a Kubernetes Secret, and the join-token and node-certificate records in Secrets beside it, shared by every cloudcore replica."`
 	AdvertiseAddresses []string      `yaml:"advertiseAddresses" doc:"IPs and DNS names edge nodes use to reach this cloudcore (the serving certificate covers them, plus 127.0.0.1 and localhost)." cfg:"min"`
 	NodeCertValidity   time.Duration `yaml:"nodeCertValidity" doc:"Lifetime of issued node certificates (nodes renew at 70-90% of it)."`
 	Heartbeat          time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a node silent for two periods is disconnected."`
@@ -65,6 +65,7 @@ type Module struct {
 
 	host    sdk.Host
 	ca      *pki.CA
+	recs    pki.Records
 	hubTLS  *tls.Config
 	servers []*http.Server
 	wg      sync.WaitGroup
@@ -132,7 +133,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	st := pki.FileStorage{Dir: m.PKIDir}
-	caSt, err := m.CAStorage()
+	caSt, recs, err := m.Stores()
 	if err != nil {
 		return err
 	}
@@ -140,7 +141,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return err
 	}
-	m.ca = ca
+	m.ca, m.recs = ca, recs
 	if created {
 		h.Logger().Info("created the cluster CA for edge nodes", "in", caSt.String(), "hash", ca.Hash())
 	} else {
@@ -159,7 +160,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return err
 	}
-	certs, err := pki.NewCertServer(pki.CertServerOptions{CA: ca, Validity: m.NodeCertValidity, Logger: h.Logger(), Registerer: h.Metrics()})
+	certs, err := pki.NewCertServer(pki.CertServerOptions{CA: ca, Records: recs, Validity: m.NodeCertValidity, Logger: h.Logger(), Registerer: h.Metrics()})
 	if err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil); err != nil {
 		return err
 	}
-	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress)
+	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress, "joinRecords", recs.String())
 	m.wg.Go(m.sweep)
 	return nil
 }
@@ -218,24 +219,44 @@ func (m *Module) isKubeEdge(node string) bool {
 	return false
 }
 
+// CreateToken makes a join token recorded where this started cloudhub's certificate server checks
+// it (what 'cloudcore token create' does; for tests and embedders).
+func (m *Module) CreateToken(ctx context.Context, opts pki.TokenOptions) (pki.Token, error) {
+	if m.ca == nil {
+		return pki.Token{}, errors.New("cloudhub is not started")
+	}
+	tok, _, err := pki.CreateToken(ctx, m.ca, m.recs, opts)
+	return tok, err
+}
+
 // CAStorage returns where the CA and the token secret live: the Secret of caSecret when it is
 // enabled, else pkiDir. The serving certificate always stays in pkiDir.
 func (m *Module) CAStorage() (pki.Storage, error) {
+	st, _, err := m.Stores()
+	return st, err
+}
+
+// Stores returns where the CA lives (CAStorage) and, beside it, where the join tokens and the
+// certificates issued per node are recorded: Secrets in caSecret's namespace when caSecret is
+// enabled (shared by every replica), else files in pkiDir (tokens/, nodes/).
+func (m *Module) Stores() (pki.Storage, pki.Records, error) {
 	if !m.CASecret.Enable {
-		return pki.FileStorage{Dir: m.PKIDir}, nil
+		return pki.FileStorage{Dir: m.PKIDir}, pki.FileRecords{Dir: m.PKIDir}, nil
 	}
 	if m.CASecret.Namespace == "" || m.CASecret.Name == "" {
-		return nil, errors.New("caSecret: namespace and name must be set when it is enabled")
+		return nil, nil, errors.New("caSecret: namespace and name must be set when it is enabled")
 	}
 	cfg, err := kube.RestConfig(m.CASecret.Kubeconfig, "modules.cloudhub.caSecret.kubeconfig")
 	if err != nil {
-		return nil, fmt.Errorf("caSecret: %w", err)
+		return nil, nil, fmt.Errorf("caSecret: %w", err)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("caSecret: %w", err)
+		return nil, nil, fmt.Errorf("caSecret: %w", err)
 	}
-	return pki.SecretStorage{Secrets: client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}, nil
+	secrets := client.CoreV1().Secrets(m.CASecret.Namespace)
+	return pki.SecretStorage{Secrets: secrets, Namespace: m.CASecret.Namespace, Name: m.CASecret.Name},
+		pki.SecretRecords{Secrets: secrets, Namespace: m.CASecret.Namespace}, nil
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.
@@ -271,6 +292,9 @@ func (m *Module) Stop(ctx context.Context) error {
 
 // accept upgrades a node's connection; the node's identity is its certificate's.
 func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
+	if m.refuseRevoked(w, r) {
+		return
+	}
 	conn, err := hub.Accept(w, r, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
 	if err != nil {
 		m.metrics.rejected.Inc()

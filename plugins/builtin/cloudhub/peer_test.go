@@ -14,6 +14,7 @@ import (
 
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/pki"
 )
 
 // rawNode is an edge that speaks the hub protocol and does only what the test tells it: like
@@ -252,4 +253,35 @@ func TestChurnedNodesAreForgottenWhileANodeWithQueuedMessagesStays(t *testing.T)
 	if got := edges[0].receiveN(1); fmt.Sprint(got) != "[default/pod/b@1]" {
 		t.Fatalf("the returning node received %v", got)
 	}
+}
+
+func TestHubRefusesACertificateRevokedByAReplacingJoin(t *testing.T) {
+	c := startCloud(t, nil)
+	old := newRawNode(t, c, "edge-1")
+	old.dial(c)
+	_ = old.conn.Close()
+	eventually(t, "edge-1 to be disconnected", func() bool { return !c.connected("edge-1") })
+
+	tok, err := c.hub.CreateToken(context.Background(), pki.TokenOptions{Node: "edge-1", Replace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := pki.Join(context.Background(), pki.JoinOptions{CertServer: c.hub.CertServerAddress, Token: tok.String(), NodeName: "edge-1", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := testutil.ToFloat64(c.hub.metrics.rejected)
+	_, err = hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: old.tls, NodeID: "edge-1", Options: hub.Options{Heartbeat: 5 * time.Second}})
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("dial with the replaced certificate: %v; want 403, revoked", err)
+	}
+	if got := testutil.ToFloat64(c.hub.metrics.rejected); got != before+1 {
+		t.Errorf("kedge_cloudhub_rejected_total moved by %v; want 1", got-before)
+	}
+	pair, err := tls.LoadX509KeyPair(res.CertFile, res.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replacement := &rawNode{t: t, name: "edge-1", tls: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: old.tls.RootCAs, MinVersion: tls.VersionTLS12}}
+	replacement.dial(c)
 }

@@ -102,7 +102,7 @@ func (c *cloud) stop() {
 // join makes node known to the cloud with a fresh join token, as edgecore join does.
 func (c *cloud) join(t *testing.T, node string) *pki.JoinResult {
 	t.Helper()
-	tok, err := c.hub.ca.CreateToken(time.Hour)
+	tok, err := c.hub.CreateToken(context.Background(), pki.TokenOptions{TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,36 @@
+package cloudhub
+
+import (
+	"net/http"
+
+	"github.com/kedge-io/kedge/host/pki"
+)
+
+// refuseRevoked refuses a hub connection whose client certificate the node's record lists as
+// revoked (a join with a --replace token took the node over): the old installation may not
+// displace the new one. It answers 403 and returns true then. A record that cannot be read lets the
+// connection through (logged): the certificate is still one of the cluster CA, and refusing would
+// keep every node out while the records are unreachable.
+func (m *Module) refuseRevoked(w http.ResponseWriter, r *http.Request) bool {
+	if m.recs == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	cert := r.TLS.PeerCertificates[0]
+	node, err := pki.NodeNameFromCert(cert)
+	if err != nil {
+		return false // hub.Accept refuses it and says why
+	}
+	rec, ok, err := pki.GetNodeRecord(r.Context(), m.recs, node)
+	if err != nil {
+		m.host.Logger().Warn("node record unreadable; connection let through on its certificate", "node", node, "err", err)
+		return false
+	}
+	serial := cert.SerialNumber.Text(16)
+	if !ok || !rec.IsRevoked(serial) {
+		return false
+	}
+	m.metrics.rejected.Inc()
+	m.host.Logger().Warn("edge connection refused: revoked certificate", "node", node, "serial", serial, "remote", r.RemoteAddr)
+	http.Error(w, "certificate "+serial+" of node "+node+" was revoked when the node joined again (--replace); join with a new token", http.StatusForbidden)
+	return true
+}

@@ -18,11 +18,16 @@ type broker struct {
 
 // startBroker listens on address (port 0 picks a free one) and serves. Every client is allowed:
 // keep the address on loopback (a non-loopback address is logged as a warning).
-func startBroker(address string, log *slog.Logger) (*broker, error) {
+func startBroker(address string, log *slog.Logger, hooks ...mochi.Hook) (*broker, error) {
 	blog := slog.New(minLevel{log.With("part", "broker").Handler(), slog.LevelError}) // mochi warns about every closed connection
 	s := mochi.New(&mochi.Options{Logger: blog, InlineClient: false})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, err
+	}
+	for _, h := range hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			return nil, err
+		}
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "kedge-internal", Address: address})
 	if err := s.AddListener(l); err != nil {

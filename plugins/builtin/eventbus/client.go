@@ -83,6 +83,9 @@ func (c *client) onConnect(cl mqtt.Client) {
 			c.m.metrics.dropped.WithLabelValues("echo").Inc()
 			return
 		}
+		if c.broker == "internal" && c.m.durable != nil && isTwinUpdate(msg.Topic()) {
+			return // the embedded broker's hook handed it to devicetwin already (durable.go)
+		}
 		c.m.deliver(msg.Topic(), msg.Payload())
 	})
 	if !tok.WaitTimeout(c.m.ConnectTimeout) || tok.Error() != nil {

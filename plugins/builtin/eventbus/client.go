@@ -123,8 +123,10 @@ func echoKey(topic string, payload []byte) uint64 {
 
 // publish sends one message; failures are counted by the module's token watcher.
 func (c *client) publish(topic string, qos byte, payload []byte, class string) {
+	// The embedded broker never sends eventbus its own messages back (no local, durable.go).
+	noLocal := c.broker == "internal" && c.m.durable != nil
 	for _, f := range c.m.Topics {
-		if MatchTopic(f, topic) {
+		if !noLocal && MatchTopic(f, topic) {
 			k := echoKey(topic, payload)
 			c.echoMu.Lock()
 			if len(c.echoes) >= maxEchoes {

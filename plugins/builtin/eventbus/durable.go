@@ -82,7 +82,20 @@ func newDurableHook(m *Module) *durableHook {
 func (h *durableHook) ID() string { return "kedge-durable-twin-ack" }
 
 func (h *durableHook) Provides(b byte) bool {
-	return b == mochi.OnPublish || b == mochi.OnDisconnect
+	return b == mochi.OnPublish || b == mochi.OnDisconnect || b == mochi.OnSubscribe
+}
+
+// OnSubscribe gives eventbus's own subscriptions MQTT 5's "no local": the broker does not send
+// eventbus back what eventbus published (its answers on $hw/events/...), nor the twin updates the
+// hook already handed to devicetwin (released with eventbus as their origin). That saves a delivery
+// and its PUBACK per message on the hot path.
+func (h *durableHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if cl.ID == h.m.ClientID && !cl.Net.Inline {
+		for i := range pk.Filters {
+			pk.Filters[i].NoLocal = true
+		}
+	}
+	return pk
 }
 
 // OnPublish takes twin updates from clients (see the package comment above).
@@ -91,12 +104,14 @@ func (h *durableHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pa
 		return pk, nil
 	}
 	if pk.FixedHeader.Qos > 0 && h.takePass(cl, pk.PacketID) {
-		return pk, nil // stored: mochi acknowledges it now
+		pk.Origin = h.m.ClientID // stored: mochi acknowledges it now and delivers it to all but eventbus
+		return pk, nil
 	}
 	msg := h.m.routerMessage(pk.TopicName, pk.Payload)
 	if pk.FixedHeader.Qos == 0 {
 		h.m.metrics.received.WithLabelValues(classTwin).Inc()
 		h.m.send(h.m.TwinModule, false, pk.TopicName, msg)
+		pk.Origin = h.m.ClientID // not to eventbus's own subscription: it is handed over already
 		return pk, nil
 	}
 

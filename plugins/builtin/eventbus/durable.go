@@ -158,6 +158,19 @@ var (
 	errAckTimeout = errors.New("timed out")
 )
 
+// stop gives up on every update still waiting (eventbus stops; the broker closes the connections).
+func (h *durableHook) stop() {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.pending))
+	for id := range h.pending {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	for _, id := range ids {
+		h.complete(id, fmt.Errorf("%w: eventbus stopped", errNotStored))
+	}
+}
+
 // OnDisconnect forgets a connection: what it still waits for is never acknowledged.
 func (h *durableHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
 	h.mu.Lock()
@@ -193,7 +206,15 @@ func (h *durableHook) answer(msg sdk.Message) bool {
 	if msg.Route.Operation == message.OpError {
 		err = fmt.Errorf("%w: %s", errNotStored, bytes.Trim(msg.Content, `"`))
 	}
-	return h.complete(msg.Header.ParentID, err)
+	h.mu.Lock()
+	_, ok := h.pending[msg.Header.ParentID]
+	h.mu.Unlock()
+	if ok {
+		// Not on eventbus's Handle goroutine: writing a PUBACK blocks while the client does not read
+		// (mochi sets no write deadline), and that must hold up only that client.
+		go h.complete(msg.Header.ParentID, err)
+	}
+	return ok
 }
 
 // complete settles one update and releases, in arrival order, the acknowledgements now due on its
@@ -211,7 +232,6 @@ func (h *durableHook) complete(id string, err error) bool {
 		return false
 	}
 	timer.Stop()
-	<-h.slots
 	line := e.line
 	line.mu.Lock()
 	defer line.mu.Unlock()
@@ -220,6 +240,7 @@ func (h *durableHook) complete(id string, err error) bool {
 		head := line.entries[0]
 		line.entries[0] = nil
 		line.entries = line.entries[1:]
+		<-h.slots // held until acknowledged or given up: a client that stops reading runs out of room
 		switch {
 		case line.closed:
 			h.m.metrics.durable.WithLabelValues("disconnected").Inc()

@@ -220,6 +220,9 @@ func (m *Module) Stop(context.Context) error {
 		m.broker.close()
 		m.broker = nil
 	}
+	if m.durable != nil {
+		m.durable.stop()
+	}
 	if m.tokens != nil {
 		close(m.stopTokens)
 		close(m.tokens)

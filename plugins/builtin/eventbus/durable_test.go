@@ -142,3 +142,21 @@ func (p *pahoClient) tryNext() mqtt.Message {
 		return nil
 	}
 }
+
+// QoS 2 works the same way: the PUBREC (and so the whole exchange) waits for devicetwin's answer.
+func TestQoS2TwinUpdateCompletesOnlyAfterDevicetwinAnswers(t *testing.T) {
+	h, eb := runEventbus(t, internalCfg(nil), sdktest.Capture("devicetwin"))
+	dev := newPaho(t, eb.BrokerAddr(), "mapper")
+	tok := dev.c.Publish("$hw/events/device/d1/twin/update", 2, false, `{"event_id":"q2"}`)
+	m := h.Captured("devicetwin").Next(t, 10*time.Second)
+	if !m.Header.Sync {
+		t.Fatal("a QoS 2 twin update must reach devicetwin as a sync message")
+	}
+	if tok.WaitTimeout(300 * time.Millisecond) {
+		t.Fatal("the QoS 2 exchange completed before devicetwin answered")
+	}
+	answer(t, h, m)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("no completion after the answer: %v", tok.Error())
+	}
+}

@@ -54,6 +54,8 @@ type settings struct {
 	name     string
 	logger   *slog.Logger
 	process  process.Options
+	dbPath   string
+	dbSync   string
 }
 
 type besideModule struct {
@@ -78,6 +80,12 @@ func Named(name string) Option { return func(s *settings) { s.name = name } }
 
 // Logger sends the host's log (the modules' logs included) to l instead of t.Log.
 func Logger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+
+// StoreAt opens the store at path (kept after the test, so a second harness can start on what a first
+// one left) with synchronous "full" or "normal" (the default, "": normal).
+func StoreAt(path, synchronous string) Option {
+	return func(s *settings) { s.dbPath, s.dbSync = path, synchronous }
+}
 
 // ProcessOptions sets the process runtime's options for RunProcess.
 func ProcessOptions(o process.Options) Option { return func(s *settings) { s.process = o } }
@@ -194,7 +202,14 @@ func start(t testing.TB, s *settings, name string, registered []sdk.Info, blocks
 		t.Cleanup(tw.close)
 		logger = slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "kedge.db"), store.Options{Synchronous: "normal"})
+	dbPath, dbSync := s.dbPath, s.dbSync
+	if dbPath == "" {
+		dbPath = filepath.Join(t.TempDir(), "kedge.db")
+	}
+	if dbSync == "" {
+		dbSync = "normal"
+	}
+	db, err := store.Open(dbPath, store.Options{Synchronous: dbSync})
 	if err != nil {
 		t.Fatalf("sdktest: %v", err)
 	}

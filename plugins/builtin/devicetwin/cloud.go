@@ -215,6 +215,13 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 
 // publishDelta publishes twin/update/delta when an expected value differs from the actual one.
 func (m *Module) publishDelta(ctx context.Context, ns, name string) {
+	if d, ok := m.delta(ns, name); ok {
+		m.send(ctx, d)
+	}
+}
+
+// delta builds twin/update/delta when an expected value differs from the actual one.
+func (m *Module) delta(ns, name string) (sdk.Message, bool) {
 	twins := m.twins[ns+"/"+name]
 	delta := map[string]string{}
 	for p, t := range twins {
@@ -223,9 +230,9 @@ func (m *Module) publishDelta(ctx context.Context, ns, name string) {
 		}
 	}
 	if len(delta) == 0 {
-		return
+		return sdk.Message{}, false
 	}
-	m.publish(ctx, deviceTopic(name, "/twin/update/delta"), twinDelta{
+	return m.build(deviceTopic(name, "/twin/update/delta"), twinDelta{
 		baseMessage: baseMessage{EventID: message.NewID(), Timestamp: nowMS()}, Twin: twins, Delta: delta})
 }
 

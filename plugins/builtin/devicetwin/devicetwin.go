@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,14 @@ type Module struct {
 
 	pendingMu sync.Mutex
 	pending   map[string]*pendingStatus // ns/name -> what goes upstream at the next flush
+
+	// Group commit (commit.go): Handle queues, the committer writes and answers.
+	qMu      sync.Mutex
+	queued   *batch // waiting for the next transaction
+	inflight *batch // in the transaction now
+	kick     chan struct{}
+	commitMu sync.Mutex
+	reload   atomic.Bool // a group commit failed: read twins and states again from the store
 }
 
 type deviceState struct {
@@ -98,10 +107,13 @@ func New() *Module {
 }
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	updates  prometheus.Counter
-	upstream prometheus.Counter
-	dropped  *prometheus.CounterVec
+	requests       *prometheus.CounterVec
+	updates        prometheus.Counter
+	upstream       prometheus.Counter
+	dropped        *prometheus.CounterVec
+	commitWrites   prometheus.Histogram
+	commitSeconds  prometheus.Histogram
+	commitFailures prometheus.Counter
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
@@ -118,8 +130,17 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			Help: "Device status messages sent upstream (one per device per flush at most)."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicetwin_dropped_total",
 			Help: "Messages that could not be sent, by destination (eventbus, metamanager)."}, []string{"to"}),
+		commitWrites: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kedge_devicetwin_commit_requests",
+			Help:    "MQTT requests whose store writes shared one SQLite transaction (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kedge_devicetwin_commit_seconds",
+			Help:    "Duration of one group commit's transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicetwin_commit_failures_total",
+			Help: "Group commits whose transaction failed (their requests were answered with an error, nothing acknowledged)."}),
 	}
-	for _, c := range []prometheus.Collector{m.metrics.requests, m.metrics.updates, m.metrics.upstream, m.metrics.dropped} {
+	for _, c := range []prometheus.Collector{m.metrics.requests, m.metrics.updates, m.metrics.upstream, m.metrics.dropped,
+		m.metrics.commitWrites, m.metrics.commitSeconds, m.metrics.commitFailures} {
 		if err := h.Metrics().Register(c); err != nil {
 			return err
 		}
@@ -127,9 +148,13 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.devices, m.byName, m.models = map[string]*devicesv1beta1.Device{}, map[string][]string{}, map[string]*devicesv1beta1.DeviceModel{}
 	m.twins, m.states, m.membership = map[string]map[string]*msgTwin{}, map[string]deviceState{}, map[string][]memberRef{}
 	m.pending = map[string]*pendingStatus{}
+	m.kick = make(chan struct{}, 1)
 	if err := m.load(ctx); err != nil {
 		return fmt.Errorf("load devicetwin tables: %w", err)
 	}
+	// The upstream batch of the last run was in memory: send the latest stored values again.
+	m.rereport()
+	m.wg.Go(m.commitLoop)
 	if m.ResyncOnStart {
 		m.resync(ctx)
 	}
@@ -137,9 +162,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	return nil
 }
 
-// Stop sends what is still pending upstream and waits for the flusher.
+// Stop commits and answers what is queued, sends what is still pending upstream and waits for the
+// committer and the flusher.
 func (m *Module) Stop(context.Context) error {
 	m.wg.Wait()
+	m.commitOnce()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	m.flush(ctx)
@@ -156,6 +183,8 @@ func (m *Module) load(ctx context.Context) error {
 	for _, o := range objs {
 		k := o.Namespace + "/" + o.Name
 		switch o.Type {
+		case typeTwin, typeDeviceState:
+			m.loadObject(o, m.twins, m.states)
 		case typeDevice:
 			var d devicesv1beta1.Device
 			if err := json.Unmarshal(o.Value, &d); err != nil {
@@ -170,31 +199,37 @@ func (m *Module) load(ctx context.Context) error {
 				continue
 			}
 			m.models[k] = &dm
-		case typeTwin:
-			dev, prop, ok := strings.Cut(o.Name, "/")
-			var t msgTwin
-			if !ok || json.Unmarshal(o.Value, &t) != nil {
-				m.log.Error("stored twin unreadable; skipped", "key", o.Key.String())
-				continue
-			}
-			dk := o.Namespace + "/" + dev
-			if m.twins[dk] == nil {
-				m.twins[dk] = map[string]*msgTwin{}
-			}
-			m.twins[dk][prop] = &t
 		case typeMembership:
 			var mc membershipContent
 			if json.Unmarshal(o.Value, &mc) == nil {
 				m.membership[o.Name] = mc.Devices
 			}
-		case typeDeviceState:
-			var s deviceState
-			if json.Unmarshal(o.Value, &s) == nil {
-				m.states[k] = s
-			}
 		}
 	}
 	return nil
+}
+
+// loadObject reads a stored twin or device state into the given tables.
+func (m *Module) loadObject(o sdk.Object, twins map[string]map[string]*msgTwin, states map[string]deviceState) {
+	switch o.Type {
+	case typeTwin:
+		dev, prop, ok := strings.Cut(o.Name, "/")
+		var t msgTwin
+		if !ok || json.Unmarshal(o.Value, &t) != nil {
+			m.log.Error("stored twin unreadable; skipped", "key", o.Key.String())
+			return
+		}
+		dk := o.Namespace + "/" + dev
+		if twins[dk] == nil {
+			twins[dk] = map[string]*msgTwin{}
+		}
+		twins[dk][prop] = &t
+	case typeDeviceState:
+		var s deviceState
+		if json.Unmarshal(o.Value, &s) == nil {
+			states[o.Namespace+"/"+o.Name] = s
+		}
+	}
 }
 
 // resync asks metamanager for what it holds, so changes stored while devicetwin was not running are
@@ -257,6 +292,7 @@ func (m *Module) resync(ctx context.Context) {
 
 // Handle takes MQTT messages from eventbus and device changes from metamanager.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	m.reloadIfFailed(ctx)
 	if msg.Route.Operation == message.OpPublish && strings.HasPrefix(msg.Route.Resource, "$") {
 		m.handleMQTT(ctx, msg)
 		return nil
@@ -280,6 +316,10 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	}
 	if res.Name == "" {
 		return fmt.Errorf("resource %s from %s: no name", msg.Route.Resource, msg.Route.Source)
+	}
+	// Cloud changes write and publish directly: what MQTT requests queued goes first.
+	if err := m.drainCommits(ctx); err != nil {
+		return fmt.Errorf("%s %s: waiting for queued twin writes: %w", msg.Route.Operation, msg.Route.Resource, err)
 	}
 	switch msg.Route.Operation {
 	case message.OpInsert, message.OpUpdate, message.OpPatch:
@@ -359,13 +399,27 @@ func (p *pendingStatus) twin(prop string) *statusTwin {
 
 // publish sends a payload to MQTT through eventbus.
 func (m *Module) publish(ctx context.Context, topic string, v any) {
-	msg, err := message.New(Name, "twin", message.OpPublish, topic).WithContent(v)
-	if err == nil {
-		err = m.host.Send(ctx, m.EventBus, msg)
+	if msg, ok := m.build(topic, v); ok {
+		m.send(ctx, msg)
 	}
+}
+
+// build encodes a publication now (so it holds no reference to state Handle changes later).
+func (m *Module) build(topic string, v any) (sdk.Message, bool) {
+	msg, err := message.New(Name, "twin", message.OpPublish, topic).WithContent(v)
 	if err != nil {
 		m.metrics.dropped.WithLabelValues("eventbus").Inc()
-		m.log.Warn("not published", "topic", topic, "err", err)
+		m.log.Error("not published: payload does not encode", "topic", topic, "err", err)
+		return msg, false
+	}
+	return msg, true
+}
+
+// send hands a built publication to eventbus.
+func (m *Module) send(ctx context.Context, msg sdk.Message) {
+	if err := m.host.Send(ctx, m.EventBus, msg); err != nil {
+		m.metrics.dropped.WithLabelValues("eventbus").Inc()
+		m.log.Warn("not published", "topic", msg.Route.Resource, "err", err)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	devicesv1beta1 "github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 )
@@ -75,17 +74,38 @@ func (m *Module) handleMQTT(ctx context.Context, msg sdk.Message) {
 			out, rerr = handle(ctx, id, payload)
 		}
 	}
-	if rerr != nil {
-		m.metrics.requests.WithLabelValues(kind, "error").Inc()
+	// Every answer goes through the commit queue, so answers keep the order of the requests and an
+	// answer to a write (and the reply to a sync request) comes after the write is on disk.
+	w, _ := out.(*write)
+	if w == nil {
+		w = &write{}
+	}
+	w.kind, w.topic, w.event = kind, resultTopic, base.EventID
+	if msg.Header.Sync && !msg.IsReply() {
+		req := msg
+		w.reply = &req
+	}
+	switch {
+	case rerr != nil:
 		m.log.Debug("MQTT request refused", "topic", topic, "code", rerr.code, "reason", rerr.reason)
-		m.publish(ctx, resultTopic, errorResult{baseMessage: baseMessage{EventID: base.EventID, Timestamp: nowMS()},
-			Code: rerr.code, Reason: rerr.reason})
-		return
+		*w = write{kind: w.kind, topic: w.topic, event: w.event, reply: w.reply, failed: rerr}
+		if r, ok := m.build(resultTopic, errorResult{baseMessage: baseMessage{EventID: base.EventID, Timestamp: nowMS()},
+			Code: rerr.code, Reason: rerr.reason}); ok {
+			w.result = &r
+		}
+	case out == nil:
+	default:
+		res := out
+		if w == out {
+			res = w.answer
+		}
+		if res != nil {
+			if r, ok := m.build(resultTopic, res); ok {
+				w.result = &r
+			}
+		}
 	}
-	m.metrics.requests.WithLabelValues(kind, "ok").Inc()
-	if out != nil {
-		m.publish(ctx, resultTopic, out)
-	}
+	m.enqueue(w)
 }
 
 func preview(s string) string {
@@ -207,24 +227,16 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 		changes = append(changes, change{prop: p, old: old, cur: cur, actualSet: in.Actual != nil})
 	}
 
-	objs := make([]sdk.Object, 0, len(changes))
+	w := &write{objs: make([]sdk.Object, 0, len(changes)), values: len(changes)}
 	for _, c := range changes {
 		raw, err := json.Marshal(c.cur)
 		if err != nil {
 			return nil, refuse(http.StatusInternalServerError, "device %q: encode twin %q: %v", id, c.prop, err)
 		}
-		objs = append(objs, sdk.Object{Key: sdk.Key{Type: typeTwin, Namespace: ns, Name: id + "/" + c.prop}, Value: raw})
+		w.objs = append(w.objs, sdk.Object{Key: sdk.Key{Type: typeTwin, Namespace: ns, Name: id + "/" + c.prop}, Value: raw})
 	}
-	var err error
-	if len(objs) == 1 {
-		_, err = m.host.Store().Put(ctx, objs[0])
-	} else {
-		_, err = m.host.Store().PutBatch(ctx, objs)
-	}
-	if err != nil {
-		return nil, refuse(http.StatusInternalServerError, "device %q: store twins: %v", id, err)
-	}
-	m.metrics.updates.Add(float64(len(objs)))
+	// The memory changes now (the next request is checked against it); the store, the answers and the
+	// upstream batch follow the group commit.
 	if m.twins[k] == nil {
 		m.twins[k] = map[string]*msgTwin{}
 	}
@@ -235,17 +247,23 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 		result.Twin[c.prop] = c.cur
 		doc.Twin[c.prop] = &twinDoc{Last: c.old, Current: c.cur}
 	}
-	m.pend(ns, id, func(ps *pendingStatus) {
-		for _, c := range changes {
-			if c.actualSet {
-				ps.twin(c.prop).Reported = &statusProperty{Value: c.cur.Actual.value(), Metadata: map[string]string{
-					"timestamp": msString(c.cur.Actual.ts()), "type": strings.ToUpper(c.cur.Metadata.Type)}}
+	w.answer = result
+	w.after = func() {
+		m.pend(ns, id, func(ps *pendingStatus) {
+			for _, c := range changes {
+				if c.actualSet {
+					ps.twin(c.prop).Reported = reportedOf(c.cur)
+				}
 			}
-		}
-	})
-	m.publish(ctx, deviceTopic(id, "/twin/update/document"), doc)
-	m.publishDelta(ctx, ns, id)
-	return result, nil
+		})
+	}
+	if d, ok := m.build(deviceTopic(id, "/twin/update/document"), doc); ok {
+		w.msgs = append(w.msgs, d)
+	}
+	if d, ok := m.delta(ns, id); ok {
+		w.msgs = append(w.msgs, d)
+	}
+	return w, nil
 }
 
 func (t *msgTwin) side(expected bool) *twinValue {
@@ -345,17 +363,18 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 		s.LastOnlineTime = time.Now().UTC().Format(time.RFC3339)
 	}
 	raw, _ := json.Marshal(s)
-	if _, err := m.host.Store().Put(ctx, sdk.Object{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}); err != nil {
-		return nil, refuse(http.StatusInternalServerError, "device %q: store state: %v", id, err)
-	}
 	m.states[k] = s
-	m.pend(ns, id, func(ps *pendingStatus) {
-		ps.state = s.State
-		if state == "online" {
-			ps.lastOnlineTime = s.LastOnlineTime
-		}
-	})
-	return stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()}, Device: m.describe(ns, id)}, nil
+	w := &write{objs: []sdk.Object{{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}}}
+	w.answer = stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()}, Device: m.describe(ns, id)}
+	w.after = func() {
+		m.pend(ns, id, func(ps *pendingStatus) {
+			ps.state = s.State
+			if state == "online" {
+				ps.lastOnlineTime = s.LastOnlineTime
+			}
+		})
+	}
+	return w, nil
 }
 
 // dataUpdate takes $ke/events/device/<id>/data/update: values of properties with reportToCloud go
@@ -415,5 +434,3 @@ func (m *Module) dataUpdate(_ context.Context, id string, payload []byte) (any, 
 	}
 	return nil, nil // no answer on success
 }
-
-var _ = message.OpPublish

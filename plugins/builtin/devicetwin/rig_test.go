@@ -25,7 +25,7 @@ type rig struct {
 	mapper *client
 }
 
-func newRig(t testing.TB, twinCfg map[string]any) *rig {
+func newRig(t testing.TB, twinCfg map[string]any, opts ...sdktest.Option) *rig {
 	t.Helper()
 	var eb *eventbus.Module
 	ebInfo := eventbus.Info
@@ -34,9 +34,9 @@ func newRig(t testing.TB, twinCfg map[string]any) *rig {
 	for k, v := range twinCfg {
 		cfg[k] = v
 	}
-	h := sdktest.Run(t, devicetwin.Info, cfg,
+	h := sdktest.Run(t, devicetwin.Info, cfg, append([]sdktest.Option{
 		sdktest.Beside(ebInfo, map[string]any{"internalAddress": "127.0.0.1:0"}),
-		sdktest.Capture("metamanager"))
+		sdktest.Capture("metamanager")}, opts...)...)
 	waitFor(t, 10*time.Second, "eventbus connected", func() error { return h.Healthy() })
 	r := &rig{h: h, broker: eb.BrokerAddr()}
 	r.mapper = newClient(t, r.broker, "mapper")

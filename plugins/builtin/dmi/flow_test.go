@@ -212,13 +212,15 @@ func TestBadRequestsGetAStatusNamingTheProblem(t *testing.T) {
 }
 
 // A value of the wrong type passes dmi's checks but devicetwin refuses it (one place for value
-// validation): it is answered on the twin result topic and not stored.
+// validation): the call fails with InvalidArgument naming the type (a success means stored), it is
+// answered on the twin result topic too and not stored.
 func TestValueOfTheWrongTypeIsRefusedByDevicetwinAndNotStored(t *testing.T) {
 	r := newRig(t, nil)
 	r.addThermo(t, "thermo-1", "virtual")
-	if _, err := r.client.ReportDeviceStatus(context.Background(), &dmiv1beta1.ReportDeviceStatusRequest{DeviceName: "thermo-1",
-		ReportedDevice: &dmiv1beta1.DeviceStatus{Twins: []*dmiv1beta1.Twin{{PropertyName: "temperature", Reported: &dmiv1beta1.TwinProperty{Value: "warm"}}}}}); err != nil {
-		t.Fatal(err)
+	_, err := r.client.ReportDeviceStatus(context.Background(), &dmiv1beta1.ReportDeviceStatusRequest{DeviceName: "thermo-1",
+		ReportedDevice: &dmiv1beta1.DeviceStatus{Twins: []*dmiv1beta1.Twin{{PropertyName: "temperature", Reported: &dmiv1beta1.TwinProperty{Value: "warm"}}}}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "not a number") {
+		t.Fatalf("ReportDeviceStatus err = %v, want InvalidArgument naming the type", err)
 	}
 	res := r.awaitPublished(t, "$hw/events/device/thermo-1/twin/update/result")
 	if res["code"] != float64(400) || !strings.Contains(fmt.Sprint(res["reason"]), "not a number") {
@@ -249,5 +251,24 @@ func TestRateLimitPerMapperAnswersResourceExhausted(t *testing.T) {
 	other := newMapperServer(t, sockDir(t))
 	if _, err := r.client.MapperRegister(ctx, &dmiv1beta1.MapperRegisterRequest{Mapper: &dmiv1beta1.MapperInfo{Name: "m2", Protocol: "modbus", Address: []byte(other.socket)}}); err != nil {
 		t.Fatalf("another mapper was limited by the first one's budget: %v", err)
+	}
+}
+
+// A ReportDeviceStatus that succeeded is in devicetwin's store when the call returns: no waiting.
+func TestReportDeviceStatusReturnsOnlyOnceTheValueIsStored(t *testing.T) {
+	r := newRig(t, nil)
+	r.addThermo(t, "thermo-1", "virtual")
+	ctx := context.Background()
+	for i := range 20 {
+		v := fmt.Sprintf("%d.5", i)
+		if _, err := r.client.ReportDeviceStatus(ctx, &dmiv1beta1.ReportDeviceStatusRequest{DeviceName: "thermo-1", DeviceNamespace: "default",
+			ReportedDevice: &dmiv1beta1.DeviceStatus{Twins: []*dmiv1beta1.Twin{{PropertyName: "temperature",
+				Reported: &dmiv1beta1.TwinProperty{Value: v}}}}}); err != nil {
+			t.Fatalf("ReportDeviceStatus %s: %v", v, err)
+		}
+		o, err := r.h.DB.Objects(devicetwin.Name).Get(ctx, sdk.Key{Type: "twin", Namespace: "default", Name: "thermo-1/temperature"})
+		if err != nil || !strings.Contains(string(o.Value), `"value":"`+v+`"`) {
+			t.Fatalf("report %s succeeded but the store holds %s (%v)", v, o.Value, err)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package dmi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http"
 	"path"
 	"slices"
 	"strconv"
@@ -242,7 +244,9 @@ func (s *server) ReportDeviceStates(ctx context.Context, req *dmiv1beta1.ReportD
 }
 
 // publish hands devicetwin a payload as eventbus hands it an MQTT message: operation publish, group
-// bus, resource = the topic. A full mailbox holds the call (back-pressure) until its deadline.
+// bus, resource = the topic. It is a sync request: devicetwin replies once the value is committed to
+// its store (or refused), so a successful call means the value survives a crash. A full mailbox holds
+// the call (back-pressure); callTimeout (or the call's own deadline) bounds the whole wait.
 func (m *Module) publish(ctx context.Context, topic string, payload any) error {
 	raw, err := json.Marshal(payload)
 	if err != nil {
@@ -250,11 +254,41 @@ func (m *Module) publish(ctx context.Context, topic string, payload any) error {
 	}
 	msg := message.New(Name, "bus", message.OpPublish, topic)
 	msg.Content = raw
-	if err := m.host.Send(ctx, m.DeviceTwin, msg); err != nil {
+	timeout := m.CallTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = time.Until(dl)
+	}
+	reply, err := m.host.SendSync(ctx, m.DeviceTwin, msg, timeout)
+	if err != nil {
 		if ctx.Err() != nil {
 			return status.FromContextError(ctx.Err()).Err()
 		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return status.Errorf(codes.DeadlineExceeded, "%s did not confirm %s within %s: the value may not be stored", m.DeviceTwin, topic, timeout)
+		}
 		return status.Errorf(codes.Unavailable, "%s not reachable: %v", m.DeviceTwin, err)
 	}
-	return nil
+	if reply.Route.Operation == message.OpError {
+		return status.Errorf(codes.Unavailable, "%s did not store %s: %s", m.DeviceTwin, topic, reply.Content)
+	}
+	var answer struct {
+		Code   int    `json:"code"`
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal(reply.Content, &answer); err != nil {
+		return status.Errorf(codes.Internal, "%s answered %s with %s: %v", m.DeviceTwin, topic, reply.Content, err)
+	}
+	switch {
+	case answer.Code == 0 || answer.Code == http.StatusOK:
+		return nil
+	case answer.Code == http.StatusNotFound:
+		return status.Error(codes.NotFound, answer.Reason)
+	case answer.Code == http.StatusForbidden:
+		return status.Error(codes.PermissionDenied, answer.Reason)
+	case answer.Code == http.StatusConflict:
+		return status.Error(codes.FailedPrecondition, answer.Reason)
+	case answer.Code >= 400 && answer.Code < 500:
+		return status.Error(codes.InvalidArgument, answer.Reason)
+	}
+	return status.Errorf(codes.Internal, "%s: %s", m.DeviceTwin, answer.Reason)
 }

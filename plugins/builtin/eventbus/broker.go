@@ -18,13 +18,19 @@ type broker struct {
 }
 
 // startBroker listens on address (port 0 picks a free one) and serves; auth decides who may connect
-// (see brokerauth.go). Without a password file or client CA every client is allowed: keep the address
-// on loopback then (a non-loopback address is logged as a warning).
-func startBroker(address string, log *slog.Logger, auth *brokerAuth) (*broker, error) {
+// (see brokerauth.go), hooks see every packet after it (durable.go). Without a password file or client
+// CA every client is allowed: keep the address on loopback then (a non-loopback address is logged as a
+// warning).
+func startBroker(address string, log *slog.Logger, auth *brokerAuth, hooks ...mochi.Hook) (*broker, error) {
 	blog := slog.New(minLevel{log.With("part", "broker").Handler(), slog.LevelError}) // mochi warns about every closed connection
 	s := mochi.New(&mochi.Options{Logger: blog, InlineClient: false})
 	if err := s.AddHook(auth, nil); err != nil {
 		return nil, err
+	}
+	for _, h := range hooks {
+		if err := s.AddHook(h, nil); err != nil {
+			return nil, err
+		}
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "kedge-internal", Address: address, TLSConfig: auth.tls})
 	if err := s.AddListener(l); err != nil {

@@ -86,6 +86,9 @@ func (c *client) onConnect(cl mqtt.Client) {
 			c.m.metrics.dropped.WithLabelValues("echo").Inc()
 			return
 		}
+		if c.broker == "internal" && c.m.durable != nil && isTwinUpdate(msg.Topic()) {
+			return // the embedded broker's hook handed it to devicetwin already (durable.go)
+		}
 		c.m.deliver(msg.Topic(), msg.Payload())
 	})
 	if !tok.WaitTimeout(c.m.ConnectTimeout) || tok.Error() != nil {
@@ -123,8 +126,10 @@ func echoKey(topic string, payload []byte) uint64 {
 
 // publish sends one message; failures are counted by the module's token watcher.
 func (c *client) publish(topic string, qos byte, payload []byte, class string) {
+	// The embedded broker never sends eventbus its own messages back (no local, durable.go).
+	noLocal := c.broker == "internal" && c.m.durable != nil
 	for _, f := range c.m.Topics {
-		if MatchTopic(f, topic) {
+		if !noLocal && MatchTopic(f, topic) {
 			k := echoKey(topic, payload)
 			c.echoMu.Lock()
 			if len(c.echoes) >= maxEchoes {

@@ -67,6 +67,7 @@ type Module struct {
 	MaxReconnectInterval time.Duration `yaml:"maxReconnectInterval" doc:"Longest wait between reconnection attempts (the client backs off up to it)."`
 	WriteTimeout         time.Duration `yaml:"writeTimeout" doc:"Bound on handing one publish to the connection."`
 	SendTimeout          time.Duration `yaml:"sendTimeout" doc:"Bound on queueing an MQTT message for a module whose mailbox is full; then it is dropped and counted."`
+	AckTimeout           time.Duration `yaml:"ackTimeout" doc:"Embedded broker: how long a QoS 1/2 twin update waits for devicetwin to store it before its PUBACK; then the client's connection is closed without it (the client publishes again)."`
 
 	// Broker secures the embedded broker: passwords, TLS, client certificates (brokerauth.go).
 	Broker BrokerSecurity `yaml:"broker" doc:"Who may connect to the embedded broker: a password file, TLS, client certificates (all optional; none set: every client)."`
@@ -75,6 +76,7 @@ type Module struct {
 	ctx        context.Context
 	log        *slog.Logger
 	broker     *broker
+	durable    *durableHook // embedded broker: twin updates acknowledged once stored (durable.go)
 	clients    []*client
 	metrics    *metrics
 	tokens     chan pendingToken
@@ -102,6 +104,7 @@ func New() *Module {
 		MaxReconnectInterval: 10 * time.Second,
 		WriteTimeout:         10 * time.Second,
 		SendTimeout:          5 * time.Second,
+		AckTimeout:           10 * time.Second,
 	}
 }
 
@@ -136,7 +139,7 @@ func (m *Module) validate() error {
 		}
 	}
 	for name, d := range map[string]time.Duration{"keepAlive": m.KeepAlive, "connectTimeout": m.ConnectTimeout,
-		"maxReconnectInterval": m.MaxReconnectInterval, "writeTimeout": m.WriteTimeout, "sendTimeout": m.SendTimeout} {
+		"maxReconnectInterval": m.MaxReconnectInterval, "writeTimeout": m.WriteTimeout, "sendTimeout": m.SendTimeout, "ackTimeout": m.AckTimeout} {
 		if d <= 0 {
 			return fmt.Errorf("%s %s: must be positive", name, d)
 		}
@@ -176,11 +179,13 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) (err error) {
 		if err != nil {
 			return fmt.Errorf("embedded broker: %w", err)
 		}
-		b, err := startBroker(m.InternalAddress, m.log, auth)
+		m.durable = newDurableHook(m)
+		b, err := startBroker(m.InternalAddress, m.log, auth, m.durable)
 		if err != nil {
 			return fmt.Errorf("embedded broker on %s: %w", m.InternalAddress, err)
 		}
 		m.broker = b
+		m.durable.server = b.server
 		c := m.newClient("internal", b.selfURL())
 		m.clients = append(m.clients, c)
 		if !c.connect(m.ConnectTimeout) {
@@ -225,6 +230,9 @@ func (m *Module) Stop(context.Context) error {
 		m.broker.close()
 		m.broker = nil
 	}
+	if m.durable != nil {
+		m.durable.stop()
+	}
 	if m.tokens != nil {
 		close(m.stopTokens)
 		close(m.tokens)
@@ -237,6 +245,12 @@ func (m *Module) Stop(context.Context) error {
 // Handle publishes a router message to MQTT: operation "publish", Route.Resource = topic, Content =
 // the payload (a JSON string when Header.Type is mqtt/raw, published as its text).
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	if op := msg.Route.Operation; (op == message.OpResponse || op == message.OpError) && msg.IsReply() {
+		if m.durable == nil || !m.durable.answer(msg) {
+			m.metrics.durable.WithLabelValues("late_answer").Inc()
+		}
+		return nil
+	}
 	if msg.Route.Operation != message.OpPublish {
 		return fmt.Errorf("operation %q from %s: eventbus only handles %q (resource = MQTT topic)", msg.Route.Operation, msg.Route.Source, message.OpPublish)
 	}
@@ -291,13 +305,17 @@ func (m *Module) route(topic string) (to string, toGroup bool, ok bool) {
 
 // deliver hands one MQTT message to the router (called by the clients, in arrival order).
 func (m *Module) deliver(topic string, payload []byte) {
-	class := classify(topic)
-	m.metrics.received.WithLabelValues(class).Inc()
+	m.metrics.received.WithLabelValues(classify(topic)).Inc()
 	to, toGroup, ok := m.route(topic)
 	if !ok {
 		m.metrics.dropped.WithLabelValues("no_route").Inc()
 		return
 	}
+	m.send(to, toGroup, topic, m.routerMessage(topic, payload))
+}
+
+// routerMessage is the router's form of an MQTT message.
+func (m *Module) routerMessage(topic string, payload []byte) sdk.Message {
 	msg := message.New(Name, Group, message.OpPublish, topic)
 	if message.ValidJSON(payload) {
 		msg.Content = append(json.RawMessage(nil), payload...)
@@ -306,6 +324,11 @@ func (m *Module) deliver(topic string, payload []byte) {
 		msg.Content = raw
 		msg.Header.Type = TypeRaw
 	}
+	return msg
+}
+
+// send queues msg for a module or group, waiting up to sendTimeout for room; a failure is counted.
+func (m *Module) send(to string, toGroup bool, topic string, msg sdk.Message) bool {
 	ctx, cancel := context.WithTimeout(m.ctx, m.SendTimeout)
 	defer cancel()
 	var err error
@@ -321,9 +344,10 @@ func (m *Module) deliver(topic string, payload []byte) {
 		}
 		m.metrics.dropped.WithLabelValues(reason).Inc()
 		m.log.Warn("MQTT message dropped", "topic", topic, "to", to, "err", err)
-		return
+		return false
 	}
-	m.metrics.routed.WithLabelValues(class).Inc()
+	m.metrics.routed.WithLabelValues(classify(topic)).Inc()
+	return true
 }
 
 type pendingToken struct {
@@ -362,6 +386,7 @@ type metrics struct {
 	dropped   *prometheus.CounterVec
 	reconnect *prometheus.CounterVec
 	connected *prometheus.GaugeVec
+	durable   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -378,8 +403,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Reconnection attempts after a lost connection, by broker (internal, external)."}, []string{"broker"}),
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kedge_eventbus_connected",
 			Help: "1 while the client is connected and subscribed, by broker."}, []string{"broker"}),
+		durable: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_eventbus_twin_acks_total",
+			Help: "Embedded broker, QoS 1/2 twin updates by outcome: acknowledged (stored or refused by devicetwin), not_stored, timeout, no_room, disconnected (the client left first), late_answer."}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.routed, m.published, m.dropped, m.reconnect, m.connected} {
+	for _, c := range []prometheus.Collector{m.received, m.routed, m.published, m.dropped, m.reconnect, m.connected, m.durable} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

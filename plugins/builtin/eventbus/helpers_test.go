@@ -104,6 +104,18 @@ func (p *pahoClient) publish(t *testing.T, topic string, qos byte, payload strin
 	}
 }
 
+// answer replies to a sync message as devicetwin does once the update is stored.
+func answer(t testing.TB, h *sdktest.Harness, m sdk.Message) {
+	t.Helper()
+	r, err := m.Reply("devicetwin", map[string]int{"code": 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Reply(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (p *pahoClient) next(t *testing.T, d time.Duration) mqtt.Message {
 	t.Helper()
 	select {

@@ -63,6 +63,8 @@ func TestRemovedPodLeavesNoLogOrVolumeFolderAndLeftoversAreSweptAtStart(t *testi
 	if l, p := dirNames(t, logs), dirNames(t, pods); !slices.Contains(l, keepLog) || !slices.Contains(p, string(keep.UID)) {
 		t.Fatalf("the running pod's folders went too: logs %v pods %v", l, p)
 	}
+	// ...and its worker ended (it used to run on, polling the runtime, for as long as edgecore ran).
+	r.eventually("one pod worker left", 30*time.Second, func() bool { return r.gauge("kedge_edged_pods") == 1 })
 
 	// Leftovers of pods removed while edged was not running (and of an edged before this cleanup).
 	r.stop()
@@ -85,4 +87,19 @@ func TestRemovedPodLeavesNoLogOrVolumeFolderAndLeftoversAreSweptAtStart(t *testi
 	if cs := containerStatus(st, "main"); cs.RestartCount != 0 {
 		t.Fatalf("the kept pod restarted: %+v", cs)
 	}
+}
+
+// gauge is the value of a gauge edged exports.
+func (r *rig) gauge(name string) float64 {
+	r.t.Helper()
+	mfs, err := r.mgr.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }

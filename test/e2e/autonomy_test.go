@@ -160,7 +160,7 @@ func unlimited(p *corev1.Pod) bool {
 // Offline autonomy against the real node lifecycle and taint-eviction controllers
 // (kube-controller-manager), with real edgecore + edged + containerd, time scaled down: the node
 // monitor grace period is 6 s and the API server's default unreachable/not-ready tolerations 5 s
-// (300 s in a default cluster; KEDGE_E2E_REAL_AUTONOMY=1 runs the real 300 s / 50 s and a 7-minute
+// (300 s in a default cluster; E2E_REAL_AUTONOMY=1 runs the real 300 s / 50 s and a 7-minute
 // outage). Two edge nodes go offline at the same moment, behind fault proxies; a third stays connected
 // (a cluster whose every node is unreachable makes the node lifecycle controller assume a
 // control-plane outage and evict nothing). The node without autonomy has its pods evicted by the
@@ -169,7 +169,7 @@ func unlimited(p *corev1.Pod) bool {
 // same container IDs in containerd — and nothing is evicted after it reconnects. While offline its
 // edgecore's /readyz stays 200, /readyz/cloud is 503 and kedge_edgehub_connected is 0.
 func TestAutonomousEdgeNodeKeepsItsPodsOfflineWhileANodeWithoutAutonomyIsEvicted(t *testing.T) {
-	realTiming := os.Getenv("KEDGE_E2E_REAL_AUTONOMY") != ""
+	realTiming := os.Getenv("E2E_REAL_AUTONOMY") != ""
 	tolerationSecs, grace, outage := "5", "6s", 3 // outage: multiples of the measured eviction window
 	if realTiming {
 		tolerationSecs, grace = "300", "50s"

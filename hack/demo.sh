@@ -102,6 +102,9 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 "$KUBECTL" get nodes -o wide | sed 's/^/    /'
+# Autonomy: the node's pods tolerate it being unreachable without limit (edgecontroller README), so the
+# demo keeps running through any outage instead of being evicted 5 minutes into it.
+"$KUBECTL" label node demo-edge kedge.io/autonomy=true --overwrite >/dev/null
 
 step "a Deployment pinned to the edge node: busybox httpd serving a ConfigMap, run by edged on containerd"
 "$KUBECTL" apply -f - >/dev/null <<'YAML'
@@ -195,6 +198,8 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   export KUBECONFIG=$KUBECONFIG
   $KUBECTL get nodes --show-labels; $KUBECTL get pods -o wide
   $KUBECTL describe node demo-edge                        # capacity, node info, Lease-backed Ready
+  $KUBECTL get pod $POD -o jsonpath='{.spec.tolerations}'  # autonomy: unreachable/not-ready tolerated forever
+  curl 127.0.0.1:10360/readyz; curl 127.0.0.1:10360/readyz/cloud   # ready offline; the cloud link apart
   $KUBECTL edit configmap demo-config                     # the change reaches only nodes whose pods use it,
                                                           # and the file httpd serves: curl 127.0.0.1:18080
   $KUBECTL scale deployment demo-web --replicas=0          # edged stops the container within its grace period

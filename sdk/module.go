@@ -46,6 +46,14 @@ type HealthChecker interface {
 	Healthy(ctx context.Context) error
 }
 
+// LinkChecker is implemented by modules that hold a link to a remote peer (edgehub's to cloudhub,
+// edgestream's tunnel). A link that is down is not a fault of the node — an edge node serves its
+// pods and devices offline — so such a module's Healthy leaves the link out, /readyz does not turn
+// 503 while the node works offline, and /readyz/cloud reports LinkUp (nil: the link is up).
+type LinkChecker interface {
+	LinkUp(ctx context.Context) error
+}
+
 // Host is everything a module may reach. Nothing else of the host is visible to a module.
 type Host interface {
 	// Name is the module's own name (its routing address).

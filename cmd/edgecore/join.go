@@ -74,7 +74,7 @@ Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits w
 	fl.BoolVar(&f.force, "force", false, "overwrite --config-out if it exists")
 	fl.StringVar(&f.criEndpoint, "cri-endpoint", "unix:///run/containerd/containerd.sock", "the container runtime's CRI socket; edged runs the node's pods there")
 	fl.BoolVar(&f.noRuntime, "no-runtime", false, "this node runs no containers (a sensor gateway): its pods are stored and reported NoContainerRuntime")
-	fl.IntVar(&f.streamPort, "stream-port", 0, "cloudcore's stream tunnel port (cloudstream's tunnelAddress, usually 10004): turns on edgestream for kubectl logs/exec/attach/port-forward/top; 0 leaves it off (its health counts in /readyz, so only set it when cloudcore runs cloudstream)")
+	fl.IntVar(&f.streamPort, "stream-port", 0, "cloudcore's stream tunnel port (cloudstream's tunnelAddress, usually 10004): turns on edgestream for kubectl logs/exec/attach/port-forward/top; 0 leaves it off (its tunnel counts in /readyz/cloud, so only set it when cloudcore runs cloudstream)")
 	fl.StringArrayVar(&f.registryKeys, "registry-key", nil, "an ed25519 public key (PEM file) the plugin registry's index must be signed with; turns on pluginmanager (repeat for key rotation)")
 	_ = cmd.MarkFlagRequired("cloudcore-address")
 	_ = cmd.MarkFlagRequired("token")

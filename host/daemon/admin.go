@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +42,27 @@ func startAdmin(addr string, reg *prometheus.Registry, mgr *modules.Manager, log
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	// The cloud link on its own: 503 while any link module (edgehub, edgestream) is disconnected,
+	// which /readyz does not count (an edge node serves offline).
+	mux.HandleFunc("GET /readyz/cloud", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		links, err := mgr.Links(ctx)
+		if err != nil {
+			http.Error(w, "cloud link down: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if len(links) == 0 {
+			fmt.Fprintln(w, "ok (no module holds a cloud link)")
+			return
+		}
+		names := make([]string, 0, len(links))
+		for n := range links {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		fmt.Fprintln(w, "ok:", strings.Join(names, ", "), "connected")
 	})
 	// The host's own metrics and each running module instance's.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, mgr}, promhttp.HandlerOpts{Registry: reg}))

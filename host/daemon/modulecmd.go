@@ -127,6 +127,8 @@ func writeModuleTable(w io.Writer, st []modules.Status) {
 		health := "ok"
 		if s.Health != "" {
 			health = "unhealthy: " + s.Health
+		} else if strings.HasPrefix(s.Link, "down") {
+			health = "ok (link " + s.Link + ")"
 		}
 		release, sum := s.Release, s.SHA256
 		if release == "" { // a daemon from before Release: its combined form

@@ -305,6 +305,23 @@ func (mgr *Manager) Ready(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Links reports the modules that hold a link to a remote peer (sdk.LinkChecker), by name: "up" or
+// "down: why"; the error names every link that is down (nil when all are up or there are none).
+func (mgr *Manager) Links(ctx context.Context) (map[string]string, error) {
+	links := map[string]string{}
+	var errs []error
+	for _, st := range mgr.Status(ctx) {
+		if st.Link == "" {
+			continue
+		}
+		links[st.Name] = st.Link
+		if st.Link != "up" {
+			errs = append(errs, fmt.Errorf("module %s: link %s", st.Name, st.Link))
+		}
+	}
+	return links, errors.Join(errs...)
+}
+
 // Running returns the names of the running modules in start order.
 func (mgr *Manager) Running() []string {
 	mgr.mu.Lock()
@@ -329,8 +346,11 @@ type Status struct {
 	SHA256 string `json:"sha256,omitempty"`
 	// Version combines both for older readers: the binary's version for builtin; for plugins
 	// "<release> (sha256:<prefix>)", or "sha256:<prefix>" when the plugin reports no release.
-	Version string  `json:"version"`
-	Health  string  `json:"health"` // empty when healthy, else why not
+	Version string `json:"version"`
+	Health  string `json:"health"` // empty when healthy, else why not
+	// Link is set for a module holding a link to a remote peer (sdk.LinkChecker): "up", or "down: why".
+	// A link that is down does not make the module unhealthy.
+	Link    string  `json:"link,omitempty"`
 	Handled float64 `json:"handled"`
 	Failed  float64 `json:"failed"`
 	Queued  int     `json:"queued"`
@@ -363,6 +383,12 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 		if hc, ok := p.Module.(sdk.HealthChecker); ok {
 			if err := hc.Healthy(ctx); err != nil {
 				st.Health = err.Error()
+			}
+		}
+		if lc, ok := p.Module.(sdk.LinkChecker); ok {
+			st.Link = "up"
+			if err := lc.LinkUp(ctx); err != nil {
+				st.Link = "down: " + err.Error()
 			}
 		}
 		out = append(out, st)

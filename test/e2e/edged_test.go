@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ type edgedCluster struct {
 	*cluster
 	cri *crienv.Client
 	ns  string
+	// stopKCM stops the running kube-controller-manager.
+	stopKCM func()
 }
 
 func newEdgedCluster(t *testing.T, opts ...k8senv.Option) *edgedCluster {
@@ -81,33 +84,41 @@ func newEdgedClusterIn(t *testing.T, pkiDir string, opts ...k8senv.Option) *edge
 }
 
 // startControllerManager runs the built kube-controller-manager (Deployments → ReplicaSets → pods,
-// service accounts, node lifecycle) against the test's API server; envtest's service-account signing
-// key is not ours, so the token controller stays off.
-func (e *edgedCluster) startControllerManager() {
+// service accounts, node lifecycle, taint eviction) against the test's API server, with extra flags
+// (later ones win); envtest's service-account signing key is not ours, so the token controller stays
+// off. A cluster runs one: newEdgedCluster starts it, a second call stops the first.
+func (e *edgedCluster) startControllerManager(extra ...string) {
 	t := e.t
+	if e.stopKCM != nil {
+		e.stopKCM()
+	}
 	out := &syncBuffer{}
-	cmd := exec.Command(filepath.Join(e.k8s.BinDir, "kube-controller-manager"),
+	cmd := exec.Command(filepath.Join(e.k8s.BinDir, "kube-controller-manager"), append([]string{
 		"--kubeconfig", e.k8s.Kubeconfig, "--authentication-kubeconfig", e.k8s.Kubeconfig,
 		"--authorization-kubeconfig", e.k8s.Kubeconfig, "--bind-address", "127.0.0.1", "--secure-port", "0",
-		"--leader-elect=false", "--use-service-account-credentials=false", "--controllers", "*,-serviceaccount-token")
+		"--leader-elect=false", "--use-service-account-credentials=false", "--controllers", "*,-serviceaccount-token"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("kube-controller-manager output (last 4000 bytes):\n%s", tail(out.String(), 4000))
-		}
-	})
+	var once sync.Once
+	e.stopKCM = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+			if t.Failed() {
+				t.Logf("kube-controller-manager output (last 4000 bytes):\n%s", tail(out.String(), 4000))
+			}
+		})
+	}
+	t.Cleanup(e.stopKCM)
 }
 
 func tail(s string, n int) string {

@@ -123,8 +123,8 @@ func (c *cluster) startEdge() {
 	c.edge.waitReadyOffline()
 }
 
-// waitReadyOffline waits until every module started: /readyz may say the link is down, which is fine
-// offline.
+// waitReadyOffline waits until every module started, whether or not the cloud link is up (a module
+// other than edgehub may still be unready offline, e.g. a mapper that registers through the cloud).
 func (d *daemon) waitReadyOffline() {
 	d.t.Helper()
 	d.waitLog("msg=running")

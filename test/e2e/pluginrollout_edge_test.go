@@ -308,7 +308,7 @@ modules:
 	}
 	d = start(t, "edgecore", []string{"KEDGE_ADMIN__SOCKET=" + socket}, "--config", cfg)
 	d.socket = socket
-	d.waitReadyOffline() // offline, edgehub is unhealthy and /readyz says so
+	d.waitReadyOffline() // offline (edgehub healthy, its link down: /readyz/cloud says so)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		st, err := nodestatus()

@@ -59,6 +59,7 @@ type Module struct {
 	SendServices    bool          `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
 	HubModule       string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
 	TokenRetry      time.Duration `yaml:"tokenRetry" doc:"How soon a service-account token that could not be issued (no such ServiceAccount yet) is tried again."`
+	Autonomy        bool          `yaml:"autonomy" doc:"Keep the pods of edge Nodes labelled kedge.io/autonomy=true from being evicted while unreachable: their unreachable/not-ready NoExecute tolerations are made unlimited (or kedge.io/autonomy-duration on the Node). See the README for what that gives up."`
 
 	host     sdk.Host
 	client   kubernetes.Interface
@@ -83,6 +84,7 @@ type Module struct {
 	missing  map[string]bool // "pod uid/ref" already reported as a missing reference
 	podNodes map[string]podRecord
 	tokens   map[string]tokenState // by pod namespace/name
+	autonomy *autonomy             // nil when the autonomy setting is off
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -100,6 +102,7 @@ func New() *Module {
 		SendServices:    true,
 		HubModule:       "cloudhub",
 		TokenRetry:      30 * time.Second,
+		Autonomy:        true,
 	}
 }
 
@@ -137,6 +140,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.watch(); err != nil {
 		return err
 	}
+	if m.Autonomy {
+		if err := m.startAutonomy(h.Metrics()); err != nil {
+			return err
+		}
+	}
 	m.factory.Start(ctx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
 	defer cancel()
@@ -144,6 +152,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		if !ok {
 			m.factory.Shutdown()
 			m.queue.ShutDown()
+			m.stopAutonomy()
 			return fmt.Errorf("the API server did not answer the first list of %v within %s (syncTimeout): is it reachable with this kubeconfig?", typ, m.SyncTimeout)
 		}
 	}
@@ -160,6 +169,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
 	}
 	m.wg.Go(func() { m.monitorNodes(ctx) })
+	if m.autonomy != nil {
+		m.runAutonomy(ctx)
+	}
 	h.Logger().Info("watching the API for edge nodes", "workers", m.Workers, "nodeGracePeriod", m.NodeGracePeriod)
 	return nil
 }
@@ -168,6 +180,7 @@ func (m *Module) Stop(context.Context) error {
 	if m.queue != nil {
 		m.queue.ShutDown()
 	}
+	m.stopAutonomy()
 	if m.factory != nil {
 		m.factory.Shutdown()
 	}

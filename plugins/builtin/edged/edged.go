@@ -225,7 +225,18 @@ func (m *Module) initialSync(ctx context.Context) {
 	m.host.Logger().Info("pods from the store", "count", len(pods))
 	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
 		err := m.removeOrphans(ctx, wanted)
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			// Folders of pods removed while edged was down (their sandboxes are gone now).
+			n, err := m.sweepPodDirs(wanted)
+			if err != nil {
+				m.host.Logger().Warn("folders of removed pods not all removed", "err", err)
+			}
+			if n > 0 {
+				m.host.Logger().Info("removed the folders of pods no longer wanted", "folders", n)
+			}
+			return
+		}
+		if ctx.Err() != nil {
 			return
 		}
 		m.host.Logger().Warn("cannot clean up sandboxes of removed pods yet", "err", err, "in", delay)
@@ -346,11 +357,11 @@ func (m *Module) setPod(pod *corev1.Pod, removed bool) {
 	w.poke(false)
 }
 
-// forget removes a finished worker unless a new desired state arrived meanwhile.
+// forget removes a finished worker (its pod removed from the store, or its deletion confirmed) unless a new desired state arrived meanwhile.
 func (m *Module) forget(w *worker) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !w.removed || len(w.wake) > 0 {
+	if !(w.removed || w.confirmed) || len(w.wake) > 0 {
 		return false
 	}
 	delete(m.workers, w.uid)

@@ -46,6 +46,7 @@ type worker struct {
 	sandboxIP    map[string]string
 	stopped      map[string]bool // sandboxes this worker stopped (StopPodSandbox done)
 	deletionSent bool
+	confirmed    bool // the deletion is confirmed and nothing of the pod is left: the worker may end
 	invalidSeen  string
 	probe        probeState
 }
@@ -121,6 +122,9 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 		if err := w.m.volumes.Cleanup(w.uid); err != nil {
 			w.log.Warn("volume cleanup failed", "err", err)
 		}
+		if err := w.m.removePodLogs(w.uid); err != nil {
+			w.log.Warn("log folder cleanup failed", "err", err)
+		}
 		w.log.Info("pod removed")
 		return 0, true
 	}
@@ -149,7 +153,14 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 			w.deletionSent = true
 			w.log.Info("pod stopped; deletion confirmed")
 		}
-		return w.m.SyncPeriod, false
+		// The confirmation took the pod out of the edge's store (metamanager deletes it on its way
+		// up), so no removal follows from the cloud: the pod is done here, and so is its log folder.
+		if err := w.m.removePodLogs(w.uid); err != nil {
+			w.log.Warn("log folder cleanup failed", "err", err)
+			return w.m.SyncPeriod, false
+		}
+		w.confirmed = true
+		return 0, true
 	}
 	w.m.metrics.syncs.WithLabelValues("ok").Inc()
 	if err := validatePod(pod); err != nil {

@@ -74,6 +74,7 @@ type Module struct {
 var (
 	_ sdk.Module        = (*Module)(nil)
 	_ sdk.HealthChecker = (*Module)(nil)
+	_ sdk.LinkChecker   = (*Module)(nil)
 )
 
 // New returns edgehub with its defaults.
@@ -168,9 +169,12 @@ func (m *Module) Stop(context.Context) error {
 	return nil
 }
 
-// Healthy reports whether the cloud link is up. An edge node works offline, so this is information
-// for /readyz and `module ls`, not a reason to restart anything.
-func (m *Module) Healthy(context.Context) error {
+// Healthy is nil: an edge node works offline, so a link that is down is no fault of the module (it
+// queues upstream messages in the outbox); LinkUp reports the link for /readyz/cloud.
+func (m *Module) Healthy(context.Context) error { return nil }
+
+// LinkUp reports whether the cloud link is up (sdk.LinkChecker; /readyz/cloud, `module ls`).
+func (m *Module) LinkUp(context.Context) error {
 	if !m.online.Load() {
 		return errors.New("not connected to the cloud (working offline; upstream messages wait in the outbox)")
 	}

@@ -113,8 +113,12 @@ func (m *Module) Stop(context.Context) error {
 	return nil
 }
 
-// Healthy reports whether the tunnel is up.
-func (m *Module) Healthy(context.Context) error {
+// Healthy is nil: a tunnel that is down (the node offline) is no fault of the module; LinkUp
+// reports it for /readyz/cloud.
+func (m *Module) Healthy(context.Context) error { return nil }
+
+// LinkUp reports whether the tunnel is up (sdk.LinkChecker).
+func (m *Module) LinkUp(context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.online {

@@ -171,7 +171,7 @@ func newRig(t *testing.T) *rig {
 	r := &rig{t: t, cloud: cloud, edge: edge, rt: rt, dir: dir, base: "https://" + cloud.StreamAddress,
 		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(),
 			Certificates: []tls.Certificate{{Certificate: [][]byte{apiCert.Raw}, PrivateKey: apiKey}}}, DisableKeepAlives: true}}}
-	eventually(t, "tunnel up", func() bool { return edge.Healthy(ctx) == nil })
+	eventually(t, "tunnel up", func() bool { return edge.LinkUp(ctx) == nil })
 	return r
 }
 

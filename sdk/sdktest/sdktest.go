@@ -54,6 +54,7 @@ type settings struct {
 	name     string
 	logger   *slog.Logger
 	process  process.Options
+	dbPath   string
 }
 
 type besideModule struct {
@@ -78,6 +79,10 @@ func Named(name string) Option { return func(s *settings) { s.name = name } }
 
 // Logger sends the host's log (the modules' logs included) to l instead of t.Log.
 func Logger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+
+// StorePath keeps the store in the SQLite file at path (default: a fresh file in t.TempDir()), so a
+// test can stop the modules and start them again on what they stored, as after a restart.
+func StorePath(path string) Option { return func(s *settings) { s.dbPath = path } }
 
 // ProcessOptions sets the process runtime's options for RunProcess.
 func ProcessOptions(o process.Options) Option { return func(s *settings) { s.process = o } }
@@ -194,7 +199,11 @@ func start(t testing.TB, s *settings, name string, registered []sdk.Info, blocks
 		t.Cleanup(tw.close)
 		logger = slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	db, err := store.Open(filepath.Join(t.TempDir(), "kedge.db"), store.Options{Synchronous: "normal"})
+	dbPath := s.dbPath
+	if dbPath == "" {
+		dbPath = filepath.Join(t.TempDir(), "kedge.db")
+	}
+	db, err := store.Open(dbPath, store.Options{Synchronous: "normal"})
 	if err != nil {
 		t.Fatalf("sdktest: %v", err)
 	}

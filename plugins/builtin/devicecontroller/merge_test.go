@@ -14,7 +14,7 @@ func tp(value, ts string) v1beta1.TwinProperty {
 }
 
 func TestMergeKeepsTheNewestValuePerPropertyAndReportsWhatChanged(t *testing.T) {
-	held := v1beta1.DeviceStatus{State: "online", LastOnlineTime: "2026-01-02T10:00:00Z", Twins: []v1beta1.Twin{
+	held := v1beta1.DeviceInstanceStatus{State: "online", LastOnlineTime: "2026-01-02T10:00:00Z", Twins: []v1beta1.Twin{
 		{PropertyName: "temperature", Reported: tp("21", "2000"), ObservedDesired: tp("20", "2000")},
 	}}
 	tests := []struct {

@@ -217,7 +217,7 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 // the held one unless the held one has a newer metadata.timestamp; state when given; lastOnlineTime
 // unless the held one is later. It returns the new status, whether anything changed, and how many
 // values were older than what the status holds.
-func merge(cur v1beta1.DeviceStatus, rep DeviceStatusReport) (v1beta1.DeviceStatus, bool, int) {
+func merge(cur v1beta1.DeviceInstanceStatus, rep DeviceStatusReport) (v1beta1.DeviceInstanceStatus, bool, int) {
 	out := *cur.DeepCopy()
 	changed, older := false, 0
 	idx := map[string]int{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // A mapper registers, gets its protocol's device and model, reports a value and a state; both reach
@@ -59,6 +61,28 @@ func TestMapperRegistersGetsItsDevicesAndItsReportsReachDevicetwinAndTheCloudSta
 	}
 	if target.GetDesired().GetValue() != "42" {
 		t.Fatalf("target desired = %v, want 42", target.GetDesired())
+	}
+	// spec.stateReport reaches the mapper as KubeEdge sends it: DeviceStatus reportToCloud and
+	// reportCycle (without them a KubeEdge mapper never reports the device's state); methods and the
+	// push methods (otel is field 4, anomalyDetection 5, as in KubeEdge) go along.
+	if st := d.GetStatus(); !st.GetReportToCloud() || st.GetReportCycle() != 2000 {
+		t.Fatalf("device status = %v, want reportToCloud true, reportCycle 2000", st)
+	}
+	if ms := d.GetSpec().GetMethods(); len(ms) != 1 || ms[0].GetName() != "setAll" || len(ms[0].GetPropertyNames()) != 1 {
+		t.Fatalf("methods = %v", ms)
+	}
+	for _, p := range d.GetSpec().GetProperties() {
+		if p.GetName() != "temperature" {
+			continue
+		}
+		pm := p.GetPushMethod()
+		var window wrapperspb.Int64Value
+		if pm.GetOtel().GetEndpointURL() != "http://127.0.0.1:4318" || pm.GetDbMethod() != nil {
+			t.Fatalf("pushMethod = %v, want otel only", pm)
+		}
+		if err := pm.GetAnomalyDetection().GetData()["window"].UnmarshalTo(&window); err != nil || window.Value != 5 {
+			t.Fatalf("anomalyDetection = %v (%v)", pm.GetAnomalyDetection(), err)
+		}
 	}
 
 	ctx := context.Background()
@@ -250,4 +274,55 @@ func TestRateLimitPerMapperAnswersResourceExhausted(t *testing.T) {
 	if _, err := r.client.MapperRegister(ctx, &dmiv1beta1.MapperRegisterRequest{Mapper: &dmiv1beta1.MapperInfo{Name: "m2", Protocol: "modbus", Address: []byte(other.socket)}}); err != nil {
 		t.Fatalf("another mapper was limited by the first one's budget: %v", err)
 	}
+}
+
+// A mapper registers once, at its start (KubeEdge's mappers do not register again): after edgecore
+// restarts on the same store, the registration is restored from it, the mapper is told about a new
+// device without registering again, is not sent again what it already holds, and kedge_dmi_mappers
+// counts it.
+func TestMapperRegistrationSurvivesAnEdgecoreRestart(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "edge.db")
+	r := newRigOn(t, dbPath, nil, "edgehub", "eventbus")
+	r.addThermo(t, "thermo-1", "virtual")
+	ms := newMapperServer(t, r.dir)
+	if resp := register(t, r, "virtual", ms.socket, true); len(resp.DeviceList) != 1 {
+		t.Fatalf("deviceList = %v, want thermo-1", resp.DeviceList)
+	}
+	if err := r.h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := newRigOn(t, dbPath, nil, "edgehub", "eventbus")
+	waitFor(t, 10*time.Second, "kedge_dmi_mappers 1 after the restart", func() error {
+		if n := gauge(t, r2.h, "kedge_dmi_mappers"); n != 1 {
+			return fmt.Errorf("kedge_dmi_mappers = %v", n)
+		}
+		return nil
+	})
+	r2.fromCloud(t, message.OpInsert, "default/device/thermo-2", "5", thermoDevice("thermo-2", "virtual", "7", "5"))
+	waitFor(t, 10*time.Second, "RegisterDevice of a device added after the restart", func() error { return ms.has("RegisterDevice default/thermo-2") })
+	r2.fromCloud(t, message.OpDelete, "default/device/thermo-1", "", `{}`)
+	waitFor(t, 10*time.Second, "RemoveDevice of a device given before the restart", func() error { return ms.has("RemoveDevice default/thermo-1") })
+	if err := ms.has("RegisterDevice default/thermo-1"); err == nil {
+		t.Fatal("thermo-1 was sent again after the restart although the mapper holds it")
+	}
+}
+
+// gauge reads a metric's value from the harness's registry.
+func gauge(t testing.TB, h *sdktest.Harness, name string) float64 {
+	t.Helper()
+	mfs, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var v float64
+			for _, m := range mf.GetMetric() {
+				v += m.GetGauge().GetValue()
+			}
+			return v
+		}
+	}
+	return -1
 }

@@ -185,6 +185,7 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 		status, changed, older := merge(dev.Status, rep)
 		if !changed {
 			m.metrics.olderTwins.Add(float64(older))
+			m.mirror(ctx, dev, status)
 			return "unchanged", nil
 		}
 		patch, err := json.Marshal(map[string]any{
@@ -198,6 +199,7 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 			SubResource("status").Param("fieldManager", "kedge-devicecontroller").Body(patch).Do(ctx).Error()
 		if err == nil {
 			m.metrics.olderTwins.Add(float64(older))
+			m.mirror(ctx, dev, status)
 			return "ok", nil
 		}
 		if !apierrors.IsConflict(err) || attempt >= conflictRetries {
@@ -278,4 +280,12 @@ func newer(in, held v1beta1.TwinProperty) bool {
 		return true
 	}
 	return i >= h
+}
+
+// mirror writes the DeviceStatus object after Device.status was written; a failure is logged (the
+// report itself succeeded) and the next report or sync of the Device writes it again.
+func (m *Module) mirror(ctx context.Context, dev *v1beta1.Device, st v1beta1.DeviceInstanceStatus) {
+	if err := m.mirrorStatus(ctx, dev, st); err != nil {
+		m.host.Logger().Warn("DeviceStatus object not updated (Device.status is); retried at the next report or sync", "device", dev.Namespace+"/"+dev.Name, "err", err)
+	}
 }

@@ -152,6 +152,16 @@ common:
 			return strings.Contains(row, "online"), row
 		})
 	}
+	// As on KubeEdge, the reading is in the DeviceStatus object of the same name.
+	waitFor(t, "the reading in kubectl get devicestatus", 30*time.Second, func() (bool, string) {
+		v, err := c.k8s.Kubectl("get", "devicestatus", "-n", ns, "vdev-otel", "-o", `jsonpath={.status.twins[?(@.propertyName=="random-int")].reported.value}|{.status.state}`)
+		if err != nil {
+			return false, v + err.Error()
+		}
+		val, state, _ := strings.Cut(v, "|")
+		_, err = strconv.Atoi(val)
+		return err == nil && state == "online", v
+	})
 	if n := c.edge.metric("kedge_dmi_mapper_calls_total", `result="error"`); n != 0 {
 		t.Fatalf("edgecore's calls to the mapper failed %v times:\n%s", n, c.edge.stderr)
 	}

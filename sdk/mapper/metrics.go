@@ -12,7 +12,8 @@ type metrics struct {
 	online              *prometheus.GaugeVec   // device
 	devices, goroutines prometheus.Gauge
 	registrations       *prometheus.CounterVec // result
-	push                *pushMetrics           // push.go
+	refusedDevices      prometheus.Counter
+	push                *pushMetrics // push.go
 }
 
 func newMetrics(h sdk.Host) (*metrics, error) {
@@ -25,9 +26,11 @@ func newMetrics(h sdk.Host) (*metrics, error) {
 		devices:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_mapper_devices", Help: "Devices the mapper runs."}),
 		goroutines:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_mapper_device_goroutines", Help: "Per-device goroutines running (one per device; a removed device's ends)."}),
 		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_mapper_registrations_total", Help: "MapperRegister calls to edgecore, per result."}, []string{"result"}),
-		push:          newPushMetrics(),
+		refusedDevices: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_mapper_refused_devices_total",
+			Help: "Devices (or device updates) refused because a property cannot work as its model and visitor say (see the mapper's log)."}),
+		push: newPushMetrics(),
 	}
-	for _, c := range append([]prometheus.Collector{mt.reads, mt.readErrors, mt.writes, mt.reports, mt.online, mt.devices, mt.goroutines, mt.registrations}, mt.push.collectors()...) {
+	for _, c := range append([]prometheus.Collector{mt.reads, mt.readErrors, mt.writes, mt.reports, mt.online, mt.devices, mt.goroutines, mt.registrations, mt.refusedDevices}, mt.push.collectors()...) {
 		if err := h.Metrics().Register(c); err != nil {
 			return nil, err
 		}

@@ -217,3 +217,72 @@ func TestWrongAddressOrUnreachableDeviceIsOfflineWhileOthersReport(t *testing.T)
 	r.waitTwin(t, "good", "setpoint", "12.5")
 	r.waitState(t, "good", "online")
 }
+
+// A Device whose property cannot work with its model type (FLOAT in one register) is refused when it
+// arrives: the mapper answers RegisterDevice with an error naming the device, the property and the
+// fields, counts it, and runs nothing for it; edgecore's dmi counts the failed call (and retries).
+func TestDeviceWithAnImpossibleVisitorIsRefusedWhenItArrives(t *testing.T) {
+	r := newRig(t)
+	r.fromCloud(t, message.OpInsert, "default/devicemodel/plc", "1", plcModel)
+	for deadline := time.Now().Add(20 * time.Second); metricSum(t, r.h, "kedge_dmi_mappers", "") < 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the mapper did not register")
+		}
+	}
+	bad := fmt.Sprintf(`{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":"plc-bad","namespace":"default","resourceVersion":"2"},
+ "spec":{"deviceModelRef":{"name":"plc"},"nodeName":%q,"protocol":{"protocolName":"modbus","configData":{"address":%q}},
+  "properties":[{"name":"pi","reportToCloud":true,"collectCycle":20,"visitors":{"protocolName":"modbus","configData":{"register":"HoldingRegister","offset":0,"limit":1}}}]}}`,
+		sdktest.NodeName, r.srv.Addr())
+	r.fromCloud(t, message.OpInsert, "default/device/plc-bad", "2", bad)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		refused, failed := metricSum(t, r.h, "kedge_mapper_refused_devices_total", ""), metricSum(t, r.h, "kedge_dmi_mapper_calls_total", "RegisterDevice")
+		if refused >= 1 && failed >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refused %v, RegisterDevice errors %v: the device was not refused", refused, failed)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := metricSum(t, r.h, "kedge_mapper_devices", ""); n != 0 {
+		t.Fatalf("kedge_mapper_devices = %v: the refused device runs", n)
+	}
+}
+
+// metricSum sums a metric's samples (only those with a label value equal to match, when given;
+// for kedge_dmi_mapper_calls_total only result="error").
+func metricSum(t *testing.T, h *sdktest.Harness, name, match string) float64 {
+	t.Helper()
+	mfs, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := match == ""
+			errorResult := name != "kedge_dmi_mapper_calls_total"
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == match {
+					ok = true
+				}
+				if l.GetName() == "result" && l.GetValue() == "error" {
+					errorResult = true
+				}
+			}
+			if !ok || !errorResult {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			} else if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
+			}
+		}
+	}
+	return sum
+}

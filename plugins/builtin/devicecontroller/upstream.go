@@ -163,8 +163,8 @@ func decodeReport(raw []byte, dev *v1beta1.Device) (DeviceStatusReport, error) {
 		}
 	}
 	if rep.LastOnlineTime != "" {
-		if _, err := time.Parse(time.RFC3339, rep.LastOnlineTime); err != nil {
-			return rep, fmt.Errorf("%w: lastOnlineTime %q is not RFC 3339: %v", errInvalid, rep.LastOnlineTime, err)
+		if _, err := parseOnline(rep.LastOnlineTime); err != nil {
+			return rep, fmt.Errorf("%w: lastOnlineTime %q is neither KubeEdge's \"2006-01-02 15:04:05\" nor RFC 3339", errInvalid, rep.LastOnlineTime)
 		}
 	}
 	return rep, nil
@@ -254,8 +254,8 @@ func merge(cur v1beta1.DeviceInstanceStatus, rep DeviceStatusReport) (v1beta1.De
 		out.State, changed = rep.State, true
 	}
 	if rep.LastOnlineTime != "" && rep.LastOnlineTime != out.LastOnlineTime {
-		in, _ := time.Parse(time.RFC3339, rep.LastOnlineTime)
-		held, err := time.Parse(time.RFC3339, out.LastOnlineTime)
+		in, _ := parseOnline(rep.LastOnlineTime)
+		held, err := parseOnline(out.LastOnlineTime)
 		if err != nil || !in.Before(held) {
 			out.LastOnlineTime, changed = rep.LastOnlineTime, true
 		}
@@ -288,4 +288,14 @@ func (m *Module) mirror(ctx context.Context, dev *v1beta1.Device, st v1beta1.Dev
 	if err := m.mirrorStatus(ctx, dev, st); err != nil {
 		m.host.Logger().Warn("DeviceStatus object not updated (Device.status is); retried at the next report or sync", "device", dev.Namespace+"/"+dev.Name, "err", err)
 	}
+}
+
+// parseOnline reads a lastOnlineTime as KubeEdge's devicetwin writes it ("2006-01-02 15:04:05", the
+// edge's local time, read here as UTC: reports of one device compare consistently) or as RFC 3339
+// (what Kedge's edge wrote before).
+func parseOnline(s string) (time.Time, error) {
+	if t, err := time.Parse("2006-01-02 15:04:05", s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339, s)
 }

@@ -342,7 +342,7 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 	s := m.states[k]
 	s.State = state
 	if state == "online" {
-		s.LastOnlineTime = time.Now().UTC().Format(time.RFC3339)
+		s.LastOnlineTime = time.Now().Format(LastOnlineLayout)
 	}
 	raw, _ := json.Marshal(s)
 	if _, err := m.host.Store().Put(ctx, sdk.Object{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}); err != nil {

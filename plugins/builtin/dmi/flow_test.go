@@ -15,6 +15,7 @@ import (
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
+	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
@@ -325,4 +326,57 @@ func gauge(t testing.TB, h *sdktest.Harness, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// kubectl delete device removes every edge-side record of it from the real store: devicetwin's
+// device, twins and state, metamanager's device and its last devicestatus report, and the device in
+// the mapper registration dmi keeps (after RemoveDevice to the mapper).
+func TestDeletedDeviceLeavesNoRecordInTheEdgeStore(t *testing.T) {
+	r := newRig(t, nil)
+	r.addThermo(t, "thermo-1", "virtual")
+	ms := newMapperServer(t, r.dir)
+	register(t, r, "virtual", ms.socket, true)
+	ctx := context.Background()
+	if _, err := r.client.ReportDeviceStatus(ctx, &dmiv1beta1.ReportDeviceStatusRequest{DeviceName: "thermo-1", DeviceNamespace: "default",
+		ReportedDevice: &dmiv1beta1.DeviceStatus{Twins: []*dmiv1beta1.Twin{{PropertyName: "temperature",
+			Reported: &dmiv1beta1.TwinProperty{Value: "21.5", Metadata: map[string]string{"timestamp": fmt.Sprint(time.Now().UnixMilli()), "type": "FLOAT"}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.ReportDeviceStates(ctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", DeviceNamespace: "default", State: "online"}); err != nil {
+		t.Fatal(err)
+	}
+	// records names every stored object of every module that mentions the device.
+	records := func() []string {
+		var out []string
+		for _, mod := range []string{devicetwin.Name, metamanager.Name, dmi.Name} {
+			objs, err := r.h.DB.Objects(mod).List(ctx, sdk.Query{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if strings.Contains(o.Name, "thermo-1") || (o.Type == "mapper" && strings.Contains(string(o.Value), "thermo-1")) {
+					out = append(out, mod+" "+o.Key.String())
+				}
+			}
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "twin, state and devicestatus stored", func() error {
+		got := strings.Join(records(), " ")
+		for _, want := range []string{"devicetwin twin/default/thermo-1/temperature", "devicetwin devicestate/default/thermo-1",
+			"metamanager devicestatus/default/thermo-1", "metamanager device/default/thermo-1", "dmi mapper/virtual"} {
+			if !strings.Contains(got, want) {
+				return fmt.Errorf("%s missing from %s", want, got)
+			}
+		}
+		return nil
+	})
+	r.fromCloud(t, message.OpDelete, "default/device/thermo-1", "", `{}`)
+	waitFor(t, 10*time.Second, "RemoveDevice", func() error { return ms.has("RemoveDevice default/thermo-1") })
+	waitFor(t, 10*time.Second, "no record of thermo-1 left", func() error {
+		if left := records(); len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
+		}
+		return nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,6 +282,51 @@ func metricSum(t *testing.T, h *sdktest.Harness, name, match string) float64 {
 				sum += c.GetValue()
 			} else if g := m.GetGauge(); g != nil {
 				sum += g.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// What edgecore refuses in a report is told to the mapper synchronously and counted apart from
+// reports that did not get through: two devices of one name in two namespaces (twin topics carry the
+// name only) make dmi answer FailedPrecondition, and kedge_mapper_reports_total{result="refused"}
+// moves while result="failed" stays 0.
+func TestReportsEdgecoreRefusesAreCountedAsRefusedNotFailed(t *testing.T) {
+	r := newRig(t)
+	r.fromCloud(t, message.OpInsert, "default/devicemodel/plc", "1", plcModel)
+	other := strings.ReplaceAll(plcModel, `"namespace":"default"`, `"namespace":"other"`)
+	r.fromCloud(t, message.OpInsert, "other/devicemodel/plc", "1", other)
+	r.fromCloud(t, message.OpInsert, "default/device/plc-1", "2", plcDevice("plc-1", "2", r.srv.Addr(), 0, "20", "false"))
+	r.fromCloud(t, message.OpInsert, "other/device/plc-1", "2",
+		strings.ReplaceAll(plcDevice("plc-1", "2", r.srv.Addr(), 0, "20", "false"), `"namespace":"default"`, `"namespace":"other"`))
+	waitFor(t, 20*time.Second, "a refused report counted", func() error {
+		if n := reportsWith(t, r.h, "refused"); n < 1 {
+			return fmt.Errorf("refused %v", n)
+		}
+		return nil
+	})
+	if n := reportsWith(t, r.h, "failed"); n != 0 {
+		t.Fatalf("kedge_mapper_reports_total{result=failed} = %v: refusals counted as failures", n)
+	}
+}
+
+func reportsWith(t *testing.T, h *sdktest.Harness, result string) float64 {
+	t.Helper()
+	mfs, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "kedge_mapper_reports_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					sum += m.GetCounter().GetValue()
+				}
 			}
 		}
 	}

@@ -33,6 +33,16 @@ type Driver interface {
 	Close() error
 }
 
+// PropertyChecker is implemented by a Driver that can tell from a property alone (its model type and
+// its visitor) that reading or writing it cannot work, e.g. a FLOAT in one 16-bit register. The mapper
+// asks a fresh driver when a device arrives or changes with its model known: an error refuses the
+// device (RegisterDevice / UpdateDevice answer InvalidArgument with the device, the property and the
+// driver's message naming the fields), so edgecore logs it and retries, and nothing is read with a
+// configuration that would report wrong values.
+type PropertyChecker interface {
+	CheckProperty(prop Property) error
+}
+
 // DeviceRef names a device.
 type DeviceRef struct {
 	Namespace string

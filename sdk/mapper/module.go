@@ -348,6 +348,12 @@ func (m *Module) putModel(dm *dmiv1beta1.DeviceModel) {
 	}
 	m.mu.Unlock()
 	for _, r := range users {
+		r.mu.Lock()
+		d := r.snap.device
+		r.mu.Unlock()
+		if d != nil {
+			_ = m.checkProperties(d, dm) // logged; the driver refuses such a property at each read too
+		}
 		r.update(nil, dm)
 	}
 }
@@ -373,6 +379,10 @@ func (m *Module) putDevice(d *dmiv1beta1.Device) error {
 		return fmt.Errorf("mapper %s handed its devices to a new instance", m.name)
 	}
 	model := m.models[d.GetNamespace()+"/"+d.GetSpec().GetDeviceModelReference()]
+	if err := m.checkProperties(d, model); err != nil {
+		m.mu.Unlock()
+		return err
+	}
 	r := m.devices[k]
 	if r == nil {
 		r = newRunner(m, d, model)
@@ -384,6 +394,40 @@ func (m *Module) putDevice(d *dmiv1beta1.Device) error {
 	}
 	m.mu.Unlock()
 	r.update(d, model)
+	return nil
+}
+
+// checkProperties asks the driver (when it is a PropertyChecker) whether each property of the device
+// can work as its model and visitor say; the first that cannot refuses the device.
+func (m *Module) checkProperties(d *dmiv1beta1.Device, model *dmiv1beta1.DeviceModel) error {
+	if model == nil {
+		return nil
+	}
+	pc, ok := m.newDriver().(PropertyChecker)
+	if !ok {
+		return nil
+	}
+	types := map[string]*dmiv1beta1.ModelProperty{}
+	for _, mp := range model.GetSpec().GetProperties() {
+		types[mp.GetName()] = mp
+	}
+	for _, dp := range d.GetSpec().GetProperties() {
+		mp := types[dp.GetName()]
+		if mp == nil {
+			continue
+		}
+		vis, err := configJSON(dp.GetVisitors().GetConfigData())
+		if err != nil {
+			continue // logged and skipped when the device runs
+		}
+		prop := Property{Name: dp.GetName(), Type: strings.ToUpper(mp.GetType()), AccessMode: mp.GetAccessMode(),
+			Minimum: mp.GetMinimum(), Maximum: mp.GetMaximum(), Unit: mp.GetUnit(), VisitorProtocol: dp.GetVisitors().GetProtocolName(), Visitor: vis}
+		if err := pc.CheckProperty(prop); err != nil {
+			m.metrics.refusedDevices.Inc()
+			m.log.Error("device refused: a property cannot work as configured", "device", d.GetNamespace()+"/"+d.GetName(), "property", dp.GetName(), "err", err)
+			return fmt.Errorf("device %s/%s property %q (model %s type %s): %w", d.GetNamespace(), d.GetName(), dp.GetName(), model.GetName(), prop.Type, err)
+		}
+	}
 	return nil
 }
 

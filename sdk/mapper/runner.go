@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
 )
 
@@ -428,8 +431,19 @@ func (l *devLoop) report(ctx context.Context, now time.Time) {
 	_, err := l.m.dmi.ReportDeviceStatus(cctx, &dmiv1beta1.ReportDeviceStatusRequest{DeviceName: l.r.ref.Name, DeviceNamespace: l.r.ref.Namespace,
 		ReportedDevice: &dmiv1beta1.DeviceStatus{Twins: twins}})
 	cancel()
+	if err != nil && refusedReport(err) {
+		// edgecore took the call and refused what it carried (a property not in the model, a bad
+		// timestamp...): sending the same values again cannot help; the next readings go next cycle.
+		l.m.metrics.reports.WithLabelValues(dev, "refused").Inc()
+		l.m.log.Warn("report refused by edgecore; these values are dropped", "device", dev, "err", err)
+		for _, p := range sent {
+			p.reportedTs = p.ts
+			p.nextReport = now.Add(p.report)
+		}
+		return
+	}
 	if err != nil {
-		l.m.metrics.reports.WithLabelValues(dev, "error").Inc()
+		l.m.metrics.reports.WithLabelValues(dev, "failed").Inc()
 		if ctx.Err() == nil {
 			l.m.log.Warn("report to edgecore failed; the latest values go with the next report", "device", dev, "err", err)
 		}
@@ -554,4 +568,14 @@ func (l *devLoop) nextWake(now time.Time) time.Duration {
 		at(l.nextStateReport)
 	}
 	return max(next.Sub(now), 0)
+}
+
+// refusedReport says whether edgecore answered a report with a refusal of its content (as opposed to
+// not taking it: unreachable, overloaded, timed out).
+func refusedReport(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.OutOfRange, codes.PermissionDenied:
+		return true
+	}
+	return false
 }

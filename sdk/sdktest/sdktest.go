@@ -87,6 +87,10 @@ func StoreAt(path, synchronous string) Option {
 	return func(s *settings) { s.dbPath, s.dbSync = path, synchronous }
 }
 
+// StorePath keeps the store in the SQLite file at path (StoreAt with the default synchronous), so a
+// test can stop the modules and start them again on what they stored, as after a restart.
+func StorePath(path string) Option { return StoreAt(path, "") }
+
 // ProcessOptions sets the process runtime's options for RunProcess.
 func ProcessOptions(o process.Options) Option { return func(s *settings) { s.process = o } }
 

@@ -324,7 +324,7 @@ func (d *deviceRig) twin(prop string) v1beta1.Twin {
 	return tw
 }
 
-func findTwin(s v1beta1.DeviceStatus, prop string) (v1beta1.Twin, bool) {
+func findTwin(s v1beta1.DeviceInstanceStatus, prop string) (v1beta1.Twin, bool) {
 	for _, tw := range s.Twins {
 		if tw.PropertyName == prop {
 			return tw, true

@@ -68,6 +68,9 @@ type Module struct {
 	owners  map[string]map[string]int  // model "ns/name" -> node -> devices there using it
 	unsent  map[string]map[string]bool // model "ns/name" -> nodes that need it but never got it (it did not exist yet)
 	records map[string]devRecord       // device "ns/name" -> what was last decided for it
+
+	mirrorMu sync.Mutex
+	mirrored map[string]string // device "ns/name" -> "<uid>/<sha256>" of the DeviceStatus last written
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -114,6 +117,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.owners = map[string]map[string]int{}
 	m.unsent = map[string]map[string]bool{}
 	m.records = map[string]devRecord{}
+	m.mirrored = map[string]string{}
 	m.stop = make(chan struct{})
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {

@@ -651,3 +651,45 @@ func TestDeviceWhoseModelIsCreatedLaterGetsTheModelOnItsNode(t *testing.T) {
 	// The node's first copy of the model is an insert, as when the model existed before the device.
 	r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "late"))
 }
+
+// KubeEdge v1.23 keeps what the edge reports in a DeviceStatus object per Device: it is created with
+// the Device (owned by it), follows every status report (twins, state), and goes with the Device.
+func TestDeviceStatusObjectIsCreatedWithTheDeviceFollowsItsReportsAndGoesWithIt(t *testing.T) {
+	r := newRig(t)
+	a := r.node("a")
+	r.join(a)
+	r.model("m")
+	dev := r.device("d", "m", a, "20")
+	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	getStatus := func() (*v1beta1.DeviceStatus, error) {
+		ds := &v1beta1.DeviceStatus{}
+		err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
+		return ds, err
+	}
+	eventually(t, "DeviceStatus d created, owned by Device d", func() (bool, string) {
+		ds, err := getStatus()
+		if err != nil {
+			return false, err.Error()
+		}
+		owned := len(ds.OwnerReferences) == 1 && ds.OwnerReferences[0].UID == dev.UID && ds.OwnerReferences[0].Kind == "Device" &&
+			ds.OwnerReferences[0].Controller != nil && *ds.OwnerReferences[0].Controller
+		return owned, fmt.Sprintf("owners %+v", ds.OwnerReferences)
+	})
+	if resp := r.report(a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("temperature", "21.5", 2000)}, State: "online"}); resp.Route.Operation == message.OpError {
+		t.Fatalf("refused: %s", resp.Content)
+	}
+	eventually(t, "the report in DeviceStatus d", func() (bool, string) {
+		ds, err := getStatus()
+		if err != nil {
+			return false, err.Error()
+		}
+		ok := ds.Status.State == "online" && len(ds.Status.Twins) == 1 && ds.Status.Twins[0].PropertyName == "temperature" &&
+			ds.Status.Twins[0].Reported.Value == "21.5" && ds.Status.Twins[0].Reported.Metadata["timestamp"] == "2000"
+		return ok, fmt.Sprintf("%+v", ds.Status)
+	})
+	r.deleteDevice("d")
+	eventually(t, "DeviceStatus d deleted with the Device", func() (bool, string) {
+		_, err := getStatus()
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+}

@@ -186,7 +186,12 @@ func (m *Module) syncDevice(ctx context.Context, it item) error {
 	for n := range touched {
 		m.syncMembership(ctx, n, false)
 	}
-	return nil
+	// The Device's DeviceStatus object: created with the Device (holding what Device.status holds),
+	// deleted with it.
+	if dev == nil {
+		return m.dropStatus(ctx, it.Namespace, it.Name)
+	}
+	return m.mirrorStatus(ctx, dev, dev.Status)
 }
 
 // acquire records that a device on node uses model, and sends the model when it is the first.

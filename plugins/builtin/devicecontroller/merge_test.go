@@ -14,7 +14,7 @@ func tp(value, ts string) v1beta1.TwinProperty {
 }
 
 func TestMergeKeepsTheNewestValuePerPropertyAndReportsWhatChanged(t *testing.T) {
-	held := v1beta1.DeviceStatus{State: "online", LastOnlineTime: "2026-01-02T10:00:00Z", Twins: []v1beta1.Twin{
+	held := v1beta1.DeviceInstanceStatus{State: "online", LastOnlineTime: "2026-01-02T10:00:00Z", Twins: []v1beta1.Twin{
 		{PropertyName: "temperature", Reported: tp("21", "2000"), ObservedDesired: tp("20", "2000")},
 	}}
 	tests := []struct {
@@ -34,6 +34,8 @@ func TestMergeKeepsTheNewestValuePerPropertyAndReportsWhatChanged(t *testing.T) 
 		{"observedDesired alone leaves reported", DeviceStatusReport{Twins: []v1beta1.Twin{{PropertyName: "temperature", ObservedDesired: tp("25", "4000")}}}, "21", "25", true, 0, "online", "2026-01-02T10:00:00Z"},
 		{"state and a later lastOnlineTime", DeviceStatusReport{State: "offline", LastOnlineTime: "2026-01-03T10:00:00Z"}, "21", "20", true, 0, "offline", "2026-01-03T10:00:00Z"},
 		{"an earlier lastOnlineTime is kept out", DeviceStatusReport{LastOnlineTime: "2026-01-01T10:00:00Z"}, "21", "20", false, 0, "online", "2026-01-02T10:00:00Z"},
+		{"a later lastOnlineTime in KubeEdge's format", DeviceStatusReport{LastOnlineTime: "2026-01-02 11:00:00"}, "21", "20", true, 0, "online", "2026-01-02 11:00:00"},
+		{"an earlier one in KubeEdge's format is kept out", DeviceStatusReport{LastOnlineTime: "2026-01-02 09:59:59"}, "21", "20", false, 0, "online", "2026-01-02T10:00:00Z"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,8 @@ type metrics struct {
 	deferred   prometheus.Counter
 	reconciles prometheus.Counter
 	conflicts  prometheus.Counter
+
+	deviceStatuses *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -31,8 +33,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Edge node inventories reconciled against the API."}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicecontroller_status_conflicts_total",
 			Help: "Device status writes retried because the Device changed meanwhile (resourceVersion conflict)."}),
+		deviceStatuses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicecontroller_devicestatus_writes_total",
+			Help: "Writes of DeviceStatus objects (devicestatuses.devices.kubeedge.io), by result (ok, error)."}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.olderTwins, m.deferred, m.reconciles, m.conflicts} {
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.olderTwins, m.deferred, m.reconciles, m.conflicts, m.deviceStatuses} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

@@ -163,8 +163,8 @@ func decodeReport(raw []byte, dev *v1beta1.Device) (DeviceStatusReport, error) {
 		}
 	}
 	if rep.LastOnlineTime != "" {
-		if _, err := time.Parse(time.RFC3339, rep.LastOnlineTime); err != nil {
-			return rep, fmt.Errorf("%w: lastOnlineTime %q is not RFC 3339: %v", errInvalid, rep.LastOnlineTime, err)
+		if _, err := parseOnline(rep.LastOnlineTime); err != nil {
+			return rep, fmt.Errorf("%w: lastOnlineTime %q is neither KubeEdge's \"2006-01-02 15:04:05\" nor RFC 3339", errInvalid, rep.LastOnlineTime)
 		}
 	}
 	return rep, nil
@@ -185,6 +185,7 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 		status, changed, older := merge(dev.Status, rep)
 		if !changed {
 			m.metrics.olderTwins.Add(float64(older))
+			m.mirror(ctx, dev, status)
 			return "unchanged", nil
 		}
 		patch, err := json.Marshal(map[string]any{
@@ -198,6 +199,7 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 			SubResource("status").Param("fieldManager", "kedge-devicecontroller").Body(patch).Do(ctx).Error()
 		if err == nil {
 			m.metrics.olderTwins.Add(float64(older))
+			m.mirror(ctx, dev, status)
 			return "ok", nil
 		}
 		if !apierrors.IsConflict(err) || attempt >= conflictRetries {
@@ -217,7 +219,7 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 // the held one unless the held one has a newer metadata.timestamp; state when given; lastOnlineTime
 // unless the held one is later. It returns the new status, whether anything changed, and how many
 // values were older than what the status holds.
-func merge(cur v1beta1.DeviceStatus, rep DeviceStatusReport) (v1beta1.DeviceStatus, bool, int) {
+func merge(cur v1beta1.DeviceInstanceStatus, rep DeviceStatusReport) (v1beta1.DeviceInstanceStatus, bool, int) {
 	out := *cur.DeepCopy()
 	changed, older := false, 0
 	idx := map[string]int{}
@@ -252,8 +254,8 @@ func merge(cur v1beta1.DeviceStatus, rep DeviceStatusReport) (v1beta1.DeviceStat
 		out.State, changed = rep.State, true
 	}
 	if rep.LastOnlineTime != "" && rep.LastOnlineTime != out.LastOnlineTime {
-		in, _ := time.Parse(time.RFC3339, rep.LastOnlineTime)
-		held, err := time.Parse(time.RFC3339, out.LastOnlineTime)
+		in, _ := parseOnline(rep.LastOnlineTime)
+		held, err := parseOnline(out.LastOnlineTime)
 		if err != nil || !in.Before(held) {
 			out.LastOnlineTime, changed = rep.LastOnlineTime, true
 		}
@@ -278,4 +280,22 @@ func newer(in, held v1beta1.TwinProperty) bool {
 		return true
 	}
 	return i >= h
+}
+
+// mirror writes the DeviceStatus object after Device.status was written; a failure is logged (the
+// report itself succeeded) and the next report or sync of the Device writes it again.
+func (m *Module) mirror(ctx context.Context, dev *v1beta1.Device, st v1beta1.DeviceInstanceStatus) {
+	if err := m.mirrorStatus(ctx, dev, st); err != nil {
+		m.host.Logger().Warn("DeviceStatus object not updated (Device.status is); retried at the next report or sync", "device", dev.Namespace+"/"+dev.Name, "err", err)
+	}
+}
+
+// parseOnline reads a lastOnlineTime as KubeEdge's devicetwin writes it ("2006-01-02 15:04:05", the
+// edge's local time, read here as UTC: reports of one device compare consistently) or as RFC 3339
+// (what Kedge's edge wrote before).
+func parseOnline(s string) (time.Time, error) {
+	if t, err := time.Parse("2006-01-02 15:04:05", s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339, s)
 }

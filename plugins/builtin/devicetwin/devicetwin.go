@@ -48,6 +48,10 @@ var Info = sdk.Info{
 func init() { sdk.Register(Info) }
 
 // Module is devicetwin; its exported fields are its settings.
+// LastOnlineLayout is how KubeEdge's devicetwin writes a device's last online time (last_online on
+// the MQTT API, lastOnlineTime upstream): the edge node's local time, to the second.
+const LastOnlineLayout = "2006-01-02 15:04:05"
+
 type Module struct {
 	FlushInterval time.Duration `yaml:"flushInterval" doc:"Reported values, states and observed desired values go to the cloud at most once per device per interval, the latest of each property."`
 	EventBus      string        `yaml:"eventBus" doc:"Module that publishes to MQTT."`

@@ -360,7 +360,7 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 	s := m.states[k]
 	s.State = state
 	if state == "online" {
-		s.LastOnlineTime = time.Now().UTC().Format(time.RFC3339)
+		s.LastOnlineTime = time.Now().Format(LastOnlineLayout)
 	}
 	raw, _ := json.Marshal(s)
 	m.states[k] = s

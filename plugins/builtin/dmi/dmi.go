@@ -119,6 +119,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.limiters = map[string]*rate.Limiter{}
 	m.kick = make(chan struct{}, 1)
 
+	if err := m.restore(ctx); err != nil {
+		return err
+	}
+	restored := len(m.mappers)
 	lis, err := listenUnix(m.Socket)
 	if err != nil {
 		return err
@@ -132,6 +136,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		}
 	})
 	m.wg.Go(func() { m.reconcileLoop(ctx) })
+	if restored > 0 { // restored: bring them in step now, not a reconcileInterval later
+		m.kick <- struct{}{}
+	}
 	m.log.Info("DMI listening", "socket", m.Socket, "qps", m.QPS, "burst", m.Burst)
 	return nil
 }

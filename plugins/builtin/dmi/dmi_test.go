@@ -55,6 +55,13 @@ func newRig(t testing.TB, cfg map[string]any) *rig {
 // answers are then dropped and counted instead of filling a mailbox nobody reads).
 func newRigCapturing(t testing.TB, cfg map[string]any, captures ...string) *rig {
 	t.Helper()
+	return newRigOn(t, "", cfg, captures...)
+}
+
+// newRigOn is newRigCapturing on the store file dbPath ("" for a fresh one): a second rig on the
+// same file is edgecore restarted.
+func newRigOn(t testing.TB, dbPath string, cfg map[string]any, captures ...string) *rig {
+	t.Helper()
 	dir := sockDir(t)
 	socket := filepath.Join(dir, "run", "dmi.sock")
 	mmInfo, ok := sdk.Lookup(metamanager.Name)
@@ -68,7 +75,7 @@ func newRigCapturing(t testing.TB, cfg map[string]any, captures ...string) *rig 
 	h := sdktest.Run(t, dmi.Info, c,
 		sdktest.Beside(mmInfo, map[string]any{"cloudSource": "edgehub", "metaServer": map[string]any{"enable": false}}),
 		sdktest.Beside(devicetwin.Info, map[string]any{"flushInterval": "20ms"}),
-		sdktest.Capture(captures...))
+		sdktest.Capture(captures...), sdktest.StorePath(dbPath))
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -95,8 +102,9 @@ const thermoModel = `{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"DeviceM
 
 func thermoDevice(name, protocol, desired, rv string) string {
 	return fmt.Sprintf(`{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":%q,"namespace":"default","resourceVersion":%q},
- "spec":{"deviceModelRef":{"name":"thermo"},"nodeName":%q,"protocol":{"protocolName":%q,"configData":{"port":502,"host":"10.0.0.7","ratio":0.5,"tls":true,"extra":{"a":1}}},
-  "properties":[{"name":"temperature","reportToCloud":true,"collectCycle":1000,"visitors":{"protocolName":%q,"configData":{"register":"HoldingRegister","offset":2}}},
+ "spec":{"deviceModelRef":{"name":"thermo"},"nodeName":%q,"stateReport":{"reportToCloud":true,"reportCycle":2000},
+  "methods":[{"name":"setAll","description":"set the target","propertyNames":["target"]}],"protocol":{"protocolName":%q,"configData":{"port":502,"host":"10.0.0.7","ratio":0.5,"tls":true,"extra":{"a":1}}},
+  "properties":[{"name":"temperature","reportToCloud":true,"collectCycle":1000,"pushMethod":{"otel":{"endpointURL":"http://127.0.0.1:4318"},"anomalyDetection":{"window":5}},"visitors":{"protocolName":%q,"configData":{"register":"HoldingRegister","offset":2}}},
    {"name":"target","desired":{"value":%q}}]}}`, name, rv, sdktest.NodeName, protocol, protocol, desired)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,11 @@ import (
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
+	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // A mapper registers, gets its protocol's device and model, reports a value and a state; both reach
@@ -59,6 +62,28 @@ func TestMapperRegistersGetsItsDevicesAndItsReportsReachDevicetwinAndTheCloudSta
 	}
 	if target.GetDesired().GetValue() != "42" {
 		t.Fatalf("target desired = %v, want 42", target.GetDesired())
+	}
+	// spec.stateReport reaches the mapper as KubeEdge sends it: DeviceStatus reportToCloud and
+	// reportCycle (without them a KubeEdge mapper never reports the device's state); methods and the
+	// push methods (otel is field 4, anomalyDetection 5, as in KubeEdge) go along.
+	if st := d.GetStatus(); !st.GetReportToCloud() || st.GetReportCycle() != 2000 {
+		t.Fatalf("device status = %v, want reportToCloud true, reportCycle 2000", st)
+	}
+	if ms := d.GetSpec().GetMethods(); len(ms) != 1 || ms[0].GetName() != "setAll" || len(ms[0].GetPropertyNames()) != 1 {
+		t.Fatalf("methods = %v", ms)
+	}
+	for _, p := range d.GetSpec().GetProperties() {
+		if p.GetName() != "temperature" {
+			continue
+		}
+		pm := p.GetPushMethod()
+		var window wrapperspb.Int64Value
+		if pm.GetOtel().GetEndpointURL() != "http://127.0.0.1:4318" || pm.GetDbMethod() != nil {
+			t.Fatalf("pushMethod = %v, want otel only", pm)
+		}
+		if err := pm.GetAnomalyDetection().GetData()["window"].UnmarshalTo(&window); err != nil || window.Value != 5 {
+			t.Fatalf("anomalyDetection = %v (%v)", pm.GetAnomalyDetection(), err)
+		}
 	}
 
 	ctx := context.Background()
@@ -271,4 +296,108 @@ func TestReportDeviceStatusReturnsOnlyOnceTheValueIsStored(t *testing.T) {
 			t.Fatalf("report %s succeeded but the store holds %s (%v)", v, o.Value, err)
 		}
 	}
+}
+
+// A mapper registers once, at its start (KubeEdge's mappers do not register again): after edgecore
+// restarts on the same store, the registration is restored from it, the mapper is told about a new
+// device without registering again, is not sent again what it already holds, and kedge_dmi_mappers
+// counts it.
+func TestMapperRegistrationSurvivesAnEdgecoreRestart(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "edge.db")
+	r := newRigOn(t, dbPath, nil, "edgehub", "eventbus")
+	r.addThermo(t, "thermo-1", "virtual")
+	ms := newMapperServer(t, r.dir)
+	if resp := register(t, r, "virtual", ms.socket, true); len(resp.DeviceList) != 1 {
+		t.Fatalf("deviceList = %v, want thermo-1", resp.DeviceList)
+	}
+	if err := r.h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := newRigOn(t, dbPath, nil, "edgehub", "eventbus")
+	waitFor(t, 10*time.Second, "kedge_dmi_mappers 1 after the restart", func() error {
+		if n := gauge(t, r2.h, "kedge_dmi_mappers"); n != 1 {
+			return fmt.Errorf("kedge_dmi_mappers = %v", n)
+		}
+		return nil
+	})
+	r2.fromCloud(t, message.OpInsert, "default/device/thermo-2", "5", thermoDevice("thermo-2", "virtual", "7", "5"))
+	waitFor(t, 10*time.Second, "RegisterDevice of a device added after the restart", func() error { return ms.has("RegisterDevice default/thermo-2") })
+	r2.fromCloud(t, message.OpDelete, "default/device/thermo-1", "", `{}`)
+	waitFor(t, 10*time.Second, "RemoveDevice of a device given before the restart", func() error { return ms.has("RemoveDevice default/thermo-1") })
+	if err := ms.has("RegisterDevice default/thermo-1"); err == nil {
+		t.Fatal("thermo-1 was sent again after the restart although the mapper holds it")
+	}
+}
+
+// gauge reads a metric's value from the harness's registry.
+func gauge(t testing.TB, h *sdktest.Harness, name string) float64 {
+	t.Helper()
+	mfs, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var v float64
+			for _, m := range mf.GetMetric() {
+				v += m.GetGauge().GetValue()
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// kubectl delete device removes every edge-side record of it from the real store: devicetwin's
+// device, twins and state, metamanager's device and its last devicestatus report, and the device in
+// the mapper registration dmi keeps (after RemoveDevice to the mapper).
+func TestDeletedDeviceLeavesNoRecordInTheEdgeStore(t *testing.T) {
+	r := newRig(t, nil)
+	r.addThermo(t, "thermo-1", "virtual")
+	ms := newMapperServer(t, r.dir)
+	register(t, r, "virtual", ms.socket, true)
+	ctx := context.Background()
+	if _, err := r.client.ReportDeviceStatus(ctx, &dmiv1beta1.ReportDeviceStatusRequest{DeviceName: "thermo-1", DeviceNamespace: "default",
+		ReportedDevice: &dmiv1beta1.DeviceStatus{Twins: []*dmiv1beta1.Twin{{PropertyName: "temperature",
+			Reported: &dmiv1beta1.TwinProperty{Value: "21.5", Metadata: map[string]string{"timestamp": fmt.Sprint(time.Now().UnixMilli()), "type": "FLOAT"}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.ReportDeviceStates(ctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", DeviceNamespace: "default", State: "online"}); err != nil {
+		t.Fatal(err)
+	}
+	// records names every stored object of every module that mentions the device.
+	records := func() []string {
+		var out []string
+		for _, mod := range []string{devicetwin.Name, metamanager.Name, dmi.Name} {
+			objs, err := r.h.DB.Objects(mod).List(ctx, sdk.Query{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if strings.Contains(o.Name, "thermo-1") || (o.Type == "mapper" && strings.Contains(string(o.Value), "thermo-1")) {
+					out = append(out, mod+" "+o.Key.String())
+				}
+			}
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "twin, state and devicestatus stored", func() error {
+		got := strings.Join(records(), " ")
+		for _, want := range []string{"devicetwin twin/default/thermo-1/temperature", "devicetwin devicestate/default/thermo-1",
+			"metamanager devicestatus/default/thermo-1", "metamanager device/default/thermo-1", "dmi mapper/virtual"} {
+			if !strings.Contains(got, want) {
+				return fmt.Errorf("%s missing from %s", want, got)
+			}
+		}
+		return nil
+	})
+	r.fromCloud(t, message.OpDelete, "default/device/thermo-1", "", `{}`)
+	waitFor(t, 10*time.Second, "RemoveDevice", func() error { return ms.has("RemoveDevice default/thermo-1") })
+	waitFor(t, 10*time.Second, "no record of thermo-1 left", func() error {
+		if left := records(); len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
+		}
+		return nil
+	})
 }

@@ -134,6 +134,10 @@ func toDMIDevice(d *devicesv1beta1.Device) (*dmiv1beta1.Device, error) {
 		if err != nil {
 			return nil, fmt.Errorf("device %s/%s property %q visitors.configData: %w", d.Namespace, d.Name, p.Name, err)
 		}
+		push, err := toPushMethod(p.PushMethod)
+		if err != nil {
+			return nil, fmt.Errorf("device %s/%s property %q pushMethod: %w", d.Namespace, d.Name, p.Name, err)
+		}
 		out.Spec.Properties = append(out.Spec.Properties, &dmiv1beta1.DeviceProperty{
 			Name:          p.Name,
 			Desired:       &dmiv1beta1.TwinProperty{Value: p.Desired.Value, Metadata: p.Desired.Metadata},
@@ -141,11 +145,19 @@ func toDMIDevice(d *devicesv1beta1.Device) (*dmiv1beta1.Device, error) {
 			ReportCycle:   p.ReportCycle,
 			CollectCycle:  p.CollectCycle,
 			ReportToCloud: p.ReportToCloud,
-			PushMethod:    toPushMethod(p.PushMethod),
+			PushMethod:    push,
 		})
 	}
-	if len(d.Status.Twins) > 0 {
+	for _, mt := range d.Spec.Methods {
+		out.Spec.Methods = append(out.Spec.Methods, &dmiv1beta1.DeviceMethod{Name: mt.Name, Description: mt.Description, PropertyNames: mt.PropertyNames})
+	}
+	// The DMI DeviceStatus carries the state report settings (KubeEdge fills them from
+	// spec.stateReport): a mapper calls ReportDeviceStates only when reportToCloud says so.
+	if sr := d.Spec.StateReport; sr != nil || len(d.Status.Twins) > 0 {
 		out.Status = &dmiv1beta1.DeviceStatus{}
+		if sr != nil {
+			out.Status.ReportToCloud, out.Status.ReportCycle = sr.ReportToCloud, sr.ReportCycle
+		}
 		for _, t := range d.Status.Twins {
 			out.Status.Twins = append(out.Status.Twins, &dmiv1beta1.Twin{
 				PropertyName:    t.PropertyName,
@@ -168,9 +180,9 @@ func toDMIModel(dm *devicesv1beta1.DeviceModel) *dmiv1beta1.DeviceModel {
 	return out
 }
 
-func toPushMethod(p *devicesv1beta1.PushMethod) *dmiv1beta1.PushMethod {
+func toPushMethod(p *devicesv1beta1.PushMethod) (*dmiv1beta1.PushMethod, error) {
 	if p == nil {
-		return nil
+		return nil, nil
 	}
 	out := &dmiv1beta1.PushMethod{}
 	if h := p.HTTP; h != nil {
@@ -207,7 +219,17 @@ func toPushMethod(p *devicesv1beta1.PushMethod) *dmiv1beta1.PushMethod {
 			out.DbMethod.Mysql = &dmiv1beta1.DBMethodMySQL{MysqlClientConfig: &dmiv1beta1.MySQLClientConfig{Addr: c.Addr, Database: c.Database, UserName: c.UserName}}
 		}
 	}
-	return out
+	if a := p.AnomalyDetection; a != nil {
+		cv, err := toCustomized(a)
+		if err != nil {
+			return nil, fmt.Errorf("anomalyDetection: %w", err)
+		}
+		out.AnomalyDetection = &dmiv1beta1.AnomalyDetection{}
+		if cv != nil {
+			out.AnomalyDetection.Data = cv.Data
+		}
+	}
+	return out, nil
 }
 
 // toCustomized packs free-form configuration: strings, whole numbers, other numbers and booleans as

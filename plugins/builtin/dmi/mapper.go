@@ -2,6 +2,8 @@ package dmi
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -9,7 +11,9 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
 )
 
@@ -90,12 +94,20 @@ func (m *Module) syncMapper(ctx context.Context, mp *mapper) {
 	m.mu.Lock()
 	devs, mods := m.cache.forProtocol(mp.info.Protocol)
 	m.mu.Unlock()
+	changed := false
+	defer func() {
+		if changed {
+			m.persist(ctx, mp)
+		}
+	}()
 	call := func(method string, fn func(ctx context.Context) error) bool {
 		cctx, cancel := context.WithTimeout(ctx, m.CallTimeout)
 		defer cancel()
 		err := fn(cctx)
 		result := "ok"
-		if err != nil {
+		if err == nil {
+			changed = true
+		} else {
 			result = "error"
 			if ctx.Err() == nil {
 				m.log.Warn("mapper call failed; retried at the next reconcile", "mapper", mp.info.Name, "method", method, "err", err)
@@ -213,8 +225,9 @@ func (m *Module) register(ctx context.Context, info *dmiv1beta1.MapperInfo, with
 	if old != nil {
 		old.close()
 	}
+	mp.syncMu.Lock()
+	defer mp.syncMu.Unlock()
 	if withData {
-		mp.syncMu.Lock()
 		for k, e := range mods {
 			resp.ModelList = append(resp.ModelList, toDMIModel(e.obj))
 			mp.mods[k] = e.sum
@@ -228,14 +241,111 @@ func (m *Module) register(ctx context.Context, info *dmiv1beta1.MapperInfo, with
 			resp.DeviceList = append(resp.DeviceList, d)
 			mp.devs[k] = e.sum
 		}
-		mp.syncMu.Unlock()
 	} else {
 		select {
 		case m.kick <- struct{}{}:
 		default:
 		}
 	}
+	// Kept in the store, as KubeEdge keeps registrations in its database: a mapper registers once at
+	// its start, so after an edgecore restart it is served from this record.
+	m.persist(ctx, mp)
 	m.log.Info("mapper registered", "mapper", info.Name, "protocol", info.Protocol, "socket", socket,
 		"version", info.Version, "devices", len(devs), "models", len(mods), "withData", withData)
 	return resp, nil
+}
+
+// registration is what dmi keeps of a mapper in its store (type "mapper", name = its protocol): the
+// MapperInfo it registered and what it was given (ns/name -> hex sha256 of the stored object).
+type registration struct {
+	Mapper  json.RawMessage   `json:"mapper"` // protojson of MapperInfo
+	Devices map[string]string `json:"devices"`
+	Models  map[string]string `json:"models"`
+}
+
+const registrationType = "mapper"
+
+// persist writes a mapper's registration and what it holds (the caller holds mp.syncMu). A failed
+// write is logged: the mapper is still served until edgecore stops.
+func (m *Module) persist(ctx context.Context, mp *mapper) {
+	info, err := protojson.Marshal(mp.info)
+	if err != nil {
+		m.log.Error("mapper registration not stored", "mapper", mp.info.Name, "err", err)
+		return
+	}
+	reg := registration{Mapper: info, Devices: make(map[string]string, len(mp.devs)), Models: make(map[string]string, len(mp.mods))}
+	for k, v := range mp.devs {
+		reg.Devices[k] = hex.EncodeToString(v[:])
+	}
+	for k, v := range mp.mods {
+		reg.Models[k] = hex.EncodeToString(v[:])
+	}
+	raw, err := json.Marshal(reg)
+	if err != nil {
+		m.log.Error("mapper registration not stored", "mapper", mp.info.Name, "err", err)
+		return
+	}
+	if _, err := m.host.Store().Put(context.WithoutCancel(ctx), sdk.Object{Key: sdk.Key{Type: registrationType, Name: mp.info.Protocol}, Value: raw}); err != nil {
+		m.log.Error("mapper registration not stored; it is lost if edgecore restarts before the mapper registers again", "mapper", mp.info.Name, "err", err)
+	}
+}
+
+// restore serves again the mappers registered before edgecore (re)started. A record that does not
+// read back is logged and dropped: that mapper has to register again.
+func (m *Module) restore(ctx context.Context) error {
+	objs, err := m.host.Store().List(ctx, sdk.Query{Type: registrationType})
+	if err != nil {
+		return fmt.Errorf("list stored mapper registrations: %w", err)
+	}
+	for _, o := range objs {
+		var reg registration
+		info := &dmiv1beta1.MapperInfo{}
+		if err := json.Unmarshal(o.Value, &reg); err == nil {
+			err = protojson.Unmarshal(reg.Mapper, info)
+		}
+		mp, perr := func() (*mapper, error) {
+			if err != nil {
+				return nil, err
+			}
+			mp := &mapper{info: info, socket: socketPath(info.Address), devs: map[string][32]byte{}, mods: map[string][32]byte{}}
+			if err := unhexSums(reg.Devices, mp.devs); err != nil {
+				return nil, err
+			}
+			if err := unhexSums(reg.Models, mp.mods); err != nil {
+				return nil, err
+			}
+			conn, err := dialMapper(mp.socket)
+			if err != nil {
+				return nil, err
+			}
+			mp.conn, mp.client = conn, dmiv1beta1.NewDeviceMapperServiceClient(conn)
+			return mp, nil
+		}()
+		if perr != nil {
+			m.log.Warn("stored mapper registration unreadable; dropped (the mapper must register again)", "protocol", o.Name, "err", perr)
+			_, _ = m.host.Store().Delete(ctx, o.Key)
+			continue
+		}
+		m.mu.Lock()
+		m.mappers[info.Protocol] = mp
+		m.mu.Unlock()
+		m.log.Info("mapper registration restored", "mapper", info.Name, "protocol", info.Protocol, "socket", mp.socket,
+			"devices", len(mp.devs), "models", len(mp.mods))
+	}
+	m.mu.Lock()
+	n := len(m.mappers)
+	m.mu.Unlock()
+	m.metrics.mappers.Set(float64(n))
+	return nil
+}
+
+func unhexSums(in map[string]string, out map[string][32]byte) error {
+	for k, v := range in {
+		b, err := hex.DecodeString(v)
+		if err != nil || len(b) != 32 {
+			return fmt.Errorf("checksum of %s: %q is not a hex sha256", k, v)
+		}
+		out[k] = [32]byte(b)
+	}
+	return nil
 }

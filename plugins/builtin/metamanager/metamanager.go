@@ -247,6 +247,12 @@ func (m *Module) delete(ctx context.Context, res message.Resource) (existed bool
 	if existed && m.server != nil {
 		m.server.Record(metaserver.Change{Key: key(res), RV: last.ResourceVersion, Value: last.Value, Deleted: true})
 	}
+	if res.Type == "device" {
+		// The device's last status report (devicetwin's, kept here on its way to the cloud) goes with it.
+		if _, err := m.host.Store().Delete(ctx, sdk.Key{Type: "devicestatus", Namespace: res.Namespace, Name: res.Name}); err != nil {
+			return existed, fmt.Errorf("delete device %s/%s: its devicestatus: %w", res.Namespace, res.Name, err)
+		}
+	}
 	return existed, nil
 }
 

@@ -121,14 +121,17 @@ func (r Register) bits() bool { return r == Coil || r == DiscreteInput }
 //	{"register": "HoldingRegister", "offset": 0, "limit": 2, "dataType": "float32",
 //	 "scale": 0.1, "valueOffset": 0, "swapByte": false, "swapWord": true}
 //
-// offset is the 0-based address in the table; limit the number of registers (defaults to what the
-// dataType needs; for coils and discrete inputs it must be 1). KubeEdge's "isSwap" (byte swap),
-// "isRegisterSwap" (word swap) and register names "CoilRegister"/"DiscreteInputRegister" are
-// accepted too.
+// offset is the 0-based address in the table; limit the number of registers. KubeEdge's "isSwap"
+// (byte swap), "isRegisterSwap" (word swap) and register names "CoilRegister"/"DiscreteInputRegister"
+// are accepted too. Without "dataType" the type comes from the model property, as KubeEdge's mappers
+// do (see typeFromModel); an explicit dataType wins.
 type Visitor struct {
 	Register Register
 	Offset   uint16
 	Value    mbtcp.ValueSpec
+	// Text is the number of registers holding a STRING property (two bytes each, big-endian, NULs at
+	// the end trimmed on read and padded on write); 0 for a number.
+	Text uint16
 }
 
 type rawVisitor struct {
@@ -144,8 +147,56 @@ type rawVisitor struct {
 	IsRegisterSwap bool     `json:"isRegisterSwap"`
 }
 
-// ParseVisitor checks and decodes a property's visitors.configData.
-func ParseVisitor(data []byte) (Visitor, error) {
+// typeFromModel is the register data type of a model property type and a limit (0: not given):
+// FLOAT/DOUBLE → float32 (2 registers) or float64 (4); INT → int16 (1), int32 (2) or int64 (4);
+// BOOLEAN → one register, non-zero is true; STRING → "string" (limit registers of text). What cannot
+// work is an error naming the fields.
+func typeFromModel(modelType string, limit int) (mbtcp.DataType, error) {
+	switch strings.ToUpper(modelType) {
+	case "FLOAT", "DOUBLE":
+		switch limit {
+		case 0, 2:
+			if strings.EqualFold(modelType, "DOUBLE") && limit == 0 {
+				return mbtcp.Float64, nil
+			}
+			return mbtcp.Float32, nil
+		case 4:
+			return mbtcp.Float64, nil
+		}
+		return "", fmt.Errorf("model type %s with limit %d: a float takes 2 registers (float32) or 4 (float64); set limit 2 or 4, or an explicit dataType", strings.ToUpper(modelType), limit)
+	case "INT":
+		switch limit {
+		case 0, 1:
+			return mbtcp.Int16, nil
+		case 2:
+			return mbtcp.Int32, nil
+		case 4:
+			return mbtcp.Int64, nil
+		}
+		return "", fmt.Errorf("model type INT with limit %d: an integer takes 1 (int16), 2 (int32) or 4 (int64) registers; set one of those, or an explicit dataType", limit)
+	case "BOOLEAN":
+		if limit > 1 {
+			return "", fmt.Errorf("model type BOOLEAN with limit %d: a boolean in registers is one register (non-zero is true)", limit)
+		}
+		return mbtcp.Uint16, nil
+	case "STRING":
+		return "string", nil
+	case "BYTES", "STREAM":
+		return "", fmt.Errorf("model type %s is not read from Modbus registers by this mapper; use a codec (visitor \"codec\") for it", strings.ToUpper(modelType))
+	case "":
+		// No model type (not expected from a mapper, which always has the model): KubeEdge's old
+		// default, unsigned by limit.
+		if limit == 2 {
+			return mbtcp.Uint32, nil
+		}
+		return mbtcp.Uint16, nil
+	}
+	return "", fmt.Errorf("model type %q is not one of INT, FLOAT, DOUBLE, STRING, BOOLEAN", modelType)
+}
+
+// ParseVisitor checks and decodes a property's visitors.configData for a property of modelType (the
+// DeviceModel's type: INT, FLOAT, DOUBLE, STRING, BOOLEAN; "" when unknown).
+func ParseVisitor(data []byte, modelType string) (Visitor, error) {
 	var r rawVisitor
 	if err := decodeStrict(data, &r); err != nil {
 		return Visitor{}, fmt.Errorf("modbus visitor configData: %w", err)
@@ -160,7 +211,11 @@ func ParseVisitor(data []byte) (Visitor, error) {
 	if *r.Offset < 0 || *r.Offset > 65535 {
 		return Visitor{}, fmt.Errorf("modbus visitor configData: offset %d out of range 0..65535", *r.Offset)
 	}
+	if r.Limit != nil && (*r.Limit < 1 || *r.Limit > int(mbtcp.MaxReadRegisters)) {
+		return Visitor{}, fmt.Errorf("modbus visitor configData: limit %d out of range 1..%d", *r.Limit, mbtcp.MaxReadRegisters)
+	}
 	v := Visitor{Register: reg, Offset: uint16(*r.Offset)}
+	mt := strings.ToUpper(modelType)
 	if reg.bits() {
 		if r.Limit != nil && *r.Limit != 1 {
 			return v, fmt.Errorf("modbus visitor configData: limit %d for %s, a property is one bit (limit 1)", *r.Limit, reg)
@@ -168,14 +223,36 @@ func ParseVisitor(data []byte) (Visitor, error) {
 		if r.DataType != "" || r.Scale != nil || r.SwapByte || r.SwapWord || r.IsSwap || r.IsRegisterSwap {
 			return v, fmt.Errorf("modbus visitor configData: dataType, scale and swap flags apply to registers, not to %s", reg)
 		}
+		if mt == "STRING" || mt == "BYTES" || mt == "STREAM" {
+			return v, fmt.Errorf("modbus visitor configData: register %s holds one bit; model type %s cannot be read from it (use HoldingRegister or InputRegister)", reg, mt)
+		}
 		return v, nil
+	}
+	limit := 0
+	if r.Limit != nil {
+		limit = *r.Limit
 	}
 	dt := mbtcp.DataType(strings.ToLower(r.DataType))
 	if dt == "" {
-		dt = mbtcp.Uint16
-		if r.Limit != nil && *r.Limit == 2 {
-			dt = mbtcp.Uint32
+		t, err := typeFromModel(modelType, limit)
+		if err != nil {
+			return v, fmt.Errorf("modbus visitor configData (register %s, offset %d, no dataType): %w", reg, v.Offset, err)
 		}
+		dt = t
+	}
+	if dt == "string" {
+		if r.Scale != nil || r.ValueOffset != 0 || r.SwapWord || r.IsRegisterSwap {
+			return v, fmt.Errorf("modbus visitor configData: scale, valueOffset and word swap do not apply to a string")
+		}
+		if limit == 0 {
+			return v, fmt.Errorf(`modbus visitor configData: a string needs "limit" (how many registers, two characters each)`)
+		}
+		if int(v.Offset)+limit > 0x10000 {
+			return v, fmt.Errorf("modbus visitor configData: %d registers at offset %d run past address 65535", limit, v.Offset)
+		}
+		v.Text = uint16(limit)
+		v.Value = mbtcp.ValueSpec{SwapByte: r.SwapByte || r.IsSwap}
+		return v, nil
 	}
 	v.Value = mbtcp.ValueSpec{Type: dt, Offset: r.ValueOffset, SwapByte: r.SwapByte || r.IsSwap, SwapWord: r.SwapWord || r.IsRegisterSwap}
 	if r.Scale != nil {

@@ -47,27 +47,49 @@ func TestVisitorConfigParsing(t *testing.T) {
 		name, in string
 		want     Visitor
 		err      string
+		model    string // the model property's type ("" unknown)
 	}{
 		{"float32 word-swapped", `{"register":"HoldingRegister","offset":0,"limit":2,"dataType":"float32","scale":0.1,"swapByte":false,"swapWord":true}`,
-			Visitor{HoldingRegister, 0, mbtcp.ValueSpec{Type: mbtcp.Float32, Scale: 0.1, SwapWord: true}}, ""},
-		{"default uint16", `{"register":"InputRegister","offset":9}`, Visitor{InputRegister, 9, mbtcp.ValueSpec{Type: mbtcp.Uint16}}, ""},
-		{"limit 2 means uint32", `{"register":"InputRegister","offset":9,"limit":2}`, Visitor{InputRegister, 9, mbtcp.ValueSpec{Type: mbtcp.Uint32}}, ""},
-		{"KubeEdge names", `{"register":"CoilRegister","offset":4,"limit":1}`, Visitor{Coil, 4, mbtcp.ValueSpec{}}, ""},
+			Visitor{HoldingRegister, 0, mbtcp.ValueSpec{Type: mbtcp.Float32, Scale: 0.1, SwapWord: true}, 0}, "", ""},
+		{"default uint16", `{"register":"InputRegister","offset":9}`, Visitor{InputRegister, 9, mbtcp.ValueSpec{Type: mbtcp.Uint16}, 0}, "", ""},
+		{"limit 2 means uint32", `{"register":"InputRegister","offset":9,"limit":2}`, Visitor{InputRegister, 9, mbtcp.ValueSpec{Type: mbtcp.Uint32}, 0}, "", ""},
+		{"KubeEdge names", `{"register":"CoilRegister","offset":4,"limit":1}`, Visitor{Coil, 4, mbtcp.ValueSpec{}, 0}, "", ""},
 		{"KubeEdge swaps", `{"register":"HoldingRegister","offset":1,"dataType":"int32","isSwap":true,"isRegisterSwap":true,"valueOffset":-40}`,
-			Visitor{HoldingRegister, 1, mbtcp.ValueSpec{Type: mbtcp.Int32, Offset: -40, SwapByte: true, SwapWord: true}}, ""},
-		{"unknown register", `{"register":"Holding","offset":0}`, Visitor{}, `register "Holding" is not one of`},
-		{"no offset", `{"register":"Coil"}`, Visitor{}, `"offset" (the 0-based address) is required`},
-		{"offset too big", `{"register":"Coil","offset":70000}`, Visitor{}, "offset 70000 out of range"},
-		{"limit disagrees with type", `{"register":"HoldingRegister","offset":0,"limit":1,"dataType":"float32"}`, Visitor{}, "limit 1 but dataType float32 takes 2 registers"},
-		{"unknown type", `{"register":"HoldingRegister","offset":0,"dataType":"float64"}`, Visitor{}, `data type "float64" is not one of`},
-		{"zero scale", `{"register":"HoldingRegister","offset":0,"scale":0}`, Visitor{}, "scale 0 would make every value 0"},
-		{"coil with a type", `{"register":"Coil","offset":0,"dataType":"int16"}`, Visitor{}, "apply to registers, not to Coil"},
-		{"several coils", `{"register":"DiscreteInput","offset":0,"limit":8}`, Visitor{}, "limit 8 for DiscreteInput"},
-		{"past the end", `{"register":"HoldingRegister","offset":65535,"dataType":"int32"}`, Visitor{}, "runs past address 65535"},
-		{"typo", `{"register":"Coil","ofset":1}`, Visitor{}, `unknown field "ofset"`},
+			Visitor{HoldingRegister, 1, mbtcp.ValueSpec{Type: mbtcp.Int32, Offset: -40, SwapByte: true, SwapWord: true}, 0}, "", ""},
+		{"unknown register", `{"register":"Holding","offset":0}`, Visitor{}, `register "Holding" is not one of`, ""},
+		{"no offset", `{"register":"Coil"}`, Visitor{}, `"offset" (the 0-based address) is required`, ""},
+		{"offset too big", `{"register":"Coil","offset":70000}`, Visitor{}, "offset 70000 out of range", ""},
+		{"limit disagrees with type", `{"register":"HoldingRegister","offset":0,"limit":1,"dataType":"float32"}`, Visitor{}, "limit 1 but dataType float32 takes 2 registers", ""},
+		{"unknown type", `{"register":"HoldingRegister","offset":0,"dataType":"float16"}`, Visitor{}, `data type "float16" is not one of`, ""},
+		{"zero scale", `{"register":"HoldingRegister","offset":0,"scale":0}`, Visitor{}, "scale 0 would make every value 0", ""},
+		{"coil with a type", `{"register":"Coil","offset":0,"dataType":"int16"}`, Visitor{}, "apply to registers, not to Coil", ""},
+		{"several coils", `{"register":"DiscreteInput","offset":0,"limit":8}`, Visitor{}, "limit 8 for DiscreteInput", ""},
+		{"past the end", `{"register":"HoldingRegister","offset":65535,"dataType":"int32"}`, Visitor{}, "runs past address 65535", ""},
+		{"typo", `{"register":"Coil","ofset":1}`, Visitor{}, `unknown field "ofset"`, ""},
+
+		// Without dataType the type comes from the model (KubeEdge's documented visitors have none).
+		{"FLOAT limit 2 is float32, KubeEdge swaps", `{"register":"HoldingRegister","offset":0,"limit":2,"scale":1,"isSwap":true,"isRegisterSwap":true}`,
+			Visitor{HoldingRegister, 0, mbtcp.ValueSpec{Type: mbtcp.Float32, Scale: 1, SwapByte: true, SwapWord: true}, 0}, "", "FLOAT"},
+		{"FLOAT without limit is float32", `{"register":"InputRegister","offset":3}`, Visitor{InputRegister, 3, mbtcp.ValueSpec{Type: mbtcp.Float32}, 0}, "", "FLOAT"},
+		{"FLOAT limit 4 is float64", `{"register":"HoldingRegister","offset":0,"limit":4}`, Visitor{HoldingRegister, 0, mbtcp.ValueSpec{Type: mbtcp.Float64}, 0}, "", "float"},
+		{"DOUBLE without limit is float64", `{"register":"HoldingRegister","offset":0}`, Visitor{HoldingRegister, 0, mbtcp.ValueSpec{Type: mbtcp.Float64}, 0}, "", "DOUBLE"},
+		{"INT limit 1 is int16", `{"register":"HoldingRegister","offset":5,"limit":1}`, Visitor{HoldingRegister, 5, mbtcp.ValueSpec{Type: mbtcp.Int16}, 0}, "", "INT"},
+		{"INT limit 2 is int32", `{"register":"HoldingRegister","offset":5,"limit":2}`, Visitor{HoldingRegister, 5, mbtcp.ValueSpec{Type: mbtcp.Int32}, 0}, "", "INT"},
+		{"INT limit 4 is int64", `{"register":"HoldingRegister","offset":5,"limit":4}`, Visitor{HoldingRegister, 5, mbtcp.ValueSpec{Type: mbtcp.Int64}, 0}, "", "INT"},
+		{"BOOLEAN in a register", `{"register":"HoldingRegister","offset":7}`, Visitor{HoldingRegister, 7, mbtcp.ValueSpec{Type: mbtcp.Uint16}, 0}, "", "BOOLEAN"},
+		{"BOOLEAN on a coil", `{"register":"Coil","offset":7,"limit":1}`, Visitor{Coil, 7, mbtcp.ValueSpec{}, 0}, "", "BOOLEAN"},
+		{"STRING in registers", `{"register":"HoldingRegister","offset":10,"limit":4}`, Visitor{HoldingRegister, 10, mbtcp.ValueSpec{}, 4}, "", "STRING"},
+		{"explicit dataType wins over the model", `{"register":"HoldingRegister","offset":0,"limit":2,"dataType":"uint32"}`,
+			Visitor{HoldingRegister, 0, mbtcp.ValueSpec{Type: mbtcp.Uint32}, 0}, "", "FLOAT"},
+		{"FLOAT with limit 1 is refused", `{"register":"HoldingRegister","offset":0,"limit":1}`, Visitor{}, "model type FLOAT with limit 1: a float takes 2 registers", "FLOAT"},
+		{"INT with limit 3 is refused", `{"register":"HoldingRegister","offset":0,"limit":3}`, Visitor{}, "model type INT with limit 3", "INT"},
+		{"STRING on a coil is refused", `{"register":"Coil","offset":0}`, Visitor{}, "register Coil holds one bit; model type STRING cannot be read from it", "STRING"},
+		{"STRING without limit is refused", `{"register":"HoldingRegister","offset":0}`, Visitor{}, `a string needs "limit"`, "STRING"},
+		{"BOOLEAN over two registers is refused", `{"register":"HoldingRegister","offset":0,"limit":2}`, Visitor{}, "model type BOOLEAN with limit 2", "BOOLEAN"},
+		{"BYTES is refused", `{"register":"HoldingRegister","offset":0,"limit":2}`, Visitor{}, "model type BYTES is not read from Modbus registers", "BYTES"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseVisitor([]byte(tc.in))
+			got, err := ParseVisitor([]byte(tc.in), tc.model)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want one containing %q", err, tc.err)

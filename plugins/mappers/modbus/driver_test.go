@@ -46,10 +46,11 @@ func TestDriverReadsAndWritesTheLibmodbusServer(t *testing.T) {
 		want string
 	}{
 		{"int16 input register", prop("t", "INT", `{"register":"InputRegister","offset":0,"dataType":"int16"}`), "-1234"},
-		{"scaled uint16 as FLOAT", prop("t", "FLOAT", `{"register":"InputRegister","offset":1,"scale":0.01}`), "543.21"},
+		{"scaled uint16 as FLOAT", prop("t", "FLOAT", `{"register":"InputRegister","offset":1,"dataType":"uint16","scale":0.01}`), "543.21"},
 		{"int32 CDAB", prop("t", "INT", `{"register":"InputRegister","offset":22,"limit":2,"dataType":"int32","swapWord":true}`), "-123456789"},
 		{"float32 DCBA", prop("t", "FLOAT", `{"register":"InputRegister","offset":16,"dataType":"float32","swapByte":true,"swapWord":true}`), "3.141590118408203"},
-		{"uint32 KubeEdge style", prop("t", "INT", `{"register":"InputRegister","offset":4,"limit":2}`), "3000000000"},
+		{"uint32", prop("t", "INT", `{"register":"InputRegister","offset":4,"limit":2,"dataType":"uint32"}`), "3000000000"},
+		{"INT limit 2 without dataType is int32", prop("t", "INT", `{"register":"InputRegister","offset":4,"limit":2}`), "-1294967296"},
 		{"coil", prop("t", "BOOLEAN", `{"register":"Coil","offset":3}`), "true"},
 		{"discrete input", prop("t", "BOOLEAN", `{"register":"DiscreteInput","offset":4}`), "false"},
 		{"holding register", prop("t", "INT", `{"register":"HoldingRegister","offset":2}`), "1002"},

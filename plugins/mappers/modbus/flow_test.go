@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,4 +217,118 @@ func TestWrongAddressOrUnreachableDeviceIsOfflineWhileOthersReport(t *testing.T)
 	}
 	r.waitTwin(t, "good", "setpoint", "12.5")
 	r.waitState(t, "good", "online")
+}
+
+// A Device whose property cannot work with its model type (FLOAT in one register) is refused when it
+// arrives: the mapper answers RegisterDevice with an error naming the device, the property and the
+// fields, counts it, and runs nothing for it; edgecore's dmi counts the failed call (and retries).
+func TestDeviceWithAnImpossibleVisitorIsRefusedWhenItArrives(t *testing.T) {
+	r := newRig(t)
+	r.fromCloud(t, message.OpInsert, "default/devicemodel/plc", "1", plcModel)
+	for deadline := time.Now().Add(20 * time.Second); metricSum(t, r.h, "kedge_dmi_mappers", "") < 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the mapper did not register")
+		}
+	}
+	bad := fmt.Sprintf(`{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":"plc-bad","namespace":"default","resourceVersion":"2"},
+ "spec":{"deviceModelRef":{"name":"plc"},"nodeName":%q,"protocol":{"protocolName":"modbus","configData":{"address":%q}},
+  "properties":[{"name":"pi","reportToCloud":true,"collectCycle":20,"visitors":{"protocolName":"modbus","configData":{"register":"HoldingRegister","offset":0,"limit":1}}}]}}`,
+		sdktest.NodeName, r.srv.Addr())
+	r.fromCloud(t, message.OpInsert, "default/device/plc-bad", "2", bad)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		refused, failed := metricSum(t, r.h, "kedge_mapper_refused_devices_total", ""), metricSum(t, r.h, "kedge_dmi_mapper_calls_total", "RegisterDevice")
+		if refused >= 1 && failed >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refused %v, RegisterDevice errors %v: the device was not refused", refused, failed)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := metricSum(t, r.h, "kedge_mapper_devices", ""); n != 0 {
+		t.Fatalf("kedge_mapper_devices = %v: the refused device runs", n)
+	}
+}
+
+// metricSum sums a metric's samples (only those with a label value equal to match, when given;
+// for kedge_dmi_mapper_calls_total only result="error").
+func metricSum(t *testing.T, h *sdktest.Harness, name, match string) float64 {
+	t.Helper()
+	mfs, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := match == ""
+			errorResult := name != "kedge_dmi_mapper_calls_total"
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == match {
+					ok = true
+				}
+				if l.GetName() == "result" && l.GetValue() == "error" {
+					errorResult = true
+				}
+			}
+			if !ok || !errorResult {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			} else if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// What edgecore refuses in a report is told to the mapper synchronously and counted apart from
+// reports that did not get through: two devices of one name in two namespaces (twin topics carry the
+// name only) make dmi answer FailedPrecondition, and kedge_mapper_reports_total{result="refused"}
+// moves while result="failed" stays 0.
+func TestReportsEdgecoreRefusesAreCountedAsRefusedNotFailed(t *testing.T) {
+	r := newRig(t)
+	r.fromCloud(t, message.OpInsert, "default/devicemodel/plc", "1", plcModel)
+	other := strings.ReplaceAll(plcModel, `"namespace":"default"`, `"namespace":"other"`)
+	r.fromCloud(t, message.OpInsert, "other/devicemodel/plc", "1", other)
+	r.fromCloud(t, message.OpInsert, "default/device/plc-1", "2", plcDevice("plc-1", "2", r.srv.Addr(), 0, "20", "false"))
+	r.fromCloud(t, message.OpInsert, "other/device/plc-1", "2",
+		strings.ReplaceAll(plcDevice("plc-1", "2", r.srv.Addr(), 0, "20", "false"), `"namespace":"default"`, `"namespace":"other"`))
+	waitFor(t, 20*time.Second, "a refused report counted", func() error {
+		if n := reportsWith(t, r.h, "refused"); n < 1 {
+			return fmt.Errorf("refused %v", n)
+		}
+		return nil
+	})
+	if n := reportsWith(t, r.h, "failed"); n != 0 {
+		t.Fatalf("kedge_mapper_reports_total{result=failed} = %v: refusals counted as failures", n)
+	}
+}
+
+func reportsWith(t *testing.T, h *sdktest.Harness, result string) float64 {
+	t.Helper()
+	mfs, err := h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "kedge_mapper_reports_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }

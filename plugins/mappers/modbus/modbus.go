@@ -93,7 +93,10 @@ type visitorEntry struct {
 	cv  *CodecVisitor // set when the visitor names a codec: raw registers in and out
 }
 
-var _ mapper.Driver = (*Driver)(nil)
+var (
+	_ mapper.Driver          = (*Driver)(nil)
+	_ mapper.PropertyChecker = (*Driver)(nil)
+)
 
 // NewDriver returns a driver for one Modbus device.
 func NewDriver() mapper.Driver { return &Driver{} }
@@ -148,7 +151,7 @@ func (d *Driver) visitor(p mapper.Property) (visitorEntry, error) {
 		}
 		e.cv = &cv
 	} else {
-		v, err := ParseVisitor(p.Visitor)
+		v, err := ParseVisitor(p.Visitor, p.Type)
 		if err != nil {
 			return e, fmt.Errorf("property %q: %w", p.Name, err)
 		}
@@ -183,6 +186,9 @@ func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property
 	case InputRegister:
 		fc, qty = mbtcp.ReadInputRegisters, uint16(v.Value.Type.Registers())
 	}
+	if v.Text > 0 {
+		qty = v.Text
+	}
 	req, err := mbtcp.NewReadRequest(fc, v.Offset, qty)
 	if err != nil {
 		return nil, fmt.Errorf("property %q: %w", p.Name, err)
@@ -194,11 +200,57 @@ func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property
 	if v.Register.bits() {
 		return bitValue(p, resp.Bits[0]), nil
 	}
+	if v.Text > 0 {
+		return decodeText(resp.Registers, v.Value.SwapByte), nil
+	}
 	f, err := v.Value.Decode(resp.Registers)
 	if err != nil {
 		return nil, fmt.Errorf("property %q: %w", p.Name, err)
 	}
 	return numberValue(p, f), nil
+}
+
+// decodeText reads registers as text: two bytes each, high byte first (low first with swapByte),
+// NULs at the end trimmed.
+func decodeText(regs []uint16, swapByte bool) string {
+	b := make([]byte, 0, 2*len(regs))
+	for _, r := range regs {
+		hi, lo := byte(r>>8), byte(r)
+		if swapByte {
+			hi, lo = lo, hi
+		}
+		b = append(b, hi, lo)
+	}
+	return strings.TrimRight(string(b), "\x00")
+}
+
+// encodeText is decodeText's inverse for n registers: the text NUL-padded; longer text is an error.
+func encodeText(s string, n uint16, swapByte bool) ([]uint16, error) {
+	if len(s) > 2*int(n) {
+		return nil, fmt.Errorf("text of %d bytes does not fit in %d registers (%d bytes)", len(s), n, 2*int(n))
+	}
+	b := make([]byte, 2*int(n))
+	copy(b, s)
+	regs := make([]uint16, n)
+	for i := range regs {
+		hi, lo := b[2*i], b[2*i+1]
+		if swapByte {
+			hi, lo = lo, hi
+		}
+		regs[i] = uint16(hi)<<8 | uint16(lo)
+	}
+	return regs, nil
+}
+
+// CheckProperty (mapper.PropertyChecker) refuses, when a device arrives, a property whose visitor
+// cannot work with its model type: a FLOAT in one register, a STRING on a coil, a bad visitor.
+func (d *Driver) CheckProperty(p mapper.Property) error {
+	if mapper.CodecName(p.Visitor) != "" {
+		_, err := ParseCodecVisitor(p.Visitor)
+		return err
+	}
+	_, err := ParseVisitor(p.Visitor, p.Type)
+	return err
 }
 
 func readFunction(r Register) mbtcp.FunctionCode {
@@ -338,11 +390,15 @@ func (d *Driver) Write(ctx context.Context, _ mapper.DeviceRef, p mapper.Propert
 	default:
 		return fmt.Errorf("property %q: %s %d: %w", p.Name, v.Register, v.Offset, mapper.ErrReadOnly)
 	}
-	f, err := asFloat(value)
-	if err != nil {
-		return fmt.Errorf("property %q: %w", p.Name, err)
+	var regs []uint16
+	if v.Text > 0 {
+		regs, err = encodeText(fmt.Sprint(value), v.Text, v.Value.SwapByte)
+	} else {
+		var f float64
+		if f, err = asFloat(value); err == nil {
+			regs, err = v.Value.Encode(f)
+		}
 	}
-	regs, err := v.Value.Encode(f)
 	if err != nil {
 		return fmt.Errorf("property %q: %w", p.Name, err)
 	}

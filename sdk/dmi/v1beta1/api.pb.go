@@ -1,6 +1,8 @@
 // Kedge's Device Management Interface, v1beta1: the gRPC contract between edgecore and device
 // mappers. Wire-compatible with KubeEdge's DMI v1beta1 (same proto package, services, methods, field
 // names and numbers), so a mapper built for KubeEdge registers with Kedge unchanged.
+// api_kubeedge_test.go compares this file's descriptor, message by message and field by field, with
+// the one compiled into a KubeEdge v1.23.1 mapper (testdata/kubeedge-v1.23.1-dmi-v1beta1.desc).
 //
 // Regenerate the Go code with `make generate` (hack/generate.sh).
 
@@ -499,8 +501,10 @@ type DeviceSpec struct {
 	DeviceModelReference string            `protobuf:"bytes,1,opt,name=deviceModelReference,proto3" json:"deviceModelReference,omitempty"`
 	Protocol             *ProtocolConfig   `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	Properties           []*DeviceProperty `protobuf:"bytes,3,rep,name=properties,proto3" json:"properties,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Device methods (spec.methods): named groups of properties a mapper may expose as one call.
+	Methods       []*DeviceMethod `protobuf:"bytes,4,rep,name=methods,proto3" json:"methods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeviceSpec) Reset() {
@@ -554,6 +558,73 @@ func (x *DeviceSpec) GetProperties() []*DeviceProperty {
 	return nil
 }
 
+func (x *DeviceSpec) GetMethods() []*DeviceMethod {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+type DeviceMethod struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	PropertyNames []string               `protobuf:"bytes,3,rep,name=propertyNames,proto3" json:"propertyNames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceMethod) Reset() {
+	*x = DeviceMethod{}
+	mi := &file_v1beta1_api_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceMethod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceMethod) ProtoMessage() {}
+
+func (x *DeviceMethod) ProtoReflect() protoreflect.Message {
+	mi := &file_v1beta1_api_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceMethod.ProtoReflect.Descriptor instead.
+func (*DeviceMethod) Descriptor() ([]byte, []int) {
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeviceMethod) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeviceMethod) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *DeviceMethod) GetPropertyNames() []string {
+	if x != nil {
+		return x.PropertyNames
+	}
+	return nil
+}
+
 type DeviceProperty struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -570,7 +641,7 @@ type DeviceProperty struct {
 
 func (x *DeviceProperty) Reset() {
 	*x = DeviceProperty{}
-	mi := &file_v1beta1_api_proto_msgTypes[8]
+	mi := &file_v1beta1_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +653,7 @@ func (x *DeviceProperty) String() string {
 func (*DeviceProperty) ProtoMessage() {}
 
 func (x *DeviceProperty) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[8]
+	mi := &file_v1beta1_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +666,7 @@ func (x *DeviceProperty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceProperty.ProtoReflect.Descriptor instead.
 func (*DeviceProperty) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{8}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeviceProperty) GetName() string {
@@ -657,7 +728,7 @@ type ProtocolConfig struct {
 
 func (x *ProtocolConfig) Reset() {
 	*x = ProtocolConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[9]
+	mi := &file_v1beta1_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +740,7 @@ func (x *ProtocolConfig) String() string {
 func (*ProtocolConfig) ProtoMessage() {}
 
 func (x *ProtocolConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[9]
+	mi := &file_v1beta1_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +753,7 @@ func (x *ProtocolConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProtocolConfig.ProtoReflect.Descriptor instead.
 func (*ProtocolConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{9}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProtocolConfig) GetProtocolName() string {
@@ -709,7 +780,7 @@ type VisitorConfig struct {
 
 func (x *VisitorConfig) Reset() {
 	*x = VisitorConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[10]
+	mi := &file_v1beta1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +792,7 @@ func (x *VisitorConfig) String() string {
 func (*VisitorConfig) ProtoMessage() {}
 
 func (x *VisitorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[10]
+	mi := &file_v1beta1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +805,7 @@ func (x *VisitorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VisitorConfig.ProtoReflect.Descriptor instead.
 func (*VisitorConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{10}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *VisitorConfig) GetProtocolName() string {
@@ -763,7 +834,7 @@ type CustomizedValue struct {
 
 func (x *CustomizedValue) Reset() {
 	*x = CustomizedValue{}
-	mi := &file_v1beta1_api_proto_msgTypes[11]
+	mi := &file_v1beta1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +846,7 @@ func (x *CustomizedValue) String() string {
 func (*CustomizedValue) ProtoMessage() {}
 
 func (x *CustomizedValue) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[11]
+	mi := &file_v1beta1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +859,7 @@ func (x *CustomizedValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CustomizedValue.ProtoReflect.Descriptor instead.
 func (*CustomizedValue) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{11}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CustomizedValue) GetData() map[string]*anypb.Any {
@@ -798,19 +869,22 @@ func (x *CustomizedValue) GetData() map[string]*anypb.Any {
 	return nil
 }
 
+// PushMethod: where a mapper pushes a property's values besides edgecore. Numbers as KubeEdge
+// v1.19 to v1.23 (dbMethod 3, otel 4, anomalyDetection 5).
 type PushMethod struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Http          *PushMethodHTTP        `protobuf:"bytes,1,opt,name=http,proto3" json:"http,omitempty"`
-	Mqtt          *PushMethodMQTT        `protobuf:"bytes,2,opt,name=mqtt,proto3" json:"mqtt,omitempty"`
-	Otel          *PushMethodOTEL        `protobuf:"bytes,3,opt,name=otel,proto3" json:"otel,omitempty"`
-	DbMethod      *DBMethod              `protobuf:"bytes,4,opt,name=dbMethod,proto3" json:"dbMethod,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Http             *PushMethodHTTP        `protobuf:"bytes,1,opt,name=http,proto3" json:"http,omitempty"`
+	Mqtt             *PushMethodMQTT        `protobuf:"bytes,2,opt,name=mqtt,proto3" json:"mqtt,omitempty"`
+	DbMethod         *DBMethod              `protobuf:"bytes,3,opt,name=dbMethod,proto3" json:"dbMethod,omitempty"`
+	Otel             *PushMethodOTEL        `protobuf:"bytes,4,opt,name=otel,proto3" json:"otel,omitempty"`
+	AnomalyDetection *AnomalyDetection      `protobuf:"bytes,5,opt,name=anomalyDetection,proto3" json:"anomalyDetection,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PushMethod) Reset() {
 	*x = PushMethod{}
-	mi := &file_v1beta1_api_proto_msgTypes[12]
+	mi := &file_v1beta1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +896,7 @@ func (x *PushMethod) String() string {
 func (*PushMethod) ProtoMessage() {}
 
 func (x *PushMethod) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[12]
+	mi := &file_v1beta1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +909,7 @@ func (x *PushMethod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushMethod.ProtoReflect.Descriptor instead.
 func (*PushMethod) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{12}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PushMethod) GetHttp() *PushMethodHTTP {
@@ -852,6 +926,13 @@ func (x *PushMethod) GetMqtt() *PushMethodMQTT {
 	return nil
 }
 
+func (x *PushMethod) GetDbMethod() *DBMethod {
+	if x != nil {
+		return x.DbMethod
+	}
+	return nil
+}
+
 func (x *PushMethod) GetOtel() *PushMethodOTEL {
 	if x != nil {
 		return x.Otel
@@ -859,9 +940,9 @@ func (x *PushMethod) GetOtel() *PushMethodOTEL {
 	return nil
 }
 
-func (x *PushMethod) GetDbMethod() *DBMethod {
+func (x *PushMethod) GetAnomalyDetection() *AnomalyDetection {
 	if x != nil {
-		return x.DbMethod
+		return x.AnomalyDetection
 	}
 	return nil
 }
@@ -878,7 +959,7 @@ type PushMethodHTTP struct {
 
 func (x *PushMethodHTTP) Reset() {
 	*x = PushMethodHTTP{}
-	mi := &file_v1beta1_api_proto_msgTypes[13]
+	mi := &file_v1beta1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +971,7 @@ func (x *PushMethodHTTP) String() string {
 func (*PushMethodHTTP) ProtoMessage() {}
 
 func (x *PushMethodHTTP) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[13]
+	mi := &file_v1beta1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +984,7 @@ func (x *PushMethodHTTP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushMethodHTTP.ProtoReflect.Descriptor instead.
 func (*PushMethodHTTP) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{13}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PushMethodHTTP) GetHostname() string {
@@ -946,7 +1027,7 @@ type PushMethodMQTT struct {
 
 func (x *PushMethodMQTT) Reset() {
 	*x = PushMethodMQTT{}
-	mi := &file_v1beta1_api_proto_msgTypes[14]
+	mi := &file_v1beta1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1039,7 @@ func (x *PushMethodMQTT) String() string {
 func (*PushMethodMQTT) ProtoMessage() {}
 
 func (x *PushMethodMQTT) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[14]
+	mi := &file_v1beta1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1052,7 @@ func (x *PushMethodMQTT) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushMethodMQTT.ProtoReflect.Descriptor instead.
 func (*PushMethodMQTT) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{14}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PushMethodMQTT) GetAddress() string {
@@ -1011,7 +1092,7 @@ type PushMethodOTEL struct {
 
 func (x *PushMethodOTEL) Reset() {
 	*x = PushMethodOTEL{}
-	mi := &file_v1beta1_api_proto_msgTypes[15]
+	mi := &file_v1beta1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1104,7 @@ func (x *PushMethodOTEL) String() string {
 func (*PushMethodOTEL) ProtoMessage() {}
 
 func (x *PushMethodOTEL) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[15]
+	mi := &file_v1beta1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1117,7 @@ func (x *PushMethodOTEL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushMethodOTEL.ProtoReflect.Descriptor instead.
 func (*PushMethodOTEL) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{15}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PushMethodOTEL) GetEndpointURL() string {
@@ -1058,7 +1139,7 @@ type DBMethod struct {
 
 func (x *DBMethod) Reset() {
 	*x = DBMethod{}
-	mi := &file_v1beta1_api_proto_msgTypes[16]
+	mi := &file_v1beta1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1151,7 @@ func (x *DBMethod) String() string {
 func (*DBMethod) ProtoMessage() {}
 
 func (x *DBMethod) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[16]
+	mi := &file_v1beta1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1164,7 @@ func (x *DBMethod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBMethod.ProtoReflect.Descriptor instead.
 func (*DBMethod) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{16}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DBMethod) GetInfluxdb2() *DBMethodInfluxdb2 {
@@ -1124,7 +1205,7 @@ type DBMethodInfluxdb2 struct {
 
 func (x *DBMethodInfluxdb2) Reset() {
 	*x = DBMethodInfluxdb2{}
-	mi := &file_v1beta1_api_proto_msgTypes[17]
+	mi := &file_v1beta1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1217,7 @@ func (x *DBMethodInfluxdb2) String() string {
 func (*DBMethodInfluxdb2) ProtoMessage() {}
 
 func (x *DBMethodInfluxdb2) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[17]
+	mi := &file_v1beta1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1230,7 @@ func (x *DBMethodInfluxdb2) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBMethodInfluxdb2.ProtoReflect.Descriptor instead.
 func (*DBMethodInfluxdb2) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{17}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DBMethodInfluxdb2) GetInfluxdb2ClientConfig() *Influxdb2ClientConfig {
@@ -1177,7 +1258,7 @@ type Influxdb2DataConfig struct {
 
 func (x *Influxdb2DataConfig) Reset() {
 	*x = Influxdb2DataConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[18]
+	mi := &file_v1beta1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1270,7 @@ func (x *Influxdb2DataConfig) String() string {
 func (*Influxdb2DataConfig) ProtoMessage() {}
 
 func (x *Influxdb2DataConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[18]
+	mi := &file_v1beta1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1283,7 @@ func (x *Influxdb2DataConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Influxdb2DataConfig.ProtoReflect.Descriptor instead.
 func (*Influxdb2DataConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{18}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Influxdb2DataConfig) GetMeasurement() string {
@@ -1237,7 +1318,7 @@ type Influxdb2ClientConfig struct {
 
 func (x *Influxdb2ClientConfig) Reset() {
 	*x = Influxdb2ClientConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[19]
+	mi := &file_v1beta1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1330,7 @@ func (x *Influxdb2ClientConfig) String() string {
 func (*Influxdb2ClientConfig) ProtoMessage() {}
 
 func (x *Influxdb2ClientConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[19]
+	mi := &file_v1beta1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1343,7 @@ func (x *Influxdb2ClientConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Influxdb2ClientConfig.ProtoReflect.Descriptor instead.
 func (*Influxdb2ClientConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{19}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Influxdb2ClientConfig) GetUrl() string {
@@ -1295,7 +1376,7 @@ type DBMethodRedis struct {
 
 func (x *DBMethodRedis) Reset() {
 	*x = DBMethodRedis{}
-	mi := &file_v1beta1_api_proto_msgTypes[20]
+	mi := &file_v1beta1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1388,7 @@ func (x *DBMethodRedis) String() string {
 func (*DBMethodRedis) ProtoMessage() {}
 
 func (x *DBMethodRedis) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[20]
+	mi := &file_v1beta1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1401,7 @@ func (x *DBMethodRedis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBMethodRedis.ProtoReflect.Descriptor instead.
 func (*DBMethodRedis) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{20}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DBMethodRedis) GetRedisClientConfig() *RedisClientConfig {
@@ -1342,7 +1423,7 @@ type RedisClientConfig struct {
 
 func (x *RedisClientConfig) Reset() {
 	*x = RedisClientConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[21]
+	mi := &file_v1beta1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1435,7 @@ func (x *RedisClientConfig) String() string {
 func (*RedisClientConfig) ProtoMessage() {}
 
 func (x *RedisClientConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[21]
+	mi := &file_v1beta1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1448,7 @@ func (x *RedisClientConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedisClientConfig.ProtoReflect.Descriptor instead.
 func (*RedisClientConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{21}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RedisClientConfig) GetAddr() string {
@@ -1407,7 +1488,7 @@ type DBMethodTDEngine struct {
 
 func (x *DBMethodTDEngine) Reset() {
 	*x = DBMethodTDEngine{}
-	mi := &file_v1beta1_api_proto_msgTypes[22]
+	mi := &file_v1beta1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1500,7 @@ func (x *DBMethodTDEngine) String() string {
 func (*DBMethodTDEngine) ProtoMessage() {}
 
 func (x *DBMethodTDEngine) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[22]
+	mi := &file_v1beta1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1513,7 @@ func (x *DBMethodTDEngine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBMethodTDEngine.ProtoReflect.Descriptor instead.
 func (*DBMethodTDEngine) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{22}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DBMethodTDEngine) GetTdEngineClientConfig() *TDEngineClientConfig {
@@ -1452,7 +1533,7 @@ type TDEngineClientConfig struct {
 
 func (x *TDEngineClientConfig) Reset() {
 	*x = TDEngineClientConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[23]
+	mi := &file_v1beta1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1545,7 @@ func (x *TDEngineClientConfig) String() string {
 func (*TDEngineClientConfig) ProtoMessage() {}
 
 func (x *TDEngineClientConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[23]
+	mi := &file_v1beta1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1558,7 @@ func (x *TDEngineClientConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TDEngineClientConfig.ProtoReflect.Descriptor instead.
 func (*TDEngineClientConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{23}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TDEngineClientConfig) GetAddr() string {
@@ -1503,7 +1584,7 @@ type DBMethodMySQL struct {
 
 func (x *DBMethodMySQL) Reset() {
 	*x = DBMethodMySQL{}
-	mi := &file_v1beta1_api_proto_msgTypes[24]
+	mi := &file_v1beta1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1596,7 @@ func (x *DBMethodMySQL) String() string {
 func (*DBMethodMySQL) ProtoMessage() {}
 
 func (x *DBMethodMySQL) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[24]
+	mi := &file_v1beta1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1609,7 @@ func (x *DBMethodMySQL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBMethodMySQL.ProtoReflect.Descriptor instead.
 func (*DBMethodMySQL) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{24}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DBMethodMySQL) GetMysqlClientConfig() *MySQLClientConfig {
@@ -1549,7 +1630,7 @@ type MySQLClientConfig struct {
 
 func (x *MySQLClientConfig) Reset() {
 	*x = MySQLClientConfig{}
-	mi := &file_v1beta1_api_proto_msgTypes[25]
+	mi := &file_v1beta1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1642,7 @@ func (x *MySQLClientConfig) String() string {
 func (*MySQLClientConfig) ProtoMessage() {}
 
 func (x *MySQLClientConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[25]
+	mi := &file_v1beta1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1655,7 @@ func (x *MySQLClientConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MySQLClientConfig.ProtoReflect.Descriptor instead.
 func (*MySQLClientConfig) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{25}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MySQLClientConfig) GetAddr() string {
@@ -1598,6 +1679,142 @@ func (x *MySQLClientConfig) GetUserName() string {
 	return ""
 }
 
+// DBMethodOTEL and OTELExporterConfig are declared by KubeEdge's proto (not referenced by any other
+// message there either); kept so the two descriptors list the same messages.
+type DBMethodOTEL struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	OtelExporterConfig *OTELExporterConfig    `protobuf:"bytes,1,opt,name=otelExporterConfig,proto3" json:"otelExporterConfig,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DBMethodOTEL) Reset() {
+	*x = DBMethodOTEL{}
+	mi := &file_v1beta1_api_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DBMethodOTEL) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DBMethodOTEL) ProtoMessage() {}
+
+func (x *DBMethodOTEL) ProtoReflect() protoreflect.Message {
+	mi := &file_v1beta1_api_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DBMethodOTEL.ProtoReflect.Descriptor instead.
+func (*DBMethodOTEL) Descriptor() ([]byte, []int) {
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DBMethodOTEL) GetOtelExporterConfig() *OTELExporterConfig {
+	if x != nil {
+		return x.OtelExporterConfig
+	}
+	return nil
+}
+
+type OTELExporterConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EndpointURL   string                 `protobuf:"bytes,1,opt,name=endpointURL,proto3" json:"endpointURL,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OTELExporterConfig) Reset() {
+	*x = OTELExporterConfig{}
+	mi := &file_v1beta1_api_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OTELExporterConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OTELExporterConfig) ProtoMessage() {}
+
+func (x *OTELExporterConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_v1beta1_api_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OTELExporterConfig.ProtoReflect.Descriptor instead.
+func (*OTELExporterConfig) Descriptor() ([]byte, []int) {
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *OTELExporterConfig) GetEndpointURL() string {
+	if x != nil {
+		return x.EndpointURL
+	}
+	return ""
+}
+
+// AnomalyDetection is free-form configuration (spec.properties[].pushMethod.anomalyDetection),
+// packed as CustomizedValue is.
+type AnomalyDetection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          map[string]*anypb.Any  `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnomalyDetection) Reset() {
+	*x = AnomalyDetection{}
+	mi := &file_v1beta1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnomalyDetection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnomalyDetection) ProtoMessage() {}
+
+func (x *AnomalyDetection) ProtoReflect() protoreflect.Message {
+	mi := &file_v1beta1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnomalyDetection.ProtoReflect.Descriptor instead.
+func (*AnomalyDetection) Descriptor() ([]byte, []int) {
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AnomalyDetection) GetData() map[string]*anypb.Any {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type MapperInfo struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1614,7 +1831,7 @@ type MapperInfo struct {
 
 func (x *MapperInfo) Reset() {
 	*x = MapperInfo{}
-	mi := &file_v1beta1_api_proto_msgTypes[26]
+	mi := &file_v1beta1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1843,7 @@ func (x *MapperInfo) String() string {
 func (*MapperInfo) ProtoMessage() {}
 
 func (x *MapperInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[26]
+	mi := &file_v1beta1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1856,7 @@ func (x *MapperInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapperInfo.ProtoReflect.Descriptor instead.
 func (*MapperInfo) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{26}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MapperInfo) GetName() string {
@@ -1695,7 +1912,7 @@ type ReportDeviceStatusRequest struct {
 
 func (x *ReportDeviceStatusRequest) Reset() {
 	*x = ReportDeviceStatusRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[27]
+	mi := &file_v1beta1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1924,7 @@ func (x *ReportDeviceStatusRequest) String() string {
 func (*ReportDeviceStatusRequest) ProtoMessage() {}
 
 func (x *ReportDeviceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[27]
+	mi := &file_v1beta1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1937,7 @@ func (x *ReportDeviceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDeviceStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportDeviceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{27}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReportDeviceStatusRequest) GetDeviceName() string {
@@ -1756,7 +1973,7 @@ type ReportDeviceStatesRequest struct {
 
 func (x *ReportDeviceStatesRequest) Reset() {
 	*x = ReportDeviceStatesRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[28]
+	mi := &file_v1beta1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1985,7 @@ func (x *ReportDeviceStatesRequest) String() string {
 func (*ReportDeviceStatesRequest) ProtoMessage() {}
 
 func (x *ReportDeviceStatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[28]
+	mi := &file_v1beta1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1998,7 @@ func (x *ReportDeviceStatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDeviceStatesRequest.ProtoReflect.Descriptor instead.
 func (*ReportDeviceStatesRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{28}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReportDeviceStatesRequest) GetDeviceName() string {
@@ -1806,15 +2023,19 @@ func (x *ReportDeviceStatesRequest) GetState() string {
 }
 
 type DeviceStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Twins         []*Twin                `protobuf:"bytes,1,rep,name=twins,proto3" json:"twins,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Twins []*Twin                `protobuf:"bytes,1,rep,name=twins,proto3" json:"twins,omitempty"`
+	// From the Device's spec.stateReport: whether the mapper reports the device's state
+	// (ReportDeviceStates) and how often, in milliseconds.
+	ReportToCloud bool  `protobuf:"varint,2,opt,name=reportToCloud,proto3" json:"reportToCloud,omitempty"`
+	ReportCycle   int64 `protobuf:"varint,3,opt,name=reportCycle,proto3" json:"reportCycle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeviceStatus) Reset() {
 	*x = DeviceStatus{}
-	mi := &file_v1beta1_api_proto_msgTypes[29]
+	mi := &file_v1beta1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +2047,7 @@ func (x *DeviceStatus) String() string {
 func (*DeviceStatus) ProtoMessage() {}
 
 func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[29]
+	mi := &file_v1beta1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +2060,7 @@ func (x *DeviceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceStatus.ProtoReflect.Descriptor instead.
 func (*DeviceStatus) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{29}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeviceStatus) GetTwins() []*Twin {
@@ -1847,6 +2068,20 @@ func (x *DeviceStatus) GetTwins() []*Twin {
 		return x.Twins
 	}
 	return nil
+}
+
+func (x *DeviceStatus) GetReportToCloud() bool {
+	if x != nil {
+		return x.ReportToCloud
+	}
+	return false
+}
+
+func (x *DeviceStatus) GetReportCycle() int64 {
+	if x != nil {
+		return x.ReportCycle
+	}
+	return 0
 }
 
 type Twin struct {
@@ -1860,7 +2095,7 @@ type Twin struct {
 
 func (x *Twin) Reset() {
 	*x = Twin{}
-	mi := &file_v1beta1_api_proto_msgTypes[30]
+	mi := &file_v1beta1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +2107,7 @@ func (x *Twin) String() string {
 func (*Twin) ProtoMessage() {}
 
 func (x *Twin) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[30]
+	mi := &file_v1beta1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +2120,7 @@ func (x *Twin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Twin.ProtoReflect.Descriptor instead.
 func (*Twin) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{30}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Twin) GetPropertyName() string {
@@ -1920,7 +2155,7 @@ type TwinProperty struct {
 
 func (x *TwinProperty) Reset() {
 	*x = TwinProperty{}
-	mi := &file_v1beta1_api_proto_msgTypes[31]
+	mi := &file_v1beta1_api_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2167,7 @@ func (x *TwinProperty) String() string {
 func (*TwinProperty) ProtoMessage() {}
 
 func (x *TwinProperty) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[31]
+	mi := &file_v1beta1_api_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2180,7 @@ func (x *TwinProperty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TwinProperty.ProtoReflect.Descriptor instead.
 func (*TwinProperty) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{31}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TwinProperty) GetValue() string {
@@ -1970,7 +2205,7 @@ type ReportDeviceStatusResponse struct {
 
 func (x *ReportDeviceStatusResponse) Reset() {
 	*x = ReportDeviceStatusResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[32]
+	mi := &file_v1beta1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2217,7 @@ func (x *ReportDeviceStatusResponse) String() string {
 func (*ReportDeviceStatusResponse) ProtoMessage() {}
 
 func (x *ReportDeviceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[32]
+	mi := &file_v1beta1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2230,7 @@ func (x *ReportDeviceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDeviceStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportDeviceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{32}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{36}
 }
 
 type ReportDeviceStatesResponse struct {
@@ -2006,7 +2241,7 @@ type ReportDeviceStatesResponse struct {
 
 func (x *ReportDeviceStatesResponse) Reset() {
 	*x = ReportDeviceStatesResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[33]
+	mi := &file_v1beta1_api_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2253,7 @@ func (x *ReportDeviceStatesResponse) String() string {
 func (*ReportDeviceStatesResponse) ProtoMessage() {}
 
 func (x *ReportDeviceStatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[33]
+	mi := &file_v1beta1_api_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2266,7 @@ func (x *ReportDeviceStatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDeviceStatesResponse.ProtoReflect.Descriptor instead.
 func (*ReportDeviceStatesResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{33}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{37}
 }
 
 type RegisterDeviceRequest struct {
@@ -2043,7 +2278,7 @@ type RegisterDeviceRequest struct {
 
 func (x *RegisterDeviceRequest) Reset() {
 	*x = RegisterDeviceRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[34]
+	mi := &file_v1beta1_api_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2290,7 @@ func (x *RegisterDeviceRequest) String() string {
 func (*RegisterDeviceRequest) ProtoMessage() {}
 
 func (x *RegisterDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[34]
+	mi := &file_v1beta1_api_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2303,7 @@ func (x *RegisterDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDeviceRequest.ProtoReflect.Descriptor instead.
 func (*RegisterDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{34}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RegisterDeviceRequest) GetDevice() *Device {
@@ -2088,7 +2323,7 @@ type RegisterDeviceResponse struct {
 
 func (x *RegisterDeviceResponse) Reset() {
 	*x = RegisterDeviceResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[35]
+	mi := &file_v1beta1_api_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +2335,7 @@ func (x *RegisterDeviceResponse) String() string {
 func (*RegisterDeviceResponse) ProtoMessage() {}
 
 func (x *RegisterDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[35]
+	mi := &file_v1beta1_api_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +2348,7 @@ func (x *RegisterDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterDeviceResponse.ProtoReflect.Descriptor instead.
 func (*RegisterDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{35}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RegisterDeviceResponse) GetDeviceName() string {
@@ -2139,7 +2374,7 @@ type CreateDeviceModelRequest struct {
 
 func (x *CreateDeviceModelRequest) Reset() {
 	*x = CreateDeviceModelRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[36]
+	mi := &file_v1beta1_api_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2386,7 @@ func (x *CreateDeviceModelRequest) String() string {
 func (*CreateDeviceModelRequest) ProtoMessage() {}
 
 func (x *CreateDeviceModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[36]
+	mi := &file_v1beta1_api_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2399,7 @@ func (x *CreateDeviceModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceModelRequest.ProtoReflect.Descriptor instead.
 func (*CreateDeviceModelRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{36}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateDeviceModelRequest) GetModel() *DeviceModel {
@@ -2184,7 +2419,7 @@ type CreateDeviceModelResponse struct {
 
 func (x *CreateDeviceModelResponse) Reset() {
 	*x = CreateDeviceModelResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[37]
+	mi := &file_v1beta1_api_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2431,7 @@ func (x *CreateDeviceModelResponse) String() string {
 func (*CreateDeviceModelResponse) ProtoMessage() {}
 
 func (x *CreateDeviceModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[37]
+	mi := &file_v1beta1_api_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2444,7 @@ func (x *CreateDeviceModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeviceModelResponse.ProtoReflect.Descriptor instead.
 func (*CreateDeviceModelResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{37}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateDeviceModelResponse) GetDeviceModelName() string {
@@ -2236,7 +2471,7 @@ type RemoveDeviceRequest struct {
 
 func (x *RemoveDeviceRequest) Reset() {
 	*x = RemoveDeviceRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[38]
+	mi := &file_v1beta1_api_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2483,7 @@ func (x *RemoveDeviceRequest) String() string {
 func (*RemoveDeviceRequest) ProtoMessage() {}
 
 func (x *RemoveDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[38]
+	mi := &file_v1beta1_api_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2496,7 @@ func (x *RemoveDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveDeviceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{38}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemoveDeviceRequest) GetDeviceName() string {
@@ -2286,7 +2521,7 @@ type RemoveDeviceResponse struct {
 
 func (x *RemoveDeviceResponse) Reset() {
 	*x = RemoveDeviceResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[39]
+	mi := &file_v1beta1_api_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2533,7 @@ func (x *RemoveDeviceResponse) String() string {
 func (*RemoveDeviceResponse) ProtoMessage() {}
 
 func (x *RemoveDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[39]
+	mi := &file_v1beta1_api_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2546,7 @@ func (x *RemoveDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveDeviceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{39}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{43}
 }
 
 type RemoveDeviceModelRequest struct {
@@ -2324,7 +2559,7 @@ type RemoveDeviceModelRequest struct {
 
 func (x *RemoveDeviceModelRequest) Reset() {
 	*x = RemoveDeviceModelRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[40]
+	mi := &file_v1beta1_api_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2571,7 @@ func (x *RemoveDeviceModelRequest) String() string {
 func (*RemoveDeviceModelRequest) ProtoMessage() {}
 
 func (x *RemoveDeviceModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[40]
+	mi := &file_v1beta1_api_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2584,7 @@ func (x *RemoveDeviceModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveDeviceModelRequest.ProtoReflect.Descriptor instead.
 func (*RemoveDeviceModelRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{40}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveDeviceModelRequest) GetModelName() string {
@@ -2374,7 +2609,7 @@ type RemoveDeviceModelResponse struct {
 
 func (x *RemoveDeviceModelResponse) Reset() {
 	*x = RemoveDeviceModelResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[41]
+	mi := &file_v1beta1_api_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2621,7 @@ func (x *RemoveDeviceModelResponse) String() string {
 func (*RemoveDeviceModelResponse) ProtoMessage() {}
 
 func (x *RemoveDeviceModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[41]
+	mi := &file_v1beta1_api_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2634,7 @@ func (x *RemoveDeviceModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveDeviceModelResponse.ProtoReflect.Descriptor instead.
 func (*RemoveDeviceModelResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{41}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{45}
 }
 
 type UpdateDeviceRequest struct {
@@ -2411,7 +2646,7 @@ type UpdateDeviceRequest struct {
 
 func (x *UpdateDeviceRequest) Reset() {
 	*x = UpdateDeviceRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[42]
+	mi := &file_v1beta1_api_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2658,7 @@ func (x *UpdateDeviceRequest) String() string {
 func (*UpdateDeviceRequest) ProtoMessage() {}
 
 func (x *UpdateDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[42]
+	mi := &file_v1beta1_api_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2671,7 @@ func (x *UpdateDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDeviceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{42}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UpdateDeviceRequest) GetDevice() *Device {
@@ -2454,7 +2689,7 @@ type UpdateDeviceResponse struct {
 
 func (x *UpdateDeviceResponse) Reset() {
 	*x = UpdateDeviceResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[43]
+	mi := &file_v1beta1_api_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2701,7 @@ func (x *UpdateDeviceResponse) String() string {
 func (*UpdateDeviceResponse) ProtoMessage() {}
 
 func (x *UpdateDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[43]
+	mi := &file_v1beta1_api_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2714,7 @@ func (x *UpdateDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDeviceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{43}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{47}
 }
 
 type UpdateDeviceModelRequest struct {
@@ -2491,7 +2726,7 @@ type UpdateDeviceModelRequest struct {
 
 func (x *UpdateDeviceModelRequest) Reset() {
 	*x = UpdateDeviceModelRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[44]
+	mi := &file_v1beta1_api_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2738,7 @@ func (x *UpdateDeviceModelRequest) String() string {
 func (*UpdateDeviceModelRequest) ProtoMessage() {}
 
 func (x *UpdateDeviceModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[44]
+	mi := &file_v1beta1_api_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2751,7 @@ func (x *UpdateDeviceModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDeviceModelRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDeviceModelRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{44}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UpdateDeviceModelRequest) GetModel() *DeviceModel {
@@ -2534,7 +2769,7 @@ type UpdateDeviceModelResponse struct {
 
 func (x *UpdateDeviceModelResponse) Reset() {
 	*x = UpdateDeviceModelResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[45]
+	mi := &file_v1beta1_api_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2546,7 +2781,7 @@ func (x *UpdateDeviceModelResponse) String() string {
 func (*UpdateDeviceModelResponse) ProtoMessage() {}
 
 func (x *UpdateDeviceModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[45]
+	mi := &file_v1beta1_api_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2559,7 +2794,7 @@ func (x *UpdateDeviceModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDeviceModelResponse.ProtoReflect.Descriptor instead.
 func (*UpdateDeviceModelResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{45}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{49}
 }
 
 type GetDeviceRequest struct {
@@ -2572,7 +2807,7 @@ type GetDeviceRequest struct {
 
 func (x *GetDeviceRequest) Reset() {
 	*x = GetDeviceRequest{}
-	mi := &file_v1beta1_api_proto_msgTypes[46]
+	mi := &file_v1beta1_api_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2819,7 @@ func (x *GetDeviceRequest) String() string {
 func (*GetDeviceRequest) ProtoMessage() {}
 
 func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[46]
+	mi := &file_v1beta1_api_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2832,7 @@ func (x *GetDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceRequest.ProtoReflect.Descriptor instead.
 func (*GetDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{46}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetDeviceRequest) GetDeviceName() string {
@@ -2623,7 +2858,7 @@ type GetDeviceResponse struct {
 
 func (x *GetDeviceResponse) Reset() {
 	*x = GetDeviceResponse{}
-	mi := &file_v1beta1_api_proto_msgTypes[47]
+	mi := &file_v1beta1_api_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2870,7 @@ func (x *GetDeviceResponse) String() string {
 func (*GetDeviceResponse) ProtoMessage() {}
 
 func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_v1beta1_api_proto_msgTypes[47]
+	mi := &file_v1beta1_api_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2883,7 @@ func (x *GetDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeviceResponse.ProtoReflect.Descriptor instead.
 func (*GetDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_v1beta1_api_proto_rawDescGZIP(), []int{47}
+	return file_v1beta1_api_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetDeviceResponse) GetDevice() *Device {
@@ -2704,14 +2939,19 @@ const file_v1beta1_api_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04spec\x18\x02 \x01(\v2\x13.v1beta1.DeviceSpecR\x04spec\x12-\n" +
 	"\x06status\x18\x03 \x01(\v2\x15.v1beta1.DeviceStatusR\x06status\x12\x1c\n" +
-	"\tnamespace\x18\x04 \x01(\tR\tnamespace\"\xae\x01\n" +
+	"\tnamespace\x18\x04 \x01(\tR\tnamespace\"\xdf\x01\n" +
 	"\n" +
 	"DeviceSpec\x122\n" +
 	"\x14deviceModelReference\x18\x01 \x01(\tR\x14deviceModelReference\x123\n" +
 	"\bprotocol\x18\x02 \x01(\v2\x17.v1beta1.ProtocolConfigR\bprotocol\x127\n" +
 	"\n" +
 	"properties\x18\x03 \x03(\v2\x17.v1beta1.DevicePropertyR\n" +
-	"properties\"\xaa\x02\n" +
+	"properties\x12/\n" +
+	"\amethods\x18\x04 \x03(\v2\x15.v1beta1.DeviceMethodR\amethods\"j\n" +
+	"\fDeviceMethod\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12$\n" +
+	"\rpropertyNames\x18\x03 \x03(\tR\rpropertyNames\"\xaa\x02\n" +
 	"\x0eDeviceProperty\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\adesired\x18\x02 \x01(\v2\x15.v1beta1.TwinPropertyR\adesired\x122\n" +
@@ -2736,13 +2976,14 @@ const file_v1beta1_api_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x03(\v2\".v1beta1.CustomizedValue.DataEntryR\x04data\x1aM\n" +
 	"\tDataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"\xc2\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"\x89\x02\n" +
 	"\n" +
 	"PushMethod\x12+\n" +
 	"\x04http\x18\x01 \x01(\v2\x17.v1beta1.PushMethodHTTPR\x04http\x12+\n" +
-	"\x04mqtt\x18\x02 \x01(\v2\x17.v1beta1.PushMethodMQTTR\x04mqtt\x12+\n" +
-	"\x04otel\x18\x03 \x01(\v2\x17.v1beta1.PushMethodOTELR\x04otel\x12-\n" +
-	"\bdbMethod\x18\x04 \x01(\v2\x11.v1beta1.DBMethodR\bdbMethod\"|\n" +
+	"\x04mqtt\x18\x02 \x01(\v2\x17.v1beta1.PushMethodMQTTR\x04mqtt\x12-\n" +
+	"\bdbMethod\x18\x03 \x01(\v2\x11.v1beta1.DBMethodR\bdbMethod\x12+\n" +
+	"\x04otel\x18\x04 \x01(\v2\x17.v1beta1.PushMethodOTELR\x04otel\x12E\n" +
+	"\x10anomalyDetection\x18\x05 \x01(\v2\x19.v1beta1.AnomalyDetectionR\x10anomalyDetection\"|\n" +
 	"\x0ePushMethodHTTP\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x03R\x04port\x12 \n" +
@@ -2791,7 +3032,16 @@ const file_v1beta1_api_proto_rawDesc = "" +
 	"\x11MySQLClientConfig\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1a\n" +
 	"\bdatabase\x18\x02 \x01(\tR\bdatabase\x12\x1a\n" +
-	"\buserName\x18\x03 \x01(\tR\buserName\"\xa7\x01\n" +
+	"\buserName\x18\x03 \x01(\tR\buserName\"[\n" +
+	"\fDBMethodOTEL\x12K\n" +
+	"\x12otelExporterConfig\x18\x01 \x01(\v2\x1b.v1beta1.OTELExporterConfigR\x12otelExporterConfig\"6\n" +
+	"\x12OTELExporterConfig\x12 \n" +
+	"\vendpointURL\x18\x01 \x01(\tR\vendpointURL\"\x9a\x01\n" +
+	"\x10AnomalyDetection\x127\n" +
+	"\x04data\x18\x01 \x03(\v2#.v1beta1.AnomalyDetection.DataEntryR\x04data\x1aM\n" +
+	"\tDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"\xa7\x01\n" +
 	"\n" +
 	"MapperInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -2812,9 +3062,11 @@ const file_v1beta1_api_proto_rawDesc = "" +
 	"deviceName\x18\x01 \x01(\tR\n" +
 	"deviceName\x12(\n" +
 	"\x0fdeviceNamespace\x18\x02 \x01(\tR\x0fdeviceNamespace\x12\x14\n" +
-	"\x05state\x18\x03 \x01(\tR\x05state\"3\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\"{\n" +
 	"\fDeviceStatus\x12#\n" +
-	"\x05twins\x18\x01 \x03(\v2\r.v1beta1.TwinR\x05twins\"\x9e\x01\n" +
+	"\x05twins\x18\x01 \x03(\v2\r.v1beta1.TwinR\x05twins\x12$\n" +
+	"\rreportToCloud\x18\x02 \x01(\bR\rreportToCloud\x12 \n" +
+	"\vreportCycle\x18\x03 \x01(\x03R\vreportCycle\"\x9e\x01\n" +
 	"\x04Twin\x12\"\n" +
 	"\fpropertyName\x18\x01 \x01(\tR\fpropertyName\x12?\n" +
 	"\x0fobservedDesired\x18\x02 \x01(\v2\x15.v1beta1.TwinPropertyR\x0fobservedDesired\x121\n" +
@@ -2887,7 +3139,7 @@ func file_v1beta1_api_proto_rawDescGZIP() []byte {
 	return file_v1beta1_api_proto_rawDescData
 }
 
-var file_v1beta1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_v1beta1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_v1beta1_api_proto_goTypes = []any{
 	(*MapperRegisterRequest)(nil),      // 0: v1beta1.MapperRegisterRequest
 	(*MapperRegisterResponse)(nil),     // 1: v1beta1.MapperRegisterResponse
@@ -2897,118 +3149,128 @@ var file_v1beta1_api_proto_goTypes = []any{
 	(*DeviceCommand)(nil),              // 5: v1beta1.DeviceCommand
 	(*Device)(nil),                     // 6: v1beta1.Device
 	(*DeviceSpec)(nil),                 // 7: v1beta1.DeviceSpec
-	(*DeviceProperty)(nil),             // 8: v1beta1.DeviceProperty
-	(*ProtocolConfig)(nil),             // 9: v1beta1.ProtocolConfig
-	(*VisitorConfig)(nil),              // 10: v1beta1.VisitorConfig
-	(*CustomizedValue)(nil),            // 11: v1beta1.CustomizedValue
-	(*PushMethod)(nil),                 // 12: v1beta1.PushMethod
-	(*PushMethodHTTP)(nil),             // 13: v1beta1.PushMethodHTTP
-	(*PushMethodMQTT)(nil),             // 14: v1beta1.PushMethodMQTT
-	(*PushMethodOTEL)(nil),             // 15: v1beta1.PushMethodOTEL
-	(*DBMethod)(nil),                   // 16: v1beta1.DBMethod
-	(*DBMethodInfluxdb2)(nil),          // 17: v1beta1.DBMethodInfluxdb2
-	(*Influxdb2DataConfig)(nil),        // 18: v1beta1.Influxdb2DataConfig
-	(*Influxdb2ClientConfig)(nil),      // 19: v1beta1.Influxdb2ClientConfig
-	(*DBMethodRedis)(nil),              // 20: v1beta1.DBMethodRedis
-	(*RedisClientConfig)(nil),          // 21: v1beta1.RedisClientConfig
-	(*DBMethodTDEngine)(nil),           // 22: v1beta1.DBMethodTDEngine
-	(*TDEngineClientConfig)(nil),       // 23: v1beta1.TDEngineClientConfig
-	(*DBMethodMySQL)(nil),              // 24: v1beta1.DBMethodMySQL
-	(*MySQLClientConfig)(nil),          // 25: v1beta1.MySQLClientConfig
-	(*MapperInfo)(nil),                 // 26: v1beta1.MapperInfo
-	(*ReportDeviceStatusRequest)(nil),  // 27: v1beta1.ReportDeviceStatusRequest
-	(*ReportDeviceStatesRequest)(nil),  // 28: v1beta1.ReportDeviceStatesRequest
-	(*DeviceStatus)(nil),               // 29: v1beta1.DeviceStatus
-	(*Twin)(nil),                       // 30: v1beta1.Twin
-	(*TwinProperty)(nil),               // 31: v1beta1.TwinProperty
-	(*ReportDeviceStatusResponse)(nil), // 32: v1beta1.ReportDeviceStatusResponse
-	(*ReportDeviceStatesResponse)(nil), // 33: v1beta1.ReportDeviceStatesResponse
-	(*RegisterDeviceRequest)(nil),      // 34: v1beta1.RegisterDeviceRequest
-	(*RegisterDeviceResponse)(nil),     // 35: v1beta1.RegisterDeviceResponse
-	(*CreateDeviceModelRequest)(nil),   // 36: v1beta1.CreateDeviceModelRequest
-	(*CreateDeviceModelResponse)(nil),  // 37: v1beta1.CreateDeviceModelResponse
-	(*RemoveDeviceRequest)(nil),        // 38: v1beta1.RemoveDeviceRequest
-	(*RemoveDeviceResponse)(nil),       // 39: v1beta1.RemoveDeviceResponse
-	(*RemoveDeviceModelRequest)(nil),   // 40: v1beta1.RemoveDeviceModelRequest
-	(*RemoveDeviceModelResponse)(nil),  // 41: v1beta1.RemoveDeviceModelResponse
-	(*UpdateDeviceRequest)(nil),        // 42: v1beta1.UpdateDeviceRequest
-	(*UpdateDeviceResponse)(nil),       // 43: v1beta1.UpdateDeviceResponse
-	(*UpdateDeviceModelRequest)(nil),   // 44: v1beta1.UpdateDeviceModelRequest
-	(*UpdateDeviceModelResponse)(nil),  // 45: v1beta1.UpdateDeviceModelResponse
-	(*GetDeviceRequest)(nil),           // 46: v1beta1.GetDeviceRequest
-	(*GetDeviceResponse)(nil),          // 47: v1beta1.GetDeviceResponse
-	nil,                                // 48: v1beta1.CustomizedValue.DataEntry
-	nil,                                // 49: v1beta1.Influxdb2DataConfig.TagEntry
-	nil,                                // 50: v1beta1.TwinProperty.MetadataEntry
-	(*anypb.Any)(nil),                  // 51: google.protobuf.Any
+	(*DeviceMethod)(nil),               // 8: v1beta1.DeviceMethod
+	(*DeviceProperty)(nil),             // 9: v1beta1.DeviceProperty
+	(*ProtocolConfig)(nil),             // 10: v1beta1.ProtocolConfig
+	(*VisitorConfig)(nil),              // 11: v1beta1.VisitorConfig
+	(*CustomizedValue)(nil),            // 12: v1beta1.CustomizedValue
+	(*PushMethod)(nil),                 // 13: v1beta1.PushMethod
+	(*PushMethodHTTP)(nil),             // 14: v1beta1.PushMethodHTTP
+	(*PushMethodMQTT)(nil),             // 15: v1beta1.PushMethodMQTT
+	(*PushMethodOTEL)(nil),             // 16: v1beta1.PushMethodOTEL
+	(*DBMethod)(nil),                   // 17: v1beta1.DBMethod
+	(*DBMethodInfluxdb2)(nil),          // 18: v1beta1.DBMethodInfluxdb2
+	(*Influxdb2DataConfig)(nil),        // 19: v1beta1.Influxdb2DataConfig
+	(*Influxdb2ClientConfig)(nil),      // 20: v1beta1.Influxdb2ClientConfig
+	(*DBMethodRedis)(nil),              // 21: v1beta1.DBMethodRedis
+	(*RedisClientConfig)(nil),          // 22: v1beta1.RedisClientConfig
+	(*DBMethodTDEngine)(nil),           // 23: v1beta1.DBMethodTDEngine
+	(*TDEngineClientConfig)(nil),       // 24: v1beta1.TDEngineClientConfig
+	(*DBMethodMySQL)(nil),              // 25: v1beta1.DBMethodMySQL
+	(*MySQLClientConfig)(nil),          // 26: v1beta1.MySQLClientConfig
+	(*DBMethodOTEL)(nil),               // 27: v1beta1.DBMethodOTEL
+	(*OTELExporterConfig)(nil),         // 28: v1beta1.OTELExporterConfig
+	(*AnomalyDetection)(nil),           // 29: v1beta1.AnomalyDetection
+	(*MapperInfo)(nil),                 // 30: v1beta1.MapperInfo
+	(*ReportDeviceStatusRequest)(nil),  // 31: v1beta1.ReportDeviceStatusRequest
+	(*ReportDeviceStatesRequest)(nil),  // 32: v1beta1.ReportDeviceStatesRequest
+	(*DeviceStatus)(nil),               // 33: v1beta1.DeviceStatus
+	(*Twin)(nil),                       // 34: v1beta1.Twin
+	(*TwinProperty)(nil),               // 35: v1beta1.TwinProperty
+	(*ReportDeviceStatusResponse)(nil), // 36: v1beta1.ReportDeviceStatusResponse
+	(*ReportDeviceStatesResponse)(nil), // 37: v1beta1.ReportDeviceStatesResponse
+	(*RegisterDeviceRequest)(nil),      // 38: v1beta1.RegisterDeviceRequest
+	(*RegisterDeviceResponse)(nil),     // 39: v1beta1.RegisterDeviceResponse
+	(*CreateDeviceModelRequest)(nil),   // 40: v1beta1.CreateDeviceModelRequest
+	(*CreateDeviceModelResponse)(nil),  // 41: v1beta1.CreateDeviceModelResponse
+	(*RemoveDeviceRequest)(nil),        // 42: v1beta1.RemoveDeviceRequest
+	(*RemoveDeviceResponse)(nil),       // 43: v1beta1.RemoveDeviceResponse
+	(*RemoveDeviceModelRequest)(nil),   // 44: v1beta1.RemoveDeviceModelRequest
+	(*RemoveDeviceModelResponse)(nil),  // 45: v1beta1.RemoveDeviceModelResponse
+	(*UpdateDeviceRequest)(nil),        // 46: v1beta1.UpdateDeviceRequest
+	(*UpdateDeviceResponse)(nil),       // 47: v1beta1.UpdateDeviceResponse
+	(*UpdateDeviceModelRequest)(nil),   // 48: v1beta1.UpdateDeviceModelRequest
+	(*UpdateDeviceModelResponse)(nil),  // 49: v1beta1.UpdateDeviceModelResponse
+	(*GetDeviceRequest)(nil),           // 50: v1beta1.GetDeviceRequest
+	(*GetDeviceResponse)(nil),          // 51: v1beta1.GetDeviceResponse
+	nil,                                // 52: v1beta1.CustomizedValue.DataEntry
+	nil,                                // 53: v1beta1.Influxdb2DataConfig.TagEntry
+	nil,                                // 54: v1beta1.AnomalyDetection.DataEntry
+	nil,                                // 55: v1beta1.TwinProperty.MetadataEntry
+	(*anypb.Any)(nil),                  // 56: google.protobuf.Any
 }
 var file_v1beta1_api_proto_depIdxs = []int32{
-	26, // 0: v1beta1.MapperRegisterRequest.mapper:type_name -> v1beta1.MapperInfo
+	30, // 0: v1beta1.MapperRegisterRequest.mapper:type_name -> v1beta1.MapperInfo
 	2,  // 1: v1beta1.MapperRegisterResponse.modelList:type_name -> v1beta1.DeviceModel
 	6,  // 2: v1beta1.MapperRegisterResponse.deviceList:type_name -> v1beta1.Device
 	3,  // 3: v1beta1.DeviceModel.spec:type_name -> v1beta1.DeviceModelSpec
 	4,  // 4: v1beta1.DeviceModelSpec.properties:type_name -> v1beta1.ModelProperty
 	5,  // 5: v1beta1.DeviceModelSpec.commands:type_name -> v1beta1.DeviceCommand
 	7,  // 6: v1beta1.Device.spec:type_name -> v1beta1.DeviceSpec
-	29, // 7: v1beta1.Device.status:type_name -> v1beta1.DeviceStatus
-	9,  // 8: v1beta1.DeviceSpec.protocol:type_name -> v1beta1.ProtocolConfig
-	8,  // 9: v1beta1.DeviceSpec.properties:type_name -> v1beta1.DeviceProperty
-	31, // 10: v1beta1.DeviceProperty.desired:type_name -> v1beta1.TwinProperty
-	10, // 11: v1beta1.DeviceProperty.visitors:type_name -> v1beta1.VisitorConfig
-	12, // 12: v1beta1.DeviceProperty.pushMethod:type_name -> v1beta1.PushMethod
-	11, // 13: v1beta1.ProtocolConfig.configData:type_name -> v1beta1.CustomizedValue
-	11, // 14: v1beta1.VisitorConfig.configData:type_name -> v1beta1.CustomizedValue
-	48, // 15: v1beta1.CustomizedValue.data:type_name -> v1beta1.CustomizedValue.DataEntry
-	13, // 16: v1beta1.PushMethod.http:type_name -> v1beta1.PushMethodHTTP
-	14, // 17: v1beta1.PushMethod.mqtt:type_name -> v1beta1.PushMethodMQTT
-	15, // 18: v1beta1.PushMethod.otel:type_name -> v1beta1.PushMethodOTEL
-	16, // 19: v1beta1.PushMethod.dbMethod:type_name -> v1beta1.DBMethod
-	17, // 20: v1beta1.DBMethod.influxdb2:type_name -> v1beta1.DBMethodInfluxdb2
-	20, // 21: v1beta1.DBMethod.redis:type_name -> v1beta1.DBMethodRedis
-	22, // 22: v1beta1.DBMethod.tdengine:type_name -> v1beta1.DBMethodTDEngine
-	24, // 23: v1beta1.DBMethod.mysql:type_name -> v1beta1.DBMethodMySQL
-	19, // 24: v1beta1.DBMethodInfluxdb2.influxdb2ClientConfig:type_name -> v1beta1.Influxdb2ClientConfig
-	18, // 25: v1beta1.DBMethodInfluxdb2.influxdb2DataConfig:type_name -> v1beta1.Influxdb2DataConfig
-	49, // 26: v1beta1.Influxdb2DataConfig.tag:type_name -> v1beta1.Influxdb2DataConfig.TagEntry
-	21, // 27: v1beta1.DBMethodRedis.redisClientConfig:type_name -> v1beta1.RedisClientConfig
-	23, // 28: v1beta1.DBMethodTDEngine.tdEngineClientConfig:type_name -> v1beta1.TDEngineClientConfig
-	25, // 29: v1beta1.DBMethodMySQL.mysqlClientConfig:type_name -> v1beta1.MySQLClientConfig
-	29, // 30: v1beta1.ReportDeviceStatusRequest.reportedDevice:type_name -> v1beta1.DeviceStatus
-	30, // 31: v1beta1.DeviceStatus.twins:type_name -> v1beta1.Twin
-	31, // 32: v1beta1.Twin.observedDesired:type_name -> v1beta1.TwinProperty
-	31, // 33: v1beta1.Twin.reported:type_name -> v1beta1.TwinProperty
-	50, // 34: v1beta1.TwinProperty.metadata:type_name -> v1beta1.TwinProperty.MetadataEntry
-	6,  // 35: v1beta1.RegisterDeviceRequest.device:type_name -> v1beta1.Device
-	2,  // 36: v1beta1.CreateDeviceModelRequest.model:type_name -> v1beta1.DeviceModel
-	6,  // 37: v1beta1.UpdateDeviceRequest.device:type_name -> v1beta1.Device
-	2,  // 38: v1beta1.UpdateDeviceModelRequest.model:type_name -> v1beta1.DeviceModel
-	6,  // 39: v1beta1.GetDeviceResponse.device:type_name -> v1beta1.Device
-	51, // 40: v1beta1.CustomizedValue.DataEntry.value:type_name -> google.protobuf.Any
-	0,  // 41: v1beta1.DeviceManagerService.MapperRegister:input_type -> v1beta1.MapperRegisterRequest
-	27, // 42: v1beta1.DeviceManagerService.ReportDeviceStatus:input_type -> v1beta1.ReportDeviceStatusRequest
-	28, // 43: v1beta1.DeviceManagerService.ReportDeviceStates:input_type -> v1beta1.ReportDeviceStatesRequest
-	34, // 44: v1beta1.DeviceMapperService.RegisterDevice:input_type -> v1beta1.RegisterDeviceRequest
-	38, // 45: v1beta1.DeviceMapperService.RemoveDevice:input_type -> v1beta1.RemoveDeviceRequest
-	42, // 46: v1beta1.DeviceMapperService.UpdateDevice:input_type -> v1beta1.UpdateDeviceRequest
-	36, // 47: v1beta1.DeviceMapperService.CreateDeviceModel:input_type -> v1beta1.CreateDeviceModelRequest
-	40, // 48: v1beta1.DeviceMapperService.RemoveDeviceModel:input_type -> v1beta1.RemoveDeviceModelRequest
-	44, // 49: v1beta1.DeviceMapperService.UpdateDeviceModel:input_type -> v1beta1.UpdateDeviceModelRequest
-	46, // 50: v1beta1.DeviceMapperService.GetDevice:input_type -> v1beta1.GetDeviceRequest
-	1,  // 51: v1beta1.DeviceManagerService.MapperRegister:output_type -> v1beta1.MapperRegisterResponse
-	32, // 52: v1beta1.DeviceManagerService.ReportDeviceStatus:output_type -> v1beta1.ReportDeviceStatusResponse
-	33, // 53: v1beta1.DeviceManagerService.ReportDeviceStates:output_type -> v1beta1.ReportDeviceStatesResponse
-	35, // 54: v1beta1.DeviceMapperService.RegisterDevice:output_type -> v1beta1.RegisterDeviceResponse
-	39, // 55: v1beta1.DeviceMapperService.RemoveDevice:output_type -> v1beta1.RemoveDeviceResponse
-	43, // 56: v1beta1.DeviceMapperService.UpdateDevice:output_type -> v1beta1.UpdateDeviceResponse
-	37, // 57: v1beta1.DeviceMapperService.CreateDeviceModel:output_type -> v1beta1.CreateDeviceModelResponse
-	41, // 58: v1beta1.DeviceMapperService.RemoveDeviceModel:output_type -> v1beta1.RemoveDeviceModelResponse
-	45, // 59: v1beta1.DeviceMapperService.UpdateDeviceModel:output_type -> v1beta1.UpdateDeviceModelResponse
-	47, // 60: v1beta1.DeviceMapperService.GetDevice:output_type -> v1beta1.GetDeviceResponse
-	51, // [51:61] is the sub-list for method output_type
-	41, // [41:51] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	33, // 7: v1beta1.Device.status:type_name -> v1beta1.DeviceStatus
+	10, // 8: v1beta1.DeviceSpec.protocol:type_name -> v1beta1.ProtocolConfig
+	9,  // 9: v1beta1.DeviceSpec.properties:type_name -> v1beta1.DeviceProperty
+	8,  // 10: v1beta1.DeviceSpec.methods:type_name -> v1beta1.DeviceMethod
+	35, // 11: v1beta1.DeviceProperty.desired:type_name -> v1beta1.TwinProperty
+	11, // 12: v1beta1.DeviceProperty.visitors:type_name -> v1beta1.VisitorConfig
+	13, // 13: v1beta1.DeviceProperty.pushMethod:type_name -> v1beta1.PushMethod
+	12, // 14: v1beta1.ProtocolConfig.configData:type_name -> v1beta1.CustomizedValue
+	12, // 15: v1beta1.VisitorConfig.configData:type_name -> v1beta1.CustomizedValue
+	52, // 16: v1beta1.CustomizedValue.data:type_name -> v1beta1.CustomizedValue.DataEntry
+	14, // 17: v1beta1.PushMethod.http:type_name -> v1beta1.PushMethodHTTP
+	15, // 18: v1beta1.PushMethod.mqtt:type_name -> v1beta1.PushMethodMQTT
+	17, // 19: v1beta1.PushMethod.dbMethod:type_name -> v1beta1.DBMethod
+	16, // 20: v1beta1.PushMethod.otel:type_name -> v1beta1.PushMethodOTEL
+	29, // 21: v1beta1.PushMethod.anomalyDetection:type_name -> v1beta1.AnomalyDetection
+	18, // 22: v1beta1.DBMethod.influxdb2:type_name -> v1beta1.DBMethodInfluxdb2
+	21, // 23: v1beta1.DBMethod.redis:type_name -> v1beta1.DBMethodRedis
+	23, // 24: v1beta1.DBMethod.tdengine:type_name -> v1beta1.DBMethodTDEngine
+	25, // 25: v1beta1.DBMethod.mysql:type_name -> v1beta1.DBMethodMySQL
+	20, // 26: v1beta1.DBMethodInfluxdb2.influxdb2ClientConfig:type_name -> v1beta1.Influxdb2ClientConfig
+	19, // 27: v1beta1.DBMethodInfluxdb2.influxdb2DataConfig:type_name -> v1beta1.Influxdb2DataConfig
+	53, // 28: v1beta1.Influxdb2DataConfig.tag:type_name -> v1beta1.Influxdb2DataConfig.TagEntry
+	22, // 29: v1beta1.DBMethodRedis.redisClientConfig:type_name -> v1beta1.RedisClientConfig
+	24, // 30: v1beta1.DBMethodTDEngine.tdEngineClientConfig:type_name -> v1beta1.TDEngineClientConfig
+	26, // 31: v1beta1.DBMethodMySQL.mysqlClientConfig:type_name -> v1beta1.MySQLClientConfig
+	28, // 32: v1beta1.DBMethodOTEL.otelExporterConfig:type_name -> v1beta1.OTELExporterConfig
+	54, // 33: v1beta1.AnomalyDetection.data:type_name -> v1beta1.AnomalyDetection.DataEntry
+	33, // 34: v1beta1.ReportDeviceStatusRequest.reportedDevice:type_name -> v1beta1.DeviceStatus
+	34, // 35: v1beta1.DeviceStatus.twins:type_name -> v1beta1.Twin
+	35, // 36: v1beta1.Twin.observedDesired:type_name -> v1beta1.TwinProperty
+	35, // 37: v1beta1.Twin.reported:type_name -> v1beta1.TwinProperty
+	55, // 38: v1beta1.TwinProperty.metadata:type_name -> v1beta1.TwinProperty.MetadataEntry
+	6,  // 39: v1beta1.RegisterDeviceRequest.device:type_name -> v1beta1.Device
+	2,  // 40: v1beta1.CreateDeviceModelRequest.model:type_name -> v1beta1.DeviceModel
+	6,  // 41: v1beta1.UpdateDeviceRequest.device:type_name -> v1beta1.Device
+	2,  // 42: v1beta1.UpdateDeviceModelRequest.model:type_name -> v1beta1.DeviceModel
+	6,  // 43: v1beta1.GetDeviceResponse.device:type_name -> v1beta1.Device
+	56, // 44: v1beta1.CustomizedValue.DataEntry.value:type_name -> google.protobuf.Any
+	56, // 45: v1beta1.AnomalyDetection.DataEntry.value:type_name -> google.protobuf.Any
+	0,  // 46: v1beta1.DeviceManagerService.MapperRegister:input_type -> v1beta1.MapperRegisterRequest
+	31, // 47: v1beta1.DeviceManagerService.ReportDeviceStatus:input_type -> v1beta1.ReportDeviceStatusRequest
+	32, // 48: v1beta1.DeviceManagerService.ReportDeviceStates:input_type -> v1beta1.ReportDeviceStatesRequest
+	38, // 49: v1beta1.DeviceMapperService.RegisterDevice:input_type -> v1beta1.RegisterDeviceRequest
+	42, // 50: v1beta1.DeviceMapperService.RemoveDevice:input_type -> v1beta1.RemoveDeviceRequest
+	46, // 51: v1beta1.DeviceMapperService.UpdateDevice:input_type -> v1beta1.UpdateDeviceRequest
+	40, // 52: v1beta1.DeviceMapperService.CreateDeviceModel:input_type -> v1beta1.CreateDeviceModelRequest
+	44, // 53: v1beta1.DeviceMapperService.RemoveDeviceModel:input_type -> v1beta1.RemoveDeviceModelRequest
+	48, // 54: v1beta1.DeviceMapperService.UpdateDeviceModel:input_type -> v1beta1.UpdateDeviceModelRequest
+	50, // 55: v1beta1.DeviceMapperService.GetDevice:input_type -> v1beta1.GetDeviceRequest
+	1,  // 56: v1beta1.DeviceManagerService.MapperRegister:output_type -> v1beta1.MapperRegisterResponse
+	36, // 57: v1beta1.DeviceManagerService.ReportDeviceStatus:output_type -> v1beta1.ReportDeviceStatusResponse
+	37, // 58: v1beta1.DeviceManagerService.ReportDeviceStates:output_type -> v1beta1.ReportDeviceStatesResponse
+	39, // 59: v1beta1.DeviceMapperService.RegisterDevice:output_type -> v1beta1.RegisterDeviceResponse
+	43, // 60: v1beta1.DeviceMapperService.RemoveDevice:output_type -> v1beta1.RemoveDeviceResponse
+	47, // 61: v1beta1.DeviceMapperService.UpdateDevice:output_type -> v1beta1.UpdateDeviceResponse
+	41, // 62: v1beta1.DeviceMapperService.CreateDeviceModel:output_type -> v1beta1.CreateDeviceModelResponse
+	45, // 63: v1beta1.DeviceMapperService.RemoveDeviceModel:output_type -> v1beta1.RemoveDeviceModelResponse
+	49, // 64: v1beta1.DeviceMapperService.UpdateDeviceModel:output_type -> v1beta1.UpdateDeviceModelResponse
+	51, // 65: v1beta1.DeviceMapperService.GetDevice:output_type -> v1beta1.GetDeviceResponse
+	56, // [56:66] is the sub-list for method output_type
+	46, // [46:56] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_v1beta1_api_proto_init() }
@@ -3022,7 +3284,7 @@ func file_v1beta1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_v1beta1_api_proto_rawDesc), len(file_v1beta1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   51,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

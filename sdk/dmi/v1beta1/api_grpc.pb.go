@@ -1,6 +1,8 @@
 // Kedge's Device Management Interface, v1beta1: the gRPC contract between edgecore and device
 // mappers. Wire-compatible with KubeEdge's DMI v1beta1 (same proto package, services, methods, field
 // names and numbers), so a mapper built for KubeEdge registers with Kedge unchanged.
+// api_kubeedge_test.go compares this file's descriptor, message by message and field by field, with
+// the one compiled into a KubeEdge v1.23.1 mapper (testdata/kubeedge-v1.23.1-dmi-v1beta1.desc).
 //
 // Regenerate the Go code with `make generate` (hack/generate.sh).
 

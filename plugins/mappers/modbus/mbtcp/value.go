@@ -16,6 +16,9 @@ const (
 	Int32   DataType = "int32"
 	Uint32  DataType = "uint32"
 	Float32 DataType = "float32"
+	Int64   DataType = "int64"
+	Uint64  DataType = "uint64"
+	Float64 DataType = "float64"
 )
 
 // Registers is how many 16-bit registers the type occupies (0 for an unknown type).
@@ -25,14 +28,16 @@ func (t DataType) Registers() int {
 		return 1
 	case Int32, Uint32, Float32:
 		return 2
+	case Int64, Uint64, Float64:
+		return 4
 	}
 	return 0
 }
 
 // ValueSpec converts between registers and an engineering value:
 // value = raw*Scale + Offset (Scale 0 means 1). Registers travel big-endian; SwapByte swaps the two
-// bytes inside each register, SwapWord swaps the two registers of a 32-bit value (the "CDAB" and
-// "BADC" layouts many devices use).
+// bytes inside each register, SwapWord reverses the order of the registers of a 32- or 64-bit value
+// (the "CDAB" and "BADC" layouts many devices use; for 64 bits the low word comes first).
 type ValueSpec struct {
 	Type     DataType
 	Scale    float64
@@ -44,7 +49,7 @@ type ValueSpec struct {
 // Validate says what is wrong with the spec, if anything.
 func (s ValueSpec) Validate() error {
 	if s.Type.Registers() == 0 {
-		return fmt.Errorf("mbtcp: data type %q is not one of int16, uint16, int32, uint32, float32", s.Type)
+		return fmt.Errorf("mbtcp: data type %q is not one of int16, uint16, int32, uint32, float32, int64, uint64, float64", s.Type)
 	}
 	if math.IsNaN(s.Scale) || math.IsInf(s.Scale, 0) || math.IsNaN(s.Offset) || math.IsInf(s.Offset, 0) {
 		return fmt.Errorf("mbtcp: scale %v and offset %v must be finite numbers", s.Scale, s.Offset)
@@ -66,8 +71,10 @@ func (s ValueSpec) order(b []byte) {
 			b[i], b[i+1] = b[i+1], b[i]
 		}
 	}
-	if s.SwapWord && len(b) == 4 {
-		b[0], b[1], b[2], b[3] = b[2], b[3], b[0], b[1]
+	if s.SwapWord && len(b) >= 4 {
+		for i, j := 0, len(b)-2; i < j; i, j = i+2, j-2 {
+			b[i], b[i+1], b[j], b[j+1] = b[j], b[j+1], b[i], b[i+1]
+		}
 	}
 }
 
@@ -93,6 +100,12 @@ func (s ValueSpec) Raw(regs []uint16) (float64, error) {
 		return float64(int32(binary.BigEndian.Uint32(b))), nil
 	case Uint32:
 		return float64(binary.BigEndian.Uint32(b)), nil
+	case Int64:
+		return float64(int64(binary.BigEndian.Uint64(b))), nil
+	case Uint64:
+		return float64(binary.BigEndian.Uint64(b)), nil
+	case Float64:
+		return math.Float64frombits(binary.BigEndian.Uint64(b)), nil
 	default: // Float32
 		return float64(math.Float32frombits(binary.BigEndian.Uint32(b))), nil
 	}
@@ -154,6 +167,21 @@ func (s ValueSpec) Encode(v float64) ([]uint16, error) {
 			return nil, err
 		}
 		binary.BigEndian.PutUint32(b, math.Float32bits(float32(raw)))
+	case Int64:
+		raw = math.Round(raw)
+		// float64 holds every integer up to 2^53 exactly; 2^63 itself is out of range.
+		if raw < math.MinInt64 || raw >= math.MaxInt64 {
+			return nil, fmt.Errorf("mbtcp: value %v (raw %v) out of range for %s", v, raw, s.Type)
+		}
+		binary.BigEndian.PutUint64(b, uint64(int64(raw)))
+	case Uint64:
+		raw = math.Round(raw)
+		if raw < 0 || raw >= math.MaxUint64 {
+			return nil, fmt.Errorf("mbtcp: value %v (raw %v) out of range for %s", v, raw, s.Type)
+		}
+		binary.BigEndian.PutUint64(b, uint64(raw))
+	case Float64:
+		binary.BigEndian.PutUint64(b, math.Float64bits(raw))
 	}
 	s.order(b)
 	regs := make([]uint16, len(b)/2)

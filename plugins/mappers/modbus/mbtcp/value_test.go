@@ -24,6 +24,13 @@ func TestValueSpecDecodesEveryTypeAndOrder(t *testing.T) {
 		{"float32 ABCD", ValueSpec{Type: Float32}, []uint16{0x4049, 0x0FD0}, float64(float32(3.14159))},
 		{"float32 CDAB", ValueSpec{Type: Float32, SwapWord: true}, []uint16{0x0FD0, 0x4049}, float64(float32(3.14159))},
 		{"scale and offset", ValueSpec{Type: Int16, Scale: 0.1, Offset: -40}, []uint16{652}, 652*0.1 - 40},
+		// 64 bits: -1234567890123 is 0xFFFF_FEE0_8E04_FB35; pi as float64 is 0x4009_21FB_5444_2D18.
+		{"int64 ABCDEFGH", ValueSpec{Type: Int64}, []uint16{0xFFFF, 0xFEE0, 0x8E04, 0xFB35}, -1234567890123},
+		{"int64 words reversed", ValueSpec{Type: Int64, SwapWord: true}, []uint16{0xFB35, 0x8E04, 0xFEE0, 0xFFFF}, -1234567890123},
+		{"uint64", ValueSpec{Type: Uint64}, []uint16{0x0000, 0x0123, 0x4567, 0x89AB}, 0x0123456789AB},
+		{"float64", ValueSpec{Type: Float64}, []uint16{0x4009, 0x21FB, 0x5444, 0x2D18}, math.Pi},
+		{"float64 bytes swapped", ValueSpec{Type: Float64, SwapByte: true}, []uint16{0x0940, 0xFB21, 0x4454, 0x182D}, math.Pi},
+		{"float64 words reversed and bytes swapped", ValueSpec{Type: Float64, SwapByte: true, SwapWord: true}, []uint16{0x182D, 0x4454, 0xFB21, 0x0940}, math.Pi},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.spec.Decode(tc.regs)
@@ -53,7 +60,7 @@ func TestValueSpecRefusesWhatItCannotRepresent(t *testing.T) {
 		v    float64
 		want string
 	}{
-		{"unknown type", ValueSpec{Type: "int64"}, 1, `data type "int64" is not one of`},
+		{"unknown type", ValueSpec{Type: "int128"}, 1, `data type "int128" is not one of`},
 		{"int16 overflow", ValueSpec{Type: Int16}, 40000, "out of range -32768..32767 for int16"},
 		{"uint16 negative", ValueSpec{Type: Uint16}, -1, "out of range 0..65535 for uint16"},
 		{"uint32 overflow after scale", ValueSpec{Type: Uint32, Scale: 0.001}, 5e6, "out of range 0..4.294967295e+09"},

@@ -22,8 +22,12 @@ type Device struct {
 
 	// +kubebuilder:validation:Required
 	Spec DeviceSpec `json:"spec"`
+	// Status is what the edge reported (twins, state, lastOnlineTime). KubeEdge v1.23 moved these to a
+	// separate DeviceStatus object of the same name, which Kedge keeps too (see sdk/apis/README.md).
+	// Unknown fields are kept, as KubeEdge's CRD keeps them.
 	// +optional
-	Status DeviceStatus `json:"status,omitempty"`
+	// +kubebuilder:pruning:PreserveUnknownFields
+	Status DeviceInstanceStatus `json:"status,omitempty"`
 }
 
 // DeviceList is a list of Devices.
@@ -54,6 +58,21 @@ type DeviceSpec struct {
 	// Methods group properties that can be written together.
 	// +optional
 	Methods []DeviceMethod `json:"methods,omitempty"`
+	// StateReport says whether and how often the mapper reports the device's state (online, offline,
+	// ...); it reaches the mapper as the DMI DeviceStatus reportToCloud / reportCycle.
+	// +optional
+	StateReport *StateReport `json:"stateReport,omitempty"`
+}
+
+// StateReport is how the device's state is reported.
+type StateReport struct {
+	// ReportCycle is how often, in milliseconds, the mapper reports the device's state.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ReportCycle int64 `json:"reportCycle,omitempty"`
+	// ReportToCloud says whether the mapper reports the device's state at all.
+	// +optional
+	ReportToCloud bool `json:"reportToCloud,omitempty"`
 }
 
 // DeviceModelReference names a DeviceModel in the same namespace.
@@ -136,6 +155,9 @@ type PushMethod struct {
 	// DBMethod stores the values in a database.
 	// +optional
 	DBMethod *DBMethodConfig `json:"dbMethod,omitempty"`
+	// AnomalyDetection is free-form configuration of an anomaly detection service the values go to.
+	// +optional
+	AnomalyDetection *CustomizedValue `json:"anomalyDetection,omitempty"`
 }
 
 // PushMethodHTTP posts values to an HTTP endpoint.
@@ -160,7 +182,7 @@ type PushMethodMQTT struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=2
-	QoS int64 `json:"qos,omitempty"`
+	QoS int32 `json:"qos,omitempty"`
 	// +optional
 	Retained bool `json:"retained,omitempty"`
 }
@@ -222,11 +244,11 @@ type RedisClientConfig struct {
 	// +optional
 	Addr string `json:"addr,omitempty"`
 	// +optional
-	DB int64 `json:"db,omitempty"`
+	DB int `json:"db,omitempty"`
 	// +optional
-	Poolsize int64 `json:"poolsize,omitempty"`
+	Poolsize int `json:"poolsize,omitempty"`
 	// +optional
-	MinIdleConns int64 `json:"minIdleConns,omitempty"`
+	MinIdleConns int `json:"minIdleConns,omitempty"`
 }
 
 // DBMethodTDEngine writes to TDengine.
@@ -271,8 +293,9 @@ type DeviceMethod struct {
 	PropertyNames []string `json:"propertyNames,omitempty"`
 }
 
-// DeviceStatus is what the edge reported about a device.
-type DeviceStatus struct {
+// DeviceInstanceStatus is what the edge reported about a device, kept in Device.status (KubeEdge's
+// DeviceStatusOld) as well as in the DeviceStatus object of the same name.
+type DeviceInstanceStatus struct {
 	// Twins are the properties' reported values and the desired values the device last saw.
 	// +optional
 	// +listType=map
@@ -281,7 +304,8 @@ type DeviceStatus struct {
 	// State of the device as its mapper sees it: online, offline, unknown, ...
 	// +optional
 	State string `json:"state,omitempty"`
-	// LastOnlineTime is when the device was last online (RFC 3339).
+	// LastOnlineTime is when the device was last online, as KubeEdge writes it: "2006-01-02 15:04:05"
+	// (the edge node's local time).
 	// +optional
 	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
 	// ReportToCloud says whether the device's state is reported to the cloud.

@@ -38,6 +38,10 @@ type DeviceModelSpec struct {
 	// Protocol the model's devices speak, e.g. modbus.
 	// +optional
 	Protocol string `json:"protocol,omitempty"`
+	// ProtocolConfigData is free-form protocol configuration shared by the model's devices (a device's
+	// own spec.protocol.configData takes precedence).
+	// +optional
+	ProtocolConfigData *CustomizedValue `json:"protocolConfigData,omitempty"`
 }
 
 // PropertyType is the type of a property's value.
@@ -89,4 +93,8 @@ type ModelProperty struct {
 	// Unit of the value, e.g. "Celsius".
 	// +optional
 	Unit string `json:"unit,omitempty"`
+	// Visitors is the model-wide default of how the property is read (a device's own
+	// spec.properties[].visitors takes precedence).
+	// +optional
+	Visitors *VisitorConfig `json:"visitors,omitempty"`
 }

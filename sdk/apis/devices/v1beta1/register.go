@@ -17,14 +17,15 @@ var (
 
 	// SchemeBuilder registers the types of this package.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
-	// AddToScheme adds Device, DeviceList, DeviceModel and DeviceModelList to a scheme.
+	// AddToScheme adds Device, DeviceModel, DeviceStatus and their lists to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
 
 // Resource names (plural, as in the API paths).
 const (
-	ResourceDevices      = "devices"
-	ResourceDeviceModels = "devicemodels"
+	ResourceDevices        = "devices"
+	ResourceDeviceModels   = "devicemodels"
+	ResourceDeviceStatuses = "devicestatuses"
 )
 
 // Resource returns the group-qualified resource of a plural resource name.
@@ -33,7 +34,7 @@ func Resource(resource string) schema.GroupResource {
 }
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &Device{}, &DeviceList{}, &DeviceModel{}, &DeviceModelList{})
+	s.AddKnownTypes(GroupVersion, &Device{}, &DeviceList{}, &DeviceModel{}, &DeviceModelList{}, &DeviceStatus{}, &DeviceStatusList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func newRig(t testing.TB) *rig {
 		"collectCycle": "20ms", "healthCycle": "50ms", "backoffMin": "10ms", "backoffMax": "100ms", "callTimeout": "2s"},
 		sdktest.Beside(dmi.Info, map[string]any{"socket": dmiSock, "reconcileInterval": "50ms", "callTimeout": "2s"}),
 		sdktest.Beside(mmInfo, map[string]any{"cloudSource": "edgehub", "metaServer": map[string]any{"enable": false}}),
-		sdktest.Beside(devicetwin.Info, map[string]any{"flushInterval": "20ms"}),
+		sdktest.Beside(devicetwin.Info, map[string]any{"flushInterval": "200ms"}),
 		sdktest.Capture("edgehub", "eventbus"))
 	return &rig{h: h}
 }
@@ -177,6 +178,10 @@ func (r *rig) gauge(t testing.TB, name string) float64 {
 
 func TestVirtualDeviceValuesReachDevicetwinAndTheCloudStatus(t *testing.T) {
 	r := newRig(t)
+	// What goes to the cloud is the latest devicestatus metamanager stored; devicetwin sends only what
+	// changed in each flush, so the state and the readings may travel in different flushes (under
+	// load they do). Watch every version of the record from the start instead of only the last one.
+	seen := watchDeviceStatus(t, r, "sim-1")
 	r.fromCloud(t, message.OpInsert, "default/devicemodel/sim", "1", model)
 	r.fromCloud(t, message.OpInsert, "default/device/sim-1", "2", device("sim-1", "2", "42", false))
 	r.waitState(t, "sim-1", "online")
@@ -212,26 +217,11 @@ func TestVirtualDeviceValuesReachDevicetwinAndTheCloudStatus(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, 15*time.Second, "reported value and state in the device status for the cloud", func() error {
-		o, err := r.h.DB.Objects(metamanager.Name).Get(context.Background(), sdk.Key{Type: "devicestatus", Namespace: "default", Name: "sim-1"})
-		if err != nil {
-			return err
+	waitFor(t, 30*time.Second, "reported value and state in the device status for the cloud", func() error {
+		if temp, online := seen(); !temp || !online {
+			return fmt.Errorf("sent to the cloud so far: a temperature reading %v, state online %v", temp, online)
 		}
-		var st struct {
-			Twins []struct {
-				PropertyName string `json:"propertyName"`
-			} `json:"twins"`
-			State string `json:"state"`
-		}
-		if err := json.Unmarshal(o.Value, &st); err != nil {
-			return err
-		}
-		for _, tw := range st.Twins {
-			if tw.PropertyName == "temperature" && st.State == "online" {
-				return nil
-			}
-		}
-		return fmt.Errorf("devicestatus %s", o.Value)
+		return nil
 	})
 }
 
@@ -341,4 +331,50 @@ func deviceGoroutines() int {
 	var b strings.Builder
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
 	return strings.Count(b.String(), "mapper.(*runner).run(")
+}
+
+// watchDeviceStatus polls metamanager's stored devicestatus of name until the test ends and returns
+// what any version of it carried: a temperature twin, the state online.
+func watchDeviceStatus(t *testing.T, r *rig, name string) func() (temp, online bool) {
+	var mu sync.Mutex
+	var temp, online bool
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	t.Cleanup(func() { close(done); <-stopped })
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			o, err := r.h.DB.Objects(metamanager.Name).Get(context.Background(), sdk.Key{Type: "devicestatus", Namespace: "default", Name: name})
+			if err != nil {
+				continue
+			}
+			var st struct {
+				Twins []struct {
+					PropertyName string `json:"propertyName"`
+				} `json:"twins"`
+				State string `json:"state"`
+			}
+			if json.Unmarshal(o.Value, &st) != nil {
+				continue
+			}
+			mu.Lock()
+			for _, tw := range st.Twins {
+				temp = temp || tw.PropertyName == "temperature"
+			}
+			online = online || st.State == "online"
+			mu.Unlock()
+		}
+	}()
+	return func() (bool, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return temp, online
+	}
 }

@@ -456,12 +456,15 @@ func (s *Server) snapshot(ctx context.Context, res resource, ns string, sel sele
 	}
 	items := make([]json.RawMessage, 0, len(objs))
 	for _, o := range objs {
+		if !g.mayRead(res, o.Namespace, o.Name) {
+			continue // not the caller's: not even decoded
+		}
 		out, m, err := render(o.Value, res, rv, o.ResourceVersion)
 		if err != nil {
 			s.log.Warn("stored object not served", "key", o.Key.String(), "err", err)
 			continue
 		}
-		if sel.matches(m) && g.mayRead(res, o.Namespace, o.Name) {
+		if sel.matches(m) {
 			items = append(items, out)
 		}
 	}

@@ -59,15 +59,17 @@ type Authenticator struct {
 	admin []byte
 	now   func() time.Time
 
-	mu    sync.RWMutex
-	bySum map[[32]byte]podToken  // sha256(token) -> token
-	byKey map[sdk.Key][][32]byte // serviceaccounttoken object -> the sums it added
+	mu     sync.RWMutex
+	bySum  map[[32]byte]podToken  // sha256(token) -> token
+	byKey  map[sdk.Key][][32]byte // serviceaccounttoken object -> the sums it added
+	grants map[sdk.Key]cachedGrant
 }
 
 // NewAuthenticator builds an authenticator with the node-admin token (empty: no admin token; node
 // agents are then refused).
 func NewAuthenticator(adminToken string) *Authenticator {
-	return &Authenticator{admin: []byte(adminToken), now: time.Now, bySum: map[[32]byte]podToken{}, byKey: map[sdk.Key][][32]byte{}}
+	return &Authenticator{admin: []byte(adminToken), now: time.Now, bySum: map[[32]byte]podToken{}, byKey: map[sdk.Key][][32]byte{},
+		grants: map[sdk.Key]cachedGrant{}}
 }
 
 // storedTokens is the object edgecontroller sends (edgecontroller.PodTokens), the fields read here.
@@ -190,21 +192,53 @@ func (s *Server) authenticate(r *http.Request) (Identity, *grant, string, error)
 	if err != nil {
 		return Identity{}, nil, "", fmt.Errorf("read the token's pod %s/%s: %w", pt.ns, pt.pod, err)
 	}
+	g, err := s.opts.Auth.grantFor(obj)
+	if err != nil {
+		return Identity{}, nil, "", err
+	}
+	if pt.podUID != "" && g.id.PodUID != pt.podUID {
+		return Identity{}, nil, "", errPodGone
+	}
+	return g.id, g, tok, nil
+}
+
+// grantFor decodes a stored pod into what it may read; the last grant of each pod is kept and reused
+// while the stored pod is the same (same resourceVersion and bytes' length), so a pod's requests do
+// not decode its spec each time.
+func (a *Authenticator) grantFor(obj sdk.Object) (*grant, error) {
+	a.mu.RLock()
+	c, ok := a.grants[obj.Key]
+	a.mu.RUnlock()
+	if ok && c.rv == obj.ResourceVersion && obj.ResourceVersion != 0 && c.size == len(obj.Value) {
+		return c.g, nil
+	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(obj.Value, &pod); err != nil {
-		return Identity{}, nil, "", fmt.Errorf("the token's pod %s/%s: decode: %w", pt.ns, pt.pod, err)
-	}
-	if pt.podUID != "" && string(pod.UID) != pt.podUID {
-		return Identity{}, nil, "", errPodGone
+		return nil, fmt.Errorf("the token's pod %s/%s: decode: %w", obj.Namespace, obj.Name, err)
 	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
 	}
-	id := Identity{Namespace: pt.ns, Pod: pt.pod, PodUID: string(pod.UID), ServiceAccount: sa}
+	id := Identity{Namespace: obj.Namespace, Pod: obj.Name, PodUID: string(pod.UID), ServiceAccount: sa}
 	g := &grant{id: id, configMaps: map[string]bool{}, secrets: map[string]bool{}}
 	referenced(&pod, g)
-	return id, g, tok, nil
+	a.mu.Lock()
+	if len(a.grants) >= maxGrants {
+		clear(a.grants)
+	}
+	a.grants[obj.Key] = cachedGrant{rv: obj.ResourceVersion, size: len(obj.Value), g: g}
+	a.mu.Unlock()
+	return g, nil
+}
+
+// maxGrants bounds the grant cache (a node runs far fewer pods).
+const maxGrants = 4096
+
+type cachedGrant struct {
+	rv   uint64
+	size int
+	g    *grant
 }
 
 // referenced fills g with the ConfigMaps and Secrets the pod's spec names: volumes (also projected),

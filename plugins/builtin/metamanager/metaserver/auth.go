@@ -1,14 +1,22 @@
 package metaserver
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -393,4 +401,61 @@ func (a *Authenticator) loadTokens(objs []sdk.Object, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// ServingCertificate loads the MetaServer's TLS certificate from certFile and keyFile, creating a
+// self-signed one (ECDSA P-256, for 127.0.0.1, ::1 and localhost, valid a year, key mode 0600) when
+// either is missing or the certificate has expired. Clients trust certFile itself
+// (--certificate-authority / certificate-authority in a kubeconfig).
+func ServingCertificate(certFile, keyFile string, log *slog.Logger) (tls.Certificate, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cert, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+		if leaf, perr := x509.ParseCertificate(cert.Certificate[0]); perr == nil && time.Now().Before(leaf.NotAfter) {
+			return cert, nil
+		}
+		log.Warn("metaserver certificate expired; making a new one", "certFile", certFile)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return tls.Certificate{}, fmt.Errorf("metaServer.certFile %s / keyFile %s: %w (delete both to get a new self-signed pair)", certFile, keyFile, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "kedge-metaserver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true, // its own trust anchor
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+		blk  *pem.Block
+	}{{keyFile, 0o600, &pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}}, {certFile, 0o644, &pem.Block{Type: "CERTIFICATE", Bytes: der}}} {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+			return tls.Certificate{}, fmt.Errorf("metaserver certificate: %w", err)
+		}
+		tmp := f.path + ".tmp"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(f.blk), f.mode); err != nil {
+			return tls.Certificate{}, fmt.Errorf("metaserver certificate: %w", err)
+		}
+		if err := os.Chmod(tmp, f.mode); err != nil {
+			return tls.Certificate{}, err
+		}
+		if err := os.Rename(tmp, f.path); err != nil {
+			return tls.Certificate{}, fmt.Errorf("metaserver certificate: %w", err)
+		}
+	}
+	log.Info("metaserver self-signed certificate created", "certFile", certFile, "keyFile", keyFile)
+	return tls.LoadX509KeyPair(certFile, keyFile)
 }

@@ -114,6 +114,11 @@ modules:
     enable: true
     criEndpoint: unix:///run/containerd/containerd.sock
     rootDir: ` + dataDir + `/edged
+  metamanager:
+    metaServer:
+      certFile: ` + dataDir + `/metaserver.crt
+      keyFile: ` + dataDir + `/metaserver.key
+      adminTokenFile: ` + dataDir + `/metaserver-admin.token
   nodestatus:
     criEndpoint: unix:///run/containerd/containerd.sock
     storagePath: ` + dataDir + `

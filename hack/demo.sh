@@ -178,10 +178,10 @@ done
 step "the same pod and ConfigMap served by the edge's MetaServer (127.0.0.1:10550, from SQLite, works offline; node-admin token)"
 META_TOKEN="$PWD/$RUN/edge/metaserver-admin.token" # written by edgecore (mode 0600); pods use their service-account tokens
 for obj in "pods/$POD" configmaps/demo-config; do # whole answer first: head closing the pipe early would fail curl
-  curl -fsS -H "Authorization: Bearer $(cat "$META_TOKEN")" "http://127.0.0.1:10550/api/v1/namespaces/default/$obj" -o "$RUN/metaserver.json"
+  curl -fsS --cacert "$RUN/edge/metaserver.crt" -H "Authorization: Bearer $(cat "$META_TOKEN")" "https://127.0.0.1:10550/api/v1/namespaces/default/$obj" -o "$RUN/metaserver.json"
   head -c 300 "$RUN/metaserver.json" | sed 's/^/    /'; echo
 done
-code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config")
+code=$(curl -sS --cacert "$RUN/edge/metaserver.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config")
 echo "    without a token: HTTP $code"; [ "$code" = 401 ] || { echo "the MetaServer answered $code without a token, want 401" >&2; exit 1; }
 
 step "edgecore: the link, the outbox and the modules"
@@ -208,7 +208,7 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   $KUBECTL port-forward $POD 18081:18080 & curl 127.0.0.1:18081/   # port-forward into the edge pod
   $KUBECTL top pod; $KUBECTL top node                      # resource metrics from the edge (CRI stats)
   ctr -a $CONTAINERD_DIR/containerd.sock -n k8s.io containers ls   # what runs on the edge
-  $KUBECTL --server http://127.0.0.1:10550 --token "\$(cat $RUN/edge/metaserver-admin.token)" get pods,configmaps   # the edge's MetaServer (read-only, node-admin token)
+  $KUBECTL --server https://127.0.0.1:10550 --certificate-authority $RUN/edge/metaserver.crt --token "\$(cat $RUN/edge/metaserver-admin.token)" get pods,configmaps   # the edge's MetaServer (read-only, node-admin token)
   $KUBECTL get device thermometer-1 -o yaml               # twins: reported values from the edge
   mosquitto_sub -p 1884 -v -t '\$hw/events/#'              # the device API on the edge's embedded broker
   $KUBECTL patch device thermometer-1 --type json -p '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"19"}]'

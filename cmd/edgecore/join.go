@@ -192,6 +192,8 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 		Enable bool `yaml:"enable"`
 	}
 	type metaServer struct {
+		CertFile       string `yaml:"certFile"`
+		KeyFile        string `yaml:"keyFile"`
 		AdminTokenFile string `yaml:"adminTokenFile"`
 	}
 	type metamanager struct {
@@ -252,7 +254,9 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 	c.Modules.Nodestatus = nodestatus{StoragePath: f.dataDir}
 	c.Modules.DMI = dmi{Socket: filepath.Join(f.dataDir, "dmi.sock")}
 	// Node agents read the MetaServer with the node-admin token in this file (root only).
-	c.Modules.Metamanager = &metamanager{MetaServer: metaServer{AdminTokenFile: filepath.Join(f.dataDir, "metaserver-admin.token")}}
+	// (HTTPS with a node-local self-signed certificate: kubectl sends tokens only over TLS).
+	c.Modules.Metamanager = &metamanager{MetaServer: metaServer{CertFile: filepath.Join(f.dataDir, "metaserver.crt"),
+		KeyFile: filepath.Join(f.dataDir, "metaserver.key"), AdminTokenFile: filepath.Join(f.dataDir, "metaserver-admin.token")}}
 	if f.noRuntime {
 		c.Modules.Noruntime = &noruntime{Enable: true}
 		c.Modules.Metamanager.Consumers = map[string]string{"pod": "noruntime"}

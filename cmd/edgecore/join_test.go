@@ -123,6 +123,11 @@ modules:
     enable: true
     criEndpoint: unix:///run/containerd/containerd.sock
     rootDir: ` + dataDir + `/edged
+  metamanager:
+    metaServer:
+      certFile: ` + dataDir + `/metaserver.crt
+      keyFile: ` + dataDir + `/metaserver.key
+      adminTokenFile: ` + dataDir + `/metaserver-admin.token
   nodestatus:
     criEndpoint: unix:///run/containerd/containerd.sock
     storagePath: ` + dataDir + `
@@ -248,7 +253,7 @@ func TestJoinedConfigIsValidWithAndWithoutAContainerRuntime(t *testing.T) {
 		want  []string
 	}{
 		{"edged on the runtime", nil, []string{"edged:\n    enable: true", "criEndpoint: unix:///run/containerd/containerd.sock",
-			"metaServer:\n      adminTokenFile: ", "/data/metaserver-admin.token\n"}},
+			"metaServer:\n      certFile: ", "/data/metaserver.crt\n", "/data/metaserver.key\n", "/data/metaserver-admin.token\n"}},
 		{"no runtime", []string{"--no-runtime"}, []string{"noruntime:\n    enable: true", "consumers:\n      pod: noruntime", "edged:\n    enable: false"}},
 		{"stream tunnel", []string{"--stream-port", "10004"}, []string{"edgestream:\n    enable: true\n    server: 127.0.0.1:10004\n    caFile: ", "/certs/node.key\n    criEndpoint: unix:///run/containerd/containerd.sock"}},
 		{"plugin registry", []string{"--registry-key", keyFile}, []string{"pluginmanager:\n    enable: true\n    registryURL: https://127.0.0.1:" + strconv.Itoa(port) + "/registry\n", "trustedKeys:\n      - " + keyFile + "\n", "/data/plugins\n"}},

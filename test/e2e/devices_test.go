@@ -357,7 +357,8 @@ func newDeviceCluster(t *testing.T, k8s *k8senv.Env, node string, edgeEnv []stri
 	c.metaServer = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	c.startEdge()
 	var err error
-	if c.edgeClient, err = kubernetes.NewForConfig(&rest.Config{Host: "http://" + c.metaServer, BearerTokenFile: filepath.Join(dir, "edge", "metaserver-admin.token")}); err != nil {
+	if c.edgeClient, err = kubernetes.NewForConfig(&rest.Config{Host: "https://" + c.metaServer, BearerTokenFile: filepath.Join(dir, "edge", "metaserver-admin.token"),
+		TLSClientConfig: rest.TLSClientConfig{CAFile: filepath.Join(dir, "edge", "metaserver.crt")}}); err != nil {
 		t.Fatal(err)
 	}
 	return c

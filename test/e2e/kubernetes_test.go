@@ -88,7 +88,8 @@ func newClusterIn(t *testing.T, pkiDir string, edgeEnv []string, opts ...k8senv.
 	}
 	c.metaServer = "127.0.0.1:" + strconv.Itoa(freePort(t))
 	c.startEdge()
-	if c.edgeClient, err = kubernetes.NewForConfig(&rest.Config{Host: "http://" + c.metaServer, BearerTokenFile: filepath.Join(dir, "edge", "metaserver-admin.token")}); err != nil {
+	if c.edgeClient, err = kubernetes.NewForConfig(&rest.Config{Host: "https://" + c.metaServer, BearerTokenFile: filepath.Join(dir, "edge", "metaserver-admin.token"),
+		TLSClientConfig: rest.TLSClientConfig{CAFile: filepath.Join(dir, "edge", "metaserver.crt")}}); err != nil {
 		t.Fatal(err)
 	}
 	return c

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,11 +54,19 @@ func (c *cluster) podTokenOnEdge(ns, pod string) (string, error) {
 // metaGet reads path from the edge's MetaServer with token (empty: none): status code and body.
 func (c *cluster) metaGet(path, token string) (int, string) {
 	c.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+c.metaServer+path, nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://"+c.metaServer+path, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// The node-local certificate edgecore made is the one to trust.
+	pem, err := os.ReadFile(filepath.Join(c.dir, "edge", "metaserver.crt"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -163,6 +174,28 @@ func TestMetaServerPodTokensSeeOnlyTheirPodsObjects(t *testing.T) {
 	if !strings.Contains(strings.Join(names, ","), "web-secret") || !strings.Contains(strings.Join(names, ","), "other-secret") {
 		t.Fatalf("the node-admin token lists %v, want both pods' Secrets", names)
 	}
+	// kubectl as the README shows it: --server and --token, no kubeconfig of the cloud.
+	admin, err := os.ReadFile(adminFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(empty, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(token string, args ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(c.k8s.BinDir, "kubectl"), append([]string{"--kubeconfig", empty, "--server", "https://" + c.metaServer,
+			"--certificate-authority", filepath.Join(c.dir, "edge", "metaserver.crt"), "--token", token}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := kubectl(strings.TrimSpace(string(admin)), "get", "secrets", "-o", "name"); err != nil || !strings.Contains(out, "secret/web-secret") || !strings.Contains(out, "secret/other-secret") {
+		t.Fatalf("kubectl with the node-admin token: %v\n%s", err, out)
+	}
+	if out, err := kubectl(tokens["web"], "get", "secret", "other-secret"); err == nil || !strings.Contains(out, "Forbidden") {
+		t.Fatalf("kubectl with web's token reading other's Secret: %v\n%s", err, out)
+	}
+
 	// The store file holding them is the owner's only.
 	if fi, err := os.Stat(c.edgeDB); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("%s: %v %v, want mode 0600", c.edgeDB, fi, err)

@@ -77,7 +77,7 @@ func startEdge(t *testing.T, dbPath, address string, hub *fakeHub) *edge {
 
 // startEdgeWith is startEdge with the node-admin token file at adminTokenFile; a start failure is
 // returned.
-func startEdgeWith(t *testing.T, dbPath, address string, hub *fakeHub, adminTokenFile string) (*edge, error) {
+func startEdgeWith(t *testing.T, dbPath, address string, hub *fakeHub, adminTokenFile string, configure ...func(*Module)) (*edge, error) {
 	t.Helper()
 	db, err := store.Open(dbPath, store.Options{Synchronous: "normal"})
 	if err != nil {
@@ -87,6 +87,9 @@ func startEdgeWith(t *testing.T, dbPath, address string, hub *fakeHub, adminToke
 	mm := New()
 	mm.MetaServer.Address = address
 	mm.MetaServer.AdminTokenFile = adminTokenFile
+	for _, f := range configure {
+		f(mm)
+	}
 	mm.QueryTimeout = time.Minute // longer than any requester below waits: an answer proves no timeout was hit
 	info, _ := sdk.Lookup(Name)
 	mgr := modules.NewManager(modules.Deps{NodeName: "edge-1", Router: rt, Store: db})

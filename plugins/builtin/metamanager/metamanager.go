@@ -5,6 +5,7 @@ package metamanager
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,8 +59,10 @@ type Module struct {
 // MetaServerSettings configure the MetaServer.
 type MetaServerSettings struct {
 	Enable  bool   `yaml:"enable" doc:"Serve the API."`
-	Address string `yaml:"address" doc:"host:port to listen on. Plain HTTP (bearer tokens travel in clear): keep it on loopback."`
+	Address string `yaml:"address" doc:"host:port to listen on; keep it on loopback (HTTPS with certFile, else plain HTTP)."`
 	// AdminTokenFile holds the node-admin token: node agents present it and see everything.
+	CertFile       string `yaml:"certFile" doc:"HTTPS certificate (with keyFile); a self-signed one for 127.0.0.1/localhost is created (key 0600) when missing or expired, and clients trust this file. kubectl and kubeconfig-based client-go programs send tokens only over HTTPS. Empty: plain HTTP (edgecore join sets <data-dir>/metaserver.crt)."`
+	KeyFile        string `yaml:"keyFile" doc:"Private key of certFile."`
 	AdminTokenFile string `yaml:"adminTokenFile" doc:"File holding the node-admin bearer token (created with 32 random bytes, mode 0600, when missing; tightened to 0600 if others may read it). Node agents present it and see everything the node holds; pods present their service-account tokens and see only their own objects. Empty: no admin token (edgecore join sets <data-dir>/metaserver-admin.token)."`
 	// EventWindow is how many recent changes a watch can resume from.
 	EventWindow int `yaml:"eventWindow" doc:"Recent changes held for watches to resume from; a watch from an older resourceVersion gets 410 Expired and the client lists again."`
@@ -115,12 +118,25 @@ func (m *Module) startServer(ctx context.Context) error {
 	if admin == "" {
 		log.Info("metaserver has no node-admin token (metaServer.adminTokenFile is empty): only pods' service-account tokens are accepted")
 	}
+	var tlsConf *tls.Config
+	switch {
+	case (m.MetaServer.CertFile == "") != (m.MetaServer.KeyFile == ""):
+		return fmt.Errorf("metaServer.certFile %q and metaServer.keyFile %q: set both for HTTPS, or neither", m.MetaServer.CertFile, m.MetaServer.KeyFile)
+	case m.MetaServer.CertFile != "":
+		cert, err := metaserver.ServingCertificate(m.MetaServer.CertFile, m.MetaServer.KeyFile, log)
+		if err != nil {
+			return err
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	default:
+		log.Warn("metaserver serves plain HTTP (metaServer.certFile is empty): kubectl and kubeconfig-based clients will not send their tokens")
+	}
 	srv, err := metaserver.New(metaserver.Options{Address: m.MetaServer.Address, Store: m.host.Store(), Logger: log,
-		Metrics: m.host.Metrics(), EventWindow: m.MetaServer.EventWindow, Auth: metaserver.NewAuthenticator(admin)})
+		Metrics: m.host.Metrics(), EventWindow: m.MetaServer.EventWindow, Auth: metaserver.NewAuthenticator(admin), TLS: tlsConf})
 	if err != nil {
 		return err
 	}
-	if host, _, _ := net.SplitHostPort(m.MetaServer.Address); !isLoopback(host) {
+	if host, _, _ := net.SplitHostPort(m.MetaServer.Address); !isLoopback(host) && tlsConf == nil {
 		m.host.Logger().Warn("metaserver listens beyond loopback over plain HTTP: bearer tokens cross the network in clear", "address", m.MetaServer.Address)
 	}
 	if err := srv.Load(ctx); err != nil {

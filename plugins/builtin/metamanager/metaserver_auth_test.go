@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kedge-io/kedge/host/message"
 )
@@ -352,5 +353,50 @@ func TestMetaServerWatchShowsAPodOnlyItsObjects(t *testing.T) {
 	want := []string{"ADDED web-env", "ADDED web-volume", "MODIFIED web-env"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+// kubectl and kubeconfig-based client-go send a token only over TLS (clientcmd drops credentials for
+// an http:// server): with certFile/keyFile the MetaServer serves HTTPS with a self-signed
+// certificate it creates, and a kubeconfig trusting that file with the admin tokenFile works.
+func TestMetaServerOverHTTPSServesKubeconfigClients(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "metaserver.crt"), filepath.Join(dir, "metaserver.key")
+	e, err := startEdgeWith(t, filepath.Join(dir, "edge.db"), "127.0.0.1:0", offlineHub(), filepath.Join(dir, "admin.token"),
+		func(m *Module) { m.MetaServer.CertFile, m.MetaServer.KeyFile = crt, key })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cloud(t, message.OpInsert, "default/pod/web", pod("default", "web", 10, "edge-1", nil))
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v, want 0600", fi, err)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	cfg := "apiVersion: v1\nkind: Config\nclusters:\n- name: edge\n  cluster:\n    server: https://" + e.mm.MetaServerAddr() +
+		"\n    certificate-authority: " + crt + "\nusers:\n- name: agent\n  user:\n    tokenFile: " + e.mm.MetaServer.AdminTokenFile +
+		"\ncontexts:\n- name: edge\n  context:\n    cluster: edge\n    user: agent\ncurrent-context: edge\n"
+	if err := os.WriteFile(kubeconfig, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := cs.CoreV1().Pods("default").Get(context.Background(), "web", metav1.GetOptions{}); err != nil || p.Name != "web" {
+		t.Fatalf("kubeconfig client over HTTPS: %v %v", p, err)
+	}
+	// The same certificate is reused after a restart (clients keep trusting it).
+	before, _ := os.ReadFile(crt)
+	e.stop()
+	if _, err := startEdgeWith(t, filepath.Join(dir, "edge.db"), "127.0.0.1:0", offlineHub(), filepath.Join(dir, "admin.token"),
+		func(m *Module) { m.MetaServer.CertFile, m.MetaServer.KeyFile = crt, key }); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(crt); string(after) != string(before) {
+		t.Fatal("the certificate changed across a restart")
 	}
 }

@@ -1,14 +1,22 @@
 package metaserver
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -59,15 +67,17 @@ type Authenticator struct {
 	admin []byte
 	now   func() time.Time
 
-	mu    sync.RWMutex
-	bySum map[[32]byte]podToken  // sha256(token) -> token
-	byKey map[sdk.Key][][32]byte // serviceaccounttoken object -> the sums it added
+	mu     sync.RWMutex
+	bySum  map[[32]byte]podToken  // sha256(token) -> token
+	byKey  map[sdk.Key][][32]byte // serviceaccounttoken object -> the sums it added
+	grants map[sdk.Key]cachedGrant
 }
 
 // NewAuthenticator builds an authenticator with the node-admin token (empty: no admin token; node
 // agents are then refused).
 func NewAuthenticator(adminToken string) *Authenticator {
-	return &Authenticator{admin: []byte(adminToken), now: time.Now, bySum: map[[32]byte]podToken{}, byKey: map[sdk.Key][][32]byte{}}
+	return &Authenticator{admin: []byte(adminToken), now: time.Now, bySum: map[[32]byte]podToken{}, byKey: map[sdk.Key][][32]byte{},
+		grants: map[sdk.Key]cachedGrant{}}
 }
 
 // storedTokens is the object edgecontroller sends (edgecontroller.PodTokens), the fields read here.
@@ -190,21 +200,53 @@ func (s *Server) authenticate(r *http.Request) (Identity, *grant, string, error)
 	if err != nil {
 		return Identity{}, nil, "", fmt.Errorf("read the token's pod %s/%s: %w", pt.ns, pt.pod, err)
 	}
+	g, err := s.opts.Auth.grantFor(obj)
+	if err != nil {
+		return Identity{}, nil, "", err
+	}
+	if pt.podUID != "" && g.id.PodUID != pt.podUID {
+		return Identity{}, nil, "", errPodGone
+	}
+	return g.id, g, tok, nil
+}
+
+// grantFor decodes a stored pod into what it may read; the last grant of each pod is kept and reused
+// while the stored pod is the same (same resourceVersion and bytes' length), so a pod's requests do
+// not decode its spec each time.
+func (a *Authenticator) grantFor(obj sdk.Object) (*grant, error) {
+	a.mu.RLock()
+	c, ok := a.grants[obj.Key]
+	a.mu.RUnlock()
+	if ok && c.rv == obj.ResourceVersion && obj.ResourceVersion != 0 && c.size == len(obj.Value) {
+		return c.g, nil
+	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(obj.Value, &pod); err != nil {
-		return Identity{}, nil, "", fmt.Errorf("the token's pod %s/%s: decode: %w", pt.ns, pt.pod, err)
-	}
-	if pt.podUID != "" && string(pod.UID) != pt.podUID {
-		return Identity{}, nil, "", errPodGone
+		return nil, fmt.Errorf("the token's pod %s/%s: decode: %w", obj.Namespace, obj.Name, err)
 	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
 	}
-	id := Identity{Namespace: pt.ns, Pod: pt.pod, PodUID: string(pod.UID), ServiceAccount: sa}
+	id := Identity{Namespace: obj.Namespace, Pod: obj.Name, PodUID: string(pod.UID), ServiceAccount: sa}
 	g := &grant{id: id, configMaps: map[string]bool{}, secrets: map[string]bool{}}
 	referenced(&pod, g)
-	return id, g, tok, nil
+	a.mu.Lock()
+	if len(a.grants) >= maxGrants {
+		clear(a.grants)
+	}
+	a.grants[obj.Key] = cachedGrant{rv: obj.ResourceVersion, size: len(obj.Value), g: g}
+	a.mu.Unlock()
+	return g, nil
+}
+
+// maxGrants bounds the grant cache (a node runs far fewer pods).
+const maxGrants = 4096
+
+type cachedGrant struct {
+	rv   uint64
+	size int
+	g    *grant
 }
 
 // referenced fills g with the ConfigMaps and Secrets the pod's spec names: volumes (also projected),
@@ -359,4 +401,61 @@ func (a *Authenticator) loadTokens(objs []sdk.Object, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// ServingCertificate loads the MetaServer's TLS certificate from certFile and keyFile, creating a
+// self-signed one (ECDSA P-256, for 127.0.0.1, ::1 and localhost, valid a year, key mode 0600) when
+// either is missing or the certificate has expired. Clients trust certFile itself
+// (--certificate-authority / certificate-authority in a kubeconfig).
+func ServingCertificate(certFile, keyFile string, log *slog.Logger) (tls.Certificate, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cert, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+		if leaf, perr := x509.ParseCertificate(cert.Certificate[0]); perr == nil && time.Now().Before(leaf.NotAfter) {
+			return cert, nil
+		}
+		log.Warn("metaserver certificate expired; making a new one", "certFile", certFile)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return tls.Certificate{}, fmt.Errorf("metaServer.certFile %s / keyFile %s: %w (delete both to get a new self-signed pair)", certFile, keyFile, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "kedge-metaserver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true, // its own trust anchor
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+		blk  *pem.Block
+	}{{keyFile, 0o600, &pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}}, {certFile, 0o644, &pem.Block{Type: "CERTIFICATE", Bytes: der}}} {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+			return tls.Certificate{}, fmt.Errorf("metaserver certificate: %w", err)
+		}
+		tmp := f.path + ".tmp"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(f.blk), f.mode); err != nil {
+			return tls.Certificate{}, fmt.Errorf("metaserver certificate: %w", err)
+		}
+		if err := os.Chmod(tmp, f.mode); err != nil {
+			return tls.Certificate{}, err
+		}
+		if err := os.Rename(tmp, f.path); err != nil {
+			return tls.Certificate{}, fmt.Errorf("metaserver certificate: %w", err)
+		}
+	}
+	log.Info("metaserver self-signed certificate created", "certFile", certFile, "keyFile", keyFile)
+	return tls.LoadX509KeyPair(certFile, keyFile)
 }

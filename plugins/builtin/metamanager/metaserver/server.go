@@ -10,6 +10,7 @@ package metaserver
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +51,9 @@ type Options struct {
 	Auth *Authenticator
 	// Insecure serves everyone without a token (benchmarks and tests of the API shape only).
 	Insecure bool
+	// TLS, when set, serves HTTPS. kubectl and client-go's kubeconfig loading send a token only over
+	// TLS, so node agents with a kubeconfig need it.
+	TLS *tls.Config
 }
 
 // Change is one applied change of a stored object; for a delete, Value is the object's last state.
@@ -199,6 +203,9 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("metaServer.address %s: %w", s.opts.Address, err)
 	}
+	if s.opts.TLS != nil {
+		ln = tls.NewListener(ln, s.opts.TLS)
+	}
 	s.lnMu.Lock()
 	s.ln = ln
 	s.lnMu.Unlock()
@@ -232,7 +239,7 @@ func (s *Server) Run(ctx context.Context) {
 			wait = min(wait*2, time.Minute)
 		}
 	}
-	s.log.Info("metaserver serving", "address", s.Addr(), "tls", false, "authentication", !s.opts.Insecure)
+	s.log.Info("metaserver serving", "address", s.Addr(), "tls", s.opts.TLS != nil, "authentication", !s.opts.Insecure)
 	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -456,12 +463,15 @@ func (s *Server) snapshot(ctx context.Context, res resource, ns string, sel sele
 	}
 	items := make([]json.RawMessage, 0, len(objs))
 	for _, o := range objs {
+		if !g.mayRead(res, o.Namespace, o.Name) {
+			continue // not the caller's: not even decoded
+		}
 		out, m, err := render(o.Value, res, rv, o.ResourceVersion)
 		if err != nil {
 			s.log.Warn("stored object not served", "key", o.Key.String(), "err", err)
 			continue
 		}
-		if sel.matches(m) && g.mayRead(res, o.Namespace, o.Name) {
+		if sel.matches(m) {
 			items = append(items, out)
 		}
 	}

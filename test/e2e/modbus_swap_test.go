@@ -114,14 +114,17 @@ func TestModbusCodecHotSwappedToWASMUnderPollingLosesAndDuplicatesNoReading(t *t
 		}
 		t.Logf("%s", strings.SplitN(out, "\n", 2)[0])
 	}
-	n := len(readings())
+	// Each swap may take long on a busy machine (the new codec compiles while the old one serves), so
+	// count from when it returned: 10 readings after each swap, however many came meanwhile.
 	swap("builtin -> wasm", g.v1, g.v1sum)
+	n := len(readings())
 	atLeast(n+10, "after the swap to WASM v1")
 	if out := c.edge.moduleLs("thermo-codec"); !moduleRow(out, "thermo-codec", "wasm", "1.0.0") {
 		t.Fatalf("module ls after the swap to WASM v1:\n%s", out)
 	}
-	n = len(readings())
 	swap("wasm -> wasm", g.v2, g.v2sum)
+	servedAtV2 := len(dev.Served()) // reads from here on were served after the swap to v2 returned
+	n = len(readings())
 	atLeast(n+10, "after the swap to WASM v2")
 	if out := c.edge.moduleLs("thermo-codec"); !moduleRow(out, "thermo-codec", "wasm", "2.0.0") {
 		t.Fatalf("module ls after the swap to WASM v2:\n%s", out)
@@ -158,6 +161,9 @@ func TestModbusCodecHotSwappedToWASMUnderPollingLosesAndDuplicatesNoReading(t *t
 			if rd.count != served[first+i] {
 				t.Fatalf("reading %d carries count %d, the device served %d: a reading was lost, duplicated or reordered\ntwin: %v\nserved: %v",
 					i, rd.count, served[first+i], got, served[first:])
+			}
+			if first+i >= servedAtV2 && !rd.kelvin {
+				t.Fatalf("reading %d (count %d) was served after the swap to v2 returned, yet decoded in Celsius: the swap reported success and the old codec kept serving", i, rd.count)
 			}
 			if i > 0 && rd.kelvin != got[i-1].kelvin {
 				if !rd.kelvin {

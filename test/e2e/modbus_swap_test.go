@@ -108,7 +108,9 @@ func TestModbusCodecHotSwappedToWASMUnderPollingLosesAndDuplicatesNoReading(t *t
 	}
 	swap := func(to, path, sum string) {
 		t.Helper()
-		code, out, stderr := run(t, "edgecore", nil, "module", "swap", "thermo-codec", "--runtime", "wasm", "--path", path, "--sha256", sum, "--socket", c.edge.socket)
+		// The new codec compiles cold (edgecore built -race, on a machine that may be busy) while the
+		// builtin keeps serving; the swap's preparation is bounded by plugins.prepareTimeout (10m).
+		code, out, stderr := runWithin(t, 10*time.Minute, "edgecore", nil, "module", "swap", "thermo-codec", "--runtime", "wasm", "--path", path, "--sha256", sum, "--socket", c.edge.socket)
 		if code != 0 || !strings.Contains(out, "swapped thermo-codec: "+to) {
 			t.Fatalf("module swap thermo-codec to %s: exit %d\n%s%s", path, code, out, stderr)
 		}

@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./host/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./sdk/sdktest/ ./wasm/runtime/ ./test/hublink/ ./test/kubebench/ ./test/edgedbench/ ./plugins/builtin/devicetwin/ ./plugins/builtin/dmi/ ./test/mapperbench/ ./test/streambench/ ./plugins/builtin/metamanager/
 FUZZTIME ?= 20s
 
-.PHONY: containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -52,6 +52,9 @@ comma := ,
 
 test: lint ## the whole suite, as CI runs it: provisioning, unit, integration and end-to-end tests, -race
 	./hack/test.sh
+
+test-under-load: ## the timing-sensitive packages, -race -count=3, with a CPU burner on every core (hack/test-under-load.sh)
+	./hack/test-under-load.sh
 
 test-short: ## unit tests only (-short skips integration and end-to-end tests)
 	$(GO) test -race -short -count=1 ./...

@@ -52,6 +52,8 @@ type StoreConfig struct {
 type PluginsConfig struct {
 	Dir      string `yaml:"dir" doc:"If set, plugin files (runtime process) must be in this folder; empty allows any path (files are sha256-pinned either way)."`
 	CacheDir string `yaml:"cacheDir" doc:"Compiled WASM modules are kept here across restarts (a cold compile takes ~0.5 s per module on a fast machine)."`
+	// PrepareTimeout bounds a module's preparation (a WASM module's compile) before its start.
+	PrepareTimeout time.Duration `yaml:"prepareTimeout" doc:"How long a module may take to prepare (a WASM module's compile on a cache miss: seconds on a busy or small device, minutes under emulation) before its start or swap is refused; separate from the 30s bound on the start itself. In a swap the old instance keeps serving meanwhile."`
 }
 
 // DefaultBase returns the shared defaults for a binary.
@@ -63,6 +65,6 @@ func DefaultBase(binary, adminAddress string) Base {
 		Store:           StoreConfig{Path: "/var/lib/kedge/" + binary + ".db", Synchronous: "full"},
 		ShutdownTimeout: 5 * time.Second,
 		Mailbox:         1024,
-		Plugins:         PluginsConfig{CacheDir: "/var/lib/kedge/" + binary + "-wasm-cache"},
+		Plugins:         PluginsConfig{CacheDir: "/var/lib/kedge/" + binary + "-wasm-cache", PrepareTimeout: modules.DefaultPrepareTimeout},
 	}
 }

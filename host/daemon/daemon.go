@@ -226,6 +226,8 @@ func (b *Base) validate(source string) error {
 		return &config.Error{Source: source, Key: "mailbox", Problem: "must be positive"}
 	case b.Admin.SwapHealthTimeout <= 0:
 		return &config.Error{Source: source, Key: "admin.swapHealthTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Admin.SwapHealthTimeout)}
+	case b.Plugins.PrepareTimeout <= 0:
+		return &config.Error{Source: source, Key: "plugins.prepareTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Plugins.PrepareTimeout)}
 	}
 	if b.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(b.Admin.Address); err != nil {
@@ -258,6 +260,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	mgr := modules.NewManager(modules.Deps{
 		NodeName: cfg.Identity(), Router: rt, Store: db, Logger: log, Metrics: reg,
 		StopTimeout: b.ShutdownTimeout, Mailbox: b.Mailbox, SwapHealthTimeout: b.Admin.SwapHealthTimeout,
+		PrepareTimeout: b.Plugins.PrepareTimeout,
 	})
 	var admin *adminServer
 	if b.Admin.Address != "" {

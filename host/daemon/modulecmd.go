@@ -97,13 +97,15 @@ running. A swap does not edit the config file: to keep the change across restart
 			if err != nil {
 				return err
 			}
-			c.Timeout = max(c.Timeout, healthTimeout+time.Minute) // the start plus the health wait
+			// The preparation (a WASM compile, up to plugins.prepareTimeout), the start and the health wait.
+			c.Timeout = max(c.Timeout, modules.DefaultPrepareTimeout+healthTimeout+time.Minute)
 			var rep modules.SwapReport
 			if err := call(cmd.Context(), c, http.MethodPost, "/v1/modules/"+args[0]+"/swap", req, &rep); err != nil {
 				return &exitError{ExitFailure, err}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "swapped %s: %s -> %s; delivery paused %s with %d messages queued (handed to the new instance in order)\n",
-				rep.Module, rep.From, rep.To, rep.Paused, rep.Queued)
+			fmt.Fprintf(cmd.OutOrStdout(), "swapped %s: %s -> %s; delivery paused %s with %d messages queued (handed to the new instance in order); "+
+				"the new instance was prepared in %s and started in %s while the old one served\n",
+				rep.Module, rep.From, rep.To, rep.Paused, rep.Queued, rep.Prepared.Round(time.Millisecond), rep.Started.Round(time.Millisecond))
 			fmt.Fprintln(cmd.OutOrStdout(), "not written to the config file: edit it to keep this across restarts")
 			return nil
 		},

@@ -65,6 +65,7 @@ type metrics struct {
 	seconds *prometheus.HistogramVec
 	swaps   *prometheus.CounterVec
 	swapGap *prometheus.HistogramVec
+	prepare *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -82,8 +83,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.swapGap = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kedge_module_swap_gap_seconds",
 		Help:    "Time from switching instances in a swap to the new instance taking its first message.",
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"module"})
+	m.prepare = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kedge_module_prepare_seconds",
+		Help:    "How long a module's Prepare took before its Start (a WASM module's compile, or its load from the compilation cache).",
+		Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)}, []string{"module"})
 	if reg != nil {
-		reg.MustRegister(m.up, m.handled, m.seconds, m.swaps, m.swapGap)
+		reg.MustRegister(m.up, m.handled, m.seconds, m.swaps, m.swapGap, m.prepare)
 	}
 	return m
 }

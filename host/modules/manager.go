@@ -29,6 +29,9 @@ type Deps struct {
 	Metrics  prometheus.Registerer // may be nil
 	// StartTimeout bounds each module's Start; StopTimeout bounds draining plus Stop per module.
 	StartTimeout, StopTimeout time.Duration
+	// PrepareTimeout bounds a Preparer's Prepare (a WASM module's compile), which runs before Start
+	// and outside StartTimeout (default DefaultPrepareTimeout).
+	PrepareTimeout time.Duration
 	// Mailbox is the default mailbox capacity.
 	Mailbox int
 	// SwapHealthTimeout bounds how long a swap polls its new instance until healthy before rolling
@@ -74,7 +77,14 @@ type instance struct {
 	reg     *prometheus.Registry // the instance's own metrics; replaced with it on a swap
 	life    context.Context
 	cancel  context.CancelFunc
+	// prepared and started are how long its Prepare (0 for a module without) and Start took.
+	prepared, started time.Duration
 }
+
+// DefaultPrepareTimeout is how long a module's Prepare may take by default: a cold compile of a Go
+// WASM guest takes about half a second on a fast machine, tens of seconds on a busy 2-core box or a
+// small ARM board, and minutes under emulation.
+const DefaultPrepareTimeout = 10 * time.Minute
 
 // DefaultSwapHealthTimeout is how long a swap waits for its new instance to become healthy, unless
 // Deps or the swap say otherwise.
@@ -84,6 +94,9 @@ const DefaultSwapHealthTimeout = 10 * time.Second
 func NewManager(deps Deps) *Manager {
 	if deps.StartTimeout == 0 {
 		deps.StartTimeout = 30 * time.Second
+	}
+	if deps.PrepareTimeout <= 0 {
+		deps.PrepareTimeout = DefaultPrepareTimeout
 	}
 	if deps.StopTimeout == 0 {
 		deps.StopTimeout = 5 * time.Second
@@ -138,9 +151,19 @@ func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
 	return nil
 }
 
-// startInstance starts one module value with a fresh host handle, bounded by StartTimeout.
+// startInstance prepares (a Preparer, bounded by PrepareTimeout) and starts (bounded by StartTimeout)
+// one module value with a fresh host handle.
 func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, error) {
 	name := p.Info.Name
+	var prepared time.Duration
+	if pr, ok := p.Module.(Preparer); ok {
+		began := time.Now()
+		if err := bounded(ctx, mgr.deps.PrepareTimeout, "Prepare", pr.Prepare); err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		prepared = time.Since(began)
+		mgr.metrics.prepare.WithLabelValues(name).Observe(prepared.Seconds())
+	}
 	reg := prometheus.NewRegistry()
 	h := &hostHandle{
 		name:   name,
@@ -153,28 +176,38 @@ func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, er
 	}
 	// The lifetime context outlives the caller's: modules run until stopped, not until Start returns.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	startErr := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				startErr <- fmt.Errorf("panic in Start: %v\n%s", r, debug.Stack())
-			}
-		}()
-		startErr <- p.Module.Start(life, h)
-	}()
-	var err error
-	select {
-	case err = <-startErr:
-	case <-time.After(mgr.deps.StartTimeout):
-		err = fmt.Errorf("Start did not return within %s", mgr.deps.StartTimeout)
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
+	began := time.Now()
+	if err := bounded(ctx, mgr.deps.StartTimeout, "Start", func(context.Context) error { return p.Module.Start(life, h) }); err != nil {
 		cancel()
 		return nil, err
 	}
-	return &instance{planned: p, host: h, reg: reg, life: life, cancel: cancel}, nil
+	return &instance{planned: p, host: h, reg: reg, life: life, cancel: cancel, prepared: prepared, started: time.Since(began)}, nil
+}
+
+// bounded runs fn (Prepare or Start, named what) in its own goroutine, turning a panic into an error,
+// and gives up after timeout or when ctx ends. fn's context ends when bounded gives up.
+func bounded(ctx context.Context, timeout time.Duration, what string, fn func(context.Context) error) error {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("panic in %s: %v\n%s", what, r, debug.Stack())
+			}
+		}()
+		done <- fn(fctx)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%s did not return within %s", what, timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // deliver hands queued messages to the current instance one at a time until the mailbox is closed

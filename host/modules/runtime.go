@@ -1,6 +1,8 @@
 package modules
 
 import (
+	"context"
+
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -22,3 +24,13 @@ type Spec struct {
 
 // Loaders maps a runtime to its loader; a runtime without one is "not available in this build".
 type Loaders map[Runtime]Loader
+
+// Preparer is a module with slow work to do before it can start, independent of the host it runs in:
+// a WASM module compiling its code (seconds on a small or busy device, once per code thanks to the
+// compilation cache). The manager calls Prepare before Start, bounded by Deps.PrepareTimeout rather
+// than StartTimeout, so the fixed start deadline covers only the start proper. A swap prepares and
+// starts the new instance while the old one keeps serving. Start must still work without Prepare
+// (it prepares then itself).
+type Preparer interface {
+	Prepare(ctx context.Context) error
+}

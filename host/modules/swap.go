@@ -16,6 +16,10 @@ type SwapReport struct {
 	To     Runtime       `json:"to"`
 	Paused time.Duration `json:"paused"` // how long delivery was held while instances were switched
 	Queued int           `json:"queued"` // messages waiting in the mailbox at the switch, handed to the new instance in order
+	// Prepared and Started are how long the new instance's Prepare (a WASM module's compile; 0 for a
+	// module without) and Start took, while the old instance kept serving.
+	Prepared time.Duration `json:"prepared"`
+	Started  time.Duration `json:"started"`
 }
 
 // ErrRolledBack wraps the reason a new instance was refused; the old one kept running.
@@ -39,7 +43,8 @@ func WithHealthTimeout(d time.Duration) SwapOption {
 }
 
 // Swap replaces the running module next.Info.Name with next while messages flow: the new instance is
-// started beside the old and polled until healthy (sdk.HealthChecker; a module without it is healthy
+// prepared (a Preparer such as a WASM module compiles, bounded by Deps.PrepareTimeout) and started
+// (bounded by Deps.StartTimeout) beside the old and polled until healthy (sdk.HealthChecker; a module without it is healthy
 // at once), with a backoff from 50 ms to 500 ms, for up to the health timeout (Deps.SwapHealthTimeout
 // or WithHealthTimeout). Meanwhile the old instance keeps handling the mailbox. Then delivery is held
 // between two messages (the old instance finishes the one in hand), the instances are switched, queued
@@ -72,6 +77,7 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned, opts ...SwapOption) 
 	if err != nil {
 		return fail(fmt.Errorf("new instance did not start: %w", err))
 	}
+	rep.Prepared, rep.Started = inst.prepared, inst.started
 	if err := mgr.awaitHealthy(ctx, next.Module, o.healthTimeout); err != nil {
 		_ = stopInstance(context.WithoutCancel(ctx), inst)
 		return fail(fmt.Errorf("new instance is unhealthy: %w", err))
@@ -89,7 +95,8 @@ func (mgr *Manager) Swap(ctx context.Context, next Planned, opts ...SwapOption) 
 	rep.Paused = time.Since(begin)
 
 	mgr.metrics.swaps.WithLabelValues(name, "ok").Inc()
-	inst.host.logger.Info("module swapped", "from", string(rep.From), "to", string(rep.To), "paused", rep.Paused, "queued", rep.Queued)
+	inst.host.logger.Info("module swapped", "from", string(rep.From), "to", string(rep.To), "paused", rep.Paused, "queued", rep.Queued,
+		"prepared", rep.Prepared, "started", rep.Started)
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mgr.deps.StopTimeout)
 	defer cancel()
 	if err := stopInstance(stopCtx, old); err != nil {

@@ -359,3 +359,93 @@ func TestSwapPollsTheNewInstanceUntilHealthyWithinTheHealthTimeout(t *testing.T)
 		})
 	}
 }
+
+// compiling is a tally version with slow preparation (a WASM module compiling on a busy device):
+// Prepare blocks until release is closed (or its context ends) and records that it ran.
+type compiling struct {
+	*tally
+	release  chan struct{}
+	prepared atomic.Bool
+	started  atomic.Bool
+}
+
+func (c *compiling) Prepare(ctx context.Context) error {
+	select {
+	case <-c.release:
+		c.prepared.Store(true)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *compiling) Start(ctx context.Context, h sdk.Host) error {
+	if !c.prepared.Load() {
+		return errors.New("started before it was prepared")
+	}
+	c.started.Store(true)
+	return c.tally.Start(ctx, h)
+}
+
+// A new instance's preparation (a compile) is bounded by PrepareTimeout, not StartTimeout, and the old
+// instance keeps handling messages while it runs: a compile longer than the start deadline swaps fine.
+func TestSwapPreparesTheNewInstanceBesideTheOldOneOutsideTheStartDeadline(t *testing.T) {
+	tr := newTallyRig(t)
+	ctx := context.Background()
+	next := &compiling{tally: tr.version("v2"), release: make(chan struct{})}
+	type result struct {
+		rep SwapReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := tr.h.mgr.Swap(ctx, tr.planned(next, WASM))
+		done <- result{rep, err}
+	}()
+	if err := tr.h.rt.Send(ctx, "driver", message.New("t", "drivers", "update", "during")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old instance handling a message while the new one prepares", func() bool { return tr.count() == 1 })
+	// Outlast the start deadline (1 s in the harness): preparing must not be cut by it.
+	time.Sleep(2 * tr.h.mgr.deps.StartTimeout)
+	if next.started.Load() {
+		t.Fatal("the new instance started before its preparation finished")
+	}
+	close(next.release)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Swap: %v", r.err)
+	}
+	if r.rep.Prepared < 2*tr.h.mgr.deps.StartTimeout {
+		t.Fatalf("report says preparing took %s; it took at least %s", r.rep.Prepared, 2*tr.h.mgr.deps.StartTimeout)
+	}
+	if err := tr.h.rt.Send(ctx, "driver", message.New("t", "drivers", "update", "after")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message after the swap", func() bool { return tr.count() == 2 })
+	if got := tr.snapshot(); !slices.Equal(got, []string{"v1:during", "v2:after"}) {
+		t.Fatalf("handled %v, want v1:during then v2:after", got)
+	}
+}
+
+// A preparation past PrepareTimeout rolls the swap back, saying so; the old instance keeps serving.
+func TestSwapRollsBackAPreparationPastThePrepareTimeout(t *testing.T) {
+	tr := newTallyRig(t)
+	tr.h.mgr.deps.PrepareTimeout = 100 * time.Millisecond
+	ctx := context.Background()
+	stuck := &compiling{tally: tr.version("v2"), release: make(chan struct{})} // never released
+	_, err := tr.h.mgr.Swap(ctx, tr.planned(stuck, WASM))
+	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "prepare: Prepare did not return within 100ms") {
+		t.Fatalf("Swap error = %v, want a rollback naming the prepare timeout", err)
+	}
+	if stuck.started.Load() {
+		t.Fatal("an instance whose preparation timed out was started")
+	}
+	if err := tr.h.rt.Send(ctx, "driver", message.New("t", "drivers", "update", "after")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message after the rollback", func() bool { return tr.count() == 1 })
+	if got := tr.snapshot(); got[0] != "v1:after" {
+		t.Fatalf("after a rolled-back swap the old version must keep handling: %v", got)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/test/k8senv"
+	"github.com/kedge-io/kedge/test/slow"
 )
 
 // cluster is a real control plane, a cloudcore with edgecontroller, and one joined edgecore.
@@ -131,8 +132,10 @@ func (d *daemon) waitReadyOffline() {
 	d.waitLog("msg=running")
 }
 
+// waitFor polls cond until it holds, giving up after limit scaled by KEDGE_TEST_TIMEOUT_SCALE.
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() (bool, string)) {
 	t.Helper()
+	limit = slow.Scale(limit)
 	deadline := time.Now().Add(limit)
 	for {
 		ok, detail := cond()

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kedge-io/kedge/test/slow"
 )
 
 var binDir string
@@ -179,7 +181,14 @@ func (d *daemon) stop(sig syscall.Signal, limit time.Duration) (int, time.Durati
 // run runs a binary to completion and returns exit code, stdout and stderr.
 func run(t *testing.T, binary string, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	return runWithin(t, time.Minute, binary, env, args...)
+}
+
+// runWithin is run with the command killed after limit (scaled by KEDGE_TEST_TIMEOUT_SCALE), for
+// commands that may rightly take long on a busy machine (a swap to a WASM module compiling cold).
+func runWithin(t *testing.T, limit time.Duration, binary string, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), slow.Scale(limit))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, binary), args...)
 	cmd.Env = append(os.Environ(), env...)

@@ -27,6 +27,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kedge-io/kedge/test/slow"
 )
 
 // Env is one running control plane.
@@ -178,6 +180,11 @@ func Start(opts ...Option) (*Env, error) {
 		return nil, fmt.Errorf("no kube-apiserver in %s (KUBEBUILDER_ASSETS): run hack/controlplane.sh build", bin)
 	}
 	e := &envtest.Environment{BinaryAssetsDirectory: bin, ControlPlaneStopTimeout: 60e9}
+	if os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
+		// envtest's 20 s per try is not enough for etcd and kube-apiserver on a busy 2-core machine
+		// (seen at load 30: every try timed out); scaled by KEDGE_TEST_TIMEOUT_SCALE.
+		e.ControlPlaneStartTimeout = slow.Scale(2 * time.Minute)
+	}
 	for _, o := range opts {
 		o(e)
 	}

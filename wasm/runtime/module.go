@@ -39,6 +39,10 @@ type Module struct {
 	// checks, see wasm/instrument), compile.StopWazero (wazero's checks, when instrumenting
 	// failed) or compile.StopNone.
 	stop compile.Stop
+	// refused is why the instrumenter refused the module (then stop is compile.StopWazero).
+	refused error
+	// prepared is how long Prepare took (compile, or load from the compilation cache).
+	prepared time.Duration
 
 	// Set by Start; used only by the delivery goroutine (Handle) and the host functions it calls.
 	host     sdk.Host
@@ -61,6 +65,7 @@ type Module struct {
 var (
 	_ sdk.Module        = (*Module)(nil)
 	_ sdk.HealthChecker = (*Module)(nil)
+	_ modules.Preparer  = (*Module)(nil)
 )
 
 // Manifest is the module's manifest, read from its .wasm file.
@@ -78,12 +83,15 @@ func (m *Module) StopMechanism() string { return string(m.stop) }
 // SHA256 is the pinned checksum of the module's file (hex).
 func (m *Module) SHA256() string { return m.sum }
 
-// Start reads and verifies the file, compiles it (or loads it from the compilation cache) and
-// instantiates it: the guest's runtime initialiser, the ABI version check and the guest's Init.
-func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	m.host, m.log, m.life = h, h.Logger(), ctx
-	m.metrics = newMetrics(h.Metrics())
-	m.denials = map[string]bool{}
+// Prepare reads and verifies the file and compiles it (or loads it from the compilation cache): the
+// slow part of a start, which the module manager runs before Start under its own deadline
+// (modules.Deps.PrepareTimeout) and, in a swap, while the old instance keeps serving. Start prepares
+// the module itself when Prepare was not called.
+func (m *Module) Prepare(ctx context.Context) error {
+	if m.rt != nil {
+		return nil
+	}
+	began := time.Now()
 	wasm, err := os.ReadFile(m.spec.Settings.Path)
 	if err != nil {
 		return fmt.Errorf("read wasm module: %w", err)
@@ -97,22 +105,56 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
 	}
 	m.manifest = man
-	code, m.stop, err = compile.Prepare(code, m.interruptible)
-	if err != nil {
-		m.log.Warn("wasm module cannot be instrumented with Kedge's loop checks; using wazero's termination checks "+
-			"(slower calls, same deadline)", "path", m.spec.Settings.Path, "reason", err)
-	}
-	m.metrics.stop.WithLabelValues(string(m.stop)).Set(1)
+	code, m.stop, m.refused = compile.Prepare(code, m.interruptible)
 	cfg := compile.ConfigForStop(m.stop).WithCompilationCache(m.loader.cache).WithMemoryLimitPages(m.manifest.Limits.MemoryPages)
-	m.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
-	if err := m.setup(ctx, code); err != nil {
-		_ = m.rt.Close(context.WithoutCancel(ctx))
+	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
+	compiled, err := rt.CompileModule(compile.Workers(ctx), code)
+	if err == nil {
+		err = checkExports(compiled)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
+		}
+	} else if strings.Contains(err.Error(), "over limit") {
+		err = fmt.Errorf("compile %s: %w: raise limits.memoryPages (%d) in the manifest", m.spec.Settings.Path, err, m.manifest.Limits.MemoryPages)
+	} else {
+		err = fmt.Errorf("compile %s: %w", m.spec.Settings.Path, err)
+	}
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("compile %s: given up: %w", m.spec.Settings.Path, context.Cause(ctx))
+	}
+	if err != nil {
+		_ = rt.Close(context.WithoutCancel(ctx))
 		return err
 	}
+	m.rt, m.compiled, m.prepared = rt, compiled, time.Since(began)
 	return nil
 }
 
-func (m *Module) setup(ctx context.Context, code []byte) error {
+// Start instantiates the prepared module (preparing it first if needed): the guest's runtime
+// initialiser, the ABI version check and the guest's Init.
+func (m *Module) Start(ctx context.Context, h sdk.Host) error {
+	m.host, m.log, m.life = h, h.Logger(), ctx
+	m.metrics = newMetrics(h.Metrics())
+	m.denials = map[string]bool{}
+	if err := m.Prepare(ctx); err != nil {
+		return err
+	}
+	if m.refused != nil {
+		m.log.Warn("wasm module cannot be instrumented with Kedge's loop checks; using wazero's termination checks "+
+			"(slower calls, same deadline)", "path", m.spec.Settings.Path, "reason", m.refused)
+	}
+	m.metrics.stop.WithLabelValues(string(m.stop)).Set(1)
+	began := time.Now()
+	if err := m.setup(ctx); err != nil {
+		_ = m.rt.Close(context.WithoutCancel(ctx))
+		return err
+	}
+	m.log.Info("wasm module instantiated", "prepared", m.prepared.Round(time.Millisecond),
+		"instantiated", time.Since(began).Round(time.Millisecond), "stop", string(m.stop))
+	return nil
+}
+
+func (m *Module) setup(ctx context.Context) error {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
 		return fmt.Errorf("wasi: %w", err)
 	}
@@ -120,15 +162,6 @@ func (m *Module) setup(ctx context.Context, code []byte) error {
 		return fmt.Errorf("host functions: %w", err)
 	}
 	var err error
-	if m.compiled, err = m.rt.CompileModule(compile.Workers(ctx), code); err != nil {
-		if strings.Contains(err.Error(), "over limit") {
-			return fmt.Errorf("compile %s: %w: raise limits.memoryPages (%d) in the manifest", m.spec.Settings.Path, err, m.manifest.Limits.MemoryPages)
-		}
-		return fmt.Errorf("compile %s: %w", m.spec.Settings.Path, err)
-	}
-	if err := checkExports(m.compiled); err != nil {
-		return fmt.Errorf("%s: %w", m.spec.Settings.Path, err)
-	}
 	m.inst, err = m.instantiate(ctx)
 	return err
 }

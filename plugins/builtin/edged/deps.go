@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -39,13 +41,14 @@ func (s metaSource) Get(ctx context.Context, typ, namespace, name string) ([]byt
 // criExec is probe.Execer over CRI ExecSync.
 type criExec struct{ m *Module }
 
+// The runtime bounds the command by timeout (whole seconds, from the command's start) and answers
+// DeadlineExceeded when it ran past it, as the kubelet reads it; ctx (the probe's, which allows for a
+// slow runtime setting up the exec) bounds the call.
 func (e criExec) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (int, []byte, error) {
 	secs := int64((timeout + time.Second - 1) / time.Second)
-	ctx, cancel := context.WithTimeout(ctx, timeout+2*time.Second)
-	defer cancel()
 	resp, err := e.m.cri.rt.ExecSync(ctx, &criv1.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: max(secs, 1)})
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded {
 			return 0, nil, errors.Join(context.DeadlineExceeded, err)
 		}
 		return 0, nil, err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	_ "github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/test/crienv"
+	"github.com/kedge-io/kedge/test/slow"
 )
 
 const ns = "edged-test"
@@ -124,7 +126,7 @@ func (r *rig) start() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.mgr = modules.NewManager(modules.Deps{NodeName: "edge-1", Router: r.rt, Store: r.db,
+	r.mgr = modules.NewManager(modules.Deps{NodeName: nodeName, Router: r.rt, Store: r.db,
 		Logger: slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelInfo})), StopTimeout: 30 * time.Second})
 	if err := r.mgr.Start(context.Background(), plan); err != nil {
 		r.t.Fatal(err)
@@ -200,8 +202,10 @@ func (r *rig) containers(uid types.UID) []*criv1.Container {
 	return resp.Containers
 }
 
+// eventually polls ok until it holds, giving up after timeout scaled by KEDGE_TEST_TIMEOUT_SCALE.
 func (r *rig) eventually(what string, timeout time.Duration, ok func() bool) {
 	r.t.Helper()
+	timeout = slow.Scale(timeout)
 	deadline := time.Now().Add(timeout)
 	for !ok() {
 		if time.Now().After(deadline) {
@@ -271,6 +275,12 @@ func (r *rig) deletionDone(name string, uid types.UID) bool {
 
 var podSeq int
 
+// nodeName is this test process's edge node. It is unique per process because the containerd is
+// shared (by parallel test packages, by other checkouts on the machine): edged removes the sandboxes
+// labelled with its node name whose pods it does not know, so two rigs with one name would kill each
+// other's pods (seen under load as containers restarted with restartCount 0 and sandboxes vanishing).
+var nodeName = "edge-" + strconv.Itoa(os.Getpid())
+
 func newPod(t *testing.T, restart corev1.RestartPolicy, script string) *corev1.Pod {
 	podSeq++
 	name := fmt.Sprintf("%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), podSeq)
@@ -282,7 +292,7 @@ func newPod(t *testing.T, restart corev1.RestartPolicy, script string) *corev1.P
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(fmt.Sprintf("uid-%d-%d", time.Now().UnixNano(), podSeq))},
 		Spec: corev1.PodSpec{
-			NodeName: "edge-1", HostNetwork: true, RestartPolicy: restart, TerminationGracePeriodSeconds: &grace,
+			NodeName: nodeName, HostNetwork: true, RestartPolicy: restart, TerminationGracePeriodSeconds: &grace,
 			Containers: []corev1.Container{{Name: "main", Image: crienv.Busybox, ImagePullPolicy: corev1.PullIfNotPresent,
 				Command: []string{"sh", "-c", script}}},
 		},

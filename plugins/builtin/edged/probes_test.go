@@ -44,6 +44,21 @@ func TestFailingLivenessProbeRestartsTheContainerAndReadinessDrivesReady(t *test
 	}
 }
 
+// An exec liveness probe whose command outlasts its timeout fails as a timeout — containerd ends the
+// command and answers DeadlineExceeded, which edged reads as the kubelet does — and the container is
+// restarted. (Read as a failed call instead, the result would be discarded and nothing would happen.)
+func TestExecLivenessProbeOutlastingItsTimeoutRestartsTheContainer(t *testing.T) {
+	r := newRig(t, nil)
+	pod := newPod(t, corev1.RestartPolicyAlways, "sleep 3600")
+	// probeTimeUnit is 100ms here: timeout 10 = 1 s, period 50 = 5 s.
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sleep", "30"}}},
+		PeriodSeconds: 50, TimeoutSeconds: 10, FailureThreshold: 1}
+	r.run(pod)
+	r.waitStatus(pod.Name, "restarted after its liveness command outlasted the timeout", 60*time.Second, func(s corev1.PodStatus) bool {
+		return containerStatus(s, "main").RestartCount >= 1
+	})
+}
+
 func TestConfigMapVolumeFollowsTheObjectAndPodNetworkGivesAPodIP(t *testing.T) {
 	r := newRig(t, nil)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "files", Namespace: ns, ResourceVersion: "1"}, Data: map[string]string{"motd": "one"}}

@@ -65,7 +65,7 @@ type Module struct {
 	PluginsDir    string        `yaml:"pluginsDir" doc:"Installed plugins (<plugin>/<version>/), the last good version of each module (lastgood/) and the registry state (registry.state)."`
 	ControlSocket string        `yaml:"controlSocket" doc:"edgecore's control socket (admin.socket), through which modules are swapped and checked."`
 	Hub           string        `yaml:"hub" doc:"The module that carries reports to the cloud."`
-	SwapTimeout   time.Duration `yaml:"swapTimeout" doc:"Bound on one swap request (the new instance's start and health check)."`
+	SwapTimeout   time.Duration `yaml:"swapTimeout" doc:"Bound on one swap request (the new instance's preparation — a WASM module compiles, up to plugins.prepareTimeout —, its start and health check; the old instance serves meanwhile)."`
 	HealthTimeout time.Duration `yaml:"healthTimeout" doc:"After a swap, the module must be healthy for healthStable within this, else it is rolled back."`
 	HealthStable  time.Duration `yaml:"healthStable" doc:"How long a swapped-in module must stay healthy to count as good."`
 	FetchTimeout  time.Duration `yaml:"fetchTimeout" doc:"Bound on fetching the index and downloading the artifact."`
@@ -100,7 +100,7 @@ var _ sdk.Module = (*Module)(nil)
 func New() *Module {
 	return &Module{PluginsDir: "/var/lib/kedge/plugins", ControlSocket: "/run/kedge/edgecore.sock", Hub: "edgehub",
 		CAFile: "/var/lib/kedge/certs/ca.crt", CertFile: "/var/lib/kedge/certs/node.crt", KeyFile: "/var/lib/kedge/certs/node.key",
-		SwapTimeout: 2 * time.Minute, HealthTimeout: 30 * time.Second, HealthStable: 3 * time.Second, FetchTimeout: 5 * time.Minute,
+		SwapTimeout: modules.DefaultPrepareTimeout + 2*time.Minute, HealthTimeout: 30 * time.Second, HealthStable: 3 * time.Second, FetchTimeout: 5 * time.Minute,
 		goos: runtime.GOOS, goarch: runtime.GOARCH}
 }
 

@@ -22,9 +22,12 @@ const (
 	Startup   Kind = "startup"
 )
 
-// Execer runs a command in a container (Edged: CRI ExecSync). A non-nil error means the call itself
-// failed; a command that ran and failed is a non-zero exitCode. A call that ends because ctx or
-// timeout expired should return an error wrapping context.DeadlineExceeded.
+// Execer runs a command in a container (Edged: CRI ExecSync). timeout bounds the command, counted
+// from its start as the container runtime counts it (CRI's ExecSyncRequest.Timeout), not the
+// runtime's setup of the exec; ctx bounds the whole call and allows for that setup (see
+// WithExecGrace). A non-nil error means the call itself failed; a command that ran and failed is a
+// non-zero exitCode. A call that ends because ctx or timeout expired should return an error
+// wrapping context.DeadlineExceeded.
 type Execer interface {
 	ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (exitCode int, output []byte, err error)
 }
@@ -47,19 +50,31 @@ type Option func(*Manager)
 // milliseconds so they never sleep for seconds.
 func WithTimeUnit(d time.Duration) Option { return func(m *Manager) { m.unit = d } }
 
+// WithExecGrace sets how much longer than timeoutSeconds an exec probe's runtime call may take
+// (default DefaultExecGrace). The timeout bounds the command, which the runtime enforces from the
+// command's start; the runtime's own setup of the exec (runc exec: new process, namespaces, cgroups)
+// takes milliseconds on a quiet machine and seconds on a loaded one, and must not fail a probe —
+// least of all a liveness probe, whose failure restarts the container. The kubelet gives the CRI call
+// its timeout plus the runtime request timeout (2 minutes).
+func WithExecGrace(d time.Duration) Option { return func(m *Manager) { m.execGrace = d } }
+
+// DefaultExecGrace is how long past its timeout an exec probe's runtime call may take by default.
+const DefaultExecGrace = time.Minute
+
 // WithResultBuffer sets the capacity of the Results channel (default 256). A full channel makes
 // the probe that produced a result wait for the reader.
 func WithResultBuffer(n int) Option { return func(m *Manager) { m.bufSize = n } }
 
 // Manager runs the probes of many containers. It is safe for concurrent use.
 type Manager struct {
-	exec    Execer
-	log     *slog.Logger
-	unit    time.Duration
-	bufSize int
-	results chan Result
-	client  *http.Client
-	tr      *http.Transport
+	exec      Execer
+	log       *slog.Logger
+	unit      time.Duration
+	execGrace time.Duration
+	bufSize   int
+	results   chan Result
+	client    *http.Client
+	tr        *http.Transport
 
 	mu         sync.Mutex
 	closed     bool
@@ -77,7 +92,7 @@ func NewManager(execer Execer, logger *slog.Logger, opts ...Option) *Manager {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	m := &Manager{exec: execer, log: logger, unit: time.Second, bufSize: 256, containers: map[key]*container{}}
+	m := &Manager{exec: execer, log: logger, unit: time.Second, execGrace: DefaultExecGrace, bufSize: 256, containers: map[key]*container{}}
 	for _, o := range opts {
 		o(m)
 	}

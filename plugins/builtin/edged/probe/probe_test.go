@@ -58,7 +58,7 @@ func (s *scriptExec) ch(cmd string) chan execResp {
 	return c
 }
 
-func (s *scriptExec) ExecSync(ctx context.Context, id string, cmd []string, _ time.Duration) (int, []byte, error) {
+func (s *scriptExec) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (int, []byte, error) {
 	s.mu.Lock()
 	s.calls[cmd[0]]++
 	s.ids[cmd[0]] = id
@@ -67,9 +67,26 @@ func (s *scriptExec) ExecSync(ctx context.Context, id string, cmd []string, _ ti
 	if auto {
 		return code, nil, nil
 	}
+	limit := time.NewTimer(timeout) // the runtime's bound on the command
+	defer limit.Stop()
 	select {
 	case r := <-s.ch(cmd[0]):
 		return r.code, []byte(r.out), r.err
+	case <-limit.C:
+		return 0, nil, fmt.Errorf("timeout %s exceeded: %w", timeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+}
+
+// slowRuntime is a runtime that takes setup to start each exec (runc exec on a loaded machine),
+// after which the command succeeds at once.
+type slowRuntime struct{ setup time.Duration }
+
+func (s slowRuntime) ExecSync(ctx context.Context, _ string, _ []string, _ time.Duration) (int, []byte, error) {
+	select {
+	case <-time.After(s.setup):
+		return 0, []byte("ok"), nil
 	case <-ctx.Done():
 		return 0, nil, ctx.Err()
 	}
@@ -301,6 +318,33 @@ func TestExecTimeoutIsAFailure(t *testing.T) {
 	r := next(t, m)
 	if r.Healthy || !strings.Contains(r.Message, "timed out after 10ms") {
 		t.Fatalf("result %+v, want a timeout failure", r)
+	}
+}
+
+// On a loaded machine the runtime may take longer to start an exec than the probe's whole timeout;
+// the timeout bounds the command (as the runtime and the kubelet count it), so a liveness probe whose
+// command answers at once stays healthy and never restarts the container. The test would fail if the
+// probe bounded the runtime call by the timeout alone.
+func TestExecProbeTimeoutBoundsTheCommandNotTheRuntimeStartingIt(t *testing.T) {
+	const unit = 5 * time.Millisecond
+	m := NewManager(slowRuntime{setup: 40 * unit}, quiet(), WithTimeUnit(unit))
+	defer m.Close()
+	p := execProbe("check", 1, 1)
+	p.TimeoutSeconds = 4 // 20 ms, half the runtime's setup
+	if err := m.Start("pod-1", "", &corev1.Container{Name: "app", LivenessProbe: p}, "cid"); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(t, m); !r.Healthy || r.Message != "ok" {
+		t.Fatalf("result %+v, want healthy: the command answered at once, only the runtime was slow to start it", r)
+	}
+	// A runtime slower than the grace as well fails the probe as a timeout.
+	m2 := NewManager(slowRuntime{setup: time.Hour}, quiet(), WithTimeUnit(unit), WithExecGrace(20*unit))
+	defer m2.Close()
+	if err := m2.Start("pod-2", "", &corev1.Container{Name: "app", LivenessProbe: p}, "cid"); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(t, m2); r.Healthy || !strings.Contains(r.Message, "timed out after 20ms") {
+		t.Fatalf("result %+v, want a timeout failure once the grace ran out too", r)
 	}
 }
 

@@ -108,7 +108,11 @@ func (w *worker) probeOnce() {
 		return // gated by the startup probe
 	}
 	timeout := w.d(w.t.timeout)
-	ctx, cancel := context.WithTimeout(w.c.ctx, timeout)
+	limit := timeout
+	if _, ok := w.h.(execHandler); ok {
+		limit += w.m.execGrace // the runtime bounds the command by timeout; this bounds the call
+	}
+	ctx, cancel := context.WithTimeout(w.c.ctx, limit)
 	res, msg := w.h.probe(ctx, w, timeout)
 	cancel()
 	select {

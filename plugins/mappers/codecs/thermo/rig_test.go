@@ -29,6 +29,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/mappers/codecs/thermo/layout"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/mapper"
+	"github.com/kedge-io/kedge/test/slow"
 )
 
 // acme is a small transport for the tests: each Read of a device returns the next count of a
@@ -156,7 +157,7 @@ func newRig(t *testing.T, codecBlock map[string]any, extra map[string]map[string
 	r.capture("eventbus", r.twinDocument)
 	r.mgr = modules.NewManager(modules.Deps{NodeName: "node-1", Router: r.rt, Store: r.db,
 		Logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		Metrics: r.reg, StartTimeout: 30 * time.Second, StopTimeout: 10 * time.Second})
+		Metrics: r.reg, StartTimeout: slow.Scale(30 * time.Second), StopTimeout: 10 * time.Second})
 	if err := r.mgr.Start(context.Background(), plan); err != nil {
 		t.Fatal(err)
 	}
@@ -334,8 +335,10 @@ func wasmBlock(g guest) map[string]any {
 	return map[string]any{"runtime": "wasm", "path": g.path, "sha256": g.sum}
 }
 
+// waitFor polls cond until it holds, giving up after d scaled by KEDGE_TEST_TIMEOUT_SCALE (test/slow).
 func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
 	t.Helper()
+	d = slow.Scale(d)
 	deadline := time.Now().Add(d)
 	for {
 		err := cond()

@@ -10,33 +10,53 @@ import (
 
 // A T-100 polled every 100 ms through the mapper runtime keeps reporting while its codec is swapped
 // builtin → WASM v1 → WASM v2 with the module manager's Swap (what `edgecore module swap` does):
-// every count the device produced reaches devicetwin exactly once and in order, and the Celsius
-// readings end exactly once, where the Kelvin ones begin.
+// every count the device produced reaches devicetwin exactly once and in order, the Celsius readings
+// end exactly once, where the Kelvin ones begin, and every reading the device produced after a swap
+// returned was decoded by the new code. The test waits on readings, not time: a swap may take seconds
+// on a busy machine (the device keeps reporting through the old codec meanwhile), so each step waits
+// for readings made after its swap returned.
 func TestCodecHotSwapUnderPollingLosesAndDuplicatesNoReading(t *testing.T) {
 	r := newRig(t, map[string]any{}, nil)
 	r.addDevice("t-1", "2", "")
-	atLeast := func(n int) {
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d readings in devicetwin", n), func() error {
-			if got := len(r.of("t-1")); got < n {
+	wait := 60 * time.Second // waitFor scales it by KEDGE_TEST_TIMEOUT_SCALE
+	// readFrom waits until n readings the device made from count from on are in devicetwin.
+	readFrom := func(from uint32, n int, what string) {
+		waitFor(t, wait, fmt.Sprintf("%d readings from count %d (%s) in devicetwin", n, from, what), func() error {
+			got := 0
+			for _, rd := range r.of("t-1") {
+				if rd.seq >= from {
+					got++
+				}
+			}
+			if got < n {
 				return fmt.Errorf("%d readings", got)
 			}
 			return nil
 		})
 	}
-	atLeast(10)
-	for i, step := range []struct {
-		name string
-		g    guest
-	}{{"wasm v1", guests.v1}, {"wasm v2", guests.v2}} {
-		rep := r.swap(wasmBlock(step.g))
-		t.Logf("swap to %s: %s → %s, delivery paused %s, %d queued", step.name, rep.From, rep.To, rep.Paused, rep.Queued)
-		atLeast(10 * (i + 2))
+	readFrom(0, 10, "builtin")
+	type step struct {
+		name          string
+		g             guest
+		version       int
+		asked, served uint32 // the device's count when Swap was called and when it returned
+	}
+	steps := []step{{name: "wasm v1", g: guests.v1, version: 1}, {name: "wasm v2", g: guests.v2, version: 2}}
+	for i := range steps {
+		s := &steps[i]
+		s.asked = r.counter("t-1").Load()
+		began := time.Now()
+		rep := r.swap(wasmBlock(s.g))
+		s.served = r.counter("t-1").Load()
+		t.Logf("swap to %s: %s → %s in %s (the device made readings %d..%d meanwhile), delivery paused %s, %d queued",
+			s.name, rep.From, rep.To, time.Since(began).Round(time.Millisecond), s.asked, s.served, rep.Paused, rep.Queued)
+		readFrom(s.served, 10, "made after the swap to "+s.name+" returned")
 	}
 	got := r.of("t-1")
 	if len(got) == 0 || got[0].seq != 0 {
 		t.Fatalf("first reading %+v, want count 0", got)
 	}
-	switches := 0
+	switches, switchedAt := 0, uint32(0)
 	for i, rd := range got {
 		if rd.seq != uint32(i) {
 			t.Fatalf("reading %d carries count %d: a reading was lost, duplicated or reordered (%v)", i, rd.seq, got)
@@ -45,12 +65,22 @@ func TestCodecHotSwapUnderPollingLosesAndDuplicatesNoReading(t *testing.T) {
 			if rd.version < got[i-1].version {
 				t.Fatalf("reading %d decoded by v%d after v%d took over", i, rd.version, got[i-1].version)
 			}
-			switches++
+			switches, switchedAt = switches+1, rd.seq
+		}
+		// The guarantee of a swap that reported success: nothing the device made after it returned
+		// reaches the old code. (v1 and the builtin both decode to Celsius; the step to v1 is checked
+		// by the module's runtime below.)
+		for _, s := range steps {
+			if rd.seq >= s.served && rd.version < s.version {
+				t.Fatalf("reading %d was made after the swap to %s returned, yet decoded by v%d: the swap reported success "+
+					"and the old code kept serving (swap asked at count %d, returned at %d)", rd.seq, s.name, rd.version, s.asked, s.served)
+			}
 		}
 	}
 	if switches != 1 || got[len(got)-1].version != 2 {
 		t.Fatalf("versions switched %d times, last v%d; want once, to v2", switches, got[len(got)-1].version)
 	}
+	t.Logf("Kelvin from count %d; the swap to v2 was asked at %d and returned at %d", switchedAt, steps[1].asked, steps[1].served)
 	if n := r.counterValue("kedge_mapper_read_errors_total", map[string]string{"device": "default/t-1"}); n != 0 {
 		t.Fatalf("%v reads failed during the swaps", n)
 	}

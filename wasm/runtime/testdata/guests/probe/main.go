@@ -122,8 +122,11 @@ func (p *probe) Handle(m guest.Message) error {
 	case "sleep":
 		time.Sleep(time.Hour)
 	case "hog":
+		// Asks for twice the manifest's memory limit in one allocation, so the limit stops it at
+		// once however slow the machine is (growing 1 MiB at a time with a GC between steps could
+		// outlast the 1 s deadline on a busy machine and be killed for that instead).
 		for {
-			p.hoard = append(p.hoard, make([]byte, 1<<20))
+			p.hoard = append(p.hoard, make([]byte, 16<<20))
 		}
 	}
 	return reply(m, out)

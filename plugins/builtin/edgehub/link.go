@@ -41,6 +41,7 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 				cancel(err)
 				return
 			}
+			m.proven.Store(true)
 			if msg.IsReply() && up.ack(ctx, msg) {
 				continue
 			}

@@ -17,7 +17,8 @@ import (
 )
 
 // rawNode is an edge that speaks the hub protocol and does only what the test tells it: like
-// KubeEdge's edgecore, it sends no acknowledgements of its own.
+// KubeEdge's edgecore, it sends no acknowledgements of its own. A node named ke-* dials as KubeEdge's
+// edgecore does (no Kedge subprotocol: KubeEdge's JSON lane); others offer the Kedge lane.
 type rawNode struct {
 	t    *testing.T
 	name string
@@ -43,7 +44,8 @@ func newRawNode(t *testing.T, c *cloud, name string) *rawNode {
 
 func (r *rawNode) dial(c *cloud) {
 	r.t.Helper()
-	conn, err := hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: r.tls, NodeID: r.name, Options: hub.Options{Heartbeat: 5 * time.Second}})
+	conn, err := hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: r.tls, NodeID: r.name,
+		KubeEdgeLane: strings.HasPrefix(r.name, "ke-"), Options: hub.Options{Heartbeat: 5 * time.Second}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -124,10 +126,8 @@ func TestPeerKindDecidesWhetherUnacknowledgedMessagesStayAndAreResent(t *testing
 		{"a KubeEdge peer gets each once and the queue forgets it", "ke-1", nil, "default/pod/c@1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := startCloud(t, func(m *Module) {
-				m.KubeEdgeNodes = []string{"ke-*", "other"}
-				m.AckTimeout = 50 * time.Millisecond
-			})
+			// No kubeedgeNodes list: the handshake tells a KubeEdge edgecore from a Kedge one.
+			c := startCloud(t, func(m *Module) { m.AckTimeout = 50 * time.Millisecond })
 			edge := newRawNode(t, c, tc.node)
 			// Queued while the node is offline: coalesced to the latest version of each object.
 			c.send(t, tc.node, "a", 1)
@@ -153,10 +153,7 @@ func TestPeerKindDecidesWhetherUnacknowledgedMessagesStayAndAreResent(t *testing
 }
 
 func TestKubeEdgePeerAfterAReconnectGetsOnlyWhatWasQueuedOfflineOnceAndAnswersSyncRequests(t *testing.T) {
-	c := startCloud(t, func(m *Module) {
-		m.KubeEdgeNodes = []string{"ke-1"}
-		m.AckTimeout = 50 * time.Millisecond
-	})
+	c := startCloud(t, func(m *Module) { m.AckTimeout = 50 * time.Millisecond })
 	edge := newRawNode(t, c, "ke-1")
 	edge.dial(c)
 	c.send(t, "ke-1", "a", 1)

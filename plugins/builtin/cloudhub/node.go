@@ -405,7 +405,15 @@ func (m *Module) send(ctx context.Context, s *session) error {
 func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) error {
 	s.n.upMu.Lock()
 	defer s.n.upMu.Unlock()
-	reply := func(r message.Message) error { return s.conn.Send(ctx, r) }
+	reply := func(r message.Message) error {
+		if s.kubeedge && r.Route.Group == "meta" {
+			// KubeEdge's edgehub takes from the cloud only the groups resource, twin, func and user
+			// (an answer in any other is dropped: "no handler found"); its metamanager's queries and
+			// writes are in group meta and are answered in group resource, as KubeEdge's cloud does.
+			r.Route.Group = "resource"
+		}
+		return s.conn.Send(ctx, r)
+	}
 	if msg.Route.Operation == message.OpKeepalive {
 		// KubeEdge edges send these beside websocket pings; liveness is the heartbeat's job here.
 		m.metrics.up.WithLabelValues("keepalive").Inc()

@@ -405,7 +405,15 @@ func (m *Module) send(ctx context.Context, s *session) error {
 func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) error {
 	s.n.upMu.Lock()
 	defer s.n.upMu.Unlock()
+	edgeResource := msg.Route.Resource
 	reply := func(r message.Message) error {
+		if r.Route.Resource != "" && r.Route.Resource != edgeResource {
+			// The answer names the request's resource as the edge sent it, not in the cloud's form
+			// (node/<node>/...): KubeEdge's metamanager stores answers under that resource.
+			if node, edge, err := message.ToEdge(r.Route.Resource); err == nil && node == s.n.name {
+				r.Route.Resource = edge
+			}
+		}
 		if s.kubeedge && r.Route.Group == "meta" {
 			// KubeEdge's edgehub takes from the cloud only the groups resource, twin, func and user
 			// (an answer in any other is dropped: "no handler found"); its metamanager's queries and

@@ -26,6 +26,7 @@ import (
 const (
 	TypeNodePatch = "nodepatch" // a strategic merge patch of the node's status (kubelet's PatchNodeStatus)
 	TypeLease     = "lease"     // the node's Lease in kube-node-lease: query, insert, update
+	TypePodPatch  = "podpatch"  // a strategic merge patch of a pod's status (kubelet's status manager)
 )
 
 // kubeEdgeResp is KubeEdge's answer to a write or read it routes through the cloud.
@@ -72,6 +73,28 @@ func (m *Module) fromKubeEdge(ctx context.Context, node string, res message.Reso
 			n.TypeMeta = nodeType
 		}
 		content, err = respond(n, err)
+		return content, true, err
+	case res.Type == TypePodPatch && op == message.OpPatch:
+		pod, err := m.boundPod(ctx, node, res)
+		if err != nil {
+			return nil, true, err
+		}
+		if len(msg.Content) == 0 || !json.Valid(msg.Content) || msg.Content[0] != '{' {
+			return nil, true, fmt.Errorf("status patch of pod %s/%s: content is not a JSON patch object", res.Namespace, res.Name)
+		}
+		var uid struct {
+			Metadata struct {
+				UID types.UID `json:"uid"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(msg.Content, &uid); err != nil || (uid.Metadata.UID != "" && uid.Metadata.UID != pod.UID) {
+			return nil, true, fmt.Errorf("status patch of pod %s/%s is for uid %q, the pod is uid %s: ignored", res.Namespace, res.Name, uid.Metadata.UID, pod.UID)
+		}
+		p, err := m.client.CoreV1().Pods(res.Namespace).Patch(ctx, res.Name, types.StrategicMergePatchType, msg.Content, metav1.PatchOptions{}, "status")
+		if err == nil {
+			p.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
+		}
+		content, err = respond(p, err)
 		return content, true, err
 	case res.Type == TypeLease:
 		if res.Namespace != leaseNamespace || res.Name != node {

@@ -250,3 +250,31 @@ func TestChurnedNodesAreForgottenWhileANodeWithQueuedMessagesStays(t *testing.T)
 		t.Fatalf("the returning node received %v", got)
 	}
 }
+
+func TestAnswersToTheEdgeNameItsResourceAndUseAGroupItsEdgehubTakes(t *testing.T) {
+	for _, tc := range []struct {
+		name, node, wantGroup string
+	}{
+		{"a KubeEdge edge gets group resource (its edgehub drops group meta)", "ke-1", "resource"},
+		{"a Kedge edge gets the request's group", "kedge-1", "meta"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Group meta goes to a module that is not running: cloudhub itself answers, with an error.
+			c := startCloud(t, func(m *Module) { m.Dispatch = map[string]string{"meta": "nobody"} })
+			edge := newRawNode(t, c, tc.node)
+			edge.dial(c)
+			q := message.New("edged", "meta", message.OpQuery, "kube-node-lease/lease/"+tc.node)
+			q.Header.Sync = true
+			if err := edge.conn.Send(context.Background(), q); err != nil {
+				t.Fatal(err)
+			}
+			got := edge.receive()
+			if got.Header.ParentID != q.Header.ID || got.Route.Operation != message.OpError {
+				t.Fatalf("got %s, want the error answer to %s", got.String(), q.Header.ID)
+			}
+			if got.Route.Group != tc.wantGroup || got.Route.Resource != q.Route.Resource {
+				t.Fatalf("answer has group %q resource %q, want group %q and the edge's resource %q", got.Route.Group, got.Route.Resource, tc.wantGroup, q.Route.Resource)
+			}
+		})
+	}
+}

@@ -96,6 +96,15 @@ func (m *Module) fromKubeEdge(ctx context.Context, node string, res message.Reso
 		}
 		content, err = respond(p, err)
 		return content, true, err
+	case res.Type == TypePod && op == message.OpDelete:
+		// edged's kubelet finishing a graceful deletion sends the API's DeleteOptions (grace 0, the
+		// pod's uid as precondition), not Kedge's {"uid"}: the same request, checked the same way.
+		var opts metav1.DeleteOptions
+		if err := json.Unmarshal(msg.Content, &opts); err != nil || opts.Preconditions == nil || opts.Preconditions.UID == nil {
+			return nil, false, nil // Kedge's form (or a bad one): podDeleted says what is wrong
+		}
+		raw, _ := json.Marshal(PodDeleted{UID: *opts.Preconditions.UID})
+		return "OK", true, m.podDeleted(ctx, node, res, raw)
 	case res.Type == TypeLease:
 		if res.Namespace != leaseNamespace || res.Name != node {
 			return nil, true, fmt.Errorf("%w: node %s may use only its own Lease %s/%s, not %s/%s", errForbidden, node, leaseNamespace, node, res.Namespace, res.Name)

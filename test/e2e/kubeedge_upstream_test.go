@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kedge-io/kedge/test/crienv"
@@ -135,7 +135,8 @@ func upstreamEdgecoreConfig(t *testing.T, edgecore, dir, node, token string, hub
 // (its edged, a kubelet, on the test containerd) against Kedge's cloudcore over websocket: it joins
 // with a Kedge token, is recognised as KubeEdge at the handshake (no kubeedgeNodes list) and served
 // on KubeEdge's JSON lane; its Node turns Ready; a pod bound to it runs with its ConfigMap's content
-// in the volume; deleting the pod finishes cleanly. Every request the edge makes that Kedge refuses or
+// in the volume; restarted while cloudcore is down, edgecore keeps the pod's container running and
+// the pod stays Running once cloudcore is back; deleting the pod finishes cleanly. Every request the edge makes that Kedge refuses or
 // cannot handle is counted from cloudcore's log and must be only the known gaps.
 func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T) {
 	needBinaries(t)
@@ -157,14 +158,16 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 	dir := t.TempDir()
 	pkiDir := filepath.Join(dir, "pki")
 	hubPort, certPort := freePort(t), freePort(t)
-	cloud := start(t, "cloudcore", []string{
+	cloudEnv := []string{
 		"KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:" + strconv.Itoa(hubPort),
 		"KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:" + strconv.Itoa(certPort),
 		"KEDGE_MODULES__CLOUDHUB__PKIDIR=" + pkiDir,
 		"KEDGE_MODULES__EDGECONTROLLER__ENABLE=true",
 		"KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG=" + env.Kubeconfig,
 		"KEDGE_MODULES__EDGECONTROLLER__INVENTORYWAIT=2s",
-	})
+	}
+	cloud := start(t, "cloudcore", cloudEnv)
+	cloudLogs := []*syncBuffer{cloud.stderr}
 	cloud.waitReady()
 	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", pkiDir)
 	if code != 0 {
@@ -175,16 +178,24 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 		t.Fatal(err)
 	}
 	cfg := upstreamEdgecoreConfig(t, filepath.Join(keDir, "edgecore"), edgeDir, node, strings.TrimSpace(token), hubPort, certPort, cri)
-	edgeLog := &syncBuffer{}
-	edge := exec.Command(filepath.Join(keDir, "edgecore"), "--config", cfg)
-	edge.Stdout, edge.Stderr = edgeLog, edgeLog
-	edge.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := edge.Start(); err != nil {
-		t.Fatal(err)
+	// The upstream edgecore, restartable: each run logs into its own buffer.
+	var edge *exec.Cmd
+	var edgeLog *syncBuffer
+	var edgeDone chan struct{}
+	startEdge := func() {
+		t.Helper()
+		edgeLog = &syncBuffer{}
+		edge = exec.Command(filepath.Join(keDir, "edgecore"), "--config", cfg, "--v", "2")
+		edge.Stdout, edge.Stderr = edgeLog, edgeLog
+		edge.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := edge.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		edgeDone = done
+		go func(c *exec.Cmd) { _ = c.Wait(); close(done) }(edge)
 	}
-	edgeDone := make(chan struct{})
-	go func() { _ = edge.Wait(); close(edgeDone) }()
-	t.Cleanup(func() {
+	stopEdge := func() {
 		_ = syscall.Kill(-edge.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-edgeDone:
@@ -192,13 +203,17 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 			_ = syscall.Kill(-edge.Process.Pid, syscall.SIGKILL)
 			<-edgeDone
 		}
+	}
+	startEdge()
+	t.Cleanup(func() {
+		stopEdge()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		_ = criClient.RemoveSandboxes(ctx, map[string]string{"io.kubernetes.pod.namespace": "ke-up"})
 		unmountUnder(t, edgeDir) // the kubelet's volume mounts outlive it
 		if t.Failed() {
 			t.Logf("upstream edgecore log (last 8 KiB):\n%s", tail(edgeLog.String(), 8<<10))
-			t.Logf("cloudcore log (last 8 KiB):\n%s", tail(cloud.stderr.String(), 8<<10))
+			t.Logf("cloudcore log (last 8 KiB):\n%s", tail(cloudLogs[len(cloudLogs)-1].String(), 8<<10))
 		}
 	})
 	ctx := context.Background()
@@ -274,6 +289,51 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 		t.Fatalf("ConfigMap volume %s holds %q (%v), want %q", vol, b, err, greeting)
 	}
 
+	// Upstream edgecore restarted while cloudcore is down keeps its pod: the same container runs on.
+	running := func() (string, error) {
+		resp, err := criClient.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+			State:         &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING},
+			LabelSelector: map[string]string{"io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": "web"}}})
+		if err != nil {
+			return "", err
+		}
+		if len(resp.Containers) != 1 {
+			return "", fmt.Errorf("%d running containers of pod %s/web, want 1", len(resp.Containers), ns)
+		}
+		return resp.Containers[0].Id, nil
+	}
+	before, err := running()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := cloud.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("cloudcore exited %d on SIGTERM", code)
+	}
+	stopEdge()
+	startEdge()
+	waitFor("the restarted edgecore's kubelet to take the pod from its own store", 2*time.Minute, func() (bool, error) {
+		return strings.Contains(edgeLog.String(), `"SyncLoop ADD" source="api" pods=["`+ns+`/web"]`), errors.New("no SyncLoop ADD of the pod yet")
+	})
+	waitFor("the kubelet to sync the pod it took", 2*time.Minute, func() (bool, error) {
+		return strings.Contains(edgeLog.String(), `pod="`+ns+`/web"`), errors.New("no sync of the pod logged yet")
+	})
+	if after, err := running(); err != nil || after != before {
+		t.Fatalf("after an offline restart of edgecore the pod's container is %q (%v), want the same %q still running", after, err, before)
+	}
+	cloud = start(t, "cloudcore", cloudEnv)
+	cloudLogs = append(cloudLogs, cloud.stderr)
+	cloud.waitReady()
+	waitFor("the node to reconnect and the pod to stay Running", 3*time.Minute, func() (bool, error) {
+		p, err := kc.CoreV1().Pods(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return strings.Contains(cloud.stderr.String(), "node connected") && p.Status.Phase == corev1.PodRunning, fmt.Errorf("phase %s", p.Status.Phase)
+	})
+	if after, err := running(); err != nil || after != before {
+		t.Fatalf("after cloudcore came back the pod's container is %q (%v), want the same %q", after, err, before)
+	}
+
 	if err := kc.CoreV1().Pods(ns).Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +345,11 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 	// What the upstream edge asked that Kedge refused or could not handle, by operation and type.
 	refused := map[string]int{}
 	re := regexp.MustCompile(`msg="edge node request (?:failed|refused)".* operation=(\S+) resource=node/[^/]+/(\S+)`)
-	for _, m := range re.FindAllStringSubmatch(cloud.stderr.String(), -1) {
+	var cloudLog strings.Builder
+	for _, l := range cloudLogs {
+		cloudLog.WriteString(l.String())
+	}
+	for _, m := range re.FindAllStringSubmatch(cloudLog.String(), -1) {
 		parts := strings.Split(m[2], "/")
 		typ := parts[0]
 		if len(parts) >= 2 {
@@ -299,8 +363,8 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 			t.Errorf("%d × %q refused; Kedge answers that for KubeEdge edges", n, k)
 		}
 	}
-	if bytes.Contains([]byte(cloud.stderr.String()), []byte("rejected frame")) {
-		t.Errorf("cloudcore rejected frames of the upstream edge:\n%s", tail(cloud.stderr.String(), 4<<10))
+	if strings.Contains(cloudLog.String(), "rejected frame") {
+		t.Errorf("cloudcore rejected frames of the upstream edge:\n%s", tail(cloudLog.String(), 4<<10))
 	}
 }
 

@@ -135,7 +135,7 @@ func upstreamEdgecoreConfig(t *testing.T, edgecore, dir, node, token string, hub
 // (its edged, a kubelet, on the test containerd) against Kedge's cloudcore over websocket: it joins
 // with a Kedge token, is recognised as KubeEdge at the handshake (no kubeedgeNodes list) and served
 // on KubeEdge's JSON lane; its Node turns Ready; a pod bound to it runs with its ConfigMap's content
-// in the volume; restarted while cloudcore is down, edgecore keeps the pod's container running and
+// in the volume and a Secret's in another; restarted while cloudcore is down, edgecore keeps the pod's container running and
 // the pod stays Running once cloudcore is back; deleting the pod finishes cleanly. Every request the edge makes that Kedge refuses or
 // cannot handle is counted from cloudcore's log and must be only the known gaps.
 func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T) {
@@ -260,6 +260,10 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 	if _, err := kc.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cfg"}, Data: map[string]string{"greeting": greeting}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	secretValue := "s3cret-" + node
+	if _, err := kc.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sec"}, StringData: map[string]string{"token": secretValue}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	grace, no := int64(1), false
 	pod, err := kc.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
@@ -267,8 +271,11 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 			NodeName: node, AutomountServiceAccountToken: &no, TerminationGracePeriodSeconds: &grace,
 			Containers: []corev1.Container{{Name: "c", Image: crienv.Busybox, ImagePullPolicy: corev1.PullNever,
 				Command:      []string{"sh", "-c", "cat /cfg/greeting; exec sleep 3600"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}}}},
-			Volumes: []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "cfg", MountPath: "/cfg"}, {Name: "sec", MountPath: "/sec"}}}},
+			Volumes: []corev1.Volume{
+				{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}},
+				{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
+			},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -287,6 +294,11 @@ func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T)
 	vol := filepath.Join(edgeDir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~configmap", "cfg", "greeting")
 	if b, err := os.ReadFile(vol); err != nil || string(b) != greeting {
 		t.Fatalf("ConfigMap volume %s holds %q (%v), want %q", vol, b, err, greeting)
+	}
+	// The Secret is on a tmpfs inside the pod's folder; read it through the kubelet's mount.
+	secVol := filepath.Join(edgeDir, "kubelet", "pods", string(pod.UID), "volumes", "kubernetes.io~secret", "sec", "token")
+	if b, err := os.ReadFile(secVol); err != nil || string(b) != secretValue {
+		t.Fatalf("Secret volume %s holds %q (%v), want %q", secVol, b, err, secretValue)
 	}
 
 	// Upstream edgecore restarted while cloudcore is down keeps its pod: the same container runs on.

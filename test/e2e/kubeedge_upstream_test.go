@@ -50,7 +50,7 @@ func cgroupRoot(t *testing.T, name string) {
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil { // cgroup v2: one hierarchy
 		made = append(made, "/sys/fs/cgroup/"+name)
 	} else {
-		for _, c := range []string{"memory", "systemd", "cpu", "cpuset", "pids", "cpuacct", "blkio", "devices", "freezer", "hugetlb"} {
+		for _, c := range []string{"memory", "systemd", "cpu", "cpuset", "pids", "cpuacct", "blkio", "devices", "freezer", "hugetlb", "unified"} {
 			if _, err := os.Stat("/sys/fs/cgroup/" + c); err == nil {
 				made = append(made, "/sys/fs/cgroup/"+c+"/"+name)
 			}
@@ -69,7 +69,7 @@ func cgroupRoot(t *testing.T, name string) {
 	}
 	t.Cleanup(func() {
 		for _, d := range made {
-			_ = os.Remove(d) // fails while a container still lives in it; the next run reuses it
+			removeCgroup(d) // the kubelet made kubepods/... below it
 		}
 	})
 }
@@ -400,4 +400,19 @@ func unmountUnder(t *testing.T, dir string) {
 			t.Logf("unmount %s: %v", points[i], err)
 		}
 	}
+}
+
+// removeCgroup removes a cgroup folder and the cgroups below it, deepest first (a cgroup is removed
+// with rmdir once it holds no tasks; its files are not removable and need not be).
+func removeCgroup(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroup(filepath.Join(dir, e.Name()))
+		}
+	}
+	_ = syscall.Rmdir(dir)
 }

@@ -195,7 +195,8 @@ func (c *Conn) extendRead() {
 	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.opts.Heartbeat))
 }
 
-// Send writes m as a header frame and a payload frame. Concurrent Sends are serialized; waiting for
+// Send writes m as a header frame and a payload frame (Kedge lane) or as one JSON text frame
+// (KubeEdge's lane, see Lane). Concurrent Sends are serialized; waiting for
 // the turn ends with ctx. The write is bounded by WriteTimeout (or ctx's deadline if sooner); a write
 // that fails or times out, or whose ctx ends mid-write, closes the connection, since half a message
 // cannot be taken back. An invalid or oversized message is refused without harming the connection.

@@ -114,3 +114,53 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+// BenchmarkLanes1KiB compares the two lanes in one run: Kedge's (header + protobuf frames) and
+// KubeEdge's JSON lane (one JSON text frame), a 1 KiB object one way over one TLS websocket on
+// loopback, sender and receiver in this process; msgs/cpu-s counts both ends' CPU.
+func BenchmarkLanes1KiB(b *testing.B) {
+	for _, lane := range []Lane{LaneKedge, LaneKubeEdge} {
+		b.Run(lane.String(), func(b *testing.B) {
+			ca := newTestCA(b)
+			h := startHub(b, ca, AcceptOptions{})
+			edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
+				KubeEdgeLane: lane == LaneKubeEdge, Options: Options{Logger: quiet}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer edge.Close()
+			cloud := h.accepted(b)
+			if cloud.Lane() != lane {
+				b.Fatalf("lane %s, want %s", cloud.Lane(), lane)
+			}
+			m := message.New("edged", "resource", message.OpUpdate, "default/pod/nginx")
+			m.Content = json.RawMessage(`{"metadata":{"name":"nginx","namespace":"default"},"data":"` + strings.Repeat("k", 970) + `"}`)
+			done := make(chan error, 1)
+			b.SetBytes(int64(len(m.Content)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0, start := cpuTime(b), time.Now()
+			go func() {
+				for range b.N {
+					if _, err := cloud.Receive(context.Background()); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			for range b.N {
+				if err := edge.Send(context.Background(), m); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			wall, cpu := time.Since(start), cpuTime(b)-cpu0
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/wall.Seconds(), "msgs/s")
+			b.ReportMetric(float64(b.N)/cpu.Seconds(), "msgs/cpu-s")
+		})
+	}
+}

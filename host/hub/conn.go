@@ -90,11 +90,15 @@ type Conn struct {
 	once     sync.Once
 	cause    error // why the connection closed; set before done is closed
 	header   [HeaderSize + 1]byte
+	lane     Lane
 }
 
-func newConn(ws *websocket.Conn, out *coalescingConn, node, project string, certs []*x509.Certificate, opts Options) *Conn {
+func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, node, project string, certs []*x509.Certificate, opts Options) *Conn {
 	c := &Conn{ws: ws, out: out, opts: opts.withDefaults(), node: node, project: project, certs: certs,
-		sendLock: make(chan struct{}, 1), done: make(chan struct{})}
+		sendLock: make(chan struct{}, 1), done: make(chan struct{}), lane: lane}
+	if lane == LaneKubeEdge {
+		c.opts.CompressMin = 0 // KubeEdge's JSON lane has no compression
+	}
 	ws.SetReadLimit(int64(c.opts.MaxPayload))
 	ws.SetPongHandler(func(string) error { c.extendRead(); return nil })
 	ws.SetPingHandler(func(data string) error {
@@ -114,6 +118,10 @@ func newConn(ws *websocket.Conn, out *coalescingConn, node, project string, cert
 // Node is the node at the other end (cloud side: from its verified certificate) or, on the edge side,
 // the node this connection speaks for.
 func (c *Conn) Node() string { return c.node }
+
+// Lane is how messages travel on this connection, chosen at the handshake: LaneKedge when both ends
+// are Kedge, LaneKubeEdge (JSON text frames) when the peer is KubeEdge's.
+func (c *Conn) Lane() Lane { return c.lane }
 
 // ProjectID is the project named in the connection's path.
 func (c *Conn) ProjectID() string { return c.project }
@@ -187,13 +195,17 @@ func (c *Conn) extendRead() {
 	_ = c.ws.SetReadDeadline(time.Now().Add(2 * c.opts.Heartbeat))
 }
 
-// Send writes m as a header frame and a payload frame. Concurrent Sends are serialized; waiting for
+// Send writes m as a header frame and a payload frame (Kedge lane) or as one JSON text frame
+// (KubeEdge's lane, see Lane). Concurrent Sends are serialized; waiting for
 // the turn ends with ctx. The write is bounded by WriteTimeout (or ctx's deadline if sooner); a write
 // that fails or times out, or whose ctx ends mid-write, closes the connection, since half a message
 // cannot be taken back. An invalid or oversized message is refused without harming the connection.
 func (c *Conn) Send(ctx context.Context, m message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
+	}
+	if c.lane == LaneKubeEdge {
+		return c.sendJSON(ctx, m)
 	}
 	bp := encodeBuffers.Get().(*[]byte)
 	defer func() {
@@ -229,20 +241,10 @@ func (c *Conn) Send(ctx context.Context, m message.Message) error {
 		return fmt.Errorf("send %s to node %s: waiting for the connection: %w", m, c.node, ctx.Err())
 	}
 	defer func() { <-c.sendLock }()
+	defer c.writing(ctx)()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
 	}
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
-			c.shutdown(fmt.Errorf("%w: a send's context ended mid-write: %w", ErrClosed, ctx.Err()), websocket.CloseGoingAway, "")
-		})
-		defer stop()
-	}
-	deadline := time.Now().Add(c.opts.WriteTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.ws.SetWriteDeadline(deadline)
 	if c.out != nil && len(payload) <= coalesceMax {
 		c.out.hold()
 		err = c.writeFrame(header)
@@ -262,10 +264,67 @@ func (c *Conn) Send(ctx context.Context, m message.Message) error {
 	return nil
 }
 
+// writing arms a write: it closes the connection if ctx ends mid-write and sets the write deadline
+// (WriteTimeout, or ctx's deadline if sooner). The caller holds sendLock and calls the returned func
+// when the write is over.
+func (c *Conn) writing(ctx context.Context) func() {
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			c.shutdown(fmt.Errorf("%w: a send's context ended mid-write: %w", ErrClosed, ctx.Err()), websocket.CloseGoingAway, "")
+		})
+	}
+	deadline := time.Now().Add(c.opts.WriteTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.ws.SetWriteDeadline(deadline)
+	return func() { stop() }
+}
+
+// sendJSON writes m as one JSON text frame, KubeEdge's websocket lane.
+func (c *Conn) sendJSON(ctx context.Context, m message.Message) error {
+	b, err := MarshalJSONLane(m)
+	if err != nil {
+		return fmt.Errorf("send to node %s: %w", c.node, err)
+	}
+	if len(b) > c.opts.MaxPayload {
+		return fmt.Errorf("send %s to node %s: JSON frame is %d bytes, limit is %d: split the content", m, c.node, len(b), c.opts.MaxPayload)
+	}
+	select {
+	case c.sendLock <- struct{}{}:
+	case <-c.done:
+		return c.closedErr("send " + m.String())
+	case <-ctx.Done():
+		return fmt.Errorf("send %s to node %s: waiting for the connection: %w", m, c.node, ctx.Err())
+	}
+	defer func() { <-c.sendLock }()
+	defer c.writing(ctx)()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
+	}
+	if c.out != nil {
+		c.out.hold()
+	}
+	err = c.writeMessage(websocket.TextMessage, b)
+	if c.out != nil {
+		if rerr := c.out.release(); err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		return c.sendFailed(m, err)
+	}
+	c.opts.Metrics.messageFrames(out, 1, len(b))
+	return nil
+}
+
 // writeFrame writes b as one binary message through the pooled write buffer, so a message that fits
 // the buffer is one socket write (WriteMessage would write the frame header and the data separately).
-func (c *Conn) writeFrame(b []byte) error {
-	w, err := c.ws.NextWriter(websocket.BinaryMessage)
+func (c *Conn) writeFrame(b []byte) error { return c.writeMessage(websocket.BinaryMessage, b) }
+
+func (c *Conn) writeMessage(typ int, b []byte) error {
+	w, err := c.ws.NextWriter(typ)
 	if err != nil {
 		return err
 	}
@@ -311,8 +370,11 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 	if err != nil {
 		return message.Message{}, c.readFailed(err)
 	}
+	if c.lane == LaneKubeEdge {
+		return c.receiveJSON(typ, r)
+	}
 	if typ != websocket.BinaryMessage {
-		return message.Message{}, c.reject(frameErr(ErrHeader, "header arrived as a text frame, want binary"))
+		return message.Message{}, c.reject(frameErr(ErrHeader, "header arrived as a text frame, want binary (a KubeEdge peer's JSON? it did not negotiate that lane: the Kedge lane was chosen at the handshake)"))
 	}
 	n, err := io.ReadFull(r, c.header[:])
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
@@ -349,6 +411,23 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 		return message.Message{}, c.reject(asFrameError(err))
 	}
 	c.opts.Metrics.message(in, HeaderSize+len(payload))
+	return m, nil
+}
+
+// receiveJSON reads one message of KubeEdge's websocket lane: one JSON text frame.
+func (c *Conn) receiveJSON(typ int, r io.Reader) (message.Message, error) {
+	if typ != websocket.TextMessage {
+		return message.Message{}, c.reject(frameErr(ErrHeader, "binary frame on KubeEdge's JSON lane, want one JSON text frame per message (a Kedge peer that did not offer subprotocol %s?)", Subprotocol))
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return message.Message{}, c.readFailed(err)
+	}
+	m, err := UnmarshalJSONLane(b)
+	if err != nil {
+		return message.Message{}, c.reject(asFrameError(err))
+	}
+	c.opts.Metrics.messageFrames(in, 1, len(b))
 	return m, nil
 }
 

@@ -433,7 +433,7 @@ func TestBadFramesFromARawPeerAreRejectedAndClosed(t *testing.T) {
 	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second}
+			d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second, Subprotocols: []string{Subprotocol}}
 			raw, _, err := d.Dial(h.url("raw"), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -471,7 +471,7 @@ func TestBadFramesFromARawPeerAreRejectedAndClosed(t *testing.T) {
 func TestAFrameOverTheReadLimitIsRefusedBeforeItIsRead(t *testing.T) {
 	ca := newTestCA(t)
 	h := startHub(t, ca, AcceptOptions{Options: Options{MaxPayload: 1024}})
-	d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second, Subprotocols: []string{Subprotocol}}
 	raw, _, err := d.Dial(h.url("raw"), nil)
 	if err != nil {
 		t.Fatal(err)

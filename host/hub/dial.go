@@ -107,6 +107,10 @@ type DialOptions struct {
 	Header http.Header
 	// HandshakeTimeout bounds the TCP, TLS and websocket handshakes; default 30s (ctx may end it sooner).
 	HandshakeTimeout time.Duration
+	// KubeEdgeLane dials as KubeEdge's edgecore does: without offering Subprotocol, so the cloud
+	// (Kedge's too) speaks KubeEdge's JSON lane. Otherwise the lane is LaneKedge if the cloud selects
+	// Subprotocol and LaneKubeEdge if it does not (KubeEdge's cloudcore).
+	KubeEdgeLane bool
 	Options
 }
 
@@ -149,6 +153,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	hdr.Set(HeaderConnectionUse, connectionUseMsg)
 	var out *coalescingConn
 	d := websocket.Dialer{
+		Subprotocols: []string{Subprotocol},
 		// The TLS handshake is done here rather than by gorilla so that a coalescingConn can sit
 		// between the websocket and TLS layers.
 		NetDialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -176,6 +181,9 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		WriteBufferSize:  writeBufferSize,
 		WriteBufferPool:  writeBufferPool,
 	}
+	if o.KubeEdgeLane {
+		d.Subprotocols = nil
+	}
 	ws, resp, err := d.DialContext(ctx, u.String(), hdr)
 	if err != nil {
 		if resp != nil {
@@ -186,7 +194,11 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		return nil, fmt.Errorf("dial hub %s: %w", u.Redacted(), err)
 	}
 	certs := out.Conn.(*tls.Conn).ConnectionState().PeerCertificates
-	return newConn(ws, out, o.NodeID, o.ProjectID, certs, o.Options), nil
+	lane := LaneKubeEdge
+	if ws.Subprotocol() == Subprotocol {
+		lane = LaneKedge
+	}
+	return newConn(ws, out, lane, o.NodeID, o.ProjectID, certs, o.Options), nil
 }
 
 // AcceptOptions tune Accept.
@@ -244,6 +256,8 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 		WriteBufferPool:  writeBufferPool,
 		// Edges are not browsers and are authenticated by their certificate, so Origin means nothing.
 		CheckOrigin: func(*http.Request) bool { return true },
+		// Selected only when the client offers it: a Kedge edge. KubeEdge's edgecore offers none.
+		Subprotocols: []string{Subprotocol},
 	}
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := up.Upgrade(hj, r, nil) // on failure Upgrade has already answered with an HTTP error
@@ -251,5 +265,9 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 		m.reject(rejectUpgrade)
 		return nil, fmt.Errorf("accept hub connection from %s (node %s): %w: %w", r.RemoteAddr, node, ErrRejected, err)
 	}
-	return newConn(ws, hj.conn, node, project, r.TLS.PeerCertificates, o.Options), nil
+	lane := LaneKubeEdge
+	if ws.Subprotocol() == Subprotocol {
+		lane = LaneKedge
+	}
+	return newConn(ws, hj.conn, lane, node, project, r.TLS.PeerCertificates, o.Options), nil
 }

@@ -136,12 +136,14 @@ func (m *Metrics) Stats() Stats {
 	return s
 }
 
-func (m *Metrics) message(dir int, bytes int) {
+func (m *Metrics) message(dir int, bytes int) { m.messageFrames(dir, 2, bytes) }
+
+func (m *Metrics) messageFrames(dir, frames int, bytes int) {
 	if m == nil {
 		return
 	}
 	m.messages[dir].Add(1)
-	m.frames[dir].Add(2)
+	m.frames[dir].Add(uint64(frames))
 	m.bytes[dir].Add(uint64(bytes))
 }
 

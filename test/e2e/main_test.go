@@ -84,7 +84,7 @@ func start(t *testing.T, binary string, env []string, args ...string) *daemon {
 	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	cmd := exec.Command(filepath.Join(binDir, binary), args...)
 	state := t.TempDir()
-	cmd.Env = append(os.Environ(), "KEDGE_STORE__PATH="+filepath.Join(state, binary+".db"), "KEDGE_ADMIN__ADDRESS="+admin,
+	cmd.Env = append(daemonEnviron(), "KEDGE_STORE__PATH="+filepath.Join(state, binary+".db"), "KEDGE_ADMIN__ADDRESS="+admin,
 		"KEDGE_ADMIN__SOCKET="+filepath.Join(state, binary+".sock"))
 	if binary == "cloudcore" { // the hub and certificate server on free loopback ports, the CA in the test's folder
 		cmd.Env = append(cmd.Env, "KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:0", "KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:0",
@@ -178,6 +178,18 @@ func (d *daemon) stop(sig syscall.Signal, limit time.Duration) (int, time.Durati
 	return d.cmd.ProcessState.ExitCode(), time.Since(begin)
 }
 
+// daemonEnviron is the test's environment without the variables meant for the tests themselves:
+// Kedge's binaries read every KEDGE_* variable as config and refuse unknown keys.
+func daemonEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KEDGE_KUBEEDGE_DIR=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // run runs a binary to completion and returns exit code, stdout and stderr.
 func run(t *testing.T, binary string, env []string, args ...string) (int, string, string) {
 	t.Helper()
@@ -191,7 +203,7 @@ func runWithin(t *testing.T, limit time.Duration, binary string, env []string, a
 	ctx, cancel := context.WithTimeout(context.Background(), slow.Scale(limit))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, binary), args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(daemonEnviron(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

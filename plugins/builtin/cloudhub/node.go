@@ -41,8 +41,10 @@ type node struct {
 	idleSince time.Time
 	forgotten bool
 
-	// kubeedge: the node runs KubeEdge's edgecore, which does not acknowledge. Entries are sent once,
-	// in order, and leave the queue once written (at most once over the wire); nothing is resent.
+	// kubeedge: the node's current connection is KubeEdge's edgecore (it did not offer Kedge's
+	// subprotocol, so it speaks KubeEdge's JSON lane; or it is listed in kubeedgeNodes), which does not
+	// acknowledge. Entries are sent once, in order, and leave the queue once written (at most once over
+	// the wire); nothing is resent. Set at each attach: the node may switch edgecore.
 	kubeedge bool
 	// asked remembers the sources of sync messages written to a KubeEdge peer, by message ID, so that
 	// its answer reaches them; bounded (oldest forgotten first).
@@ -68,7 +70,7 @@ func resendAfter(ack time.Duration, tries int) time.Duration { return ack << min
 
 func newNode(name string, m *Module) *node {
 	return &node{
-		name: name, m: m, kubeedge: m.isKubeEdge(name),
+		name: name, m: m,
 		limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst),
 		recent:  hub.NewRecent(4096),
 		entries: map[string]*entry{}, byID: map[string]*entry{}, asked: map[string]string{},
@@ -257,8 +259,10 @@ func (n *node) attach(conn *hub.Conn) *session {
 		return nil
 	}
 	old := n.sess
-	s := &session{n: n, conn: conn, up: make(chan *message.Message, 256)}
+	kubeedge := conn.Lane() == hub.LaneKubeEdge || n.m.isKubeEdge(n.name)
+	s := &session{n: n, conn: conn, up: make(chan *message.Message, 256), kubeedge: kubeedge}
 	n.sess = s
+	n.kubeedge = kubeedge
 	n.resetWire()
 	n.mu.Unlock()
 	if old != nil {
@@ -301,6 +305,8 @@ type session struct {
 	n    *node
 	conn *hub.Conn
 	up   chan *message.Message // from the edge, handled in order (pointers: an idle session holds a small buffer)
+	// kubeedge: the peer is KubeEdge's edgecore (see node.kubeedge), fixed for the session.
+	kubeedge bool
 }
 
 // run serves a session until its connection ends: a reader, an upstream worker and the sender.
@@ -334,7 +340,7 @@ func (m *Module) run(s *session) error {
 					if err := m.host.Reply(ctx, msg); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
 						m.host.Logger().Warn("edge answer not delivered", "node", s.n.name, "err", err)
 					}
-				} else if !s.n.kubeedge {
+				} else if !s.kubeedge {
 					m.metrics.lateAcks.Inc()
 				}
 				continue
@@ -378,7 +384,7 @@ func (m *Module) send(ctx context.Context, s *session) error {
 			if err := s.conn.Send(ctx, msg); err != nil {
 				return err
 			}
-			if s.n.kubeedge {
+			if s.kubeedge {
 				s.n.written(msg)
 			}
 			m.metrics.sent.Inc()
@@ -399,7 +405,23 @@ func (m *Module) send(ctx context.Context, s *session) error {
 func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) error {
 	s.n.upMu.Lock()
 	defer s.n.upMu.Unlock()
-	reply := func(r message.Message) error { return s.conn.Send(ctx, r) }
+	edgeResource := msg.Route.Resource
+	reply := func(r message.Message) error {
+		if r.Route.Resource != "" && r.Route.Resource != edgeResource {
+			// The answer names the request's resource as the edge sent it, not in the cloud's form
+			// (node/<node>/...): KubeEdge's metamanager stores answers under that resource.
+			if node, edge, err := message.ToEdge(r.Route.Resource); err == nil && node == s.n.name {
+				r.Route.Resource = edge
+			}
+		}
+		if s.kubeedge && r.Route.Group == "meta" {
+			// KubeEdge's edgehub takes from the cloud only the groups resource, twin, func and user
+			// (an answer in any other is dropped: "no handler found"); its metamanager's queries and
+			// writes are in group meta and are answered in group resource, as KubeEdge's cloud does.
+			r.Route.Group = "resource"
+		}
+		return s.conn.Send(ctx, r)
+	}
 	if msg.Route.Operation == message.OpKeepalive {
 		// KubeEdge edges send these beside websocket pings; liveness is the heartbeat's job here.
 		m.metrics.up.WithLabelValues("keepalive").Inc()
@@ -412,7 +434,7 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 	}
 	if msg.Route.Operation == message.OpInventory {
 		m.metrics.up.WithLabelValues("inventory").Inc()
-		if s.n.kubeedge {
+		if s.kubeedge && s.conn.Lane() == hub.LaneKedge {
 			m.host.Logger().Warn("node is listed in kubeedgeNodes but runs Kedge's edgehub (it sent an inventory): it gets at-most-once delivery; remove it from the list", "node", s.n.name)
 		}
 		m.event(s.n.name, message.OpInventory, msg.Content)

@@ -18,7 +18,8 @@ import (
 )
 
 // rawNode is an edge that speaks the hub protocol and does only what the test tells it: like
-// KubeEdge's edgecore, it sends no acknowledgements of its own.
+// KubeEdge's edgecore, it sends no acknowledgements of its own. A node named ke-* dials as KubeEdge's
+// edgecore does (no Kedge subprotocol: KubeEdge's JSON lane); others offer the Kedge lane.
 type rawNode struct {
 	t    *testing.T
 	name string
@@ -44,7 +45,8 @@ func newRawNode(t *testing.T, c *cloud, name string) *rawNode {
 
 func (r *rawNode) dial(c *cloud) {
 	r.t.Helper()
-	conn, err := hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: r.tls, NodeID: r.name, Options: hub.Options{Heartbeat: 5 * time.Second}})
+	conn, err := hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: r.tls, NodeID: r.name,
+		KubeEdgeLane: strings.HasPrefix(r.name, "ke-"), Options: hub.Options{Heartbeat: 5 * time.Second}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -125,10 +127,8 @@ func TestPeerKindDecidesWhetherUnacknowledgedMessagesStayAndAreResent(t *testing
 		{"a KubeEdge peer gets each once and the queue forgets it", "ke-1", nil, "default/pod/c@1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := startCloud(t, func(m *Module) {
-				m.KubeEdgeNodes = []string{"ke-*", "other"}
-				m.AckTimeout = 50 * time.Millisecond
-			})
+			// No kubeedgeNodes list: the handshake tells a KubeEdge edgecore from a Kedge one.
+			c := startCloud(t, func(m *Module) { m.AckTimeout = 50 * time.Millisecond })
 			edge := newRawNode(t, c, tc.node)
 			// Queued while the node is offline: coalesced to the latest version of each object.
 			c.send(t, tc.node, "a", 1)
@@ -154,10 +154,7 @@ func TestPeerKindDecidesWhetherUnacknowledgedMessagesStayAndAreResent(t *testing
 }
 
 func TestKubeEdgePeerAfterAReconnectGetsOnlyWhatWasQueuedOfflineOnceAndAnswersSyncRequests(t *testing.T) {
-	c := startCloud(t, func(m *Module) {
-		m.KubeEdgeNodes = []string{"ke-1"}
-		m.AckTimeout = 50 * time.Millisecond
-	})
+	c := startCloud(t, func(m *Module) { m.AckTimeout = 50 * time.Millisecond })
 	edge := newRawNode(t, c, "ke-1")
 	edge.dial(c)
 	c.send(t, "ke-1", "a", 1)
@@ -284,4 +281,32 @@ func TestHubRefusesACertificateRevokedByAReplacingJoin(t *testing.T) {
 	}
 	replacement := &rawNode{t: t, name: "edge-1", tls: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: old.tls.RootCAs, MinVersion: tls.VersionTLS12}}
 	replacement.dial(c)
+}
+
+func TestAnswersToTheEdgeNameItsResourceAndUseAGroupItsEdgehubTakes(t *testing.T) {
+	for _, tc := range []struct {
+		name, node, wantGroup string
+	}{
+		{"a KubeEdge edge gets group resource (its edgehub drops group meta)", "ke-1", "resource"},
+		{"a Kedge edge gets the request's group", "kedge-1", "meta"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Group meta goes to a module that is not running: cloudhub itself answers, with an error.
+			c := startCloud(t, func(m *Module) { m.Dispatch = map[string]string{"meta": "nobody"} })
+			edge := newRawNode(t, c, tc.node)
+			edge.dial(c)
+			q := message.New("edged", "meta", message.OpQuery, "kube-node-lease/lease/"+tc.node)
+			q.Header.Sync = true
+			if err := edge.conn.Send(context.Background(), q); err != nil {
+				t.Fatal(err)
+			}
+			got := edge.receive()
+			if got.Header.ParentID != q.Header.ID || got.Route.Operation != message.OpError {
+				t.Fatalf("got %s, want the error answer to %s", got.String(), q.Header.ID)
+			}
+			if got.Route.Group != tc.wantGroup || got.Route.Resource != q.Route.Resource {
+				t.Fatalf("answer has group %q resource %q, want group %q and the edge's resource %q", got.Route.Group, got.Route.Resource, tc.wantGroup, q.Route.Resource)
+			}
+		})
+	}
 }

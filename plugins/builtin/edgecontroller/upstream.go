@@ -93,6 +93,9 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 
 // fromEdge handles one request of an edge node and returns the answer's content.
 func (m *Module) fromEdge(ctx context.Context, node string, res message.Resource, msg sdk.Message) (any, error) {
+	if content, handled, err := m.fromKubeEdge(ctx, node, res, msg); handled { // kubeedge.go
+		return content, err
+	}
 	op := msg.Route.Operation
 	switch {
 	case res.Type == TypeNodeStat && isWrite(op):

@@ -48,6 +48,7 @@ type Module struct {
 	Heartbeat     time.Duration `yaml:"heartbeat" doc:"Ping period both ways; a link silent for two periods is declared dead and redialed."`
 	BackoffMin    time.Duration `yaml:"backoffMin" doc:"First redial wait (full jitter: a random wait up to the current bound)."`
 	BackoffMax    time.Duration `yaml:"backoffMax" doc:"Upper bound of the redial wait."`
+	HealthyAfter  time.Duration `yaml:"healthyAfter" doc:"A link counts as healthy once the cloud sent a message it could read or it stayed up this long; only a healthy link resets the redial backoff, so a cloud that closes right after the handshake is redialed with growing waits, never in a tight loop."`
 	Window        int           `yaml:"window" doc:"Upstream messages sent but not yet acknowledged, at most."`
 	AckTimeout    time.Duration `yaml:"ackTimeout" doc:"An upstream message not acknowledged within this is sent again (same ID; the cloud drops repeats); each further resend on the same connection waits twice as long, up to 16 times this. A reconnect resends at once."`
 	HandleTimeout time.Duration `yaml:"handleTimeout" doc:"How long a message from the cloud may wait for the edge module handling it before the next is taken (it stays queued for that module)."`
@@ -65,6 +66,7 @@ type Module struct {
 	kick     chan struct{} // an upstream message was queued
 	wg       sync.WaitGroup
 	online   atomic.Bool
+	proven   atomic.Bool // the current link carried a message from the cloud (it speaks our protocol)
 	metrics  *metrics
 	recent   *hub.Recent // IDs of messages from the cloud already handled (repeats are re-acked, not redone)
 	async    map[string]bool
@@ -84,6 +86,7 @@ func New() *Module {
 		Heartbeat:     15 * time.Second,
 		BackoffMin:    time.Second,
 		BackoffMax:    time.Minute,
+		HealthyAfter:  30 * time.Second,
 		Window:        64,
 		AckTimeout:    15 * time.Second,
 		HandleTimeout: time.Minute,
@@ -105,8 +108,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return errors.New("edgehub needs the host's durable outbox; run it builtin")
 	}
 	m.outbox = op.Outbox()
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout and backoffMin must be positive and backoffMax >= backoffMin")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.HealthyAfter <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout, backoffMin and healthyAfter must be positive and backoffMax >= backoffMin")
 	}
 	if m.dialHook == nil {
 		if err := m.loadTLS(); err != nil {
@@ -203,31 +206,49 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	return nil
 }
 
-// connectLoop dials until ctx ends, serving each connection until it breaks.
+// connectLoop dials until ctx ends, serving each connection until it breaks. The redial wait (full
+// jitter, doubling up to backoffMax) resets only after a healthy link: one that carried a message
+// from the cloud or stayed up healthyAfter. A link that dies unproven — a cloud that accepts and
+// closes, or speaks another protocol — counts as a failed dial, so it is never redialed in a loop.
 func (m *Module) connectLoop(ctx context.Context) {
 	bound := m.BackoffMin
+	wait := func(reason string, err error) bool {
+		d := time.Duration(rand.Int64N(int64(bound)) + 1) // full jitter: anywhere in (0, bound]
+		m.host.Logger().Warn(reason, "server", m.Server, "retry_in", d.Round(time.Millisecond), "err", err)
+		bound = min(bound*2, m.BackoffMax)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
 	for ctx.Err() == nil {
 		conn, err := m.dial(ctx)
 		if err != nil {
 			m.metrics.dials.WithLabelValues("error").Inc()
-			wait := time.Duration(rand.Int64N(int64(bound)) + 1) // full jitter: anywhere in (0, bound]
-			m.host.Logger().Warn("cannot reach the cloud; working offline", "server", m.Server, "retry_in", wait.Round(time.Millisecond), "err", err)
-			bound = min(bound*2, m.BackoffMax)
-			select {
-			case <-ctx.Done():
+			if !wait("cannot reach the cloud; working offline", err) {
 				return
-			case <-time.After(wait):
 			}
 			continue
 		}
 		m.metrics.dials.WithLabelValues("ok").Inc()
-		bound = m.BackoffMin
+		m.proven.Store(false)
 		began := time.Now()
 		err = m.serve(ctx, conn)
 		if ctx.Err() != nil {
 			return
 		}
-		m.host.Logger().Warn("cloud link lost; redialing", "after", time.Since(began).Round(time.Millisecond), "err", err)
+		up := time.Since(began)
+		if m.proven.Load() || up >= m.HealthyAfter {
+			bound = m.BackoffMin
+			m.host.Logger().Warn("cloud link lost; redialing", "after", up.Round(time.Millisecond), "err", err)
+			continue
+		}
+		m.metrics.links.WithLabelValues("unproven").Inc()
+		if !wait("cloud link closed before the cloud sent anything; backing off", fmt.Errorf("after %s: %w", up.Round(time.Millisecond), err)) {
+			return
+		}
 	}
 }
 

@@ -30,7 +30,8 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 		m.event(context.WithoutCancel(ctx), message.OpDisconnected)
 	}()
 
-	up := &upstream{m: m, conn: conn, inflight: map[string]*flight{}, acked: map[int64]bool{}, wake: make(chan struct{}, 1)}
+	up := &upstream{m: m, conn: conn, inflight: map[string]*flight{}, acked: map[int64]bool{}, wake: make(chan struct{}, 1),
+		sendOnce: conn.Lane() == hub.LaneKubeEdge, asked: map[string]*flight{}}
 	down := make(chan *message.Message, 256) // ≥ the cloud's window, so the reader never stalls behind the worker
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -41,6 +42,7 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 				cancel(err)
 				return
 			}
+			m.proven.Store(true)
 			if msg.IsReply() && up.ack(ctx, msg) {
 				continue
 			}
@@ -81,13 +83,37 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 			}
 		}
 	})
-	if m.SendInventory {
+	kubeedge := conn.Lane() == hub.LaneKubeEdge
+	if kubeedge {
+		// KubeEdge's cloudcore: no inventory (it keeps ObjectSync records instead), and it expects the
+		// keepalive message its own edgehub sends every heartbeat.
+		m.host.Logger().Info("the cloud is KubeEdge's cloudcore (it selected no kedge.hub.v1): KubeEdge's JSON lane, upstream messages sent once", "server", m.Server)
+		wg.Go(func() { m.keepalive(ctx, conn) })
+	} else if m.SendInventory {
 		if err := m.sendInventory(ctx, conn); err != nil {
 			m.host.Logger().Warn("inventory not sent; the cloud resends from its own records", "err", err)
 		}
 	}
 	cancel(up.run(ctx))
 	return context.Cause(ctx)
+}
+
+// keepalive sends KubeEdge's keepalive message every heartbeat, as KubeEdge's edgehub does (its
+// cloudhub closes a node's session when they stop).
+func (m *Module) keepalive(ctx context.Context, conn *hub.Conn) {
+	tick := time.NewTicker(m.Heartbeat)
+	defer tick.Stop()
+	for {
+		ka, _ := message.New("websocket", "resource", message.OpKeepalive, "node").WithContent("ping")
+		if err := conn.Send(ctx, ka); err != nil {
+			return // the connection is gone; serve notices through Receive
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // handleDown gives a message from the cloud to the module that owns its group and acknowledges it
@@ -151,7 +177,16 @@ type upstream struct {
 	acked    map[int64]bool     // acknowledged out of order, waiting for the prefix
 	lastSent int64
 	wake     chan struct{}
+	// sendOnce: the cloud is KubeEdge's cloudcore, which acknowledges nothing but answers sync
+	// messages. Each message is done once written (at most once, as KubeEdge's own edgehub sends);
+	// a sync one waits in asked (bounded) for its answer, which goes to the module that asked.
+	sendOnce   bool
+	asked      map[string]*flight
+	askedOrder []string
 }
+
+// maxAsked bounds the sync messages sent to a KubeEdge cloud whose answers are still routed.
+const maxAsked = 1024
 
 type flight struct {
 	seq   int64
@@ -208,6 +243,24 @@ func (u *upstream) fill(ctx context.Context) error {
 			u.mu.Unlock()
 			continue
 		}
+		if u.sendOnce {
+			if err := u.conn.Send(ctx, msg); err != nil {
+				return err
+			}
+			u.mu.Lock()
+			u.order, u.acked[e.Seq], u.lastSent = append(u.order, e.Seq), true, e.Seq
+			if msg.Header.Sync {
+				u.asked[msg.Header.ID] = &flight{seq: e.Seq, msg: msg}
+				u.askedOrder = append(u.askedOrder, msg.Header.ID)
+				if len(u.askedOrder) > maxAsked {
+					delete(u.asked, u.askedOrder[0])
+					u.askedOrder = u.askedOrder[1:]
+				}
+			}
+			u.mu.Unlock()
+			u.m.metrics.sent.Inc()
+			continue
+		}
 		u.mu.Lock()
 		u.inflight[msg.Header.ID] = &flight{seq: e.Seq, sent: time.Now(), msg: msg}
 		u.order = append(u.order, e.Seq)
@@ -228,6 +281,8 @@ func (u *upstream) ack(ctx context.Context, resp message.Message) bool {
 	if ok {
 		delete(u.inflight, resp.Header.ParentID)
 		u.acked[f.seq] = true
+	} else if f, ok = u.asked[resp.Header.ParentID]; ok {
+		delete(u.asked, resp.Header.ParentID) // done when written; only its answer was awaited
 	}
 	u.mu.Unlock()
 	if !ok {

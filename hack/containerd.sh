@@ -18,6 +18,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RUN="${CONTAINERD_DIR:-$ROOT/_run/containerd}"
 SOCK="$RUN/containerd.sock"
+# A second containerd beside the first (a test that must not share one) names its own bridge and subnet.
+BRIDGE="${CONTAINERD_BRIDGE:-kedge0}"
+SUBNET="${CONTAINERD_SUBNET:-10.88.0.0/16}"
 CNI_BIN=/usr/lib/cni
 
 say() { printf '[containerd] %s\n' "$*" >&2; }
@@ -69,8 +72,8 @@ EOF
   "cniVersion": "0.4.0",
   "name": "kedge",
   "plugins": [
-    {"type": "bridge", "bridge": "kedge0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "dataDir": "$RUN/cni-ipam", "ranges": [[{"subnet": "10.88.0.0/16"}]],
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$RUN/cni-ipam", "ranges": [[{"subnet": "$SUBNET"}]],
               "routes": [{"dst": "0.0.0.0/0"}]}}
   ]
 }

@@ -81,6 +81,44 @@ func Start(t testing.TB) (string, *Client) {
 	return ep, c
 }
 
+// StartPrivate starts a containerd of the test's own (its folder, socket, CNI bridge and subnet) and
+// stops it, with every pod it ran, when the test ends. For a node agent that treats every sandbox of
+// its runtime as its own — an upstream kubelet stops pods it did not create — so it can never stop
+// the pods of tests sharing the common containerd.
+func StartPrivate(t testing.TB, bridge, subnet string) (string, *Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs containerd (not with -short)")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "containerd.sh")
+	dir, err := os.MkdirTemp("", "kedge-containerd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "CONTAINERD_DIR="+dir, "CONTAINERD_BRIDGE="+bridge, "CONTAINERD_SUBNET="+subnet)
+	up := exec.Command(script, "up")
+	up.Env, up.Stdout, up.Stderr = env, os.Stderr, os.Stderr
+	t.Cleanup(func() {
+		down := exec.Command(script, "down")
+		down.Env, down.Stdout, down.Stderr = env, os.Stderr, os.Stderr
+		if err := down.Run(); err != nil {
+			t.Logf("stopping the private containerd in %s: %v", dir, err)
+		}
+		_ = os.RemoveAll(dir)
+	})
+	if err := up.Run(); err != nil {
+		t.Fatalf("private containerd (hack/containerd.sh up in %s): %v", dir, err)
+	}
+	ep := "unix://" + filepath.Join(dir, "containerd.sock")
+	c, err := Dial(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return ep, c
+}
+
 // Dial connects to a CRI endpoint (unix://path).
 func Dial(ep string) (*Client, error) {
 	conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -15,29 +15,6 @@ import (
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
-// kubeedgeDir is KEDGE_KUBEEDGE_DIR, or the first shared/kubeedge beside this folder or one of its
-// parents (the project's ../shared/kubeedge, also from a worktree).
-func kubeedgeDir() string {
-	if d := os.Getenv("KEDGE_KUBEEDGE_DIR"); d != "" {
-		return d
-	}
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		return filepath.Join("..", "..", "..", "shared", "kubeedge")
-	}
-	for {
-		cand := filepath.Join(dir, "shared", "kubeedge")
-		if st, err := os.Stat(cand); err == nil && st.IsDir() {
-			return cand
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return filepath.Join("..", "..", "..", "shared", "kubeedge")
-		}
-		dir = parent
-	}
-}
-
 // A real KubeEdge v1.23.1 mapper (the virtual-mapper generated from KubeEdge's mapper-framework, its
 // DMI code unmodified) against Kedge's edgecore and cloudcore: it registers, its twin reports reach
 // the Device status, its device state reports (ReportDeviceStates, which it only makes because
@@ -48,10 +25,7 @@ func kubeedgeDir() string {
 // (UpdateDevice) and its reports still arrive.
 func TestKubeEdgeVirtualMapperRegistersReportsTwinsAndStateAndSurvivesAnEdgecoreRestart(t *testing.T) {
 	needBinaries(t)
-	bin := filepath.Join(kubeedgeDir(), "mappers", "virtual-mapper")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("KubeEdge's virtual-mapper is missing (%v): it is ../shared/kubeedge/mappers/virtual-mapper (or $KEDGE_KUBEEDGE_DIR/mappers/virtual-mapper), see that folder's README", err)
-	}
+	bin := filepath.Join(kubeedgeDir(t, filepath.Join("mappers", "virtual-mapper")), "mappers", "virtual-mapper")
 	k8s, err := k8senv.Start()
 	if err != nil {
 		t.Fatal(err)

@@ -141,7 +141,9 @@ func upstreamEdgecoreConfig(t *testing.T, edgecore, dir, node, token string, hub
 func TestUpstreamEdgecoreRunsAPodWithAConfigMapUnderKedgeCloudcore(t *testing.T) {
 	needBinaries(t)
 	keDir := kubeedgeDir(t, "edgecore")
-	cri, criClient := crienv.Start(t)
+	// Its own containerd: an upstream kubelet stops every sandbox of its runtime it did not create, so
+	// on the shared one it would stop the pods of the tests running beside it.
+	cri, criClient := crienv.StartPrivate(t, "keup0", "10.89.0.0/16")
 	node := fmt.Sprintf("ke-up-%d", os.Getpid()%100000)
 	cgroupRoot(t, node)
 	env, err := k8senv.Start()

@@ -2,6 +2,7 @@ package edgecontroller_test
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -53,7 +54,8 @@ func TestEdgeNodeAdvertisesCloudstreamAsItsKubeletEndpointOnlyWhenConfigured(t *
 					t.Fatal(err)
 				}
 				opts = append(opts, sdktest.Beside(sinfo, map[string]any{"streamAddress": "127.0.0.1:0", "tunnelAddress": "127.0.0.1:0",
-					"advertiseAddress": tc.advertise, "pkiDir": pkiDir, "kubeconfig": env.Kubeconfig}))
+					"advertiseAddress": tc.advertise, "pkiDir": pkiDir, "kubeconfig": env.Kubeconfig,
+					"clientCAFile": filepath.Join(pkiDir, "ca.crt")})) // any CA: only the advertised endpoint is checked
 			}
 			h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms", "sendServices": false}, opts...)
 			node := "stream-" + strings.ReplaceAll(strings.ToLower(tc.name), " ", "-")

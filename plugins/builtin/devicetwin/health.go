@@ -104,7 +104,7 @@ func (h *devHealth) condition() statusCondition {
 		for _, p := range props {
 			rs = append(rs, h.refused[p])
 		}
-		parts = append(parts, "edgecore refused readings of "+strings.Join(props, ", ")+": "+strings.Join(rs, "; "))
+		parts = append(parts, "edgecore refused readings: "+strings.Join(rs, "; ")) // each names its property
 	}
 	if reason == "" {
 		return statusCondition{Type: devicesv1beta1.ConditionHealthy, Status: "True", Reason: devicesv1beta1.ReasonReadingsOK,

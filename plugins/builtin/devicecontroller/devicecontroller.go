@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -51,9 +52,11 @@ type Module struct {
 	InventoryWait time.Duration `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
 	SyncTimeout   time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or missing CRDs fail the start with this error."`
 	HubModule     string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	EventInterval time.Duration `yaml:"eventInterval" doc:"At most one Warning Event write per device and reason per interval when its Healthy condition turns False; failures within it are added to the Event's count at the next write."`
 
 	host    sdk.Host
 	rest    rest.Interface
+	client  kubernetes.Interface // Events
 	devInf  cache.SharedIndexInformer
 	modInf  cache.SharedIndexInformer
 	queue   workqueue.TypedRateLimitingInterface[item]
@@ -71,6 +74,9 @@ type Module struct {
 
 	mirrorMu sync.Mutex
 	mirrored map[string]string // device "ns/name" -> "<uid>/<sha256>" of the DeviceStatus last written
+
+	evMu   sync.Mutex
+	events map[string]*eventRecord // "ns/name/reason" -> the Warning Event last written (events.go)
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -84,6 +90,7 @@ func New() *Module {
 		InventoryWait: 10 * time.Second,
 		SyncTimeout:   30 * time.Second,
 		HubModule:     "cloudhub",
+		EventInterval: time.Minute,
 	}
 }
 
@@ -109,8 +116,8 @@ func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 {
-		return errors.New("workers, qps, burst, syncTimeout and inventoryWait must be positive")
+	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 || m.EventInterval <= 0 {
+		return errors.New("workers, qps, burst, syncTimeout, inventoryWait and eventInterval must be positive")
 	}
 	m.host = h
 	m.state = map[string]*nodeState{}
@@ -118,6 +125,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.unsent = map[string]map[string]bool{}
 	m.records = map[string]devRecord{}
 	m.mirrored = map[string]string{}
+	m.events = map[string]*eventRecord{}
 	m.stop = make(chan struct{})
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
@@ -131,6 +139,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-devicecontroller"
 		if m.rest, err = NewRESTClient(cfg); err != nil {
 			return fmt.Errorf("API client for %s: %w", v1beta1.GroupVersion, err)
+		}
+		if m.client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("API client for events: %w", err)
 		}
 	}
 	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),

@@ -550,7 +550,7 @@ func TestStatusReportsForAnotherNodesDeviceOrWithBadContentAreRefusedAndNothingW
 		{"another node's device", b, "d", good, "forbidden"},
 		{"malformed JSON", a, "d", []byte(`{"twins": [`), "not a device status report"},
 		{"twins of the wrong shape", a, "d", []byte(`{"twins": {"temperature": 1}}`), "not a device status report"},
-		{"an empty report", a, "d", []byte(`{}`), "no twins, state or lastOnlineTime"},
+		{"an empty report", a, "d", []byte(`{}`), "no twins, state, lastOnlineTime or condition"},
 		{"an unknown device", a, "nope", good, "no device " + r.ns + "/nope"},
 		{"an unknown property", a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("humidity", "40", 1000)}}, `no property "humidity"`},
 		{"a timestamp that is not a number", a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{{PropertyName: "temperature", Reported: v1beta1.TwinProperty{Value: "1", Metadata: map[string]string{"timestamp": "yesterday"}}}}}, "timestamp"},

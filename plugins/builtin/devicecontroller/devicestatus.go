@@ -20,7 +20,7 @@ import (
 // when missing, replaced when different (its extensions kept), guarded by resourceVersion and retried
 // on conflict. What was last written is remembered, so a report that changes nothing costs no call.
 func (m *Module) mirrorStatus(ctx context.Context, dev *v1beta1.Device, st v1beta1.DeviceInstanceStatus) error {
-	want := v1beta1.DeviceStatusStatus{Twins: st.Twins, State: st.State, LastOnlineTime: st.LastOnlineTime}
+	want := v1beta1.DeviceStatusStatus{Twins: st.Twins, State: st.State, LastOnlineTime: st.LastOnlineTime, Conditions: st.Conditions}
 	raw, err := json.Marshal(want)
 	if err != nil {
 		return err

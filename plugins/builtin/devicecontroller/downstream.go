@@ -189,6 +189,7 @@ func (m *Module) syncDevice(ctx context.Context, it item) error {
 	// The Device's DeviceStatus object: created with the Device (holding what Device.status holds),
 	// deleted with it.
 	if dev == nil {
+		m.forgetEvents(it.Namespace, it.Name)
 		return m.dropStatus(ctx, it.Namespace, it.Name)
 	}
 	return m.mirrorStatus(ctx, dev, dev.Status)

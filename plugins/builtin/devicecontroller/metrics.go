@@ -13,6 +13,8 @@ type metrics struct {
 	conflicts  prometheus.Counter
 
 	deviceStatuses *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	conditions     *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -35,8 +37,12 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Device status writes retried because the Device changed meanwhile (resourceVersion conflict)."}),
 		deviceStatuses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicecontroller_devicestatus_writes_total",
 			Help: "Writes of DeviceStatus objects (devicestatuses.devices.kubeedge.io), by result (ok, error)."}, []string{"result"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicecontroller_warning_events_total",
+			Help: "Warning Events on Devices whose Healthy condition turned False, by reason and result (written, suppressed: within eventInterval of the last one, error)."}, []string{"reason", "result"}),
+		conditions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicecontroller_health_reports_total",
+			Help: "Healthy conditions reported by edge nodes, by status (True, False, Unknown) and reason."}, []string{"status", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.olderTwins, m.deferred, m.reconciles, m.conflicts, m.deviceStatuses} {
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.olderTwins, m.deferred, m.reconciles, m.conflicts, m.deviceStatuses, m.events, m.conditions} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

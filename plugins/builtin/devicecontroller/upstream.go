@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"strconv"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kedge-io/kedge/host/message"
@@ -24,7 +27,24 @@ type DeviceStatusReport struct {
 	Twins          []v1beta1.Twin `json:"twins,omitempty"`
 	State          string         `json:"state,omitempty"`
 	LastOnlineTime string         `json:"lastOnlineTime,omitempty"`
+	// Condition is the device's Healthy condition as the edge decided it (a Kedge addition: sent by
+	// Kedge's devicetwin when it changes; KubeEdge's edgecore sends none): set in Device.status.conditions.
+	Condition *ReportCondition `json:"condition,omitempty"`
 }
+
+// ReportCondition is a condition the edge reports; devicecontroller sets its lastTransitionTime.
+type ReportCondition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
+}
+
+// reasonPattern is metav1.Condition's reason rule (the CRD refuses others).
+var reasonPattern = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`)
+
+// maxConditionMessage bounds a condition message (metav1.Condition allows 32768).
+const maxConditionMessage = 4096
 
 // MetaTimestamp is the twin metadata key holding milliseconds since the epoch, as a decimal string.
 const MetaTimestamp = "timestamp"
@@ -136,8 +156,21 @@ func decodeReport(raw []byte, dev *v1beta1.Device) (DeviceStatusReport, error) {
 	if err := dec.Decode(&rep); err != nil {
 		return rep, fmt.Errorf("%w: content is not a device status report: %v", errInvalid, err)
 	}
-	if len(rep.Twins) == 0 && rep.State == "" && rep.LastOnlineTime == "" {
-		return rep, fmt.Errorf("%w: the report carries no twins, state or lastOnlineTime", errInvalid)
+	if len(rep.Twins) == 0 && rep.State == "" && rep.LastOnlineTime == "" && rep.Condition == nil {
+		return rep, fmt.Errorf("%w: the report carries no twins, state, lastOnlineTime or condition", errInvalid)
+	}
+	if c := rep.Condition; c != nil {
+		switch {
+		case c.Type != v1beta1.ConditionHealthy:
+			return rep, fmt.Errorf("%w: condition.type %q: the edge reports only %q", errInvalid, c.Type, v1beta1.ConditionHealthy)
+		case c.Status != string(metav1.ConditionTrue) && c.Status != string(metav1.ConditionFalse) && c.Status != string(metav1.ConditionUnknown):
+			return rep, fmt.Errorf("%w: condition.status %q is not True, False or Unknown", errInvalid, c.Status)
+		case !reasonPattern.MatchString(c.Reason) || len(c.Reason) > 1024:
+			return rep, fmt.Errorf("%w: condition.reason %q is not a CamelCase word (%s)", errInvalid, c.Reason, reasonPattern)
+		}
+		if len(c.Message) > maxConditionMessage {
+			c.Message = c.Message[:maxConditionMessage-3] + "..."
+		}
 	}
 	known := map[string]bool{}
 	for _, p := range dev.Spec.Properties {
@@ -180,6 +213,12 @@ func (m *Module) deviceStatus(ctx context.Context, node string, res message.Reso
 	rep, err := decodeReport(raw, dev)
 	if err != nil {
 		return "", fmt.Errorf("status of device %s/%s: %w", res.Namespace, res.Name, err)
+	}
+	if c := rep.Condition; c != nil {
+		m.metrics.conditions.WithLabelValues(c.Status, c.Reason).Inc()
+		if c.Status == string(metav1.ConditionFalse) {
+			defer func() { m.warn(ctx, dev, c.Reason, c.Message) }()
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		status, changed, older := merge(dev.Status, rep)
@@ -252,6 +291,12 @@ func merge(cur v1beta1.DeviceInstanceStatus, rep DeviceStatusReport) (v1beta1.De
 	}
 	if rep.State != "" && rep.State != out.State {
 		out.State, changed = rep.State, true
+	}
+	if c := rep.Condition; c != nil {
+		if meta.SetStatusCondition(&out.Conditions, metav1.Condition{Type: c.Type, Status: metav1.ConditionStatus(c.Status),
+			Reason: c.Reason, Message: c.Message, LastTransitionTime: metav1.Now()}) {
+			changed = true
+		}
 	}
 	if rep.LastOnlineTime != "" && rep.LastOnlineTime != out.LastOnlineTime {
 		in, _ := parseOnline(rep.LastOnlineTime)

@@ -111,6 +111,7 @@ func (m *Module) deleteDevice(ctx context.Context, ns, name string) error {
 	}
 	m.pendingMu.Lock()
 	delete(m.pending, k)
+	delete(m.health, k)
 	m.pendingMu.Unlock()
 	return nil
 }

@@ -75,6 +75,7 @@ type Module struct {
 
 	pendingMu sync.Mutex
 	pending   map[string]*pendingStatus // ns/name -> what goes upstream at the next flush
+	health    map[string]*devHealth     // ns/name -> refused readings, offline (health.go)
 
 	// Group commit (commit.go): Handle queues, the committer writes and answers.
 	qMu      sync.Mutex
@@ -95,6 +96,7 @@ type pendingStatus struct {
 	twins          map[string]*statusTwin
 	state          string
 	lastOnlineTime string
+	condition      *statusCondition
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -118,6 +120,7 @@ type metrics struct {
 	commitWrites   prometheus.Histogram
 	commitSeconds  prometheus.Histogram
 	commitFailures prometheus.Counter
+	refused        *prometheus.CounterVec
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
@@ -142,9 +145,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicetwin_commit_failures_total",
 			Help: "Group commits whose transaction failed (their requests were answered with an error, nothing acknowledged)."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicetwin_refused_total",
+			Help: "Device readings refused (out of the model's range, not of its type), by kind (reading); each one sets the Device's Healthy condition to False in the cloud."}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.metrics.requests, m.metrics.updates, m.metrics.upstream, m.metrics.dropped,
-		m.metrics.commitWrites, m.metrics.commitSeconds, m.metrics.commitFailures} {
+		m.metrics.commitWrites, m.metrics.commitSeconds, m.metrics.commitFailures, m.metrics.refused} {
 		if err := h.Metrics().Register(c); err != nil {
 			return err
 		}
@@ -152,6 +157,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.devices, m.byName, m.models = map[string]*devicesv1beta1.Device{}, map[string][]string{}, map[string]*devicesv1beta1.DeviceModel{}
 	m.twins, m.states, m.membership = map[string]map[string]*msgTwin{}, map[string]deviceState{}, map[string][]memberRef{}
 	m.pending = map[string]*pendingStatus{}
+	m.health = map[string]*devHealth{}
 	m.kick = make(chan struct{}, 1)
 	if err := m.load(ctx); err != nil {
 		return fmt.Errorf("load devicetwin tables: %w", err)
@@ -361,7 +367,7 @@ func (m *Module) flush(ctx context.Context) {
 	m.pending = map[string]*pendingStatus{}
 	m.pendingMu.Unlock()
 	for _, p := range batch {
-		st := deviceStatus{State: p.state, LastOnlineTime: p.lastOnlineTime}
+		st := deviceStatus{State: p.state, LastOnlineTime: p.lastOnlineTime, Condition: p.condition}
 		for _, t := range p.twins {
 			st.Twins = append(st.Twins, *t)
 		}
@@ -383,13 +389,18 @@ func (m *Module) flush(ctx context.Context) {
 func (m *Module) pend(ns, name string, fn func(p *pendingStatus)) {
 	m.pendingMu.Lock()
 	defer m.pendingMu.Unlock()
+	fn(m.pendingLocked(ns, name))
+}
+
+// pendingLocked returns the device's pending status, creating it (pendingMu held).
+func (m *Module) pendingLocked(ns, name string) *pendingStatus {
 	k := ns + "/" + name
 	p := m.pending[k]
 	if p == nil {
 		p = &pendingStatus{ns: ns, name: name, twins: map[string]*statusTwin{}}
 		m.pending[k] = p
 	}
-	fn(p)
+	return p
 }
 
 func (p *pendingStatus) twin(prop string) *statusTwin {

@@ -198,6 +198,9 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 				return nil, refuse(http.StatusBadRequest, "device %q property %q: the %s value is missing", id, p, side.name)
 			}
 			if err := checkValue(mp, *side.in.Value); err != nil {
+				if side.name == "actual" {
+					m.readingRefused(ns, id, p, err.Error())
+				}
 				return nil, refuse(http.StatusBadRequest, "device %q: %v", id, err)
 			}
 			ts := side.in.ts()
@@ -249,13 +252,16 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 	}
 	w.answer = result
 	w.after = func() {
+		var accepted []string
 		m.pend(ns, id, func(ps *pendingStatus) {
 			for _, c := range changes {
 				if c.actualSet {
 					ps.twin(c.prop).Reported = reportedOf(c.cur)
+					accepted = append(accepted, c.prop)
 				}
 			}
 		})
+		m.readingAccepted(ns, id, accepted)
 	}
 	if d, ok := m.build(deviceTopic(id, "/twin/update/document"), doc); ok {
 		w.msgs = append(w.msgs, d)
@@ -373,6 +379,7 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 				ps.lastOnlineTime = s.LastOnlineTime
 			}
 		})
+		m.stateChanged(ns, id, state)
 	}
 	return w, nil
 }
@@ -417,6 +424,7 @@ func (m *Module) dataUpdate(_ context.Context, id string, payload []byte) (any, 
 			return nil, refuse(http.StatusBadRequest, "device %q: property %q is not in model %q", id, p, modelName)
 		}
 		if err := checkValue(mp, *v.Value); err != nil {
+			m.readingRefused(ns, id, p, err.Error())
 			return nil, refuse(http.StatusBadRequest, "device %q: %v", id, err)
 		}
 		ts := v.ts()
@@ -426,11 +434,14 @@ func (m *Module) dataUpdate(_ context.Context, id string, payload []byte) (any, 
 		items = append(items, item{p, *v.Value, string(mp.Type), ts})
 	}
 	if len(items) > 0 {
+		accepted := make([]string, 0, len(items))
 		m.pend(ns, id, func(ps *pendingStatus) {
 			for _, it := range items {
 				ps.twin(it.prop).Reported = &statusProperty{Value: it.value, Metadata: map[string]string{"timestamp": msString(it.ts), "type": it.typ}}
+				accepted = append(accepted, it.prop)
 			}
 		})
+		m.readingAccepted(ns, id, accepted)
 	}
 	return nil, nil // no answer on success
 }

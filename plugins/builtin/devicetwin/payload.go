@@ -207,6 +207,8 @@ type deviceStatus struct {
 	Twins          []statusTwin `json:"twins,omitempty"`
 	State          string       `json:"state,omitempty"`
 	LastOnlineTime string       `json:"lastOnlineTime,omitempty"`
+	// Condition is the device's Healthy condition when it changed (a Kedge addition, see health.go).
+	Condition *statusCondition `json:"condition,omitempty"`
 }
 
 // checkValue converts v to the property's type and checks minimum/maximum; the error says what was

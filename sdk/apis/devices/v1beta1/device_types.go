@@ -15,6 +15,8 @@ import (
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`
 // +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.deviceModelRef.name`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
+// +kubebuilder:printcolumn:name="Healthy",type=string,JSONPath=`.status.conditions[?(@.type=="Healthy")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Healthy")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Device struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -315,7 +317,25 @@ type DeviceInstanceStatus struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	ReportCycle int64 `json:"reportCycle,omitempty"`
+	// Conditions (a Kedge addition; KubeEdge v1.23.1 has none): type Healthy is False with a reason
+	// and message while edgecore refuses the device's readings (out of the model's range, not of its
+	// type) or its mapper reports it offline, and True again once readings are accepted and it is
+	// online. Set by cloudcore's devicecontroller from what the edge's devicetwin reports.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// ConditionHealthy is the Device status condition saying whether the device's readings arrive.
+const ConditionHealthy = "Healthy"
+
+// Reasons of the Healthy condition.
+const (
+	ReasonReadingRefused = "ReadingRefused" // edgecore refused readings (range, type)
+	ReasonDeviceOffline  = "DeviceOffline"  // the mapper reports the device offline (unreachable, every read fails)
+	ReasonReadingsOK     = "ReadingsAccepted"
+)
 
 // Twin is one property's reported value and the desired value the device last observed.
 type Twin struct {

@@ -14,6 +14,7 @@ import (
 // +kubebuilder:resource:scope=Namespaced
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Last Online",type=string,JSONPath=`.status.lastOnlineTime`
+// +kubebuilder:printcolumn:name="Healthy",type=string,JSONPath=`.status.conditions[?(@.type=="Healthy")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DeviceStatus struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -50,6 +51,11 @@ type DeviceStatusStatus struct {
 	// time), as KubeEdge writes it.
 	// +optional
 	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
+	// Conditions are the Device's (Device.status.conditions, a Kedge addition): type Healthy.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 	// Extensions is free-form further status.
 	// +optional
 	Extensions *CustomizedValue `json:"extensions,omitempty"`

@@ -5,6 +5,7 @@
 package v1beta1
 
 import (
+	"k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -161,6 +162,13 @@ func (in *DeviceInstanceStatus) DeepCopyInto(out *DeviceInstanceStatus) {
 	if in.Twins != nil {
 		in, out := &in.Twins, &out.Twins
 		*out = make([]Twin, len(*in))
+		for i := range *in {
+			(*in)[i].DeepCopyInto(&(*out)[i])
+		}
+	}
+	if in.Conditions != nil {
+		in, out := &in.Conditions, &out.Conditions
+		*out = make([]v1.Condition, len(*in))
 		for i := range *in {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
@@ -470,6 +478,13 @@ func (in *DeviceStatusStatus) DeepCopyInto(out *DeviceStatusStatus) {
 	if in.Twins != nil {
 		in, out := &in.Twins, &out.Twins
 		*out = make([]Twin, len(*in))
+		for i := range *in {
+			(*in)[i].DeepCopyInto(&(*out)[i])
+		}
+	}
+	if in.Conditions != nil {
+		in, out := &in.Conditions, &out.Conditions
+		*out = make([]v1.Condition, len(*in))
 		for i := range *in {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}

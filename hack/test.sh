@@ -31,5 +31,5 @@ if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; t
 fi
 echo "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (started by the tests themselves, on loopback ports)"
 step "unit, integration and end-to-end tests (-race)"
-go test -race -count=1 -timeout 20m ./...
+go test -race -count=1 -timeout 45m ./...
 step "all tests passed"

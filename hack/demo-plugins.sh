@@ -6,10 +6,11 @@
 #       plugin twice (make module-modbus, versions 1.0.0 and 2.0.0), the thermocodec WASM codec v1
 #       (Celsius) and v2 (Kelvin) (make wasm), the libmodbus server (gcc), the T-100 simulator
 #       (hack/t100sim), the plugin-registry CLI, a registry signing key and an empty registry folder.
-#       Writes OUT/edgecore.args: the --set flags that run the mapper as a sha256-pinned process plugin
-#       and the codec as sha256-pinned WASM v1. The caller then starts cloudcore with
-#       modules.cloudhub.registryDir=OUT/registry and the rolloutcontroller, joins the edge with
-#       `edgecore join --registry-key OUT/regkey/registry.pub` and starts it with OUT/edgecore.args.
+#       The caller then starts cloudcore with modules.cloudhub.registryDir=OUT/registry and the
+#       rolloutcontroller and joins the edge with `edgecore join --registry-key OUT/regkey/registry.pub`.
+#   hack/demo-plugins.sh configure OUT CONFIG   add to join's edgecore.yaml the mapper as a sha256-pinned
+#       process plugin and the codec as sha256-pinned WASM v1; start edgecore with the --set flags in
+#       OUT/edgecore.args (DMI socket, WASM cache, pluginmanager timings).
 #   hack/demo-plugins.sh run OUT       the steps, printing what each proves; exits non-zero if one fails.
 #       Needs KUBECTL, EDGECORE (the binary), EDGE_SOCKET (its control socket), MQTT_PORT (its broker),
 #       NODE; NS (default: default).
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cmd=${1:-}; OUT=${2:-}
-[[ -n $cmd && -n $OUT ]] || { echo "usage: hack/demo-plugins.sh prepare|run|stop OUT" >&2; exit 2; }
+[[ -n $cmd && -n $OUT ]] || { echo "usage: hack/demo-plugins.sh prepare|configure|run|stop OUT" >&2; exit 2; }
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 step() { printf '==> %s\n' "$*"; }
@@ -38,6 +39,13 @@ stop_pids() {
 }
 
 case $cmd in
+configure) # OUT CONFIG: add the mapper's and the codec's blocks under modules: of edgecore join's config
+  cfg=${3:?usage: hack/demo-plugins.sh configure OUT CONFIG}
+  grep -q '^modules:$' "$cfg" || { echo "$cfg: no top-level modules: section (written by edgecore join?)" >&2; exit 1; }
+  ! grep -qE '^  (modbus|thermo-codec):' "$cfg" || { echo "$cfg already configures modbus or thermo-codec" >&2; exit 1; }
+  sed -i "/^modules:\$/r $OUT/modules.yaml" "$cfg"
+  exit 0
+  ;;
 stop)
   stop_pids
   exit 0
@@ -59,29 +67,35 @@ prepare)
   "$OUT/plugin-registry" keygen --out "$OUT/regkey" >/dev/null
   m1="$OUT/mapper-1.0.0/modules/modbus" c1="$OUT/wasm/thermocodec.wasm"
   mkdir -p "$OUT/mappers"
+  # The mapper's and the codec's blocks go into the config file (configure): set with --set or KEDGE_
+  # variables, a process plugin is handed the host's keys (enable) as its own settings and refuses them.
+  cat >"$OUT/modules.yaml" <<YAML
+  modbus:
+    enable: true
+    runtime: process
+    path: $m1
+    sha256: $(sum "$m1")
+    dmiSocket: $OUT/dmi.sock
+    socket: $OUT/mappers/modbus.sock
+    healthCycle: 1s
+    backoffMin: 100ms
+    backoffMax: 1s
+  thermo-codec:
+    enable: true
+    runtime: wasm
+    path: $c1
+    sha256: $(sum "$c1")
+YAML
   cat >"$OUT/edgecore.args" <<ARGS
 --set=plugins.cacheDir=$OUT/wasm-cache
 --set=modules.dmi.socket=$OUT/dmi.sock
---set=modules.modbus.enable=true
---set=modules.modbus.runtime=process
---set=modules.modbus.path=$m1
---set=modules.modbus.sha256=$(sum "$m1")
---set=modules.modbus.dmiSocket=$OUT/dmi.sock
---set=modules.modbus.socket=$OUT/mappers/modbus.sock
---set=modules.modbus.healthCycle=1s
---set=modules.modbus.backoffMin=100ms
---set=modules.modbus.backoffMax=1s
---set=modules.thermo-codec.enable=true
---set=modules.thermo-codec.runtime=wasm
---set=modules.thermo-codec.path=$c1
---set=modules.thermo-codec.sha256=$(sum "$c1")
 --set=modules.pluginmanager.healthTimeout=20s
 --set=modules.pluginmanager.healthStable=2s
 ARGS
   exit 0
   ;;
 run) ;;
-*) echo "usage: hack/demo-plugins.sh prepare|run|stop OUT" >&2; exit 2 ;;
+*) echo "usage: hack/demo-plugins.sh prepare|configure|run|stop OUT" >&2; exit 2 ;;
 esac
 
 : "${KUBECTL:?}" "${EDGECORE:?}" "${EDGE_SOCKET:?}" "${MQTT_PORT:?}" "${NODE:?}"

@@ -70,7 +70,6 @@ start() { # binary admin-address
 
 step "the plugin pieces: the modbus mapper as a process plugin (make module-modbus, 1.0.0 and 2.0.0), the thermocodec WASM codec v1 and v2 (make wasm), a registry signing key (hack/demo-plugins.sh prepare)"
 ./hack/demo-plugins.sh prepare "$RUN/plugins"
-mapfile -t PLUGIN_ARGS <"$RUN/plugins/edgecore.args"
 
 KEDGE_MODULES__CLOUDHUB__REGISTRYDIR="$PWD/$RUN/plugins/registry" \
   KEDGE_MODULES__ROLLOUTCONTROLLER__ENABLE=true KEDGE_MODULES__ROLLOUTCONTROLLER__KUBECONFIG="$KUBECONFIG" \
@@ -97,6 +96,9 @@ step "joining the edge node (edgecore join): checks the CA hash, gets a certific
 echo "    the same token again is refused (single use; demo-edge holds a valid certificate):"
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
   --data-dir "$PWD/$RUN/again" --config-out "$PWD/$RUN/again.yaml" 2>&1 | grep -o 'refused: .*' | cut -c1-110 | sed 's/^/    /' || true
+
+./hack/demo-plugins.sh configure "$RUN/plugins" "$PWD/$RUN/edgecore.yaml"
+mapfile -t PLUGIN_ARGS <"$RUN/plugins/edgecore.args"
 
 # edged runs the pods on that containerd (CRI); its pod folders live under the demo's state.
 KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \

@@ -86,6 +86,9 @@ func TestDemoPluginStepsRunProcessMapperWASMHotSwapAndRolloutLosingNoReading(t *
 	if code != 0 {
 		t.Fatalf("join: %d %s %s", code, jout, stderr)
 	}
+	if b, err := exec.Command(script, "configure", out, config).CombinedOutput(); err != nil {
+		t.Fatalf("hack/demo-plugins.sh configure: %v\n%s", err, b)
+	}
 	args := []string{"--config", config}
 	f, err := os.Open(filepath.Join(out, "edgecore.args"))
 	if err != nil {

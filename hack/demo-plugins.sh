@@ -139,13 +139,13 @@ sleep 0.3 # subscribed before the device reports
 sed -e "s/nodeName: edge-1/nodeName: $NODE/" -e "s/address: \"127.0.0.1:1502\"/address: \"$devaddr\"/" -e 's/timeout: 500ms/timeout: 5s/' \
   examples/devices/modbus-t100-device.yaml | "$KUBECTL" apply -n "$NS" -f - >/dev/null
 waitreadings 20 "WASM codec v1"
-echo "    $(nreadings) readings so far; the last: $(tail -1 "$DOCS" | grep -o '"actual":{"value":"[^"]*"' | cut -d'"' -f6) °C (count × 0.1)"
+echo "    $(nreadings) readings so far; the last: $(tail -1 "$DOCS" | grep -o '"actual":{"value":"[^"]*"' | tail -1 | cut -d'"' -f6) °C (count × 0.1)"
 for _ in $(seq 100); do "$KUBECTL" get device -n "$NS" "$DEVICE" -o jsonpath='{.status.twins[0].reported.value}' 2>/dev/null | grep -q . && break; sleep 0.2; done
 echo "    kubectl get device $DEVICE: temperature reported $("$KUBECTL" get device -n "$NS" "$DEVICE" -o jsonpath='{.status.twins[0].reported.value}')"
 
 step "hot swap of the codec WASM v1 -> v2 (Kelvin) while the device is polled (edgecore module swap)"
 c2="$OUT/wasm/thermocodec-v2.wasm"
-module swap thermo-codec --runtime wasm --path "$c2" --sha256 "$(sum "$c2")" | head -1 | say
+module swap thermo-codec --runtime wasm --path "$c2" --sha256 "$(sum "$c2")" | sed -n 1p | say
 n=$(nreadings)
 waitreadings $((n + 20)) "WASM codec v2"
 module ls | grep -E '^thermo-codec ' | say

@@ -101,7 +101,7 @@ echo "    the same token again is refused (single use; demo-edge holds a valid c
 mapfile -t PLUGIN_ARGS <"$RUN/plugins/edgecore.args"
 
 # edged runs the pods on that containerd (CRI); its pod folders live under the demo's state.
-KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \
+KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__PLUGINMANAGER__CONTROLSOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__EDGESTREAM__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__EDGED__ROOTDIR="$PWD/$RUN/edged" KEDGE_MODULES__NODESTATUS__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__NODESTATUS__STORAGEPATH="$PWD/$RUN" \

@@ -102,6 +102,7 @@ func TestDemoPluginStepsRunProcessMapperWASMHotSwapAndRolloutLosingNoReading(t *
 	}
 	f.Close()
 	mqttPort := freePort(t)
+	socket := filepath.Join(out, "edgecore.sock")
 	edge := start(t, "edgecore", []string{
 		"KEDGE_MODULES__NODESTATUS__INTERVAL=1s",
 		"KEDGE_MODULES__EDGEHUB__HEARTBEAT=1s", "KEDGE_MODULES__EDGEHUB__BACKOFFMAX=1s", "KEDGE_MODULES__EDGEHUB__ACKTIMEOUT=2s",
@@ -110,7 +111,9 @@ func TestDemoPluginStepsRunProcessMapperWASMHotSwapAndRolloutLosingNoReading(t *
 		"KEDGE_MODULES__EDGED__ENABLE=false", // the demo's pods are not what this test is about
 		"KEDGE_MODULES__EVENTBUS__MQTTMODE=internal",
 		"KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:" + strconv.Itoa(mqttPort),
+		"KEDGE_ADMIN__SOCKET=" + socket, "KEDGE_MODULES__PLUGINMANAGER__CONTROLSOCKET=" + socket, // as demo.sh
 	}, args...)
+	edge.socket = socket
 	edge.waitReadyOffline()
 	c := &cluster{t: t, k8s: k8s, node: "demo-edge", edge: edge}
 	waitFor(t, "edge node Ready", 60*time.Second, c.nodeReady)

@@ -27,6 +27,10 @@ wasm: ## build the example WASM modules into _bin/wasm/, packed with their manif
 	  $(BIN)/wasmpack -manifest wasm/examples/$$m/manifest.yaml -in $(BIN)/wasm/$$m.raw.wasm -out $(BIN)/wasm/$$m.wasm; \
 	  rm $(BIN)/wasm/$$m.raw.wasm; \
 	done
+	@# thermocodec firmware 2 (Kelvin): what make demo hot-swaps v1 to while the device is polled
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -tags thermocodec_v2 -o $(BIN)/wasm/thermocodec-v2.raw.wasm ./wasm/examples/thermocodec
+	$(BIN)/wasmpack -manifest wasm/examples/thermocodec/manifest-v2.yaml -in $(BIN)/wasm/thermocodec-v2.raw.wasm -out $(BIN)/wasm/thermocodec-v2.wasm
+	@rm $(BIN)/wasm/thermocodec-v2.raw.wasm
 
 # Device classes: the builtin modules each edgecore build carries; anything else runs as a process or
 # WASM plugin. `make classes` builds them and records size and idle memory in BENCHMARKS.md.

@@ -21,11 +21,13 @@ stop() {
 }
 
 if [[ ${1:-} == stop ]]; then
+  ./hack/demo-plugins.sh stop "$RUN/plugins"
   stop
   CONTROLPLANE_DIR="$PWD/$RUN/controlplane" ./hack/controlplane.sh down
   CONTAINERD_DIR="$PWD/$RUN/containerd" ./hack/containerd.sh down
   exit 0
 fi
+./hack/demo-plugins.sh stop "$RUN/plugins" 2>/dev/null || true
 stop # a previous demo, and its state: every run starts fresh
 CONTROLPLANE_DIR="$PWD/$RUN/controlplane" ./hack/controlplane.sh down >/dev/null 2>&1 || true
 CONTAINERD_DIR="$PWD/$RUN/containerd" ./hack/containerd.sh down >/dev/null 2>&1 || true
@@ -66,7 +68,12 @@ start() { # binary admin-address
   cat "$RUN/$b.log"; echo "$b not ready in 20s" >&2; exit 1
 }
 
-KEDGE_STORE__PATH="$PWD/$RUN/cloudcore.db" KEDGE_ADMIN__SOCKET="$PWD/$RUN/cloudcore.sock" KEDGE_MODULES__CLOUDHUB__PKIDIR="$PWD/$RUN/pki" \
+step "the plugin pieces: the modbus mapper as a process plugin (make module-modbus, 1.0.0 and 2.0.0), the thermocodec WASM codec v1 and v2 (make wasm), a registry signing key (hack/demo-plugins.sh prepare)"
+./hack/demo-plugins.sh prepare "$RUN/plugins"
+
+KEDGE_MODULES__CLOUDHUB__REGISTRYDIR="$PWD/$RUN/plugins/registry" \
+  KEDGE_MODULES__ROLLOUTCONTROLLER__ENABLE=true KEDGE_MODULES__ROLLOUTCONTROLLER__KUBECONFIG="$KUBECONFIG" \
+  KEDGE_STORE__PATH="$PWD/$RUN/cloudcore.db" KEDGE_ADMIN__SOCKET="$PWD/$RUN/cloudcore.sock" KEDGE_MODULES__CLOUDHUB__PKIDIR="$PWD/$RUN/pki" \
   KEDGE_MODULES__CLOUDHUB__ADDRESS=127.0.0.1:10000 KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=127.0.0.1:10002 \
   KEDGE_MODULES__EDGECONTROLLER__ENABLE=true KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG="$KUBECONFIG" \
   KEDGE_MODULES__DEVICECONTROLLER__ENABLE=true KEDGE_MODULES__DEVICECONTROLLER__KUBECONFIG="$KUBECONFIG" \
@@ -84,17 +91,21 @@ token=$("$BIN/cloudcore" token create --pki-dir "$PWD/$RUN/pki" --node demo-edge
 echo "    ${token:0:24}... (CA hash . signed JWT carrying the token's ID; 'cloudcore token ls' lists it)"
 step "joining the edge node (edgecore join): checks the CA hash, gets a certificate, writes edgecore.yaml"
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
-  --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --stream-port 10004 --force | sed 's/^/    /'
+  --data-dir "$PWD/$RUN/edge" --config-out "$PWD/$RUN/edgecore.yaml" --stream-port 10004 --force \
+  --registry-key "$PWD/$RUN/plugins/regkey/registry.pub" | sed 's/^/    /'
 echo "    the same token again is refused (single use; demo-edge holds a valid certificate):"
 "$BIN/edgecore" join --cloudcore-address 127.0.0.1 --token "$token" --node-name demo-edge \
   --data-dir "$PWD/$RUN/again" --config-out "$PWD/$RUN/again.yaml" 2>&1 | grep -o 'refused: .*' | cut -c1-110 | sed 's/^/    /' || true
 
+./hack/demo-plugins.sh configure "$RUN/plugins" "$PWD/$RUN/edgecore.yaml"
+mapfile -t PLUGIN_ARGS <"$RUN/plugins/edgecore.args"
+
 # edged runs the pods on that containerd (CRI); its pod folders live under the demo's state.
-KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \
+KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__PLUGINMANAGER__CONTROLSOCKET="$PWD/$RUN/edgecore.sock" KEDGE_MODULES__EDGED__ENABLE=true KEDGE_MODULES__EDGED__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__EDGESTREAM__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__EDGED__ROOTDIR="$PWD/$RUN/edged" KEDGE_MODULES__NODESTATUS__CRIENDPOINT="$CRI" \
   KEDGE_MODULES__NODESTATUS__STORAGEPATH="$PWD/$RUN" \
-  start edgecore 127.0.0.1:10360 --config "$PWD/$RUN/edgecore.yaml" --set modules.nodestatus.interval=2s
+  start edgecore 127.0.0.1:10360 --config "$PWD/$RUN/edgecore.yaml" --set modules.nodestatus.interval=2s "${PLUGIN_ARGS[@]}"
 
 step "waiting for the node to register in Kubernetes and turn Ready (nodestatus -> SQLite -> outbox -> edgehub -> cloudhub -> edgecontroller)"
 for _ in $(seq 150); do
@@ -175,6 +186,10 @@ done
 "$KUBECTL" get device thermometer-1 -o jsonpath='{range .status.twins[*]}    {.propertyName}: reported {.reported.value}{"\n"}{end}'
 "$KUBECTL" get devices | sed 's/^/    /'
 
+# The plugin framework: a process mapper, a WASM codec hot-swapped under polling, a PluginRollout.
+KUBECTL="$KUBECTL" EDGECORE="$BIN/edgecore" EDGE_SOCKET="$PWD/$RUN/edgecore.sock" MQTT_PORT=1884 NODE=demo-edge \
+  ./hack/demo-plugins.sh run "$RUN/plugins"
+
 step "the same pod and ConfigMap served by the edge's MetaServer (127.0.0.1:10550, from SQLite, works offline; node-admin token)"
 META_TOKEN="$PWD/$RUN/edge/metaserver-admin.token" # written by edgecore (mode 0600); pods use their service-account tokens
 for obj in "pods/$POD" configmaps/demo-config; do # whole answer first: head closing the pipe early would fail curl
@@ -210,6 +225,9 @@ Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006
   ctr -a $CONTAINERD_DIR/containerd.sock -n k8s.io containers ls   # what runs on the edge
   $KUBECTL --server https://127.0.0.1:10550 --certificate-authority $RUN/edge/metaserver.crt --token "\$(cat $RUN/edge/metaserver-admin.token)" get pods,configmaps   # the edge's MetaServer (read-only, node-admin token)
   $KUBECTL get device thermometer-1 -o yaml               # twins: reported values from the edge
+  $KUBECTL get device modbus-t100-1 -o yaml               # the Modbus T-100, read by the process mapper
+  $KUBECTL get pluginrollouts                              # the mapper's rollout from the signed registry
+  mosquitto_sub -p 1884 -v -t '\$hw/events/device/modbus-t100-1/twin/update/document'   # each reading
   mosquitto_sub -p 1884 -v -t '\$hw/events/#'              # the device API on the edge's embedded broker
   $KUBECTL patch device thermometer-1 --type json -p '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"19"}]'
                                                           # a new desired value: watch the delta topic

@@ -1,22 +1,16 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,9 +18,9 @@ import (
 
 	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
 	"github.com/kedge-io/kedge/plugins/mappers/codecs/thermo/layout"
-	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
 	"github.com/kedge-io/kedge/test/k8senv"
 	"github.com/kedge-io/kedge/test/slow"
+	"github.com/kedge-io/kedge/test/t100sim"
 )
 
 // The hot-swap acceptance of issue 8 through the real binaries: a T-100 thermometer (examples/devices
@@ -215,7 +209,7 @@ func TestModbusCodecHotSwappedToWASMUnderPollingLosesAndDuplicatesNoReading(t *t
 
 // t100Registers is where the T-100's count and check word sit (holding registers 30-32), as
 // examples/devices/modbus-t100-device.yaml says.
-const t100Registers = 30
+const t100Registers = t100sim.Registers
 
 // t100Reading is one temperature in a twin/update/document: the count it decodes to and whether
 // codec firmware 2 (Kelvin) decoded it.
@@ -347,169 +341,22 @@ func applyT100ExamplesWithTimeout(t *testing.T, c *cluster, ns, addr, timeout st
 	}
 }
 
-// seqDevice is the T-100's sampling: a Modbus TCP front of the libmodbus server that relays every
-// request and, after each read of the T-100's three registers, writes the next count into them (with
-// the project's mbtcp client, before the answer goes back), so every read the mapper makes returns a
-// new count. It records the counts it served, in order.
-type seqDevice struct {
-	ln     net.Listener
-	target string
-	at     uint16
-	dev    *mbtcp.Client
-
-	mu     sync.Mutex
-	next   uint32
-	served []uint32
-	err    error
-	conns  map[net.Conn]bool
-	wg     sync.WaitGroup
-}
+// seqDevice is the T-100's sampling (test/t100sim): a Modbus TCP front of the libmodbus server that
+// gives every read of the T-100's registers a new count and records the counts it served, in order.
+type seqDevice = t100sim.Device
 
 func startSeqDevice(t *testing.T, target string, at uint16) *seqDevice {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	d, err := t100sim.Start("127.0.0.1:0", target, at, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &seqDevice{ln: ln, target: target, at: at, dev: mbtcp.NewClient(target, mbtcp.Options{UnitID: 1}), next: 1, conns: map[net.Conn]bool{}}
-	if err := d.put(d.next); err != nil {
-		t.Fatalf("writing the first count into the libmodbus server: %v", err)
-	}
-	d.wg.Go(d.accept)
 	t.Cleanup(func() {
-		ln.Close()
-		d.mu.Lock()
-		for c := range d.conns {
-			c.Close()
-		}
-		d.mu.Unlock()
-		d.wg.Wait()
-		d.dev.Close()
-		if err := d.Err(); err != nil {
+		if err := d.Close(); err != nil {
 			t.Errorf("the T-100 device side: %v", err)
 		}
 	})
 	return d
-}
-
-// Addr is what the Device's protocol.configData.address points at.
-func (d *seqDevice) Addr() string { return d.ln.Addr().String() }
-
-// Served is the counts the mapper has read so far, in order.
-func (d *seqDevice) Served() []uint32 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]uint32(nil), d.served...)
-}
-
-func (d *seqDevice) Err() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.err
-}
-
-func (d *seqDevice) put(n uint32) error {
-	regs := layout.Registers(n, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return d.dev.WriteMultipleRegisters(ctx, d.at, regs[:])
-}
-
-func (d *seqDevice) accept() {
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			return
-		}
-		d.mu.Lock()
-		d.conns[c] = true
-		d.mu.Unlock()
-		d.wg.Go(func() { d.relay(c) })
-	}
-}
-
-// relay forwards one client connection's requests to the libmodbus server over a connection of its
-// own, one request at a time (as a Modbus TCP client sends them here).
-func (d *seqDevice) relay(c net.Conn) {
-	defer func() {
-		c.Close()
-		d.mu.Lock()
-		delete(d.conns, c)
-		d.mu.Unlock()
-	}()
-	up, err := net.Dial("tcp", d.target)
-	if err != nil {
-		d.fail(fmt.Errorf("dialing the libmodbus server: %w", err))
-		return
-	}
-	defer up.Close()
-	for {
-		req, err := readADU(c)
-		if err != nil {
-			return // the mapper closed or the test ended
-		}
-		if _, err := up.Write(req); err != nil {
-			d.fail(fmt.Errorf("relaying a request: %w", err))
-			return
-		}
-		resp, err := readADU(up)
-		if err != nil {
-			d.fail(fmt.Errorf("reading the libmodbus server's answer: %w", err))
-			return
-		}
-		if err := d.sample(req[7:], resp[7:]); err != nil {
-			d.fail(err)
-			return
-		}
-		if _, err := c.Write(resp); err != nil {
-			return
-		}
-	}
-}
-
-// sample: after an answered read of exactly the T-100's registers, record the count served and put
-// the next one in place.
-func (d *seqDevice) sample(req, resp []byte) error {
-	if len(req) != 5 || req[0] != byte(mbtcp.ReadHoldingRegisters) || binary.BigEndian.Uint16(req[1:]) != d.at || binary.BigEndian.Uint16(req[3:]) != 3 {
-		return nil
-	}
-	if len(resp) != 8 || resp[0] != byte(mbtcp.ReadHoldingRegisters) {
-		return fmt.Errorf("the libmodbus server answered a read of holding registers %d-%d with % x", d.at, d.at+2, resp)
-	}
-	served := uint32(binary.BigEndian.Uint16(resp[2:]))<<16 | uint32(binary.BigEndian.Uint16(resp[4:]))
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if served != d.next {
-		return fmt.Errorf("read count %d from the registers, the device holds %d", served, d.next)
-	}
-	d.served = append(d.served, served)
-	d.next++
-	return d.put(d.next)
-}
-
-func (d *seqDevice) fail(err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.err == nil && !errors.Is(err, net.ErrClosed) {
-		d.err = err
-	}
-}
-
-// readADU reads one Modbus TCP frame: the 7-byte MBAP header and the PDU its length announces.
-func readADU(r io.Reader) ([]byte, error) {
-	hdr := make([]byte, 7, 260)
-	if _, err := io.ReadFull(r, hdr); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(hdr[4:]))
-	if n < 2 || n > 254 {
-		return nil, fmt.Errorf("MBAP length %d out of range 2..254", n)
-	}
-	buf := append(hdr, make([]byte, n-1)...)
-	if _, err := io.ReadFull(r, buf[7:]); err != nil {
-		return nil, err
-	}
-	return buf, nil
 }
 
 // thermoGuests are wasm/examples/thermocodec built and packed as `make wasm` does: v1 (Celsius,

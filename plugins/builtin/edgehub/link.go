@@ -297,7 +297,11 @@ func (u *upstream) ack(ctx context.Context, resp message.Message) bool {
 	if u.ke != nil && u.ke.answered(resp) {
 		delete(u.asked, resp.Header.ParentID)
 		u.mu.Unlock()
-		u.m.host.Logger().Info("KubeEdge's cloudcore answered the node's registration; node status follows", "answer", string(resp.Content))
+		answer := string(resp.Content)
+		if len(answer) > 300 {
+			answer = answer[:300] + "…"
+		}
+		u.m.host.Logger().Info("KubeEdge's cloudcore answered the node's registration; node status follows", "answer", answer)
 		return true
 	}
 	f, ok := u.inflight[resp.Header.ParentID]

@@ -32,6 +32,9 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 
 	up := &upstream{m: m, conn: conn, inflight: map[string]*flight{}, acked: map[int64]bool{}, wake: make(chan struct{}, 1),
 		sendOnce: conn.Lane() == hub.LaneKubeEdge, asked: map[string]*flight{}}
+	if up.sendOnce {
+		up.ke = newKubeEdgeCloud(m.host.NodeName())
+	}
 	down := make(chan *message.Message, 256) // ≥ the cloud's window, so the reader never stalls behind the worker
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -183,6 +186,8 @@ type upstream struct {
 	sendOnce   bool
 	asked      map[string]*flight
 	askedOrder []string
+	// ke adapts what Kedge's edge modules send to what KubeEdge's cloudcore expects (sendOnce only).
+	ke *kubeEdgeCloud
 }
 
 // maxAsked bounds the sync messages sent to a KubeEdge cloud whose answers are still routed.
@@ -244,6 +249,18 @@ func (u *upstream) fill(ctx context.Context) error {
 			continue
 		}
 		if u.sendOnce {
+			u.mu.Lock()
+			out, err := u.ke.translate(msg, time.Now())
+			u.mu.Unlock()
+			if err != nil {
+				u.m.host.Logger().Error("upstream message cannot be put in KubeEdge's form and is dropped", "msg", msg.String(), "err", err)
+				u.m.metrics.damaged.Inc()
+				u.mu.Lock()
+				u.order, u.acked[e.Seq], u.lastSent = append(u.order, e.Seq), true, e.Seq
+				u.mu.Unlock()
+				continue
+			}
+			msg = out
 			if err := u.conn.Send(ctx, msg); err != nil {
 				return err
 			}
@@ -277,6 +294,16 @@ func (u *upstream) fill(ctx context.Context) error {
 // ack records the cloud's answer to an upstream message; false if it answers nothing in flight.
 func (u *upstream) ack(ctx context.Context, resp message.Message) bool {
 	u.mu.Lock()
+	if u.ke != nil && u.ke.answered(resp) {
+		delete(u.asked, resp.Header.ParentID)
+		u.mu.Unlock()
+		answer := string(resp.Content)
+		if len(answer) > 300 {
+			answer = answer[:300] + "…"
+		}
+		u.m.host.Logger().Info("KubeEdge's cloudcore answered the node's registration; node status follows", "answer", answer)
+		return true
+	}
 	f, ok := u.inflight[resp.Header.ParentID]
 	if ok {
 		delete(u.inflight, resp.Header.ParentID)

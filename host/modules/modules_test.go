@@ -386,6 +386,37 @@ func TestPlanHandsPluginModulesToTheirRuntimeLoader(t *testing.T) {
 	}
 }
 
+func TestPlanKeepsHostKeysSetByFlagsOutOfAPluginsOwnSettings(t *testing.T) {
+	j := &journal{}
+	l := &stubLoader{j: j}
+	tree := map[string]any{"modules": map[string]any{
+		"vendor": map[string]any{"enable": false, "runtime": "process", "path": "/opt/v", "port": 502},
+	}}
+	set, err := config.ParseSet([]string{"modules.vendor.enable=true", "modules.vendor.SHA256=cd", "modules.vendor.port=503"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Plan("edge.yaml", tree, &set, nil, Loaders{Process: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(plan); !slices.Equal(got, []string{"vendor"}) {
+		t.Fatalf("planned %v, want the plugin enabled by --set", got)
+	}
+	if len(l.seen) != 1 {
+		t.Fatalf("loader saw %+v", l.seen)
+	}
+	v := l.seen[0]
+	if v.Settings.SHA256 != "cd" || v.Config["port"] != 503 {
+		t.Fatalf("loader saw settings %+v config %v, want sha256 cd and port 503", v.Settings, v.Config)
+	}
+	for k := range v.Config {
+		if slices.Contains(hostKeys, strings.ToLower(k)) {
+			t.Fatalf("the plugin's own settings carry the host key %q: %v", k, v.Config)
+		}
+	}
+}
+
 func TestPlanRejectsPluginModulesWithoutPathOrLoader(t *testing.T) {
 	j := &journal{}
 	tests := []struct {

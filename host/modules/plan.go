@@ -172,6 +172,11 @@ func planOne(source string, raw any, ov *config.Overrides, info sdk.Info, loader
 		}
 		if ov != nil {
 			ov.ApplyRaw(at, modPart) // KEDGE_/--set reach a plugin's own settings; it decodes them strictly
+			for k := range modPart { // ...except the host's keys, which Decode already took into s
+				if slices.Contains(hostKeys, strings.ToLower(k)) {
+					delete(modPart, k)
+				}
+			}
 		}
 		mod, err := loader.New(Spec{Name: info.Name, Group: group, Settings: s, Config: modPart})
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -50,8 +51,9 @@ type Module struct {
 	ctx        context.Context
 	wg         sync.WaitGroup
 	reregister chan struct{}
-	registered chan struct{} // closed at the first successful registration
-	hlis       net.Listener  // the handover socket (handover.go); nil once handed over
+	registered chan struct{}          // closed at the first successful registration
+	hlis       net.Listener           // the handover socket (handover.go); nil once handed over
+	collectors []prometheus.Collector // the protocol's own metrics (WithCollectors)
 
 	mu         sync.Mutex
 	released   bool                               // handing its devices and socket to a new instance, or handed them (handover.go)
@@ -117,6 +119,13 @@ func (m *Module) validate() error {
 // of this mapper (a hot swap starts the new instance beside the old one), Start takes its devices
 // over first (handover.go): the old instance finishes its in-flight reads and reports and stops
 // polling, this one takes the socket and registers before Start returns.
+// WithCollectors adds the protocol's own metrics (a line's CRC errors, a session's reconnects) to
+// the module's registry at Start, beside the mapper's.
+func (m *Module) WithCollectors(cs ...prometheus.Collector) *Module {
+	m.collectors = append(m.collectors, cs...)
+	return m
+}
+
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.validate(); err != nil {
 		return fmt.Errorf("mapper %s: %w", h.Name(), err)
@@ -129,6 +138,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	m.metrics = mt
+	for _, c := range m.collectors {
+		if err := h.Metrics().Register(c); err != nil {
+			return fmt.Errorf("mapper %s: registering the protocol's metrics: %w", h.Name(), err)
+		}
+	}
 	lis, err := listenUnix(m.Socket)
 	var prev *takeover
 	if errors.Is(err, errSocketInUse) {

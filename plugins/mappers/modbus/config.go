@@ -9,28 +9,42 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbrtu"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
 )
 
-// ProtocolConfig is a device's spec.protocol.configData:
+// ProtocolConfig is a device's spec.protocol.configData, Modbus TCP:
 //
 //	{"address": "127.0.0.1:502", "unitID": 1, "timeout": "1s"}
+//
+// or Modbus RTU on a serial line (KubeEdge's field names; defaults 19200 baud, 8 data bits, even
+// parity, 1 stop bit):
+//
+//	{"serialPort": "/dev/ttyUSB0", "baudRate": 115200, "dataBits": 8, "parity": "even", "stopBits": 1, "slaveID": 1}
 //
 // KubeEdge's modbus mapper spellings are accepted too: "ip" + "port" for address, "slaveID" for
 // unitID. Unknown fields are an error (a typo would otherwise be silently ignored).
 type ProtocolConfig struct {
-	Address string
+	Address string      // Modbus TCP: host:port
+	Serial  *mbrtu.Line // Modbus RTU: the serial line (Address is empty)
 	UnitID  byte
 	Timeout time.Duration
+	Retries int // RTU: resends of a request whose answer arrived damaged
 }
 
 type rawProtocol struct {
-	Address string          `json:"address"`
-	IP      string          `json:"ip"`
-	Port    json.RawMessage `json:"port"`
-	UnitID  *int            `json:"unitID"`
-	SlaveID *int            `json:"slaveID"`
-	Timeout json.RawMessage `json:"timeout"`
+	Address    string          `json:"address"`
+	IP         string          `json:"ip"`
+	Port       json.RawMessage `json:"port"`
+	UnitID     *int            `json:"unitID"`
+	SlaveID    *int            `json:"slaveID"`
+	Timeout    json.RawMessage `json:"timeout"`
+	SerialPort string          `json:"serialPort"`
+	BaudRate   int             `json:"baudRate"`
+	DataBits   int             `json:"dataBits"`
+	Parity     string          `json:"parity"`
+	StopBits   int             `json:"stopBits"`
+	Retries    *int            `json:"retries"`
 }
 
 func decodeStrict(data []byte, v any) error {
@@ -49,6 +63,28 @@ func ParseProtocolConfig(data []byte) (ProtocolConfig, error) {
 		return ProtocolConfig{}, fmt.Errorf("modbus protocol configData: %w", err)
 	}
 	c := ProtocolConfig{Address: r.Address, UnitID: 1, Timeout: time.Second}
+	serial := r.SerialPort != "" || r.BaudRate != 0 || r.DataBits != 0 || r.Parity != "" || r.StopBits != 0
+	if serial && (r.Address != "" || r.IP != "" || len(r.Port) > 0) {
+		return c, fmt.Errorf(`modbus protocol configData: both a TCP address and serial line fields are set; a device is either Modbus TCP ("address") or Modbus RTU ("serialPort", "baudRate", ...)`)
+	}
+	if !serial && r.Retries != nil {
+		return c, fmt.Errorf(`modbus protocol configData: "retries" applies to Modbus RTU (a serial line) only`)
+	}
+	if serial {
+		l, err := mbrtu.Line{Port: r.SerialPort, BaudRate: r.BaudRate, DataBits: r.DataBits, Parity: r.Parity, StopBits: r.StopBits}.Normalize()
+		if err != nil {
+			return c, fmt.Errorf("modbus protocol configData: %w", err)
+		}
+		c.Serial = &l
+		if r.Retries != nil {
+			if *r.Retries < 0 || *r.Retries > 10 {
+				return c, fmt.Errorf("modbus protocol configData: retries %d out of range 0..10", *r.Retries)
+			}
+			c.Retries = *r.Retries
+		} else {
+			c.Retries = 2
+		}
+	}
 	if c.Address == "" && r.IP != "" {
 		port := strings.Trim(string(r.Port), `"`)
 		if port == "" {
@@ -56,15 +92,17 @@ func ParseProtocolConfig(data []byte) (ProtocolConfig, error) {
 		}
 		c.Address = net.JoinHostPort(r.IP, port)
 	}
-	if c.Address == "" {
-		return c, fmt.Errorf(`modbus protocol configData: "address" is required (host:port, e.g. "127.0.0.1:502")`)
+	if c.Address == "" && c.Serial == nil {
+		return c, fmt.Errorf(`modbus protocol configData: "address" (Modbus TCP, host:port, e.g. "127.0.0.1:502") or "serialPort" (Modbus RTU, e.g. "/dev/ttyUSB0") is required`)
 	}
-	host, port, err := net.SplitHostPort(c.Address)
-	if err != nil || host == "" {
-		return c, fmt.Errorf("modbus protocol configData: address %q is not host:port", c.Address)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return c, fmt.Errorf("modbus protocol configData: address %q has port %q, want 1..65535", c.Address, port)
+	if c.Serial == nil {
+		host, port, err := net.SplitHostPort(c.Address)
+		if err != nil || host == "" {
+			return c, fmt.Errorf("modbus protocol configData: address %q is not host:port", c.Address)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return c, fmt.Errorf("modbus protocol configData: address %q has port %q, want 1..65535", c.Address, port)
+		}
 	}
 	unit := r.UnitID
 	if unit == nil {
@@ -77,6 +115,7 @@ func ParseProtocolConfig(data []byte) (ProtocolConfig, error) {
 		c.UnitID = byte(*unit)
 	}
 	if len(r.Timeout) > 0 {
+		var err error
 		var s string
 		var ms float64
 		switch {

@@ -1,10 +1,12 @@
 package modbus
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbrtu"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
 )
 
@@ -14,11 +16,20 @@ func TestProtocolConfigParsing(t *testing.T) {
 		want     ProtocolConfig
 		err      string
 	}{
-		{"full", `{"address":"127.0.0.1:502","unitID":3,"timeout":"250ms"}`, ProtocolConfig{"127.0.0.1:502", 3, 250 * time.Millisecond}, ""},
-		{"defaults", `{"address":"plc:1502"}`, ProtocolConfig{"plc:1502", 1, time.Second}, ""},
-		{"KubeEdge spelling", `{"ip":"10.0.0.5","port":"5020","slaveID":7}`, ProtocolConfig{"10.0.0.5:5020", 7, time.Second}, ""},
-		{"timeout in ms", `{"address":"h:1","timeout":1500}`, ProtocolConfig{"h:1", 1, 1500 * time.Millisecond}, ""},
-		{"missing address", `{}`, ProtocolConfig{}, `"address" is required`},
+		{"full", `{"address":"127.0.0.1:502","unitID":3,"timeout":"250ms"}`, ProtocolConfig{Address: "127.0.0.1:502", UnitID: 3, Timeout: 250 * time.Millisecond}, ""},
+		{"defaults", `{"address":"plc:1502"}`, ProtocolConfig{Address: "plc:1502", UnitID: 1, Timeout: time.Second}, ""},
+		{"KubeEdge spelling", `{"ip":"10.0.0.5","port":"5020","slaveID":7}`, ProtocolConfig{Address: "10.0.0.5:5020", UnitID: 7, Timeout: time.Second}, ""},
+		{"timeout in ms", `{"address":"h:1","timeout":1500}`, ProtocolConfig{Address: "h:1", UnitID: 1, Timeout: 1500 * time.Millisecond}, ""},
+		{"RTU, KubeEdge's fields", `{"serialPort":"/dev/ttyUSB0","baudRate":115200,"dataBits":8,"parity":"odd","stopBits":2,"slaveID":4,"timeout":"300ms"}`,
+			ProtocolConfig{Serial: &mbrtu.Line{Port: "/dev/ttyUSB0", BaudRate: 115200, DataBits: 8, Parity: "odd", StopBits: 2}, UnitID: 4, Timeout: 300 * time.Millisecond, Retries: 2}, ""},
+		{"RTU defaults", `{"serialPort":"/dev/ttyS1","retries":0}`,
+			ProtocolConfig{Serial: &mbrtu.Line{Port: "/dev/ttyS1", BaudRate: 19200, DataBits: 8, Parity: "even", StopBits: 1}, UnitID: 1, Timeout: time.Second}, ""},
+		{"RTU and TCP at once", `{"serialPort":"/dev/ttyS1","address":"h:1"}`, ProtocolConfig{}, "either Modbus TCP"},
+		{"RTU without a port", `{"baudRate":9600}`, ProtocolConfig{}, `"serialPort" is required`},
+		{"RTU bad parity", `{"serialPort":"/dev/ttyS1","parity":"space"}`, ProtocolConfig{}, `parity "space" is not one of none, even, odd`},
+		{"RTU bad baud", `{"serialPort":"/dev/ttyS1","baudRate":14400}`, ProtocolConfig{}, "baudRate 14400"},
+		{"retries on TCP", `{"address":"h:1","retries":3}`, ProtocolConfig{}, "Modbus RTU (a serial line) only"},
+		{"missing address", `{}`, ProtocolConfig{}, `"address" (Modbus TCP`},
 		{"no port", `{"address":"127.0.0.1"}`, ProtocolConfig{}, `address "127.0.0.1" is not host:port`},
 		{"bad port", `{"address":"h:99999"}`, ProtocolConfig{}, `has port "99999", want 1..65535`},
 		{"unit out of range", `{"address":"h:1","unitID":300}`, ProtocolConfig{}, "unitID 300 out of range 0..255"},
@@ -35,7 +46,7 @@ func TestProtocolConfigParsing(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
 			}
 		})
@@ -96,7 +107,7 @@ func TestVisitorConfigParsing(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
 			}
 		})
@@ -132,7 +143,7 @@ func TestCodecVisitorConfigParsing(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v %v, want %+v", got, err, tc.want)
 			}
 		})

@@ -1,5 +1,6 @@
-// Package modbus is the Modbus TCP mapper (protocol "modbus"): a mapper.Driver over the project's own
-// Modbus TCP client (package mbtcp), registered as the builtin module "modbus".
+// Package modbus is the Modbus mapper (protocol "modbus"): a mapper.Driver over the project's own
+// Modbus TCP client (package mbtcp) and Modbus RTU serial-line client (package mbrtu), registered as
+// the builtin module "modbus".
 package modbus
 
 import (
@@ -10,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbrtu"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/mapper"
@@ -27,47 +28,74 @@ const (
 var Info = sdk.Info{
 	Name:    Name,
 	Group:   "mapper",
-	Doc:     "Mapper for Modbus TCP devices (protocol modbus): coils, discrete inputs, holding and input registers; int16/uint16/int32/uint32/float32 with scale, offset and byte/word order; registered with edgecore over DMI.",
+	Doc:     "Mapper for Modbus TCP and Modbus RTU (serial line) devices (protocol modbus): coils, discrete inputs, holding and input registers; int16/uint16/int32/uint32/float32 with scale, offset and byte/word order; registered with edgecore over DMI.",
 	Enabled: false,
-	New:     func() sdk.Module { return mapper.New(Protocol, NewDriver) },
+	New:     func() sdk.Module { return mapper.New(Protocol, NewDriver).WithCollectors(lines) },
 }
 
 func init() { sdk.Register(Info) }
 
-// pool shares one client (one TCP connection) among the devices behind one server address (a
-// gateway with several unit ids), counted so the last device to close closes the connection.
-var pool = struct {
-	sync.Mutex
-	clients map[poolKey]*pooled
-}{clients: map[poolKey]*pooled{}}
-
-type poolKey struct {
-	addr    string
-	timeout time.Duration
+// transport carries requests to one device: a Modbus TCP connection or an RTU serial line.
+type transport interface {
+	Do(ctx context.Context, unit byte, req mbtcp.Request) (mbtcp.Response, error)
+	Close() error
 }
 
+// pool shares one transport among the devices behind one server address (a gateway with several
+// unit ids) or on one serial line (an RS-485 bus with several slaves, whose requests must take
+// turns), counted so the last device to close closes it.
+var pool = struct {
+	sync.Mutex
+	clients map[string]*pooled
+}{clients: map[string]*pooled{}}
+
 type pooled struct {
-	c    *mbtcp.Client
+	t    transport
+	line *mbrtu.Line // RTU: the line's settings, which every device on it must share
 	refs int
 }
 
-func acquire(addr string, timeout time.Duration) *mbtcp.Client {
-	pool.Lock()
-	defer pool.Unlock()
-	k := poolKey{addr, timeout}
-	p := pool.clients[k]
-	if p == nil {
-		p = &pooled{c: mbtcp.NewClient(addr, mbtcp.Options{Timeout: timeout})}
-		pool.clients[k] = p
+func poolKey(cfg ProtocolConfig) string {
+	if cfg.Serial != nil {
+		return "rtu:" + cfg.Serial.Port
 	}
-	p.refs++
-	return p.c
+	return fmt.Sprintf("tcp:%s/%s", cfg.Address, cfg.Timeout)
 }
 
-func release(addr string, timeout time.Duration) error {
+func acquire(cfg ProtocolConfig) (transport, error) {
 	pool.Lock()
 	defer pool.Unlock()
-	k := poolKey{addr, timeout}
+	k := poolKey(cfg)
+	p := pool.clients[k]
+	if p == nil {
+		if cfg.Serial != nil {
+			retries := cfg.Retries
+			if retries == 0 {
+				retries = -1 // mbrtu: 0 is its default, negative none
+			}
+			c, err := mbrtu.NewClient(*cfg.Serial, mbrtu.Options{Timeout: cfg.Timeout, Retries: retries})
+			if err != nil {
+				return nil, err
+			}
+			lines.add(c)
+			p = &pooled{t: c, line: cfg.Serial}
+		} else {
+			p = &pooled{t: mbtcp.NewClient(cfg.Address, mbtcp.Options{Timeout: cfg.Timeout})}
+		}
+		pool.clients[k] = p
+	} else if cfg.Serial != nil && *p.line != *cfg.Serial {
+		l := p.line
+		return nil, fmt.Errorf("serial line %s is already in use at %d baud, %d data bits, parity %s, %d stop bits by another device; every device on one line must use the same baudRate, dataBits, parity and stopBits",
+			l.Port, l.BaudRate, l.DataBits, l.Parity, l.StopBits)
+	}
+	p.refs++
+	return p.t, nil
+}
+
+func release(cfg ProtocolConfig) error {
+	pool.Lock()
+	defer pool.Unlock()
+	k := poolKey(cfg)
 	p := pool.clients[k]
 	if p == nil {
 		return nil
@@ -76,14 +104,17 @@ func release(addr string, timeout time.Duration) error {
 		return nil
 	}
 	delete(pool.clients, k)
-	return p.c.Close()
+	if c, ok := p.t.(*mbrtu.Client); ok {
+		lines.remove(c)
+	}
+	return p.t.Close()
 }
 
 // Driver serves one Modbus device (one unit id at one server address).
 type Driver struct {
 	device   mapper.DeviceRef
 	cfg      ProtocolConfig
-	client   *mbtcp.Client
+	client   transport
 	visitors map[string]visitorEntry // property name → parsed visitor
 }
 
@@ -109,10 +140,14 @@ func (d *Driver) Init(_ context.Context, p mapper.ProtocolConfig) error {
 		return fmt.Errorf("device %s: %w", p.Device, err)
 	}
 	if d.client != nil {
-		release(d.cfg.Address, d.cfg.Timeout)
+		release(d.cfg)
+		d.client = nil
 	}
-	d.device, d.cfg, d.visitors = p.Device, cfg, map[string]visitorEntry{}
-	d.client = acquire(cfg.Address, cfg.Timeout)
+	t, err := acquire(cfg)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", p.Device, err)
+	}
+	d.device, d.cfg, d.visitors, d.client = p.Device, cfg, map[string]visitorEntry{}, t
 	return nil
 }
 
@@ -122,7 +157,7 @@ func (d *Driver) Close() error {
 		return nil
 	}
 	d.client = nil
-	return release(d.cfg.Address, d.cfg.Timeout)
+	return release(d.cfg)
 }
 
 // Health reads holding register 0: any answer, an exception included, proves the device is there,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
@@ -46,7 +47,11 @@ type Client struct {
 	f      *os.File
 	last   time.Time // end of the last frame sent or received
 	closed bool
-	stats  Stats
+	stats  counters
+}
+
+type counters struct {
+	requests, crcErrors, badFrames, retries, timeouts, opens atomic.Uint64
 }
 
 // NewClient checks the line settings and returns a client; it does not open the device yet.
@@ -67,11 +72,11 @@ func NewClient(line Line, opts Options) (*Client, error) {
 // Line is the client's line settings, defaults filled.
 func (c *Client) Line() Line { return c.line }
 
-// Stats returns the counters.
+// Stats returns the counters; it does not wait for a request in flight.
 func (c *Client) Stats() Stats {
-	c.sem <- struct{}{}
-	defer func() { <-c.sem }()
-	return c.stats
+	s := &c.stats
+	return Stats{Requests: s.requests.Load(), CRCErrors: s.crcErrors.Load(), BadFrames: s.badFrames.Load(),
+		Retries: s.retries.Load(), Timeouts: s.timeouts.Load(), Opens: s.opens.Load()}
 }
 
 // Close closes the device; later requests fail with ErrClosed.
@@ -121,7 +126,7 @@ func (c *Client) Do(ctx context.Context, unit byte, req mbtcp.Request) (mbtcp.Re
 		var crc *CRCError
 		damaged := errors.As(err, &crc) || errors.Is(err, errBadFrame)
 		if damaged && attempt < c.opts.Retries && ctx.Err() == nil {
-			c.stats.Retries++
+			c.stats.retries.Add(1)
 			continue
 		}
 		return mbtcp.Response{}, fmt.Errorf("mbrtu: %s to %s unit %d: %w", req.Function, c.line.Port, unit, err)
@@ -137,7 +142,7 @@ func (c *Client) roundTrip(ctx context.Context, unit byte, req mbtcp.Request, ad
 			return mbtcp.Response{}, err
 		}
 		c.f, c.last = f, time.Time{}
-		c.stats.Opens++
+		c.stats.opens.Add(1)
 	}
 	f := c.f
 	// The line must be silent for t3.5 before a frame starts.
@@ -161,7 +166,7 @@ func (c *Client) roundTrip(ctx context.Context, unit byte, req mbtcp.Request, ad
 	stop := context.AfterFunc(ctx, func() { f.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	c.stats.Requests++
+	c.stats.requests.Add(1)
 	if _, err := f.Write(adu); err != nil {
 		c.drop()
 		return mbtcp.Response{}, c.ioErr(ctx, "send", err)
@@ -180,13 +185,13 @@ func (c *Client) roundTrip(ctx context.Context, unit byte, req mbtcp.Request, ad
 		n += need
 		var err error
 		if total, need, err = ResponseLen(req, buf[:n]); err != nil {
-			c.stats.BadFrames++
+			c.stats.badFrames.Add(1)
 			c.resync(f)
 			return mbtcp.Response{}, fmt.Errorf("%w: %v", errBadFrame, err)
 		}
 	}
 	if total > MaxADU {
-		c.stats.BadFrames++
+		c.stats.badFrames.Add(1)
 		c.resync(f)
 		return mbtcp.Response{}, fmt.Errorf("%w: a %d-byte frame", errBadFrame, total)
 	}
@@ -201,11 +206,11 @@ func (c *Client) roundTrip(ctx context.Context, unit byte, req mbtcp.Request, ad
 	case err == nil, errors.As(err, &exc):
 		return resp, err
 	case errors.As(err, &crc):
-		c.stats.CRCErrors++
+		c.stats.crcErrors.Add(1)
 		c.resync(f)
 		return resp, err
 	default:
-		c.stats.BadFrames++
+		c.stats.badFrames.Add(1)
 		c.resync(f)
 		return resp, fmt.Errorf("%w: %v", errBadFrame, err)
 	}
@@ -228,7 +233,7 @@ func (c *Client) resync(f *os.File) {
 
 func (c *Client) readErr(ctx context.Context, f *os.File, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
-		c.stats.Timeouts++
+		c.stats.timeouts.Add(1)
 		c.resync(f)
 		return fmt.Errorf("no answer within %s", c.opts.Timeout)
 	}

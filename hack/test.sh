@@ -15,12 +15,12 @@ export KUBEBUILDER_ASSETS
 step "a real container runtime: containerd + runc + CNI (installed from Debian when missing), local images"
 ./hack/containerd.sh up
 trap './hack/containerd.sh down' EXIT
-step "libmodbus (the Modbus TCP server the mapper tests talk to): Debian's libmodbus-dev"
-if [[ ! -f /usr/include/modbus/modbus.h ]]; then
+step "libmodbus (the Modbus TCP and RTU slaves the mapper tests talk to): Debian's libmodbus-dev; socat (serial lines as pty pairs)"
+if [[ ! -f /usr/include/modbus/modbus.h ]] || ! command -v socat >/dev/null; then
 	sudo=()
 	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
 	"${sudo[@]}" apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends gcc libmodbus-dev >/dev/null
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends gcc libmodbus-dev socat >/dev/null
 fi
 step "MQTT: Debian's mosquitto and its clients (the external broker and a client nobody here wrote)"
 if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; then

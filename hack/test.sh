@@ -30,6 +30,17 @@ if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; t
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >/dev/null
 fi
 echo "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (started by the tests themselves, on loopback ports)"
+step "OPC-UA: Node.js + npm from Debian and node-opcua from npm (the OPC-UA server the opcua mapper tests talk to)"
+if ! command -v npm >/dev/null; then
+	sudo=()
+	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [[ ! -f _bin/npm/node_modules/node-opcua/package.json ]]; then
+	npm install --no-audit --no-fund --loglevel=error --prefix _bin/npm node-opcua@2.186 >/dev/null
+fi
+echo "node $(node --version), node-opcua $(node -p 'require("./_bin/npm/node_modules/node-opcua/package.json").version')"
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 45m ./...
 step "all tests passed"

@@ -249,3 +249,23 @@ func TestServerRestartIsSurvivedWithoutANewDriver(t *testing.T) {
 		return nil
 	})
 }
+
+// BenchmarkPolledReads: sequential reads of one Double with subscribe off (one Read call each).
+func BenchmarkPolledReads(b *testing.B) {
+	srv := uaserver.Start(b)
+	d := opcua.NewDriver()
+	if err := d.Init(context.Background(), mapper.ProtocolConfig{Device: dev, ConfigData: json.RawMessage(fmt.Sprintf(`{"url":%q,"subscribe":false}`, srv.URL()))}); err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	p := prop("setpoint", "FLOAT", "ns=1;s=Setpoint")
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := d.Read(ctx, dev, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "reads/s")
+}

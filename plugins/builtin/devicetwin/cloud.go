@@ -148,18 +148,22 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 	var props []string
 	for _, p := range d.Spec.Properties {
 		if p.Desired.Value == "" {
+			m.desiredAccepted(ns, name, p.Name) // propfail.go: no desired value, nothing refused
 			continue
 		}
 		old := m.twins[k][p.Name]
 		if old != nil && old.Expected.value() == p.Desired.Value {
+			m.desiredAccepted(ns, name, p.Name)
 			continue
 		}
 		mp := modelProperty(model, p.Name)
 		if mp != nil {
 			if err := checkValue(mp, p.Desired.Value); err != nil {
 				m.log.Error("desired value from the cloud refused", "device", k, "err", err)
+				m.desiredRefused(ns, name, p.Name, err.Error())
 				continue
 			}
+			m.desiredAccepted(ns, name, p.Name)
 		}
 		ts := now
 		if s, err := strconv.ParseInt(p.Desired.Metadata["timestamp"], 10, 64); err == nil && s > 0 {

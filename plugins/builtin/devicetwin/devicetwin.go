@@ -146,7 +146,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicetwin_commit_failures_total",
 			Help: "Group commits whose transaction failed (their requests were answered with an error, nothing acknowledged)."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicetwin_refused_total",
-			Help: "Device readings refused (out of the model's range, not of its type), by kind (reading); each one sets the Device's Healthy condition to False in the cloud."}, []string{"kind"}),
+			Help: "Device failures devicetwin put in the Healthy condition, by kind: reading (a reading refused: out of the model's range, not of its type), desired (a desired value from the cloud refused), read_failed and write_refused (a property's read failing or desired value not written, as its mapper reports); each sets the Device's Healthy condition to False in the cloud."}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.metrics.requests, m.metrics.updates, m.metrics.upstream, m.metrics.dropped,
 		m.metrics.commitWrites, m.metrics.commitSeconds, m.metrics.commitFailures, m.metrics.refused} {

@@ -372,6 +372,10 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 	m.states[k] = s
 	w := &write{objs: []sdk.Object{{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}}}
 	w.answer = stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()}, Device: m.describe(ns, id)}
+	var held map[string]statusProperty // the reported values of failing properties, read here (Handle owns the twins)
+	if req.PropertyErrors != nil {
+		held = m.heldReported(k, *req.PropertyErrors)
+	}
 	w.after = func() {
 		m.pend(ns, id, func(ps *pendingStatus) {
 			ps.state = s.State
@@ -380,6 +384,9 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 			}
 		})
 		m.stateChanged(ns, id, state)
+		if req.PropertyErrors != nil {
+			m.propertyErrors(ns, id, *req.PropertyErrors, held) // propfail.go
+		}
 	}
 	return w, nil
 }

@@ -168,6 +168,9 @@ type membershipUpdated struct {
 type stateUpdate struct {
 	baseMessage
 	State string `json:"state"`
+	// PropertyErrors is a Kedge addition (propfail.go): the properties that fail while the device
+	// may be online, as the mapper sees them. Absent: unchanged; {}: none fails.
+	PropertyErrors *map[string]propertyError `json:"property_errors,omitempty"`
 }
 
 type stateResult struct {

@@ -335,6 +335,8 @@ const (
 	ReasonReadingRefused = "ReadingRefused" // edgecore refused readings (range, type)
 	ReasonDeviceOffline  = "DeviceOffline"  // the mapper reports the device offline (unreachable, every read fails)
 	ReasonReadingsOK     = "ReadingsAccepted"
+	ReasonWriteRefused   = "WriteRefused" // a desired value is not on the device: refused (edgecore: type, range; mapper: ReadOnly...) or its write fails
+	ReasonReadFailed     = "ReadFailed"   // the mapper cannot read some properties; the device is online
 )
 
 // Twin is one property's reported value and the desired value the device last observed.

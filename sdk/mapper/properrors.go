@@ -1,0 +1,58 @@
+package mapper
+
+import (
+	"encoding/json"
+)
+
+// PropertyErrorsHeader is the gRPC request metadata key under which the runtime sends, with every
+// ReportDeviceStates call, the device's failing properties: a JSON object property → PropertyError
+// ("{}" when none fails). It is a Kedge addition that leaves the DMI messages exactly KubeEdge's:
+// KubeEdge's edgecore ignores request metadata it does not know, Kedge's dmi hands the errors to
+// devicetwin, which shows them in the Device status (a per-twin error and the Healthy condition) and
+// as a Warning Event, while the device itself stays online. The state is reported again whenever the
+// set of errors changes.
+const PropertyErrorsHeader = "kedge-property-errors"
+
+// PropertyError is why one property fails while its device may be online: its last read failed, or
+// its desired value is not on the device (refused — a ReadOnly property, a value not of its type —
+// or the write fails).
+type PropertyError struct {
+	Read  string `json:"read,omitempty"`
+	Write string `json:"write,omitempty"`
+}
+
+// maxPropertyError bounds one message in the header (a driver error may quote a whole reply).
+const maxPropertyError = 512
+
+func clip(s string) string {
+	if len(s) > maxPropertyError {
+		return s[:maxPropertyError-3] + "..."
+	}
+	return s
+}
+
+// propErrors is the device's failing properties as the header carries them ("" when none fails).
+func (l *devLoop) propErrors() string {
+	var errs map[string]PropertyError
+	for _, p := range l.props {
+		var e PropertyError
+		if p.fails > 0 && p.lastErr != nil {
+			e.Read = clip(p.lastErr.Error())
+		}
+		if p.writeErr != nil {
+			e.Write = clip(p.writeErr.Error())
+		}
+		if e == (PropertyError{}) {
+			continue
+		}
+		if errs == nil {
+			errs = map[string]PropertyError{}
+		}
+		errs[p.Name] = e
+	}
+	if errs == nil {
+		return ""
+	}
+	b, _ := json.Marshal(errs) // map keys sorted: equal sets give equal text
+	return string(b)
+}

@@ -60,6 +60,14 @@ func TestDeviceFailuresShowAsConditionAndWarningEventInKubectlDescribeAndMoveThe
 	setFloatOn(t, deadDev, 0, 21.25)
 	setFloat(t, 0, 21.25) // temperature
 	setFloat(t, 20, 42)   // count: an INT the registers hold as a float32 (explicit dataType)
+	// setpoint (int16 tenths at holding register 10): 21.5, inside the model's 5..30
+	func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := dev.WriteMultipleRegisters(ctx, 10, []uint16{215}); err != nil {
+			t.Fatalf("writing the setpoint into the libmodbus server: %v", err)
+		}
+	}()
 
 	k8s, err := k8senv.Start()
 	if err != nil {

@@ -189,7 +189,7 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 			return err
 		}
 		objs = append(objs, sdk.Object{Key: sdk.Key{Type: typeTwin, Namespace: ns, Name: name + "/" + p.Name}, Value: raw})
-		docs[p.Name] = &twinDoc{Last: old, Current: cur}
+		docs[p.Name] = &twinDoc{Last: noVersions(old), Current: noVersions(cur)}
 		changed = append(changed, cur)
 		props = append(props, p.Name)
 	}
@@ -227,10 +227,14 @@ func (m *Module) publishDelta(ctx context.Context, ns, name string) {
 
 // delta builds twin/update/delta when an expected value differs from the actual one.
 func (m *Module) delta(ns, name string) (sdk.Message, bool) {
-	twins := m.twins[ns+"/"+name]
+	twins := map[string]*msgTwin{} // as KubeEdge: the twins with an expected value, without versions
 	delta := map[string]string{}
-	for p, t := range twins {
-		if t.Expected != nil && t.Expected.Value != nil && (t.Actual == nil || t.Actual.value() != t.Expected.value()) {
+	for p, t := range m.twins[ns+"/"+name] {
+		if t.Expected == nil || t.Expected.value() == "" {
+			continue
+		}
+		twins[p] = noVersions(t)
+		if t.Actual == nil || t.Actual.value() != t.Expected.value() {
 			delta[p] = t.Expected.value()
 		}
 	}
@@ -265,7 +269,7 @@ func (m *Module) membershipChanged(ctx context.Context, node string, old, cur []
 // describe is a device as membership payloads show it.
 func (m *Module) describe(ns, name string) memberDevice {
 	k := ns + "/" + name
-	md := memberDevice{ID: name, Name: name, Namespace: ns, State: "unknown", Twin: m.twins[k]}
+	md := memberDevice{ID: name, Name: name, Namespace: ns, State: "unknown", Twin: noVersionsMap(m.twins[k])}
 	if s, ok := m.states[k]; ok {
 		md.State, md.LastOnline = s.State, s.LastOnlineTime
 	}

@@ -143,8 +143,8 @@ type twinDelta struct {
 
 // memberDevice describes a device in membership payloads (id = the Device's name).
 type memberDevice struct {
-	ID          string              `json:"id"`
-	Name        string              `json:"name"`
+	ID          string              `json:"id,omitempty"`
+	Name        string              `json:"name,omitempty"`
 	Namespace   string              `json:"namespace,omitempty"` // Kedge addition: which namespace the name is in
 	Description string              `json:"description,omitempty"`
 	State       string              `json:"state,omitempty"`

@@ -2,6 +2,8 @@ package mapper
 
 import (
 	"encoding/json"
+	"fmt"
+	"strconv"
 )
 
 // PropertyErrorsHeader is the gRPC request metadata key under which the runtime sends, with every
@@ -55,4 +57,27 @@ func (l *devLoop) propErrors() string {
 	}
 	b, _ := json.Marshal(errs) // map keys sorted: equal sets give equal text
 	return string(b)
+}
+
+// checkRange refuses a desired value outside the model's minimum/maximum (numbers only; a bound
+// that is not a number is not checked), as edgecore's devicetwin refuses it: the device must not be
+// driven outside what its model allows even when the value reached the mapper (DMI hands mappers the
+// Device's desired values as they are).
+func checkRange(p Property, v Value) error {
+	var f float64
+	switch n := v.(type) {
+	case int64: // ParseValue's INT
+		f = float64(n)
+	case float64: // FLOAT, DOUBLE
+		f = n
+	default:
+		return nil
+	}
+	if lo, err := strconv.ParseFloat(p.Minimum, 64); err == nil && f < lo {
+		return fmt.Errorf("%v is below the model's minimum %s", v, p.Minimum)
+	}
+	if hi, err := strconv.ParseFloat(p.Maximum, 64); err == nil && f > hi {
+		return fmt.Errorf("%v is above the model's maximum %s", v, p.Maximum)
+	}
+	return nil
 }

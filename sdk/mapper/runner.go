@@ -341,6 +341,9 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 			continue
 		}
 		v, err := ParseValue(p.Type, p.desired)
+		if err == nil {
+			err = checkRange(p.Property, v) // properrors.go
+		}
 		if err != nil {
 			l.m.log.Warn("desired value not written", "device", dev, "property", p.Name, "err", err)
 			p.written, p.writeErr = p.desired, fmt.Errorf("desired value %q not written: %w", p.desired, err)

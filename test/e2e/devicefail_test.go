@@ -123,8 +123,11 @@ func TestDeviceFailuresShowAsConditionAndWarningEventInKubectlDescribeAndMoveThe
 	visitor := func(cfg map[string]any) map[string]any {
 		return map[string]any{"protocolName": "modbus", "configData": cfg}
 	}
+	// Read every 200 ms, reported every 2 s: a refused reading is found at its report, a failing read
+	// or write within a read; and the node's reports stay few (cloudcore handles one node's reports in
+	// order, two API writes each — at 200 ms per device the queue grows on a loaded machine).
 	prop := func(name string, cfg map[string]any) map[string]any {
-		return map[string]any{"name": name, "collectCycle": 200, "reportToCloud": true, "visitors": visitor(cfg)}
+		return map[string]any{"name": name, "collectCycle": 200, "reportCycle": 2000, "reportToCloud": true, "visitors": visitor(cfg)}
 	}
 	device := func(name, model, proto, addr string, props ...map[string]any) map[string]any {
 		return map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
@@ -169,9 +172,11 @@ func TestDeviceFailuresShowAsConditionAndWarningEventInKubectlDescribeAndMoveThe
 		})
 	}
 
-	latencies := map[string]time.Duration{}
+	type latency struct{ condition, event time.Duration }
+	latencies := map[string]latency{}
 	// visible waits from since until the Device's Healthy condition is False with reason (and its
-	// message has every part) and `kubectl describe device` shows a Warning Event with that reason.
+	// message has every part) and `kubectl describe device` shows a Warning Event with that reason;
+	// it records when each was first seen (the Event's time includes one kubectl run, ~1 s here).
 	visible := func(t *testing.T, what, name, reason string, since time.Time, parts ...string) {
 		t.Helper()
 		waitFor(t, name+": Healthy False "+reason+" in the Device status", 60*time.Second, func() (bool, string) {
@@ -182,14 +187,16 @@ func TestDeviceFailuresShowAsConditionAndWarningEventInKubectlDescribeAndMoveThe
 			}
 			return ok, fmt.Sprintf("%+v", cd)
 		})
+		l := latency{condition: time.Since(since)}
 		var out string
 		waitFor(t, name+": a Warning "+reason+" Event in kubectl describe device", 60*time.Second, func() (bool, string) {
 			out = c.kubectl("describe", "device", name, "-n", ns)
 			return logHas(out, "Warning", reason), out
 		})
-		took := time.Since(since)
-		latencies[what] = took
-		t.Logf("%s: condition and Warning Event visible in kubectl describe %v after the cause", what, took.Round(10*time.Millisecond))
+		l.event = time.Since(since)
+		latencies[what] = l
+		t.Logf("%s: condition in the Device status after %v, Warning Event in kubectl describe after %v", what,
+			l.condition.Round(10*time.Millisecond), l.event.Round(10*time.Millisecond))
 		if !strings.Contains(out, "Healthy") || !strings.Contains(out, reason) {
 			t.Fatalf("kubectl describe device %s does not show the condition:\n%s", name, out)
 		}
@@ -313,8 +320,14 @@ func TestDeviceFailuresShowAsConditionAndWarningEventInKubectlDescribeAndMoveThe
 		}
 	})
 
+	// The issue promises 5 s; deadlines above are generous so a loaded machine does not fail the
+	// suite, and the measured latencies are logged for the record (a slow one is reported, not failed).
 	promise := slow.Scale(5 * time.Second)
-	for what, d := range latencies {
-		t.Logf("latency %-28s %v (promise 5 s, x%.1f load factor = %v)", what, d.Round(10*time.Millisecond), slow.Factor(), promise)
+	for what, l := range latencies {
+		note := ""
+		if l.event > promise {
+			note = " (over the 5 s promise on this run)"
+		}
+		t.Logf("latency %-24s condition %v, Event in kubectl describe %v%s", what, l.condition.Round(10*time.Millisecond), l.event.Round(10*time.Millisecond), note)
 	}
 }

@@ -320,14 +320,14 @@ func TestDeviceFailuresShowAsConditionAndWarningEventInKubectlDescribeAndMoveThe
 		}
 	})
 
-	// The issue promises 5 s; deadlines above are generous so a loaded machine does not fail the
-	// suite, and the measured latencies are logged for the record (a slow one is reported, not failed).
-	promise := slow.Scale(5 * time.Second)
+	// The issue promises 5 s. The deadlines above are generous so that a loaded machine does not fail
+	// the suite; the latencies are logged for the record, and only one far beyond the promise (4x,
+	// times KEDGE_TEST_TIMEOUT_SCALE) fails — a queue that grows, not a slow moment.
+	limit := slow.Scale(4 * 5 * time.Second)
 	for what, l := range latencies {
-		note := ""
-		if l.event > promise {
-			note = " (over the 5 s promise on this run)"
+		t.Logf("latency %-36s condition %v, Event in kubectl describe %v", what, l.condition.Round(10*time.Millisecond), l.event.Round(10*time.Millisecond))
+		if l.event > limit {
+			t.Errorf("%s: the Warning Event took %v to show in kubectl describe (promise 5 s; failing beyond %v)", what, l.event.Round(10*time.Millisecond), limit)
 		}
-		t.Logf("latency %-24s condition %v, Event in kubectl describe %v%s", what, l.condition.Round(10*time.Millisecond), l.event.Round(10*time.Millisecond), note)
 	}
 }

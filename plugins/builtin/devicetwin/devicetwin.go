@@ -48,9 +48,11 @@ var Info = sdk.Info{
 func init() { sdk.Register(Info) }
 
 // Module is devicetwin; its exported fields are its settings.
-// LastOnlineLayout is how KubeEdge's devicetwin writes a device's last online time (last_online on
-// the MQTT API, lastOnlineTime upstream): the edge node's local time, to the second.
-const LastOnlineLayout = "2006-01-02 15:04:05"
+// LastOnlineLayout is how KubeEdge v1.23.1's devicetwin writes a device's last online time
+// (last_online in membership payloads, lastOnlineTime in state/update/result and upstream): RFC 3339
+// in UTC, to the second ("2026-12-06T05:46:13Z"), as observed from its binary (README, "Payloads
+// compared with KubeEdge"). An earlier Kedge wrote "2006-01-02 15:04:05" from KubeEdge's older code.
+const LastOnlineLayout = time.RFC3339
 
 type Module struct {
 	FlushInterval time.Duration `yaml:"flushInterval" doc:"Reported values, states and observed desired values go to the cloud at most once per device per interval, the latest of each property."`

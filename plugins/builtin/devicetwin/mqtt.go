@@ -366,13 +366,13 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 	s := m.states[k]
 	s.State = state
 	if state == "online" {
-		s.LastOnlineTime = time.Now().Format(LastOnlineLayout)
+		s.LastOnlineTime = time.Now().UTC().Format(LastOnlineLayout)
 	}
 	raw, _ := json.Marshal(s)
 	m.states[k] = s
 	w := &write{objs: []sdk.Object{{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}}}
 	w.answer = stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()},
-		Device: memberDevice{Name: id, Namespace: ns, State: s.State, LastOnline: s.LastOnlineTime}} // KubeEdge's: name, state, last_online
+		Device: stateDevice{Name: id, Namespace: ns, State: s.State, LastOnlineTime: s.LastOnlineTime}} // KubeEdge's: name, state, lastOnlineTime
 	var held map[string]statusProperty // the reported values of failing properties, read here (Handle owns the twins)
 	if req.PropertyErrors != nil {
 		held = m.heldReported(k, *req.PropertyErrors)

@@ -175,7 +175,16 @@ type stateUpdate struct {
 
 type stateResult struct {
 	baseMessage
-	Device memberDevice `json:"device"`
+	Device stateDevice `json:"device"`
+}
+
+// stateDevice is the device in a state/update/result: KubeEdge v1.23.1 sends name, state and
+// lastOnlineTime (camelCase here, unlike membership's last_online).
+type stateDevice struct {
+	Name           string `json:"name"`
+	Namespace      string `json:"namespace,omitempty"` // Kedge addition
+	State          string `json:"state"`
+	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
 }
 
 // dataUpdate is the payload of $ke/events/device/<id>/data/update.

@@ -36,11 +36,11 @@ func normalize(t *testing.T, v any, key string) any {
 		switch {
 		case key == "event_id" && !regexp.MustCompile(`^g-`).MatchString(x):
 			return "<generated>"
-		case key == "last_online":
-			if !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`).MatchString(x) {
-				t.Fatalf("last_online %q is not KubeEdge's 2006-01-02 15:04:05", x)
+		case key == "last_online" || key == "lastOnlineTime":
+			if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`).MatchString(x) {
+				t.Fatalf("%s %q is not KubeEdge v1.23.1's RFC 3339 in UTC (2026-12-06T05:46:13Z)", key, x)
 			}
-			return "<2006-01-02 15:04:05>"
+			return "<RFC 3339 UTC>"
 		}
 	}
 	return v

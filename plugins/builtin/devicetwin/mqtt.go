@@ -256,7 +256,7 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 		m.pend(ns, id, func(ps *pendingStatus) {
 			for _, c := range changes {
 				if c.actualSet {
-					ps.twin(c.prop).Reported = reportedOf(c.cur)
+					ps.twin(c.prop).Reported = m.withReadErrorLocked(k, c.prop, reportedOf(c.cur)) // propfail.go
 					accepted = append(accepted, c.prop)
 				}
 			}
@@ -373,9 +373,9 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 	w := &write{objs: []sdk.Object{{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}}}
 	w.answer = stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()},
 		Device: stateDevice{Name: id, Namespace: ns, State: s.State, LastOnlineTime: s.LastOnlineTime}} // KubeEdge's: name, state, lastOnlineTime
-	var held map[string]statusProperty // the reported values of failing properties, read here (Handle owns the twins)
+	var held map[string]*statusProperty // the device's reported values, read here (Handle owns the twins)
 	if req.PropertyErrors != nil {
-		held = m.heldReported(k, *req.PropertyErrors)
+		held = m.heldReported(k)
 	}
 	w.after = func() {
 		m.pend(ns, id, func(ps *pendingStatus) {

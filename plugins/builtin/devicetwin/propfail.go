@@ -28,7 +28,7 @@ type propertyError struct {
 const MetaError = "error"
 
 // propertyErrors takes the mapper's current set of failing properties (replacing the last one).
-func (m *Module) propertyErrors(ns, name string, errs map[string]propertyError, held map[string]statusProperty) {
+func (m *Module) propertyErrors(ns, name string, errs map[string]propertyError, held map[string]*statusProperty) {
 	k := ns + "/" + name
 	m.pendingMu.Lock()
 	h := m.health[k]
@@ -55,49 +55,61 @@ func (m *Module) propertyErrors(ns, name string, errs map[string]propertyError, 
 	}
 	m.updateHealth(ns, name, func(h *devHealth) { h.failing = maps.Clone(errs) })
 	// Per-twin read errors: each property whose read error appeared or changed gets it in its
-	// reported metadata, next to the last value devicetwin holds for it.
-	var show []string
+	// reported metadata, next to the last value devicetwin holds for it; one whose error went away
+	// gets that value back without it (a reading may have come in the meantime with the error kept,
+	// see withReadErrorLocked).
+	var show, clear []string
 	for p, e := range errs {
 		if e.Read != "" && before[p].Read != e.Read {
 			show = append(show, p)
 		}
 	}
-	if len(show) == 0 {
+	for p, e := range before {
+		if e.Read != "" && errs[p].Read == "" && held[p] != nil {
+			clear = append(clear, p)
+		}
+	}
+	if len(show) == 0 && len(clear) == 0 {
 		return
 	}
 	m.pend(ns, name, func(ps *pendingStatus) {
 		for _, p := range show {
-			sp := held[p]
-			md := maps.Clone(sp.Metadata)
-			if md == nil {
-				md = map[string]string{}
+			sp := &statusProperty{Metadata: map[string]string{}}
+			if h := held[p]; h != nil {
+				sp.Value, sp.Metadata = h.Value, maps.Clone(h.Metadata)
 			}
-			md[MetaError] = errs[p].Read
-			ps.twin(p).Reported = &statusProperty{Value: sp.Value, Metadata: md}
+			sp.Metadata[MetaError] = errs[p].Read
+			ps.twin(p).Reported = sp
+		}
+		for _, p := range clear {
+			if t := ps.twins[p]; t != nil && t.Reported != nil && t.Reported.Metadata[MetaError] == "" {
+				continue // a newer reading is pending already
+			}
+			ps.twin(p).Reported = held[p]
 		}
 	})
 }
 
-// heldReported returns the actual value devicetwin holds for each property that errs says fails
-// to read (called where the twins are owned: Handle).
-func (m *Module) heldReported(k string, errs map[string]propertyError) map[string]statusProperty {
-	out := map[string]statusProperty{}
-	for p, e := range errs {
-		if e.Read == "" {
-			continue
+// withReadErrorLocked adds a property's current read error (as its mapper last reported it) to a
+// reading going upstream: a reading taken before the failure may be reported after it (the mapper's
+// report cycle), and must not wipe the error from the Device status (pendingMu held).
+func (m *Module) withReadErrorLocked(k, prop string, sp *statusProperty) *statusProperty {
+	h := m.health[k]
+	if h == nil || h.failing[prop].Read == "" {
+		return sp
+	}
+	sp.Metadata[MetaError] = h.failing[prop].Read
+	return sp
+}
+
+// heldReported returns the reported value devicetwin holds for each property of the device (called
+// where the twins are owned: Handle).
+func (m *Module) heldReported(k string) map[string]*statusProperty {
+	out := map[string]*statusProperty{}
+	for p, t := range m.twins[k] {
+		if t != nil && t.Actual != nil && t.Actual.Value != nil {
+			out[p] = reportedOf(t)
 		}
-		t := m.twins[k][p]
-		if t == nil || t.Actual == nil || t.Actual.Value == nil {
-			continue
-		}
-		sp := statusProperty{Value: t.Actual.value(), Metadata: map[string]string{}}
-		if ts := t.Actual.ts(); ts > 0 {
-			sp.Metadata["timestamp"] = msString(ts)
-		}
-		if t.Metadata != nil && t.Metadata.Type != "" {
-			sp.Metadata["type"] = t.Metadata.Type
-		}
-		out[p] = sp
 	}
 	return out
 }

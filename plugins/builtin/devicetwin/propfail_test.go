@@ -62,14 +62,35 @@ func TestPropertyErrorsFromTheMapperShowAsConditionAndPerTwinErrorWhileTheDevice
 	if v != "21.5" || md["error"] != "timeout" || md["timestamp"] != "1700000000000" {
 		t.Fatalf("per-twin error: reported %q %v; want the last value 21.5 (its timestamp) with error timeout", v, md)
 	}
-	r.mapper.publish(t, state, `{"event_id":"d","state":"online","property_errors":{"target":{"write":"desired value \"7\" not written: property is read-only"}}}`)
+	// A reading taken before the failure and reported after it (the mapper's report cycle) keeps
+	// the error on the twin.
+	r.mapper.publish(t, upd, `{"event_id":"c2","twin":{"temperature":{"actual":{"value":"21.7","metadata":{"timestamp":1700000000500}}}}}`)
+	if v, md = nextTwinReported(t, r, "temperature"); v != "21.7" || md["error"] != "timeout" {
+		t.Fatalf("a late reading of a failing property: reported %q %v; want 21.7 with the error kept", v, md)
+	}
+	r.mapper.publish(t, state, `{"event_id":"d","state":"online","property_errors":{"temperature":{"read":"timeout"},"target":{"write":"desired value \"7\" not written: property is read-only"}}}`)
 	c = nextCondition(t, r)
 	if c.Status != "False" || c.Reason != "WriteRefused" || !strings.Contains(c.Message, `property "target": desired value "7" not written`) {
 		t.Fatalf("a write the mapper refused: condition %+v", c)
 	}
 	r.mapper.publish(t, state, `{"event_id":"e","state":"online","property_errors":{}}`)
-	if c = nextCondition(t, r); c.Status != "True" || c.Reason != "ReadingsAccepted" {
-		t.Fatalf("no property fails any more: condition %+v; want True", c)
+	m := r.h.Captured("metamanager").Next(t, 20*time.Second)
+	var st struct {
+		Condition *upCondition `json:"condition"`
+		Twins     []struct {
+			PropertyName string `json:"propertyName"`
+			Reported     *struct {
+				Value    string            `json:"value"`
+				Metadata map[string]string `json:"metadata"`
+			} `json:"reported"`
+		} `json:"twins"`
+	}
+	if err := json.Unmarshal(m.Content, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Condition == nil || st.Condition.Status != "True" || len(st.Twins) != 1 || st.Twins[0].Reported == nil ||
+		st.Twins[0].Reported.Value != "21.7" || st.Twins[0].Reported.Metadata["error"] != "" {
+		t.Fatalf("no property fails any more: upstream %s; want Healthy True and temperature's last value without an error", m.Content)
 	}
 	r.mapper.publish(t, state, `{"event_id":"f","state":"offline","property_errors":{"temperature":{"read":"connection refused"}}}`)
 	if c = nextCondition(t, r); c.Reason != "DeviceOffline" || !strings.Contains(c.Message, "connection refused") {

@@ -3,7 +3,10 @@ package mapper
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // PropertyErrorsHeader is the gRPC request metadata key under which the runtime sends, with every
@@ -35,6 +38,15 @@ func clip(s string) string {
 
 // propErrors is the device's failing properties as the header carries them ("" when none fails).
 func (l *devLoop) propErrors() string {
+	s, _ := l.propErrorsShape()
+	return s
+}
+
+// propErrorsShape is propErrors and which properties fail how ("temperature:r,setpoint:w"): a change
+// of shape is reported at once, a change of the texts only (a timeout's duration, a request ID) at
+// most once per HealthCycle.
+func (l *devLoop) propErrorsShape() (string, string) {
+	var shape []string
 	var errs map[string]PropertyError
 	for _, p := range l.props {
 		var e PropertyError
@@ -47,16 +59,29 @@ func (l *devLoop) propErrors() string {
 		if e == (PropertyError{}) {
 			continue
 		}
+		if e.Read != "" {
+			shape = append(shape, p.Name+":r")
+		}
+		if e.Write != "" {
+			shape = append(shape, p.Name+":w")
+		}
 		if errs == nil {
 			errs = map[string]PropertyError{}
 		}
 		errs[p.Name] = e
 	}
 	if errs == nil {
-		return ""
+		return "", ""
 	}
 	b, _ := json.Marshal(errs) // map keys sorted: equal sets give equal text
-	return string(b)
+	slices.Sort(shape)
+	return string(b), strings.Join(shape, ",")
+}
+
+// propErrorsDue says whether the property errors should be reported now.
+func (l *devLoop) propErrorsDue(now time.Time) bool {
+	text, shape := l.propErrorsShape()
+	return text != l.propErrs && (shape != l.propErrsShape || !now.Before(l.nextErrText))
 }
 
 // checkRange refuses a desired value outside the model's minimum/maximum (numbers only; a bound

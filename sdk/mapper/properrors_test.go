@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDesiredValuesOutsideTheModelRangeAreRefusedBeforeTheDriver(t *testing.T) {
@@ -40,5 +41,33 @@ func TestPropertyErrorsAreSortedJSONOfReadAndWriteErrorsAndEmptyWhenNoneFails(t 
 	l.props = l.props[2:]
 	if got := l.propErrors(); got != "" {
 		t.Fatalf("propErrors with nothing failing = %q, want empty", got)
+	}
+}
+
+// A change of which properties fail is reported at once; a change of the error texts only (a
+// timeout's duration, a request ID in a codec error) at most once per HealthCycle.
+func TestPropertyErrorTextChangesAreReportedAtMostOncePerHealthCycle(t *testing.T) {
+	now := time.Now()
+	p := &propState{Property: Property{Name: "t"}, fails: 1, lastErr: errors.New("no reply within 2.99s")}
+	l := &devLoop{props: []*propState{p}}
+	if !l.propErrorsDue(now) {
+		t.Fatal("a new failing property is not due at once")
+	}
+	l.propErrs, l.propErrsShape = l.propErrorsShape()
+	l.nextErrText = now.Add(time.Second)
+	p.lastErr = errors.New("no reply within 2.98s")
+	if l.propErrorsDue(now) {
+		t.Fatal("a text-only change is due before the health cycle passed")
+	}
+	if !l.propErrorsDue(now.Add(time.Second)) {
+		t.Fatal("a text-only change is not due after the health cycle")
+	}
+	p.writeErr = errors.New("read-only")
+	if !l.propErrorsDue(now) {
+		t.Fatal("a new write error is not due at once")
+	}
+	p.fails, p.writeErr = 0, nil
+	if !l.propErrorsDue(now) {
+		t.Fatal("the errors clearing is not due at once")
 	}
 }

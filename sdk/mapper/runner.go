@@ -158,7 +158,9 @@ type devLoop struct {
 
 	state, reported string // decided, last reported to edgecore
 	stateErr        error
-	propErrs        string // property errors (propErrors) last reported with the state, as JSON
+	propErrs        string    // property errors (propErrors) last reported with the state, as JSON
+	propErrsShape   string    // and which properties failed how
+	nextErrText     time.Time // a change of error texts only is reported from then on
 	nextStateReport time.Time
 	stateFails      int
 }
@@ -531,8 +533,8 @@ func (l *devLoop) decide(ctx context.Context, now time.Time) {
 		}
 		l.m.metrics.online.WithLabelValues(l.r.ref.String()).Set(v)
 	}
-	perrs := l.propErrors()
-	if (l.state == l.reported && perrs == l.propErrs) || now.Before(l.nextStateReport) || ctx.Err() != nil {
+	perrs, shape := l.propErrorsShape()
+	if (l.state == l.reported && !l.propErrorsDue(now)) || now.Before(l.nextStateReport) || ctx.Err() != nil {
 		return
 	}
 	cctx, cancel := l.call(ctx)
@@ -548,7 +550,8 @@ func (l *devLoop) decide(ctx context.Context, now time.Time) {
 		l.m.dmiFailed(err)
 		return
 	}
-	l.reported, l.propErrs, l.stateFails = l.state, perrs, 0
+	l.reported, l.propErrs, l.propErrsShape, l.stateFails = l.state, perrs, shape, 0
+	l.nextErrText = now.Add(l.m.HealthCycle)
 }
 
 // nextWake is when something is next due (at most HealthCycle away).
@@ -576,8 +579,15 @@ func (l *devLoop) nextWake(now time.Time) time.Duration {
 			}
 		}
 	}
-	if l.state != "" && (l.state != l.reported || l.propErrors() != l.propErrs) {
+	if l.state != "" && l.state != l.reported {
 		at(l.nextStateReport)
+	}
+	if text, shape := l.propErrorsShape(); l.state != "" && text != l.propErrs {
+		when := l.nextStateReport // after a failed report: its backoff
+		if shape == l.propErrsShape && l.nextErrText.After(when) {
+			when = l.nextErrText // only the texts changed: not before then
+		}
+		at(when)
 	}
 	return max(next.Sub(now), 0)
 }

@@ -51,7 +51,8 @@ func init() { sdk.Register(Info) }
 // LastOnlineLayout is how KubeEdge v1.23.1's devicetwin writes a device's last online time
 // (last_online in membership payloads, lastOnlineTime in state/update/result and upstream): RFC 3339
 // in UTC, to the second ("2026-12-06T05:46:13Z"), as observed from its binary (README, "Payloads
-// compared with KubeEdge"). An earlier Kedge wrote "2006-01-02 15:04:05" from a reading of KubeEdge's code (issue 16) that the binary does not bear out.
+// compared with KubeEdge"). An earlier Kedge wrote "2006-01-02 15:04:05", from a reading of
+// KubeEdge's code (issue 16) that the binary does not bear out.
 const LastOnlineLayout = time.RFC3339
 
 type Module struct {

@@ -1,6 +1,7 @@
 package mapper
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
@@ -63,6 +65,7 @@ type propState struct {
 	desired, written string // desired value, last one written (or refused)
 	nextWrite        time.Time
 	writeFails       int
+	writeErr         error // why the desired value is not on the device (refused, or failing); nil once written
 }
 
 func newRunner(m *Module, d *dmiv1beta1.Device, model *dmiv1beta1.DeviceModel) *runner {
@@ -155,6 +158,9 @@ type devLoop struct {
 
 	state, reported string // decided, last reported to edgecore
 	stateErr        error
+	propErrs        string    // property errors (propErrors) last reported with the state, as JSON
+	propErrsShape   string    // and which properties failed how
+	nextErrText     time.Time // a change of error texts only is reported from then on
 	nextStateReport time.Time
 	stateFails      int
 }
@@ -271,9 +277,9 @@ func (l *devLoop) apply(d *dmiv1beta1.Device, model *dmiv1beta1.DeviceModel) {
 		if o := old[p.Name]; o != nil && equalProperty(o.Property, p.Property) {
 			p.nextCollect, p.fails, p.lastErr = o.nextCollect, o.fails, o.lastErr
 			p.value, p.ts, p.reportedTs, p.has = o.value, o.ts, o.reportedTs, o.has
-			p.nextReport, p.written, p.writeFails, p.nextWrite = o.nextReport, o.written, o.writeFails, o.nextWrite
+			p.nextReport, p.written, p.writeFails, p.nextWrite, p.writeErr = o.nextReport, o.written, o.writeFails, o.nextWrite, o.writeErr
 			if p.desired != o.desired {
-				p.writeFails, p.nextWrite = 0, now
+				p.writeFails, p.nextWrite, p.writeErr = 0, now, nil
 			}
 		}
 		l.props = append(l.props, p)
@@ -332,13 +338,18 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 		}
 		if !p.writable {
 			l.m.log.Warn("desired value for a property that is not ReadWrite; not written", "device", dev, "property", p.Name, "err", ErrReadOnly)
-			p.written = p.desired
+			p.written, p.writeErr = p.desired, fmt.Errorf("desired value %q not written: %w (model accessMode %q)", p.desired, ErrReadOnly, p.AccessMode)
+			l.m.metrics.writes.WithLabelValues(dev, "refused").Inc()
 			continue
 		}
 		v, err := ParseValue(p.Type, p.desired)
+		if err == nil {
+			err = checkRange(p.Property, v) // properrors.go
+		}
 		if err != nil {
 			l.m.log.Warn("desired value not written", "device", dev, "property", p.Name, "err", err)
-			p.written = p.desired
+			p.written, p.writeErr = p.desired, fmt.Errorf("desired value %q not written: %w", p.desired, err)
+			l.m.metrics.writes.WithLabelValues(dev, "refused").Inc()
 			continue
 		}
 		cctx, cancel := l.call(ctx)
@@ -348,6 +359,7 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 		cancel()
 		if err != nil {
 			p.writeFails++
+			p.writeErr = fmt.Errorf("desired value %q not written: %w", p.desired, err)
 			p.nextWrite = now.Add(l.m.backoff(p.writeFails))
 			l.m.metrics.writes.WithLabelValues(dev, "error").Inc()
 			l.m.log.Warn("write failed; retrying", "device", dev, "property", p.Name, "value", p.desired, "in", l.m.backoff(p.writeFails), "err", err)
@@ -355,7 +367,7 @@ func (l *devLoop) step(ctx context.Context, now time.Time) {
 		}
 		l.m.metrics.writes.WithLabelValues(dev, "ok").Inc()
 		l.m.log.Info("desired value written", "device", dev, "property", p.Name, "value", p.desired)
-		p.written, p.writeFails, p.nextCollect = p.desired, 0, now // read it back now
+		p.written, p.writeFails, p.writeErr, p.nextCollect = p.desired, 0, nil, now // read it back now
 	}
 	for _, p := range l.props {
 		if ctx.Err() != nil {
@@ -521,10 +533,12 @@ func (l *devLoop) decide(ctx context.Context, now time.Time) {
 		}
 		l.m.metrics.online.WithLabelValues(l.r.ref.String()).Set(v)
 	}
-	if l.state == l.reported || now.Before(l.nextStateReport) || ctx.Err() != nil {
+	perrs, shape := l.propErrorsShape()
+	if (l.state == l.reported && !l.propErrorsDue(now)) || now.Before(l.nextStateReport) || ctx.Err() != nil {
 		return
 	}
 	cctx, cancel := l.call(ctx)
+	cctx = metadata.AppendToOutgoingContext(cctx, PropertyErrorsHeader, cmp.Or(perrs, "{}"))
 	_, err := l.m.dmi.ReportDeviceStates(cctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: l.r.ref.Name, DeviceNamespace: l.r.ref.Namespace, State: l.state})
 	cancel()
 	if err != nil {
@@ -536,7 +550,8 @@ func (l *devLoop) decide(ctx context.Context, now time.Time) {
 		l.m.dmiFailed(err)
 		return
 	}
-	l.reported, l.stateFails = l.state, 0
+	l.reported, l.propErrs, l.propErrsShape, l.stateFails = l.state, perrs, shape, 0
+	l.nextErrText = now.Add(l.m.HealthCycle)
 }
 
 // nextWake is when something is next due (at most HealthCycle away).
@@ -566,6 +581,13 @@ func (l *devLoop) nextWake(now time.Time) time.Duration {
 	}
 	if l.state != "" && l.state != l.reported {
 		at(l.nextStateReport)
+	}
+	if text, shape := l.propErrorsShape(); l.state != "" && text != l.propErrs {
+		when := l.nextStateReport // after a failed report: its backoff
+		if shape == l.propErrsShape && l.nextErrText.After(when) {
+			when = l.nextErrText // only the texts changed: not before then
+		}
+		at(when)
 	}
 	return max(next.Sub(now), 0)
 }

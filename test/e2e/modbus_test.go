@@ -309,6 +309,18 @@ func applyModbusExamples(t *testing.T, c *cluster, ns, addr, deadAddr, unreachab
 // Debian's libmodbus, starts it on a free loopback port and returns its address.
 func startLibmodbusServer(t *testing.T) string {
 	t.Helper()
+	return startLibmodbus(t).addr
+}
+
+// libmodbusServer is a running libmodbus test server.
+type libmodbusServer struct {
+	addr string
+	kill func() // stops it (the device becomes unreachable); idempotent
+}
+
+// startLibmodbus is startLibmodbusServer with a way to stop the server while the test runs.
+func startLibmodbus(t *testing.T) libmodbusServer {
+	t.Helper()
 	if _, err := os.Stat("/usr/include/modbus/modbus.h"); err != nil {
 		out, err := exec.Command("apt-get", "install", "-y", "gcc", "libmodbus-dev").CombinedOutput()
 		if err != nil {
@@ -344,19 +356,20 @@ func startLibmodbusServer(t *testing.T) string {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	t.Cleanup(func() {
+	kill := func() {
 		_ = cmd.Process.Kill() // the server this test started, by its id
 		<-done
-	})
+	}
+	t.Cleanup(kill)
 	select {
 	case l := <-line:
 		var port int
 		if _, err := fmt.Sscanf(strings.TrimSpace(l), "LISTENING %d", &port); err != nil {
 			t.Fatalf("the libmodbus server did not report its port (got %q, stderr %s)", l, errb)
 		}
-		return "127.0.0.1:" + strconv.Itoa(port)
+		return libmodbusServer{addr: "127.0.0.1:" + strconv.Itoa(port), kill: kill}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the libmodbus server did not start within 30s: %s", errb)
 	}
-	return ""
+	return libmodbusServer{}
 }

@@ -335,9 +335,9 @@ func (m *Module) mirror(ctx context.Context, dev *v1beta1.Device, st v1beta1.Dev
 	}
 }
 
-// parseOnline reads a lastOnlineTime as KubeEdge's devicetwin writes it ("2006-01-02 15:04:05", the
-// edge's local time, read here as UTC: reports of one device compare consistently) or as RFC 3339
-// (what Kedge's edge wrote before).
+// parseOnline reads a lastOnlineTime as KubeEdge v1.23.1's devicetwin writes it (RFC 3339, UTC; so
+// does Kedge's) or as "2006-01-02 15:04:05" (what an earlier Kedge wrote; the edge's local
+// time, read here as UTC: reports of one device compare consistently).
 func parseOnline(s string) (time.Time, error) {
 	if t, err := time.Parse("2006-01-02 15:04:05", s); err == nil {
 		return t, nil

@@ -148,18 +148,22 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 	var props []string
 	for _, p := range d.Spec.Properties {
 		if p.Desired.Value == "" {
+			m.desiredAccepted(ns, name, p.Name) // propfail.go: no desired value, nothing refused
 			continue
 		}
 		old := m.twins[k][p.Name]
 		if old != nil && old.Expected.value() == p.Desired.Value {
+			m.desiredAccepted(ns, name, p.Name)
 			continue
 		}
 		mp := modelProperty(model, p.Name)
 		if mp != nil {
 			if err := checkValue(mp, p.Desired.Value); err != nil {
 				m.log.Error("desired value from the cloud refused", "device", k, "err", err)
+				m.desiredRefused(ns, name, p.Name, err.Error())
 				continue
 			}
+			m.desiredAccepted(ns, name, p.Name)
 		}
 		ts := now
 		if s, err := strconv.ParseInt(p.Desired.Metadata["timestamp"], 10, 64); err == nil && s > 0 {
@@ -185,7 +189,7 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 			return err
 		}
 		objs = append(objs, sdk.Object{Key: sdk.Key{Type: typeTwin, Namespace: ns, Name: name + "/" + p.Name}, Value: raw})
-		docs[p.Name] = &twinDoc{Last: old, Current: cur}
+		docs[p.Name] = &twinDoc{Last: noVersions(old), Current: noVersions(cur)}
 		changed = append(changed, cur)
 		props = append(props, p.Name)
 	}
@@ -223,10 +227,14 @@ func (m *Module) publishDelta(ctx context.Context, ns, name string) {
 
 // delta builds twin/update/delta when an expected value differs from the actual one.
 func (m *Module) delta(ns, name string) (sdk.Message, bool) {
-	twins := m.twins[ns+"/"+name]
+	twins := map[string]*msgTwin{} // as KubeEdge: the twins with an expected value, without versions
 	delta := map[string]string{}
-	for p, t := range twins {
-		if t.Expected != nil && t.Expected.Value != nil && (t.Actual == nil || t.Actual.value() != t.Expected.value()) {
+	for p, t := range m.twins[ns+"/"+name] {
+		if t.Expected == nil || t.Expected.value() == "" {
+			continue
+		}
+		twins[p] = noVersions(t)
+		if t.Actual == nil || t.Actual.value() != t.Expected.value() {
 			delta[p] = t.Expected.value()
 		}
 	}
@@ -261,7 +269,7 @@ func (m *Module) membershipChanged(ctx context.Context, node string, old, cur []
 // describe is a device as membership payloads show it.
 func (m *Module) describe(ns, name string) memberDevice {
 	k := ns + "/" + name
-	md := memberDevice{ID: name, Name: name, Namespace: ns, State: "unknown", Twin: m.twins[k]}
+	md := memberDevice{ID: name, Name: name, Namespace: ns, State: "unknown", Twin: noVersionsMap(m.twins[k])}
 	if s, ok := m.states[k]; ok {
 		md.State, md.LastOnline = s.State, s.LastOnlineTime
 	}

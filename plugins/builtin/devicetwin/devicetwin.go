@@ -48,9 +48,12 @@ var Info = sdk.Info{
 func init() { sdk.Register(Info) }
 
 // Module is devicetwin; its exported fields are its settings.
-// LastOnlineLayout is how KubeEdge's devicetwin writes a device's last online time (last_online on
-// the MQTT API, lastOnlineTime upstream): the edge node's local time, to the second.
-const LastOnlineLayout = "2006-01-02 15:04:05"
+// LastOnlineLayout is how KubeEdge v1.23.1's devicetwin writes a device's last online time
+// (last_online in membership payloads, lastOnlineTime in state/update/result and upstream): RFC 3339
+// in UTC, to the second ("2026-12-06T05:46:13Z"), as observed from its binary (README, "Payloads
+// compared with KubeEdge"). An earlier Kedge wrote "2006-01-02 15:04:05", from a reading of
+// KubeEdge's code (issue 16) that the binary does not bear out.
+const LastOnlineLayout = time.RFC3339
 
 type Module struct {
 	FlushInterval time.Duration `yaml:"flushInterval" doc:"Reported values, states and observed desired values go to the cloud at most once per device per interval, the latest of each property."`
@@ -146,7 +149,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicetwin_commit_failures_total",
 			Help: "Group commits whose transaction failed (their requests were answered with an error, nothing acknowledged)."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicetwin_refused_total",
-			Help: "Device readings refused (out of the model's range, not of its type), by kind (reading); each one sets the Device's Healthy condition to False in the cloud."}, []string{"kind"}),
+			Help: "Device failures devicetwin put in the Healthy condition, by kind: reading (a reading refused: out of the model's range, not of its type), desired (a desired value from the cloud refused), read_failed and write_refused (a property's read failing or desired value not written, as its mapper reports); each sets the Device's Healthy condition to False in the cloud."}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.metrics.requests, m.metrics.updates, m.metrics.upstream, m.metrics.dropped,
 		m.metrics.commitWrites, m.metrics.commitSeconds, m.metrics.commitFailures, m.metrics.refused} {

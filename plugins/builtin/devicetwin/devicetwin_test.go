@@ -238,7 +238,7 @@ func TestReportedValuesAreBatchedUpstreamLatestValueOnly(t *testing.T) {
 		st.Twins[0].Reported.Metadata["type"] != "FLOAT" || st.Twins[0].Reported.Metadata["timestamp"] == "" {
 		t.Fatalf("upstream %s %s: want one twin, temperature = %d.5 (FLOAT, with a timestamp)", m.Route.Resource, m.Content, n-1)
 	}
-	if _, err := time.Parse("2006-01-02 15:04:05", st.LastOnlineTime); st.State != "online" || err != nil { // KubeEdge's format
+	if _, err := time.Parse(time.RFC3339, st.LastOnlineTime); st.State != "online" || err != nil { // KubeEdge v1.23.1's format
 		t.Fatalf("upstream state %q lastOnlineTime %q", st.State, st.LastOnlineTime)
 	}
 }

@@ -26,16 +26,18 @@ type statusCondition struct {
 
 // devHealth is one device's failures (guarded by Module.pendingMu).
 type devHealth struct {
-	refused map[string]string // property -> why its last reading was refused
-	offline bool
-	sent    statusCondition // last condition put upstream
+	refused        map[string]string        // property -> why its last reading was refused
+	desiredRefused map[string]string        // property -> why devicetwin refused its desired value (propfail.go)
+	failing        map[string]propertyError // what the mapper says fails per property (propfail.go)
+	offline        bool
+	sent           statusCondition // last condition put upstream
 }
 
 // healthOf returns the device's record, creating it (pendingMu held).
 func (m *Module) healthOf(k string) *devHealth {
 	h := m.health[k]
 	if h == nil {
-		h = &devHealth{refused: map[string]string{}}
+		h = &devHealth{refused: map[string]string{}, desiredRefused: map[string]string{}, failing: map[string]propertyError{}}
 		m.health[k] = h
 	}
 	return h
@@ -106,6 +108,7 @@ func (h *devHealth) condition() statusCondition {
 		}
 		parts = append(parts, "edgecore refused readings: "+strings.Join(rs, "; ")) // each names its property
 	}
+	reason, parts = h.propertyFailures(reason, parts) // propfail.go
 	if reason == "" {
 		return statusCondition{Type: devicesv1beta1.ConditionHealthy, Status: "True", Reason: devicesv1beta1.ReasonReadingsOK,
 			Message: "the device is not reported offline and its readings are accepted"}

@@ -149,9 +149,9 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 	k := ns + "/" + id
 	now := nowMS()
 	type change struct {
-		prop      string
-		old, cur  *msgTwin
-		actualSet bool
+		prop                   string
+		old, cur               *msgTwin
+		actualSet, expectedSet bool
 	}
 	props := make([]string, 0, len(req.Twin))
 	for p := range req.Twin {
@@ -227,7 +227,7 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 			v := *side.in.Value
 			side.set(&twinValue{Value: &v, Metadata: &valueMetadata{Timestamp: ts}}, &ver)
 		}
-		changes = append(changes, change{prop: p, old: old, cur: cur, actualSet: in.Actual != nil})
+		changes = append(changes, change{prop: p, old: old, cur: cur, actualSet: in.Actual != nil, expectedSet: in.Expected != nil})
 	}
 
 	w := &write{objs: make([]sdk.Object, 0, len(changes)), values: len(changes)}
@@ -247,8 +247,8 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 	doc := twinDocument{baseMessage: baseMessage{EventID: req.EventID, Timestamp: now}, Twin: map[string]*twinDoc{}}
 	for _, c := range changes {
 		m.twins[k][c.prop] = c.cur
-		result.Twin[c.prop] = c.cur
-		doc.Twin[c.prop] = &twinDoc{Last: c.old, Current: c.cur}
+		result.Twin[c.prop] = updateResultTwin(c.cur, c.expectedSet, c.actualSet) // wire.go: KubeEdge's shapes
+		doc.Twin[c.prop] = &twinDoc{Last: noVersions(c.old), Current: noVersions(c.cur)}
 	}
 	w.answer = result
 	w.after = func() {
@@ -256,7 +256,7 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 		m.pend(ns, id, func(ps *pendingStatus) {
 			for _, c := range changes {
 				if c.actualSet {
-					ps.twin(c.prop).Reported = reportedOf(c.cur)
+					ps.twin(c.prop).Reported = m.withReadErrorLocked(k, c.prop, reportedOf(c.cur)) // propfail.go
 					accepted = append(accepted, c.prop)
 				}
 			}
@@ -308,7 +308,7 @@ func (m *Module) twinGet(_ context.Context, id string, payload []byte) (any, *re
 		}
 	}
 	for p, t := range m.twins[ns+"/"+id] {
-		twins[p] = t
+		twins[p] = noVersions(t) // wire.go
 	}
 	return twinResult{baseMessage: baseMessage{EventID: base.EventID, Timestamp: nowMS()}, Twin: twins}, nil
 }
@@ -366,12 +366,17 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 	s := m.states[k]
 	s.State = state
 	if state == "online" {
-		s.LastOnlineTime = time.Now().Format(LastOnlineLayout)
+		s.LastOnlineTime = time.Now().UTC().Format(LastOnlineLayout)
 	}
 	raw, _ := json.Marshal(s)
 	m.states[k] = s
 	w := &write{objs: []sdk.Object{{Key: sdk.Key{Type: typeDeviceState, Namespace: ns, Name: id}, Value: raw}}}
-	w.answer = stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()}, Device: m.describe(ns, id)}
+	w.answer = stateResult{baseMessage: baseMessage{EventID: req.EventID, Timestamp: nowMS()},
+		Device: stateDevice{Name: id, Namespace: ns, State: s.State, LastOnlineTime: s.LastOnlineTime}} // KubeEdge's: name, state, lastOnlineTime
+	var held map[string]*statusProperty // the device's reported values, read here (Handle owns the twins)
+	if req.PropertyErrors != nil {
+		held = m.heldReported(k)
+	}
 	w.after = func() {
 		m.pend(ns, id, func(ps *pendingStatus) {
 			ps.state = s.State
@@ -380,6 +385,9 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 			}
 		})
 		m.stateChanged(ns, id, state)
+		if req.PropertyErrors != nil {
+			m.propertyErrors(ns, id, *req.PropertyErrors, held) // propfail.go
+		}
 	}
 	return w, nil
 }

@@ -143,8 +143,8 @@ type twinDelta struct {
 
 // memberDevice describes a device in membership payloads (id = the Device's name).
 type memberDevice struct {
-	ID          string              `json:"id"`
-	Name        string              `json:"name"`
+	ID          string              `json:"id,omitempty"`
+	Name        string              `json:"name,omitempty"`
 	Namespace   string              `json:"namespace,omitempty"` // Kedge addition: which namespace the name is in
 	Description string              `json:"description,omitempty"`
 	State       string              `json:"state,omitempty"`
@@ -168,11 +168,23 @@ type membershipUpdated struct {
 type stateUpdate struct {
 	baseMessage
 	State string `json:"state"`
+	// PropertyErrors is a Kedge addition (propfail.go): the properties that fail while the device
+	// may be online, as the mapper sees them. Absent: unchanged; {}: none fails.
+	PropertyErrors *map[string]propertyError `json:"property_errors,omitempty"`
 }
 
 type stateResult struct {
 	baseMessage
-	Device memberDevice `json:"device"`
+	Device stateDevice `json:"device"`
+}
+
+// stateDevice is the device in a state/update/result: KubeEdge v1.23.1 sends name, state and
+// lastOnlineTime (camelCase here, unlike membership's last_online).
+type stateDevice struct {
+	Name           string `json:"name"`
+	Namespace      string `json:"namespace,omitempty"` // Kedge addition
+	State          string `json:"state"`
+	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
 }
 
 // dataUpdate is the payload of $ke/events/device/<id>/data/update.

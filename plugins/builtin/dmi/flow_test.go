@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+	sdkmapper "github.com/kedge-io/kedge/sdk/mapper"
 	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
@@ -119,6 +121,14 @@ func TestMapperRegistersGetsItsDevicesAndItsReportsReachDevicetwinAndTheCloudSta
 		t.Fatalf("ReportDeviceStates: %v", err)
 	}
 	waitFor(t, 10*time.Second, "state (mapper's ok = online) in the device status for the cloud", cloudStatus(`"state":"online"`))
+	// A Kedge mapper's failing properties (request metadata) reach the cloud status: the Healthy
+	// condition and the twin's reported metadata.error, the device still online.
+	md := metadata.AppendToOutgoingContext(ctx, sdkmapper.PropertyErrorsHeader, `{"temperature":{"read":"illegal data address"}}`)
+	if _, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", DeviceNamespace: "default", State: "online"}); err != nil {
+		t.Fatalf("ReportDeviceStates with property errors: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the read error as condition ReadFailed in the device status for the cloud", cloudStatus(`"reason":"ReadFailed"`))
+	waitFor(t, 10*time.Second, "the read error on the twin in the device status for the cloud", cloudStatus(`"error":"illegal data address"`))
 	waitFor(t, 10*time.Second, "state stored by devicetwin", func() error {
 		o, err := r.h.DB.Objects(devicetwin.Name).Get(ctx, sdk.Key{Type: "devicestate", Namespace: "default", Name: "thermo-1"})
 		if err != nil {
@@ -207,6 +217,16 @@ func TestBadRequestsGetAStatusNamingTheProblem(t *testing.T) {
 			_, err := r.client.ReportDeviceStates(ctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", State: "sleepy"})
 			return err
 		}, codes.InvalidArgument, `state "sleepy"`},
+		{"property errors metadata that is not a JSON object", func() error {
+			md := metadata.AppendToOutgoingContext(ctx, sdkmapper.PropertyErrorsHeader, `["temperature"]`)
+			_, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", State: "online"})
+			return err
+		}, codes.InvalidArgument, `metadata kedge-property-errors "[\"temperature\"]" is not a JSON object`},
+		{"property errors metadata with an unknown key", func() error {
+			md := metadata.AppendToOutgoingContext(ctx, sdkmapper.PropertyErrorsHeader, `{"temperature":{"reed":"x"}}`)
+			_, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", State: "online"})
+			return err
+		}, codes.InvalidArgument, `unknown field "reed"`},
 		{"state of an unknown device", func() error {
 			_, err := r.client.ReportDeviceStates(ctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "ghost", DeviceNamespace: "default", State: "online"})
 			return err

@@ -18,6 +18,7 @@ import (
 	"github.com/kedge-io/kedge/host/message"
 	devicesv1beta1 "github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+	sdkmapper "github.com/kedge-io/kedge/sdk/mapper"
 )
 
 // server is DeviceManagerService.
@@ -160,6 +161,9 @@ type stateUpdate struct {
 	EventID   string `json:"event_id"`
 	Timestamp int64  `json:"timestamp"`
 	State     string `json:"state"`
+	// PropertyErrors are the failing properties the mapper sent along (properrors.go; a Kedge
+	// addition to the state/update payload): nil when it sent none, empty when none fails.
+	PropertyErrors *map[string]sdkmapper.PropertyError `json:"property_errors,omitempty"`
 }
 
 func (s *server) ReportDeviceStatus(ctx context.Context, req *dmiv1beta1.ReportDeviceStatusRequest) (*dmiv1beta1.ReportDeviceStatusResponse, error) {
@@ -236,7 +240,11 @@ func (s *server) ReportDeviceStates(ctx context.Context, req *dmiv1beta1.ReportD
 	if _, err := s.m.device(ctx, req.GetDeviceNamespace(), name); err != nil {
 		return nil, err
 	}
-	upd := stateUpdate{EventID: message.NewID(), Timestamp: time.Now().UnixMilli(), State: state}
+	perrs, err := propertyErrors(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	upd := stateUpdate{EventID: message.NewID(), Timestamp: time.Now().UnixMilli(), State: state, PropertyErrors: perrs}
 	if err := s.m.publish(ctx, "$hw/events/device/"+name+"/state/update", upd); err != nil {
 		return nil, err
 	}

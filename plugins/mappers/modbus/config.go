@@ -186,51 +186,10 @@ type rawVisitor struct {
 	IsRegisterSwap bool     `json:"isRegisterSwap"`
 }
 
-// typeFromModel is the register data type of a model property type and a limit (0: not given):
-// FLOAT/DOUBLE → float32 (2 registers) or float64 (4); INT → int16 (1), int32 (2) or int64 (4);
-// BOOLEAN → one register, non-zero is true; STRING → "string" (limit registers of text). What cannot
-// work is an error naming the fields.
+// typeFromModel is the register data type of a model property type and a limit (0: not given);
+// the rules live in mbtcp.TypeFromModel, shared with the register codec (plugins/mappers/codecs/regs).
 func typeFromModel(modelType string, limit int) (mbtcp.DataType, error) {
-	switch strings.ToUpper(modelType) {
-	case "FLOAT", "DOUBLE":
-		switch limit {
-		case 0, 2:
-			if strings.EqualFold(modelType, "DOUBLE") && limit == 0 {
-				return mbtcp.Float64, nil
-			}
-			return mbtcp.Float32, nil
-		case 4:
-			return mbtcp.Float64, nil
-		}
-		return "", fmt.Errorf("model type %s with limit %d: a float takes 2 registers (float32) or 4 (float64); set limit 2 or 4, or an explicit dataType", strings.ToUpper(modelType), limit)
-	case "INT":
-		switch limit {
-		case 0, 1:
-			return mbtcp.Int16, nil
-		case 2:
-			return mbtcp.Int32, nil
-		case 4:
-			return mbtcp.Int64, nil
-		}
-		return "", fmt.Errorf("model type INT with limit %d: an integer takes 1 (int16), 2 (int32) or 4 (int64) registers; set one of those, or an explicit dataType", limit)
-	case "BOOLEAN":
-		if limit > 1 {
-			return "", fmt.Errorf("model type BOOLEAN with limit %d: a boolean in registers is one register (non-zero is true)", limit)
-		}
-		return mbtcp.Uint16, nil
-	case "STRING":
-		return "string", nil
-	case "BYTES", "STREAM":
-		return "", fmt.Errorf("model type %s is not read from Modbus registers by this mapper; use a codec (visitor \"codec\") for it", strings.ToUpper(modelType))
-	case "":
-		// No model type (not expected from a mapper, which always has the model): KubeEdge's old
-		// default, unsigned by limit.
-		if limit == 2 {
-			return mbtcp.Uint32, nil
-		}
-		return mbtcp.Uint16, nil
-	}
-	return "", fmt.Errorf("model type %q is not one of INT, FLOAT, DOUBLE, STRING, BOOLEAN", modelType)
+	return mbtcp.TypeFromModel(modelType, limit)
 }
 
 // ParseVisitor checks and decodes a property's visitors.configData for a property of modelType (the
@@ -279,7 +238,7 @@ func ParseVisitor(data []byte, modelType string) (Visitor, error) {
 		}
 		dt = t
 	}
-	if dt == "string" {
+	if dt == mbtcp.String {
 		if r.Scale != nil || r.ValueOffset != 0 || r.SwapWord || r.IsRegisterSwap {
 			return v, fmt.Errorf("modbus visitor configData: scale, valueOffset and word swap do not apply to a string")
 		}

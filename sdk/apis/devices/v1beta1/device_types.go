@@ -306,8 +306,8 @@ type DeviceInstanceStatus struct {
 	// State of the device as its mapper sees it: online, offline, unknown, ...
 	// +optional
 	State string `json:"state,omitempty"`
-	// LastOnlineTime is when the device was last online, as KubeEdge writes it: "2006-01-02 15:04:05"
-	// (the edge node's local time).
+	// LastOnlineTime is when the device was last online, as KubeEdge v1.23.1's edgecore writes it:
+	// RFC 3339 in UTC ("2026-12-06T05:46:13Z"); "2006-01-02 15:04:05" is accepted too.
 	// +optional
 	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
 	// ReportToCloud says whether the device's state is reported to the cloud.
@@ -335,6 +335,8 @@ const (
 	ReasonReadingRefused = "ReadingRefused" // edgecore refused readings (range, type)
 	ReasonDeviceOffline  = "DeviceOffline"  // the mapper reports the device offline (unreachable, every read fails)
 	ReasonReadingsOK     = "ReadingsAccepted"
+	ReasonWriteRefused   = "WriteRefused" // a desired value is not on the device: refused (edgecore: type, range; mapper: ReadOnly...) or its write fails
+	ReasonReadFailed     = "ReadFailed"   // the mapper cannot read some properties; the device is online
 )
 
 // Twin is one property's reported value and the desired value the device last observed.

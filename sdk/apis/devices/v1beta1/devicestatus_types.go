@@ -47,8 +47,8 @@ type DeviceStatusStatus struct {
 	// State of the device as its mapper sees it: online, offline, unknown, ...
 	// +optional
 	State string `json:"state,omitempty"`
-	// LastOnlineTime is when the device was last online: "2006-01-02 15:04:05" (the edge node's local
-	// time), as KubeEdge writes it.
+	// LastOnlineTime is when the device was last online: RFC 3339 in UTC ("2026-12-06T05:46:13Z"),
+	// as KubeEdge v1.23.1's edgecore writes it; "2006-01-02 15:04:05" is accepted too.
 	// +optional
 	LastOnlineTime string `json:"lastOnlineTime,omitempty"`
 	// Conditions are the Device's (Device.status.conditions, a Kedge addition): type Healthy.

@@ -162,7 +162,7 @@ func TestKubeEdgeMembershipUpdatesMatchTheGoldenFlowForAnAddedAndARemovedDevice(
 func TestKubeEdgeDeviceReportsRefuseBadContentNamingWhatIsWrong(t *testing.T) {
 	for _, tc := range []struct {
 		name, content, want string
-		state           bool
+		state               bool
 	}{
 		{"empty twin update", ``, "empty content", false},
 		{"twin update not JSON", `{"twin":`, "not KubeEdge's twin update", false},

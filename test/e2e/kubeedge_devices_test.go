@@ -90,8 +90,12 @@ func deviceEdgecoreConfig(t *testing.T, keDir, dir, node, token string, hubPort,
 // flow: a DeviceModel and Device applied with kubectl, a desired value changed, a twin update
 // published on the edge's MQTT broker (mosquitto) reaching the DeviceStatus, the Device deleted.
 // With KEDGE_CAPTURE_GOLDEN=1 it writes them to plugins/builtin/devicecontroller/testdata, the
-// golden messages Kedge's encoders and decoders are tested against.
+// golden messages Kedge's encoders and decoders are tested against (KEDGE_CAPTURE_LOGS=<dir> keeps
+// both logs and every frame there):
+//
+//	KEDGE_CAPTURE_GOLDEN=1 go test -count=1 -run TestCaptureKubeEdgeDeviceMessages ./test/e2e/
 func TestCaptureKubeEdgeDeviceMessagesBetweenUpstreamCloudcoreAndEdgecore(t *testing.T) {
+	needBinaries(t) // an end-to-end test (it runs neither of Kedge's binaries)
 	keDir := kubeedgeDir(t, "cloudcore", "edgecore")
 	ensureMosquittoClients(t)
 	env, err := k8senv.Start()
@@ -291,9 +295,11 @@ func TestUpstreamEdgecoreDeviceTwinRoundTripUnderKedgeCloudcore(t *testing.T) {
 		alive()
 		return sub.find(from, "$hw/events/node/"+node+"/membership/updated", func(p map[string]any) bool { return hasDevice(p, "added_devices", id) }) != nil, sub.dump()
 	})
-	waitFor(t, "the Device stored by the upstream edge's metaserver", time.Minute, func() (bool, string) {
+	waitFor(t, "the DeviceModel and Device stored by the upstream edge's metaserver", time.Minute, func() (bool, string) {
 		alive()
-		return strings.Contains(edgeLog.String(), "successfully insert or update obj:/devices.kubeedge.io/v1beta1/devices/"+id), "not yet"
+		l := edgeLog.String()
+		return strings.Contains(l, "successfully insert or update obj:/devices.kubeedge.io/v1beta1/devicemodels/"+ns+"/thermometer") &&
+			strings.Contains(l, "successfully insert or update obj:/devices.kubeedge.io/v1beta1/devices/"+id), "not yet"
 	})
 
 	// A reported value published on the edge's broker reaches the Device status and its DeviceStatus.

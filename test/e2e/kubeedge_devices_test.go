@@ -442,6 +442,13 @@ func TestKedgeEdgecoreDeviceTwinRoundTripUnderUpstreamCloudcore(t *testing.T) {
 		}
 	}
 
+	// A state published on the Kedge edge's broker reaches upstream's DeviceStatus (state/update).
+	sub.publish(t, "$hw/events/device/thermometer-1/state/update", `{"event_id":"e2e-2","state":"online"}`)
+	waitFor(t, "the state online in upstream's DeviceStatus", time.Minute, func() (bool, string) {
+		out, err := env.Kubectl("get", "devicestatus", "-n", ns, "thermometer-1", "-o", `jsonpath={.status.state}`)
+		return err == nil && out == "online", out
+	})
+
 	// Deleted with kubectl, the device leaves Kedge's membership.
 	from = sub.mark()
 	if out, err := env.Kubectl("delete", "device", "-n", ns, "thermometer-1"); err != nil {

@@ -79,6 +79,16 @@ type keStateUpdate struct {
 	} `json:"device"`
 }
 
+// kubeEdgeOnlineTime writes devicetwin's last online time ("2006-01-02 15:04:05", the node's local
+// time) as KubeEdge's edgecore sends it on state/update: RFC 3339 in UTC (observed). Anything else is
+// passed as it is.
+func kubeEdgeOnlineTime(s string) string {
+	if t, err := time.ParseInLocation("2006-01-02 15:04:05", s, time.Local); err == nil {
+		return t.UTC().Format(time.RFC3339)
+	}
+	return s
+}
+
 // kubeEdgeDeviceSource is the module KubeEdge's cloud sees as the sender of device reports.
 const kubeEdgeDeviceSource = "twin"
 
@@ -151,7 +161,7 @@ func kubeEdgeDeviceReports(msg message.Message, r message.Resource, now time.Tim
 	if st.State != "" || st.LastOnlineTime != "" {
 		var su keStateUpdate
 		su.EventID, su.Timestamp = message.NewID(), now.UnixMilli()
-		su.Device.Name, su.Device.State, su.Device.LastOnlineTime = r.Name, st.State, st.LastOnlineTime
+		su.Device.Name, su.Device.State, su.Device.LastOnlineTime = r.Name, st.State, kubeEdgeOnlineTime(st.LastOnlineTime)
 		m, err := message.New(kubeEdgeDeviceSource, "resource", message.OpUpdate, prefix+"/state/update").WithContent(su)
 		if err != nil {
 			return nil, err

@@ -105,6 +105,13 @@ func TestDeviceStatusReportBecomesKubeEdgesTwinEdgeUpdatedAndStateUpdateAsTheGol
 			t.Errorf("%s: content shape %v, golden %v", suffix, a, b)
 		}
 	}
+	var su keStateUpdate
+	if err := json.Unmarshal(outs[1].Content, &su); err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 12, 6, 5, 33, 18, 0, time.Local).UTC().Format(time.RFC3339); su.Device.State != "online" || su.Device.Name != "thermometer-1" || su.Device.LastOnlineTime != want {
+		t.Fatalf("state update %+v, want online, thermometer-1, %s (RFC 3339, as KubeEdge's edge sends it)", su.Device, want)
+	}
 	var up keTwinUpdate
 	if err := json.Unmarshal(outs[0].Content, &up); err != nil {
 		t.Fatal(err)

@@ -318,7 +318,11 @@ func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
 	}
 	m.metrics.connects.Inc()
 	m.host.Logger().Info("node connected", "node", n.name, "remote", conn.RemoteAddr())
-	m.event(n.name, message.OpConnected, nil)
+	var hello []byte
+	if s.kubeedge { // devicecontroller sends a KubeEdge edge its devices in KubeEdge's membership shape
+		hello = []byte(`{"kubeedge":true}`)
+	}
+	m.event(n.name, message.OpConnected, hello)
 	go func() {
 		defer m.wg.Done()
 		err := m.run(s)
@@ -342,6 +346,9 @@ func (m *Module) node(name string) *node {
 // Handle queues a message for the node its resource names (node/<node>/<ns>/<type>[/<name>]).
 func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
 	node, edge, err := message.ToEdge(msg.Route.Resource)
+	if n, e, ok := kubeEdgeDeviceDown(msg.Route.Resource); err != nil && ok {
+		node, edge, err = n, e, nil
+	}
 	if err != nil {
 		return fmt.Errorf("message for the edge from %s: %w", msg.Route.Source, err)
 	}

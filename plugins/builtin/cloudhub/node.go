@@ -441,6 +441,9 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 		ack, _ := msg.Reply(Name, "OK")
 		return reply(ack)
 	}
+	if s.kubeedge { // KubeEdge devicetwin's paths, for devicecontroller (kubeedge_devices.go)
+		kubeEdgeDeviceUp(&msg, s.n.name)
+	}
 	if msg.Route.Resource != "" {
 		r, err := message.ParseEdge(msg.Route.Resource)
 		if err != nil {

@@ -52,6 +52,7 @@ type nodeState struct {
 	inventoried  bool   // the node's inventory was reconciled since this cloudcore started
 	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
 	membership   string // the membership content last sent
+	kubeedge     bool   // the node runs KubeEdge's edgecore (cloudhub said so at connect): membership in KubeEdge's shape
 }
 
 // MemberRef names one device in a membership list.
@@ -322,6 +323,7 @@ func (m *Module) syncMembership(ctx context.Context, node string, force bool) {
 	m.mu.Lock()
 	same := st.membership == string(b)
 	ready := st.inventoried
+	prevJSON, kubeedge := st.membership, st.kubeedge
 	if ready {
 		st.membership = string(b)
 	}
@@ -331,6 +333,14 @@ func (m *Module) syncMembership(ctx context.Context, node string, force bool) {
 	}
 	if !ready {
 		m.metrics.deferred.Inc()
+		return
+	}
+	if kubeedge { // KubeEdge's edgecore takes the change (added, removed), not the list
+		var prev Membership
+		if !force && prevJSON != "" {
+			_ = json.Unmarshal([]byte(prevJSON), &prev)
+		}
+		m.sendKubeEdgeMembership(ctx, node, prev, mem)
 		return
 	}
 	m.send(ctx, node, message.OpUpdate, TypeMembership, membershipNamespace, node, mem)
@@ -471,14 +481,19 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 
 // connected notes a node's connection; a node that sends no inventory gets everything after
 // inventoryWait.
-func (m *Module) connected(ctx context.Context, node string) {
+func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
 	st.connected = true
+	st.kubeedge = kubeedge
 	st.inventoryGen++
 	gen, inventoried := st.inventoryGen, st.inventoried
 	m.mu.Unlock()
 	if inventoried {
+		return
+	}
+	if kubeedge { // KubeEdge's edgecore sends no inventory: no need to wait for one
+		m.reconcile(ctx, node, nil)
 		return
 	}
 	time.AfterFunc(m.InventoryWait, func() {

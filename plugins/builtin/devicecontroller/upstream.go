@@ -60,7 +60,11 @@ const conflictRetries = 8
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	switch msg.Route.Operation {
 	case message.OpConnected:
-		m.connected(ctx, node)
+		var hello struct {
+			KubeEdge bool `json:"kubeedge"`
+		}
+		_ = json.Unmarshal(msg.Content, &hello) // none from older cloudhubs: a Kedge edge
+		m.connected(ctx, node, hello.KubeEdge)
 		return
 	case message.OpDisconnected:
 		m.disconnected(node)
@@ -99,6 +103,9 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	var reply sdk.Message
 	if err == nil {
 		reply, err = msg.Reply(Name, "OK")
+		if isKubeEdgeReport(res.Type) {
+			reply.Route.Resource = kubeEdgeAnswerResource // KubeEdge's cloud answers on resource "twin"
+		}
 	}
 	if err != nil {
 		reply = msg.ErrorReply(Name, err)
@@ -111,6 +118,9 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 // fromEdge handles one report of an edge node and returns its result label.
 func (m *Module) fromEdge(ctx context.Context, node string, res message.Resource, msg sdk.Message) (string, error) {
 	op := msg.Route.Operation
+	if isKubeEdgeReport(res.Type) {
+		return m.fromKubeEdge(ctx, node, res, msg)
+	}
 	if res.Type == TypeDeviceStatus && (op == message.OpUpdate || op == message.OpInsert || op == message.OpPatch) {
 		if res.Name == "" {
 			return "", fmt.Errorf("%w: devicestatus needs a device name (<namespace>/devicestatus/<name>)", errInvalid)

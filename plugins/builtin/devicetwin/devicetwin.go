@@ -313,6 +313,12 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	if msg.Route.Operation == message.OpResponse || msg.Route.Operation == message.OpError {
 		return nil // late answers to our own requests
 	}
+	if msg.Route.Resource == kubeEdgeMembershipResource { // KubeEdge's cloud: a change (kubeedge.go)
+		if err := m.drainCommits(ctx); err != nil {
+			return fmt.Errorf("membership: waiting for queued twin writes: %w", err)
+		}
+		return m.applyKubeEdgeMembership(ctx, msg)
+	}
 	res, err := message.ParseEdge(msg.Route.Resource)
 	if err != nil {
 		if cr, cerr := message.ParseCloud(msg.Route.Resource); cerr == nil {

@@ -250,7 +250,7 @@ func (u *upstream) fill(ctx context.Context) error {
 		}
 		if u.sendOnce {
 			u.mu.Lock()
-			out, err := u.ke.translate(msg, time.Now())
+			outs, err := u.ke.translateAll(msg, time.Now())
 			u.mu.Unlock()
 			if err != nil {
 				u.m.host.Logger().Error("upstream message cannot be put in KubeEdge's form and is dropped", "msg", msg.String(), "err", err)
@@ -260,13 +260,15 @@ func (u *upstream) fill(ctx context.Context) error {
 				u.mu.Unlock()
 				continue
 			}
-			msg = out
-			if err := u.conn.Send(ctx, msg); err != nil {
-				return err
+			for _, out := range outs {
+				if err := u.conn.Send(ctx, out); err != nil {
+					return err
+				}
 			}
 			u.mu.Lock()
 			u.order, u.acked[e.Seq], u.lastSent = append(u.order, e.Seq), true, e.Seq
-			if msg.Header.Sync {
+			if len(outs) > 0 && outs[0].Header.Sync {
+				msg = outs[0]
 				u.asked[msg.Header.ID] = &flight{seq: e.Seq, msg: msg}
 				u.askedOrder = append(u.askedOrder, msg.Header.ID)
 				if len(u.askedOrder) > maxAsked {

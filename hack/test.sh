@@ -12,6 +12,8 @@ step "a real control plane (etcd + kube-apiserver + kubectl), built once and cac
 # envtest and the end-to-end tests find the binaries here.
 KUBEBUILDER_ASSETS="$(./hack/controlplane.sh bindir)"
 export KUBEBUILDER_ASSETS
+step "the real Helm CLI (helm.sh/helm/v4 from the Go module proxy), built once and cached: test/chart lints and templates deploy/helm/kedge"
+./hack/helm.sh build
 step "a real container runtime: containerd + runc + CNI (installed from Debian when missing), local images"
 ./hack/containerd.sh up
 trap './hack/containerd.sh down' EXIT

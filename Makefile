@@ -112,3 +112,13 @@ demo-stop: ## stop what make demo started
 
 clean: ## remove build output and run state
 	rm -rf $(BIN) _out _run
+
+.PHONY: images deb helm
+images: ## release images: static cloudcore and edgecore as OCI archives in _out/images, tagged with VERSION (hack/images.sh)
+	./hack/images.sh --version $(VERSION)
+
+deb: ## the kedge-edgecore .deb in _out/ (dpkg-deb; hack/deb.sh)
+	./hack/deb.sh --version $(VERSION)
+
+helm: ## the Helm CLI from the Go module proxy (hack/helm.sh); e.g. hack/helm.sh lint deploy/helm/kedge
+	./hack/helm.sh build

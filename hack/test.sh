@@ -12,6 +12,8 @@ step "a real control plane (etcd + kube-apiserver + kubectl), built once and cac
 # envtest and the end-to-end tests find the binaries here.
 KUBEBUILDER_ASSETS="$(./hack/controlplane.sh bindir)"
 export KUBEBUILDER_ASSETS
+step "the real Helm CLI (helm.sh/helm/v4 from the Go module proxy), built once and cached: test/chart lints and templates deploy/helm/kedge"
+./hack/helm.sh build
 step "a real container runtime: containerd + runc + CNI (installed from Debian when missing), local images"
 ./hack/containerd.sh up
 trap './hack/containerd.sh down' EXIT
@@ -41,6 +43,13 @@ if [[ ! -f _bin/npm/node_modules/node-opcua/package.json ]]; then
 	npm install --no-audit --no-fund --loglevel=error --prefix _bin/npm node-opcua@2.186 >/dev/null
 fi
 echo "node $(node --version), node-opcua $(node -p 'require("./_bin/npm/node_modules/node-opcua/package.json").version')"
+step "packaging tools: systemd-analyze (the edgecore unit is verified), dpkg, busybox-static (the .deb's scratch root)"
+if ! command -v systemd-analyze >/dev/null || ! command -v busybox >/dev/null; then
+	sudo=()
+	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends systemd busybox-static >/dev/null
+fi
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 45m ./...
 step "all tests passed"

@@ -24,7 +24,8 @@ type joinFlags struct {
 	criEndpoint                                  string
 	registryKeys                                 []string
 	certPort, hubPort, streamPort                int
-	force, noRuntime                             bool
+	force, noRuntime, install                    bool
+	unitDir                                      string
 }
 
 // joinCommand is "edgecore join": get a certificate from cloudcore and write edgecore.yaml.
@@ -71,7 +72,9 @@ Bad input (a malformed token, a CA hash mismatch, an unreachable server) exits w
 	fl.StringVar(&f.configOut, "config-out", "/etc/kedge/edgecore.yaml", "where to write edgecore.yaml")
 	fl.IntVar(&f.certPort, "cert-port", pki.DefaultCertPort, "cloudcore's certificate server port")
 	fl.IntVar(&f.hubPort, "hub-port", pki.DefaultHubPort, "cloudcore's hub (websocket) port")
-	fl.BoolVar(&f.force, "force", false, "overwrite --config-out if it exists")
+	fl.BoolVar(&f.force, "force", false, "overwrite --config-out (and with --install, the systemd unit) if it exists")
+	fl.BoolVar(&f.install, "install", false, "also write the hardened systemd unit "+UnitName+" into --unit-dir for this config and data folder and, where systemd runs, enable and start it ('edgecore reset' undoes it)")
+	fl.StringVar(&f.unitDir, "unit-dir", defaultUnitDir, "with --install: the folder of the systemd unit")
 	fl.StringVar(&f.criEndpoint, "cri-endpoint", "unix:///run/containerd/containerd.sock", "the container runtime's CRI socket; edged runs the node's pods there")
 	fl.BoolVar(&f.noRuntime, "no-runtime", false, "this node runs no containers (a sensor gateway): its pods are stored and reported NoContainerRuntime")
 	fl.IntVar(&f.streamPort, "stream-port", 0, "cloudcore's stream tunnel port (cloudstream's tunnelAddress, usually 10004): turns on edgestream for kubectl logs/exec/attach/port-forward/top; 0 leaves it off (its tunnel counts in /readyz/cloud, so only set it when cloudcore runs cloudstream)")
@@ -120,6 +123,11 @@ func runJoin(cmd *cobra.Command, f joinFlags) error {
 		f.registryKeys[i] = abs
 	}
 	// Refuse before asking cloudcore for anything, so a refused run changes nothing.
+	if f.install {
+		if err := checkInstall(f.unitDir, f.force); err != nil {
+			return err
+		}
+	}
 	if !f.force {
 		if _, err := os.Stat(f.configOut); err == nil {
 			return fmt.Errorf("%s exists; pass --force to overwrite it, or --config-out to write elsewhere", f.configOut)
@@ -149,6 +157,10 @@ func runJoin(cmd *cobra.Command, f joinFlags) error {
 	}
 	if err := writeFile(f.configOut, conf); err != nil {
 		return err
+	}
+	if f.install {
+		fmt.Fprintf(out, "wrote %s\njoined as node %s\n", f.configOut, f.nodeName)
+		return install(out, f.unitDir, f.configOut, f.dataDir)
 	}
 	fmt.Fprintf(out, "wrote %s\njoined as node %s; start edgecore with: edgecore --config %s\n", f.configOut, f.nodeName, f.configOut)
 	return nil

@@ -96,10 +96,13 @@ func Command(spec Spec) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
+		// --version prints the same first line as the version command (packaging checks run it).
+		Version: Version,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCommand(cmd.Context(), spec, f, cmd.OutOrStdout())
 		},
 	}
+	root.SetVersionTemplate(fmt.Sprintf("%s %s (%s, %s/%s)\n", spec.Binary, Version, runtime.Version(), runtime.GOOS, runtime.GOARCH))
 	addRunFlags(root, &f)
 	run := &cobra.Command{
 		Use:   "run",

@@ -63,8 +63,9 @@ type Module struct {
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane, each message sent once, never resent. Nodes listed here (names or path.Match patterns like ke-*) get that at-most-once delivery even on the Kedge lane."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
 	// Ownership records which replica holds which node (several cloudcore replicas; ownership.go).
-	Ownership   Ownership `yaml:"ownership" doc:"Several cloudcore replicas: which replica holds which node, in Leases of the Kubernetes API (see the README, Running several replicas)."`
-	RegistryDir string    `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
+	DrainPeriod time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
+	Ownership   Ownership     `yaml:"ownership" doc:"Several cloudcore replicas: which replica holds which node, in Leases of the Kubernetes API (see the README, Running several replicas)."`
+	RegistryDir string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
 
 	host    sdk.Host
 	ca      *pki.CA

@@ -183,7 +183,13 @@ func (m *Module) startOwnership(ctx context.Context) error {
 // stop ends the workers and deletes this replica's Lease (its nodes are then held by nobody until
 // they reconnect elsewhere).
 func (o *owners) stop(ctx context.Context) {
-	o.queue.ShutDown()
+	drained := make(chan struct{})
+	go func() { o.queue.ShutDownWithDrain(); close(drained) }() // the releases of the nodes just let go
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		o.queue.ShutDown()
+	}
 	o.wg.Wait()
 	o.factory.Shutdown()
 	err := o.client.CoordinationV1().Leases(o.cfg.Namespace).Delete(ctx, ReplicaLeaseName(o.cfg.Identity), metav1.DeleteOptions{})

@@ -30,6 +30,13 @@ if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; t
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >/dev/null
 fi
 echo "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (started by the tests themselves, on loopback ports)"
+step "HAProxy (the load balancer in front of three cloudcores in the HA end-to-end test): Debian's haproxy"
+if ! command -v haproxy >/dev/null && [[ ! -x /usr/sbin/haproxy ]]; then
+	sudo=()
+	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+fi
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 45m ./...
 step "all tests passed"

@@ -17,39 +17,33 @@ step "the real Helm CLI (helm.sh/helm/v4 from the Go module proxy), built once a
 step "a real container runtime: containerd + runc + CNI (installed from Debian when missing), local images"
 ./hack/containerd.sh up
 trap './hack/containerd.sh down' EXIT
-step "libmodbus (the Modbus TCP and RTU slaves the mapper tests talk to): Debian's libmodbus-dev; socat (serial lines as pty pairs)"
-if [[ ! -f /usr/include/modbus/modbus.h ]] || ! command -v socat >/dev/null; then
+step "Debian packages the tests talk to or build with, installed when missing (one apt-get run)"
+# libmodbus-dev + gcc: the Modbus TCP and RTU slaves the mapper tests talk to; socat: serial lines as
+# pty pairs; mosquitto + clients: the external MQTT broker and a client nobody here wrote; nodejs +
+# npm: the node-opcua server; systemd: systemd-analyze verifies the edgecore unit; busybox-static:
+# the .deb's scratch root; haproxy: the load balancer in front of three cloudcores.
+need=()
+have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 ]]; }
+[[ -f /usr/include/modbus/modbus.h ]] && have gcc || need+=(gcc libmodbus-dev)
+have socat || need+=(socat)
+have mosquitto && have mosquitto_pub || need+=(mosquitto mosquitto-clients)
+have npm || need+=(nodejs npm)
+have systemd-analyze || need+=(systemd)
+have busybox || need+=(busybox-static)
+have haproxy || need+=(haproxy)
+if ((${#need[@]})); then
 	sudo=()
 	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+	echo "installing: ${need[*]}"
 	"${sudo[@]}" apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends gcc libmodbus-dev socat >/dev/null
-fi
-step "MQTT: Debian's mosquitto and its clients (the external broker and a client nobody here wrote)"
-if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; then
-	sudo=()
-	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
-	"${sudo[@]}" apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >/dev/null
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 echo "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (started by the tests themselves, on loopback ports)"
-step "OPC-UA: Node.js + npm from Debian and node-opcua from npm (the OPC-UA server the opcua mapper tests talk to)"
-if ! command -v npm >/dev/null; then
-	sudo=()
-	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
-	"${sudo[@]}" apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-fi
+step "OPC-UA: node-opcua from npm (the OPC-UA server the opcua mapper tests talk to), installed once into _bin/npm"
 if [[ ! -f _bin/npm/node_modules/node-opcua/package.json ]]; then
 	npm install --no-audit --no-fund --loglevel=error --prefix _bin/npm node-opcua@2.186 >/dev/null
 fi
 echo "node $(node --version), node-opcua $(node -p 'require("./_bin/npm/node_modules/node-opcua/package.json").version')"
-step "packaging tools: systemd-analyze (the edgecore unit is verified), dpkg, busybox-static (the .deb's scratch root)"
-if ! command -v systemd-analyze >/dev/null || ! command -v busybox >/dev/null; then
-	sudo=()
-	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
-	"${sudo[@]}" apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends systemd busybox-static >/dev/null
-fi
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 45m ./...
 step "all tests passed"

@@ -307,6 +307,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
+		mgr.Drain(shutdown) // hand work over while every module still runs (cloudhub: nodes to other replicas)
 		err := mgr.Stop(shutdown)
 		if admin != nil {
 			admin.close(shutdown)

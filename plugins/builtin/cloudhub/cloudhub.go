@@ -62,7 +62,10 @@ type Module struct {
 	// handshake without it.
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane, each message sent once, never resent. Nodes listed here (names or path.Match patterns like ke-*) get that at-most-once delivery even on the Kedge lane."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
-	RegistryDir string `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
+	// Ownership records which replica holds which node (several cloudcore replicas; ownership.go).
+	DrainPeriod time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
+	Ownership   Ownership     `yaml:"ownership" doc:"Several cloudcore replicas: which replica holds which node, in Leases of the Kubernetes API (see the README, Running several replicas)."`
+	RegistryDir string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
 
 	host    sdk.Host
 	ca      *pki.CA
@@ -73,6 +76,8 @@ type Module struct {
 	life    context.Context
 	metrics *metrics
 	hubM    *hub.Metrics
+
+	owners *owners // nil unless ownership is enabled
 
 	mu       sync.Mutex
 	nodes    map[string]*node
@@ -109,6 +114,7 @@ func New() *Module {
 		EventsGroup: "hubevents",
 		ForgetAfter: 10 * time.Minute,
 		CASecret:    CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
+		Ownership:   DefaultOwnership(),
 		nodes:       map[string]*node{},
 	}
 }
@@ -167,6 +173,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	certHandler, err := m.certServerHandler(certs) // before listening: a bad registryDir fails the start cleanly
 	if err != nil {
+		return err
+	}
+	if err := m.startOwnership(ctx); err != nil {
 		return err
 	}
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
@@ -288,6 +297,9 @@ func (m *Module) Stop(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	if m.owners != nil {
+		m.owners.stop(ctx)
+	}
 	return nil
 }
 
@@ -362,6 +374,9 @@ func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
 func (m *Module) event(node, op string, content []byte) {
 	msg := message.New(Name, "hub", op, message.Resource{Node: node, Namespace: "-", Type: "connection", Name: node}.Cloud())
 	msg.Content = content
+	if op == message.OpConnected || op == message.OpDisconnected {
+		m.owners.changed(node)
+	}
 	if err := m.host.SendToGroup(m.life, m.EventsGroup, msg); err != nil && !errors.Is(err, sdk.ErrUnknownModule) {
 		m.host.Logger().Warn("node event not delivered", "node", node, "event", op, "err", err)
 	}

@@ -5,9 +5,9 @@ import (
 )
 
 type metrics struct {
-	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten prometheus.Counter
-	up                                                                                        *prometheus.CounterVec
-	rejectedBy                                                                                *prometheus.CounterVec // rejected is its "upgrade" series
+	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten, drained prometheus.Counter
+	up                                                                                                 *prometheus.CounterVec
+	rejectedBy                                                                                         *prometheus.CounterVec // rejected is its "upgrade" series
 }
 
 func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
@@ -27,6 +27,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		acked:     c("downstream_acked_total", "Acknowledgements from nodes."),
 		lateAcks:  c("late_acks_total", "Acknowledgements for versions no longer on the wire (after a resend or reconnect)."),
 		forgotten: c("forgotten_nodes_total", "Nodes forgotten after being disconnected with an empty queue for forgetAfter."),
+		drained:   c("drained_total", "Node sessions closed by the drain on stop, so the nodes reconnect to another replica."),
 		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
 	}
 	x.rejectedBy = rejectedBy
@@ -48,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		defer m.mu.Unlock()
 		return float64(len(m.nodes))
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.up, connected, known} {
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, connected, known} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

@@ -62,6 +62,8 @@ type Module struct {
 	Heartbeat                    time.Duration      `yaml:"heartbeat" doc:"Ping period on the control tunnel; a tunnel silent for two periods is closed."`
 	CASecret                     CASecret           `yaml:"caSecret" doc:"Load the cluster CA from this Kubernetes Secret (as cloudhub's caSecret) instead of pkiDir; the serving certificates stay in pkiDir."`
 	MetricsAPI                   MetricsAPISettings `yaml:"metricsAPI" doc:"metrics.k8s.io/v1beta1 (kubectl top) for edge nodes, served as an aggregated API and filled over the stream tunnels."`
+	// Forward lets any replica answer for any node (forward.go).
+	Forward ForwardSettings `yaml:"forward" doc:"Several cloudcore replicas: a request for a node whose stream tunnel another replica holds is forwarded there (one hop, mTLS with the cluster CA)."`
 
 	host    sdk.Host
 	client  kubernetes.Interface
@@ -71,6 +73,7 @@ type Module struct {
 	wg      sync.WaitGroup
 	port    int32 // bound port of streamAddress
 	mapi    *metricsAPI
+	fwd     *forwarder // nil unless forward is enabled
 
 	mu      sync.Mutex
 	tunnels map[string]*tunnel    // node -> its control tunnel
@@ -97,6 +100,7 @@ func New() *Module {
 		Heartbeat:      15 * time.Second,
 		CASecret:       CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
 		MetricsAPI:     defaultMetricsAPI(),
+		Forward:        defaultForward(),
 	}
 }
 
@@ -172,6 +176,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.port = int32(port)
 	tunnelLog := pki.HandshakeErrorLog(h.Logger(), "tunnel", func(reason string) { m.metrics.refused.WithLabelValues(reason).Inc() })
 	if err := m.listen(&m.TunnelAddress, tunnelTLS, http.HandlerFunc(m.serveTunnel), tunnelLog); err != nil {
+		m.closeServers(ctx)
+		return err
+	}
+	if err := m.startForward(ca); err != nil {
 		m.closeServers(ctx)
 		return err
 	}

@@ -54,7 +54,7 @@ func parsePath(p string) (kind, ns, pod, container string, err error) {
 
 // serveKubelet is the kubelet API the kube-apiserver calls for edge nodes.
 func (m *Module) serveKubelet(w http.ResponseWriter, r *http.Request) {
-	if !m.allowed(w, r) {
+	if forwardedBy(r) == "" && !m.allowed(w, r) { // a forwarded request was authenticated by the replica that took it
 		return
 	}
 	kind, ns, pod, container, err := parsePath(r.URL.Path)
@@ -79,6 +79,9 @@ func (m *Module) serveKubelet(w http.ResponseWriter, r *http.Request) {
 		m.metrics.sessions.WithLabelValues(kind, "not_found").Inc()
 		http.Error(w, fmt.Sprintf("pod %s/%s is not scheduled to a node", ns, pod), http.StatusNotFound)
 		return
+	}
+	if m.fwd != nil && forwardedBy(r) == "" && !m.hasTunnel(node) && m.fwd.forward(w, r, node, kind) {
+		return // another replica holds the node's tunnel and answered
 	}
 	sc, err := m.open(node, m.SessionTimeout)
 	if err != nil {

@@ -131,6 +131,15 @@ func (m *Module) runAutonomy(ctx context.Context) {
 	}
 }
 
+// enqueueAll queues every bound pod (a new leader catches up).
+func (a *autonomy) enqueueAll() {
+	for _, o := range a.m.podIdx.List() {
+		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName != "" && p.DeletionTimestamp == nil {
+			a.queue.Add(types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+		}
+	}
+}
+
 func (m *Module) stopAutonomy() {
 	if m.autonomy != nil {
 		m.autonomy.queue.ShutDown()
@@ -178,6 +187,10 @@ func (a *autonomy) next(ctx context.Context) bool {
 		return false
 	}
 	defer a.queue.Done(key)
+	if !a.m.elector.Leading() {
+		a.queue.Forget(key) // the leader changes tolerations; a new leader goes over every pod
+		return true
+	}
 	if err := a.sync(ctx, key); err != nil {
 		a.metrics.errors.Inc()
 		a.m.host.Logger().Warn("pod tolerations for node autonomy not changed; retrying", "pod", key.String(), "err", err)

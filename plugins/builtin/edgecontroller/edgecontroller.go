@@ -48,18 +48,19 @@ func init() {
 
 // Module is the edge controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig      string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS             float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst           int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers         int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	NodeGracePeriod time.Duration `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
-	LeaseDuration   time.Duration `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
-	InventoryWait   time.Duration `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
-	SyncTimeout     time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
-	SendServices    bool          `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
-	HubModule       string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
-	TokenRetry      time.Duration `yaml:"tokenRetry" doc:"How soon a service-account token that could not be issued (no such ServiceAccount yet) is tried again."`
-	Autonomy        bool          `yaml:"autonomy" doc:"Keep the pods of edge Nodes labelled kedge.io/autonomy=true from being evicted while unreachable: their unreachable/not-ready NoExecute tolerations are made unlimited (or kedge.io/autonomy-duration on the Node). See the README for what that gives up."`
+	Kubeconfig      string              `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
+	QPS             float32             `yaml:"qps" doc:"Requests per second to the API server, sustained."`
+	Burst           int                 `yaml:"burst" doc:"Requests to the API server above qps at once."`
+	Workers         int                 `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	NodeGracePeriod time.Duration       `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
+	LeaseDuration   time.Duration       `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
+	InventoryWait   time.Duration       `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
+	SyncTimeout     time.Duration       `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
+	SendServices    bool                `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
+	HubModule       string              `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	TokenRetry      time.Duration       `yaml:"tokenRetry" doc:"How soon a service-account token that could not be issued (no such ServiceAccount yet) is tried again."`
+	LeaderElection  kube.LeaderElection `yaml:"leaderElection" doc:"Several cloudcore replicas: only the holder of the Lease kedge-edgecontroller marks silent nodes Ready=Unknown and changes pod tolerations for autonomy; everything about a node's own connection stays with the replica holding it."`
+	Autonomy        bool                `yaml:"autonomy" doc:"Keep the pods of edge Nodes labelled kedge.io/autonomy=true from being evicted while unreachable: their unreachable/not-ready NoExecute tolerations are made unlimited (or kedge.io/autonomy-duration on the Node). See the README for what that gives up."`
 
 	host     sdk.Host
 	client   kubernetes.Interface
@@ -85,6 +86,12 @@ type Module struct {
 	podNodes map[string]podRecord
 	tokens   map[string]tokenState // by pod namespace/name
 	autonomy *autonomy             // nil when the autonomy setting is off
+
+	elector      *kube.Elector
+	stopElection context.CancelFunc
+	leaseFactory informers.SharedInformerFactory
+	leaseMu      sync.Mutex
+	leases       map[string]leaseSeen // node Leases in kube-node-lease, as this replica saw them change
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -103,6 +110,7 @@ func New() *Module {
 		HubModule:       "cloudhub",
 		TokenRetry:      30 * time.Second,
 		Autonomy:        true,
+		LeaderElection:  kube.DefaultLeaderElection(),
 	}
 }
 
@@ -110,7 +118,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.NodeGracePeriod <= 0 || m.LeaseDuration <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 || m.TokenRetry <= 0 {
 		return errors.New("workers, qps, burst, nodeGracePeriod, leaseDuration, syncTimeout, inventoryWait and tokenRetry must be positive")
 	}
+	if err := m.LeaderElection.Validate("modules.edgecontroller.leaderElection"); err != nil {
+		return err
+	}
 	m.host, m.life = h, ctx
+	m.leases = map[string]leaseSeen{}
 	m.state = map[string]*nodeState{}
 	m.owners = map[objKey]map[string]int{}
 	m.missing = map[string]bool{}
@@ -146,15 +158,33 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		}
 	}
 	m.factory.Start(ctx.Done())
+	leasesSynced, err := m.watchNodeLeases(ctx)
+	if err != nil {
+		return err
+	}
 	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
 	defer cancel()
+	fail := func(what any) error {
+		m.factory.Shutdown()
+		m.leaseFactory.Shutdown()
+		m.queue.ShutDown()
+		m.stopAutonomy()
+		return fmt.Errorf("the API server did not answer the first list of %v within %s (syncTimeout): is it reachable with this kubeconfig?", what, m.SyncTimeout)
+	}
 	for typ, ok := range m.factory.WaitForCacheSync(syncCtx.Done()) {
 		if !ok {
-			m.factory.Shutdown()
-			m.queue.ShutDown()
-			m.stopAutonomy()
-			return fmt.Errorf("the API server did not answer the first list of %v within %s (syncTimeout): is it reachable with this kubeconfig?", typ, m.SyncTimeout)
+			return fail(typ)
 		}
+	}
+	if !cache.WaitForCacheSync(syncCtx.Done(), leasesSynced) {
+		return fail("leases in " + leaseNamespace)
+	}
+	if err := m.startElection(ctx); err != nil {
+		m.factory.Shutdown()
+		m.leaseFactory.Shutdown()
+		m.queue.ShutDown()
+		m.stopAutonomy()
+		return err
 	}
 	for range m.Workers {
 		m.wg.Go(func() {
@@ -172,17 +202,21 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.autonomy != nil {
 		m.runAutonomy(ctx)
 	}
-	h.Logger().Info("watching the API for edge nodes", "workers", m.Workers, "nodeGracePeriod", m.NodeGracePeriod)
+	h.Logger().Info("watching the API for edge nodes", "workers", m.Workers, "nodeGracePeriod", m.NodeGracePeriod, "leaderElection", m.LeaderElection.Enable, "lease", m.elector.Lease())
 	return nil
 }
 
-func (m *Module) Stop(context.Context) error {
+func (m *Module) Stop(ctx context.Context) error {
+	m.endElection(ctx) // release the Lease first: another replica takes over at once
 	if m.queue != nil {
 		m.queue.ShutDown()
 	}
 	m.stopAutonomy()
 	if m.factory != nil {
 		m.factory.Shutdown()
+	}
+	if m.leaseFactory != nil {
+		m.leaseFactory.Shutdown()
 	}
 	m.wg.Wait()
 	if m.events != nil {

@@ -42,15 +42,16 @@ func newRig(t *testing.T) *rig {
 	if env == nil {
 		t.Skip("needs the control plane (not with -short)")
 	}
-	info, _ := sdk.Lookup(edgecontroller.Name)
-	h := sdktest.Run(t, info, map[string]any{
-		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "400ms", "inventoryWait": "300ms", "sendServices": false,
-	}, sdktest.Capture("cloudhub"))
 	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(ns) > 50 {
 		ns = ns[:50]
 	}
 	ns = strings.Trim(ns, "-")
+	info, _ := sdk.Lookup(edgecontroller.Name)
+	h := sdktest.Run(t, info, map[string]any{
+		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "400ms", "inventoryWait": "300ms", "sendServices": false,
+		"leaderElection": map[string]any{"leaseName": "ec-" + ns}, // each rig leads its own Lease
+	}, sdktest.Capture("cloudhub"))
 	_, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

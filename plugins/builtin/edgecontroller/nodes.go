@@ -283,8 +283,9 @@ func (m *Module) renewLease(ctx context.Context, node string) error {
 	return nil
 }
 
-// monitorNodes turns the Ready condition of a node that has been disconnected for longer than the
-// grace period to Unknown, once per disconnection (as the node lifecycle controller does for kubelets).
+// monitorNodes turns the Ready condition of an edge node whose Lease nobody renewed for the grace
+// period to Unknown, once per silence (as the node lifecycle controller does for kubelets) — on the
+// leader only, whichever replica held the node (see leader.go).
 func (m *Module) monitorNodes(ctx context.Context) {
 	tick := time.NewTicker(max(min(m.NodeGracePeriod/4, 5*time.Second), 50*time.Millisecond))
 	defer tick.Stop()
@@ -295,25 +296,21 @@ func (m *Module) monitorNodes(ctx context.Context) {
 		case <-tick.C:
 		}
 		m.refreshTokens()
-		var stale []string
-		m.mu.Lock()
-		for name, st := range m.state {
-			if !st.connected && !st.unknownSet && !st.since.IsZero() && time.Since(st.since) >= m.NodeGracePeriod {
-				st.unknownSet = true
-				stale = append(stale, name)
-			}
+		if !m.elector.Leading() {
+			continue
 		}
-		m.mu.Unlock()
-		for _, name := range stale {
+		for _, name := range m.staleNodes() {
+			if !m.elector.Leading() {
+				break // lost the Lease meanwhile: the new leader decides
+			}
+			m.noteMarked(name, true)
 			if err := m.markUnknown(ctx, name); err != nil {
 				m.host.Logger().Warn("node status not set to Unknown", "node", name, "err", err)
-				m.mu.Lock()
-				m.state[name].unknownSet = false // try again next tick
-				m.mu.Unlock()
+				m.noteMarked(name, false) // try again next tick
 				continue
 			}
 			m.metrics.unknown.Inc()
-			m.host.Logger().Warn("edge node disconnected past the grace period: Ready is Unknown", "node", name, "grace", m.NodeGracePeriod)
+			m.host.Logger().Warn("edge node silent past the grace period: Ready is Unknown", "node", name, "grace", m.NodeGracePeriod)
 		}
 	}
 }

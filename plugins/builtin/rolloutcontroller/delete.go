@@ -46,6 +46,7 @@ func (m *Module) deleted(obj any) {
 		}
 	}
 	m.gone[ro.UID] = now
+	m.forgetSent(ro.UID)
 	var told []string
 	for _, n := range ro.Status.Nodes {
 		if n.State != v1alpha1.NodePending {

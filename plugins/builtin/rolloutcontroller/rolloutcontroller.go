@@ -57,6 +57,8 @@ type Module struct {
 	Workers     int           `yaml:"workers" doc:"Goroutines reconciling rollouts, and as many handling the edge's reports (one node's reports are always handled in order)."`
 	SyncTimeout time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or a missing CRD fail the start with this error."`
 	HubModule   string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	// LeaderElection: with several cloudcore replicas only the leader decides rollouts.
+	LeaderElection kube.LeaderElection `yaml:"leaderElection" doc:"Several cloudcore replicas: only the holder of the Lease kedge-rolloutcontroller decides turns and status after spec changes; every replica records its own nodes' reports and delivers to the nodes it holds."`
 
 	host    sdk.Host
 	rest    rest.Interface
@@ -72,6 +74,11 @@ type Module struct {
 	now     func() metav1.Time
 	sendMu  sync.Mutex              // orders rollout updates and deletes queued for the edge
 	gone    map[types.UID]time.Time // recently deleted rollouts: nothing more is sent for them
+	life    context.Context
+
+	elector      *kube.Elector
+	stopElection context.CancelFunc
+	ha           haState
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -84,6 +91,8 @@ func New() *Module {
 		Workers:     2,
 		SyncTimeout: 30 * time.Second,
 		HubModule:   "cloudhub",
+
+		LeaderElection: kube.DefaultLeaderElection(),
 	}
 }
 
@@ -115,7 +124,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.HubModule == "" {
 		return errors.New("hubModule must name the module that queues messages for edge nodes")
 	}
-	m.host = h
+	if err := m.LeaderElection.Validate("modules.rolloutcontroller.leaderElection"); err != nil {
+		return err
+	}
+	m.host, m.life = h, ctx
+	m.ha = haState{held: map[string]bool{}, sent: map[sentKey]int64{}}
 	m.stop = make(chan struct{})
 	m.gone = map[types.UID]time.Time{}
 	if m.now == nil {
@@ -150,6 +163,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		m.queue.ShutDown()
 		return fmt.Errorf("the API server did not answer the first list of pluginrollouts (%s) and edge nodes within %s (syncTimeout): is it reachable with this kubeconfig, and is the CRD of build/crds installed?", v1alpha1.GroupVersion, m.SyncTimeout)
 	}
+	if err := m.startElection(ctx); err != nil {
+		close(m.stop)
+		m.queue.ShutDown()
+		return err
+	}
 	for range m.Workers {
 		m.wg.Go(func() {
 			for m.processNext(ctx) {
@@ -162,11 +180,12 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		m.up[i] = ch
 		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
 	}
-	h.Logger().Info("watching the API for plugin rollouts", "workers", m.Workers)
+	h.Logger().Info("watching the API for plugin rollouts", "workers", m.Workers, "leaderElection", m.LeaderElection.Enable, "lease", m.elector.Lease())
 	return nil
 }
 
-func (m *Module) Stop(context.Context) error {
+func (m *Module) Stop(ctx context.Context) error {
+	m.endElection(ctx) // release the Lease first: another replica takes over at once
 	if m.queue != nil {
 		m.queue.ShutDown()
 	}
@@ -232,8 +251,13 @@ func (m *Module) watch() error {
 			m.queue.Add(key)
 		}
 	}
+	deliver := func(obj any) {
+		if ro, ok := obj.(*v1alpha1.PluginRollout); ok {
+			m.deliver(m.life, ro)
+		}
+	}
 	if _, err := m.roInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) },
+		AddFunc: func(obj any) { enqueue(obj); deliver(obj) }, UpdateFunc: func(_, n any) { enqueue(n); deliver(n) },
 		DeleteFunc: func(obj any) { m.deleted(obj); enqueue(obj) },
 	}); err != nil {
 		return err

@@ -64,11 +64,17 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
+	ns := newNamespace(t)
+	// Each rig leads its own Lease (rigs of parallel tests are separate "clusters").
+	return newReplica(t, ns, map[string]any{"leaseName": "ro-" + ns})
+}
+
+// newNamespace creates a namespace named after the test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
 	if env == nil {
 		t.Skip("needs the control plane (not with -short)")
 	}
-	info, _ := sdk.Lookup(rolloutcontroller.Name)
-	h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig}, sdktest.Capture("cloudhub"))
 	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(ns) > 40 {
 		ns = ns[:40]
@@ -77,6 +83,15 @@ func newRig(t *testing.T) *rig {
 	if _, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return ns
+}
+
+// newReplica runs one more controller for namespace ns with these leaderElection settings (a
+// cloudcore replica when several share a leaseName).
+func newReplica(t *testing.T, ns string, election map[string]any) *rig {
+	t.Helper()
+	info, _ := sdk.Lookup(rolloutcontroller.Name)
+	h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "leaderElection": election}, sdktest.Capture("cloudhub"))
 	// Rollouts without a selector reach every edge node: none outlives its test.
 	t.Cleanup(func() {
 		_ = api.Delete().Namespace(ns).Resource(v1alpha1.ResourcePluginRollouts).Do(context.Background()).Error()

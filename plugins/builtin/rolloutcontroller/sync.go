@@ -37,6 +37,12 @@ func (m *Module) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer m.queue.Done(key)
+	if !m.elector.Leading() {
+		// A follower decides nothing; the leader reconciles every rollout when it starts leading.
+		m.queue.Forget(key)
+		m.metrics.notLeader.Inc()
+		return true
+	}
 	if err := m.reconcile(ctx, key); err != nil {
 		m.metrics.syncErrors.Inc()
 		m.host.Logger().Warn("rollout sync failed; retrying", "rollout", key, "err", err)
@@ -166,6 +172,7 @@ func (m *Module) send(ctx context.Context, node string, ro *v1alpha1.PluginRollo
 		m.host.Logger().Warn("rollout for the edge not queued; it is sent again when the node connects", "node", node, "resource", res, "err", err)
 		return
 	}
+	m.recordSent(ro.UID, node, sentGeneration(ro))
 	m.metrics.downstream.WithLabelValues(reason).Inc()
 }
 

@@ -1,0 +1,279 @@
+package cloudstream
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kedge-io/kedge/host/pki"
+)
+
+// Any replica answers for any node. The kube-apiserver reaches some replica A for a node's kubelet
+// API (through the load balancer), but the node's stream tunnel may be held by replica B. A then
+// forwards the request, once, to B's forward server over mTLS with the cluster CA: both ends present
+// a replica certificate (CN kedge:replica:<identity>, O kedge:replicas) that each replica issues
+// itself from the cluster CA at start; a node certificate of the same CA, or anything else, is
+// refused and counted. B serves the forwarded request from its own tunnel exactly as a local one
+// (logs stream with flushes, exec/attach/port-forward upgrade and relay raw bytes: the reverse
+// proxy carries the 101 and then both directions, so back-pressure is TCP's end to end), and never
+// forwards it again (one hop). A finds B among the live replicas recorded by cloudhub's ownership
+// (Leases labelled kedge.io/ownership=replica, annotation kedge.io/forward-address) by asking each,
+// in parallel, whether it holds the node's tunnel.
+
+// ForwardSettings is cloudstream's config block for several replicas.
+type ForwardSettings struct {
+	Enable      bool          `yaml:"enable" doc:"Forward kubelet API requests for nodes whose stream tunnel another replica holds to that replica (mTLS, cluster CA), and serve such requests from the other replicas on address. Needs cloudhub.ownership (the replicas' Leases name their forward addresses)."`
+	Address     string        `yaml:"address" doc:"Listen address of the forward server the other replicas call (https, replica certificates only); cloudhub.ownership.forwardAddress is how they reach it."`
+	Identity    string        `yaml:"identity" doc:"This replica's name (as cloudhub.ownership.identity); empty: the cloudcore instance name."`
+	Namespace   string        `yaml:"namespace" doc:"Namespace of the replicas' Leases (cloudhub.ownership.namespace); empty: $POD_NAMESPACE, else default."`
+	DialTimeout time.Duration `yaml:"dialTimeout" doc:"How long asking another replica whether it holds a node's tunnel may take."`
+}
+
+func defaultForward() ForwardSettings {
+	return ForwardSettings{Address: "0.0.0.0:10005", DialTimeout: 3 * time.Second}
+}
+
+type forwardedKey struct{}
+
+// forwardedBy is the replica a request was forwarded from ("" for a request from the API server).
+func forwardedBy(r *http.Request) string {
+	id, _ := r.Context().Value(forwardedKey{}).(string)
+	return id
+}
+
+type forwarder struct {
+	m         *Module
+	cfg       ForwardSettings
+	transport *http.Transport
+	forwards  *prometheus.CounterVec
+	served    prometheus.Counter
+	refused   *prometheus.CounterVec
+}
+
+func (m *Module) startForward(ca *pki.CA) error {
+	c := m.Forward
+	if !c.Enable {
+		return nil
+	}
+	if c.DialTimeout <= 0 {
+		return errors.New("forward.dialTimeout must be positive")
+	}
+	if c.Identity == "" {
+		c.Identity = m.host.NodeName()
+	}
+	if c.Namespace == "" {
+		c.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if c.Namespace == "" {
+		c.Namespace = "default"
+	}
+	f := &forwarder{m: m, cfg: c,
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_forwards_total",
+			Help: "Kubelet API requests for a node whose tunnel is not here, by result (ok: forwarded to the replica holding it; no_owner: no live replica holds it; error: the forward failed)."}, []string{"result"}),
+		served: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_cloudstream_forwarded_served_total",
+			Help: "Requests another replica forwarded here and this replica served from its tunnel."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_forward_refused_total",
+			Help: "Callers of the forward server refused, by reason: not_a_replica (a certificate of the cluster CA that is not a replica's, e.g. a node's) or tls_* (the TLS handshake failed: no certificate, another CA, plain HTTP)."}, []string{"reason"}),
+	}
+	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused} {
+		if err := m.host.Metrics().Register(col); err != nil {
+			return err
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	var dns []string
+	for _, a := range []string{m.AdvertiseAddress, c.Address} {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
+		}
+		if ip := net.ParseIP(a); ip != nil && !ip.IsUnspecified() {
+			ips = append(ips, ip)
+		} else if a != "" && ip == nil {
+			dns = append(dns, a)
+		}
+	}
+	if h, err := os.Hostname(); err == nil {
+		dns = append(dns, h)
+	}
+	cert, err := ca.IssueReplicaCert(&key.PublicKey, c.Identity, ips, dns, 365*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("forward: replica certificate: %w", err)
+	}
+	own := tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	serverTLS := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{own},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
+	clientTLS := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{own}, RootCAs: ca.Pool(),
+		NextProtos: []string{"http/1.1"},
+		// The name in the forward address need not be in the peer's certificate (a pod IP that
+		// changed): what matters is that the peer is a replica of this cluster's CA.
+		InsecureSkipVerify: true, //nolint:gosec // verified below against the cluster CA
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("forward: the peer sent no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, ic := range cs.PeerCertificates[1:] {
+				inter.AddCert(ic)
+			}
+			if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: ca.Pool(), Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return fmt.Errorf("forward: peer certificate: %w", err)
+			}
+			_, err := pki.ReplicaIdentity(cs.PeerCertificates[0])
+			return err
+		}}
+	f.transport = &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: false,
+		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DialContext:           (&net.Dialer{Timeout: c.DialTimeout}).DialContext,
+		TLSHandshakeTimeout:   c.DialTimeout,
+		ResponseHeaderTimeout: m.SessionTimeout + c.DialTimeout, IdleConnTimeout: time.Minute}
+	errLog := pki.HandshakeErrorLog(m.host.Logger(), "forward", func(reason string) { f.refused.WithLabelValues(reason).Inc() })
+	if err := m.listen(&c.Address, serverTLS, http.HandlerFunc(f.serve), errLog); err != nil {
+		return err
+	}
+	m.Forward.Address = c.Address
+	m.fwd = f
+	m.host.Logger().Info("forwarding streams between replicas", "address", c.Address, "identity", c.Identity, "namespace", c.Namespace)
+	return nil
+}
+
+// serve is the forward server: replicas only; /tunnels/<node> answers whether this replica holds the
+// node's tunnel, anything else is a kubelet API request served from the local tunnel.
+func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
+	var peer string
+	var err error
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		err = errors.New("no client certificate")
+	} else {
+		peer, err = pki.ReplicaIdentity(r.TLS.PeerCertificates[0])
+	}
+	if err != nil {
+		f.refused.WithLabelValues("not_a_replica").Inc()
+		f.m.host.Logger().Warn("forward refused: the caller is not a cloudcore replica", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "forward: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	if node, ok := strings.CutPrefix(r.URL.Path, "/tunnels/"); ok {
+		if f.m.hasTunnel(node) {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		http.Error(w, "no tunnel of node "+node+" here", http.StatusNotFound)
+		return
+	}
+	f.served.Inc()
+	f.m.serveKubelet(w, r.WithContext(context.WithValue(r.Context(), forwardedKey{}, peer)))
+}
+
+func (m *Module) hasTunnel(node string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tunnels[node] != nil
+}
+
+type peer struct{ identity, address string }
+
+// peers lists the other replicas with a forward address, from their Leases.
+func (f *forwarder) peers(ctx context.Context) ([]peer, error) {
+	ls, err := f.m.client.CoordinationV1().Leases(f.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "kedge.io/ownership=replica"})
+	if err != nil {
+		return nil, err
+	}
+	var out []peer
+	for _, l := range ls.Items {
+		id := ""
+		if l.Spec.HolderIdentity != nil {
+			id = *l.Spec.HolderIdentity
+		}
+		addr := l.Annotations["kedge.io/forward-address"]
+		if id == "" || id == f.cfg.Identity || addr == "" {
+			continue
+		}
+		out = append(out, peer{identity: id, address: addr})
+	}
+	return out, nil
+}
+
+// holder asks every other replica, at once, whether it holds node's tunnel; the first yes wins.
+func (f *forwarder) holder(ctx context.Context, node string) (peer, bool) {
+	ps, err := f.peers(ctx)
+	if err != nil {
+		f.m.host.Logger().Warn("forward: listing the replicas failed", "err", err)
+		return peer{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.DialTimeout)
+	defer cancel()
+	found := make(chan peer, len(ps))
+	for _, p := range ps {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+p.address+"/tunnels/"+url.PathEscape(node), nil)
+			resp, err := f.transport.RoundTrip(req)
+			if err != nil {
+				found <- peer{}
+				return
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				found <- p
+				return
+			}
+			found <- peer{}
+		}()
+	}
+	for range ps {
+		if p := <-found; p.address != "" {
+			return p, true
+		}
+	}
+	return peer{}, false
+}
+
+// forward sends r, for node, to the replica holding its tunnel and relays the answer (streams
+// included). false: no replica holds it (the caller answers as before).
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, node, kind string) bool {
+	p, ok := f.holder(r.Context(), node)
+	if !ok {
+		f.forwards.WithLabelValues("no_owner").Inc()
+		return false
+	}
+	target := &url.URL{Scheme: "https", Host: p.address}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = p.address
+		},
+		Transport:     f.transport,
+		FlushInterval: -1, // logs -f: every chunk at once
+		ModifyResponse: func(*http.Response) error {
+			f.forwards.WithLabelValues("ok").Inc() // the holder answered; its body or stream follows
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			f.forwards.WithLabelValues("error").Inc()
+			f.m.host.Logger().Warn("forward to the replica holding the node failed", "node", node, "replica", p.identity, "err", err)
+			http.Error(w, fmt.Sprintf("node %s: forwarding to replica %s: %v", node, p.identity, err), http.StatusBadGateway)
+		},
+	}
+	f.m.host.Logger().Debug("forwarding a kubelet API request", "node", node, "kind", kind, "replica", p.identity)
+	proxy.ServeHTTP(w, r)
+	return true
+}

@@ -1,0 +1,93 @@
+package rolloutcontroller_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+)
+
+// gauge reads a gauge of the rig's registry (0 when absent).
+func (r *rig) gauge(name string) float64 {
+	r.t.Helper()
+	fams, err := r.h.Metrics.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func (r *rig) waitLeading(want float64) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for r.gauge("kedge_leader") != want {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("kedge_leader never became %v", want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Two replicas share the Lease: only the leader decides turns; the replica holding a node delivers
+// the turn the leader decided for it; when the leader stops, the other decides.
+func TestWithTwoReplicasOnlyTheLeaderDecidesTheNodesOwnerDeliversAndTheOtherTakesOver(t *testing.T) {
+	ns := newNamespace(t)
+	election := func(id string) map[string]any {
+		return map[string]any{"leaseName": "ro-" + ns, "identity": id, "leaseDuration": "3s", "renewDeadline": "2s", "retryPeriod": "250ms"}
+	}
+	a := newReplica(t, ns, election("replica-a"))
+	a.waitLeading(1)
+	b := newReplica(t, ns, election("replica-b"))
+	n1, n2 := a.node("n1"), a.node("n2")
+	a.edgeNode(n1, nil)
+	a.edgeNode(n2, nil)
+	a.event(n1, message.OpConnected) // n1 is connected to replica a, n2 to replica b
+	b.event(n2, message.OpConnected)
+
+	a.rollout("ro", "1.0.0", 2, nil)
+	a.waitStatus("ro", "both nodes installing", func(st v1alpha1.PluginRolloutStatus) bool {
+		return nodeState(st, n1) == v1alpha1.NodeInstalling && nodeState(st, n2) == v1alpha1.NodeInstalling
+	})
+	if _, c := b.waitSent(n2, "ro"); c.Generation != 1 || c.Version != "1.0.0" {
+		t.Fatalf("replica b delivered %+v to its node, want generation 1 version 1.0.0", c)
+	}
+	a.waitSent(n1, "ro")
+	if got := b.counter("kedge_rolloutcontroller_downstream_total", map[string]string{"reason": "turn"}); got != 0 {
+		t.Fatalf("the follower decided %v turns; only the leader decides", got)
+	}
+	if b.counter("kedge_rolloutcontroller_not_leader_total", nil) == 0 {
+		t.Fatal("the follower never skipped a reconcile: it is not gated by the election")
+	}
+	if got := b.counter("kedge_rolloutcontroller_downstream_total", map[string]string{"reason": "owner"}); got != 1 {
+		t.Fatalf("replica b delivered %v owner messages, want 1 (its node n2)", got)
+	}
+	b.noneSentTo(n1) // b neither holds n1 nor decides
+	if b.gauge("kedge_leader") != 0 {
+		t.Fatal("both replicas report kedge_leader 1")
+	}
+
+	// The leader stops (a replica shut down): b takes the Lease and decides from now on.
+	if err := a.h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	b.waitLeading(1)
+	b.patchSpec("ro", map[string]any{"version": "1.1.0"})
+	ro := b.waitStatus("ro", "restarted at the new generation", func(st v1alpha1.PluginRolloutStatus) bool {
+		return st.RolloutGeneration == 2 && nodeState(st, n1) == v1alpha1.NodeInstalling && nodeState(st, n2) == v1alpha1.NodeInstalling
+	})
+	if _, c := b.waitSent(n2, "ro"); c.Generation != ro.Status.RolloutGeneration || c.Version != "1.1.0" {
+		t.Fatalf("new leader sent %+v, want generation %d version 1.1.0", c, ro.Status.RolloutGeneration)
+	}
+	if got := b.counter("kedge_rolloutcontroller_downstream_total", map[string]string{"reason": "turn"}); got == 0 {
+		t.Fatal("the new leader decided no turn")
+	}
+	// b's node reports; b records it and completes nothing twice.
+	b.ok(n2, "ro", 2, "1.1.0", v1alpha1.NodeUpdated, "")
+	b.waitStatus("ro", "n2 updated", func(st v1alpha1.PluginRolloutStatus) bool { return nodeState(st, n2) == v1alpha1.NodeUpdated })
+}

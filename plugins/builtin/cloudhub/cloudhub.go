@@ -318,7 +318,7 @@ func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
 	}
 	m.metrics.connects.Inc()
 	m.host.Logger().Info("node connected", "node", n.name, "remote", conn.RemoteAddr())
-	m.event(n.name, message.OpConnected, nil)
+	m.event(n.name, message.OpConnected, connectedContent(s))
 	go func() {
 		defer m.wg.Done()
 		err := m.run(s)

@@ -242,4 +242,3 @@ func TestAMessageForAForgottenNodeGoesToAFreshQueue(t *testing.T) {
 		t.Fatal("the message did not land in a fresh queue for the node")
 	}
 }
-

@@ -448,7 +448,7 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 	if msg.Route.Operation == message.OpInventory {
 		m.metrics.up.WithLabelValues("inventory").Inc()
 		if s.kubeedge && s.conn.Lane() == hub.LaneKedge {
-			m.host.Logger().Warn("node is listed in kubeedgeNodes but runs Kedge's edgehub (it sent an inventory): it gets at-most-once delivery; remove it from the list", "node", s.n.name)
+			m.host.Logger().Warn("node is listed in kubeedgeNodes but runs Kedge's edgehub (it sent an inventory): it gets KubeEdge's delivery, at most once outside the edge controller's objects; remove it from the list", "node", s.n.name)
 		}
 		m.event(s.n.name, message.OpInventory, msg.Content)
 		ack, _ := msg.Reply(Name, "OK")

@@ -190,6 +190,9 @@ func (m *Module) podStatus(ctx context.Context, node string, res message.Resourc
 // podDeleted completes the graceful deletion of a pod whose node confirmed its containers stopped.
 func (m *Module) podDeleted(ctx context.Context, node string, res message.Resource, raw []byte) error {
 	pod, err := m.boundPod(ctx, node, res)
+	if errors.Is(err, errForbidden) && m.podGone(ctx, res) {
+		return nil // already gone (a repeated confirmation, or the edge's second word on it): nothing to do
+	}
 	if err != nil {
 		return err
 	}
@@ -328,4 +331,10 @@ func (m *Module) isKubeEdge(node string) bool {
 	defer m.mu.Unlock()
 	st := m.state[node]
 	return st != nil && st.kubeedge
+}
+
+// podGone says whether the pod res names no longer exists in the API.
+func (m *Module) podGone(ctx context.Context, res message.Resource) bool {
+	_, err := m.client.CoreV1().Pods(res.Namespace).Get(ctx, res.Name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
 }

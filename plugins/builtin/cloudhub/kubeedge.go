@@ -19,11 +19,11 @@ func connectedContent(s *session) []byte {
 // kubeEdgeAck says whether a message to KubeEdge's edgecore waits for the edge's answer, as in
 // upstream cloudhub's ACK mode (cloud/pkg/cloudhub/dispatcher, v1.23.1): an object the edge stores
 // — group resource, with a resourceVersion, or a delete — which its metamanager answers with a
-// response (parent_msg_id = the message's ID, content "OK") once stored. Upstream sends the rest
-// without waiting (NO-ACK mode): sync requests (their answer is routed back instead), and the
-// resources its edge does not answer (podlist, membership, twin/cloud_updated, serviceaccounttoken,
-// k8sca); Kedge also keeps other groups (devices' twin) there, which upstream's edge acknowledges
-// nowhere Kedge could observe.
+// response (parent_msg_id = the message's ID, content "OK") once stored. Everything else is sent
+// once: what upstream sends in NO-ACK mode (sync requests, whose answer is routed back instead, and
+// the resources its edge does not answer: podlist, membership, twin/cloud_updated,
+// serviceaccounttoken, k8sca), messages without a resourceVersion (upstream drops those), and other
+// groups than resource (devices' twin), whose answers from upstream's edge were not observed.
 func kubeEdgeAck(msg message.Message) bool {
 	if msg.Header.Sync || msg.Route.Group != "resource" || msg.Route.Operation == "response" {
 		return false

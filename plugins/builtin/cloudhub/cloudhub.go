@@ -58,9 +58,9 @@ type Module struct {
 	Dispatch    map[string]string `yaml:"dispatch" doc:"Message group from the edge -> cloud module that handles and acknowledges it."`
 	EventsGroup string            `yaml:"eventsGroup" doc:"Group told when a node connects or disconnects, and given each node's inventory (nobody in it is fine)."`
 	ForgetAfter time.Duration     `yaml:"forgetAfter" doc:"A node that has been disconnected, with nothing queued for it, for this long is forgotten (its queue state and its record of recent upstream message IDs), so churned node names do not hold memory forever."`
-	// KubeEdgeNodes forces at-most-once delivery on nodes; KubeEdge's edgecore is recognised at the
+	// KubeEdgeNodes forces KubeEdge's delivery on nodes; KubeEdge's edgecore is recognised at the
 	// handshake without it.
-	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane, each message sent once, never resent. Nodes listed here (names or path.Match patterns like ke-*) get that at-most-once delivery even on the Kedge lane."`
+	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane with KubeEdge's delivery: the edge controller's objects resent until the edge answers them, everything else sent once. Nodes listed here (names or path.Match patterns like ke-*) get that delivery even on the Kedge lane."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
 	// Ownership records which replica holds which node (several cloudcore replicas; ownership.go).
 	DrainPeriod time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
@@ -330,11 +330,7 @@ func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
 	}
 	m.metrics.connects.Inc()
 	m.host.Logger().Info("node connected", "node", n.name, "remote", conn.RemoteAddr())
-	var hello []byte
-	if s.kubeedge { // devicecontroller sends a KubeEdge edge its devices in KubeEdge's membership shape
-		hello = []byte(`{"kubeedge":true}`)
-	}
-	m.event(n.name, message.OpConnected, hello)
+	m.event(n.name, message.OpConnected, connectedContent(s))
 	go func() {
 		defer m.wg.Done()
 		err := m.run(s)

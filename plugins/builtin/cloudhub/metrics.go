@@ -49,7 +49,18 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		defer m.mu.Unlock()
 		return float64(len(m.nodes))
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, connected, known} {
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_downstream_pending", Help: "Entries in the nodes' queues: not sent yet, or sent and waiting for the node's acknowledgement."}, func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		n := 0
+		for _, x := range m.nodes {
+			x.mu.Lock()
+			n += len(x.entries)
+			x.mu.Unlock()
+		}
+		return float64(n)
+	})
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, connected, known, pending} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

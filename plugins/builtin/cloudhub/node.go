@@ -42,9 +42,11 @@ type node struct {
 	forgotten bool
 
 	// kubeedge: the node's current connection is KubeEdge's edgecore (it did not offer Kedge's
-	// subprotocol, so it speaks KubeEdge's JSON lane; or it is listed in kubeedgeNodes), which does not
-	// acknowledge. Entries are sent once, in order, and leave the queue once written (at most once over
-	// the wire); nothing is resent. Set at each attach: the node may switch edgecore.
+	// subprotocol, so it speaks KubeEdge's JSON lane; or it is listed in kubeedgeNodes). It answers
+	// the objects it stores with a response, which acknowledges them as upstream cloudhub's ACK mode
+	// expects (kubeEdgeAck): those entries are kept and resent until answered, as for a Kedge peer.
+	// Every other entry is sent once, in order, and leaves the queue once written (at most once over
+	// the wire). Set at each attach: the node may switch edgecore.
 	kubeedge bool
 	// asked remembers the sources of sync messages written to a KubeEdge peer, by message ID, so that
 	// its answer reaches them; bounded (oldest forgotten first).
@@ -62,6 +64,9 @@ type entry struct {
 	sentAt time.Time
 	tries  int // resends of it on this connection: each waits twice as long (a slow node is not flooded)
 	done   bool
+	// inWindow: the version on the wire waits for its acknowledgement and counts in the window
+	// (always for a Kedge peer; for a KubeEdge peer, when kubeEdgeAck says so).
+	inWindow bool
 }
 
 // resendAfter is how long an entry on the wire waits for its acknowledgement before it is sent again:
@@ -137,19 +142,20 @@ func (n *node) next(now time.Time) []message.Message {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []message.Message
-	if n.kubeedge {
-		// No acknowledgements will come: hand out every entry not being written yet, in order; the
-		// sender reports each one written (and so done) with written.
-		for _, e := range n.order {
-			if e.sentID == "" && !e.done {
+	for _, e := range n.order {
+		if e.done {
+			continue
+		}
+		if n.kubeedge && !e.inWindow && !kubeEdgeAck(e.msg) {
+			// No acknowledgement will come for it: hand it out once, in order, outside the window; the
+			// sender reports it written (and so done) with written.
+			if e.sentID == "" {
 				e.sentID, e.sentAt = e.msg.Header.ID, now
 				n.byID[e.sentID] = e
 				out = append(out, e.msg)
 			}
+			continue
 		}
-		return out
-	}
-	for _, e := range n.order {
 		if e.sentID != "" && now.Sub(e.sentAt) >= resendAfter(n.m.AckTimeout, e.tries) { // resend, at the latest version
 			delete(n.byID, e.sentID)
 			e.sentID, e.sentAt = e.msg.Header.ID, now
@@ -162,7 +168,10 @@ func (n *node) next(now time.Time) []message.Message {
 		if e.sentID == "" && n.onWire < n.m.Window {
 			e.sentID, e.sentAt, e.tries = e.msg.Header.ID, now, 0
 			n.byID[e.sentID] = e
-			n.onWire++
+			if !e.inWindow {
+				e.inWindow = true
+				n.onWire++
+			}
 			out = append(out, e.msg)
 		}
 	}
@@ -179,7 +188,8 @@ func (n *node) ack(id string) (message.Message, bool) {
 		return message.Message{}, false
 	}
 	delete(n.byID, id)
-	if !n.kubeedge { // a KubeEdge peer's answer came before written: settle it here
+	if e.inWindow {
+		e.inWindow = false
 		n.onWire--
 	}
 	sent := e.msg
@@ -203,6 +213,9 @@ func (n *node) written(msg message.Message) {
 	e, ok := n.byID[id]
 	if !ok {
 		return // the connection was reset meanwhile: the entry is sent again on the next one
+	}
+	if e.inWindow {
+		return // KubeEdge's ACK mode: the edge's response settles it (ack), or it is resent
 	}
 	delete(n.byID, id)
 	if msg.Header.Sync {
@@ -288,7 +301,7 @@ func (n *node) detach(s *session) {
 
 func (n *node) resetWire() {
 	for id, e := range n.byID {
-		e.sentID = ""
+		e.sentID, e.inWindow = "", false
 		delete(n.byID, id)
 	}
 	n.onWire = 0
@@ -435,7 +448,7 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 	if msg.Route.Operation == message.OpInventory {
 		m.metrics.up.WithLabelValues("inventory").Inc()
 		if s.kubeedge && s.conn.Lane() == hub.LaneKedge {
-			m.host.Logger().Warn("node is listed in kubeedgeNodes but runs Kedge's edgehub (it sent an inventory): it gets at-most-once delivery; remove it from the list", "node", s.n.name)
+			m.host.Logger().Warn("node is listed in kubeedgeNodes but runs Kedge's edgehub (it sent an inventory): it gets KubeEdge's delivery, at most once outside the edge controller's objects; remove it from the list", "node", s.n.name)
 		}
 		m.event(s.n.name, message.OpInventory, msg.Content)
 		ack, _ := msg.Reply(Name, "OK")

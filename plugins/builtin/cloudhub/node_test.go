@@ -135,17 +135,24 @@ func TestReconnectMakesEverythingUnacknowledgedSendableAtOnce(t *testing.T) {
 	}
 }
 
-func TestKubeEdgePeerEntryLeavesWhenWrittenUnlessANewerVersionArrivedMeanwhile(t *testing.T) {
+// twinUpdate is a message KubeEdge's edge does not answer (another group than resource).
+func twinUpdate(name string, rv int) message.Message {
+	msg := update(name, rv)
+	msg.Route.Group = "twin"
+	return msg
+}
+
+func TestKubeEdgePeerUnansweredEntryLeavesWhenWrittenUnlessANewerVersionArrivedMeanwhile(t *testing.T) {
 	n := testNode(t, 1)
 	n.kubeedge = true
-	n.enqueue(update("a", 1))
-	n.enqueue(update("b", 1))
+	n.enqueue(twinUpdate("a", 1))
+	n.enqueue(twinUpdate("b", 1))
 	now := time.Now()
 	batch := n.next(now)
 	if fmt.Sprint(ids(batch)) != "[default/pod/a@1 default/pod/b@1]" {
 		t.Fatalf("handed out %v, want both in order (no window: nothing will be acknowledged)", ids(batch))
 	}
-	n.enqueue(update("a", 2)) // while a@1 is being written
+	n.enqueue(twinUpdate("a", 2)) // while a@1 is being written
 	n.written(batch[0])
 	n.written(batch[1])
 	if got := ids(n.next(now.Add(time.Hour))); fmt.Sprint(got) != "[default/pod/a@2]" {
@@ -153,6 +160,36 @@ func TestKubeEdgePeerEntryLeavesWhenWrittenUnlessANewerVersionArrivedMeanwhile(t
 	}
 	if len(n.entries) != 1 {
 		t.Fatalf("%d entries left, want a@2 only", len(n.entries))
+	}
+}
+
+func TestKubeEdgePeerObjectsWaitInTheWindowForTheEdgesResponseAndAreResentUntilThen(t *testing.T) {
+	n := testNode(t, 1)
+	n.kubeedge = true
+	n.enqueue(update("a", 1))     // an object its metamanager stores and answers: ACK mode
+	n.enqueue(update("b", 1))     // waits for the window
+	n.enqueue(twinUpdate("t", 1)) // not answered by the edge: outside the window, once
+	now := time.Now()
+	batch := n.next(now)
+	if fmt.Sprint(ids(batch)) != "[default/pod/a@1 default/pod/t@1]" {
+		t.Fatalf("handed out %v, want a@1 (window 1) and t@1 (no window)", ids(batch))
+	}
+	n.written(batch[0])
+	n.written(batch[1])
+	if _, ok := n.entries["obj/default/pod/a"]; !ok {
+		t.Fatal("a@1 left the queue when written; it waits for the edge's response")
+	}
+	if got := ids(n.next(now.Add(n.m.AckTimeout))); fmt.Sprint(got) != "[default/pod/a@1]" {
+		t.Fatalf("after ackTimeout without a response handed out %v, want a@1 again", got)
+	}
+	if _, ok := n.ack(batch[0].Header.ID); !ok { // a resend keeps the message's ID
+		t.Fatal("the edge's response to a@1 matched nothing")
+	}
+	if got := ids(n.next(now.Add(n.m.AckTimeout))); fmt.Sprint(got) != "[default/pod/b@1]" {
+		t.Fatalf("after the response handed out %v, want b@1 (the window freed)", got)
+	}
+	if len(n.entries) != 1 {
+		t.Fatalf("%d entries left, want b@1 only", len(n.entries))
 	}
 }
 

@@ -56,6 +56,9 @@ type nodeState struct {
 	unknownSet   bool   // Ready=Unknown already written for the current disconnection
 	nodeSent     string // fingerprint of the Node object last sent to the node
 	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
+	// kubeedge: the node's last connection was KubeEdge's edgecore (cloudhub says so on connect): it
+	// sends no inventory and asks for its pods' service-account tokens itself.
+	kubeedge bool
 }
 
 const podNodeIndex = "spec.nodeName"
@@ -556,7 +559,7 @@ func (m *Module) desired(node string) map[string]runtime.Object {
 	for _, o := range pods {
 		p := o.(*corev1.Pod)
 		put(TypePod, p.Namespace, p.Name, p)
-		if t := m.tokensFor(p.Namespace, p.Name); t != nil {
+		if t := m.tokensFor(p.Namespace, p.Name); t != nil && !m.isKubeEdge(node) {
 			put(TypeToken, p.Namespace, p.Name, t)
 		}
 		for r := range podRefs(p) {

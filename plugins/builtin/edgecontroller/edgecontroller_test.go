@@ -492,6 +492,10 @@ func TestGracefulDeletionCompletesOnceItsNodeConfirmsAndNotBefore(t *testing.T) 
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
 	r.waitSent(message.OpDelete, res(a, r.ns, "pod", "p"))
+	// The edge confirming again (its second word on a pod already gone) is answered OK: nothing to do.
+	if resp := r.request(a, message.OpDelete, r.ns, "pod", "p", edgecontroller.PodDeleted{UID: p.UID}); resp.Route.Operation == message.OpError {
+		t.Fatalf("a repeated confirmation of a pod already gone was refused: %s", resp.Content)
+	}
 }
 
 func TestPodReferencingAMissingConfigMapGetsAWarningEventAndTheConfigMapLaterReachesTheNode(t *testing.T) {

@@ -105,6 +105,21 @@ func (m *Module) fromKubeEdge(ctx context.Context, node string, res message.Reso
 		}
 		raw, _ := json.Marshal(PodDeleted{UID: *opts.Preconditions.UID})
 		return "OK", true, m.podDeleted(ctx, node, res, raw)
+	case res.Type == TypeToken && op == message.OpQuery:
+		tr, ok, err := kubeEdgeTokenRequest(msg.Content)
+		if !ok && err == nil {
+			return nil, false, nil // Kedge's own query of a pod's tokens
+		}
+		if err != nil {
+			return nil, true, err
+		}
+		t, err := m.kubeEdgeToken(ctx, node, res, tr)
+		if err != nil {
+			return nil, true, err
+		}
+		return t, true, nil
+	case res.Type == TypeEvent:
+		return "OK", true, m.kubeEdgeEvent(ctx, node, res, op, msg.Content)
 	case res.Type == TypeLease:
 		if res.Namespace != leaseNamespace || res.Name != node {
 			return nil, true, fmt.Errorf("%w: node %s may use only its own Lease %s/%s, not %s/%s", errForbidden, node, leaseNamespace, node, res.Namespace, res.Name)

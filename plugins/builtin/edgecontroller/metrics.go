@@ -6,6 +6,7 @@ type metrics struct {
 	downstream  *prometheus.CounterVec
 	upstream    *prometheus.CounterVec
 	denied      *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 	syncErrors  *prometheus.CounterVec
 	missingRefs *prometheus.CounterVec
 	deferred    prometheus.Counter
@@ -22,6 +23,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Requests from edge nodes, by resource type and result (ok, error, forbidden, invalid)."}, []string{"type", "result"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_denied_total",
 			Help: "Requests from edge nodes refused by the NodeRestriction rule, by resource type and operation."}, []string{"type", "operation"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_refused_total",
+			Help: "Requests from edge nodes not carried out: answered with an error (forbidden, not handled, invalid, failed) or, when the edge expected no answer, dropped; by resource type and operation."}, []string{"resource", "operation"}),
 		syncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_sync_errors_total",
 			Help: "Failed syncs of API objects (retried with backoff), by type."}, []string{"type"}),
 		missingRefs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_missing_references_total",
@@ -35,7 +38,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_edgecontroller_nodes_unknown_total",
 			Help: "Times an edge node's Ready condition was set to Unknown after a disconnection outlasted the grace period."}),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.missingRefs, m.deferred, m.reconciles, m.registered, m.unknown} {
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.refused, m.syncErrors, m.missingRefs, m.deferred, m.reconciles, m.registered, m.unknown} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

@@ -92,7 +92,7 @@ func tokenSpecs(p *corev1.Pod) []tokenSpec {
 func (m *Module) syncTokens(ctx context.Context, node string, pod *corev1.Pod) {
 	specs := tokenSpecs(pod)
 	key := pod.Namespace + "/" + pod.Name
-	if len(specs) == 0 {
+	if len(specs) == 0 || m.isKubeEdge(node) { // KubeEdge's edged asks for each token itself (kubeedge_extra.go)
 		return
 	}
 	m.mu.Lock()

@@ -42,7 +42,11 @@ var errForbidden = errors.New("forbidden")
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	switch msg.Route.Operation {
 	case message.OpConnected:
-		m.connected(ctx, node)
+		var info struct {
+			KubeEdge bool `json:"kubeedge"`
+		}
+		_ = json.Unmarshal(msg.Content, &info) // none (an older cloudhub): a Kedge edge until it says otherwise
+		m.connected(ctx, node, info.KubeEdge)
 		return
 	case message.OpDisconnected:
 		m.disconnected(node)
@@ -71,6 +75,13 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	case err != nil:
 		result = "error"
 		m.host.Logger().Warn("edge node request failed", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
+	}
+	if err != nil {
+		typ := res.Type
+		if typ == "" {
+			typ = "invalid"
+		}
+		m.metrics.refused.WithLabelValues(typ, msg.Route.Operation).Inc()
 	}
 	m.metrics.upstream.WithLabelValues(res.Type, result).Inc()
 	if !msg.Header.Sync {
@@ -179,6 +190,9 @@ func (m *Module) podStatus(ctx context.Context, node string, res message.Resourc
 // podDeleted completes the graceful deletion of a pod whose node confirmed its containers stopped.
 func (m *Module) podDeleted(ctx context.Context, node string, res message.Resource, raw []byte) error {
 	pod, err := m.boundPod(ctx, node, res)
+	if errors.Is(err, errForbidden) && m.podGone(ctx, res) {
+		return nil // already gone (a repeated confirmation, or the edge's second word on it): nothing to do
+	}
 	if err != nil {
 		return err
 	}
@@ -246,18 +260,22 @@ func (m *Module) query(ctx context.Context, node string, res message.Resource) (
 }
 
 // connected notes a node's connection and registers its Node when it has none.
-func (m *Module) connected(ctx context.Context, node string) {
+func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected, st.since, st.unknownSet = true, time.Now(), false
+	st.connected, st.since, st.unknownSet, st.kubeedge = true, time.Now(), false, kubeedge
 	st.inventoryGen++
 	gen, inventoried := st.inventoryGen, st.inventoried
 	m.mu.Unlock()
 	if err := m.register(ctx, node); err != nil {
 		m.host.Logger().Error("edge node not registered", "node", node, "err", err)
 	}
-	if !inventoried {
-		// An edge that sends no inventory (a KubeEdge edgecore, or sendInventory off) gets everything.
+	if !inventoried && kubeedge {
+		// KubeEdge's edgecore never sends an inventory: it gets everything now.
+		m.host.Logger().Info("KubeEdge edge node connected; sending everything it should hold", "node", node)
+		m.reconcile(ctx, node, nil)
+	} else if !inventoried {
+		// An edge that sends no inventory (sendInventory off) gets everything.
 		time.AfterFunc(m.InventoryWait, func() {
 			m.mu.Lock()
 			wait := !st.inventoried && st.inventoryGen == gen && st.connected
@@ -305,4 +323,18 @@ func (m *Module) statusEvents(node string, pod *corev1.Pod, st corev1.PodStatus)
 		}
 		m.recorder.Eventf(pod, corev1.EventTypeWarning, w.Reason, "container %s on edge node %s: %s", cs.Name, node, w.Message)
 	}
+}
+
+// isKubeEdge says whether node's last connection was KubeEdge's edgecore.
+func (m *Module) isKubeEdge(node string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.state[node]
+	return st != nil && st.kubeedge
+}
+
+// podGone says whether the pod res names no longer exists in the API.
+func (m *Module) podGone(ctx context.Context, res message.Resource) bool {
+	_, err := m.client.CoreV1().Pods(res.Namespace).Get(ctx, res.Name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
 }

@@ -58,6 +58,7 @@ type Module struct {
 	AsyncLimit    int               `yaml:"asyncLimit" doc:"Messages of asyncGroups handled at once; more wait."`
 	EventsGroup   string            `yaml:"eventsGroup" doc:"Group told when the link goes up or down (nobody in it is fine)."`
 	SendInventory bool              `yaml:"sendInventory" doc:"On connect, send the cloud the list of objects this node holds (a Kedge cloudhub resends what is missing); turn off for a KubeEdge cloudcore."`
+	LeaseDuration time.Duration     `yaml:"leaseDuration" doc:"Under KubeEdge's cloudcore: duration of the node's Lease in kube-node-lease, which edgehub renews every quarter of it through the hub as KubeEdge's edged does (a Kedge cloudcore keeps the Lease itself); 0 keeps no Lease."`
 
 	host     sdk.Host
 	outbox   sdk.Outbox
@@ -98,6 +99,7 @@ func New() *Module {
 		AsyncLimit:    16,
 		EventsGroup:   "hubevents",
 		SendInventory: true,
+		LeaseDuration: 40 * time.Second,
 	}
 }
 
@@ -108,6 +110,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return errors.New("edgehub needs the host's durable outbox; run it builtin")
 	}
 	m.outbox = op.Outbox()
+	if m.LeaseDuration < 0 || (m.LeaseDuration > 0 && m.LeaseDuration < 4*time.Second) {
+		return fmt.Errorf("leaseDuration %s: want 0 (no Lease) or at least 4s (it is renewed every quarter of it, in whole seconds)", m.LeaseDuration)
+	}
 	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.HealthyAfter <= 0 {
 		return errors.New("window, heartbeat, ackTimeout, handleTimeout, backoffMin and healthyAfter must be positive and backoffMax >= backoffMin")
 	}

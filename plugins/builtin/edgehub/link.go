@@ -34,6 +34,7 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 		sendOnce: conn.Lane() == hub.LaneKubeEdge, asked: map[string]*flight{}}
 	if up.sendOnce {
 		up.ke = newKubeEdgeCloud(m.host.NodeName())
+		up.lease = &kubeEdgeLease{node: m.host.NodeName(), duration: m.LeaseDuration}
 	}
 	down := make(chan *message.Message, 256) // ≥ the cloud's window, so the reader never stalls behind the worker
 	var wg sync.WaitGroup
@@ -92,6 +93,9 @@ func (m *Module) serve(ctx context.Context, conn *hub.Conn) error {
 		// keepalive message its own edgehub sends every heartbeat.
 		m.host.Logger().Info("the cloud is KubeEdge's cloudcore (it selected no kedge.hub.v1): KubeEdge's JSON lane, upstream messages sent once", "server", m.Server)
 		wg.Go(func() { m.keepalive(ctx, conn) })
+		if m.LeaseDuration > 0 {
+			wg.Go(func() { m.renewLease(ctx, conn, up) })
+		}
 	} else if m.SendInventory {
 		if err := m.sendInventory(ctx, conn); err != nil {
 			m.host.Logger().Warn("inventory not sent; the cloud resends from its own records", "err", err)
@@ -188,6 +192,8 @@ type upstream struct {
 	askedOrder []string
 	// ke adapts what Kedge's edge modules send to what KubeEdge's cloudcore expects (sendOnce only).
 	ke *kubeEdgeCloud
+	// lease is the node Lease kept through KubeEdge's cloudcore (sendOnce only; kubeedge_lease.go).
+	lease *kubeEdgeLease
 }
 
 // maxAsked bounds the sync messages sent to a KubeEdge cloud whose answers are still routed.
@@ -305,6 +311,16 @@ func (u *upstream) ack(ctx context.Context, resp message.Message) bool {
 		}
 		u.m.host.Logger().Info("KubeEdge's cloudcore answered the node's registration; node status follows", "answer", answer)
 		return true
+	}
+	if u.lease != nil {
+		if mine, err := u.lease.answered(resp); mine {
+			u.mu.Unlock()
+			if err != nil {
+				u.m.metrics.leases.WithLabelValues("error").Inc()
+				u.m.host.Logger().Warn("node lease not renewed through KubeEdge's cloudcore; trying again", "err", err)
+			}
+			return true
+		}
 	}
 	f, ok := u.inflight[resp.Header.ParentID]
 	if ok {

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -654,6 +655,16 @@ type gquicSniffer struct {
 	mu      sync.Mutex
 	seen    map[string]time.Time
 }
+
+// SetReadBuffer, SetWriteBuffer and SyscallConn let quic-go size the socket's buffers as it does for
+// a bare *net.UDPConn.
+func (s *gquicSniffer) SetReadBuffer(n int) error  { return s.udp().SetReadBuffer(n) }
+func (s *gquicSniffer) SetWriteBuffer(n int) error { return s.udp().SetWriteBuffer(n) }
+func (s *gquicSniffer) SyscallConn() (syscall.RawConn, error) {
+	return s.udp().SyscallConn()
+}
+
+func (s *gquicSniffer) udp() *net.UDPConn { return s.PacketConn.(*net.UDPConn) }
 
 func (s *gquicSniffer) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, addr, err := s.PacketConn.ReadFrom(p)

@@ -182,7 +182,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil); err != nil {
 		return err
 	}
-	if err := m.listenQUIC(); err != nil {
+	if err := m.listenQUIC(pki.ServerTLSConfig(ca, serving)); err != nil { // its own copy: http.Server edits hubTLS
 		return err
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress, "joinRecords", recs.String())

@@ -2,6 +2,7 @@ package cloudhub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 
@@ -14,13 +15,14 @@ type QUIC struct {
 	Address string `yaml:"address" doc:"UDP listen address of the QUIC lane (edge nodes dial <host>:10001)."`
 }
 
-// listenQUIC binds the QUIC lane when it is enabled, with the websocket hub's TLS config: the same
-// CA, node certificates and identity rules; a certificate revoked by a --replace join is refused too.
-func (m *Module) listenQUIC() error {
+// listenQUIC binds the QUIC lane when it is enabled, with a TLS config made as the websocket hub's
+// (the same CA, serving certificate and client-certificate rule) and the same identity rules; a
+// certificate revoked by a --replace join is refused too.
+func (m *Module) listenQUIC(cfg *tls.Config) error {
 	if !m.QUIC.Enable {
 		return nil
 	}
-	ln, err := hub.ListenQUIC(m.QUIC.Address, m.hubTLS, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
+	ln, err := hub.ListenQUIC(m.QUIC.Address, cfg, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
 	if err != nil {
 		return fmt.Errorf("quic: %w", err)
 	}

@@ -315,6 +315,13 @@ func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
 				}
 			}
 		}
+		var hto *quic.HandshakeTimeoutError
+		var ito *quic.IdleTimeoutError
+		if ctx.Err() == nil && (hctx.Err() != nil || errors.As(err, &hto) || errors.As(err, &ito)) {
+			// Observed: KubeEdge v1.23.1's cloudcore (gQUIC) sends no version negotiation to an IETF
+			// QUIC Initial, it drops it; all a client sees is silence.
+			return nil, fmt.Errorf("dial quic hub %s: no QUIC answer within %s (%w): if the cloud is KubeEdge's cloudcore, it speaks Google QUIC and drops IETF QUIC packets without a word — use its websocket lane", addr, o.HandshakeTimeout, err)
+		}
 		return nil, fmt.Errorf("dial quic hub %s: %w", addr, err)
 	}
 	fail := func(format string, args ...any) (*Conn, error) {

@@ -373,3 +373,28 @@ func (s *syncBuffer) String() string {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// KubeEdge v1.23.1's cloudcore (Google QUIC) drops an IETF QUIC Initial without an answer (observed in
+// test/e2e); a UDP socket that reads and never answers behaves the same. The dial's error must say
+// what that silence likely means, not just "deadline exceeded".
+func TestQUICDialToASilentServerSaysWhatTheSilenceLikelyMeans(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(b); err != nil {
+				return
+			}
+		}
+	}()
+	ca := newTestCA(t)
+	_, err = DialQUIC(context.Background(), DialOptions{URL: "quic://" + pc.LocalAddr().String(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
+		HandshakeTimeout: 500 * time.Millisecond, Options: Options{Logger: quiet}})
+	if err == nil || !strings.Contains(err.Error(), "no QUIC answer within 500ms") || !strings.Contains(err.Error(), "use its websocket lane") {
+		t.Fatalf("dial to a silent server: %v", err)
+	}
+}

@@ -115,24 +115,36 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	}
 }
 
-// BenchmarkLanes1KiB compares the two lanes in one run: Kedge's (header + protobuf frames) and
-// KubeEdge's JSON lane (one JSON text frame), a 1 KiB object one way over one TLS websocket on
-// loopback, sender and receiver in this process; msgs/cpu-s counts both ends' CPU.
+// BenchmarkLanes1KiB compares the lanes in one run: Kedge's (header + protobuf frames) and KubeEdge's
+// JSON lane (one JSON text frame), each over one TLS websocket, and the QUIC lane (the same header +
+// protobuf frames on a QUIC stream, TLS 1.3 inside QUIC): a 1 KiB object one way on loopback, sender
+// and receiver in this process; msgs/cpu-s counts both ends' CPU.
 func BenchmarkLanes1KiB(b *testing.B) {
-	for _, lane := range []Lane{LaneKedge, LaneKubeEdge} {
-		b.Run(lane.String(), func(b *testing.B) {
+	for _, lane := range []string{LaneKedge.String(), LaneKubeEdge.String(), "quic"} {
+		b.Run(lane, func(b *testing.B) {
 			ca := newTestCA(b)
-			h := startHub(b, ca, AcceptOptions{})
-			edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
-				KubeEdgeLane: lane == LaneKubeEdge, Options: Options{Logger: quiet}})
-			if err != nil {
-				b.Fatal(err)
+			var edge, cloud *Conn
+			var err error
+			if lane == "quic" {
+				h := startQUICHub(b, ca, AcceptOptions{})
+				edge, err = DialQUIC(context.Background(), DialOptions{URL: h.url(), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1", Options: Options{Logger: quiet}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cloud = h.accepted(b)
+			} else {
+				h := startHub(b, ca, AcceptOptions{})
+				edge, err = Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
+					KubeEdgeLane: lane == LaneKubeEdge.String(), Options: Options{Logger: quiet}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cloud = h.accepted(b)
+				if cloud.Lane().String() != lane {
+					b.Fatalf("lane %s, want %s", cloud.Lane(), lane)
+				}
 			}
 			defer edge.Close()
-			cloud := h.accepted(b)
-			if cloud.Lane() != lane {
-				b.Fatalf("lane %s, want %s", cloud.Lane(), lane)
-			}
 			m := message.New("edged", "resource", message.OpUpdate, "default/pod/nginx")
 			m.Content = json.RawMessage(`{"metadata":{"name":"nginx","namespace":"default"},"data":"` + strings.Repeat("k", 970) + `"}`)
 			done := make(chan error, 1)

@@ -91,6 +91,7 @@ type Conn struct {
 	cause    error // why the connection closed; set before done is closed
 	header   [HeaderSize + 1]byte
 	lane     Lane
+	q        *quicLink // set on the QUIC lane (quic.go), where ws, out and pinger are nil
 }
 
 func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, node, project string, certs []*x509.Certificate, opts Options) *Conn {
@@ -130,7 +131,12 @@ func (c *Conn) ProjectID() string { return c.project }
 func (c *Conn) PeerCertificates() []*x509.Certificate { return c.certs }
 
 // RemoteAddr is the peer's network address.
-func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.q != nil {
+		return c.q.qc.RemoteAddr()
+	}
+	return c.ws.RemoteAddr()
+}
 
 // Done is closed when the connection is closed; Err then says why.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -156,6 +162,11 @@ func (c *Conn) shutdown(cause error, code int, text string) {
 	c.once.Do(func() {
 		c.cause = cause
 		close(c.done)
+		if c.q != nil {
+			c.quicClose(code, text)
+			c.opts.Metrics.connOpened(-1)
+			return
+		}
 		c.pinger.Stop()
 		// The close frame is best effort and bounded: if a Send is stuck writing to a peer that stopped
 		// reading, closing the socket under it is what frees both.
@@ -203,6 +214,9 @@ func (c *Conn) extendRead() {
 func (c *Conn) Send(ctx context.Context, m message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
+	}
+	if c.q != nil {
+		return c.sendQUIC(ctx, m)
 	}
 	if c.lane == LaneKubeEdge {
 		return c.sendJSON(ctx, m)
@@ -357,6 +371,9 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return message.Message{}, fmt.Errorf("receive from node %s: %w", c.node, err)
+	}
+	if c.q != nil {
+		return c.receiveQUIC(ctx)
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {

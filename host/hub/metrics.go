@@ -28,7 +28,7 @@ var reasonNames = [...]string{"header", "version", "type", "flags", "too_large",
 	"wire_type", "malformed", "content", "compressed", "invalid"}
 
 // Why Accept turned a client away (label of kedge_hub_rejected_total).
-var rejectReasons = [...]string{"path", "no_cert", "cert", "identity", "header", "upgrade"}
+var rejectReasons = [...]string{"path", "no_cert", "cert", "identity", "header", "upgrade", "gquic"}
 
 const (
 	rejectPath = iota
@@ -37,6 +37,7 @@ const (
 	rejectIdentity
 	rejectHeader
 	rejectUpgrade
+	rejectGQUIC // a Google QUIC client (KubeEdge's edgecore on its QUIC lane), see quic.go
 )
 
 var (

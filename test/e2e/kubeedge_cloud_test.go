@@ -26,8 +26,9 @@ import (
 
 // upstreamCloudcore runs KubeEdge v1.23.1's cloudcore (from kubeedgeDir) against the test's API
 // server: its CRDs applied, namespace kubeedge, its hub on free loopback ports, iptablesManager,
-// router and cloudStream off. It returns the hub and certificate ports and cloudcore's log.
-func upstreamCloudcore(t *testing.T, keDir string, env *k8senv.Env) (hubPort, certPort int, log *syncBuffer) {
+// router and cloudStream off; its QUIC lane on quicPort if one is given. It returns the hub and
+// certificate ports and cloudcore's log.
+func upstreamCloudcore(t *testing.T, keDir string, env *k8senv.Env, quicPort ...int) (hubPort, certPort int, log *syncBuffer) {
 	t.Helper()
 	if out, err := env.Kubectl("create", "namespace", "kubeedge"); err != nil {
 		t.Fatalf("create namespace kubeedge: %v\n%s", err, out)
@@ -65,6 +66,9 @@ func upstreamCloudcore(t *testing.T, keDir string, env *k8senv.Env) (hubPort, ce
 	obj(hub, "https")["address"], obj(hub, "https")["port"] = "127.0.0.1", certPort
 	obj(hub, "websocket")["address"], obj(hub, "websocket")["port"] = "127.0.0.1", hubPort
 	obj(hub, "quic")["enable"] = false
+	if len(quicPort) > 0 {
+		obj(hub, "quic")["enable"], obj(hub, "quic")["address"], obj(hub, "quic")["port"] = true, "127.0.0.1", quicPort[0]
+	}
 	obj(hub, "unixsocket")["address"] = "unix://" + filepath.Join(dir, "kubeedge.sock")
 	for k, f := range map[string]string{"tlsCAFile": "ca/rootCA.crt", "tlsCAKeyFile": "ca/rootCA.key", "tlsCertFile": "certs/server.crt", "tlsPrivateKeyFile": "certs/server.key"} {
 		hub[k] = filepath.Join(dir, f)

@@ -61,6 +61,8 @@ type Module struct {
 	// KubeEdgeNodes forces KubeEdge's delivery on nodes; KubeEdge's edgecore is recognised at the
 	// handshake without it.
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane with KubeEdge's delivery: the edge controller's objects resent until the edge answers them, everything else sent once. Nodes listed here (names or path.Match patterns like ke-*) get that delivery even on the Kedge lane."`
+	// QUIC is the QUIC lane (quic.go), off by default as in KubeEdge's cloudcore.
+	QUIC QUIC `yaml:"quic" doc:"The hub on QUIC (UDP, KubeEdge's port 10001): same CA, node certificates and authorization as the websocket hub."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
 	// Ownership records which replica holds which node (several cloudcore replicas; ownership.go).
 	DrainPeriod time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
@@ -72,6 +74,7 @@ type Module struct {
 	recs    pki.Records
 	hubTLS  *tls.Config
 	servers []*http.Server
+	quicLn  *hub.QUICListener
 	wg      sync.WaitGroup
 	life    context.Context
 	metrics *metrics
@@ -115,6 +118,7 @@ func New() *Module {
 		ForgetAfter: 10 * time.Minute,
 		CASecret:    CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
 		Ownership:   DefaultOwnership(),
+		QUIC:        QUIC{Address: "0.0.0.0:10001"},
 		nodes:       map[string]*node{},
 	}
 }
@@ -185,6 +189,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil); err != nil {
+		return err
+	}
+	if err := m.listenQUIC(pki.ServerTLSConfig(ca, serving)); err != nil { // its own copy: http.Server edits hubTLS
 		return err
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress, "joinRecords", recs.String())
@@ -287,6 +294,7 @@ func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *l
 }
 
 func (m *Module) Stop(ctx context.Context) error {
+	m.stopQUIC()
 	for _, s := range m.servers {
 		_ = s.Shutdown(ctx) // hijacked websocket connections are closed by their sessions
 	}
@@ -314,6 +322,11 @@ func (m *Module) accept(w http.ResponseWriter, r *http.Request) {
 		m.host.Logger().Warn("edge connection refused", "err", err)
 		return
 	}
+	m.serveConn(conn)
+}
+
+// serveConn runs an accepted connection (websocket or QUIC) as the node's session.
+func (m *Module) serveConn(conn *hub.Conn) {
 	m.mu.Lock()
 	if m.stopping {
 		m.mu.Unlock()

@@ -19,6 +19,7 @@ func (m *Module) Drain(ctx context.Context) {
 		return
 	}
 	_ = m.servers[0].Close() // the hub's listener (listened first): reconnects go to the other replicas
+	m.stopQUIC()             // and the QUIC lane's, when it is on
 	m.mu.Lock()
 	var held []*node
 	for _, n := range m.nodes {

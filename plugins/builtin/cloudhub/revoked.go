@@ -1,6 +1,8 @@
 package cloudhub
 
 import (
+	"context"
+	"crypto/x509"
 	"net/http"
 
 	"github.com/kedge-io/kedge/host/pki"
@@ -12,25 +14,36 @@ import (
 // connection through (logged): the certificate is still one of the cluster CA, and refusing would
 // keep every node out while the records are unreachable.
 func (m *Module) refuseRevoked(w http.ResponseWriter, r *http.Request) bool {
-	if m.recs == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return false
 	}
-	cert := r.TLS.PeerCertificates[0]
+	why, revoked := m.revoked(r.Context(), r.TLS.PeerCertificates[0], r.RemoteAddr)
+	if revoked {
+		http.Error(w, why, http.StatusForbidden)
+	}
+	return revoked
+}
+
+// revoked says whether cert is one the node's record lists as revoked, and why, for both lanes (the
+// websocket's refuseRevoked and the QUIC listener); it logs and counts the refusal.
+func (m *Module) revoked(ctx context.Context, cert *x509.Certificate, remote string) (string, bool) {
+	if m.recs == nil {
+		return "", false
+	}
 	node, err := pki.NodeNameFromCert(cert)
 	if err != nil {
-		return false // hub.Accept refuses it and says why
+		return "", false // the hub refuses it and says why
 	}
-	rec, ok, err := pki.GetNodeRecord(r.Context(), m.recs, node)
+	rec, ok, err := pki.GetNodeRecord(ctx, m.recs, node)
 	if err != nil {
 		m.host.Logger().Warn("node record unreadable; connection let through on its certificate", "node", node, "err", err)
-		return false
+		return "", false
 	}
 	serial := cert.SerialNumber.Text(16)
 	if !ok || !rec.IsRevoked(serial) {
-		return false
+		return "", false
 	}
 	m.metrics.rejected.Inc()
-	m.host.Logger().Warn("edge connection refused: revoked certificate", "node", node, "serial", serial, "remote", r.RemoteAddr)
-	http.Error(w, "certificate "+serial+" of node "+node+" was revoked when the node joined again (--replace); join with a new token", http.StatusForbidden)
-	return true
+	m.host.Logger().Warn("edge connection refused: revoked certificate", "node", node, "serial", serial, "remote", remote)
+	return "certificate " + serial + " of node " + node + " was revoked when the node joined again (--replace); join with a new token", true
 }

@@ -57,6 +57,7 @@ type Module struct {
 	AsyncGroups   []string          `yaml:"asyncGroups" doc:"Message groups from the cloud whose messages are independent requests (servicebus calls): handled beside the others, so a slow one never holds up the node's objects."`
 	AsyncLimit    int               `yaml:"asyncLimit" doc:"Messages of asyncGroups handled at once; more wait."`
 	EventsGroup   string            `yaml:"eventsGroup" doc:"Group told when the link goes up or down (nobody in it is fine)."`
+	QUIC          QUIC              `yaml:"quic" doc:"Dial the cloud over QUIC instead of the websocket (quic.go)."`
 	SendInventory bool              `yaml:"sendInventory" doc:"On connect, send the cloud the list of objects this node holds (a Kedge cloudhub resends what is missing); turn off for a KubeEdge cloudcore."`
 	LeaseDuration time.Duration     `yaml:"leaseDuration" doc:"Under KubeEdge's cloudcore: duration of the node's Lease in kube-node-lease, which edgehub renews every quarter of it through the hub as KubeEdge's edged does (a Kedge cloudcore keeps the Lease itself); 0 keeps no Lease."`
 
@@ -115,6 +116,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.HealthyAfter <= 0 {
 		return errors.New("window, heartbeat, ackTimeout, handleTimeout, backoffMin and healthyAfter must be positive and backoffMax >= backoffMin")
+	}
+	if m.QUIC.Enable && m.QUIC.Server == "" {
+		return errors.New("quic.enable is set but quic.server (the cloud's host:10001) is empty")
 	}
 	if m.dialHook == nil {
 		if err := m.loadTLS(); err != nil {
@@ -260,6 +264,9 @@ func (m *Module) connectLoop(ctx context.Context) {
 func (m *Module) dial(ctx context.Context) (*hub.Conn, error) {
 	if m.dialHook != nil {
 		return m.dialHook(ctx)
+	}
+	if m.QUIC.Enable {
+		return m.dialQUIC(ctx)
 	}
 	return hub.Dial(ctx, hub.DialOptions{
 		URL:       "wss://" + m.Server,

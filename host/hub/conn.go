@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -85,7 +86,7 @@ type Conn struct {
 	project  string
 	certs    []*x509.Certificate
 	sendLock chan struct{} // one slot: a lock that a Send can stop waiting for when its ctx ends
-	pinger   *time.Timer
+	pinger   atomic.Pointer[time.Timer]
 	done     chan struct{}
 	once     sync.Once
 	cause    error // why the connection closed; set before done is closed
@@ -112,7 +113,10 @@ func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, node, project s
 	})
 	c.opts.Metrics.connOpened(1)
 	// A timer, not a goroutine, so an idle connection costs no stack for its heartbeat.
-	c.pinger = time.AfterFunc(c.opts.Heartbeat, c.ping)
+	// Stored before it can fire: a heartbeat shorter than this function's tail must not find it nil.
+	t := time.AfterFunc(time.Hour, c.ping)
+	c.pinger.Store(t)
+	t.Reset(c.opts.Heartbeat)
 	return c
 }
 
@@ -167,7 +171,9 @@ func (c *Conn) shutdown(cause error, code int, text string) {
 			c.opts.Metrics.connOpened(-1)
 			return
 		}
-		c.pinger.Stop()
+		if t := c.pinger.Load(); t != nil {
+			t.Stop()
+		}
 		// The close frame is best effort and bounded: if a Send is stuck writing to a peer that stopped
 		// reading, closing the socket under it is what frees both.
 		wait := min(c.opts.WriteTimeout, time.Second)
@@ -199,7 +205,7 @@ func (c *Conn) ping() {
 		c.shutdown(fmt.Errorf("%w: heartbeat ping failed: %v", ErrClosed, err), websocket.CloseGoingAway, "")
 		return
 	}
-	c.pinger.Reset(c.opts.Heartbeat)
+	c.pinger.Load().Reset(c.opts.Heartbeat)
 }
 
 func (c *Conn) extendRead() {

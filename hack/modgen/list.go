@@ -29,8 +29,18 @@ type Module struct {
 type Class struct {
 	Name     string   `yaml:"name"`
 	Runtimes []string `yaml:"runtimes"`
+	Without  []string `yaml:"without"`
 	About    string   `yaml:"about"`
 	line     int
+}
+
+// Feature is an optional part of a module, in every build unless a class leaves it out with the build
+// tag kedge_no<name>.
+type Feature struct {
+	Name   string `yaml:"name"`
+	Module string `yaml:"module"`
+	About  string `yaml:"about"`
+	line   int
 }
 
 // Unlisted is a package that calls sdk.Register but is no module of any build.
@@ -42,6 +52,7 @@ type Unlisted struct {
 // List is cmd/modules.yaml.
 type List struct {
 	Classes  []Class    `yaml:"classes"`
+	Features []Feature  `yaml:"features"`
 	Modules  []Module   `yaml:"modules"`
 	Unlisted []Unlisted `yaml:"unlisted"`
 }
@@ -90,6 +101,12 @@ func Parse(source string, data []byte) (*List, error) {
 						l.Classes[j].line = items[j].Line
 					}
 				}
+			case "features":
+				for j := range l.Features {
+					if j < len(items) {
+						l.Features[j].line = items[j].Line
+					}
+				}
 			}
 		}
 	}
@@ -123,6 +140,27 @@ func (l *List) check(source string) error {
 		bad(1, "no class named full (the build with every edge module)")
 	}
 	names := map[string]bool{}
+	for _, m := range l.Modules {
+		names[m.Name] = true
+	}
+	features := map[string]bool{}
+	for _, f := range l.Features {
+		if !nameRE.MatchString(f.Name) || features[f.Name] {
+			bad(f.line, "feature name %q: want lower-case letters and digits, listed once", f.Name)
+		}
+		features[f.Name] = true
+		if !names[f.Module] {
+			bad(f.line, "feature %s: module %q is not listed under modules", f.Name, f.Module)
+		}
+	}
+	for _, c := range l.Classes {
+		for _, f := range c.Without {
+			if !features[f] {
+				bad(c.line, "class %s: without %q, which is not listed under features", c.Name, f)
+			}
+		}
+	}
+	names = map[string]bool{}
 	for _, m := range l.Modules {
 		switch {
 		case !nameRE.MatchString(m.Name):
@@ -191,6 +229,9 @@ func (l *List) ClassTags(c Class) []string {
 	}
 	for _, r := range c.Runtimes {
 		tags = append(tags, "kedge_"+r)
+	}
+	for _, f := range c.Without {
+		tags = append(tags, "kedge_no"+f)
 	}
 	return tags
 }

@@ -175,13 +175,19 @@ func docTable(l *List) string {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\n| class | plugin runtimes linked | what it is for |\n|---|---|---|\n")
+	b.WriteString("\n| class | plugin runtimes linked | features left out | what it is for |\n|---|---|---|---|\n")
 	for _, c := range l.Classes {
 		rt := strings.Join(c.Runtimes, ", ")
 		if rt == "" {
 			rt = "none (builtin only)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", c.Name, rt, c.About)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Name, rt, strings.Join(c.Without, ", "), c.About)
+	}
+	if len(l.Features) > 0 {
+		b.WriteString("\n| feature | of module | build tag to leave it out | what it is |\n|---|---|---|---|\n")
+		for _, f := range l.Features {
+			fmt.Fprintf(&b, "| %s | %s | kedge_no%s | %s |\n", f.Name, f.Module, f.Name, f.About)
+		}
 	}
 	return b.String()
 }

@@ -36,6 +36,7 @@ wasm: ## build the example WASM modules into _bin/wasm/, packed with their manif
 # hack/classes.mk (CLASSES, EDGE_MODULES, PROCESS_MODULES, CLASS_TAGS_<class>); go generate ./cmd/edgecore
 # rewrites it. Class targets: edgecore-<class or modules>, classes, release (hack/release.mk).
 include hack/classes.mk
+include hack/release.mk
 comma := ,
 # edgecore_tags: the build tags for a class name or a comma-separated list of modules and runtimes.
 edgecore_tags = $(or $(CLASS_TAGS_$(1)),kedge_custom $(foreach m,$(subst $(comma), ,$(1)),kedge_$(m)))

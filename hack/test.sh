@@ -30,6 +30,13 @@ if ! command -v mosquitto >/dev/null || ! command -v mosquitto_pub >/dev/null; t
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients >/dev/null
 fi
 echo "mosquitto $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') (started by the tests themselves, on loopback ports)"
+step "ARM: Debian's qemu-user-static and cross compilers (the arm64 edgecore under qemu, cgo SQLite for make release)"
+if ! command -v qemu-aarch64-static >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v arm-linux-gnueabihf-gcc >/dev/null; then
+	sudo=()
+	[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends qemu-user-static gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross >/dev/null
+fi
 step "unit, integration and end-to-end tests (-race)"
 go test -race -count=1 -timeout 45m ./...
 step "all tests passed"

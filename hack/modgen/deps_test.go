@@ -16,11 +16,12 @@ type depRule struct {
 var depRules = []depRule{
 	{"k8s.io/client-go", nil}, // the edge never talks to the Kubernetes API itself
 	{"sigs.k8s.io/controller-runtime", nil},
-	// Pods are Kubernetes objects: edged and noruntime (which refuses them) decode them, the MetaServer
-	// serves them. Devices are CRDs whose Go types (sdk/apis/devices/v1beta1) embed metav1.ObjectMeta,
-	// and nodestatus reports quantities as resource.Quantity: those need apimachinery only.
-	{"k8s.io/api/", []string{"edged", "noruntime", "metaserver"}},
-	{"k8s.io/apimachinery/", []string{"edged", "noruntime", "metaserver", "devicetwin", "dmi", "nodestatus", "modbus", "virtual", "thermo"}},
+	// Pods are Kubernetes objects: edged runs them and the MetaServer serves them with k8s.io/api
+	// (noruntime and edgehub write the few fields they need with their own types). Devices are CRDs
+	// whose Go types (sdk/apis/devices/v1beta1) embed metav1.ObjectMeta, and nodestatus reports
+	// quantities as resource.Quantity: those need apimachinery only.
+	{"k8s.io/api/", []string{"edged", "metaserver"}},
+	{"k8s.io/apimachinery/", []string{"edged", "metaserver", "devicetwin", "dmi", "nodestatus", "modbus", "virtual", "thermo"}},
 	{"k8s.io/cri-api/", []string{"edged", "nodestatus"}}, // nodestatus asks the CRI for the runtime version,
 	{"github.com/hashicorp/go-plugin", []string{"process"}},
 	{"google.golang.org/grpc", []string{"process", "dmi"}},

@@ -17,9 +17,13 @@ for class in $classes; do
   bin=_bin/release/edgecore-$class-amd64
   size=$(stat -c %s "$bin")
   port=$((10390 + RANDOM % 100))
+  mods=$("$bin" version | awk '/module/ {print $2}' | paste -sd, -)
+  # Free ports for what listens by default (the MetaServer, the embedded MQTT broker), where present.
+  extra=(KEDGE_MODULES__METAMANAGER__METASERVER__ADDRESS=127.0.0.1:0)
+  [[ ,$mods, == *,eventbus,* ]] && extra+=(KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:0)
+  [[ ,$mods, == *,dmi,* ]] && extra+=(KEDGE_MODULES__DMI__SOCKET="$tmp/$class-dmi.sock")
   t0=$(now_ms)
-  KEDGE_STORE__PATH="$tmp/$class.db" KEDGE_ADMIN__ADDRESS=127.0.0.1:$port KEDGE_ADMIN__SOCKET="$tmp/$class.sock" \
-    KEDGE_MODULES__METAMANAGER__METASERVER__ADDRESS=127.0.0.1:0 KEDGE_MODULES__EVENTBUS__INTERNALADDRESS=127.0.0.1:0 \
+  env KEDGE_STORE__PATH="$tmp/$class.db" KEDGE_ADMIN__ADDRESS=127.0.0.1:$port KEDGE_ADMIN__SOCKET="$tmp/$class.sock" "${extra[@]}" \
     "$bin" >"$tmp/$class.log" 2>&1 &
   pid=$!
   ready=""
@@ -34,7 +38,6 @@ for class in $classes; do
   anon=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status)
   c0=$(cpu_ticks $pid); sleep "$IDLE_SECONDS"; c1=$(cpu_ticks $pid)
   cpu=$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$IDLE_SECONDS" 'BEGIN { printf "%.1f", d * 1000 / hz / s }')
-  mods=$("$bin" version | awk '/module/ {print $2}' | paste -sd, -)
   kill -TERM $pid; wait $pid || true
   rows+=$(awk -v c="$class" -v m="$mods" -v s="$size" -v r="$rss" -v a="$anon" -v t="$ready" -v u="$cpu" \
     'BEGIN { printf "| %s | %s | %.1f MiB | %d ms | %.1f MiB | %.1f MiB | %s ms/s |", c, m, s/1048576, t, r/1024, a/1024, u }')$'\n'

@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./host/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./sdk/sdktest/ ./wasm/runtime/ ./test/hublink/ ./test/kubebench/ ./test/edgedbench/ ./plugins/builtin/devicetwin/ ./plugins/builtin/dmi/ ./test/mapperbench/ ./test/streambench/ ./plugins/builtin/metamanager/
 FUZZTIME ?= 20s
 
-.PHONY: containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes generate-modules edgecore-full edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -32,27 +32,33 @@ wasm: ## build the example WASM modules into _bin/wasm/, packed with their manif
 	$(BIN)/wasmpack -manifest wasm/examples/thermocodec/manifest-v2.yaml -in $(BIN)/wasm/thermocodec-v2.raw.wasm -out $(BIN)/wasm/thermocodec-v2.wasm
 	@rm $(BIN)/wasm/thermocodec-v2.raw.wasm
 
-# Device classes: the builtin modules each edgecore build carries; anything else runs as a process or
-# WASM plugin. `make classes` builds them and records size and idle memory in BENCHMARKS.md.
-CLASS_full    := all builtin modules
-CLASS_gateway := metamanager,nodestatus,edgehub,eventbus,devicetwin,dmi,noruntime,process,wasm
-CLASS_minimal := metamanager,edgehub,process,wasm
+# Device classes and module names come from the one module list, cmd/modules.yaml, through the generated
+# hack/classes.mk (CLASSES, EDGE_MODULES, PROCESS_MODULES, CLASS_TAGS_<class>); go generate ./cmd/edgecore
+# rewrites it. Class targets: edgecore-<class or modules>, classes, release (hack/release.mk).
+include hack/classes.mk
+include hack/release.mk
+comma := ,
+# edgecore_tags: the build tags for a class name or a comma-separated list of modules and runtimes.
+edgecore_tags = $(or $(CLASS_TAGS_$(1)),kedge_custom $(foreach m,$(subst $(comma), ,$(1)),kedge_$(m)))
+# edgecore_unknown: the names in $(1) that are neither a class nor an edge module nor a runtime.
+edgecore_unknown = $(if $(CLASS_TAGS_$(1)),,$(filter-out $(EDGE_MODULES) $(HOST_RUNTIMES),$(subst $(comma), ,$(1))))
 
 edgecore-full: ## edgecore with every builtin module (same as make build)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-full ./cmd/edgecore
 
-edgecore-gateway edgecore-minimal: edgecore-%: ## edgecore for a device class (gateway: no edged; minimal: hub + meta only)
-	@mkdir -p $(BIN)
-	$(GO) build -trimpath -tags "kedge_custom $(foreach m,$(subst $(comma), ,$(CLASS_$*)),kedge_$(m))" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-$* ./cmd/edgecore
-
-classes: ## build every device class and record binary size and idle RSS in BENCHMARKS.md
+classes: ## build every device class and record binary size, idle RSS and cold start in BENCHMARKS.md
 	./hack/classes.sh
 
-edgecore-%: ## trimmed edgecore with only the named builtin modules, e.g. make edgecore-metamanager,nodestatus
+edgecore-%: ## edgecore for a device class (make edgecore-gateway) or a set of builtin modules (make edgecore-metamanager,nodestatus)
+	@if [ -n "$(call edgecore_unknown,$*)" ]; then \
+	  echo "edgecore-$*: no class or module named $(call edgecore_unknown,$*)" >&2; \
+	  echo "  classes:  $(CLASSES)" >&2; echo "  modules:  $(EDGE_MODULES)" >&2; echo "  runtimes: $(HOST_RUNTIMES)" >&2; exit 2; fi
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -tags "kedge_custom $(foreach m,$(subst $(comma), ,$*),kedge_$(m))" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-$* ./cmd/edgecore
-comma := ,
+	$(GO) build -trimpath -tags "$(call edgecore_tags,$*)" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-$* ./cmd/edgecore
+
+generate-modules: ## rewrite cmd/*/modules_*.go, hack/classes.mk and README's class table from cmd/modules.yaml
+	$(GO) generate ./cmd/edgecore
 
 test: lint ## the whole suite, as CI runs it: provisioning, unit, integration and end-to-end tests, -race
 	./hack/test.sh
@@ -81,6 +87,8 @@ generate: ## regenerate the gRPC code from sdk/proto/module.proto (needs protoc:
 	./hack/generate.sh
 
 module-%: ## a builtin module as a plugin executable, e.g. make module-nodestatus -> _bin/modules/nodestatus
+	@if [ -z "$(filter $*,$(PROCESS_MODULES))" ]; then \
+	  echo "module-$*: no module named $* with runtime process; modules: $(PROCESS_MODULES)" >&2; exit 2; fi
 	@mkdir -p $(BIN)/modules
 	$(GO) build -trimpath -tags "kedge_custom kedge_$*" -ldflags "-s -w $(LDFLAGS) -X main.moduleName=$* -X main.version=$(VERSION)" -o $(BIN)/modules/$* ./cmd/kedge-module
 	@sha256sum $(BIN)/modules/$*

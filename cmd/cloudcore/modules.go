@@ -1,4 +1,4 @@
 package main
 
-// The builtin modules compiled into cloudcore. Each file modules_<name>.go adds one, behind a build
-// tag, as for edgecore.
+// The builtin modules compiled into cloudcore: the modules_<name>.go files are generated from
+// cmd/modules.yaml (go generate ./cmd/edgecore), each behind the build tag kedge_<name>.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kedge-io/kedge/host/daemon"
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
@@ -205,7 +206,7 @@ func TestTokenCreateWithCASecretUsesTheCAInKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := pki.SecretStorage{Secrets: env.Client.CoreV1().Secrets("kedge-system"), Namespace: "kedge-system", Name: "kedge-ca"}
+	st := kubestore.SecretStorage{Secrets: env.Client.CoreV1().Secrets("kedge-system"), Namespace: "kedge-system", Name: "kedge-ca"}
 	ca, created, err := pki.LoadOrCreateCA(ctx, st)
 	if err != nil || created {
 		t.Fatalf("CA in the Secret: created=%v err=%v", created, err)

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/sdk"
 )
 
 func init() { spec.Commands = append(spec.Commands, joinCommand()) }
@@ -287,10 +288,33 @@ func edgecoreYAML(f joinFlags, host, certServer string, res *pki.JoinResult) ([]
 			CAFile: res.CAFile, CertFile: res.CertFile, KeyFile: res.KeyFile, TrustedKeys: f.registryKeys,
 			PluginsDir: filepath.Join(f.dataDir, "plugins")}
 	}
+	// Only the modules this build carries: a device class without edged (or dmi, nodestatus, ...) would
+	// refuse a config naming a module it does not have.
+	var doc yaml.Node
+	if err := doc.Encode(&c); err != nil {
+		return nil, fmt.Errorf("render edgecore.yaml: %w", err)
+	}
+	inBuild := map[string]bool{}
+	for _, info := range sdk.Registered() {
+		inBuild[info.Name] = true
+	}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value != "modules" {
+			continue
+		}
+		mods := doc.Content[i+1]
+		var kept []*yaml.Node
+		for j := 0; j+1 < len(mods.Content); j += 2 {
+			if inBuild[mods.Content[j].Value] {
+				kept = append(kept, mods.Content[j], mods.Content[j+1])
+			}
+		}
+		mods.Content = kept
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	if err := enc.Encode(&c); err != nil {
+	if err := enc.Encode(&doc); err != nil {
 		return nil, fmt.Errorf("render edgecore.yaml: %w", err)
 	}
 	if err := enc.Close(); err != nil {

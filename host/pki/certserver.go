@@ -406,7 +406,7 @@ func (s *CertServer) authenticate(r *http.Request) (g grant, ref *refusal) {
 		}
 		return g, refuseJoin(http.StatusUnauthorized, tokenResult(err), reason, err)
 	}
-	if claims.ID == "" || checkRecordName(claims.ID) != nil {
+	if claims.ID == "" || CheckRecordName(claims.ID) != nil {
 		return g, refuseJoin(http.StatusUnauthorized, "token_unknown", "bad_token", fmt.Errorf("%w: the token carries no token ID (jti); it was made by an older cloudcore: create one with 'cloudcore token create'", ErrTokenUnknown))
 	}
 	g.token = claims.ID

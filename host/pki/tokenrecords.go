@@ -205,7 +205,7 @@ func RevokeToken(ctx context.Context, recs Records, id string, now time.Time) (T
 		}
 		return json.Marshal(rec)
 	})
-	if err != nil && checkRecordName(id) != nil {
+	if err != nil && CheckRecordName(id) != nil {
 		return rec, fmt.Errorf("%w: %q is not a token ID ('cloudcore token ls' lists them)", ErrTokenUnknown, id)
 	}
 	return rec, err

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,7 +125,7 @@ func TestEditingTheConfigSwapsChangedModulesAndRefusesInvalidEdits(t *testing.T)
 func TestTrimmedEdgecoreCarriesOnlyItsClassModules(t *testing.T) {
 	needBinaries(t)
 	bin := filepath.Join(t.TempDir(), "edgecore-minimal")
-	build := exec.Command("go", "build", "-tags", "kedge_custom kedge_metamanager kedge_edgehub", "-o", bin, "github.com/kedge-io/kedge/cmd/edgecore")
+	build := exec.Command("go", "build", "-tags", classTags(t, "minimal"), "-o", bin, "github.com/kedge-io/kedge/cmd/edgecore")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build minimal edgecore: %v\n%s", err, out)
 	}
@@ -136,4 +138,32 @@ func TestTrimmedEdgecoreCarriesOnlyItsClassModules(t *testing.T) {
 	if cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(msg), "modules.nodestatus") || !strings.Contains(string(msg), "unknown") {
 		t.Fatalf("asking a minimal edgecore for nodestatus: exit %d: %s", cmd.ProcessState.ExitCode(), msg)
 	}
+	// The minimal class leaves the MetaServer out (and with it k8s.io/api): off by default, and a
+	// config that turns it on is refused by name.
+	state := t.TempDir()
+	cmd = exec.Command(bin, "--set", "modules.metamanager.metaServer.enable=true")
+	cmd.Env = append(daemonEnviron(), "KEDGE_STORE__PATH="+filepath.Join(state, "e.db"), "KEDGE_ADMIN__ADDRESS=127.0.0.1:0",
+		"KEDGE_ADMIN__SOCKET="+filepath.Join(state, "e.sock"))
+	msg, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(msg), "metaServer.enable") || !strings.Contains(string(msg), "no MetaServer") {
+		t.Fatalf("a minimal edgecore asked for the MetaServer: exit %d: %s", cmd.ProcessState.ExitCode(), msg)
+	}
+	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cmd = exec.Command(bin)
+	cmd.Env = append(daemonEnviron(), "KEDGE_STORE__PATH="+filepath.Join(state, "d.db"), "KEDGE_ADMIN__ADDRESS="+admin,
+		"KEDGE_ADMIN__SOCKET="+filepath.Join(state, "d.sock"))
+	var log syncBuffer
+	cmd.Stderr = &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	waitFor(t, "the minimal edgecore ready with its defaults", 30*time.Second, func() (bool, string) {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false, err.Error() + "\n" + log.String()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
 }

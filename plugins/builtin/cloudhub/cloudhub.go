@@ -24,6 +24,7 @@ import (
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -116,7 +117,7 @@ func New() *Module {
 		},
 		EventsGroup: "hubevents",
 		ForgetAfter: 10 * time.Minute,
-		CASecret:    CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
+		CASecret:    CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName},
 		Ownership:   DefaultOwnership(),
 		QUIC:        QUIC{Address: "0.0.0.0:10001"},
 		nodes:       map[string]*node{},
@@ -272,8 +273,8 @@ func (m *Module) Stores() (pki.Storage, pki.Records, error) {
 		return nil, nil, fmt.Errorf("caSecret: %w", err)
 	}
 	secrets := client.CoreV1().Secrets(m.CASecret.Namespace)
-	return pki.SecretStorage{Secrets: secrets, Namespace: m.CASecret.Namespace, Name: m.CASecret.Name},
-		pki.SecretRecords{Secrets: secrets, Namespace: m.CASecret.Namespace}, nil
+	return kubestore.SecretStorage{Secrets: secrets, Namespace: m.CASecret.Namespace, Name: m.CASecret.Name},
+		kubestore.SecretRecords{Secrets: secrets, Namespace: m.CASecret.Namespace}, nil
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.

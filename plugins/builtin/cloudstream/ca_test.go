@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
@@ -28,7 +29,7 @@ func TestStartUsesCloudhubsCAFromPKIDirOrSecretAndNeverCreatesOne(t *testing.T) 
 	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kedge-system"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	secretCA, _, err := pki.LoadOrCreateCA(ctx, pki.SecretStorage{Secrets: env.Client.CoreV1().Secrets("kedge-system"), Namespace: "kedge-system", Name: "kedge-ca"})
+	secretCA, _, err := pki.LoadOrCreateCA(ctx, kubestore.SecretStorage{Secrets: env.Client.CoreV1().Secrets("kedge-system"), Namespace: "kedge-system", Name: "kedge-ca"})
 	if err != nil {
 		t.Fatal(err)
 	}

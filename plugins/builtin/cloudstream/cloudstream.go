@@ -21,6 +21,7 @@ import (
 	"github.com/kedge-io/kedge/host/kube"
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -98,7 +99,7 @@ func New() *Module {
 		PKIDir:         "/var/lib/kedge/pki",
 		SessionTimeout: 10 * time.Second,
 		Heartbeat:      15 * time.Second,
-		CASecret:       CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
+		CASecret:       CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName},
 		MetricsAPI:     defaultMetricsAPI(),
 		Forward:        defaultForward(),
 	}
@@ -141,7 +142,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		if m.CASecret.Namespace == "" || m.CASecret.Name == "" {
 			return errors.New("caSecret: namespace and name must be set when it is enabled")
 		}
-		caSt = pki.SecretStorage{Secrets: m.client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}
+		caSt = kubestore.SecretStorage{Secrets: m.client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}
 	}
 	ca, err := pki.LoadCA(ctx, caSt) // cloudhub's; never a second one
 	if err != nil {

@@ -3,12 +3,9 @@ package edgehub
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"runtime"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kedge-io/kedge/host/message"
 )
@@ -56,9 +53,9 @@ type nodeReport struct {
 
 // nodeStatusRequest is KubeEdge's content of a nodestatus update (its edgeapi.NodeStatusRequest).
 type nodeStatusRequest struct {
-	UID             string            `json:"UID"`
-	Status          corev1.NodeStatus `json:"Status"`
-	ExtendResources map[string]any    `json:"ExtendResources"`
+	UID             string         `json:"UID"`
+	Status          nodeStatus     `json:"Status"`
+	ExtendResources map[string]any `json:"ExtendResources"`
 }
 
 // kubeEdgeNodeSource is the module KubeEdge's cloud sees as the sender of node registration and status.
@@ -76,8 +73,8 @@ type kubeEdgeCloud struct {
 }
 
 type condSince struct {
-	status corev1.ConditionStatus
-	at     metav1.Time
+	status string
+	at     kubeTime
 }
 
 func newKubeEdgeCloud(node string) *kubeEdgeCloud {
@@ -109,9 +106,9 @@ func (k *kubeEdgeCloud) translate(msg message.Message, now time.Time) (message.M
 	}
 	r, _ := message.ParseEdge(msg.Route.Resource)
 	if !k.registered {
-		n := corev1.Node{
-			TypeMeta: metav1.TypeMeta{Kind: "Node", APIVersion: "v1"},
-			ObjectMeta: metav1.ObjectMeta{Name: k.node, Labels: map[string]string{
+		n := node{
+			Kind: "Node", APIVersion: "v1",
+			Metadata: objectMeta{Name: k.node, Labels: map[string]string{
 				"kubernetes.io/hostname": k.node, "kubernetes.io/os": osOf(rep), "kubernetes.io/arch": archOf(rep),
 				"beta.kubernetes.io/os": osOf(rep), "beta.kubernetes.io/arch": archOf(rep),
 				"node-role.kubernetes.io/edge": "", "node-role.kubernetes.io/agent": "",
@@ -146,69 +143,65 @@ func (k *kubeEdgeCloud) answered(resp message.Message) bool {
 
 // nodeStatus is the Kubernetes NodeStatus of a report, with the Ready condition KubeEdge's edged
 // would post: the edge is up and reporting.
-func (k *kubeEdgeCloud) nodeStatus(rep nodeReport, now time.Time) (corev1.NodeStatus, error) {
+func (k *kubeEdgeCloud) nodeStatus(rep nodeReport, now time.Time) (nodeStatus, error) {
 	capacity, err := quantities(k.node, "capacity", rep.Capacity)
 	if err != nil {
-		return corev1.NodeStatus{}, err
+		return nodeStatus{}, err
 	}
-	if _, ok := capacity[corev1.ResourcePods]; !ok {
-		capacity[corev1.ResourcePods] = resource.MustParse("110")
+	if _, ok := capacity["pods"]; !ok {
+		capacity["pods"] = "110"
 	}
-	allocatable := capacity.DeepCopy()
+	allocatable := maps.Clone(capacity)
 	if rep.Allocatable != nil {
 		a, err := quantities(k.node, "allocatable", rep.Allocatable)
 		if err != nil {
-			return corev1.NodeStatus{}, err
+			return nodeStatus{}, err
 		}
-		for name, q := range a {
-			allocatable[name] = q
-		}
+		maps.Copy(allocatable, a)
 	}
 	kubelet := "kedge"
 	if rep.Version != "" {
 		kubelet = "kedge-" + rep.Version
 	}
-	st := corev1.NodeStatus{
-		Capacity: capacity, Allocatable: allocatable, Phase: corev1.NodeRunning,
-		NodeInfo: corev1.NodeSystemInfo{
+	st := nodeStatus{
+		Capacity: capacity, Allocatable: allocatable, Phase: "Running",
+		NodeInfo: nodeSystemInfo{
 			MachineID: rep.MachineID, BootID: rep.BootID, KernelVersion: rep.KernelVersion, OSImage: rep.OSImage,
 			ContainerRuntimeVersion: rep.ContainerRuntimeVersion, KubeletVersion: kubelet,
 			OperatingSystem: osOf(rep), Architecture: archOf(rep),
 		},
 	}
 	for _, ip := range rep.Addresses {
-		st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+		st.Addresses = append(st.Addresses, nodeAddress{Type: "InternalIP", Address: ip})
 	}
-	st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: k.node})
-	beat := metav1.NewTime(now.Truncate(time.Second))
-	cond := func(t, s, reason, msg string) {
-		status := corev1.ConditionStatus(s)
+	st.Addresses = append(st.Addresses, nodeAddress{Type: "Hostname", Address: k.node})
+	beat := kubeTime(now.Truncate(time.Second))
+	cond := func(t, status, reason, msg string) {
 		prev, ok := k.since[t]
 		if !ok || prev.status != status {
 			prev = condSince{status: status, at: beat}
 			k.since[t] = prev
 		}
-		st.Conditions = append(st.Conditions, corev1.NodeCondition{Type: corev1.NodeConditionType(t), Status: status,
+		st.Conditions = append(st.Conditions, nodeCondition{Type: t, Status: status,
 			LastHeartbeatTime: beat, LastTransitionTime: prev.at, Reason: reason, Message: msg})
 	}
 	for _, c := range rep.Conditions {
-		if s := corev1.ConditionStatus(c.Status); s != corev1.ConditionTrue && s != corev1.ConditionFalse && s != corev1.ConditionUnknown {
-			return corev1.NodeStatus{}, fmt.Errorf("node status report of %s: condition %s has status %q (want True, False or Unknown)", k.node, c.Type, c.Status)
+		if s := c.Status; s != "True" && s != "False" && s != "Unknown" {
+			return nodeStatus{}, fmt.Errorf("node status report of %s: condition %s has status %q (want True, False or Unknown)", k.node, c.Type, c.Status)
 		}
 		cond(c.Type, c.Status, c.Reason, c.Message)
 	}
-	cond(string(corev1.NodeReady), string(corev1.ConditionTrue), "KubeletReady", "kedge edgecore is posting ready status")
+	cond("Ready", "True", "KubeletReady", "kedge edgecore is posting ready status")
 	return st, nil
 }
 
-func quantities(node, field string, in map[string]string) (corev1.ResourceList, error) {
-	out := corev1.ResourceList{}
+func quantities(node, field string, in map[string]string) (map[string]string, error) {
+	out := map[string]string{}
 	for name, v := range in {
-		q, err := resource.ParseQuantity(v)
-		if err != nil {
-			return nil, fmt.Errorf("node status report of %s: %s %s=%q is not a quantity: %w", node, field, name, v, err)
+		if !quantityRE.MatchString(v) {
+			return nil, fmt.Errorf("node status report of %s: %s %s=%q is not a quantity (a number with an optional suffix: m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent e<n>)", node, field, name, v)
 		}
-		out[corev1.ResourceName(name)] = q
+		out[name] = v
 	}
 	return out, nil
 }

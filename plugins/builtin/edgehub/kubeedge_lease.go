@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
 )
@@ -29,9 +26,9 @@ import (
 type kubeEdgeLease struct {
 	node     string
 	duration time.Duration
-	held     *coordinationv1.Lease // as cloudcore last answered it; nil: unknown, query first
-	notFound bool                  // the last query said there is none: create it
-	waitID   string                // the request awaiting its answer
+	held     map[string]any // the Lease (JSON) as cloudcore last answered it; nil: unknown, query first
+	notFound bool           // the last query said there is none: create it
+	waitID   string         // the request awaiting its answer
 	waitSent time.Time
 }
 
@@ -39,9 +36,18 @@ type kubeEdgeLease struct {
 type kubeEdgeResp struct {
 	Object json.RawMessage `json:"Object"`
 	Err    *struct {
-		ErrStatus metav1.Status `json:"ErrStatus"`
+		ErrStatus struct {
+			Reason  string `json:"reason"`
+			Message string `json:"message"`
+		} `json:"ErrStatus"`
 	} `json:"Err"`
 }
+
+// microTime is Kubernetes' MicroTime in JSON (RFC 3339 with microseconds, UTC).
+func microTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z07:00") }
+
+// The Lease is written as JSON of coordination.k8s.io/v1 by hand, so edgehub (in every edgecore
+// class) does not link k8s.io/api; kubeedge_lease_test.go decodes it with k8s.io/api.
 
 func (l *kubeEdgeLease) resource() string {
 	return message.Resource{Namespace: "kube-node-lease", Type: "lease", Name: l.node}.Edge()
@@ -59,21 +65,26 @@ func (l *kubeEdgeLease) next(now time.Time) (message.Message, bool) {
 	case l.held == nil && !l.notFound:
 		msg = message.New(kubeEdgeNodeSource, "meta", message.OpQuery, l.resource())
 	case l.held == nil:
-		holder, secs, renew := l.node, int32(l.duration/time.Second), metav1.NewMicroTime(now)
-		msg, err = message.New(kubeEdgeNodeSource, "meta", message.OpInsert, l.resource()).WithContent(coordinationv1.Lease{
-			TypeMeta:   metav1.TypeMeta{Kind: "Lease", APIVersion: "coordination.k8s.io/v1"},
-			ObjectMeta: metav1.ObjectMeta{Name: l.node, Namespace: "kube-node-lease"},
-			Spec:       coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &renew},
+		msg, err = message.New(kubeEdgeNodeSource, "meta", message.OpInsert, l.resource()).WithContent(map[string]any{
+			"kind": "Lease", "apiVersion": "coordination.k8s.io/v1",
+			"metadata": map[string]any{"name": l.node, "namespace": "kube-node-lease"},
+			"spec":     map[string]any{"holderIdentity": l.node, "leaseDurationSeconds": int32(l.duration / time.Second), "renewTime": microTime(now)},
 		})
 	default:
-		up := l.held.DeepCopy()
-		renew, secs := metav1.NewMicroTime(now), int32(l.duration/time.Second)
-		up.Spec.RenewTime, up.Spec.LeaseDurationSeconds = &renew, &secs
-		if up.Spec.HolderIdentity == nil || *up.Spec.HolderIdentity == "" {
-			holder := l.node
-			up.Spec.HolderIdentity = &holder
+		up := make(map[string]any, len(l.held))
+		for k, v := range l.held {
+			up[k] = v
 		}
-		up.TypeMeta = metav1.TypeMeta{Kind: "Lease", APIVersion: "coordination.k8s.io/v1"}
+		spec, _ := up["spec"].(map[string]any)
+		sp := make(map[string]any, len(spec)+3)
+		for k, v := range spec {
+			sp[k] = v
+		}
+		sp["renewTime"], sp["leaseDurationSeconds"] = microTime(now), int32(l.duration/time.Second)
+		if h, _ := sp["holderIdentity"].(string); h == "" {
+			sp["holderIdentity"] = l.node
+		}
+		up["spec"], up["kind"], up["apiVersion"] = sp, "Lease", "coordination.k8s.io/v1"
 		msg, err = message.New(kubeEdgeNodeSource, "meta", message.OpUpdate, l.resource()).WithContent(up)
 	}
 	if err != nil { // a Lease always encodes
@@ -97,18 +108,20 @@ func (l *kubeEdgeLease) answered(resp message.Message) (bool, error) {
 	}
 	if r.Err != nil && r.Err.ErrStatus.Reason != "" {
 		l.held = nil
-		l.notFound = r.Err.ErrStatus.Reason == metav1.StatusReasonNotFound
+		l.notFound = r.Err.ErrStatus.Reason == "NotFound"
 		if l.notFound {
 			return true, nil
 		}
 		return true, fmt.Errorf("node lease: %s", r.Err.ErrStatus.Message)
 	}
-	var lease coordinationv1.Lease
-	if err := json.Unmarshal(r.Object, &lease); err != nil || lease.Name != l.node {
+	var lease map[string]any
+	err := json.Unmarshal(r.Object, &lease)
+	meta, _ := lease["metadata"].(map[string]any)
+	if name, _ := meta["name"].(string); err != nil || name != l.node {
 		l.held, l.notFound = nil, false
 		return true, fmt.Errorf("cloudcore answered the node lease with %.200s", r.Object)
 	}
-	l.held, l.notFound = &lease, false
+	l.held, l.notFound = lease, false
 	return true, nil
 }
 

@@ -5,11 +5,9 @@ package metamanager
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/plugins/builtin/metamanager/metaserver"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -50,8 +47,8 @@ type Module struct {
 	host    sdk.Host
 	ctx     context.Context // the module's lifetime: cloud queries run in goroutines bound to it
 	wg      sync.WaitGroup
-	writeMu sync.Mutex // a write and its report to the metaserver happen in one order for everyone
-	server  *metaserver.Server
+	writeMu sync.Mutex    // a write and its report to the metaserver happen in one order for everyone
+	server  apiServer     // nil when the MetaServer is off
 	asking  chan struct{} // bounds the cloud queries in flight
 	metrics *metrics
 }
@@ -85,7 +82,7 @@ func New() *Module {
 		CloudSource:  "edgehub",
 		HubGroup:     "hub",
 		QueryTimeout: 10 * time.Second,
-		MetaServer:   MetaServerSettings{Enable: true, Address: "127.0.0.1:10550", EventWindow: 4096},
+		MetaServer:   MetaServerSettings{Enable: startMetaServer != nil, Address: "127.0.0.1:10550", EventWindow: 4096},
 	}
 }
 
@@ -104,61 +101,26 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.MetaServer.Enable {
-		return m.startServer(ctx)
-	}
-	return nil
-}
-
-func (m *Module) startServer(ctx context.Context) error {
-	log := m.host.Logger().With("part", "metaserver")
-	admin, err := metaserver.AdminToken(m.MetaServer.AdminTokenFile, log)
-	if err != nil {
-		return err
-	}
-	if admin == "" {
-		log.Info("metaserver has no node-admin token (metaServer.adminTokenFile is empty): only pods' service-account tokens are accepted")
-	}
-	var tlsConf *tls.Config
-	switch {
-	case (m.MetaServer.CertFile == "") != (m.MetaServer.KeyFile == ""):
-		return fmt.Errorf("metaServer.certFile %q and metaServer.keyFile %q: set both for HTTPS, or neither", m.MetaServer.CertFile, m.MetaServer.KeyFile)
-	case m.MetaServer.CertFile != "":
-		cert, err := metaserver.ServingCertificate(m.MetaServer.CertFile, m.MetaServer.KeyFile, log)
+		if startMetaServer == nil {
+			return errors.New("metaServer.enable is true, but this build has no MetaServer (built with the tag kedge_nometaserver, as the minimal class is): set modules.metamanager.metaServer.enable=false or use a build that has it")
+		}
+		srv, err := startMetaServer(ctx, m)
 		if err != nil {
 			return err
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	default:
-		log.Warn("metaserver serves plain HTTP (metaServer.certFile is empty): kubectl and kubeconfig-based clients will not send their tokens")
+		m.server = srv
 	}
-	srv, err := metaserver.New(metaserver.Options{Address: m.MetaServer.Address, Store: m.host.Store(), Logger: log,
-		Metrics: m.host.Metrics(), EventWindow: m.MetaServer.EventWindow, Auth: metaserver.NewAuthenticator(admin), TLS: tlsConf})
-	if err != nil {
-		return err
-	}
-	if host, _, _ := net.SplitHostPort(m.MetaServer.Address); !isLoopback(host) && tlsConf == nil {
-		m.host.Logger().Warn("metaserver listens beyond loopback over plain HTTP: bearer tokens cross the network in clear", "address", m.MetaServer.Address)
-	}
-	if err := srv.Load(ctx); err != nil {
-		return err
-	}
-	if err := srv.Listen(); err != nil {
-		// The store matters more than the API: keep storing, and keep trying the address (an instance
-		// being swapped out still holds it for a moment).
-		m.host.Logger().Error("metaserver cannot listen yet; retrying in the background", "err", err)
-	}
-	m.server = srv
-	m.wg.Go(func() { srv.Run(ctx) })
 	return nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// apiServer is the MetaServer as metamanager drives it: told of every change to the store.
+type apiServer interface {
+	Addr() string
+	record(obj sdk.Object, deleted bool)
 }
+
+// startMetaServer starts the MetaServer for m; nil when the build leaves it out (metaserver.go).
+var startMetaServer func(ctx context.Context, m *Module) (apiServer, error)
 
 // MetaServerAddr is the address the MetaServer is bound to; empty when it is off or not bound yet.
 func (m *Module) MetaServerAddr() string {
@@ -241,7 +203,7 @@ func (m *Module) store(ctx context.Context, obj sdk.Object) (applied bool, err e
 		return false, err
 	}
 	if r.Applied && m.server != nil {
-		m.server.Record(metaserver.Change{Key: obj.Key, RV: obj.ResourceVersion, Value: obj.Value})
+		m.server.record(obj, false)
 	}
 	return r.Applied, nil
 }
@@ -261,7 +223,7 @@ func (m *Module) delete(ctx context.Context, res message.Resource) (existed bool
 		return false, err
 	}
 	if existed && m.server != nil {
-		m.server.Record(metaserver.Change{Key: key(res), RV: last.ResourceVersion, Value: last.Value, Deleted: true})
+		m.server.record(sdk.Object{Key: key(res), ResourceVersion: last.ResourceVersion, Value: last.Value}, true)
 	}
 	if res.Type == "device" {
 		// The device's last status report (devicetwin's, kept here on its way to the cloud) goes with it.

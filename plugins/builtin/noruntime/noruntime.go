@@ -11,10 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
+	"time"
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
@@ -43,11 +40,11 @@ type Module struct {
 
 	host     sdk.Host
 	mu       sync.Mutex
-	reported map[types.UID]bool
+	reported map[string]bool
 }
 
 func (m *Module) Start(_ context.Context, h sdk.Host) error {
-	m.host, m.reported = h, map[types.UID]bool{}
+	m.host, m.reported = h, map[string]bool{}
 	return nil
 }
 
@@ -59,12 +56,12 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	if err != nil || res.Type != "pod" || msg.Route.Operation == message.OpDelete {
 		return nil // configmaps, secrets, and the removal of a pod already gone: nothing runs here
 	}
-	var pod corev1.Pod
+	var pod pod
 	if err := json.Unmarshal(msg.Content, &pod); err != nil {
 		return fmt.Errorf("pod %s: content is not a pod: %w", msg.Route.Resource, err)
 	}
-	if pod.DeletionTimestamp != nil {
-		out, err := message.New(Name, "resource", message.OpDelete, res.Edge()).WithContent(map[string]types.UID{"uid": pod.UID})
+	if pod.Metadata.DeletionTimestamp != nil {
+		out, err := message.New(Name, "resource", message.OpDelete, res.Edge()).WithContent(map[string]string{"uid": pod.Metadata.UID})
 		if err != nil {
 			return err
 		}
@@ -72,27 +69,54 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 		return m.host.Send(ctx, m.MetaManager, out)
 	}
 	m.mu.Lock()
-	done := m.reported[pod.UID]
-	m.reported[pod.UID] = true
+	done := m.reported[pod.Metadata.UID]
+	m.reported[pod.Metadata.UID] = true
 	m.mu.Unlock()
 	if done || pod.Status.Reason == Reason {
 		return nil
 	}
-	now := metav1.Now()
-	status := corev1.PodStatus{
-		Phase:  corev1.PodPending,
+	now := time.Now().UTC().Truncate(time.Second).Format(time.RFC3339)
+	status := podStatus{
+		Phase:  "Pending",
 		Reason: Reason,
 		Message: fmt.Sprintf("edge node %s runs no container runtime module (edged is not enabled); the pod is stored on the node and waits",
 			m.host.NodeName()),
-		Conditions: []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: Reason, LastTransitionTime: now},
+		Conditions: []podCondition{
+			{Type: "PodScheduled", Status: "True", LastTransitionTime: now},
+			{Type: "Ready", Status: "False", Reason: Reason, LastTransitionTime: now},
 		},
 	}
 	st := message.Resource{Namespace: res.Namespace, Type: "podstatus", Name: res.Name}
-	out, err := message.New(Name, "resource", message.OpUpdate, st.Edge()).WithContent(map[string]any{"uid": pod.UID, "name": pod.Name, "status": status})
+	out, err := message.New(Name, "resource", message.OpUpdate, st.Edge()).WithContent(map[string]any{"uid": pod.Metadata.UID, "name": pod.Metadata.Name, "status": status})
 	if err != nil {
 		return err
 	}
 	return m.host.Send(ctx, m.MetaManager, out)
+}
+
+// The parts of a Kubernetes Pod noruntime reads and writes, in the JSON of k8s.io/api core/v1: written
+// here so that the pod-less device classes (gateway), which carry noruntime, do not link k8s.io/api.
+type pod struct {
+	Metadata struct {
+		Name              string  `json:"name"`
+		UID               string  `json:"uid"`
+		DeletionTimestamp *string `json:"deletionTimestamp"`
+	} `json:"metadata"`
+	Status struct {
+		Reason string `json:"reason"`
+	} `json:"status"`
+}
+
+type podStatus struct {
+	Phase      string         `json:"phase"`
+	Reason     string         `json:"reason,omitempty"`
+	Message    string         `json:"message,omitempty"`
+	Conditions []podCondition `json:"conditions,omitempty"`
+}
+
+type podCondition struct {
+	Type               string `json:"type"`
+	Status             string `json:"status"`
+	LastTransitionTime string `json:"lastTransitionTime"` // RFC 3339, whole seconds, UTC (metav1.Time)
+	Reason             string `json:"reason,omitempty"`
 }

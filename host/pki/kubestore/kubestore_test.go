@@ -1,21 +1,31 @@
-package pki
+package kubestore
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
@@ -71,7 +81,7 @@ func TestSecretStorageReplicasRacingToCreateTheCAAllEndWithTheSameOne(t *testing
 	for i := range replicas {
 		wg.Go(func() {
 			// Each replica its own storage value, as separate cloudcores have.
-			ca, c, err := LoadOrCreateCA(context.Background(), secretStorage(env, ns))
+			ca, c, err := pki.LoadOrCreateCA(context.Background(), secretStorage(env, ns))
 			if err != nil {
 				errs[i] = err
 				return
@@ -103,29 +113,29 @@ func TestSecretStorageReplicasRacingToCreateTheCAAllEndWithTheSameOne(t *testing
 	if sec.Type != corev1.SecretTypeOpaque {
 		t.Fatalf("Secret type %q, want Opaque", sec.Type)
 	}
-	for _, k := range []string{CACertName, CAKeyName, TokenSecretName} {
+	for _, k := range []string{pki.CACertName, pki.CAKeyName, pki.TokenSecretName} {
 		if len(sec.Data[k]) == 0 {
 			t.Fatalf("Secret has no %s (keys: %v)", k, keys(sec.Data))
 		}
 	}
-	cert, err := parseCertPEM(sec.Data[CACertName])
-	if err != nil || HashCert(cert.Raw) != hashes[0] {
-		t.Fatalf("the Secret's ca.crt is not the CA the replicas use (%v)", err)
+	block, _ := pem.Decode(sec.Data[pki.CACertName])
+	if block == nil || pki.HashCert(block.Bytes) != hashes[0] {
+		t.Fatalf("the Secret's ca.crt is not the CA the replicas use")
 	}
 }
 
 func TestSecretStorageReloadsTheSameCAAndTokenSecretLater(t *testing.T) {
 	env, ns := secretNamespace(t)
 	ctx := context.Background()
-	first, created, err := LoadOrCreateCA(ctx, secretStorage(env, ns))
+	first, created, err := pki.LoadOrCreateCA(ctx, secretStorage(env, ns))
 	if err != nil || !created {
 		t.Fatalf("first start: created=%v err=%v", created, err)
 	}
-	tok, err := testToken(t, first, DefaultTokenTTL)
+	tok, err := testToken(t, first, pki.DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, created, err := LoadOrCreateCA(ctx, secretStorage(env, ns))
+	again, created, err := pki.LoadOrCreateCA(ctx, secretStorage(env, ns))
 	if err != nil || created {
 		t.Fatalf("second start: created=%v err=%v", created, err)
 	}
@@ -141,21 +151,21 @@ func TestSecretStorageGivesAnImportedCAOneTokenSecretEvenWhenReplicasRace(t *tes
 	env, ns := secretNamespace(t)
 	ctx := context.Background()
 	// A CA brought over from elsewhere: cert and key only.
-	src := FileStorage{Dir: t.TempDir()}
-	orig, _, err := LoadOrCreateCA(ctx, src)
+	src := pki.FileStorage{Dir: t.TempDir()}
+	orig, _, err := pki.LoadOrCreateCA(ctx, src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM, _ := src.Read(ctx, CAKeyName)
-	if err := secretStorage(env, ns).Write(ctx, Item{CAKeyName, keyPEM}, Item{CACertName, orig.CertPEM()}); err != nil {
+	keyPEM, _ := src.Read(ctx, pki.CAKeyName)
+	if err := secretStorage(env, ns).Write(ctx, pki.Item{Name: pki.CAKeyName, Data: keyPEM}, pki.Item{Name: pki.CACertName, Data: orig.CertPEM()}); err != nil {
 		t.Fatal(err)
 	}
 	const replicas = 4
-	cas := make([]*CA, replicas)
+	cas := make([]*pki.CA, replicas)
 	var wg sync.WaitGroup
 	for i := range replicas {
 		wg.Go(func() {
-			ca, _, err := LoadOrCreateCA(ctx, secretStorage(env, ns))
+			ca, _, err := pki.LoadOrCreateCA(ctx, secretStorage(env, ns))
 			if err != nil {
 				t.Error(err)
 				return
@@ -167,7 +177,7 @@ func TestSecretStorageGivesAnImportedCAOneTokenSecretEvenWhenReplicasRace(t *tes
 	if t.Failed() {
 		return
 	}
-	tok, err := testToken(t, cas[0], DefaultTokenTTL)
+	tok, err := testToken(t, cas[0], pki.DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,12 +195,12 @@ func TestSecretStorageDamagedSecretIsAnErrorNamingSecretAndKeyAndIsNotOverwritte
 	env, _ := secretNamespace(t)
 	ctx := context.Background()
 	valid := func(t *testing.T) map[string][]byte {
-		st := FileStorage{Dir: t.TempDir()}
-		if _, _, err := LoadOrCreateCA(ctx, st); err != nil {
+		st := pki.FileStorage{Dir: t.TempDir()}
+		if _, _, err := pki.LoadOrCreateCA(ctx, st); err != nil {
 			t.Fatal(err)
 		}
 		out := map[string][]byte{}
-		for _, k := range []string{CACertName, CAKeyName, TokenSecretName} {
+		for _, k := range []string{pki.CACertName, pki.CAKeyName, pki.TokenSecretName} {
 			out[k], _ = st.Read(ctx, k)
 		}
 		return out
@@ -201,13 +211,13 @@ func TestSecretStorageDamagedSecretIsAnErrorNamingSecretAndKeyAndIsNotOverwritte
 		key   string
 		wants string
 	}{
-		{"garbage ca.crt", func(d map[string][]byte) { d[CACertName] = []byte("not a certificate") }, CACertName, "damaged"},
-		{"empty ca.crt", func(d map[string][]byte) { d[CACertName] = nil }, CACertName, "damaged"},
-		{"garbage ca.key", func(d map[string][]byte) { d[CAKeyName] = []byte("\x00\x01garbage") }, CAKeyName, "damaged"},
-		{"ca.key of another CA", func(d map[string][]byte) { d[CAKeyName] = valid(t)[CAKeyName] }, CAKeyName, "does not belong"},
-		{"ca.key missing", func(d map[string][]byte) { delete(d, CAKeyName) }, CAKeyName, "cannot sign without its key"},
-		{"ca.crt missing, ca.key present", func(d map[string][]byte) { delete(d, CACertName) }, CACertName, "does not"},
-		{"garbage token.secret", func(d map[string][]byte) { d[TokenSecretName] = []byte("zz not hex") }, TokenSecretName, "damaged"},
+		{"garbage ca.crt", func(d map[string][]byte) { d[pki.CACertName] = []byte("not a certificate") }, pki.CACertName, "damaged"},
+		{"empty ca.crt", func(d map[string][]byte) { d[pki.CACertName] = nil }, pki.CACertName, "damaged"},
+		{"garbage ca.key", func(d map[string][]byte) { d[pki.CAKeyName] = []byte("\x00\x01garbage") }, pki.CAKeyName, "damaged"},
+		{"ca.key of another CA", func(d map[string][]byte) { d[pki.CAKeyName] = valid(t)[pki.CAKeyName] }, pki.CAKeyName, "does not belong"},
+		{"ca.key missing", func(d map[string][]byte) { delete(d, pki.CAKeyName) }, pki.CAKeyName, "cannot sign without its key"},
+		{"ca.crt missing, ca.key present", func(d map[string][]byte) { delete(d, pki.CACertName) }, pki.CACertName, "does not"},
+		{"garbage token.secret", func(d map[string][]byte) { d[pki.TokenSecretName] = []byte("zz not hex") }, pki.TokenSecretName, "damaged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, ns := secretNamespace(t)
@@ -219,7 +229,7 @@ func TestSecretStorageDamagedSecretIsAnErrorNamingSecretAndKeyAndIsNotOverwritte
 				t.Fatal(err)
 			}
 			st := SecretStorage{Secrets: secrets, Namespace: ns, Name: "shared-ca"}
-			_, _, err = LoadOrCreateCA(ctx, st)
+			_, _, err = pki.LoadOrCreateCA(ctx, st)
 			if err == nil {
 				t.Fatal("a damaged Secret was accepted")
 			}
@@ -243,22 +253,22 @@ func TestSecretStorageWrite(t *testing.T) {
 	env, ns := secretNamespace(t)
 	ctx := context.Background()
 	st := secretStorage(env, ns)
-	if _, err := st.Read(ctx, CACertName); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := st.Read(ctx, pki.CACertName); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("reading from a missing Secret: %v, want fs.ErrNotExist", err)
 	}
-	if err := st.Write(ctx, Item{ServerCertName, []byte("a")}, Item{TokenSecretName, []byte("s1")}); err != nil {
+	if err := st.Write(ctx, pki.Item{Name: pki.ServerCertName, Data: []byte("a")}, pki.Item{Name: pki.TokenSecretName, Data: []byte("s1")}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name    string
-		item    Item
+		item    pki.Item
 		wantErr error
 		stored  string
 	}{
-		{"a missing key reads as not existing", Item{Name: CACertName}, fs.ErrNotExist, ""},
-		{"the serving certificate is replaced", Item{ServerCertName, []byte("b")}, nil, "b"},
-		{"the token secret is never replaced", Item{TokenSecretName, []byte("s2")}, fs.ErrExist, "s1"},
-		{"writing the same token secret again is fine", Item{TokenSecretName, []byte("s1")}, nil, "s1"},
+		{"a missing key reads as not existing", pki.Item{Name: pki.CACertName}, fs.ErrNotExist, ""},
+		{"the serving certificate is replaced", pki.Item{Name: pki.ServerCertName, Data: []byte("b")}, nil, "b"},
+		{"the token secret is never replaced", pki.Item{Name: pki.TokenSecretName, Data: []byte("s2")}, fs.ErrExist, "s1"},
+		{"writing the same token secret again is fine", pki.Item{Name: pki.TokenSecretName, Data: []byte("s1")}, nil, "s1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -284,7 +294,7 @@ func TestSecretStorageInAMissingNamespaceSaysSo(t *testing.T) {
 	env, _ := secretNamespace(t)
 	st := secretStorage(env, "no-such-ns")
 	st.Secrets = env.Client.CoreV1().Secrets("no-such-ns")
-	_, _, err := LoadOrCreateCA(context.Background(), st)
+	_, _, err := pki.LoadOrCreateCA(context.Background(), st)
 	if err == nil || !strings.Contains(err.Error(), "create namespace no-such-ns") {
 		t.Fatalf("got %v, want an error saying to create the namespace", err)
 	}
@@ -319,7 +329,7 @@ func TestSecretRecordsConcurrentUpdatesAreNeverLost(t *testing.T) {
 	errs := make(chan error, writers)
 	for range writers {
 		wg.Go(func() {
-			errs <- recs.Update(ctx, KindToken, "counter", func(old []byte) ([]byte, error) {
+			errs <- recs.Update(ctx, pki.KindToken, "counter", func(old []byte) ([]byte, error) {
 				return append(bytes.Clone(old), 'x'), nil
 			})
 		})
@@ -331,41 +341,81 @@ func TestSecretRecordsConcurrentUpdatesAreNeverLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := recs.Get(ctx, KindToken, "counter")
+	got, err := recs.Get(ctx, pki.KindToken, "counter")
 	if err != nil || string(got) != strings.Repeat("x", writers) {
 		t.Fatalf("record %q (err %v); want %d updates", got, err, writers)
 	}
-	all, err := recs.List(ctx, KindToken)
+	all, err := recs.List(ctx, pki.KindToken)
 	if err != nil || len(all) != 1 || string(all["counter"]) != string(got) {
 		t.Fatalf("List = %v (err %v)", all, err)
 	}
-	if nodes, err := recs.List(ctx, KindNode); err != nil || len(nodes) != 0 {
+	if nodes, err := recs.List(ctx, pki.KindNode); err != nil || len(nodes) != 0 {
 		t.Fatalf("node records %v (err %v); want none", nodes, err)
 	}
-	if err := recs.Update(ctx, KindToken, "counter", func([]byte) ([]byte, error) { return nil, nil }); err != nil {
+	if err := recs.Update(ctx, pki.KindToken, "counter", func([]byte) ([]byte, error) { return nil, nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := recs.Get(ctx, KindToken, "counter"); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := recs.Get(ctx, pki.KindToken, "counter"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("after delete: %v; want fs.ErrNotExist", err)
 	}
 }
 
 func TestSecretRecordsRefuseASecondJoinAcrossCertServers(t *testing.T) {
 	env, ns := secretNamespace(t)
-	c := newCloud(t, CertServerOptions{Records: SecretRecords{Secrets: env.Client.CoreV1().Secrets(ns), Namespace: ns}})
-	c.recs = FileRecords{} // unused: tokens go to the Secrets below
+	ctx := context.Background()
 	recs := SecretRecords{Secrets: env.Client.CoreV1().Secrets(ns), Namespace: ns}
-	tok, _, err := CreateToken(context.Background(), c.ca, recs, TokenOptions{Node: "edge-1"})
+	// Two certificate servers (two cloudcore replicas) with one CA, the records in Secrets.
+	st := pki.FileStorage{Dir: t.TempDir()}
+	ca, _, err := pki.LoadOrCreateCA(ctx, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.joinPair(t, tok, "edge-1")
-	status, body := c.joinReq(t, tok, "edge-1")
-	wantRefusal(t, "second join with the token", status, body, 401, "no uses left")
-	fresh, _, err := CreateToken(context.Background(), c.ca, recs, TokenOptions{})
+	server, err := pki.NewServerCert(ctx, ca, st, pki.ServerCertOptions{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, body = c.joinReq(t, fresh, "edge-1")
-	wantRefusal(t, "join for edge-1 again", status, body, 409, "holds certificate")
+	var addrs []string
+	for range 2 {
+		certs, err := pki.NewCertServer(pki.CertServerOptions{CA: ca, Records: recs, Registerer: prometheus.NewRegistry(), Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: certs, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(tls.NewListener(ln, pki.CertServerTLSConfig(server))) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		addrs = append(addrs, ln.Addr().String())
+	}
+	join := func(addr string, tok pki.Token) error {
+		_, err := pki.Join(ctx, pki.JoinOptions{CertServer: addr, Token: tok.String(), NodeName: "edge-1", Dir: t.TempDir()})
+		return err
+	}
+	tok, _, err := pki.CreateToken(ctx, ca, recs, pki.TokenOptions{Node: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := join(addrs[0], tok); err != nil {
+		t.Fatalf("first join: %v", err)
+	}
+	if err := join(addrs[1], tok); err == nil || !strings.Contains(err.Error(), "no uses left") {
+		t.Fatalf("second join with the token at the other server: %v; want a refusal saying no uses left", err)
+	}
+	fresh, _, err := pki.CreateToken(ctx, ca, recs, pki.TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := join(addrs[1], fresh); err == nil || !strings.Contains(err.Error(), "holds certificate") {
+		t.Fatalf("join for edge-1 again at the other server: %v; want a refusal saying it holds a certificate", err)
+	}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// testToken makes a join token from ca valid for ttl, recorded in a records folder of its own.
+func testToken(tb testing.TB, ca *pki.CA, ttl time.Duration) (pki.Token, error) {
+	tok, _, err := pki.CreateToken(context.Background(), ca, pki.FileRecords{Dir: tb.TempDir()}, pki.TokenOptions{TTL: ttl})
+	return tok, err
 }

@@ -42,7 +42,8 @@ func TestRTUMapperSwappedBuiltinToProcessAndBackLosesAndDuplicatesNoReading(t *t
 		"collectCycle": "5ms", "healthCycle": "1s", "backoffMin": "10ms", "backoffMax": "100ms", "callTimeout": "5s"}
 	mm, _ := sdk.Lookup(metamanager.Name)
 	h := sdktest.Run(t, modbus.Info, cfg,
-		sdktest.Beside(dmi.Info, map[string]any{"socket": cfg["dmiSocket"], "reconcileInterval": "50ms", "callTimeout": "5s"}),
+		sdktest.Beside(dmi.Info, map[string]any{"socket": cfg["dmiSocket"], "reconcileInterval": "50ms", "callTimeout": "5s",
+			"qps": 2000, "burst": 2000}), // a report every 5 ms: above the default limit of 100 calls/s
 		sdktest.Beside(mm, map[string]any{"cloudSource": "edgehub", "metaServer": map[string]any{"enable": false}}),
 		sdktest.Beside(devicetwin.Info, map[string]any{"flushInterval": "5ms"}),
 		sdktest.Capture("edgehub", "eventbus"))

@@ -49,7 +49,8 @@ func TestOPCUAMapperSwappedBuiltinToProcessAndBackLosesNoPolledReading(t *testin
 		"collectCycle": "5ms", "healthCycle": "1s", "backoffMin": "10ms", "backoffMax": "200ms", "callTimeout": "10s"}
 	mm, _ := sdk.Lookup(metamanager.Name)
 	h := sdktest.Run(t, opcua.Info, cfg,
-		sdktest.Beside(dmi.Info, map[string]any{"socket": cfg["dmiSocket"], "reconcileInterval": "50ms", "callTimeout": "10s"}),
+		sdktest.Beside(dmi.Info, map[string]any{"socket": cfg["dmiSocket"], "reconcileInterval": "50ms", "callTimeout": "10s",
+			"qps": 2000, "burst": 2000}), // two devices reporting every 5 ms: above the default limit of 100 calls/s
 		sdktest.Beside(mm, map[string]any{"cloudSource": "edgehub", "metaServer": map[string]any{"enable": false}}),
 		sdktest.Beside(devicetwin.Info, map[string]any{"flushInterval": "5ms"}),
 		sdktest.Capture("edgehub", "eventbus"))

@@ -40,11 +40,23 @@ type Driver struct {
 }
 
 type item struct {
-	node   *ua.NodeID
+	node    *ua.NodeID
+	value   *ua.Variant // the latest value
+	status  ua.StatusCode
+	has     bool
+	changes []change      // notified and not yet read, oldest first (at most maxQueued)
+	dropped uint64        // changes dropped because reads fell maxQueued behind
+	ready   chan struct{} // closed at the first notification (the item's initial sample)
+}
+
+type change struct {
 	value  *ua.Variant
 	status ua.StatusCode
-	has    bool
 }
+
+// maxQueued bounds the changes kept per node between reads: every change the server publishes is
+// read once, in order, unless reads fall this far behind (then the oldest go, counted).
+const maxQueued = 256
 
 var (
 	_ mapper.Driver          = (*Driver)(nil)
@@ -63,9 +75,11 @@ func (d *Driver) Init(ctx context.Context, p mapper.ProtocolConfig) error {
 	}
 	d.device, d.cfg = p.Device, cfg
 	d.items, d.handles, d.types, d.visitors = map[string]*item{}, map[uint32]*item{}, map[string]ua.TypeID{}, map[string]Visitor{}
-	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
+	// Each step (discovery, connecting, the subscription) gets the device's timeout of its own.
+	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.Timeout) }
+	cctx, cancel := step()
 	eps, err := opcua.GetEndpoints(cctx, cfg.URL)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("device %s: endpoint discovery at %s: %w", p.Device, cfg.URL, err)
 	}
@@ -107,13 +121,17 @@ func (d *Driver) Init(ctx context.Context, p mapper.ProtocolConfig) error {
 	if err != nil {
 		return fmt.Errorf("device %s: %w", p.Device, err)
 	}
+	cctx, cancel = step()
+	defer cancel()
 	if err := c.Connect(cctx); err != nil {
 		return fmt.Errorf("device %s: connecting to %s (%s, %s): %w", p.Device, cfg.URL, policyName(ep.SecurityPolicyURI), ep.SecurityMode, err)
 	}
 	d.c = c
 	if cfg.Subscribe {
 		notify := make(chan *opcua.PublishNotificationData, 64)
-		sub, err := c.Subscribe(cctx, &opcua.SubscriptionParameters{Interval: cfg.PublishingInterval}, notify)
+		sctx, scancel := step()
+		sub, err := c.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: cfg.PublishingInterval}, notify)
+		scancel()
 		if err != nil {
 			c.Close(context.Background())
 			return fmt.Errorf("device %s: creating a subscription: %w", p.Device, err)
@@ -147,10 +165,18 @@ func (d *Driver) listen(ctx context.Context, notify <-chan *opcua.PublishNotific
 				if it == nil || mi.Value == nil {
 					continue
 				}
+				if !it.has {
+					close(it.ready)
+				}
 				it.status, it.has = mi.Value.Status, true
 				if mi.Value.Value != nil {
 					it.value = mi.Value.Value
 				}
+				if len(it.changes) == maxQueued {
+					it.changes = it.changes[1:]
+					it.dropped++
+				}
+				it.changes = append(it.changes, change{value: it.value, status: it.status})
 			}
 			d.mu.Unlock()
 		}
@@ -210,8 +236,9 @@ func (d *Driver) visitor(p mapper.Property) (Visitor, error) {
 	return v, nil
 }
 
-// Read returns the property's node value: the latest one its monitored item delivered, or (before
-// the first notification, or with subscribe off) a Read call.
+// Read returns the property's node value: with subscribe, the oldest change its monitored item
+// delivered and not read yet, else the latest (waiting for the item's initial sample, bounded by
+// ctx); with subscribe off, a Read call.
 func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property) (mapper.Value, error) {
 	v, err := d.visitor(p)
 	if err != nil {
@@ -226,8 +253,19 @@ func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property
 		if err != nil {
 			return nil, fmt.Errorf("property %q (%s): %w", p.Name, key, err)
 		}
+		// Values come from the subscription alone, so they never go back: the first one is the
+		// item's initial sample, sent when it is created.
+		select {
+		case <-it.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("property %q (%s): no value from the subscription yet: %w", p.Name, key, ctx.Err())
+		}
 		d.mu.Lock()
 		has, status, val := it.has, it.status, it.value
+		if len(it.changes) > 0 { // the oldest change not read yet: each change is read once, in order
+			status, val = it.changes[0].status, it.changes[0].value
+			it.changes = it.changes[1:]
+		}
 		d.mu.Unlock()
 		if has {
 			return d.value(p, key, status, val)
@@ -277,7 +315,7 @@ func (d *Driver) monitor(ctx context.Context, key string, node *ua.NodeID) (*ite
 	}
 	d.next++
 	h := d.next
-	it = &item{node: node}
+	it = &item{node: node, ready: make(chan struct{})}
 	d.mu.Unlock()
 	res, err := d.sub.Monitor(ctx, ua.TimestampsToReturnNeither, opcua.NewMonitoredItemCreateRequestWithDefaults(node, ua.AttributeIDValue, h))
 	if err != nil {

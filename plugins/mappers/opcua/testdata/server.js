@@ -1,6 +1,6 @@
 // An OPC-UA server on node-opcua for the opcua mapper's tests. argv: port, pki dir.
 // Variables in namespace 1 (string ids): Temperature (Double, read-only, 20 + 0.5 for every 100 ms since the start),
-// Setpoint (Double, writable), Count (Int32, writable), Running (Boolean, writable),
+// Counter (Int32, read-only, up by one with every Read request for it), Setpoint (Double, writable), Count (Int32, writable), Running (Boolean, writable),
 // Label (String, writable). Security: None, and Basic256Sha256 with Sign or SignAndEncrypt; users:
 // anonymous, or operator/secret. Client certificates are accepted on first sight.
 // It prints "LISTENING <port>" once it serves. On stdin, the line "reads" prints "READS <n>", the
@@ -28,11 +28,11 @@ async function main() {
   await server.initialize();
   const ns = server.engine.addressSpace.getOwnNamespace();
   const folder = ns.addFolder(server.engine.addressSpace.rootFolder.objects, { browseName: "Plant" });
-  const values = { Setpoint: 21.5, Count: 7, Running: true, Label: "boiler-1" };
-  const types = { Temperature: opcua.DataType.Double, Setpoint: opcua.DataType.Double, Count: opcua.DataType.Int32,
+  const values = { Counter: 0, Setpoint: 21.5, Count: 7, Running: true, Label: "boiler-1" };
+  const types = { Temperature: opcua.DataType.Double, Counter: opcua.DataType.Int32, Setpoint: opcua.DataType.Double, Count: opcua.DataType.Int32,
     Running: opcua.DataType.Boolean, Label: opcua.DataType.String };
-  for (const name of ["Temperature", "Setpoint", "Count", "Running", "Label"]) {
-    const writable = name !== "Temperature";
+  for (const name of ["Temperature", "Counter", "Setpoint", "Count", "Running", "Label"]) {
+    const writable = name !== "Temperature" && name !== "Counter";
     ns.addVariable({
       componentOf: folder,
       browseName: name,
@@ -51,7 +51,12 @@ async function main() {
   const t0 = Date.now();
   Object.defineProperty(values, "Temperature", { get: () => 20 + 0.5 * Math.floor((Date.now() - t0) / 100), enumerable: true });
   let reads = 0;
-  server.on("request", (request) => { if (request.constructor.name === "ReadRequest") reads++; });
+  server.on("request", (request) => {
+    if (request.constructor.name !== "ReadRequest") return;
+    reads++;
+    // Counter goes up by one with every Read request that asks for it, before it is answered.
+    if ((request.nodesToRead || []).some((n) => n.nodeId.toString() === "ns=1;s=Counter")) values.Counter++;
+  });
   await server.start();
   console.log("LISTENING " + server.endpoints[0].port);
   const rl = readline.createInterface({ input: process.stdin });

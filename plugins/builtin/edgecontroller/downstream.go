@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	coordv1 "k8s.io/api/coordination/v1"
 	"strconv"
 	"time"
 
@@ -52,10 +53,12 @@ type nodeState struct {
 	connected    bool
 	since        time.Time // of the last connect or disconnect
 	lastReport   time.Time
-	inventoried  bool   // the node's inventory was reconciled since this cloudcore started
-	unknownSet   bool   // Ready=Unknown already written for the current disconnection
-	nodeSent     string // fingerprint of the Node object last sent to the node
-	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
+	inventoried  bool           // the node's inventory was reconciled since this cloudcore started
+	unknownSet   bool           // Ready=Unknown already written for the current disconnection
+	nodeSent     string         // fingerprint of the Node object last sent to the node
+	inventoryGen uint64         // bumps on connect; a pending "no inventory came" timer checks it
+	lease        *coordv1.Lease // as last written (nil: read it before the next renewal)
+	leaseRenewed time.Time      // renewTime of lease
 }
 
 const podNodeIndex = "spec.nodeName"

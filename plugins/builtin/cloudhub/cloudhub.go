@@ -62,11 +62,14 @@ type Module struct {
 	// handshake without it.
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane, each message sent once, never resent. Nodes listed here (names or path.Match patterns like ke-*) get that at-most-once delivery even on the Kedge lane."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
-	RegistryDir string `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
+	// RecordCacheTTL bounds how long a node's join record is trusted from memory.
+	RecordCacheTTL time.Duration `yaml:"recordCacheTTL" doc:"How long a node's join record (which certificates a replacing join revoked) is kept in memory for the connection check; a replacing join on this cloudcore drops it at once, one made through another replica is seen within this."`
+	RegistryDir    string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
 
 	host    sdk.Host
 	ca      *pki.CA
 	recs    pki.Records
+	records *recordCache
 	hubTLS  *tls.Config
 	servers []*http.Server
 	wg      sync.WaitGroup
@@ -108,15 +111,17 @@ func New() *Module {
 		},
 		EventsGroup: "hubevents",
 		ForgetAfter: 10 * time.Minute,
-		CASecret:    CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
-		nodes:       map[string]*node{},
+
+		RecordCacheTTL: time.Minute,
+		CASecret:       CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
+		nodes:          map[string]*node{},
 	}
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host, m.life = h, ctx
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst and forgetAfter must be positive")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 || m.RecordCacheTTL <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst, forgetAfter and recordCacheTTL must be positive")
 	}
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}
@@ -142,6 +147,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return err
 	}
+	m.records = newRecordCache(recs, m.RecordCacheTTL, m.metrics.recordLookups)
+	recs = invalidatingRecords{Records: recs, cache: m.records}
 	m.ca, m.recs = ca, recs
 	if created {
 		h.Logger().Info("created the cluster CA for edge nodes", "in", caSt.String(), "hash", ca.Hash())
@@ -202,6 +209,7 @@ func (m *Module) sweep() {
 func (m *Module) forget(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.records.sweep(now)
 	for name, n := range m.nodes {
 		if n.forgettable(now, m.ForgetAfter) {
 			delete(m.nodes, name)

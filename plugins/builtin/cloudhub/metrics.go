@@ -8,6 +8,7 @@ type metrics struct {
 	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten prometheus.Counter
 	up                                                                                        *prometheus.CounterVec
 	rejectedBy                                                                                *prometheus.CounterVec // rejected is its "upgrade" series
+	recordLookups                                                                             *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
@@ -30,6 +31,8 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
 	}
 	x.rejectedBy = rejectedBy
+	x.recordLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_record_lookups_total",
+		Help: "Node join-record checks on connect (is this certificate revoked?), by result: hit (from memory) or miss (read from the records)."}, []string{"result"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -48,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		defer m.mu.Unlock()
 		return float64(len(m.nodes))
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.up, connected, known} {
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.up, x.recordLookups, connected, known} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

@@ -8,11 +8,11 @@ import (
 
 // refuseRevoked refuses a hub connection whose client certificate the node's record lists as
 // revoked (a join with a --replace token took the node over): the old installation may not
-// displace the new one. It answers 403 and returns true then. A record that cannot be read lets the
+// displace the new one. The record is read through the cache (recordcache.go), not per connection. It answers 403 and returns true then. A record that cannot be read lets the
 // connection through (logged): the certificate is still one of the cluster CA, and refusing would
 // keep every node out while the records are unreachable.
 func (m *Module) refuseRevoked(w http.ResponseWriter, r *http.Request) bool {
-	if m.recs == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+	if m.records == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return false
 	}
 	cert := r.TLS.PeerCertificates[0]
@@ -20,13 +20,13 @@ func (m *Module) refuseRevoked(w http.ResponseWriter, r *http.Request) bool {
 	if err != nil {
 		return false // hub.Accept refuses it and says why
 	}
-	rec, ok, err := pki.GetNodeRecord(r.Context(), m.recs, node)
+	serial := cert.SerialNumber.Text(16)
+	revoked, err := m.records.revoked(r.Context(), node, serial)
 	if err != nil {
 		m.host.Logger().Warn("node record unreadable; connection let through on its certificate", "node", node, "err", err)
 		return false
 	}
-	serial := cert.SerialNumber.Text(16)
-	if !ok || !rec.IsRevoked(serial) {
+	if !revoked {
 		return false
 	}
 	m.metrics.rejected.Inc()

@@ -131,21 +131,24 @@ func CheckFDs(nodes, perNode int) error {
 
 // Stats are counters of a running simulation.
 type Stats struct {
-	Nodes        int   // configured
-	Joined       int64 // nodes holding a certificate
-	Connected    int64 // nodes with an open link now
-	Reported     int64 // nodes whose first node status the cloud acknowledged (on any link)
-	Connects     int64 // links opened (first connections and redials)
-	Disconnects  int64 // links lost
-	DialErrors   int64 // failed dials
-	MsgsIn       int64 // messages from the cloud
-	MsgsOut      int64 // messages sent (including resends)
-	Resent       int64 // upstream messages sent again for want of an acknowledgement
-	Refused      int64 // upstream messages the cloud answered with an error
-	PodsHeld     int64 // pods the nodes hold now
-	PodsRunning  int64 // pods whose Running status the cloud acknowledged
-	PodsDeleted  int64 // graceful deletions confirmed to the cloud
-	PodsReported int64 // Running reports sent (first tries)
+	Nodes     int   // configured
+	Joined    int64 // nodes holding a certificate
+	Connected int64 // nodes with an open link now
+	Reported  int64 // nodes whose first node status the cloud acknowledged (on any link)
+	// ReportedOnLink counts the nodes whose node status the cloud acknowledged on their current link:
+	// after a cloudcore restart, the nodes it has taken back.
+	ReportedOnLink int64
+	Connects       int64 // links opened (first connections and redials)
+	Disconnects    int64 // links lost
+	DialErrors     int64 // failed dials
+	MsgsIn         int64 // messages from the cloud
+	MsgsOut        int64 // messages sent (including resends)
+	Resent         int64 // upstream messages sent again for want of an acknowledgement
+	Refused        int64 // upstream messages the cloud answered with an error
+	PodsHeld       int64 // pods the nodes hold now
+	PodsRunning    int64 // pods whose Running status the cloud acknowledged
+	PodsDeleted    int64 // graceful deletions confirmed to the cloud
+	PodsReported   int64 // Running reports sent (first tries)
 }
 
 // Sim is a running set of hollow nodes.
@@ -160,7 +163,7 @@ type Sim struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	stats   struct {
-		joined, connected, reported, connects, disconnects, dialErrors, msgsIn, msgsOut, resent, refused,
+		joined, connected, reported, reportedOnLink, connects, disconnects, dialErrors, msgsIn, msgsOut, resent, refused,
 		podsHeld, podsRunning, podsDeleted, podsReported atomic.Int64
 	}
 }
@@ -223,15 +226,15 @@ func (s *Sim) Nodes() []string {
 // Stats returns the counters now.
 func (s *Sim) Stats() Stats {
 	st := &s.stats
-	return Stats{Nodes: len(s.nodes), Joined: st.joined.Load(), Connected: st.connected.Load(), Reported: st.reported.Load(),
+	return Stats{Nodes: len(s.nodes), Joined: st.joined.Load(), Connected: st.connected.Load(), Reported: st.reported.Load(), ReportedOnLink: st.reportedOnLink.Load(),
 		Connects: st.connects.Load(), Disconnects: st.disconnects.Load(), DialErrors: st.dialErrors.Load(),
 		MsgsIn: st.msgsIn.Load(), MsgsOut: st.msgsOut.Load(), Resent: st.resent.Load(), Refused: st.refused.Load(),
 		PodsHeld: st.podsHeld.Load(), PodsRunning: st.podsRunning.Load(), PodsDeleted: st.podsDeleted.Load(), PodsReported: st.podsReported.Load()}
 }
 
 func (st Stats) String() string {
-	return fmt.Sprintf("joined %d/%d connected %d reported %d | links +%d -%d dialErr %d | msgs in %d out %d resent %d refused %d | pods held %d running %d deleted %d",
-		st.Joined, st.Nodes, st.Connected, st.Reported, st.Connects, st.Disconnects, st.DialErrors,
+	return fmt.Sprintf("joined %d/%d connected %d reported %d (on this link %d) | links +%d -%d dialErr %d | msgs in %d out %d resent %d refused %d | pods held %d running %d deleted %d",
+		st.Joined, st.Nodes, st.Connected, st.Reported, st.ReportedOnLink, st.Connects, st.Disconnects, st.DialErrors,
 		st.MsgsIn, st.MsgsOut, st.Resent, st.Refused, st.PodsHeld, st.PodsRunning, st.PodsDeleted)
 }
 

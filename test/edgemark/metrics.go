@@ -60,6 +60,7 @@ func (m *simMetrics) bind(s *Sim) {
 	gauge("kedge_edgemark_nodes_joined", "Hollow nodes holding a certificate.", func(st Stats) int64 { return st.Joined })
 	gauge("kedge_edgemark_nodes_connected", "Hollow nodes with an open link.", func(st Stats) int64 { return st.Connected })
 	gauge("kedge_edgemark_nodes_reported", "Hollow nodes whose node status the cloud acknowledged at least once.", func(st Stats) int64 { return st.Reported })
+	gauge("kedge_edgemark_nodes_reported_on_link", "Hollow nodes whose node status the cloud acknowledged on their current link (after a cloudcore restart: the nodes it took back).", func(st Stats) int64 { return st.ReportedOnLink })
 	gauge("kedge_edgemark_pods_held", "Pods the hollow nodes hold.", func(st Stats) int64 { return st.PodsHeld })
 	counter("kedge_edgemark_pods_running_total", "Pods whose Running status the cloud acknowledged.", func(st Stats) int64 { return st.PodsRunning })
 	counter("kedge_edgemark_connects_total", "Links opened.", func(st Stats) int64 { return st.Connects })

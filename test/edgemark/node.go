@@ -43,6 +43,7 @@ type node struct {
 	pods     map[string]*pod   // edge resource <ns>/pod/<name> -> pod
 	objs     map[string]uint64 // other objects held (ConfigMaps, Secrets, Services, the Node): resource -> version
 	reported bool              // the cloud acknowledged a node status once
+	onLink   bool              // ... on the current link
 }
 
 type pending struct {
@@ -178,10 +179,14 @@ func (n *node) serve(ctx context.Context, conn *hub.Conn) bool {
 	})
 
 	n.mu.Lock()
-	n.conn = conn
+	n.conn, n.onLink = conn, false
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
+		if n.onLink {
+			n.onLink = false
+			n.s.stats.reportedOnLink.Add(-1)
+		}
 		n.conn = nil
 		for _, p := range n.pending {
 			p.sent = time.Time{} // sent again on the next link
@@ -319,13 +324,16 @@ func (n *node) acked(resp message.Message) {
 		return // an answer to a resend already settled
 	}
 	delete(n.pending, resp.Header.ParentID)
-	firstReport := false
+	firstReport, firstOnLink := false, false
 	var started time.Time
 	if resp.Route.Operation != message.OpError {
 		switch p.kind {
 		case "nodestatus":
 			if !n.reported {
 				n.reported, firstReport = true, true
+			}
+			if !n.onLink && n.conn != nil {
+				n.onLink, firstOnLink = true, true
 			}
 		case "podstatus":
 			if pd, ok := n.pods[p.pod]; ok && pd.uid == p.uid && !pd.running {
@@ -346,6 +354,9 @@ func (n *node) acked(resp message.Message) {
 	}
 	if firstReport {
 		n.s.stats.reported.Add(1)
+	}
+	if firstOnLink {
+		n.s.stats.reportedOnLink.Add(1)
 	}
 	if !started.IsZero() {
 		n.s.stats.podsRunning.Add(1)

@@ -60,6 +60,11 @@ const leaseNamespace = "kube-node-lease"
 // register creates the Node of an edge node on its first connection, or labels an existing Node of
 // that name as an edge node (the node proved its name with a certificate the cluster CA issued).
 func (m *Module) register(ctx context.Context, node string) error {
+	if n, err := m.nodes.Get(node); err == nil {
+		if _, ok := n.Labels[EdgeLabel]; ok {
+			return nil // known from the informer: a reconnect (or a storm of them) costs the API nothing
+		}
+	}
 	n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		_, err = m.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{

@@ -62,6 +62,7 @@ type Module struct {
 	// handshake without it.
 	KubeEdgeNodes []string `yaml:"kubeedgeNodes" doc:"Not needed: a KubeEdge edgecore is recognised at the handshake (it offers no kedge.hub.v1 subprotocol) and served on KubeEdge's JSON lane, each message sent once, never resent. Nodes listed here (names or path.Match patterns like ke-*) get that at-most-once delivery even on the Kedge lane."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
+	MaxHandshakes int `yaml:"maxHandshakes" doc:"Hub connections being admitted at once (TLS handshake, websocket upgrade, record check); more are closed at once and counted (kedge_cloudhub_rejected_total{reason=busy}), and their edges redial after a jittered backoff. Bounds the CPU and memory a reconnect storm takes; connected nodes do not count."`
 	// RecordCacheTTL bounds how long a node's join record is trusted from memory.
 	RecordCacheTTL time.Duration `yaml:"recordCacheTTL" doc:"How long a node's join record (which certificates a replacing join revoked) is kept in memory for the connection check; a replacing join on this cloudcore drops it at once, one made through another replica is seen within this."`
 	RegistryDir    string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
@@ -79,6 +80,7 @@ type Module struct {
 
 	mu       sync.Mutex
 	nodes    map[string]*node
+	admit    *admitListener
 	stopping bool // set by Stop: no new sessions (their WaitGroup is being waited on)
 }
 
@@ -113,6 +115,7 @@ func New() *Module {
 		ForgetAfter: 10 * time.Minute,
 
 		RecordCacheTTL: time.Minute,
+		MaxHandshakes:  512,
 		CASecret:       CASecret{Namespace: pki.DefaultCASecretNamespace, Name: pki.DefaultCASecretName},
 		nodes:          map[string]*node{},
 	}
@@ -120,8 +123,8 @@ func New() *Module {
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host, m.life = h, ctx
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 || m.RecordCacheTTL <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst, forgetAfter and recordCacheTTL must be positive")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 || m.RecordCacheTTL <= 0 || m.MaxHandshakes <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst, forgetAfter, recordCacheTTL and maxHandshakes must be positive")
 	}
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}
@@ -179,10 +182,17 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
 	// A refused client certificate ends in the TLS handshake, before accept: counted from the server's error log.
 	hubLog := pki.HandshakeErrorLog(h.Logger(), "hub", func(reason string) { m.metrics.rejectedBy.WithLabelValues(reason).Inc() })
-	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept), hubLog); err != nil {
+	admit := func(ln net.Listener) net.Listener {
+		l := &admitListener{Listener: ln, max: int64(m.MaxHandshakes), refused: func() { m.metrics.rejectedBy.WithLabelValues("busy").Inc() }}
+		m.mu.Lock()
+		m.admit = l
+		m.mu.Unlock()
+		return l
+	}
+	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept), hubLog, admit); err != nil {
 		return err
 	}
-	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil); err != nil {
+	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil, nil); err != nil {
 		return err
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress, "joinRecords", recs.String())
@@ -269,13 +279,17 @@ func (m *Module) Stores() (pki.Storage, pki.Records, error) {
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.
-func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *log.Logger) error {
+func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *log.Logger, admit func(net.Listener) net.Listener) error {
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *addr, err)
 	}
 	*addr = ln.Addr().String() // the bound address, when the config asked for port 0
 	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	if admit != nil {
+		ln = admit(ln)
+		srv.ConnState = admissionDone
+	}
 	m.servers = append(m.servers, srv)
 	m.wg.Go(func() {
 		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -16,7 +16,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_cloudhub_" + name, Help: help})
 	}
 	rejectedBy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_rejected_total",
-		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
+		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total), busy (closed at accept: maxHandshakes connections were being admitted) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
 	x := &metrics{
 		connects:  c("connects_total", "Node connections accepted."),
 		rejected:  rejectedBy.WithLabelValues("upgrade"),

@@ -69,7 +69,7 @@ is an edgecore without containers, devices or disk:
   - a lost link is redialed after a random wait (full jitter) that doubles from --backoff-min up to
     --backoff-max, so a cloudcore restart is not met by every node at the same instant.
 
-New connections (and joins) start at --rate per second. Progress is printed every --progress; the
+New connections (and joins) start at --rate per second; redials are paced by their jittered backoff only. Progress is printed every --progress; the
 metrics (kedge_edgemark_*: nodes connected/reported, messages, resends, refusals, dial and ack
 latency, pod start latency) are served on --metrics-address.
 

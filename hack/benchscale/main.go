@@ -451,6 +451,11 @@ modules:
 		return "", err
 	}
 	idleRSS := rss(pid)
+	adminURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)
+	gor, _ := scrape(adminURL, "go_goroutines")
+	heap, _ := scrape(adminURL, "go_memstats_heap_inuse_bytes")
+	stack, _ := scrape(adminURL, "go_memstats_stack_inuse_bytes")
+	logf("idle: cloudcore %0.f goroutines (%.1f per node), heap in use %s, stacks %s (%.1f KiB per node)", gor, gor/float64(n), mib(int64(heap)), mib(int64(stack)), stack/float64(n)/1024)
 	d, _ := diff(a0, a1)
 	idleCPU, cpCPU := (c1-c0)/secs, (cp1-cp0)/secs
 	perNode := (idleRSS - baseRSS) / int64(n)

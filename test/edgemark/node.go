@@ -107,14 +107,9 @@ func (n *node) run(ctx context.Context) {
 	}
 	n.s.stats.joined.Add(1)
 	bound = o.BackoffMin
-	first := true
+	// --rate paces the ramp (first connections) only: a redial is paced by the jittered backoff alone,
+	// as each real edge redials on its own.
 	for ctx.Err() == nil {
-		if !first {
-			if err := n.s.limiter.Wait(ctx); err != nil {
-				return
-			}
-		}
-		first = false
 		start := time.Now()
 		conn, err := hub.Dial(ctx, hub.DialOptions{URL: "wss://" + o.HubAddress + "/", TLS: cfg, NodeID: n.name,
 			HandshakeTimeout: 30 * time.Second, Options: hub.Options{Heartbeat: o.Heartbeat, Logger: quiet}})

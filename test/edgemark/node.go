@@ -53,8 +53,10 @@ type pending struct {
 	first time.Time
 	tries int
 	kind  string // nodestatus, podstatus, poddelete
-	pod   string // the pod's resource, for podstatus and poddelete
-	uid   types.UID
+	// superseded: a newer node status was queued; this one is not resent, its answer still counts.
+	superseded bool
+	pod        string // the pod's resource, for podstatus and poddelete
+	uid        types.UID
 }
 
 type pod struct {
@@ -183,7 +185,11 @@ func (n *node) serve(ctx context.Context, conn *hub.Conn) bool {
 			n.s.stats.reportedOnLink.Add(-1)
 		}
 		n.conn = nil
-		for _, p := range n.pending {
+		for id, p := range n.pending {
+			if p.superseded {
+				delete(n.pending, id) // its answer will not come on another link
+				continue
+			}
 			p.sent = time.Time{} // sent again on the next link
 		}
 		n.mu.Unlock()
@@ -247,8 +253,12 @@ func (n *node) queueStatus() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for id, p := range n.pending {
-		if p.kind == "nodestatus" { // superseded: a late answer to it is ignored
-			delete(n.pending, id)
+		if p.kind == "nodestatus" {
+			if p.sent.IsZero() {
+				delete(n.pending, id) // never sent: the new report takes its place
+			} else {
+				p.superseded = true // on the wire: its answer still counts, but it is not sent again
+			}
 		}
 	}
 	n.queueLocked(&pending{msg: m, kind: "nodestatus"})
@@ -273,6 +283,9 @@ func (n *node) flush(ctx context.Context, conn *hub.Conn) error {
 	n.mu.Lock()
 	var due []*pending
 	for _, p := range n.pending {
+		if p.superseded {
+			continue
+		}
 		if p.sent.IsZero() || now.Sub(p.sent) >= n.s.o.AckTimeout<<min(p.tries, 4) {
 			if !p.sent.IsZero() {
 				p.tries++

@@ -75,7 +75,7 @@ func main() {
 	flag.StringVar(&c.work, "work", "_run/bench-scale", "working folder (PKI, certificates, logs)")
 	flag.BoolVar(&c.skipPods, "skip-pods", false, "skip the pod phase")
 	flag.BoolVar(&c.skipStorm, "skip-storm", false, "skip the reconnect storm")
-	flag.IntVar(&c.podParallel, "pod-parallel", 8, "concurrent pod creates")
+	flag.IntVar(&c.podParallel, "pod-parallel", 32, "concurrent pod creates")
 	flag.DurationVar(&c.readyTimeout, "ready-timeout", 20*time.Minute, "how long the nodes may take to be Ready")
 	flag.DurationVar(&c.stormT, "storm-timeout", 10*time.Minute, "how long the storm may take")
 	flag.Parse()
@@ -431,8 +431,10 @@ modules:
 	if err := waitReady(ctx, cs, n, c.readyTimeout, emURL); err != nil {
 		return "", err
 	}
-	logf("all %d nodes Ready after %s; settling 20s, then measuring idle for %s", n, time.Since(t0).Round(time.Second), c.idle)
-	time.Sleep(20 * time.Second)
+	// Settle: the ramp's backlog (statuses queued behind the API server) drains before the idle window.
+	settle := max(20*time.Second, time.Duration(n/100)*time.Second)
+	logf("all %d nodes Ready after %s; settling %s, then measuring idle for %s", n, time.Since(t0).Round(time.Second), settle, c.idle)
+	time.Sleep(settle)
 
 	// Idle.
 	pid := cloud.cmd.Process.Pid

@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -370,10 +371,11 @@ modules:
     enable: true
     kubeconfig: %s
     leaseRenewInterval: %s
+    leaseDuration: %s
     qps: 500
     burst: 1000
     workers: 16
-`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew)
+`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, max(40*time.Second, 4*c.leaseRenew))
 	cfgPath := filepath.Join(work, "cloudcore.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return "", err
@@ -632,36 +634,41 @@ func podPhase(ctx context.Context, cs kubernetes.Interface, n, parallel int) (p5
 	var mu sync.Mutex
 	created := map[string]time.Time{}
 	running := map[string]time.Time{}
-	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer w.Stop()
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || p.Status.Phase != corev1.PodRunning {
+		for wctx.Err() == nil { // the API server ends watches now and then (and more under load): watch again
+			w, err := cs.CoreV1().Pods(ns).Watch(wctx, metav1.ListOptions{})
+			if err != nil {
+				time.Sleep(time.Second)
 				continue
 			}
-			readyCond := false
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-					readyCond = true
+			for ev := range w.ResultChan() {
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok || p.Status.Phase != corev1.PodRunning {
+					continue
 				}
-			}
-			if !readyCond {
-				continue
-			}
-			mu.Lock()
-			if _, ok := running[p.Name]; !ok {
-				running[p.Name] = time.Now()
-			}
-			full := len(running) == n
-			mu.Unlock()
-			if full {
-				return
+				readyCond := false
+				for _, c := range p.Status.Conditions {
+					if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+						readyCond = true
+					}
+				}
+				if !readyCond {
+					continue
+				}
+				mu.Lock()
+				if _, ok := running[p.Name]; !ok {
+					running[p.Name] = time.Now()
+				}
+				full := len(running) == n
+				mu.Unlock()
+				if full {
+					w.Stop()
+					return
+				}
 			}
 		}
 	}()
@@ -705,6 +712,9 @@ func podPhase(ctx context.Context, cs kubernetes.Interface, n, parallel int) (p5
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	if len(running) == 0 {
+		return 0, 0, 0, errors.New("no pod seen Running")
+	}
 	var lat []time.Duration
 	var lastRun time.Time
 	for name, t := range running {
@@ -737,7 +747,7 @@ func updateTable(c config, rows []string) error {
 		}
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s, connection rate %g/s.\n\n%s\n%s\n%s",
+	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration 4× that, at least 40 s), connection rate %g/s.\n\n%s\n%s\n%s",
 		beginMark, c.command, time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpu, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
 		c.statusPeriod, c.heartbeat, c.leaseRenew, c.rate, header, strings.Join(rows, "\n"), endMark)
 	s := string(b)

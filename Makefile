@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./host/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./sdk/sdktest/ ./wasm/runtime/ ./test/hublink/ ./test/kubebench/ ./test/edgedbench/ ./plugins/builtin/devicetwin/ ./plugins/builtin/dmi/ ./test/mapperbench/ ./test/streambench/ ./plugins/builtin/metamanager/
 FUZZTIME ?= 20s
 
-.PHONY: containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes generate-modules edgecore-full edgecore-%
+.PHONY: bench-scale containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -75,6 +75,12 @@ lint: ## gofmt and go vet
 
 bench: ## run the benchmarks, print a table and update BENCHMARKS.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $(BENCH_PKGS) | tee /dev/stderr | $(GO) run ./hack/benchtable -update BENCHMARKS.md -command "make bench"
+
+SCALE_SIZES ?= 1000,5000,10000
+bench-scale: ## hollow-node ladder (SCALE_SIZES, default 1k/5k/10k) on one cloudcore with a real kube-apiserver + etcd; table in BENCHMARKS.md
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/cloudcore ./cmd/kedge-edgemark
+	$(GO) run ./hack/benchscale -sizes $(SCALE_SIZES) -update BENCHMARKS.md $(SCALE_FLAGS)
 
 fuzz: ## run every fuzz target for FUZZTIME each (seed corpora under testdata/fuzz run in make test)
 	@set -e; for pkg in $$($(GO) list ./...); do \

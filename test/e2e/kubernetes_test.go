@@ -106,6 +106,9 @@ func (c *cluster) startCloud() {
 		"KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG=" + c.k8s.Kubeconfig,
 		"KEDGE_MODULES__EDGECONTROLLER__NODEGRACEPERIOD=3s",
 		"KEDGE_MODULES__EDGECONTROLLER__INVENTORYWAIT=2s",
+		// Time scaled like the rest: the autonomy test runs kube-controller-manager with a 6 s
+		// node-monitor-grace-period, inside which the Lease must be renewed (default 10 s).
+		"KEDGE_MODULES__EDGECONTROLLER__LEASERENEWINTERVAL=1s",
 	}, c.cloudEnv...))
 	c.cloud.waitReady()
 }

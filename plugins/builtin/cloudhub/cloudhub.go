@@ -66,13 +66,17 @@ type Module struct {
 	QUIC QUIC `yaml:"quic" doc:"The hub on QUIC (UDP, KubeEdge's port 10001): same CA, node certificates and authorization as the websocket hub."`
 	// RegistryDir is a plugin registry folder served to edge nodes on the certificate server.
 	// Ownership records which replica holds which node (several cloudcore replicas; ownership.go).
-	DrainPeriod time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
-	Ownership   Ownership     `yaml:"ownership" doc:"Several cloudcore replicas: which replica holds which node, in Leases of the Kubernetes API (see the README, Running several replicas)."`
-	RegistryDir string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
+	DrainPeriod   time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
+	Ownership     Ownership     `yaml:"ownership" doc:"Several cloudcore replicas: which replica holds which node, in Leases of the Kubernetes API (see the README, Running several replicas)."`
+	MaxHandshakes int           `yaml:"maxHandshakes" doc:"Hub connections being admitted at once (TLS handshake, websocket upgrade, record check); more are closed at once and counted (kedge_cloudhub_rejected_total{reason=busy}), and their edges redial after a jittered backoff. Bounds the CPU and memory a reconnect storm takes; connected nodes do not count."`
+	// RecordCacheTTL bounds how long a node's join record is trusted from memory.
+	RecordCacheTTL time.Duration `yaml:"recordCacheTTL" doc:"How long a node's join record (which certificates a replacing join revoked) is kept in memory for the connection check; a replacing join on this cloudcore drops it at once, one made through another replica is seen within this."`
+	RegistryDir    string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
 
 	host    sdk.Host
 	ca      *pki.CA
 	recs    pki.Records
+	records *recordCache
 	hubTLS  *tls.Config
 	servers []*http.Server
 	quicLn  *hub.QUICListener
@@ -85,6 +89,7 @@ type Module struct {
 
 	mu       sync.Mutex
 	nodes    map[string]*node
+	admit    *admitListener
 	stopping bool // set by Stop: no new sessions (their WaitGroup is being waited on)
 }
 
@@ -115,19 +120,21 @@ func New() *Module {
 			"resource": "edgecontroller", "meta": "edgecontroller", "twin": "devicecontroller",
 			"plugin": "rolloutcontroller",
 		},
-		EventsGroup: "hubevents",
-		ForgetAfter: 10 * time.Minute,
-		CASecret:    CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName},
-		Ownership:   DefaultOwnership(),
-		QUIC:        QUIC{Address: "0.0.0.0:10001"},
-		nodes:       map[string]*node{},
+		EventsGroup:    "hubevents",
+		ForgetAfter:    10 * time.Minute,
+		RecordCacheTTL: time.Minute,
+		MaxHandshakes:  512,
+		CASecret:       CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName},
+		Ownership:      DefaultOwnership(),
+		QUIC:           QUIC{Address: "0.0.0.0:10001"},
+		nodes:          map[string]*node{},
 	}
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host, m.life = h, ctx
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst and forgetAfter must be positive")
+	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.ForgetAfter <= 0 || m.RecordCacheTTL <= 0 || m.MaxHandshakes <= 0 {
+		return errors.New("window, heartbeat, ackTimeout, handleTimeout, qps, burst, forgetAfter, recordCacheTTL and maxHandshakes must be positive")
 	}
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}
@@ -153,6 +160,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return err
 	}
+	m.records = newRecordCache(recs, m.RecordCacheTTL, m.metrics.recordLookups)
+	recs = invalidatingRecords{Records: recs, cache: m.records}
 	m.ca, m.recs = ca, recs
 	if created {
 		h.Logger().Info("created the cluster CA for edge nodes", "in", caSt.String(), "hash", ca.Hash())
@@ -186,10 +195,17 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
 	// A refused client certificate ends in the TLS handshake, before accept: counted from the server's error log.
 	hubLog := pki.HandshakeErrorLog(h.Logger(), "hub", func(reason string) { m.metrics.rejectedBy.WithLabelValues(reason).Inc() })
-	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept), hubLog); err != nil {
+	admit := func(ln net.Listener) net.Listener {
+		l := &admitListener{Listener: ln, max: int64(m.MaxHandshakes), refused: func() { m.metrics.rejectedBy.WithLabelValues("busy").Inc() }}
+		m.mu.Lock()
+		m.admit = l
+		m.mu.Unlock()
+		return l
+	}
+	if err := m.listen(&m.Address, m.hubTLS, http.HandlerFunc(m.accept), hubLog, admit); err != nil {
 		return err
 	}
-	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil); err != nil {
+	if err := m.listen(&m.CertServerAddress, pki.CertServerTLSConfig(serving), certHandler, nil, nil); err != nil {
 		return err
 	}
 	if err := m.listenQUIC(pki.ServerTLSConfig(ca, serving)); err != nil { // its own copy: http.Server edits hubTLS
@@ -219,6 +235,7 @@ func (m *Module) sweep() {
 func (m *Module) forget(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.records.sweep(now)
 	for name, n := range m.nodes {
 		if n.forgettable(now, m.ForgetAfter) {
 			delete(m.nodes, name)
@@ -278,13 +295,17 @@ func (m *Module) Stores() (pki.Storage, pki.Records, error) {
 }
 
 // listen binds addr before returning (a taken port fails Start) and serves TLS on it.
-func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *log.Logger) error {
+func (m *Module) listen(addr *string, cfg *tls.Config, h http.Handler, errLog *log.Logger, admit func(net.Listener) net.Listener) error {
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *addr, err)
 	}
 	*addr = ln.Addr().String() // the bound address, when the config asked for port 0
 	srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	if admit != nil {
+		ln = admit(ln)
+		srv.ConnState = admissionDone
+	}
 	m.servers = append(m.servers, srv)
 	m.wg.Go(func() {
 		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {

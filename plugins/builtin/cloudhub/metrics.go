@@ -8,6 +8,7 @@ type metrics struct {
 	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten, drained prometheus.Counter
 	up                                                                                                 *prometheus.CounterVec
 	rejectedBy                                                                                         *prometheus.CounterVec // rejected is its "upgrade" series
+	recordLookups                                                                                      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
@@ -15,7 +16,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_cloudhub_" + name, Help: help})
 	}
 	rejectedBy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_rejected_total",
-		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
+		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total), busy (closed at accept: maxHandshakes connections were being admitted) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
 	x := &metrics{
 		connects:  c("connects_total", "Node connections accepted."),
 		rejected:  rejectedBy.WithLabelValues("upgrade"),
@@ -31,6 +32,8 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
 	}
 	x.rejectedBy = rejectedBy
+	x.recordLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_record_lookups_total",
+		Help: "Node join-record checks on connect (is this certificate revoked?), by result: hit (from memory) or miss (read from the records)."}, []string{"result"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -60,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		}
 		return float64(n)
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, connected, known, pending} {
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, x.recordLookups, connected, known, pending} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

@@ -25,22 +25,23 @@ func (m *Module) refuseRevoked(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // revoked says whether cert is one the node's record lists as revoked, and why, for both lanes (the
-// websocket's refuseRevoked and the QUIC listener); it logs and counts the refusal.
+// websocket's refuseRevoked and the QUIC listener); it logs and counts the refusal. The record is
+// read through the cache (recordcache.go), not per connection.
 func (m *Module) revoked(ctx context.Context, cert *x509.Certificate, remote string) (string, bool) {
-	if m.recs == nil {
+	if m.records == nil {
 		return "", false
 	}
 	node, err := pki.NodeNameFromCert(cert)
 	if err != nil {
 		return "", false // the hub refuses it and says why
 	}
-	rec, ok, err := pki.GetNodeRecord(ctx, m.recs, node)
+	serial := cert.SerialNumber.Text(16)
+	revoked, err := m.records.revoked(ctx, node, serial)
 	if err != nil {
 		m.host.Logger().Warn("node record unreadable; connection let through on its certificate", "node", node, "err", err)
 		return "", false
 	}
-	serial := cert.SerialNumber.Text(16)
-	if !ok || !rec.IsRevoked(serial) {
+	if !revoked {
 		return "", false
 	}
 	m.metrics.rejected.Inc()

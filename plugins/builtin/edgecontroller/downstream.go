@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	coordv1 "k8s.io/api/coordination/v1"
 	"strconv"
 	"time"
 
@@ -58,7 +59,9 @@ type nodeState struct {
 	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
 	// kubeedge: the node's last connection was KubeEdge's edgecore (cloudhub says so on connect): it
 	// sends no inventory and asks for its pods' service-account tokens itself.
-	kubeedge bool
+	kubeedge     bool
+	lease        *coordv1.Lease // as last written (nil: read it before the next renewal)
+	leaseRenewed time.Time      // renewTime of lease
 }
 
 const podNodeIndex = "spec.nodeName"

@@ -48,19 +48,22 @@ func init() {
 
 // Module is the edge controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig      string              `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS             float32             `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst           int                 `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers         int                 `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	NodeGracePeriod time.Duration       `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
-	LeaseDuration   time.Duration       `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
-	InventoryWait   time.Duration       `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
-	SyncTimeout     time.Duration       `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
-	SendServices    bool                `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
-	HubModule       string              `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
-	TokenRetry      time.Duration       `yaml:"tokenRetry" doc:"How soon a service-account token that could not be issued (no such ServiceAccount yet) is tried again."`
-	LeaderElection  kube.LeaderElection `yaml:"leaderElection" doc:"Several cloudcore replicas: only the holder of the Lease kedge-edgecontroller marks silent nodes Ready=Unknown and changes pod tolerations for autonomy; everything about a node's own connection stays with the replica holding it."`
-	Autonomy        bool                `yaml:"autonomy" doc:"Keep the pods of edge Nodes labelled kedge.io/autonomy=true from being evicted while unreachable: their unreachable/not-ready NoExecute tolerations are made unlimited (or kedge.io/autonomy-duration on the Node). See the README for what that gives up."`
+	Kubeconfig      string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
+	QPS             float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
+	Burst           int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
+	Workers         int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	NodeGracePeriod time.Duration `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
+	LeaseDuration   time.Duration `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
+	// LeaseRenewInterval and NodeStatusUpdateFrequency set what idle nodes cost the API server.
+	LeaseRenewInterval        time.Duration       `yaml:"leaseRenewInterval" doc:"A node's Lease is renewed on its status report when it is this old (kubelet: 10s). Must stay well inside kube-controller-manager's --node-monitor-grace-period (40s; 50s from Kubernetes 1.32), which marks a node whose Lease and Ready heartbeat are both older NotReady. Idle writes are nodes/leaseRenewInterval per second."`
+	NodeStatusUpdateFrequency time.Duration       `yaml:"nodeStatusUpdateFrequency" doc:"A node's status report is written to the Node only when it changes something (capacity, addresses, conditions, node info), when the Node is not Ready=True, or when its Ready heartbeat is this old (kubelet's nodeStatusReportFrequency: 5m)."`
+	InventoryWait             time.Duration       `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
+	SyncTimeout               time.Duration       `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
+	SendServices              bool                `yaml:"sendServices" doc:"Send every Service to every edge node (for service discovery on the edge)."`
+	HubModule                 string              `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	TokenRetry                time.Duration       `yaml:"tokenRetry" doc:"How soon a service-account token that could not be issued (no such ServiceAccount yet) is tried again."`
+	LeaderElection            kube.LeaderElection `yaml:"leaderElection" doc:"Several cloudcore replicas: only the holder of the Lease kedge-edgecontroller marks silent nodes Ready=Unknown and changes pod tolerations for autonomy; everything about a node's own connection stays with the replica holding it."`
+	Autonomy                  bool                `yaml:"autonomy" doc:"Keep the pods of edge Nodes labelled kedge.io/autonomy=true from being evicted while unreachable: their unreachable/not-ready NoExecute tolerations are made unlimited (or kedge.io/autonomy-duration on the Node). See the README for what that gives up."`
 
 	host     sdk.Host
 	client   kubernetes.Interface
@@ -104,19 +107,28 @@ func New() *Module {
 		Workers:         4,
 		NodeGracePeriod: 40 * time.Second,
 		LeaseDuration:   40 * time.Second,
-		SyncTimeout:     30 * time.Second,
-		InventoryWait:   10 * time.Second,
-		SendServices:    true,
-		HubModule:       "cloudhub",
-		TokenRetry:      30 * time.Second,
-		Autonomy:        true,
-		LeaderElection:  kube.DefaultLeaderElection(),
+
+		LeaseRenewInterval:        10 * time.Second,
+		NodeStatusUpdateFrequency: 5 * time.Minute,
+		SyncTimeout:               30 * time.Second,
+		InventoryWait:             10 * time.Second,
+		SendServices:              true,
+		HubModule:                 "cloudhub",
+		TokenRetry:                30 * time.Second,
+		Autonomy:                  true,
+		LeaderElection:            kube.DefaultLeaderElection(),
 	}
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.NodeGracePeriod <= 0 || m.LeaseDuration <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 || m.TokenRetry <= 0 {
 		return errors.New("workers, qps, burst, nodeGracePeriod, leaseDuration, syncTimeout, inventoryWait and tokenRetry must be positive")
+	}
+	if m.LeaseRenewInterval <= 0 || m.NodeStatusUpdateFrequency <= 0 {
+		return errors.New("leaseRenewInterval and nodeStatusUpdateFrequency must be positive")
+	}
+	if m.LeaseRenewInterval >= m.LeaseDuration {
+		return fmt.Errorf("leaseRenewInterval %s must be shorter than leaseDuration %s, or Leases expire between renewals", m.LeaseRenewInterval, m.LeaseDuration)
 	}
 	if err := m.LeaderElection.Validate("modules.edgecontroller.leaderElection"); err != nil {
 		return err

@@ -13,6 +13,10 @@ type metrics struct {
 	reconciles  prometheus.Counter
 	registered  prometheus.Counter
 	unknown     prometheus.Counter
+	// statusWrites and leaseWrites count node status reports by what they cost the API (written,
+	// skipped): what nodeStatusUpdateFrequency and leaseRenewInterval save.
+	statusWrites *prometheus.CounterVec
+	leaseWrites  *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -37,8 +41,12 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Edge Nodes created on first connect."}),
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_edgecontroller_nodes_unknown_total",
 			Help: "Times an edge node's Ready condition was set to Unknown after a disconnection outlasted the grace period."}),
+		statusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_node_status_writes_total",
+			Help: "Node status reports from edge nodes by result: written to the Node, or skipped (nothing changed and the Ready heartbeat is younger than nodeStatusUpdateFrequency)."}, []string{"result"}),
+		leaseWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_lease_writes_total",
+			Help: "Lease renewals of edge nodes by result: written, or skipped (renewed less than leaseRenewInterval ago)."}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.refused, m.syncErrors, m.missingRefs, m.deferred, m.reconciles, m.registered, m.unknown} {
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.refused, m.syncErrors, m.missingRefs, m.deferred, m.reconciles, m.registered, m.unknown, m.statusWrites, m.leaseWrites} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,6 +60,11 @@ const leaseNamespace = "kube-node-lease"
 // register creates the Node of an edge node on its first connection, or labels an existing Node of
 // that name as an edge node (the node proved its name with a certificate the cluster CA issued).
 func (m *Module) register(ctx context.Context, node string) error {
+	if n, err := m.nodes.Get(node); err == nil {
+		if _, ok := n.Labels[EdgeLabel]; ok {
+			return nil // known from the informer: a reconnect (or a storm of them) costs the API nothing
+		}
+	}
 	n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		_, err = m.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
@@ -115,21 +121,12 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	}
 	ep := m.streamEndpoint(ctx)
 	st := m.nodeState(node)
+	now := time.Now()
 	m.mu.Lock()
-	st.lastReport = time.Now()
+	st.lastReport = now
 	st.unknownSet = false
 	m.mu.Unlock()
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			if err := m.register(ctx, node); err != nil {
-				return err
-			}
-			n, err = m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		}
-		if err != nil {
-			return err
-		}
+	apply := func(n *corev1.Node) {
 		n.Status.Capacity = capacity
 		n.Status.Allocatable = allocatable.DeepCopy()
 		n.Status.NodeInfo.KernelVersion = rep.KernelVersion
@@ -163,13 +160,59 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 			setCondition(n, corev1.NodeConditionType(c.Type), corev1.ConditionStatus(c.Status), c.Reason, c.Message)
 		}
 		setReady(n, corev1.ConditionTrue, "EdgecoreReady", "kedge edgecore is connected and reporting")
-		_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("node status of %s: %w", node, err)
 	}
-	return m.renewLease(ctx, node)
+	// A report that changes nothing the Node shows, for a node Ready in the informer's copy with a
+	// heartbeat younger than nodeStatusUpdateFrequency, costs the API nothing (as the kubelet's
+	// nodeStatusReportFrequency): liveness is the Lease's job.
+	if cur, err := m.nodes.Get(node); err == nil && !m.statusDue(cur, apply, now) {
+		m.metrics.statusWrites.WithLabelValues("skipped").Inc()
+	} else {
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				if err := m.register(ctx, node); err != nil {
+					return err
+				}
+				n, err = m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			apply(n)
+			_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("node status of %s: %w", node, err)
+		}
+		m.metrics.statusWrites.WithLabelValues("written").Inc()
+	}
+	return m.renewLease(ctx, node, st, now)
+}
+
+// statusDue says whether a report must be written to the Node: the informer's copy cur is not
+// Ready=True, its Ready heartbeat is nodeStatusUpdateFrequency old, or the report changes it.
+func (m *Module) statusDue(cur *corev1.Node, apply func(*corev1.Node), now time.Time) bool {
+	var ready *corev1.NodeCondition
+	for i := range cur.Status.Conditions {
+		if cur.Status.Conditions[i].Type == corev1.NodeReady {
+			ready = &cur.Status.Conditions[i]
+		}
+	}
+	if ready == nil || ready.Status != corev1.ConditionTrue || now.Sub(ready.LastHeartbeatTime.Time) >= m.NodeStatusUpdateFrequency {
+		return true
+	}
+	want := cur.DeepCopy()
+	apply(want)
+	for i := range want.Status.Conditions { // heartbeats move with every write; they are not a change
+		for _, c := range cur.Status.Conditions {
+			if c.Type == want.Status.Conditions[i].Type {
+				want.Status.Conditions[i].LastHeartbeatTime = c.LastHeartbeatTime
+				want.Status.Conditions[i].LastTransitionTime = c.LastTransitionTime
+			}
+		}
+	}
+	return !equality.Semantic.DeepEqual(cur.Status, want.Status)
 }
 
 // streamModule is the cloud module that serves the kubelet API of edge nodes (cloudstream).
@@ -247,11 +290,43 @@ func setCondition(n *corev1.Node, typ corev1.NodeConditionType, status corev1.Co
 		Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now})
 }
 
-// renewLease keeps kube-node-lease/<node> fresh, as the kubelet does; it is owned by the Node.
-func (m *Module) renewLease(ctx context.Context, node string) error {
+// renewLease keeps kube-node-lease/<node> fresh, as the kubelet does; it is owned by the Node. It
+// writes at most once per leaseRenewInterval per node and keeps the Lease it wrote, so a renewal is one
+// update (no read); after a cloudcore restart the first renewal reads the Lease and leaves a fresh one
+// alone, so a reconnect storm does not become a write storm.
+func (m *Module) renewLease(ctx context.Context, node string, st *nodeState, now time.Time) error {
+	m.mu.Lock()
+	cached, renewed := st.lease, st.leaseRenewed
+	m.mu.Unlock()
+	if now.Sub(renewed) < m.LeaseRenewInterval {
+		m.metrics.leaseWrites.WithLabelValues("skipped").Inc()
+		return nil
+	}
 	leases := m.client.CoordinationV1().Leases(leaseNamespace)
-	now := metav1.NewMicroTime(time.Now())
+	micro := metav1.NewMicroTime(now)
 	secs := int32(m.LeaseDuration / time.Second)
+	keep := func(l *coordv1.Lease) {
+		m.mu.Lock()
+		st.lease = l
+		if l != nil && l.Spec.RenewTime != nil {
+			st.leaseRenewed = l.Spec.RenewTime.Time
+		}
+		m.mu.Unlock()
+	}
+	if cached != nil {
+		l := cached.DeepCopy()
+		l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &micro, &secs
+		out, err := leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+		if err == nil {
+			keep(out)
+			m.metrics.leaseWrites.WithLabelValues("written").Inc()
+			return nil
+		}
+		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("lease of %s: %w", node, err)
+		}
+		keep(nil) // changed or gone under us: read it again below
+	}
 	l, err := leases.Get(ctx, node, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
@@ -259,26 +334,40 @@ func (m *Module) renewLease(ctx context.Context, node string) error {
 			return fmt.Errorf("lease of %s: %w", node, err)
 		}
 		holder := node
-		_, err = leases.Create(ctx, &coordv1.Lease{
+		out, err := leases.Create(ctx, &coordv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: leaseNamespace, OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "v1", Kind: "Node", Name: node, UID: n.UID,
 			}}},
-			Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &now},
-		}, metav1.CreateOptions{})
+			Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &micro},
+		}, metav1.CreateOptions{FieldManager: "kedge-edgecontroller"})
 		if apierrors.IsNotFound(err) { // the namespace is made by the API server's own controllers; be sure
 			_, _ = m.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNamespace}}, metav1.CreateOptions{})
 		}
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("lease of %s: %w", node, err)
 		}
+		if err == nil {
+			keep(out)
+			m.metrics.leaseWrites.WithLabelValues("written").Inc()
+		}
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("lease of %s: %w", node, err)
 	}
-	l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &now, &secs
-	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) {
+	if l.Spec.RenewTime != nil && now.Sub(l.Spec.RenewTime.Time) < m.LeaseRenewInterval && l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds == secs {
+		keep(l) // renewed recently (before a restart of this cloudcore): nothing to write yet
+		m.metrics.leaseWrites.WithLabelValues("skipped").Inc()
+		return nil
+	}
+	l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &micro, &secs
+	out, err := leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+	if err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("lease of %s: %w", node, err)
+	}
+	if err == nil {
+		keep(out)
+		m.metrics.leaseWrites.WithLabelValues("written").Inc()
 	}
 	return nil
 }

@@ -1,0 +1,159 @@
+package edgecontroller_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/sdktest"
+)
+
+// newWritesRig is newRig with leaseRenewInterval and nodeStatusUpdateFrequency set.
+func newWritesRig(t *testing.T, lease, status string) *rig {
+	t.Helper()
+	if env == nil {
+		t.Skip("needs the control plane (not with -short)")
+	}
+	info, _ := sdk.Lookup(edgecontroller.Name)
+	h := sdktest.Run(t, info, map[string]any{
+		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "400ms", "inventoryWait": "300ms", "sendServices": false,
+		"leaseDuration": "2h", "leaseRenewInterval": lease, "nodeStatusUpdateFrequency": status,
+	}, sdktest.Capture("cloudhub"))
+	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(ns) > 50 {
+		ns = strings.Trim(ns[:50], "-")
+	}
+	return &rig{t: t, h: h, hub: h.Captured("cloudhub"), ns: ns}
+}
+
+func writes(t *testing.T, r *rig, name, result string) float64 {
+	t.Helper()
+	fams, err := r.h.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue proves what an idle node costs
+// the API: once its Node is Ready in the informer, an unchanged report writes nothing (the Node's and
+// the Lease's resourceVersions stay), a report that changes capacity is written at once, and a node
+// whose Node is not Ready (set Unknown after a disconnection) is written on its first report again.
+func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *testing.T) {
+	r := newWritesRig(t, "1h", "1h")
+	ctx := context.Background()
+	node := r.node("idle")
+	r.join(node)
+	rep := edgecontroller.NodeReport{NodeName: node, Capacity: map[string]string{"cpu": "2", "memory": "2Gi"}, OS: "linux",
+		Architecture: "amd64", KernelVersion: "6.1", OSImage: "Debian GNU/Linux 12 (bookworm)", Addresses: []string{"192.0.2.7"}}
+	// Until the informer has the Ready Node, reports are written; then they are skipped.
+	deadline := time.Now().Add(30 * time.Second)
+	for writes(t, r, "kedge_edgecontroller_node_status_writes_total", "skipped") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no unchanged report was skipped within 30s")
+		}
+		if resp := r.report(node, rep); resp.op == message.OpError {
+			t.Fatalf("report refused: %s", resp.content)
+		}
+	}
+	n := getNode(t, node)
+	lease, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		rep.ReportedAt = time.Now() // a new report, same facts
+		if resp := r.report(node, rep); resp.op == message.OpError {
+			t.Fatalf("report refused: %s", resp.content)
+		}
+	}
+	if got := getNode(t, node); got.ResourceVersion != n.ResourceVersion {
+		t.Errorf("unchanged reports wrote the Node: resourceVersion %s -> %s", n.ResourceVersion, got.ResourceVersion)
+	}
+	if got, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{}); err != nil || got.ResourceVersion != lease.ResourceVersion {
+		t.Errorf("reports within leaseRenewInterval renewed the Lease: %v", err)
+	}
+
+	rep.Capacity["cpu"] = "4"
+	if resp := r.report(node, rep); resp.op == message.OpError {
+		t.Fatalf("report refused: %s", resp.content)
+	}
+	if got := getNode(t, node).Status.Capacity[corev1.ResourceCPU]; got.Cmp(resource.MustParse("4")) != 0 {
+		t.Errorf("a changed capacity was not written: cpu = %s", got.String())
+	}
+
+	// Disconnected past the grace period: Unknown; the first report after reconnecting writes Ready.
+	r.event(node, message.OpDisconnected, nil)
+	waitNode(t, node, func(n *corev1.Node) bool {
+		c := condition(n, corev1.NodeReady)
+		return c != nil && c.Status == corev1.ConditionUnknown
+	})
+	r.event(node, message.OpConnected, nil)
+	if resp := r.report(node, rep); resp.op == message.OpError {
+		t.Fatalf("report refused: %s", resp.content)
+	}
+	if c := condition(getNode(t, node), corev1.NodeReady); c == nil || c.Status != corev1.ConditionTrue {
+		t.Errorf("first report after Unknown did not write Ready=True: %+v", c)
+	}
+}
+
+// TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld proves a report renews the Lease once it is due.
+func TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld(t *testing.T) {
+	r := newWritesRig(t, "300ms", "1h")
+	ctx := context.Background()
+	node := r.node("lease")
+	r.join(node)
+	first, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := edgecontroller.NodeReport{NodeName: node, Capacity: map[string]string{"cpu": "2", "memory": "2Gi"}, OS: "linux", Architecture: "amd64"}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp := r.report(node, rep); resp.op == message.OpError {
+			t.Fatalf("report refused: %s", resp.content)
+		}
+		l, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Spec.RenewTime.After(first.Spec.RenewTime.Time) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Lease was not renewed within 30s of reports")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func waitNode(t *testing.T, name string, ok func(*corev1.Node) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok(getNode(t, name)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s: condition not reached within 30s", name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

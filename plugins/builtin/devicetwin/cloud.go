@@ -225,8 +225,8 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 }
 
 // cloudBases are the device topics a change from the cloud is published under: the namespaced
-// form KubeEdge v1.23.1 publishes ($hw/events/device/<ns>/<name>, for KubeEdge mappers), and the
-// short form ($hw/events/device/<name>, for Kedge's mappers and scripts) while the name is unique
+// form ($hw/events/device/<ns>/<name>, the ID KubeEdge v1.23 mappers use; v1.23.1 itself publishes
+// nothing on MQTT for a cloud change, its mappers get it through DMI), and the short form ($hw/events/device/<name>, for Kedge's mappers and scripts) while the name is unique
 // on the node (an ambiguous name is not addressed by the short form).
 func (m *Module) cloudBases(ns, name string) []string {
 	bases := []string{deviceTopic(ns+"/"+name, "")}

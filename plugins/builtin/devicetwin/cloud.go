@@ -213,20 +213,40 @@ func (m *Module) applyDesired(ctx context.Context, ns, name string, d *devicesv1
 		}
 	})
 	base := baseMessage{EventID: message.NewID(), Timestamp: now}
-	m.publish(ctx, deviceTopic(name, "/twin/update/document"), twinDocument{baseMessage: base, Twin: docs})
-	m.publishDelta(ctx, ns, name)
+	doc := twinDocument{baseMessage: base, Twin: docs}
+	delta, hasDelta := m.deltaPayload(ns, name)
+	for _, b := range m.cloudBases(ns, name) {
+		m.publish(ctx, b+"/twin/update/document", doc)
+		if hasDelta {
+			m.publish(ctx, b+"/twin/update/delta", delta)
+		}
+	}
 	return nil
 }
 
-// publishDelta publishes twin/update/delta when an expected value differs from the actual one.
-func (m *Module) publishDelta(ctx context.Context, ns, name string) {
-	if d, ok := m.delta(ns, name); ok {
-		m.send(ctx, d)
+// cloudBases are the device topics a change from the cloud is published under: the namespaced
+// form ($hw/events/device/<ns>/<name>, the ID KubeEdge v1.23 mappers use; v1.23.1 itself publishes
+// nothing on MQTT for a cloud change, its mappers get it through DMI), and the short form ($hw/events/device/<name>, for Kedge's mappers and scripts) while the name is unique
+// on the node (an ambiguous name is not addressed by the short form).
+func (m *Module) cloudBases(ns, name string) []string {
+	bases := []string{deviceTopic(ns+"/"+name, "")}
+	if len(m.byName[name]) <= 1 {
+		bases = append(bases, deviceTopic(name, ""))
 	}
+	return bases
 }
 
-// delta builds twin/update/delta when an expected value differs from the actual one.
-func (m *Module) delta(ns, name string) (sdk.Message, bool) {
+// delta builds twin/update/delta under base when an expected value differs from the actual one.
+func (m *Module) delta(ns, name, base string) (sdk.Message, bool) {
+	d, ok := m.deltaPayload(ns, name)
+	if !ok {
+		return sdk.Message{}, false
+	}
+	return m.build(base+"/twin/update/delta", d)
+}
+
+// deltaPayload is the twin/update/delta payload when an expected value differs from the actual one.
+func (m *Module) deltaPayload(ns, name string) (twinDelta, bool) {
 	twins := map[string]*msgTwin{} // as KubeEdge: the twins with an expected value, without versions
 	delta := map[string]string{}
 	for p, t := range m.twins[ns+"/"+name] {
@@ -239,10 +259,9 @@ func (m *Module) delta(ns, name string) (sdk.Message, bool) {
 		}
 	}
 	if len(delta) == 0 {
-		return sdk.Message{}, false
+		return twinDelta{}, false
 	}
-	return m.build(deviceTopic(name, "/twin/update/delta"), twinDelta{
-		baseMessage: baseMessage{EventID: message.NewID(), Timestamp: nowMS()}, Twin: twins, Delta: delta})
+	return twinDelta{baseMessage: baseMessage{EventID: message.NewID(), Timestamp: nowMS()}, Twin: twins, Delta: delta}, true
 }
 
 // membershipChanged publishes $hw/events/node/<node>/membership/updated with what was added and
@@ -269,7 +288,7 @@ func (m *Module) membershipChanged(ctx context.Context, node string, old, cur []
 // describe is a device as membership payloads show it.
 func (m *Module) describe(ns, name string) memberDevice {
 	k := ns + "/" + name
-	md := memberDevice{ID: name, Name: name, Namespace: ns, State: "unknown", Twin: noVersionsMap(m.twins[k])}
+	md := memberDevice{ID: ns + "/" + name, Name: name, Namespace: ns, State: "unknown", Twin: noVersionsMap(m.twins[k])}
 	if s, ok := m.states[k]; ok {
 		md.State, md.LastOnline = s.State, s.LastOnlineTime
 	}

@@ -267,7 +267,7 @@ func TestTwinGetMembershipAndData(t *testing.T) {
 	r.mapper.publish(t, "$hw/events/node/"+node+"/membership/get", `{"event_id":"m1"}`)
 	mg := r.mapper.await(t, "$hw/events/node/"+node+"/membership/get/result", `"m1"`)
 	devs, _ := mg["devices"].([]any)
-	if len(devs) != 1 || path(devs[0], "id") != "thermo-1" || path(devs[0], "twin", "target", "expected", "value") != "20" {
+	if len(devs) != 1 || path(devs[0], "id") != "default/thermo-1" || path(devs[0], "twin", "target", "expected", "value") != "20" {
 		t.Fatalf("membership/get/result %v", mg)
 	}
 

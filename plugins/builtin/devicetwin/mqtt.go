@@ -3,6 +3,7 @@ package devicetwin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -31,36 +32,38 @@ const rawMarker = "mqtt/raw"
 // handleMQTT dispatches a message eventbus received on a device topic.
 func (m *Module) handleMQTT(ctx context.Context, msg sdk.Message) {
 	topic := msg.Route.Resource
-	levels := strings.Split(topic, "/")
-	var kind, resultTopic string
-	var handle func(ctx context.Context, id string, payload []byte) (any, *requestError)
-	var id string
-	switch {
-	case len(levels) == 6 && levels[0] == "$hw" && levels[1] == "events" && levels[2] == "device" && levels[4] == "twin" && levels[5] == "update":
-		kind, id, handle = "twin_update", levels[3], m.twinUpdate
-		resultTopic = deviceTopic(id, "/twin/update/result")
-	case len(levels) == 6 && levels[0] == "$hw" && levels[2] == "device" && levels[4] == "twin" && levels[5] == "get":
-		kind, id, handle = "twin_get", levels[3], m.twinGet
-		resultTopic = deviceTopic(id, "/twin/get/result")
-	case len(levels) == 6 && levels[0] == "$hw" && levels[2] == "device" && levels[4] == "state" && levels[5] == "update":
-		kind, id, handle = "state_update", levels[3], m.stateUpdate
-		resultTopic = deviceTopic(id, "/state/update/result")
-	case len(levels) == 6 && levels[0] == "$hw" && levels[2] == "node" && levels[4] == "membership" && levels[5] == "get":
-		kind, id, handle = "membership_get", levels[3], m.membershipGet
-		resultTopic = "$hw/events/node/" + id + "/membership/get/result"
-	case len(levels) == 6 && levels[0] == "$ke" && levels[1] == "events" && levels[2] == "device" && levels[4] == "data" && levels[5] == "update":
-		kind, id, handle = "data_update", levels[3], m.dataUpdate
-		resultTopic = "$ke/events/device/" + id + "/data/update/result"
-	default:
+	req, perr := parseTopic(topic) // topic.go
+	if errors.Is(perr, errNotRequest) {
 		// Results, deltas, documents, membership/updated: what devicetwin itself publishes.
 		m.metrics.requests.WithLabelValues("other", "ignored").Inc()
 		return
+	}
+	var handle func(ctx context.Context, req deviceRequest, payload []byte) (any, *requestError)
+	switch req.kind {
+	case kindTwinUpdate:
+		handle = m.twinUpdate
+	case kindTwinGet:
+		handle = m.twinGet
+	case kindStateUpdate:
+		handle = m.stateUpdate
+	case kindMembershipGet:
+		handle = m.membershipGet
+	case kindDataUpdate:
+		handle = m.dataUpdate
+	}
+	kind, resultTopic := req.kind, req.result
+	if perr != nil {
+		kind, resultTopic = "bad_topic", topic+"/result"
+		m.log.Warn("MQTT request on a malformed topic refused", "topic", topic, "err", perr)
 	}
 	var base baseMessage
 	var rerr *requestError
 	var out any
 	payload := []byte(msg.Content)
 	switch {
+	case perr != nil:
+		_ = json.Unmarshal(payload, &base)
+		rerr = refuse(http.StatusBadRequest, "%v", perr)
 	case strings.HasPrefix(msg.Header.Type, rawMarker):
 		var s string
 		_ = json.Unmarshal(msg.Content, &s)
@@ -71,7 +74,7 @@ func (m *Module) handleMQTT(ctx context.Context, msg sdk.Message) {
 		if err := json.Unmarshal(payload, &base); err != nil {
 			rerr = refuse(http.StatusBadRequest, "malformed payload on %s: %v", topic, err)
 		} else {
-			out, rerr = handle(ctx, id, payload)
+			out, rerr = handle(ctx, req, payload)
 		}
 	}
 	// Every answer goes through the commit queue, so answers keep the order of the requests and an
@@ -115,9 +118,17 @@ func preview(s string) string {
 	return s
 }
 
-// lookup finds a device by the ID used on topics: the Device's name. Names must be unique on a node;
-// a name held in two namespaces is refused as ambiguous.
-func (m *Module) lookup(id string) (ns string, d *devicesv1beta1.Device, rerr *requestError) {
+// lookup finds the device a request names. The namespaced form ($hw/events/device/<ns>/<name>/...,
+// KubeEdge v1.23's) names it exactly; the short form ($hw/events/device/<name>/...) by its name,
+// which must then be unique on the node: a name held in two namespaces is refused as ambiguous.
+func (m *Module) lookup(req deviceRequest) (ns string, d *devicesv1beta1.Device, rerr *requestError) {
+	if req.namespace != "" {
+		if d := m.devices[req.namespace+"/"+req.name]; d != nil {
+			return req.namespace, d, nil
+		}
+		return "", nil, refuse(http.StatusNotFound, "device %q is not on this node", req.id())
+	}
+	id := req.name
 	nss := m.byName[id]
 	switch len(nss) {
 	case 0:
@@ -125,17 +136,18 @@ func (m *Module) lookup(id string) (ns string, d *devicesv1beta1.Device, rerr *r
 	case 1:
 		return nss[0], m.devices[nss[0]+"/"+id], nil
 	default:
-		return "", nil, refuse(http.StatusConflict, "device name %q is ambiguous on this node: it is in namespaces %s", id, strings.Join(nss, ", "))
+		return "", nil, refuse(http.StatusConflict, "device name %q is ambiguous on this node: it is in namespaces %s (use $hw/events/device/<namespace>/%s/...)", id, strings.Join(nss, ", "), id)
 	}
 }
 
 // twinUpdate validates, stores and answers $hw/events/device/<id>/twin/update.
-func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any, *requestError) {
+func (m *Module) twinUpdate(ctx context.Context, rq deviceRequest, payload []byte) (any, *requestError) {
+	id := rq.name
 	var req twinUpdate
 	if err := json.Unmarshal(payload, &req); err != nil {
 		return nil, refuse(http.StatusBadRequest, "malformed twin update for device %q: %v", id, err)
 	}
-	ns, dev, rerr := m.lookup(id)
+	ns, dev, rerr := m.lookup(rq)
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -263,10 +275,10 @@ func (m *Module) twinUpdate(ctx context.Context, id string, payload []byte) (any
 		})
 		m.readingAccepted(ns, id, accepted)
 	}
-	if d, ok := m.build(deviceTopic(id, "/twin/update/document"), doc); ok {
+	if d, ok := m.build(rq.base+"/twin/update/document", doc); ok {
 		w.msgs = append(w.msgs, d)
 	}
-	if d, ok := m.delta(ns, id); ok {
+	if d, ok := m.delta(ns, id, rq.base); ok {
 		w.msgs = append(w.msgs, d)
 	}
 	return w, nil
@@ -294,10 +306,11 @@ func (t *msgTwin) version(expected bool) *twinVersion {
 
 // twinGet answers $hw/events/device/<id>/twin/get with every twin of the device (model properties
 // without a value yet show their type only).
-func (m *Module) twinGet(_ context.Context, id string, payload []byte) (any, *requestError) {
+func (m *Module) twinGet(_ context.Context, rq deviceRequest, payload []byte) (any, *requestError) {
+	id := rq.name
 	var base baseMessage
 	_ = json.Unmarshal(payload, &base)
-	ns, dev, rerr := m.lookup(id)
+	ns, dev, rerr := m.lookup(rq)
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -314,7 +327,8 @@ func (m *Module) twinGet(_ context.Context, id string, payload []byte) (any, *re
 }
 
 // membershipGet answers $hw/events/node/<node>/membership/get with the node's devices.
-func (m *Module) membershipGet(_ context.Context, node string, payload []byte) (any, *requestError) {
+func (m *Module) membershipGet(_ context.Context, rq deviceRequest, payload []byte) (any, *requestError) {
+	node := rq.name
 	var base baseMessage
 	_ = json.Unmarshal(payload, &base)
 	if node != m.host.NodeName() {
@@ -346,12 +360,13 @@ var validStates = []string{"online", "offline", "unknown"}
 var stateAliases = map[string]string{"ok": "online", "disconnected": "offline", "unhealthy": "unknown"}
 
 // stateUpdate stores $hw/events/device/<id>/state/update and sends it upstream.
-func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (any, *requestError) {
+func (m *Module) stateUpdate(ctx context.Context, rq deviceRequest, payload []byte) (any, *requestError) {
+	id := rq.name
 	var req stateUpdate
 	if err := json.Unmarshal(payload, &req); err != nil {
 		return nil, refuse(http.StatusBadRequest, "malformed state update for device %q: %v", id, err)
 	}
-	ns, _, rerr := m.lookup(id)
+	ns, _, rerr := m.lookup(rq)
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -395,12 +410,13 @@ func (m *Module) stateUpdate(ctx context.Context, id string, payload []byte) (an
 // dataUpdate takes $ke/events/device/<id>/data/update: values of properties with reportToCloud go
 // upstream as reported values (not stored as twins); others are ignored. Errors are published on
 // .../data/update/result (a Kedge addition: KubeEdge has no result topic here).
-func (m *Module) dataUpdate(_ context.Context, id string, payload []byte) (any, *requestError) {
+func (m *Module) dataUpdate(_ context.Context, rq deviceRequest, payload []byte) (any, *requestError) {
+	id := rq.name
 	var req dataUpdate
 	if err := json.Unmarshal(payload, &req); err != nil {
 		return nil, refuse(http.StatusBadRequest, "malformed data update for device %q: %v", id, err)
 	}
-	ns, dev, rerr := m.lookup(id)
+	ns, dev, rerr := m.lookup(rq)
 	if rerr != nil {
 		return nil, rerr
 	}

@@ -27,6 +27,13 @@ type rig struct {
 
 func newRig(t testing.TB, twinCfg map[string]any, opts ...sdktest.Option) *rig {
 	t.Helper()
+	return newRigOn(t, map[string]any{"internalAddress": "127.0.0.1:0"}, twinCfg, opts...)
+}
+
+// newRigOn is newRig with eventbus configured by ebCfg (e.g. an external mosquitto); the mapper
+// client connects to the broker eventbus uses.
+func newRigOn(t testing.TB, ebCfg, twinCfg map[string]any, opts ...sdktest.Option) *rig {
+	t.Helper()
 	var eb *eventbus.Module
 	ebInfo := eventbus.Info
 	ebInfo.New = func() sdk.Module { eb = eventbus.New(); return eb }
@@ -35,10 +42,13 @@ func newRig(t testing.TB, twinCfg map[string]any, opts ...sdktest.Option) *rig {
 		cfg[k] = v
 	}
 	h := sdktest.Run(t, devicetwin.Info, cfg, append([]sdktest.Option{
-		sdktest.Beside(ebInfo, map[string]any{"internalAddress": "127.0.0.1:0"}),
+		sdktest.Beside(ebInfo, ebCfg),
 		sdktest.Capture("metamanager")}, opts...)...)
 	waitFor(t, 10*time.Second, "eventbus connected", func() error { return h.Healthy() })
 	r := &rig{h: h, broker: eb.BrokerAddr()}
+	if u, ok := ebCfg["externalURL"].(string); ok {
+		r.broker = strings.TrimPrefix(u, "tcp://")
+	}
 	r.mapper = newClient(t, r.broker, "mapper")
 	r.mapper.subscribe(t, "$hw/events/#")
 	r.mapper.subscribe(t, "$ke/events/#")
@@ -100,6 +110,7 @@ type client struct {
 	c    mqtt.Client
 	mu   sync.Mutex
 	msgs []mqtt.Message
+	seen []string // the topic of every message received (await does not remove from it)
 	cond *sync.Cond
 }
 
@@ -121,6 +132,7 @@ func (c *client) subscribe(t testing.TB, filter string) {
 	tok := c.c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
 		c.mu.Lock()
 		c.msgs = append(c.msgs, m)
+		c.seen = append(c.seen, m.Topic())
 		c.mu.Unlock()
 	})
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -199,4 +211,17 @@ func metricValue(t testing.TB, h *sdktest.Harness, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// countWith is how many messages arrived on topic whose payload contains want.
+func (c *client) countWith(topic, want string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, m := range c.msgs {
+		if m.Topic() == topic && strings.Contains(string(m.Payload()), want) {
+			n++
+		}
+	}
+	return n
 }

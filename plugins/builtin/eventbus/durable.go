@@ -36,9 +36,10 @@ import (
 // maxDurableInFlight bounds the twin updates taken from clients and not yet acknowledged.
 const maxDurableInFlight = 16384
 
-// isTwinUpdate reports whether topic is a twin update request ($hw/events/device/<id>/twin/update).
+// isTwinUpdate reports whether topic is a twin update request: $hw/events/device/<name>/twin/update
+// or KubeEdge v1.23's namespaced $hw/events/device/<namespace>/<name>/twin/update.
 func isTwinUpdate(topic string) bool {
-	return MatchTopic("$hw/events/device/+/twin/update", topic)
+	return MatchTopic("$hw/events/device/+/twin/update", topic) || MatchTopic("$hw/events/device/+/+/twin/update", topic)
 }
 
 type durableHook struct {

@@ -46,7 +46,7 @@ func validFilter(filter string) error {
 
 // Topic classes, the label of the metrics.
 const (
-	classTwin       = "twin"       // $hw/events/device/<id>/twin/...
+	classTwin       = "twin"       // $hw/events/device/<id>/twin/... (<id>: <name> or <namespace>/<name>)
 	classState      = "state"      // $hw/events/device/<id>/state/...
 	classMembership = "membership" // $hw/events/node/<node>/membership/...
 	classData       = "data"       // $ke/events/...
@@ -57,9 +57,9 @@ const (
 // classify names the kind of traffic a topic carries.
 func classify(topic string) string {
 	switch {
-	case MatchTopic("$hw/events/device/+/twin/#", topic):
+	case MatchTopic("$hw/events/device/+/twin/#", topic), MatchTopic("$hw/events/device/+/+/twin/#", topic):
 		return classTwin
-	case MatchTopic("$hw/events/device/+/state/#", topic):
+	case MatchTopic("$hw/events/device/+/state/#", topic), MatchTopic("$hw/events/device/+/+/state/#", topic):
 		return classState
 	case MatchTopic("$hw/events/node/+/membership/#", topic):
 		return classMembership

@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/plugins/builtin/cloudhub"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
@@ -138,7 +138,7 @@ func TestThreeCloudcoresBehindHAProxyLoseNoNodeToKillOrSIGTERM(t *testing.T) {
 	}
 	startHAProxy(t, lbHub, lbCerts, rs)
 
-	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--ca-secret", ns+"/"+pki.DefaultCASecretName,
+	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--ca-secret", ns+"/"+kubestore.DefaultCASecretName,
 		"--kubeconfig", k8s.Kubeconfig, "--uses", "3")
 	if code != 0 {
 		t.Fatalf("token create: %d %s", code, stderr)

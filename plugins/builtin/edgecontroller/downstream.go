@@ -61,6 +61,7 @@ type nodeState struct {
 	// sends no inventory and asks for its pods' service-account tokens itself.
 	kubeedge     bool
 	lease        *coordv1.Lease // as last written (nil: read it before the next renewal)
+	statusRV     string         // resourceVersion of the Node this cloudcore last wrote the status of
 	leaseRenewed time.Time      // renewTime of lease
 }
 

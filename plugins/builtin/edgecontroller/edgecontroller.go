@@ -134,6 +134,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	m.host, m.life = h, ctx
+	if m.LeaseRenewInterval > m.NodeGracePeriod/3 {
+		h.Logger().Warn("leaseRenewInterval is more than a third of nodeGracePeriod: with several cloudcore replicas the leader marks a node held by another replica Ready=Unknown when its Lease has not moved for nodeGracePeriod, so live nodes would be marked; keep it at most a third",
+			"leaseRenewInterval", m.LeaseRenewInterval, "nodeGracePeriod", m.NodeGracePeriod)
+	}
 	m.leases = map[string]leaseSeen{}
 	m.state = map[string]*nodeState{}
 	m.owners = map[objKey]map[string]int{}

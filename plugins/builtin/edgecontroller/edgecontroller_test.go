@@ -49,7 +49,7 @@ func newRig(t *testing.T) *rig {
 	ns = strings.Trim(ns, "-")
 	info, _ := sdk.Lookup(edgecontroller.Name)
 	h := sdktest.Run(t, info, map[string]any{
-		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "400ms", "inventoryWait": "300ms", "sendServices": false,
+		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "400ms", "leaseRenewInterval": "100ms", "inventoryWait": "300ms", "sendServices": false,
 		"leaderElection": map[string]any{"leaseName": "ec-" + ns}, // each rig leads its own Lease
 	}, sdktest.Capture("cloudhub"))
 	_, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})

@@ -20,7 +20,7 @@ func replica(t *testing.T, ns, lease, id string) *rig {
 	t.Helper()
 	info, _ := sdk.Lookup(edgecontroller.Name)
 	h := sdktest.Run(t, info, map[string]any{
-		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "2s", "inventoryWait": "300ms", "sendServices": false,
+		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "2s", "leaseRenewInterval": "500ms", "inventoryWait": "300ms", "sendServices": false,
 		"leaderElection": map[string]any{"leaseName": lease, "identity": id, "leaseDuration": "3s", "renewDeadline": "2s", "retryPeriod": "250ms"},
 	}, sdktest.Capture("cloudhub"))
 	return &rig{t: t, h: h, hub: h.Captured("cloudhub"), ns: ns}

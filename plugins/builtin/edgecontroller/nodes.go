@@ -164,7 +164,10 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	// A report that changes nothing the Node shows, for a node Ready in the informer's copy with a
 	// heartbeat younger than nodeStatusUpdateFrequency, costs the API nothing (as the kubelet's
 	// nodeStatusReportFrequency): liveness is the Lease's job.
-	if cur, err := m.nodes.Get(node); err == nil && !m.statusDue(cur, apply, now) {
+	m.mu.Lock()
+	wroteRV := st.statusRV
+	m.mu.Unlock()
+	if cur, err := m.nodes.Get(node); err == nil && !m.statusDue(cur, wroteRV, apply, now) {
 		m.metrics.statusWrites.WithLabelValues("skipped").Inc()
 	} else {
 		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -179,7 +182,12 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 				return err
 			}
 			apply(n)
-			_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+			updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+			if err == nil {
+				m.mu.Lock()
+				st.statusRV = updated.ResourceVersion
+				m.mu.Unlock()
+			}
 			return err
 		})
 		if err != nil {
@@ -191,8 +199,13 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 }
 
 // statusDue says whether a report must be written to the Node: the informer's copy cur is not
-// Ready=True, its Ready heartbeat is nodeStatusUpdateFrequency old, or the report changes it.
-func (m *Module) statusDue(cur *corev1.Node, apply func(*corev1.Node), now time.Time) bool {
+// Ready=True, its Ready heartbeat is nodeStatusUpdateFrequency old, or the report changes it. A copy
+// older than this cloudcore's last write (wroteRV; the informer lags behind writes) is no basis for
+// skipping: comparing with it could drop a change — so it writes.
+func (m *Module) statusDue(cur *corev1.Node, wroteRV string, apply func(*corev1.Node), now time.Time) bool {
+	if wroteRV != "" && cur.ResourceVersion != wroteRV {
+		return true
+	}
 	var ready *corev1.NodeCondition
 	for i := range cur.Status.Conditions {
 		if cur.Status.Conditions[i].Type == corev1.NodeReady {

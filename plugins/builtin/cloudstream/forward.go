@@ -63,6 +63,8 @@ type forwarder struct {
 	forwards  *prometheus.CounterVec
 	served    prometheus.Counter
 	refused   *prometheus.CounterVec
+	// peerQueries counts asking another replica for the usage it holds (metrics API across replicas).
+	peerQueries *prometheus.CounterVec
 }
 
 func (m *Module) startForward(ca *pki.CA) error {
@@ -90,7 +92,9 @@ func (m *Module) startForward(ca *pki.CA) error {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_forward_refused_total",
 			Help: "Callers of the forward server refused, by reason: not_a_replica (a certificate of the cluster CA that is not a replica's, e.g. a node's) or tls_* (the TLS handshake failed: no certificate, another CA, plain HTTP)."}, []string{"reason"}),
 	}
-	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused} {
+	f.peerQueries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_metrics_peer_queries_total",
+		Help: "Metrics API requests' questions to another replica for the node and pod usage it holds, by result (ok, error: that replica's nodes were missing from the answer)."}, []string{"result"})
+	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused, f.peerQueries} {
 		if err := m.host.Metrics().Register(col); err != nil {
 			return err
 		}
@@ -170,6 +174,10 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
 		f.refused.WithLabelValues("not_a_replica").Inc()
 		f.m.host.Logger().Warn("forward refused: the caller is not a cloudcore replica", "remote", r.RemoteAddr, "err", err)
 		http.Error(w, "forward: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	if res, ok := strings.CutPrefix(r.URL.Path, peerMetricsPath); ok {
+		f.serveUsage(w, r, res)
 		return
 	}
 	if node, ok := strings.CutPrefix(r.URL.Path, "/tunnels/"); ok {

@@ -86,6 +86,13 @@ func TestKubectlTopThroughAnyReplicaShowsNodesAndPodsHeldByTheOthers(t *testing.
 	}
 	a, _, _ := startMetricsReplica(t, env, dir, "replica-a")
 	b, _, stopB := startMetricsReplica(t, env, dir, "replica-b")
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ForwardPeers(a)) != 1 { // the replica Lease reaches a's informer
+		if time.Now().After(deadline) {
+			t.Fatal("replica a did not see replica b's Lease within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
 	fillUsage(a, "edge-a", "web", t0) // replica a holds edge-a's tunnel, b holds edge-b's
 	fillUsage(b, "edge-b", "db", t0)

@@ -3,6 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,8 +19,9 @@ import (
 // Any replica answers for any node, with the real API server, kubectl and a busybox pod in
 // containerd: the edge's stream tunnel is held by replica a, but the node's kubelet endpoint (what a
 // load balancer would have sent the API server to) is replica b's stream port. kubectl logs and exec
-// reach b, which forwards them over mTLS to a, which serves them from its tunnel.
-func TestKubectlLogsAndExecThroughAReplicaThatDoesNotHoldTheNodesTunnel(t *testing.T) {
+// reach b, which forwards them over mTLS to a, which serves them from its tunnel; so does kubectl
+// port-forward (an SPDY upgrade, then several streams) to a busybox httpd.
+func TestKubectlLogsExecAndPortForwardThroughAReplicaThatDoesNotHoldTheNodesTunnel(t *testing.T) {
 	e := newEdgedCluster(t)
 	fwdA, fwdB, streamB := freePort(t), freePort(t), freePort(t)
 	e.cloudEnv = append(e.cloudEnv,
@@ -70,10 +75,45 @@ func TestKubectlLogsAndExecThroughAReplicaThatDoesNotHoldTheNodesTunnel(t *testi
 	if code != 3 || !strings.HasPrefix(out, "hi\n") {
 		t.Fatalf("kubectl exec through replica b: exit %d, output %q", code, out)
 	}
-	if v := b.metric("kedge_cloudstream_forwards_total", `result="ok"`); v < 2 {
-		t.Fatalf("replica b forwarded %v requests, want at least 2", v)
+
+	// kubectl port-forward through replica b: the SPDY upgrade forwarded to a, then each GET a new
+	// stream on the same forwarded connection to the pod's httpd.
+	e.runShell("web", "mkdir -p /www && echo served-through-replica-b > /www/index.html && exec httpd -f -p 80 -h /www")
+	pfCtx, pfCancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer pfCancel()
+	local := freePort(t)
+	pf := exec.CommandContext(pfCtx, filepath.Join(e.k8s.BinDir, "kubectl"), "--kubeconfig", e.k8s.Kubeconfig,
+		"port-forward", "-n", e.ns, "pod/web", strconv.Itoa(local)+":80")
+	pfOut := &syncBuffer{}
+	pf.Stdout, pf.Stderr = pfOut, pfOut
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if v := e.cloud.metric("kedge_cloudstream_forwarded_served_total"); v < 2 {
-		t.Fatalf("replica a served %v forwarded requests, want at least 2", v)
+	defer func() { pfCancel(); _ = pf.Wait() }()
+	waitFor(t, "kubectl port-forward listening", 60*time.Second, func() (bool, string) {
+		return strings.Contains(pfOut.String(), "Forwarding from 127.0.0.1:"+strconv.Itoa(local)), pfOut.String()
+	})
+	client := &http.Client{Timeout: 20 * time.Second}
+	for i := range 3 {
+		resp, err := client.Get("http://127.0.0.1:" + strconv.Itoa(local) + "/index.html")
+		if err != nil {
+			t.Fatalf("GET %d through the port forwarded by replica b: %v\n%s", i, err, pfOut.String())
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "served-through-replica-b\n" {
+			t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+
+	if v := b.metric("kedge_cloudstream_forwards_total", `result="ok"`); v < 3 {
+		t.Fatalf("replica b forwarded %v requests, want at least 3 (logs, exec, port-forward)", v)
+	}
+	if v := e.cloud.metric("kedge_cloudstream_forwarded_served_total"); v < 3 {
+		t.Fatalf("replica a served %v forwarded requests, want at least 3", v)
+	}
+	// The holder was found from the node's ownership Lease (a holds both the hub connection and the tunnel).
+	if v := b.metric("kedge_cloudstream_forward_lookups_total", `via="lease"`); v < 3 {
+		t.Fatalf("replica b found the holder from the Lease %v times, want at least 3", v)
 	}
 }

@@ -251,6 +251,9 @@ func (m *Module) Stop(ctx context.Context) error {
 		m.mapi.cancel() // the scrape loop and its scrapes
 	}
 	m.closeServers(ctx)
+	if m.fwd != nil {
+		m.fwd.stopLeases()
+	}
 	m.mu.Lock()
 	for _, t := range m.tunnels {
 		_ = t.ws.Close()

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coordlisters "k8s.io/client-go/listers/coordination/v1"
 
 	"github.com/kedge-io/kedge/host/pki"
 )
@@ -63,6 +63,11 @@ type forwarder struct {
 	forwards  *prometheus.CounterVec
 	served    prometheus.Counter
 	refused   *prometheus.CounterVec
+	// peerQueries counts asking another replica for the usage it holds (metrics API across replicas).
+	peerQueries *prometheus.CounterVec
+	lookups     *prometheus.CounterVec
+	leases      coordlisters.LeaseNamespaceLister // the ownership Leases (forward_lookup.go)
+	stopLeases  func()
 }
 
 func (m *Module) startForward(ca *pki.CA) error {
@@ -90,7 +95,11 @@ func (m *Module) startForward(ca *pki.CA) error {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_forward_refused_total",
 			Help: "Callers of the forward server refused, by reason: not_a_replica (a certificate of the cluster CA that is not a replica's, e.g. a node's) or tls_* (the TLS handshake failed: no certificate, another CA, plain HTTP)."}, []string{"reason"}),
 	}
-	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused} {
+	f.peerQueries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_metrics_peer_queries_total",
+		Help: "Metrics API requests' questions to another replica for the node and pod usage it holds, by result (ok, error: that replica's nodes were missing from the answer)."}, []string{"result"})
+	f.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_forward_lookups_total",
+		Help: "How the replica holding a node's tunnel was found for a forward: lease (the node's hub owner per cloudhub's ownership Lease held it: one question), all (every other replica asked), none (nobody holds it)."}, []string{"via"})
+	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused, f.peerQueries, f.lookups} {
 		if err := m.host.Metrics().Register(col); err != nil {
 			return err
 		}
@@ -146,8 +155,12 @@ func (m *Module) startForward(ca *pki.CA) error {
 		DialContext:           (&net.Dialer{Timeout: c.DialTimeout}).DialContext,
 		TLSHandshakeTimeout:   c.DialTimeout,
 		ResponseHeaderTimeout: m.SessionTimeout + c.DialTimeout, IdleConnTimeout: time.Minute}
+	if err := f.startLeases(m.life); err != nil {
+		return err
+	}
 	errLog := pki.HandshakeErrorLog(m.host.Logger(), "forward", func(reason string) { f.refused.WithLabelValues(reason).Inc() })
 	if err := m.listen(&c.Address, serverTLS, http.HandlerFunc(f.serve), errLog); err != nil {
+		f.stopLeases()
 		return err
 	}
 	m.Forward.Address = c.Address
@@ -172,6 +185,10 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forward: "+err.Error(), http.StatusForbidden)
 		return
 	}
+	if res, ok := strings.CutPrefix(r.URL.Path, peerMetricsPath); ok {
+		f.serveUsage(w, r, res)
+		return
+	}
 	if node, ok := strings.CutPrefix(r.URL.Path, "/tunnels/"); ok {
 		if f.m.hasTunnel(node) {
 			w.WriteHeader(http.StatusOK)
@@ -192,58 +209,46 @@ func (m *Module) hasTunnel(node string) bool {
 
 type peer struct{ identity, address string }
 
-// peers lists the other replicas with a forward address, from their Leases.
-func (f *forwarder) peers(ctx context.Context) ([]peer, error) {
-	ls, err := f.m.client.CoordinationV1().Leases(f.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "kedge.io/ownership=replica"})
-	if err != nil {
-		return nil, err
-	}
-	var out []peer
-	for _, l := range ls.Items {
-		id := ""
-		if l.Spec.HolderIdentity != nil {
-			id = *l.Spec.HolderIdentity
-		}
-		addr := l.Annotations["kedge.io/forward-address"]
-		if id == "" || id == f.cfg.Identity || addr == "" {
-			continue
-		}
-		out = append(out, peer{identity: id, address: addr})
-	}
-	return out, nil
-}
+// peers lists the other replicas with a forward address, from their Leases (informer cache).
+func (f *forwarder) peers(context.Context) ([]peer, error) { return f.peersFromCache() }
 
-// holder asks every other replica, at once, whether it holds node's tunnel; the first yes wins.
+// holder finds the replica holding node's tunnel: first the node's hub owner (cloudhub's ownership
+// Lease), then every other replica at once; the first yes wins.
 func (f *forwarder) holder(ctx context.Context, node string) (peer, bool) {
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.DialTimeout)
+	defer cancel()
+	owner, hasOwner := f.hubOwner(node)
+	if hasOwner && f.holds(ctx, owner, node) {
+		f.lookups.WithLabelValues("lease").Inc()
+		return owner, true
+	}
 	ps, err := f.peers(ctx)
 	if err != nil {
 		f.m.host.Logger().Warn("forward: listing the replicas failed", "err", err)
 		return peer{}, false
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.DialTimeout)
-	defer cancel()
 	found := make(chan peer, len(ps))
+	asked := 0
 	for _, p := range ps {
+		if hasOwner && p.identity == owner.identity {
+			continue // asked above
+		}
+		asked++
 		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+p.address+"/tunnels/"+url.PathEscape(node), nil)
-			resp, err := f.transport.RoundTrip(req)
-			if err != nil {
-				found <- peer{}
-				return
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if f.holds(ctx, p, node) {
 				found <- p
 				return
 			}
 			found <- peer{}
 		}()
 	}
-	for range ps {
+	for range asked {
 		if p := <-found; p.address != "" {
+			f.lookups.WithLabelValues("all").Inc()
 			return p, true
 		}
 	}
+	f.lookups.WithLabelValues("none").Inc()
 	return peer{}, false
 }
 

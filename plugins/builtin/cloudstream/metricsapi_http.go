@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -264,38 +263,28 @@ func (a *metricsAPI) serveNodes(w http.ResponseWriter, r *http.Request, req requ
 			nodeLabels[n.Name] = n.Labels
 		}
 	}
-	now := metav1.NewTime(time.Now())
-	item := func(name string) (nodeMetrics, bool) {
-		u, ok := a.store.nodeUsage(name)
-		if !ok {
-			return nodeMetrics{}, false
-		}
-		return nodeMetrics{TypeMeta: metav1.TypeMeta{Kind: "NodeMetrics", APIVersion: metricsGV},
-			ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: now, Labels: nodeLabels[name]},
-			Timestamp:  metav1.NewTime(u.At), Window: metav1.Duration{Duration: u.Window}, Usage: resources(u)}, true
-	}
+	items := a.allNodes(r.Context(), req.name)
 	if req.name != "" {
-		nm, ok := item(req.name)
-		if !ok {
+		if len(items) == 0 {
 			writeNotFound(w, "nodes", req.name)
 			return
 		}
-		writeJSON(w, http.StatusOK, &nm)
+		items[0].Labels = nodeLabels[req.name]
+		writeJSON(w, http.StatusOK, &items[0])
 		return
 	}
 	out := nodeMetricsList{TypeMeta: metav1.TypeMeta{Kind: "NodeMetricsList", APIVersion: metricsGV}, Items: []nodeMetrics{}}
-	for _, name := range a.store.nodeNames() {
+	for _, nm := range items {
 		if nodeLabels != nil {
-			if _, ok := nodeLabels[name]; !ok {
+			if _, ok := nodeLabels[nm.Name]; !ok {
 				continue
 			}
 		}
-		if !fs.Matches(fields.Set{"metadata.name": name}) {
+		if !fs.Matches(fields.Set{"metadata.name": nm.Name}) {
 			continue
 		}
-		if nm, ok := item(name); ok {
-			out.Items = append(out.Items, nm)
-		}
+		nm.Labels = nodeLabels[nm.Name]
+		out.Items = append(out.Items, nm)
 	}
 	writeJSON(w, http.StatusOK, &out)
 }
@@ -319,27 +308,18 @@ func (a *metricsAPI) servePods(w http.ResponseWriter, r *http.Request, req reque
 			podLabels[[2]string{p.Namespace, p.Name}] = p.Labels
 		}
 	}
-	now := metav1.NewTime(time.Now())
 	out := podMetricsList{TypeMeta: metav1.TypeMeta{Kind: "PodMetricsList", APIVersion: metricsGV}, Items: []podMetrics{}}
-	for _, p := range a.store.pods() {
-		if req.namespace != "" && p.Namespace != req.namespace || req.name != "" && p.Pod != req.name {
-			continue
-		}
-		key := [2]string{p.Namespace, p.Pod}
+	for _, pm := range a.allPods(r.Context(), req.namespace, req.name) {
+		key := [2]string{pm.Namespace, pm.Name}
 		if podLabels != nil {
 			if _, ok := podLabels[key]; !ok {
 				continue
 			}
 		}
-		if !fs.Matches(fields.Set{"metadata.name": p.Pod, "metadata.namespace": p.Namespace}) {
+		if !fs.Matches(fields.Set{"metadata.name": pm.Name, "metadata.namespace": pm.Namespace}) {
 			continue
 		}
-		pm := podMetrics{TypeMeta: metav1.TypeMeta{Kind: "PodMetrics", APIVersion: metricsGV},
-			ObjectMeta: metav1.ObjectMeta{Name: p.Pod, Namespace: p.Namespace, CreationTimestamp: now, Labels: podLabels[key]},
-			Timestamp:  metav1.NewTime(p.At), Window: metav1.Duration{Duration: p.Window}}
-		for _, c := range p.Containers {
-			pm.Containers = append(pm.Containers, containerMetrics{Name: c.Name, Usage: resources(c.usage)})
-		}
+		pm.Labels = podLabels[key]
 		out.Items = append(out.Items, pm)
 	}
 	if req.name != "" {

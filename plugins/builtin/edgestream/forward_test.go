@@ -81,6 +81,7 @@ func newReplicaPair(t *testing.T) *replicaPair {
 	p := &replicaPair{dir: dir, ca: ca}
 	p.a, p.regA = startReplica(t, dir, "replica-a", kube)
 	p.b, p.regB = startReplica(t, dir, "replica-b", kube)
+	eventually(t, "replica a knows replica b from its Lease", func() bool { return len(cloudstream.ForwardPeers(p.a)) == 1 })
 
 	p.rt = &fileRuntime{logs: map[string]string{}, running: true, execSrv: newEchoUpgradeServer(t)}
 	edge := New()

@@ -15,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/plugins/builtin/cloudhub"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
@@ -77,7 +77,7 @@ func TestFailoverTimeOfAKilledReplica(t *testing.T) {
 		r.d.waitReady()
 	}
 	startHAProxy(t, lbHub, lbCerts, rs)
-	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--ca-secret", ns+"/"+pki.DefaultCASecretName,
+	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--ca-secret", ns+"/"+kubestore.DefaultCASecretName,
 		"--kubeconfig", k8s.Kubeconfig, "--uses", strconv.Itoa(nEdges))
 	if code != 0 {
 		t.Fatalf("token create: %d %s", code, stderr)

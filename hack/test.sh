@@ -21,7 +21,8 @@ step "Debian packages the tests talk to or build with, installed when missing (o
 # libmodbus-dev + gcc: the Modbus TCP and RTU slaves the mapper tests talk to; socat: serial lines as
 # pty pairs; mosquitto + clients: the external MQTT broker and a client nobody here wrote; nodejs +
 # npm: the node-opcua server; systemd: systemd-analyze verifies the edgecore unit; busybox-static:
-# the .deb's scratch root; haproxy: the load balancer in front of three cloudcores.
+# the .deb's scratch root; haproxy: the load balancer in front of three cloudcores; chromium: the
+# headless browser the console's acceptance test drives.
 need=()
 have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 ]]; }
 [[ -f /usr/include/modbus/modbus.h ]] && have gcc || need+=(gcc libmodbus-dev)
@@ -31,6 +32,7 @@ have npm || need+=(nodejs npm)
 have systemd-analyze || need+=(systemd)
 have busybox || need+=(busybox-static)
 have haproxy || need+=(haproxy)
+have chromium || need+=(chromium)
 if ((${#need[@]})); then
 	sudo=()
 	[[ $(id -u) -ne 0 ]] && sudo=(sudo)

@@ -30,11 +30,12 @@ const Name = "console"
 
 func init() {
 	sdk.Register(sdk.Info{
-		Name:    Name,
-		Group:   "hubevents", // cloudhub tells this group when a node connects or disconnects
-		Doc:     "The fleet console: every edge node with its link state, heartbeat, version, pods and devices, live in the browser (HTTPS, Kubernetes tokens and RBAC).",
-		Enabled: false, // opt-in: needs a kube-apiserver
-		New:     func() sdk.Module { return New() },
+		Name:     Name,
+		Group:    "hubevents",          // cloudhub tells this group when a node connects or disconnects
+		Requires: []string{"cloudhub"}, // its CA and its link events
+		Doc:      "The fleet console: every edge node with its link state, heartbeat, version, pods and devices, live in the browser (HTTPS, Kubernetes tokens and RBAC).",
+		Enabled:  false, // opt-in: needs a kube-apiserver
+		New:      func() sdk.Module { return New() },
 	})
 }
 
@@ -65,7 +66,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the console with its defaults.
 func New() *Module {
 	return &Module{
-		Address:       "0.0.0.0:10006",
+		Address:       "0.0.0.0:10008",
 		PKIDir:        "/var/lib/kedge/pki",
 		SessionMaxAge: 8 * time.Hour,
 		AuthCacheTTL:  30 * time.Second,

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"os"
@@ -97,18 +99,29 @@ func consoleToken(t *testing.T, k kubernetes.Interface, name string, rules []rba
 	return tr.Status.Token
 }
 
-// browser starts headless Chromium (Debian's chromium package) driven over the DevTools protocol.
-func browser(t *testing.T) context.Context {
+// browser starts headless Chromium (Debian's chromium package) driven over the DevTools protocol. It
+// trusts the console's serving certificate by its public key (the certificate the console serves,
+// verified here against the cluster CA in pkiDir): no certificate error is ignored.
+func browser(t *testing.T, consoleURL, pkiDir string) context.Context {
 	t.Helper()
+	u, err := url.Parse(consoleURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", u.Host, consoleClient(t, pkiDir).Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatalf("the console's certificate is not from the cluster CA: %v", err)
+	}
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	conn.Close()
+	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	exe := "/usr/bin/chromium"
 	if _, err := os.Stat(exe); err != nil {
 		t.Fatalf("headless Chromium is needed (Debian package chromium; hack/test.sh installs it): %v", err)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
 		chromedp.WindowSize(1280, 800),
-		// The console's certificate is from the cluster CA, which this browser profile does not
-		// trust; the test checks the certificate chain itself with the CA (consoleClient).
-		chromedp.Flag("ignore-certificate-errors", true))
+		chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelB(); cancelA() })
@@ -116,6 +129,17 @@ func browser(t *testing.T) context.Context {
 		t.Fatalf("start chromium: %v", err)
 	}
 	return ctx
+}
+
+// pageState is the page's address and text, for a failure message.
+func pageState(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 2000)`))
+	if err != nil {
+		return "page state unavailable: " + err.Error()
+	}
+	return "page: " + s
 }
 
 // consoleClient is an HTTPS client that trusts only the cluster CA and follows no redirects.
@@ -146,7 +170,7 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 	waitFor(t, "node Ready", 60*time.Second, c.nodeReady)
 	admin := consoleToken(t, c.k8s.Client, "console-admin", []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"*"}}})
 	out := t.ArtifactDir() // kept with go test -artifacts (under -outputdir)
-	ctx := browser(t)
+	ctx := browser(t, consoleURL, c.pkiDir)
 	bctx, cancel := context.WithTimeout(ctx, slow.Scale(2*time.Minute))
 	defer cancel()
 	connected := `tr[data-node="e2e-edge"] td[data-link="connected"]`
@@ -158,7 +182,7 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 		chromedp.WaitVisible(chromedp.CSS(connected)),
 		chromedp.WaitVisible(chromedp.CSS(`#count-devices`)), // an admin sees devices
 	); err != nil {
-		t.Fatalf("fleet view with the node connected: %v", err)
+		t.Fatalf("fleet view with the node connected: %v\n%s", err, pageState(ctx))
 	}
 	if _, err := chromedp.Run(bctx, chromedp.Evaluate[string](`window.kedgeNoReload = "still here"`)); err != nil {
 		t.Fatal(err)
@@ -177,7 +201,7 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 	defer ocancel()
 	c.edge.stop(syscall.SIGTERM, slow.Scale(30*time.Second))
 	if err := chromedp.Do(octx, chromedp.WaitVisible(chromedp.CSS(`tr[data-node="e2e-edge"] td[data-link="offline"]`))); err != nil {
-		t.Fatalf("the node did not turn offline in the open page within two heartbeats (%s): %v", limit, err)
+		t.Fatalf("the node did not turn offline in the open page within two heartbeats (%s): %v\n%s", limit, err, pageState(ctx))
 	}
 	took := time.Since(cut)
 	kept, err := chromedp.Run(bctx, chromedp.Evaluate[string](`window.kedgeNoReload || "reloaded"`))
@@ -250,7 +274,7 @@ func TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms(t *testing.T) {
 			if res.StatusCode != tc.code || !strings.Contains(body, tc.want) {
 				t.Fatalf("GET %s: %d %q, want %d containing %q", tc.path, res.StatusCode, body, tc.code, tc.want)
 			}
-			if tc.code == http.StatusSeeOther && res.Header.Get("Location") != "login" {
+			if tc.code == http.StatusSeeOther && res.Header.Get("Location") != "/login" {
 				t.Fatalf("redirect to %q, want the login page", res.Header.Get("Location"))
 			}
 			if tc.code == http.StatusOK && strings.Contains(body, `id="count-devices"`) {

@@ -283,10 +283,13 @@ func TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms(t *testing.T) {
 		})
 	}
 	// Forms without their CSRF token change nothing: no login, no logout.
-	post := func(path, cookie string, form url.Values) *http.Response {
+	post := func(path, cookie string, form url.Values, origin string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(consoleURL, "/")+path, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
 		if cookie != "" {
 			req.AddCookie(&http.Cookie{Name: "__Host-kedge-console", Value: cookie})
 		}
@@ -297,11 +300,22 @@ func TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms(t *testing.T) {
 		res.Body.Close()
 		return res
 	}
-	if res := post("/login", "", url.Values{"token": {noDevices}}); res.StatusCode != http.StatusForbidden || len(res.Cookies()) != 1 || res.Cookies()[0].Name != "__Host-kedge-console-login" {
+	if res := post("/login", "", url.Values{"token": {noDevices}}, ""); res.StatusCode != http.StatusForbidden || len(res.Cookies()) != 1 || res.Cookies()[0].Name != "__Host-kedge-console-login" {
 		t.Fatalf("login without CSRF token: %d cookies %v, want 403 and no session cookie", res.StatusCode, res.Cookies())
 	}
-	if res := post("/logout", noDevices, url.Values{"csrf": {"0123"}}); res.StatusCode != http.StatusForbidden {
+	if res := post("/logout", noDevices, url.Values{"csrf": {"0123"}}, ""); res.StatusCode != http.StatusForbidden {
 		t.Fatalf("logout with a wrong CSRF token: %d, want 403", res.StatusCode)
+	}
+	// The page's own CSRF token, posted from another site, is refused too (Origin).
+	_, page := get("/", noDevices)
+	i := strings.Index(page, `name="csrf" value="`)
+	if i < 0 {
+		t.Fatalf("the fleet page has no CSRF field: %s", page)
+	}
+	csrf := page[i+len(`name="csrf" value="`):]
+	csrf = csrf[:strings.IndexByte(csrf, '"')]
+	if res := post("/logout", noDevices, url.Values{"csrf": {csrf}}, "https://evil.example"); res.StatusCode != http.StatusForbidden || len(res.Cookies()) != 0 {
+		t.Fatalf("cross-site logout: %d cookies %v, want 403 and no cookie change", res.StatusCode, res.Cookies())
 	}
 	if res, _ := get("/", noDevices); res.StatusCode != http.StatusOK {
 		t.Fatalf("the session ended after a refused logout: %d", res.StatusCode)

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -57,6 +59,28 @@ func TestCSRFTokenIsBoundToTheSessionAndTheProcessKey(t *testing.T) {
 	} {
 		if got := validCSRF(tc.key, tc.session, tc.got); got != tc.want {
 			t.Errorf("%s: valid=%v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSameOriginRefusesOnlyAnotherNamedOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		origin string
+		want   bool
+	}{
+		{"", true},
+		{"null", true}, // opaque: the CSRF token decides
+		{"https://console.example:10008", true},
+		{"https://evil.example", false},
+		{"https://console.example:443", false},
+		{"http://console.example:10008", true}, // same host and port; TLS is the only scheme served
+	} {
+		r := httptest.NewRequest(http.MethodPost, "https://console.example:10008/logout", nil)
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		if got := sameOrigin(r); got != tc.want {
+			t.Errorf("Origin %q: same=%v, want %v", tc.origin, got, tc.want)
 		}
 	}
 }

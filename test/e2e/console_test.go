@@ -187,7 +187,7 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 	if _, err := chromedp.Run(bctx, chromedp.Evaluate[string](`window.kedgeNoReload = "still here"`)); err != nil {
 		t.Fatal(err)
 	}
-	first, err := chromedp.Run(bctx, chromedp.FullScreenshot(90))
+	first, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := chromedp.Run(bctx, chromedp.FullScreenshot(90))
+	second, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}

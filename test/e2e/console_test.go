@@ -187,6 +187,12 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 	if _, err := chromedp.Run(bctx, chromedp.Evaluate[string](`window.kedgeNoReload = "still here"`)); err != nil {
 		t.Fatal(err)
 	}
+	// Page weight: the document and every resource it loaded, as the browser decoded them.
+	weight, err := chromedp.Run(bctx, chromedp.Evaluate[float64](`performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource")).reduce((s, e) => s + e.decodedBodySize, 0)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("console page weight with one node: %.1f KB (document, CSS, JS; decoded)", weight/1024)
 	first, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,9 @@ var (
 	accessDevices = access{"devices.kubeedge.io", "devices"}
 )
 
+// maxCachedTokens bounds the answers kept (a few hundred bytes each).
+const maxCachedTokens = 10000
+
 type cached struct {
 	u   *user
 	err error
@@ -91,7 +94,9 @@ func (a *authenticator) user(ctx context.Context, token string) (*user, error) {
 	u, err := a.review(ctx, token)
 	if _, unauth := err.(errUnauthenticated); err == nil || unauth { // API errors are not cached
 		a.mu.Lock()
-		a.cache[k] = cached{u: u, err: err, at: now}
+		if len(a.cache) < maxCachedTokens { // a flood of forged tokens cannot grow it without bound
+			a.cache[k] = cached{u: u, err: err, at: now}
+		}
 		a.mu.Unlock()
 	}
 	return u, err

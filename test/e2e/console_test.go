@@ -259,6 +259,10 @@ func TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms(t *testing.T) {
 		}
 		return res, b.String()
 	}
+	waitFor(t, "the console lists the joined node", 60*time.Second, func() (bool, string) {
+		res, body := get("/", noDevices)
+		return res.StatusCode == http.StatusOK && strings.Contains(body, `data-node="e2e-edge"`), res.Status
+	})
 	for _, tc := range []struct {
 		name, path, cookie string
 		code               int
@@ -274,6 +278,8 @@ func TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms(t *testing.T) {
 		{"malformed selector on the stream", "/events?label=!!", noDevices, http.StatusBadRequest, "label"},
 		{"no nodes RBAC sees no fleet", "/", nothing, http.StatusForbidden, "may not list nodes"},
 		{"no devices RBAC sees no devices", "/", noDevices, http.StatusOK, `id="no-devices"`},
+		{"label filter keeps a matching node", "/?label=kubernetes.io%2Fhostname%3De2e-edge", noDevices, http.StatusOK, `data-node="e2e-edge"`},
+		{"label filter drops the others", "/?label=site%3Dnowhere", noDevices, http.StatusOK, "No edge node matches"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, body := get(tc.path, tc.cookie)

@@ -16,5 +16,13 @@
     es.close();
     window.location.assign("login");
   });
-  es.onerror = function () { live.textContent = "reconnecting…"; live.className = "down"; };
+  es.onerror = function () {
+    if (es.readyState === EventSource.CLOSED) {
+      // refused (the session is no longer valid): the browser does not retry; log in again
+      window.location.assign("login");
+      return;
+    }
+    live.textContent = "reconnecting…"; // the browser retries by itself
+    live.className = "down";
+  };
 })();

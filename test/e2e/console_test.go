@@ -318,6 +318,37 @@ func TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms(t *testing.T) {
 	if res := post("/logout", noDevices, url.Values{"csrf": {"0123"}}, ""); res.StatusCode != http.StatusForbidden {
 		t.Fatalf("logout with a wrong CSRF token: %d, want 403", res.StatusCode)
 	}
+	// An invalid token on the real login form (its CSRF token and cookie) is refused: 401, no session.
+	lres, lpage := get("/login", "")
+	var pre *http.Cookie
+	for _, ck := range lres.Cookies() {
+		if ck.Name == "__Host-kedge-console-login" {
+			pre = ck
+		}
+	}
+	li := strings.Index(lpage, `name="csrf" value="`)
+	if pre == nil || li < 0 {
+		t.Fatalf("login page without its CSRF cookie or field: %v %s", lres.Cookies(), lpage)
+	}
+	lcsrf := lpage[li+len(`name="csrf" value="`):]
+	lcsrf = lcsrf[:strings.IndexByte(lcsrf, '"')]
+	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(consoleURL, "/")+"/login",
+		strings.NewReader(url.Values{"csrf": {lcsrf}, "token": {"not-a-token"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(pre)
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	for _, ck := range res.Cookies() {
+		if ck.Name == "__Host-kedge-console" && ck.Value != "" {
+			t.Fatalf("an invalid token got a session cookie")
+		}
+	}
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("login with an invalid token: %d, want 401", res.StatusCode)
+	}
 	// The page's own CSRF token, posted from another site, is refused too (Origin).
 	_, page := get("/", noDevices)
 	i := strings.Index(page, `name="csrf" value="`)

@@ -3,7 +3,7 @@
 
 CLASSES := minimal gateway full
 EDGE_MODULES := edgehub metamanager nodestatus noruntime edged edgestream eventbus servicebus devicetwin dmi pluginmanager modbus opcua virtual thermo
-CLOUD_MODULES := cloudhub cloudbus cloudstream edgecontroller devicecontroller rolloutcontroller
+CLOUD_MODULES := cloudhub cloudbus cloudstream edgecontroller devicecontroller rolloutcontroller console
 PROCESS_MODULES := edgecontroller devicecontroller metamanager nodestatus noruntime edged eventbus servicebus devicetwin dmi modbus opcua virtual thermo
 HOST_RUNTIMES := process wasm
 CLASS_TAGS_minimal := kedge_custom kedge_edgehub kedge_metamanager kedge_nometaserver

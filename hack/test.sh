@@ -22,7 +22,8 @@ step "Debian packages the tests talk to or build with, installed when missing (o
 # pty pairs; mosquitto + clients: the external MQTT broker and a client nobody here wrote; nodejs +
 # npm: the node-opcua server; systemd: systemd-analyze verifies the edgecore unit; busybox-static:
 # the .deb's scratch root; haproxy: the load balancer in front of three cloudcores; qemu-user-static
-# and the arm64/armhf cross compilers: the arm64 edgecore under qemu, cgo SQLite for make release.
+# and the arm64/armhf cross compilers: the arm64 edgecore under qemu, cgo SQLite for make release; chromium:
+# the headless browser the console's acceptance test drives.
 need=()
 have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 ]]; }
 [[ -f /usr/include/modbus/modbus.h ]] && have gcc || need+=(gcc libmodbus-dev)
@@ -35,6 +36,7 @@ have haproxy || need+=(haproxy)
 have qemu-aarch64-static || need+=(qemu-user-static)
 have aarch64-linux-gnu-gcc || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 have arm-linux-gnueabihf-gcc || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+have chromium || need+=(chromium)
 if ((${#need[@]})); then
 	sudo=()
 	[[ $(id -u) -ne 0 ]] && sudo=(sudo)

@@ -1,0 +1,277 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// EdgeLabel marks edge nodes (edgecontroller puts it on every node that joins).
+const EdgeLabel = "node-role.kubernetes.io/edge"
+
+var deviceGVR = schema.GroupVersionResource{Group: "devices.kubeedge.io", Version: "v1beta1", Resource: "devices"}
+
+// link is what this replica's cloudhub said last about a node.
+type link struct {
+	up bool
+	at time.Time
+}
+
+// fleet keeps the edge nodes, their pods and devices (informers) and their link state (cloudhub's
+// events), and tells open pages when any of it changed.
+type fleet struct {
+	client   kubernetes.Interface
+	dyn      dynamic.Interface
+	log      *slog.Logger
+	interval time.Duration
+
+	nodes, pods, devices cache.Indexer // devices nil when the Device CRD is not served
+	synced               []cache.InformerSynced
+
+	mu      sync.Mutex
+	links   map[string]link
+	version uint64
+	notify  chan struct{} // closed and replaced on every published change
+	kick    chan struct{}
+}
+
+func newFleet(c kubernetes.Interface, d dynamic.Interface, log *slog.Logger, interval time.Duration) *fleet {
+	return &fleet{client: c, dyn: d, log: log, interval: interval, links: map[string]link{},
+		notify: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup) error {
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { f.changed() },
+		UpdateFunc: func(any, any) { f.changed() },
+		DeleteFunc: func(any) { f.changed() },
+	}
+	nf := informers.NewSharedInformerFactoryWithOptions(f.client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = EdgeLabel }))
+	ni := nf.Core().V1().Nodes().Informer()
+	if _, err := ni.AddEventHandler(h); err != nil {
+		return err
+	}
+	pf := informers.NewSharedInformerFactory(f.client, 0)
+	pi := pf.Core().V1().Pods().Informer()
+	if err := pi.AddIndexers(cache.Indexers{"node": func(o any) ([]string, error) {
+		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+			return []string{p.Spec.NodeName}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return err
+	}
+	if _, err := pi.AddEventHandler(h); err != nil {
+		return err
+	}
+	f.nodes, f.pods = ni.GetIndexer(), pi.GetIndexer()
+	f.synced = []cache.InformerSynced{ni.HasSynced, pi.HasSynced}
+	nf.Start(ctx.Done())
+	pf.Start(ctx.Done())
+	if _, err := f.client.Discovery().ServerResourcesForGroupVersion(deviceGVR.GroupVersion().String()); err == nil && f.dyn != nil {
+		df := dynamicinformer.NewDynamicSharedInformerFactory(f.dyn, 0)
+		di := df.ForResource(deviceGVR).Informer()
+		if err := di.AddIndexers(cache.Indexers{"node": func(o any) ([]string, error) {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				if n, _, _ := unstructured.NestedString(u.Object, "spec", "nodeName"); n != "" {
+					return []string{n}, nil
+				}
+			}
+			return nil, nil
+		}}); err != nil {
+			return err
+		}
+		if _, err := di.AddEventHandler(h); err != nil {
+			return err
+		}
+		f.devices = di.GetIndexer()
+		f.synced = append(f.synced, di.HasSynced)
+		df.Start(ctx.Done())
+	} else {
+		f.log.Info("Device CRD not served: the console shows no devices", "groupVersion", deviceGVR.GroupVersion().String(), "err", err)
+	}
+	wg.Go(func() { f.publish(ctx) })
+	return nil
+}
+
+// changed asks for a push; changes within one interval go out together.
+func (f *fleet) changed() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (f *fleet) publish(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.kick:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(f.interval):
+		}
+		f.mu.Lock()
+		f.version++
+		close(f.notify)
+		f.notify = make(chan struct{})
+		f.mu.Unlock()
+	}
+}
+
+// watch returns a channel closed at the next published change.
+func (f *fleet) watch() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.notify
+}
+
+func (f *fleet) setLink(node string, up bool, at time.Time) {
+	f.mu.Lock()
+	f.links[node] = link{up: up, at: at}
+	f.mu.Unlock()
+	f.changed()
+}
+
+func (f *fleet) hasSynced() bool {
+	for _, s := range f.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+// Row is one edge node in the fleet view.
+type Row struct {
+	Name       string
+	Connected  bool
+	LinkSource string // "cloudhub" (this replica saw it) or "Ready condition"
+	LinkSince  string
+	Heartbeat  string
+	Version    string
+	Labels     string
+	PodsRun    int
+	PodsFail   int
+	DevOnline  int
+	DevOffline int
+}
+
+// Fleet is the fleet view's data for one user and filter.
+type Fleet struct {
+	Rows                      []Row
+	Nodes, Connected, Offline int
+	PodsRun, PodsFail         int
+	DevOnline, DevOffline     int
+	ShowPods, ShowDevices     bool
+	DevicesServed             bool
+	Synced                    bool
+}
+
+// view builds the fleet for a user allowed to see pods/devices, nodes matching sel.
+func (f *fleet) view(sel labels.Selector, showPods, showDevices bool) Fleet {
+	out := Fleet{ShowPods: showPods, ShowDevices: showDevices && f.devices != nil, DevicesServed: f.devices != nil, Synced: f.hasSynced()}
+	f.mu.Lock()
+	links := make(map[string]link, len(f.links))
+	for k, v := range f.links {
+		links[k] = v
+	}
+	f.mu.Unlock()
+	for _, o := range f.nodes.List() {
+		n, ok := o.(*corev1.Node)
+		if !ok || !sel.Matches(labels.Set(n.Labels)) {
+			continue
+		}
+		r := Row{Name: n.Name, Version: n.Status.NodeInfo.KubeletVersion, Labels: labelString(n.Labels)}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				if !c.LastHeartbeatTime.IsZero() {
+					r.Heartbeat = c.LastHeartbeatTime.UTC().Format(time.RFC3339)
+				}
+				r.Connected, r.LinkSource = c.Status == corev1.ConditionTrue, "Ready condition"
+				if !c.LastTransitionTime.IsZero() {
+					r.LinkSince = c.LastTransitionTime.UTC().Format(time.RFC3339)
+				}
+			}
+		}
+		if l, ok := links[n.Name]; ok {
+			r.Connected, r.LinkSource, r.LinkSince = l.up, "cloudhub", l.at.UTC().Format(time.RFC3339)
+		}
+		if showPods {
+			ps, _ := f.pods.ByIndex("node", n.Name)
+			for _, o := range ps {
+				switch o.(*corev1.Pod).Status.Phase {
+				case corev1.PodRunning:
+					r.PodsRun++
+				case corev1.PodFailed:
+					r.PodsFail++
+				}
+			}
+		}
+		if out.ShowDevices {
+			ds, _ := f.devices.ByIndex("node", n.Name)
+			for _, o := range ds {
+				u, _ := o.(*unstructured.Unstructured)
+				if u == nil {
+					continue
+				}
+				if st, _, _ := unstructured.NestedString(u.Object, "status", "state"); st == "online" || st == "OK" {
+					r.DevOnline++
+				} else {
+					r.DevOffline++
+				}
+			}
+		}
+		out.Rows = append(out.Rows, r)
+		out.Nodes++
+		if r.Connected {
+			out.Connected++
+		} else {
+			out.Offline++
+		}
+		out.PodsRun += r.PodsRun
+		out.PodsFail += r.PodsFail
+		out.DevOnline += r.DevOnline
+		out.DevOffline += r.DevOffline
+	}
+	sort.Slice(out.Rows, func(i, j int) bool { return out.Rows[i].Name < out.Rows[j].Name })
+	return out
+}
+
+func labelString(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	s := ""
+	for i, k := range keys {
+		if i > 0 {
+			s += ", "
+		}
+		if l[k] == "" {
+			s += k
+		} else {
+			s += fmt.Sprintf("%s=%s", k, l[k])
+		}
+	}
+	return s
+}

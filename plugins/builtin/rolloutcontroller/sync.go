@@ -168,6 +168,16 @@ func (m *Module) send(ctx context.Context, node string, ro *v1alpha1.PluginRollo
 	if _, gone := m.gone[ro.UID]; gone {
 		return // deleted meanwhile: its nodes were told to drop it
 	}
+	if reason != "reconnect" {
+		// A turn decided here and the same turn seen by deliver (the informer's copy of the status
+		// just written) must not both reach the node: a generation goes to a node once from here.
+		m.ha.mu.Lock()
+		done := m.ha.sent[sentKey{ro.UID, node}] >= sentGeneration(ro)
+		m.ha.mu.Unlock()
+		if done {
+			return
+		}
+	}
 	if err := m.host.Send(ctx, m.HubModule, msg); err != nil {
 		m.host.Logger().Warn("rollout for the edge not queued; it is sent again when the node connects", "node", node, "resource", res, "err", err)
 		return

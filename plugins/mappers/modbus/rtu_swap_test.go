@@ -108,8 +108,11 @@ func TestRTUMapperSwappedBuiltinToProcessAndBackLosesAndDuplicatesNoReading(t *t
 	if n := mapperReads(t, h.Metrics); n != builtinReads {
 		t.Fatalf("the builtin instance still reads after the swap (%v → %v reads)", builtinReads, n)
 	}
-	if n := mapperReads(t, p.Metrics); n <= processReads {
-		t.Fatalf("the process instance does not read (%v → %v reads)", processReads, n)
+	// A process plugin's metrics come over Gather at each scrape (2 s bound): wait, do not sample once.
+	for deadline := time.Now().Add(2 * time.Minute); mapperReads(t, p.Metrics) <= processReads; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the process instance does not read (%v → %v reads)", processReads, mapperReads(t, p.Metrics))
+		}
 	}
 
 	// And back: a builtin instance (on a host of its own, as after an edgecore upgrade) takes over
@@ -120,14 +123,25 @@ func TestRTUMapperSwappedBuiltinToProcessAndBackLosesAndDuplicatesNoReading(t *t
 		t.Fatalf("the new builtin instance is not healthy after its start: %v", err)
 	}
 	atLeast(afterProcess+30, "the builtin instance again")
-	processReads = mapperReads(t, p.Metrics)
 	builtinReads = mapperReads(t, b.Metrics)
-	atLeast(afterProcess+60, "the builtin instance again")
-	if n := mapperReads(t, p.Metrics); n != processReads {
-		t.Fatalf("the process instance still reads after the swap back (%v → %v reads)", processReads, n)
+	// The process instance's count must settle (two scrapes a second apart agree) while the readings
+	// go on: it stopped reading. (A scrape of a plugin can miss its metrics under load, so one
+	// sample is no proof either way.)
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		before := mapperReads(t, p.Metrics)
+		atLeast(len(got)+10, "the builtin instance again")
+		if after := mapperReads(t, p.Metrics); after == before && after > 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the process instance still reads after the swap back (%v → %v reads)", before, after)
+		}
 	}
-	if n := mapperReads(t, b.Metrics); n <= builtinReads {
-		t.Fatalf("the new builtin instance does not read (%v → %v reads)", builtinReads, n)
+	atLeast(afterProcess+60, "the builtin instance again")
+	// A process plugin's metrics come over Gather at each scrape (2 s bound): wait, do not sample once.
+	for deadline := time.Now().Add(2 * time.Minute); mapperReads(t, b.Metrics) <= builtinReads; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new builtin instance does not read (%v → %v reads)", builtinReads, mapperReads(t, b.Metrics))
+		}
 	}
 
 	for i := 1; i < len(got); i++ {

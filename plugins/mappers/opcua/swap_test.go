@@ -135,8 +135,11 @@ func TestOPCUAMapperSwappedBuiltinToProcessAndBackLosesNoPolledReading(t *testin
 	if n := reads(t, h.Metrics); n != builtinReads {
 		t.Fatalf("the builtin instance still reads after the swap (%v → %v)", builtinReads, n)
 	}
-	if n := reads(t, p.Metrics); n <= processReads {
-		t.Fatalf("the process instance does not read (%v → %v)", processReads, n)
+	// A process plugin's metrics come over Gather at each scrape (2 s bound): wait, do not sample once.
+	for deadline := time.Now().Add(2 * time.Minute); reads(t, p.Metrics) <= processReads; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the process instance does not read (%v → %v)", processReads, reads(t, p.Metrics))
+		}
 	}
 
 	c2 := len(counts)

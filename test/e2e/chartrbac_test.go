@@ -138,6 +138,7 @@ func TestChartRBACIsEnoughForEveryModuleAndNoMore(t *testing.T) {
 	loop := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	c.cloud = start(t, "cloudcore", []string{
 		"KUBECONFIG=" + saKubeconfig,
+		"POD_NAMESPACE=" + ns, // as the chart's Deployment sets it: the leader-election Leases live there
 		"KEDGE_MODULES__CLOUDHUB__ADDRESS=" + loop(c.hubPort), "KEDGE_MODULES__CLOUDHUB__CERTSERVERADDRESS=" + loop(c.certPort),
 		"KEDGE_MODULES__CLOUDHUB__PKIDIR=" + c.pkiDir, "KEDGE_MODULES__CLOUDHUB__HEARTBEAT=1s",
 		"KEDGE_MODULES__CLOUDSTREAM__PKIDIR=" + c.pkiDir, "KEDGE_MODULES__CLOUDSTREAM__CLIENTCAFILE=" + kc.CAFile,

@@ -35,6 +35,9 @@ func TestUpstreamAndKedgeEdgecoreRunPodsSideBySideOnOneKedgeCloudcore(t *testing
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
+	if err := env.InstallCRDs(); err != nil { // devicecontroller serves the upstream edge's devicetwin
+		t.Fatal(err)
+	}
 	kcfg, err := clientcmd.BuildConfigFromFlags("", env.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +54,8 @@ func TestUpstreamAndKedgeEdgecoreRunPodsSideBySideOnOneKedgeCloudcore(t *testing
 		"KEDGE_MODULES__EDGECONTROLLER__ENABLE=true",
 		"KEDGE_MODULES__EDGECONTROLLER__KUBECONFIG=" + env.Kubeconfig,
 		"KEDGE_MODULES__EDGECONTROLLER__INVENTORYWAIT=2s",
+		"KEDGE_MODULES__DEVICECONTROLLER__ENABLE=true", // upstream devicetwin asks for its membership
+		"KEDGE_MODULES__DEVICECONTROLLER__KUBECONFIG=" + env.Kubeconfig,
 	})
 	cloud.waitReady()
 	t.Cleanup(func() {

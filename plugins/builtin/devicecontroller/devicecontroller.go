@@ -67,10 +67,11 @@ type Module struct {
 
 	sendMu  sync.Mutex // orders model reference counting and membership with the sends they cause
 	mu      sync.Mutex
-	state   map[string]*nodeState      // edge node -> what it was sent and how it is connected
-	owners  map[string]map[string]int  // model "ns/name" -> node -> devices there using it
-	unsent  map[string]map[string]bool // model "ns/name" -> nodes that need it but never got it (it did not exist yet)
-	records map[string]devRecord       // device "ns/name" -> what was last decided for it
+	state   map[string]*nodeState        // edge node -> what it was sent and how it is connected
+	owners  map[string]map[string]int    // model "ns/name" -> node -> devices there using it
+	unsent  map[string]map[string]bool   // model "ns/name" -> nodes that need it but never got it (it did not exist yet)
+	modelRV map[string]map[string]uint64 // model "ns/name" -> node -> the version the node was sent (or holds)
+	records map[string]devRecord         // device "ns/name" -> what was last decided for it
 
 	mirrorMu sync.Mutex
 	mirrored map[string]string // device "ns/name" -> "<uid>/<sha256>" of the DeviceStatus last written
@@ -123,6 +124,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.state = map[string]*nodeState{}
 	m.owners = map[string]map[string]int{}
 	m.unsent = map[string]map[string]bool{}
+	m.modelRV = map[string]map[string]uint64{}
 	m.records = map[string]devRecord{}
 	m.mirrored = map[string]string{}
 	m.events = map[string]*eventRecord{}

@@ -215,6 +215,7 @@ func (m *Module) acquire(ctx context.Context, node, model string) {
 	}
 	if dm := m.model(model); dm != nil {
 		m.emit(ctx, node, message.OpInsert, TypeDeviceModel, dm.Namespace, dm.Name, dm)
+		m.noteModel(model, node, rvOf(dm))
 	} else {
 		m.mu.Lock()
 		if m.unsent[model] == nil {
@@ -239,10 +240,12 @@ func (m *Module) release(ctx context.Context, node, model string) {
 		if n[node] == 0 {
 			delete(n, node)
 			delete(m.unsent[model], node)
+			delete(m.modelRV[model], node)
 			last = true
 		}
 		if len(n) == 0 {
 			delete(m.owners, model)
+			delete(m.modelRV, model)
 		}
 	}
 	m.mu.Unlock()
@@ -282,10 +285,31 @@ func (m *Module) syncModel(ctx context.Context, it item) error {
 			nodeOp = message.OpInsert
 			delete(m.unsent[key], n)
 		}
+		// The model's add event can come after a device's sync already sent this version to the node.
+		current := dm != nil && m.modelRV[key][n] == rvOf(dm) && rvOf(dm) != 0
 		m.mu.Unlock()
+		if current {
+			continue
+		}
 		m.emit(ctx, n, nodeOp, TypeDeviceModel, it.Namespace, it.Name, obj)
+		if dm != nil {
+			m.noteModel(key, n, rvOf(dm))
+		}
 	}
 	return nil
+}
+
+// noteModel records the version of model that node was sent (or reported holding).
+func (m *Module) noteModel(model, node string, rv uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.owners[model][node] == 0 {
+		return // no device there uses it any more
+	}
+	if m.modelRV[model] == nil {
+		m.modelRV[model] = map[string]uint64{}
+	}
+	m.modelRV[model][node] = rv
 }
 
 // members lists the devices bound to node, sorted, from the informer's index.
@@ -454,11 +478,17 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 			if w.typ != typ {
 				continue
 			}
+			r, _ := message.ParseEdge(res)
 			if held, ok := have[res]; ok && held >= w.rv {
+				if typ == TypeDeviceModel {
+					m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
+				}
 				continue
 			}
-			r, _ := message.ParseEdge(res)
 			m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, w.obj)
+			if typ == TypeDeviceModel {
+				m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
+			}
 			sent++
 		}
 	}

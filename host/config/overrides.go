@@ -27,12 +27,17 @@ type override struct {
 	value  string
 	used   bool
 	hint   string // why the last Decode that looked at it could not place it
+	// rootKeys lists the top-level keys when the last Decode could not place it at the top level.
+	rootKeys []string
 }
 
 // EnvOverrides turns environment entries ("NAME=value", as from os.Environ) that start with
 // prefix into overrides: KEDGE_NODE__NAME=edge1 sets node.name; "__" separates path segments
 // because a single "_" is common inside names. A prefix without its trailing "_" gets one.
-// Every variable with the prefix is taken as a setting, so a typo is reported, not ignored.
+// A variable is taken as a setting, and a typo in it reported, when it separates levels with "__"
+// or its first word (up to the first "_") names a top-level key: KEDGE_NODE_NAME is an error that
+// says to write KEDGE_NODE__NAME. A variable with neither (KEDGE_TEST_TIMEOUT_SCALE) belongs to
+// some other program sharing the prefix and is left alone.
 func EnvOverrides(prefix string, environ []string) Overrides {
 	if !strings.HasSuffix(prefix, "_") {
 		prefix += "_"
@@ -86,7 +91,7 @@ func (o Overrides) Merge(later Overrides) Overrides {
 func (o Overrides) Unused() []*Error {
 	var errs []*Error
 	for _, x := range o.list {
-		if x.used {
+		if x.used || x.foreign() {
 			continue
 		}
 		var hints []string
@@ -103,6 +108,21 @@ func (o Overrides) Unused() []*Error {
 		errs = append(errs, &Error{Source: x.source, Problem: problem})
 	}
 	return errs
+}
+
+// foreign reports whether x is an environment variable that only shares the prefix: one level
+// (no "__") that no Decode placed, whose first word is no top-level key.
+func (x *override) foreign() bool {
+	if !strings.HasPrefix(x.source, "environment ") || len(x.path) != 1 || x.rootKeys == nil {
+		return false
+	}
+	first, _, _ := strings.Cut(x.path[0], "_")
+	for _, k := range x.rootKeys {
+		if strings.EqualFold(k, first) {
+			return false
+		}
+	}
+	return true
 }
 
 // under reports whether path lies at or below the segments at (case-insensitively) and
@@ -150,6 +170,11 @@ func (d *decoder) set(path string, v reflect.Value, rel []string, x *override) (
 		x.hint = "known keys"
 		if path != "" {
 			x.hint += " under " + path
+		} else {
+			x.rootKeys = x.rootKeys[:0]
+			for _, f := range fs {
+				x.rootKeys = append(x.rootKeys, f.name)
+			}
 		}
 		x.hint += ": " + names(fs)
 		return false, nil

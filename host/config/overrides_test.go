@@ -182,6 +182,32 @@ func TestUnusedReportsUnknownOverrideKeys(t *testing.T) {
 	}
 }
 
+func TestEnvVariablesOfOtherProgramsSharingThePrefixAreLeftAlone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"test harness variables", []string{"KEDGE_TEST_TIMEOUT_SCALE=3", "KEDGE_KUBEEDGE_DIR=/opt/ke"}, nil},
+		{"a first word that is a top-level key is still a typo",
+			[]string{"KEDGE_TEST_TIMEOUT_SCALE=3", "KEDGE_LOG_LEVEL=debug"},
+			[]string{"environment KEDGE_LOG_LEVEL: unknown key log_level (known keys: region, node, log, limits, timeout, tags, ports, endpoints, peers, tls, modules; separate levels with a double underscore, e.g. KEDGE_NODE__NAME)"}},
+		{"two levels are always a setting", []string{"KEDGE_TEST__SCALE=3"},
+			[]string{"environment KEDGE_TEST__SCALE: unknown key test.scale (known keys: region, node, log, limits, timeout, tags, ports, endpoints, peers, tls, modules)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ov := EnvOverrides("KEDGE_", tc.env)
+			cfg := defaults()
+			if err := Decode("edgecore.yaml", nil, "", &ov, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if u := unusedMessages(ov); !reflect.DeepEqual(u, tc.want) {
+				t.Errorf("got  %q\nwant %q", u, tc.want)
+			}
+		})
+	}
+}
+
 func TestUnusedHintsDoubleUnderscoreWhenNoDecodeLookedAtTheKey(t *testing.T) {
 	ov := EnvOverrides("KEDGE_", []string{"KEDGE_NODE_NAME=e"})
 	want := "environment KEDGE_NODE_NAME: unknown key node_name (separate levels with a double underscore, e.g. KEDGE_NODE__NAME)"

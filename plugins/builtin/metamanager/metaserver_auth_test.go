@@ -330,7 +330,7 @@ func TestMetaServerAdminTokenFileIsTightenedOrRefused(t *testing.T) {
 
 func TestMetaServerWatchShowsAPodOnlyItsObjects(t *testing.T) {
 	e := authEdge(t)
-	resp := e.get(t, "/api/v1/namespaces/default/secrets?watch=1", "token-of-web")
+	resp := e.get(t, "/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=300", "token-of-web")
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("watch: %d", resp.StatusCode)

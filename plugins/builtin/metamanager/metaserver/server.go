@@ -532,6 +532,17 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns 
 	}
 	s.watchers.Inc()
 	defer s.watchers.Dec()
+	// The starting point and the snapshot are taken before the client sees the response: a change
+	// made after the client got its 200 is always an event on this watch, never folded into ADDED.
+	cur := s.current()
+	var items []json.RawMessage
+	if (initial || from == 0) && from <= cur {
+		var err error
+		if items, err = s.snapshot(r.Context(), res, ns, sel, strconv.FormatUint(cur, 10), g); err != nil {
+			writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache, private")
 	w.WriteHeader(http.StatusOK)
@@ -555,23 +566,14 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, res resource, ns 
 		send("ERROR", b)
 	}
 
-	cur := s.current()
 	if initial || from == 0 {
 		if from > cur {
 			expired(fmt.Sprintf("too old resource version: %d (the metaserver restarted; its current is %d)", from, cur))
 			return
 		}
-		// A snapshot at cur, then the changes after it.
+		// The snapshot at cur, then the changes after it.
 		from = cur
 		rv := strconv.FormatUint(cur, 10)
-		items, err := s.snapshot(r.Context(), res, ns, sel, rv, g)
-		if err != nil {
-			expiredErr := apierrors.NewInternalError(err).ErrStatus
-			expiredErr.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
-			b, _ := json.Marshal(expiredErr)
-			send("ERROR", b)
-			return
-		}
 		for _, it := range items {
 			if !send("ADDED", it) {
 				return

@@ -49,6 +49,13 @@ app.kubernetes.io/component: cloudcore
 {{- $_ := set $cs.metricsAPI "serviceNamespace" .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+{{- if $mods.console -}}
+{{- $co := $mods.console -}}
+{{- $_ := set $co "address" "0.0.0.0:10008" -}}
+{{- $_ := set $co "pkiDir" "/var/lib/kedge/pki" -}}
+{{- $_ := set $co "kubeconfig" "" -}}
+{{- if not $co.advertiseAddress }}{{ $_ := set $co "advertiseAddress" (printf "%s-console.%s.svc" (include "kedge.fullname" .) .Release.Namespace) }}{{ end -}}
+{{- end -}}
 log:
   level: {{ .Values.log.level }}
   format: {{ .Values.log.format }}

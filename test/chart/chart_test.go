@@ -412,3 +412,125 @@ func TestMonitoringObjectsApplyAgainstThePrometheusOperatorSchema(t *testing.T) 
 		})
 	}
 }
+
+// The cloudcore.yaml the chart renders is a valid cloudcore config for the real binary (`cloudcore
+// validate`: every key known, every value checked), for the default values, the all-modules HA
+// values and the console; with replicas > 1 it records node ownership in Leases and forwards
+// requests between replicas, each reached at its pod IP (set by the Deployment), and with one
+// replica it does neither.
+func TestRenderedConfigPassesCloudcoreValidateAndHATurnsOnOwnership(t *testing.T) {
+	needHelm(t)
+	bin := filepath.Join(t.TempDir(), "cloudcore")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/cloudcore")
+	build.Dir = k8senv.Repo()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build cloudcore: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		name    string
+		files   []string
+		sets    []string
+		ha      bool
+		modules string
+	}{
+		{"default", nil, nil, false, "cloudhub, devicecontroller, edgecontroller"},
+		{"all-modules-ha", []string{allModules}, nil, true, "cloudhub, cloudbus, cloudstream, devicecontroller, edgecontroller, rolloutcontroller"},
+		{"console", nil, []string{"caSecret.enable=false", "modules.console.enable=true"}, false, "cloudhub, console, devicecontroller, edgecontroller"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := helmbin.Template("kedge-system", false, tc.files, tc.sets...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var config string
+			var deploy struct {
+				Spec struct {
+					Template struct {
+						Spec struct {
+							Containers []struct {
+								Env []struct {
+									Name  string `json:"name"`
+									Value string `json:"value"`
+								} `json:"env"`
+								Ports []struct {
+									Name          string `json:"name"`
+									ContainerPort int    `json:"containerPort"`
+								} `json:"ports"`
+							} `json:"containers"`
+						} `json:"spec"`
+					} `json:"template"`
+				} `json:"spec"`
+			}
+			for _, o := range split(t, out) {
+				switch o.Kind + "/" + o.Metadata.Name {
+				case "ConfigMap/kedge":
+					var cm struct {
+						Data map[string]string `json:"data"`
+					}
+					if err := yaml.Unmarshal([]byte(o.raw), &cm); err != nil {
+						t.Fatal(err)
+					}
+					config = cm.Data["cloudcore.yaml"]
+				case "Deployment/kedge":
+					if err := yaml.Unmarshal([]byte(o.raw), &deploy); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			f := filepath.Join(t.TempDir(), "cloudcore.yaml")
+			if err := os.WriteFile(f, []byte(config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := exec.Command(bin, "validate", "--config", f).CombinedOutput()
+			if err != nil || !strings.Contains(string(got), "modules in start order: "+tc.modules) {
+				t.Fatalf("cloudcore validate on the chart's cloudcore.yaml: %v: %s\n%s", err, got, config)
+			}
+			var cfg struct {
+				Modules struct {
+					Cloudhub struct {
+						Ownership struct {
+							Enable bool `json:"enable"`
+						} `json:"ownership"`
+					} `json:"cloudhub"`
+					Cloudstream struct {
+						Forward struct {
+							Enable  bool   `json:"enable"`
+							Address string `json:"address"`
+						} `json:"forward"`
+					} `json:"cloudstream"`
+				} `json:"modules"`
+			}
+			if err := yaml.Unmarshal([]byte(config), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Modules.Cloudhub.Ownership.Enable != tc.ha || cfg.Modules.Cloudstream.Forward.Enable != tc.ha {
+				t.Errorf("ownership %v, forward %v; want both %v", cfg.Modules.Cloudhub.Ownership.Enable, cfg.Modules.Cloudstream.Forward.Enable, tc.ha)
+			}
+			if len(deploy.Spec.Template.Spec.Containers) != 1 {
+				t.Fatal("no cloudcore container rendered")
+			}
+			c := deploy.Spec.Template.Spec.Containers[0]
+			podIP, fwd := -1, -1
+			for i, e := range c.Env {
+				switch e.Name {
+				case "POD_IP":
+					podIP = i
+				case "KEDGE_MODULES__CLOUDHUB__OWNERSHIP__FORWARDADDRESS":
+					fwd = i
+					if e.Value != "$(POD_IP):10005" {
+						t.Errorf("forward address %q", e.Value)
+					}
+				}
+			}
+			port := false
+			for _, p := range c.Ports {
+				port = port || (p.Name == "forward" && p.ContainerPort == 10005)
+			}
+			// $(POD_IP) expands only when POD_IP is defined before the variable using it.
+			if ha := podIP >= 0 && fwd > podIP && port && cfg.Modules.Cloudstream.Forward.Address == "0.0.0.0:10005"; ha != tc.ha {
+				t.Errorf("Deployment env POD_IP at %d, forward address at %d, forward port %v, listen %q; want HA wiring %v",
+					podIP, fwd, port, cfg.Modules.Cloudstream.Forward.Address, tc.ha)
+			}
+		})
+	}
+}

@@ -31,6 +31,16 @@ app.kubernetes.io/component: cloudcore
       "caSecret" (dict "enable" .Values.caSecret.enable "kubeconfig" "" "namespace" .Release.Namespace "name" .Values.caSecret.name)
       "advertiseAddresses" (concat .Values.advertiseAddresses (list (printf "%s.%s.svc" (include "kedge.fullname" .) .Release.Namespace)))) (dict) -}}
 {{- $_ := set $mods "cloudhub" (merge $hub (omit $mods.cloudhub "address" "certServerAddress" "pkiDir" "caSecret")) -}}
+{{- if gt (int .Values.replicas) 1 -}}
+{{- /* Several replicas: which one holds which node is recorded in Leases (cloudhub.ownership) and a
+request for a node held elsewhere is forwarded there (cloudstream.forward), on 10005; the address each
+replica is reached at is its pod IP, set by the Deployment (KEDGE_MODULES__CLOUDHUB__OWNERSHIP__FORWARDADDRESS). */ -}}
+{{- $own := merge (dict "kubeconfig" "") (default (dict) $mods.cloudhub.ownership) (dict "enable" true) -}}
+{{- $_ := set $mods.cloudhub "ownership" $own -}}
+{{- if $mods.cloudstream -}}
+{{- $_ := set $mods.cloudstream "forward" (merge (dict "enable" true "address" "0.0.0.0:10005") (default (dict) $mods.cloudstream.forward)) -}}
+{{- end -}}
+{{- end -}}
 {{- range $n := list "edgecontroller" "devicecontroller" "rolloutcontroller" -}}
 {{- if hasKey $mods $n }}{{ $_ := set (index $mods $n) "kubeconfig" "" }}{{ end -}}
 {{- end -}}

@@ -427,15 +427,15 @@ func TestRenderedConfigPassesCloudcoreValidateAndHATurnsOnOwnership(t *testing.T
 		t.Fatalf("go build cloudcore: %v\n%s", err, out)
 	}
 	for _, tc := range []struct {
-		name    string
-		files   []string
-		sets    []string
-		ha      bool
-		modules string
+		name        string
+		files, sets []string
+		ha, wired   bool // ownership and forwarding on; the Deployment's pod-IP forward address and port
+		modules     string
 	}{
-		{"default", nil, nil, false, "cloudhub, devicecontroller, edgecontroller"},
-		{"all-modules-ha", []string{allModules}, nil, true, "cloudhub, cloudbus, cloudstream, devicecontroller, edgecontroller, rolloutcontroller"},
-		{"console", nil, []string{"caSecret.enable=false", "modules.console.enable=true"}, false, "cloudhub, console, devicecontroller, edgecontroller"},
+		{"default", nil, nil, false, false, "cloudhub, devicecontroller, edgecontroller"},
+		{"all-modules-ha", []string{allModules}, nil, true, true, "cloudhub, cloudbus, cloudstream, devicecontroller, edgecontroller, rolloutcontroller"},
+		{"two replicas, ownership opted out", nil, []string{"replicas=2", "modules.cloudhub.ownership.enable=false"}, false, true, "cloudhub, devicecontroller, edgecontroller"},
+		{"console", nil, []string{"caSecret.enable=false", "modules.console.enable=true"}, false, false, "cloudhub, console, devicecontroller, edgecontroller"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := helmbin.Template("kedge-system", false, tc.files, tc.sets...)
@@ -527,9 +527,9 @@ func TestRenderedConfigPassesCloudcoreValidateAndHATurnsOnOwnership(t *testing.T
 				port = port || (p.Name == "forward" && p.ContainerPort == 10005)
 			}
 			// $(POD_IP) expands only when POD_IP is defined before the variable using it.
-			if ha := podIP >= 0 && fwd > podIP && port && cfg.Modules.Cloudstream.Forward.Address == "0.0.0.0:10005"; ha != tc.ha {
+			if wired := podIP >= 0 && fwd > podIP && port && cfg.Modules.Cloudstream.Forward.Address == "0.0.0.0:10005"; wired != tc.wired {
 				t.Errorf("Deployment env POD_IP at %d, forward address at %d, forward port %v, listen %q; want HA wiring %v",
-					podIP, fwd, port, cfg.Modules.Cloudstream.Forward.Address, tc.ha)
+					podIP, fwd, port, cfg.Modules.Cloudstream.Forward.Address, tc.wired)
 			}
 		})
 	}

@@ -35,10 +35,15 @@ app.kubernetes.io/component: cloudcore
 {{- /* Several replicas: which one holds which node is recorded in Leases (cloudhub.ownership) and a
 request for a node held elsewhere is forwarded there (cloudstream.forward), on 10005; the address each
 replica is reached at is its pod IP, set by the Deployment (KEDGE_MODULES__CLOUDHUB__OWNERSHIP__FORWARDADDRESS). */ -}}
-{{- $own := merge (dict "kubeconfig" "") (default (dict) $mods.cloudhub.ownership) (dict "enable" true) -}}
+{{- $own := deepCopy (default (dict) $mods.cloudhub.ownership) -}}
+{{- if not (hasKey $own "enable") }}{{ $_ := set $own "enable" true }}{{ end -}}
+{{- $_ := set $own "kubeconfig" "" -}}
 {{- $_ := set $mods.cloudhub "ownership" $own -}}
 {{- if $mods.cloudstream -}}
-{{- $_ := set $mods.cloudstream "forward" (merge (dict "enable" true "address" "0.0.0.0:10005") (default (dict) $mods.cloudstream.forward)) -}}
+{{- $fw := deepCopy (default (dict) $mods.cloudstream.forward) -}}
+{{- if not (hasKey $fw "enable") }}{{ $_ := set $fw "enable" $own.enable }}{{ end -}}
+{{- $_ := set $fw "address" "0.0.0.0:10005" -}}
+{{- $_ := set $mods.cloudstream "forward" $fw -}}
 {{- end -}}
 {{- end -}}
 {{- range $n := list "edgecontroller" "devicecontroller" "rolloutcontroller" -}}

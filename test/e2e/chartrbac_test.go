@@ -51,7 +51,7 @@ type chartRig struct {
 
 // newChartRig renders the chart with values, applies its RBAC and writes the ServiceAccount's
 // kubeconfig; startCloud then runs cloudcore as that identity.
-func newChartRig(t *testing.T, values map[string]any, opts ...k8senv.Option) *chartRig {
+func newChartRig(t *testing.T, values func(*k8senv.KubeletClient) map[string]any, opts ...k8senv.Option) *chartRig {
 	t.Helper()
 	needBinaries(t)
 	kc, err := k8senv.NewKubeletClient(t.TempDir())
@@ -73,7 +73,7 @@ func newChartRig(t *testing.T, values map[string]any, opts ...k8senv.Option) *ch
 	r := &chartRig{cluster: &cluster{t: t, k8s: k8s, dir: dir, pkiDir: filepath.Join(dir, "pki"), hubPort: freePort(t), certPort: freePort(t),
 		node: "rbac-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db"), kubeletClient: kc},
 		values: filepath.Join(dir, "values.yaml")}
-	vb, err := yaml.Marshal(values)
+	vb, err := yaml.Marshal(values(kc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,16 +273,21 @@ func TestChartRBACIsEnoughForEveryModuleAndNoMore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The chart with every module on except the console (it needs caSecret off: its own test below).
-	values := map[string]any{
-		"modules": map[string]any{
+	values := func(kc *k8senv.KubeletClient) map[string]any {
+		clientCA, err := os.ReadFile(kc.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]any{"modules": map[string]any{
 			"cloudhub":       map[string]any{"enable": true, "ownership": map[string]any{"enable": true}},
 			"edgecontroller": map[string]any{"enable": true}, "devicecontroller": map[string]any{"enable": true},
 			"rolloutcontroller": map[string]any{"enable": true},
 			"cloudstream":       map[string]any{"enable": true, "metricsAPI": map[string]any{"enable": true}},
 			"cloudbus":          map[string]any{"enable": true, "token": "cloudbus-test-token"}},
-		// cloudstream trusts the API server's kubelet client CA: the file is given below by environment.
-		"cloudstream":       map[string]any{"clientCA": "set-by-environment"},
-		"metricsAPIService": map[string]any{"enable": true},
+			// cloudstream trusts the API server's kubelet client CA (mounted in a pod; its local path below).
+			"cloudstream":       map[string]any{"clientCA": string(clientCA)},
+			"metricsAPIService": map[string]any{"enable": true},
+		}
 	}
 	r := newChartRig(t, values, k8senv.WithAggregation(fp))
 	k8s, ctx := r.k8s, context.Background()
@@ -567,9 +572,8 @@ spec: {type: ExternalName, externalName: 127.0.0.1}
 // SubjectAccessReview, and lists the joined node; without the chart's console rules the user's
 // login fails (the reviews are refused) and the test with them.
 func TestChartRBACIsEnoughForTheConsole(t *testing.T) {
-	r := newChartRig(t, map[string]any{
-		"caSecret": map[string]any{"enable": false},
-		"modules":  map[string]any{"console": map[string]any{"enable": true}},
+	r := newChartRig(t, func(*k8senv.KubeletClient) map[string]any {
+		return map[string]any{"caSecret": map[string]any{"enable": false}, "modules": map[string]any{"console": map[string]any{"enable": true}}}
 	})
 	port := freePort(t)
 	r.startChartCloud("KEDGE_MODULES__CONSOLE__ADDRESS=127.0.0.1:"+strconv.Itoa(port), "KEDGE_MODULES__CONSOLE__PKIDIR="+r.pkiDir)

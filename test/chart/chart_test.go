@@ -114,7 +114,8 @@ func TestChartCRDsAreTheProjectCRDs(t *testing.T) {
 }
 
 // Every object the chart renders is accepted by a real kube-apiserver (server-side dry run: admission,
-// validation, defaulting), with the CRDs applied for real first.
+// validation, defaulting, strict field validation), with the CRDs applied for real first: the chart's
+// and the Prometheus Operator's ServiceMonitor/PrometheusRule (testdata/monitoring-crds.yaml).
 func TestRenderedObjectsPassServerSideDryRun(t *testing.T) {
 	needHelm(t)
 	if env == nil {
@@ -154,9 +155,6 @@ func TestRenderedObjectsPassServerSideDryRun(t *testing.T) {
 				switch {
 				case o.Kind == "CustomResourceDefinition":
 					crds.WriteString(o.raw + "\n---\n")
-				case strings.HasPrefix(o.APIVersion, "monitoring.coreos.com/"):
-					// The Prometheus Operator's CRDs are not part of this cluster: parsed above, not sent.
-					t.Logf("not sent to the API server (no Prometheus Operator CRDs here): %s/%s", o.Kind, o.Metadata.Name)
 				default:
 					rest.WriteString(o.raw + "\n---\n")
 					sent++
@@ -166,11 +164,12 @@ func TestRenderedObjectsPassServerSideDryRun(t *testing.T) {
 				t.Fatal("helm template --include-crds rendered no CRDs")
 			}
 			kubectl(t, crds.String(), "apply", "--server-side", "-f", "-")
+			applyMonitoringCRDs(t)
 			kubectl(t, "", "wait", "--for", "condition=Established", "--timeout", "120s", "crd/devices.devices.kubeedge.io",
 				"crd/devicemodels.devices.kubeedge.io", "crd/pluginrollouts.kedge.io")
 			got := kubectl(t, rest.String(), "apply", "--dry-run=server", "-f", "-")
 			for _, w := range tc.want {
-				if strings.HasPrefix(w, "CustomResourceDefinition/") || strings.HasPrefix(w, "ServiceMonitor/") || strings.HasPrefix(w, "PrometheusRule/") {
+				if strings.HasPrefix(w, "CustomResourceDefinition/") {
 					continue
 				}
 				kind, name, _ := strings.Cut(w, "/")
@@ -284,6 +283,253 @@ func TestRBACIsDerivedFromEnabledModules(t *testing.T) {
 				if grants[h] {
 					t.Errorf("unexpected grant %s", h)
 				}
+			}
+		})
+	}
+}
+
+// applyMonitoringCRDs applies the ServiceMonitor and PrometheusRule CRDs of testdata (written from the
+// Prometheus Operator's documented API) and waits until the API server serves them.
+func applyMonitoringCRDs(t *testing.T) {
+	t.Helper()
+	kubectl(t, "", "apply", "--server-side", "-f", "testdata/monitoring-crds.yaml")
+	kubectl(t, "", "wait", "--for", "condition=Established", "--timeout", "120s",
+		"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+}
+
+// The ServiceMonitor and PrometheusRule the chart renders are created for real (not a dry run) against
+// the Prometheus Operator's schema: nothing the chart wrote is pruned (the stored spec equals the
+// rendered one), the ServiceMonitor selects the chart's admin Service by its labels and names its
+// port; a misspelt or mistyped field in the template is refused naming the field.
+func TestMonitoringObjectsApplyAgainstThePrometheusOperatorSchema(t *testing.T) {
+	needHelm(t)
+	if env == nil {
+		t.Skip("no control plane")
+	}
+	const ns = "kedge-monitoring"
+	if out, err := env.Kubectl("create", "namespace", ns); err != nil && !strings.Contains(out, "AlreadyExists") {
+		t.Fatal(out)
+	}
+	applyMonitoringCRDs(t)
+	out, err := helmbin.Template(ns, false, []string{allModules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]object{}
+	for _, o := range split(t, out) {
+		byName[o.Kind+"/"+o.Metadata.Name] = o
+	}
+	for _, key := range []string{"ServiceMonitor/kedge", "PrometheusRule/kedge"} {
+		o, ok := byName[key]
+		if !ok {
+			t.Fatalf("the chart rendered no %s", key)
+		}
+		kubectl(t, o.raw, "apply", "-f", "-")
+		kind, name, _ := strings.Cut(key, "/")
+		stored := kubectl(t, "", "get", strings.ToLower(kind), name, "-n", ns, "-o", "json")
+		var got, want struct {
+			Spec map[string]any `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(stored), &got); err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal([]byte(o.raw), &want); err != nil {
+			t.Fatal(err)
+		}
+		g, _ := yaml.Marshal(got.Spec)
+		w, _ := yaml.Marshal(want.Spec)
+		if !bytes.Equal(g, w) {
+			t.Errorf("%s as stored differs from the rendered one (a field was pruned or defaulted):\nstored:\n%s\nrendered:\n%s", key, g, w)
+		}
+	}
+
+	// The ServiceMonitor finds the admin Service: its selector's labels are on that Service, and the
+	// endpoint's port is one of the Service's named ports.
+	var sm struct {
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+			Endpoints []struct {
+				Port string `json:"port"`
+				Path string `json:"path"`
+			} `json:"endpoints"`
+		} `json:"spec"`
+	}
+	var svc struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec struct {
+			Ports []struct {
+				Name string `json:"name"`
+			} `json:"ports"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal([]byte(byName["ServiceMonitor/kedge"].raw), &sm); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(byName["Service/kedge-admin"].raw), &svc); err != nil {
+		t.Fatal(err)
+	}
+	if len(sm.Spec.Selector.MatchLabels) == 0 || len(sm.Spec.Endpoints) != 1 {
+		t.Fatalf("ServiceMonitor selector %v endpoints %v", sm.Spec.Selector.MatchLabels, sm.Spec.Endpoints)
+	}
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if svc.Metadata.Labels[k] != v {
+			t.Errorf("ServiceMonitor selects %s=%s; the admin Service has %s=%q", k, v, k, svc.Metadata.Labels[k])
+		}
+	}
+	found := false
+	for _, p := range svc.Spec.Ports {
+		found = found || p.Name == sm.Spec.Endpoints[0].Port
+	}
+	if !found || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoint %+v: not a named port of the admin Service %+v", sm.Spec.Endpoints[0], svc.Spec.Ports)
+	}
+
+	// A typo in the template is refused by the schema, naming the field.
+	for _, tc := range []struct {
+		name, key, from, to, want string
+	}{
+		{"misspelt endpoint field", "ServiceMonitor/kedge", "    interval:", "    intervall:", "intervall"},
+		{"misspelt spec field", "ServiceMonitor/kedge", "  endpoints:", "  endpoint:", "endpoint"},
+		{"interval not a duration", "ServiceMonitor/kedge", "interval: 30s", "interval: 30 seconds", "interval"},
+		{"misspelt rule field", "PrometheusRule/kedge", "      expr:", "      exp:", "exp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := byName[tc.key].raw
+			if !strings.Contains(raw, tc.from) {
+				t.Fatalf("rendered %s has no %q", tc.key, tc.from)
+			}
+			bad := strings.Replace(raw, tc.from, tc.to, 1)
+			cmd := exec.Command(filepath.Join(env.BinDir, "kubectl"), "--kubeconfig", env.Kubeconfig, "apply", "--dry-run=server", "-f", "-")
+			cmd.Stdin = strings.NewReader(bad)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("kubectl apply of %s with %q accepted or unclear (err %v): %s", tc.key, tc.to, err, out)
+			}
+		})
+	}
+}
+
+// The cloudcore.yaml the chart renders is a valid cloudcore config for the real binary (`cloudcore
+// validate`: every key known, every value checked), for the default values, the all-modules HA
+// values and the console; with replicas > 1 it records node ownership in Leases and forwards
+// requests between replicas, each reached at its pod IP (set by the Deployment), and with one
+// replica it does neither.
+func TestRenderedConfigPassesCloudcoreValidateAndHATurnsOnOwnership(t *testing.T) {
+	needHelm(t)
+	bin := filepath.Join(t.TempDir(), "cloudcore")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/cloudcore")
+	build.Dir = k8senv.Repo()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build cloudcore: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		name        string
+		files, sets []string
+		ha, wired   bool // ownership and forwarding on; the Deployment's pod-IP forward address and port
+		modules     string
+	}{
+		{"default", nil, nil, false, false, "cloudhub, devicecontroller, edgecontroller"},
+		{"all-modules-ha", []string{allModules}, nil, true, true, "cloudhub, cloudbus, cloudstream, devicecontroller, edgecontroller, rolloutcontroller"},
+		{"two replicas, ownership opted out", nil, []string{"replicas=2", "modules.cloudhub.ownership.enable=false"}, false, true, "cloudhub, devicecontroller, edgecontroller"},
+		{"console", nil, []string{"caSecret.enable=false", "modules.console.enable=true"}, false, false, "cloudhub, console, devicecontroller, edgecontroller"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := helmbin.Template("kedge-system", false, tc.files, tc.sets...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var config string
+			var deploy struct {
+				Spec struct {
+					Template struct {
+						Spec struct {
+							Containers []struct {
+								Env []struct {
+									Name  string `json:"name"`
+									Value string `json:"value"`
+								} `json:"env"`
+								Ports []struct {
+									Name          string `json:"name"`
+									ContainerPort int    `json:"containerPort"`
+								} `json:"ports"`
+							} `json:"containers"`
+						} `json:"spec"`
+					} `json:"template"`
+				} `json:"spec"`
+			}
+			for _, o := range split(t, out) {
+				switch o.Kind + "/" + o.Metadata.Name {
+				case "ConfigMap/kedge":
+					var cm struct {
+						Data map[string]string `json:"data"`
+					}
+					if err := yaml.Unmarshal([]byte(o.raw), &cm); err != nil {
+						t.Fatal(err)
+					}
+					config = cm.Data["cloudcore.yaml"]
+				case "Deployment/kedge":
+					if err := yaml.Unmarshal([]byte(o.raw), &deploy); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			f := filepath.Join(t.TempDir(), "cloudcore.yaml")
+			if err := os.WriteFile(f, []byte(config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := exec.Command(bin, "validate", "--config", f).CombinedOutput()
+			if err != nil || !strings.Contains(string(got), "modules in start order: "+tc.modules) {
+				t.Fatalf("cloudcore validate on the chart's cloudcore.yaml: %v: %s\n%s", err, got, config)
+			}
+			var cfg struct {
+				Modules struct {
+					Cloudhub struct {
+						Ownership struct {
+							Enable bool `json:"enable"`
+						} `json:"ownership"`
+					} `json:"cloudhub"`
+					Cloudstream struct {
+						Forward struct {
+							Enable  bool   `json:"enable"`
+							Address string `json:"address"`
+						} `json:"forward"`
+					} `json:"cloudstream"`
+				} `json:"modules"`
+			}
+			if err := yaml.Unmarshal([]byte(config), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Modules.Cloudhub.Ownership.Enable != tc.ha || cfg.Modules.Cloudstream.Forward.Enable != tc.ha {
+				t.Errorf("ownership %v, forward %v; want both %v", cfg.Modules.Cloudhub.Ownership.Enable, cfg.Modules.Cloudstream.Forward.Enable, tc.ha)
+			}
+			if len(deploy.Spec.Template.Spec.Containers) != 1 {
+				t.Fatal("no cloudcore container rendered")
+			}
+			c := deploy.Spec.Template.Spec.Containers[0]
+			podIP, fwd := -1, -1
+			for i, e := range c.Env {
+				switch e.Name {
+				case "POD_IP":
+					podIP = i
+				case "KEDGE_MODULES__CLOUDHUB__OWNERSHIP__FORWARDADDRESS":
+					fwd = i
+					if e.Value != "$(POD_IP):10005" {
+						t.Errorf("forward address %q", e.Value)
+					}
+				}
+			}
+			port := false
+			for _, p := range c.Ports {
+				port = port || (p.Name == "forward" && p.ContainerPort == 10005)
+			}
+			// $(POD_IP) expands only when POD_IP is defined before the variable using it.
+			if wired := podIP >= 0 && fwd > podIP && port && cfg.Modules.Cloudstream.Forward.Address == "0.0.0.0:10005"; wired != tc.wired {
+				t.Errorf("Deployment env POD_IP at %d, forward address at %d, forward port %v, listen %q; want HA wiring %v",
+					podIP, fwd, port, cfg.Modules.Cloudstream.Forward.Address, tc.wired)
 			}
 		})
 	}

@@ -21,14 +21,23 @@ import (
 )
 
 // Version skew, edgecore N-1 against cloudcore N (docs/install.md: cloud first, edges after): the
-// edgecore of the previous version (the commit in hack/skew-base, or $KEDGE_SKEW_BASE), built from
-// git, joins the current cloudcore and the pod and device paths work.
+// edgecore of the previous version, built from git, joins the current cloudcore and the pod and
+// device paths work. The previous version is $KEDGE_SKEW_BASE, else the newest release tag (v*)
+// before HEAD, else the commit in hack/skew-base (the repository has no release tag yet).
 func TestPreviousEdgecoreWorksWithCurrentCloudcore(t *testing.T) {
 	needBinaries(t)
 	ensureMosquittoClients(t)
 	repo := k8senv.Repo()
-	base := strings.TrimSpace(os.Getenv("KEDGE_SKEW_BASE"))
+	base, why := strings.TrimSpace(os.Getenv("KEDGE_SKEW_BASE")), "$KEDGE_SKEW_BASE"
 	if base == "" {
+		// The last release: the newest v* tag before this commit (HEAD^, so a tagged release tests
+		// against the release before it).
+		if b, err := exec.Command("git", "-C", repo, "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", "HEAD^").Output(); err == nil {
+			base, why = strings.TrimSpace(string(b)), "the newest release tag before HEAD"
+		}
+	}
+	if base == "" {
+		why = "hack/skew-base (no release tag in this checkout)"
 		b, err := os.ReadFile(filepath.Join(repo, "hack", "skew-base"))
 		if err != nil {
 			t.Fatal(err)
@@ -46,13 +55,13 @@ func TestPreviousEdgecoreWorksWithCurrentCloudcore(t *testing.T) {
 		t.Skipf("previous version %s not in this checkout (a shallow clone?): %v %s", base, err, b)
 	}
 	prev := filepath.Join(binDir, "edgecore-prev")
-	build := exec.Command("go", "build", "-o", prev, "./cmd/edgecore")
+	build := exec.Command("go", "build", "-ldflags", "-X github.com/kedge-io/kedge/host/daemon.Version="+base, "-o", prev, "./cmd/edgecore")
 	build.Dir = src
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build edgecore at %s: %v\n%s", base, err, b)
 	}
 	b, _ := exec.Command(prev, "version").Output()
-	t.Logf("previous edgecore (%s): %s", base, strings.SplitN(string(b), "\n", 2)[0])
+	t.Logf("previous edgecore %s (from %s): %s", base, why, strings.SplitN(string(b), "\n", 2)[0])
 
 	k8s, err := k8senv.Start()
 	if err != nil {

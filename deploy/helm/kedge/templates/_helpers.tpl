@@ -31,6 +31,21 @@ app.kubernetes.io/component: cloudcore
       "caSecret" (dict "enable" .Values.caSecret.enable "kubeconfig" "" "namespace" .Release.Namespace "name" .Values.caSecret.name)
       "advertiseAddresses" (concat .Values.advertiseAddresses (list (printf "%s.%s.svc" (include "kedge.fullname" .) .Release.Namespace)))) (dict) -}}
 {{- $_ := set $mods "cloudhub" (merge $hub (omit $mods.cloudhub "address" "certServerAddress" "pkiDir" "caSecret")) -}}
+{{- if gt (int .Values.replicas) 1 -}}
+{{- /* Several replicas: which one holds which node is recorded in Leases (cloudhub.ownership) and a
+request for a node held elsewhere is forwarded there (cloudstream.forward), on 10005; the address each
+replica is reached at is its pod IP, set by the Deployment (KEDGE_MODULES__CLOUDHUB__OWNERSHIP__FORWARDADDRESS). */ -}}
+{{- $own := deepCopy (default (dict) $mods.cloudhub.ownership) -}}
+{{- if not (hasKey $own "enable") }}{{ $_ := set $own "enable" true }}{{ end -}}
+{{- $_ := set $own "kubeconfig" "" -}}
+{{- $_ := set $mods.cloudhub "ownership" $own -}}
+{{- if $mods.cloudstream -}}
+{{- $fw := deepCopy (default (dict) $mods.cloudstream.forward) -}}
+{{- if not (hasKey $fw "enable") }}{{ $_ := set $fw "enable" $own.enable }}{{ end -}}
+{{- $_ := set $fw "address" "0.0.0.0:10005" -}}
+{{- $_ := set $mods.cloudstream "forward" $fw -}}
+{{- end -}}
+{{- end -}}
 {{- range $n := list "edgecontroller" "devicecontroller" "rolloutcontroller" -}}
 {{- if hasKey $mods $n }}{{ $_ := set (index $mods $n) "kubeconfig" "" }}{{ end -}}
 {{- end -}}
@@ -48,6 +63,13 @@ app.kubernetes.io/component: cloudcore
 {{- $_ := set $cs.metricsAPI "serviceName" (printf "%s-metrics" (include "kedge.fullname" .)) -}}
 {{- $_ := set $cs.metricsAPI "serviceNamespace" .Release.Namespace -}}
 {{- end -}}
+{{- end -}}
+{{- if $mods.console -}}
+{{- $co := $mods.console -}}
+{{- $_ := set $co "address" "0.0.0.0:10008" -}}
+{{- $_ := set $co "pkiDir" "/var/lib/kedge/pki" -}}
+{{- $_ := set $co "kubeconfig" "" -}}
+{{- if not $co.advertiseAddress }}{{ $_ := set $co "advertiseAddress" (printf "%s-console.%s.svc" (include "kedge.fullname" .) .Release.Namespace) }}{{ end -}}
 {{- end -}}
 log:
   level: {{ .Values.log.level }}

@@ -1,0 +1,237 @@
+package console
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// viewObjects creates what the node, devices and rollouts views show for node: the Node, the
+// ownership Lease naming replica-b, a running pod, a Device with a desired temperature, and a
+// PluginRollout that selects the node.
+func viewObjects(t *testing.T, node string) {
+	t.Helper()
+	ctx := context.Background()
+	edgeNode(t, node, map[string]string{"site": "berlin"})
+	now := metav1.NewMicroTime(time.Now())
+	if _, err := env.Client.CoordinationV1().Leases("default").Create(ctx, &coordv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: nodeLeaseName(node), Labels: map[string]string{ownershipLabel: "node"}, Annotations: map[string]string{"kedge.io/node": node}},
+		Spec:       coordv1.LeaseSpec{HolderIdentity: ptr("replica-b"), AcquireTime: &now}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := env.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: node + "-app"},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status.Phase = corev1.PodRunning
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Ready: true, RestartCount: 2, Image: "busybox", ImageID: "x"}}
+	if _, err := env.Client.CoreV1().Pods("default").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dev := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
+		"metadata": map[string]any{"name": node + "-thermo", "namespace": "default"},
+		"spec": map[string]any{"nodeName": node, "deviceModelRef": map[string]any{"name": "thermometer"},
+			"properties": []any{map[string]any{"name": "temperature", "desired": map[string]any{"value": "20"}}}}}}
+	if _, err := dyn(t).Resource(deviceGVR).Namespace("default").Create(ctx, dev, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reportTwin(t, "default", node+"-thermo", "21.5", time.Now())
+	ro := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kedge.io/v1alpha1", "kind": "PluginRollout",
+		"metadata": map[string]any{"name": node + "-modbus", "namespace": "default"},
+		"spec": map[string]any{"plugin": "modbus-mapper", "version": "1.1.0", "runtime": "wasm", "module": "modbus",
+			"nodeSelector": map[string]any{"matchLabels": map[string]any{"site": "berlin"}}}}}
+	if _, err := dyn(t).Resource(rolloutGVR).Namespace("default").Create(ctx, ro, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	setRolloutNodes(t, "default", node+"-modbus", 2, map[string]string{node: "Installing", node + "-other": "Pending"})
+}
+
+// TestNodeDevicesAndRolloutsViewsAreLiveInABrowser drives headless Chromium against the console and
+// a real API server: the node view shows the node's conditions, the replica holding it (its
+// ownership Lease), its pod, its device and the module a PluginRollout put on it; the devices view's
+// sparkline gains a point when a new value is reported, without a reload; the rollouts view's
+// progress moves when a node is updated, and its Pause button pauses the PluginRollout in the API.
+func TestNodeDevicesAndRolloutsViewsAreLiveInABrowser(t *testing.T) {
+	needEnv(t)
+	const node = "view-edge"
+	viewObjects(t, node)
+	m := startConsole(t, nil)
+	base := m.URL()
+	ctx := browser(t, m)
+	browserLogin(t, ctx, base, saToken(t, "view-admin", adminRules))
+
+	// Node view.
+	browse(t, ctx, "node view",
+		chromedp.Navigate(base+"node?name="+node),
+		chromedp.WaitVisible(chromedp.CSS(`#node-link[data-link="connected"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-condition="Ready"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-pod="default/`+node+`-app"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="default/`+node+`-thermo"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-module="modbus"] td[data-state="Installing"]`)))
+	replica := get(t, ctx, "replica", chromedp.Text(chromedp.CSS(`#node-replica`)))
+	module := get(t, ctx, "module row", chromedp.Text(chromedp.CSS(`tr[data-module="modbus"]`)))
+	if replica != "replica-b" {
+		t.Errorf("node view names replica %q, want replica-b (the ownership Lease's holder)", replica)
+	}
+	for _, want := range []string{"modbus-mapper", "wasm", "1.1.0"} {
+		if !strings.Contains(module, want) {
+			t.Errorf("node view's module row %q lacks %q", module, want)
+		}
+	}
+	screenshot(t, ctx, "node.png")
+
+	// Devices view: one point, then a second one pushed live after a new report.
+	row := `tr[data-device="default/` + node + `-thermo"] tr[data-property="temperature"]`
+	browse(t, ctx, "devices view",
+		chromedp.Navigate(base+"devices?node="+node),
+		chromedp.WaitVisible(chromedp.CSS(row+`[data-points="1"] svg.spark`)),
+		chromedp.WaitVisible(chromedp.CSS(row+`.differs`))) // desired 20, reported 21.5
+	get(t, ctx, "mark the page", chromedp.Evaluate[string](`window.kedgeNoReload = "still here"`))
+	reportTwin(t, "default", node+"-thermo", "23", time.Now().Add(time.Second))
+	browse(t, ctx, "sparkline gains a point", chromedp.WaitVisible(chromedp.CSS(row+`[data-points="2"]`)))
+	still := get(t, ctx, "the mark", chromedp.Evaluate[string](`window.kedgeNoReload`))
+	if still != "still here" {
+		t.Fatal("the devices page was reloaded; the point must be pushed")
+	}
+	screenshot(t, ctx, "devices.png")
+
+	// Rollouts view: progress moves live; Pause acts through the API.
+	ro := `tr[data-rollout="default/` + node + `-modbus"]`
+	browse(t, ctx, "rollouts view",
+		chromedp.Navigate(base+"rollouts"),
+		chromedp.WaitVisible(chromedp.CSS(ro+` span[data-state="Installing"]`)),
+		chromedp.WaitVisible(chromedp.CSS(ro+` svg.bar`)))
+	setRolloutNodes(t, "default", node+"-modbus", 2, map[string]string{node: "Updated", node + "-other": "Installing"})
+	browse(t, ctx, "rollout progress moves",
+		chromedp.WaitVisible(chromedp.CSS(ro+` span[data-state="Updated"][data-count="1"]`)),
+		chromedp.WaitVisible(chromedp.CSS(ro+` rect.bar-updated`)))
+	screenshot(t, ctx, "rollouts.png")
+	browse(t, ctx, "pause", chromedp.Click(chromedp.CSS(ro+` button.pause`)))
+	waitFor(t, "spec.paused set through the console", func() (bool, string) {
+		r, err := dyn(t).Resource(rolloutGVR).Namespace("default").Get(context.Background(), node+"-modbus", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		p, _, _ := unstructured.NestedBool(r.Object, "spec", "paused")
+		return p, "spec.paused false"
+	})
+	browse(t, ctx, "the page offers resume", chromedp.WaitVisible(chromedp.CSS(ro+` button.resume`)))
+	browse(t, ctx, "resume", chromedp.Click(chromedp.CSS(ro+` button.resume`)))
+	waitFor(t, "spec.paused cleared through the console", func() (bool, string) {
+		r, err := dyn(t).Resource(rolloutGVR).Namespace("default").Get(context.Background(), node+"-modbus", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		p, _, _ := unstructured.NestedBool(r.Object, "spec", "paused")
+		return !p, "spec.paused true"
+	})
+}
+
+// TestPauseResumeIsRefusedWithoutCSRFOrRBACAndNothingChanges: a pause without the session's CSRF
+// token, from another origin, with a malformed form, or by a user who may list but not patch
+// PluginRollouts is refused, and spec.paused stays false; a user without devices RBAC gets no
+// devices view.
+func TestPauseResumeIsRefusedWithoutCSRFOrRBACAndNothingChanges(t *testing.T) {
+	needEnv(t)
+	const node = "refuse-edge"
+	viewObjects(t, node)
+	m := startConsole(t, nil)
+	base := m.URL()
+	reader := saToken(t, "rollout-reader", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"list", "get", "watch"}},
+		{APIGroups: []string{"kedge.io"}, Resources: []string{"pluginrollouts"}, Verbs: []string{"list", "get", "watch"}}})
+	c := httpsClient(t, caPool(t, m.PKIDir))
+	csrf := login(t, c, base, reader)
+	post := func(form url.Values, origin string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, base+"rollouts", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	ok := url.Values{"csrf": {csrf}, "namespace": {"default"}, "name": {node + "-modbus"}, "paused": {"true"}}
+	with := func(k, v string) url.Values {
+		f := url.Values{}
+		for a, b := range ok {
+			f[a] = b
+		}
+		if v == "" {
+			f.Del(k)
+		} else {
+			f.Set(k, v)
+		}
+		return f
+	}
+	for _, tc := range []struct {
+		name   string
+		form   url.Values
+		origin string
+		code   int
+		says   string
+	}{
+		{"no CSRF token", with("csrf", ""), "", http.StatusForbidden, "CSRF"},
+		{"another session's CSRF token", with("csrf", strings.Repeat("ab", 32)), "", http.StatusForbidden, "CSRF"},
+		{"cross-site form", ok, "https://evil.example", http.StatusForbidden, "cross-origin"},
+		{"malformed paused", with("paused", "yes"), "", http.StatusBadRequest, "want true or false"},
+		{"malformed namespace", with("namespace", "Not_A_Namespace"), "", http.StatusBadRequest, "namespace"},
+		{"user may list but not patch", ok, "", http.StatusForbidden, "may not patch pluginrollouts.kedge.io default/" + node + "-modbus"},
+	} {
+		code, body := post(tc.form, tc.origin)
+		if code != tc.code || !strings.Contains(body, tc.says) {
+			t.Errorf("%s: %d %q, want %d saying %q", tc.name, code, body, tc.code, tc.says)
+		}
+	}
+	r, err := dyn(t).Resource(rolloutGVR).Namespace("default").Get(context.Background(), node+"-modbus", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _ := unstructured.NestedBool(r.Object, "spec", "paused"); p {
+		t.Fatal("a refused pause changed spec.paused")
+	}
+	for _, tc := range []struct {
+		path string
+		code int
+		says string
+	}{
+		{"devices", http.StatusForbidden, "may not list devices.kubeedge.io"},
+		{"node?name=" + node, http.StatusOK, "Devices are not shown: you may not list devices.kubeedge.io"},
+		{"node?name=Bad_Name", http.StatusBadRequest, "query parameter name is not a node name"},
+		{"node", http.StatusBadRequest, "query parameter name (the node) is missing"},
+		{"devices?page=0", http.StatusBadRequest, "page"},
+		{"rollouts?x=1", http.StatusBadRequest, `unknown query parameter "x"`},
+		{"events?view=secrets", http.StatusBadRequest, "query parameter view"},
+		{"events?view=devices", http.StatusForbidden, "may not list devices"},
+	} {
+		res, err := c.Get(base + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.code || !strings.Contains(string(b), tc.says) {
+			t.Errorf("GET %s: %s %q, want %d saying %q", tc.path, res.Status, b, tc.code, tc.says)
+		}
+		if tc.code == http.StatusOK && strings.Contains(string(b), node+"-thermo") {
+			t.Errorf("GET %s shows the device to a user without devices RBAC", tc.path)
+		}
+	}
+}

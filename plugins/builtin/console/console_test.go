@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +37,11 @@ import (
 
 // env is the package's shared control plane (nil under -short).
 var env *k8senv.Env
+
+var runs atomic.Int64
+
+// uniq makes name unique in the shared API server (tests run again with -count).
+func uniq(name string) string { return fmt.Sprintf("%s-%d", name, runs.Add(1)) }
 
 func TestMain(m *testing.M) {
 	os.Exit(k8senv.RunTests(m, "console", func(e *k8senv.Env) error {
@@ -68,6 +75,9 @@ func (h testHost) Reply(context.Context, sdk.Message) error { return nil }
 func (h testHost) Store() sdk.Store                         { return nil }
 func (h testHost) Logger() *slog.Logger                     { return h.log }
 func (h testHost) Metrics() prometheus.Registerer           { return h.reg }
+
+func discard() *slog.Logger             { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 
 // startConsole runs a console against the shared API server, with its CA in a fresh pkiDir;
 // configure changes its settings before Start.
@@ -214,7 +224,16 @@ func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.
 	t.Helper()
 	c, cancel := context.WithTimeout(ctx, slow.Scale(60*time.Second))
 	defer cancel()
-	if err := chromedp.Do(c, actions...); err != nil {
+	err := chromedp.Do(c, actions...)
+	// Chromium aborts a load when the host's network interfaces change (other tests on this machine
+	// add and remove them): the steps start again from the first, a navigation.
+	// A push replaces the view's HTML: an element found just before may be gone when it is clicked;
+	// the steps start again too.
+	for try := 0; err != nil && (strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") || strings.Contains(err.Error(), "Could not find node with given id")) && try < 5; try++ {
+		t.Logf("%s: %v; again", what, err)
+		err = chromedp.Do(c, actions...)
+	}
+	if err != nil {
 		t.Fatalf("%s: %v\n%s", what, err, pageText(ctx))
 	}
 }

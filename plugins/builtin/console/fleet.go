@@ -213,6 +213,8 @@ type Row struct {
 	PodsFail   int
 	DevOnline  int
 	DevOffline int
+
+	node *corev1.Node
 }
 
 // Fleet is the fleet view's data for one user and filter.
@@ -245,23 +247,14 @@ func (f *fleet) view(sel labels.Selector, u *user, page int, label string) Fleet
 		if !ok || !sel.Matches(labels.Set(n.Labels)) {
 			continue
 		}
-		r := Row{Name: n.Name, Version: n.Status.NodeInfo.KubeletVersion, Labels: labelString(n.Labels)}
-		if u.Leases {
-			r.Replica, _ = f.holder(n.Name)
-		}
+		r := Row{Name: n.Name, node: n}
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady {
-				if !c.LastHeartbeatTime.IsZero() {
-					r.Heartbeat = c.LastHeartbeatTime.UTC().Format(time.RFC3339)
-				}
-				r.Connected, r.LinkSource = c.Status == corev1.ConditionTrue, "Ready condition"
-				if !c.LastTransitionTime.IsZero() {
-					r.LinkSince = c.LastTransitionTime.UTC().Format(time.RFC3339)
-				}
+				r.Connected = c.Status == corev1.ConditionTrue
 			}
 		}
 		if l, ok := links[n.Name]; ok {
-			r.Connected, r.LinkSource, r.LinkSince = l.up, "cloudhub", l.at.UTC().Format(time.RFC3339)
+			r.Connected = l.up
 		}
 		if showPods {
 			ps, _ := f.pods.ByIndex("node", n.Name)
@@ -304,6 +297,21 @@ func (f *fleet) view(sel labels.Selector, u *user, page int, label string) Fleet
 	var lo, hi int
 	out.Pager, lo, hi = paginate(len(out.Rows), page, f.pageSize, url.Values{"label": {label}})
 	out.Rows = out.Rows[lo:hi]
+	for i := range out.Rows { // the details only for the rows shown: a page costs its rows, not the fleet
+		r, n := &out.Rows[i], out.Rows[i].node
+		r.Version, r.Labels = n.Status.NodeInfo.KubeletVersion, labelString(n.Labels)
+		if u.Leases {
+			r.Replica, _ = f.holder(n.Name)
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				r.LinkSource, r.Heartbeat, r.LinkSince = "Ready condition", rfc3339(c.LastHeartbeatTime.Time), rfc3339(c.LastTransitionTime.Time)
+			}
+		}
+		if l, ok := links[n.Name]; ok {
+			r.LinkSource, r.LinkSince = "cloudhub", rfc3339(l.at)
+		}
+	}
 	return out
 }
 

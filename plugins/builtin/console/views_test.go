@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -65,12 +66,12 @@ func viewObjects(t *testing.T, node string) {
 // progress moves when a node is updated, and its Pause button pauses the PluginRollout in the API.
 func TestNodeDevicesAndRolloutsViewsAreLiveInABrowser(t *testing.T) {
 	needEnv(t)
-	const node = "view-edge"
+	node := uniq("view-edge")
 	viewObjects(t, node)
 	m := startConsole(t, nil)
 	base := m.URL()
 	ctx := browser(t, m)
-	browserLogin(t, ctx, base, saToken(t, "view-admin", adminRules))
+	browserLogin(t, ctx, base, saToken(t, uniq("view-admin"), adminRules))
 
 	// Node view.
 	browse(t, ctx, "node view",
@@ -118,7 +119,7 @@ func TestNodeDevicesAndRolloutsViewsAreLiveInABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(ro+` span[data-state="Updated"][data-count="1"]`)),
 		chromedp.WaitVisible(chromedp.CSS(ro+` rect.bar-updated`)))
 	screenshot(t, ctx, "rollouts.png")
-	browse(t, ctx, "pause", chromedp.Click(chromedp.CSS(ro+` button.pause`)))
+	browse(t, ctx, "pause", chromedp.Click(chromedp.CSS(ro+` button.pause`))) // the stream pushed already (the bar moved)
 	waitFor(t, "spec.paused set through the console", func() (bool, string) {
 		r, err := dyn(t).Resource(rolloutGVR).Namespace("default").Get(context.Background(), node+"-modbus", metav1.GetOptions{})
 		if err != nil {
@@ -145,11 +146,11 @@ func TestNodeDevicesAndRolloutsViewsAreLiveInABrowser(t *testing.T) {
 // devices view.
 func TestPauseResumeIsRefusedWithoutCSRFOrRBACAndNothingChanges(t *testing.T) {
 	needEnv(t)
-	const node = "refuse-edge"
+	node := uniq("refuse-edge")
 	viewObjects(t, node)
 	m := startConsole(t, nil)
 	base := m.URL()
-	reader := saToken(t, "rollout-reader", []rbacv1.PolicyRule{
+	reader := saToken(t, uniq("rollout-reader"), []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"list", "get", "watch"}},
 		{APIGroups: []string{"kedge.io"}, Resources: []string{"pluginrollouts"}, Verbs: []string{"list", "get", "watch"}}})
 	c := httpsClient(t, caPool(t, m.PKIDir))
@@ -233,5 +234,101 @@ func TestPauseResumeIsRefusedWithoutCSRFOrRBACAndNothingChanges(t *testing.T) {
 		if tc.code == http.StatusOK && strings.Contains(string(b), node+"-thermo") {
 			t.Errorf("GET %s shows the device to a user without devices RBAC", tc.path)
 		}
+	}
+}
+
+// TestFleetOfAThousandNodesRendersPagedInABrowser puts 1,000 edge Nodes in the API server and opens
+// the fleet view in headless Chromium: the counts cover all of them, the table shows one page
+// (pageSize rows) and the next page link shows the next rows. It logs the browser's time to first
+// render and the page weight, paged and with every node on one page (BENCHMARKS.md).
+func TestFleetOfAThousandNodesRendersPagedInABrowser(t *testing.T) {
+	needEnv(t)
+	const n = 1000
+	ctx := context.Background()
+	prefix := uniq("hollow")
+	work := make(chan int)
+	errs := make(chan error, n)
+	for range 8 {
+		go func() {
+			for i := range work {
+				_, err := env.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%04d", prefix, i),
+					Labels: map[string]string{EdgeLabel: "", "bench": prefix}}}, metav1.CreateOptions{})
+				errs <- err
+			}
+		}()
+	}
+	go func() {
+		for i := range n {
+			work <- i
+		}
+		close(work)
+	}()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	token := saToken(t, uniq("bench-admin"), adminRules)
+	type timing struct{ Response, DOMContentLoaded, Load, Bytes, Rows float64 }
+	measure := func(pageSize int) timing {
+		m := startConsole(t, func(m *Module) { m.PageSize = pageSize })
+		bctx := browser(t, m)
+		browserLogin(t, bctx, m.URL(), token)
+		want := fmt.Sprintf("Edgenodes%d", n)
+		browse(t, bctx, "fleet of 1,000", chromedp.Navigate(m.URL()+"?label=bench%3D"+prefix), chromedp.WaitVisible(chromedp.CSS(`tr[data-node="`+prefix+`-0000"]`)))
+		waitFor(t, "the fleet view counts every node", func() (bool, string) {
+			s := get(t, bctx, "counts", chromedp.Evaluate[string](`document.querySelector(".counts").innerText.replace(/\s+/g, "")`))
+			return strings.HasPrefix(s, want), s
+		})
+		// the page as first loaded: reload once the console's informers hold every node
+		browse(t, bctx, "reload", chromedp.Navigate(m.URL()+"?label=bench%3D"+prefix), chromedp.WaitVisible(chromedp.CSS(`tr[data-node="`+prefix+`-0000"]`)))
+		return get(t, bctx, "timing", chromedp.Evaluate[timing](`(() => { const n = performance.getEntriesByType("navigation")[0];
+			return {Response: n.responseEnd - n.startTime, DOMContentLoaded: n.domContentLoadedEventEnd - n.startTime, Load: n.loadEventEnd - n.startTime,
+				Bytes: performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource")).reduce((s, e) => s + e.decodedBodySize, 0),
+				Rows: document.querySelectorAll("#nodes tbody tr").length}; })()`))
+	}
+	paged := measure(100)
+	if paged.Rows != 100 {
+		t.Fatalf("paged fleet shows %v rows, want 100", paged.Rows)
+	}
+	all := measure(5000)
+	if all.Rows != n {
+		t.Fatalf("unpaged fleet shows %v rows, want %d", all.Rows, n)
+	}
+	for _, x := range []struct {
+		name string
+		t    timing
+	}{{"paged (100 rows)", paged}, {"one page (1000 rows)", all}} {
+		t.Logf("fleet of %d nodes, %s: response %.0f ms, DOMContentLoaded %.0f ms, load %.0f ms, %.1f KB decoded",
+			n, x.name, x.t.Response, x.t.DOMContentLoaded, x.t.Load, x.t.Bytes/1024)
+	}
+	t.Logf("one page / paged: load %.1fx, bytes %.1fx", all.Load/paged.Load, all.Bytes/paged.Bytes)
+}
+
+// TestFleetPagerWalksTheFleet: the next-page link of the fleet view shows the following rows.
+func TestFleetPagerWalksTheFleet(t *testing.T) {
+	needEnv(t)
+	p := uniq("pager")
+	for i := range 25 {
+		edgeNode(t, fmt.Sprintf("%s-%02d", p, i), map[string]string{"bench": p})
+	}
+	m := startConsole(t, func(m *Module) { m.PageSize = 10 })
+	ctx := browser(t, m)
+	browserLogin(t, ctx, m.URL(), saToken(t, uniq("pager-admin"), adminRules))
+	browse(t, ctx, "first page",
+		chromedp.Navigate(m.URL()+"?label=bench%3D"+p),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="`+p+`-00"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#fleet[data-updated] #page-next`)), // after the stream's first push
+		chromedp.Click(chromedp.CSS(`#page-next`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="`+p+`-10"]`)))
+	info := get(t, ctx, "page info", chromedp.Text(chromedp.CSS(`#page-info`)))
+	if !strings.Contains(info, "rows 11–20 of 25") || !strings.Contains(info, "page 2 of 3") {
+		t.Fatalf("page info %q, want rows 11–20 of 25, page 2 of 3", info)
+	}
+	// the live stream keeps the page: a change pushes page 2 again, not page 1
+	edgeNode(t, p+"-10a", map[string]string{"bench": p})
+	browse(t, ctx, "live page 2", chromedp.WaitVisible(chromedp.CSS(`tr[data-node="`+p+`-10a"]`)))
+	if n := get(t, ctx, "rows", chromedp.Evaluate[float64](`document.querySelectorAll("#nodes tbody tr").length`)); n != 10 {
+		t.Fatalf("page 2 shows %v rows after the push, want 10", n)
 	}
 }

@@ -110,6 +110,8 @@ func startConsole(t *testing.T, configure func(*Module)) *Module {
 		defer c()
 		_ = m.Stop(sctx)
 	})
+	// what the API server held before the console started is in its caches
+	waitFor(t, "the console's informers synced", func() (bool, string) { return m.fleet.hasSynced(), "not synced" })
 	return m
 }
 

@@ -57,19 +57,33 @@ func paginate(n, page, size int, keep url.Values) (Pager, int, int) {
 
 // holder is the replica holding node (its ownership Lease's holderIdentity) and since when.
 func (f *fleet) holder(node string) (string, string) {
+	h, since, _ := f.ownership(node)
+	return h, since
+}
+
+// ownership is the node's ownership Lease: holder, since when, and how often the node moved between
+// replicas (leaseTransitions).
+func (f *fleet) ownership(node string) (string, string, int32) {
 	o, ok, _ := f.leases.GetByKey(f.leaseNS + "/" + nodeLeaseName(node))
 	if !ok {
-		return "", ""
+		return "", "", 0
 	}
 	l, _ := o.(*coordv1.Lease)
-	if l == nil || l.Spec.HolderIdentity == nil {
-		return "", ""
+	if l == nil {
+		return "", "", 0
+	}
+	var moves int32
+	if l.Spec.LeaseTransitions != nil {
+		moves = *l.Spec.LeaseTransitions
+	}
+	if l.Spec.HolderIdentity == nil {
+		return "", "", moves
 	}
 	since := ""
 	if l.Spec.AcquireTime != nil {
 		since = l.Spec.AcquireTime.UTC().Format(time.RFC3339)
 	}
-	return *l.Spec.HolderIdentity, since
+	return *l.Spec.HolderIdentity, since, moves
 }
 
 // nodeLeaseName is cloudhub's name of a node's ownership Lease (cloudhub.NodeLeaseName; modules do
@@ -165,11 +179,12 @@ type EventRow struct {
 // Node is the node view's data.
 type Node struct {
 	Name, Version, OS, Arch, Labels string
-	Found                           bool
+	Found, Synced                   bool
 	Connected                       bool
 	LinkSource, LinkSince           string
 	Heartbeat                       string
 	Replica, ReplicaSince           string
+	Moves                           int32 // moves between replicas (the ownership Lease's leaseTransitions)
 	Conditions                      []Condition
 	Pods                            []PodRow
 	Devices                         []DeviceRow
@@ -181,7 +196,7 @@ type Node struct {
 
 // node builds the node view for u.
 func (f *fleet) node(name string, u *user) Node {
-	out := Node{Name: name, ShowPods: u.Pods, ShowDevices: u.Devices && f.devices != nil, DevicesServed: f.devices != nil,
+	out := Node{Name: name, Synced: f.hasSynced(), ShowPods: u.Pods, ShowDevices: u.Devices && f.devices != nil, DevicesServed: f.devices != nil,
 		ShowModules: u.Rollouts && f.rollouts != nil, RolloutsServed: f.rollouts != nil, ShowReplica: u.Leases}
 	o, ok, _ := f.nodes.GetByKey(name)
 	n, _ := o.(*corev1.Node)
@@ -203,7 +218,7 @@ func (f *fleet) node(name string, u *user) Node {
 	}
 	f.mu.Unlock()
 	if u.Leases {
-		out.Replica, out.ReplicaSince = f.holder(name)
+		out.Replica, out.ReplicaSince, out.Moves = f.ownership(name)
 	}
 	if out.ShowPods {
 		ps, _ := f.pods.ByIndex("node", name)

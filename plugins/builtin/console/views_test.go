@@ -28,7 +28,7 @@ func viewObjects(t *testing.T, node string) {
 	now := metav1.NewMicroTime(time.Now())
 	if _, err := env.Client.CoordinationV1().Leases("default").Create(ctx, &coordv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: nodeLeaseName(node), Labels: map[string]string{ownershipLabel: "node"}, Annotations: map[string]string{"kedge.io/node": node}},
-		Spec:       coordv1.LeaseSpec{HolderIdentity: ptr("replica-b"), AcquireTime: &now}}, metav1.CreateOptions{}); err != nil {
+		Spec:       coordv1.LeaseSpec{HolderIdentity: ptr("replica-b"), AcquireTime: &now, LeaseTransitions: ptr(int32(3))}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := env.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: node + "-app"},
@@ -85,6 +85,9 @@ func TestNodeDevicesAndRolloutsViewsAreLiveInABrowser(t *testing.T) {
 	module := get(t, ctx, "module row", chromedp.Text(chromedp.CSS(`tr[data-module="modbus"]`)))
 	if replica != "replica-b" {
 		t.Errorf("node view names replica %q, want replica-b (the ownership Lease's holder)", replica)
+	}
+	if moves := get(t, ctx, "moves", chromedp.Text(chromedp.CSS(`#node-moves`))); !strings.Contains(moves, "3 times") {
+		t.Errorf("node view says %q, want the Lease's 3 transitions", moves)
 	}
 	for _, want := range []string{"modbus-mapper", "wasm", "1.1.0"} {
 		if !strings.Contains(module, want) {

@@ -55,18 +55,19 @@ type fleet struct {
 	rollouts, leases     cache.Indexer // rollouts nil when the PluginRollout CRD is not served
 	synced               []cache.InformerSynced
 
-	mu      sync.Mutex
-	history map[string][]float64 // device twin property (ns/name/property) → last reported numeric values
-	stamps  map[string]string    // the report timestamp of the last value kept per property
-	links   map[string]link
-	version uint64
-	notify  chan struct{} // closed and replaced on every published change
-	kick    chan struct{}
+	mu         sync.Mutex
+	reconnects map[string][]time.Time // per node: when this replica saw it connect again after a disconnect (the last hour)
+	history    map[string][]float64   // device twin property (ns/name/property) → last reported numeric values
+	stamps     map[string]string      // the report timestamp of the last value kept per property
+	links      map[string]link
+	version    uint64
+	notify     chan struct{} // closed and replaced on every published change
+	kick       chan struct{}
 }
 
 func newFleet(c kubernetes.Interface, d dynamic.Interface, log *slog.Logger, interval time.Duration, leaseNS string, pageSize int) *fleet {
 	return &fleet{client: c, dyn: d, log: log, interval: interval, leaseNS: leaseNS, pageSize: pageSize,
-		links: map[string]link{}, history: map[string][]float64{}, stamps: map[string]string{},
+		links: map[string]link{}, reconnects: map[string][]time.Time{}, history: map[string][]float64{}, stamps: map[string]string{},
 		notify: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
@@ -183,11 +184,26 @@ func (f *fleet) watch() <-chan struct{} {
 	return f.notify
 }
 
+// reconnectWindow is how far back the reconnects of a node are counted.
+const reconnectWindow = time.Hour
+
 func (f *fleet) setLink(node string, up bool, at time.Time) {
 	f.mu.Lock()
+	if prev, ok := f.links[node]; ok && up && !prev.up {
+		f.reconnects[node] = append(recent(f.reconnects[node], at), at)
+	}
 	f.links[node] = link{up: up, at: at}
 	f.mu.Unlock()
 	f.changed()
+}
+
+// recent keeps the times within reconnectWindow before now.
+func recent(ts []time.Time, now time.Time) []time.Time {
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) > reconnectWindow {
+		i++
+	}
+	return ts[i:]
 }
 
 func (f *fleet) hasSynced() bool {
@@ -209,6 +225,7 @@ type Row struct {
 	Version    string
 	Labels     string
 	Replica    string // the cloudcore replica holding the node (its ownership Lease)
+	Reconnects int    // reconnects this replica saw in the last hour
 	PodsRun    int
 	PodsFail   int
 	DevOnline  int
@@ -236,10 +253,17 @@ func (f *fleet) view(sel labels.Selector, u *user, page int, label string) Fleet
 	showPods, showDevices := u.Pods, u.Devices
 	out := Fleet{ShowPods: showPods, ShowDevices: showDevices && f.devices != nil, DevicesServed: f.devices != nil, Synced: f.hasSynced(),
 		ShowReplica: u.Leases}
+	now := time.Now()
 	f.mu.Lock()
 	links := make(map[string]link, len(f.links))
 	for k, v := range f.links {
 		links[k] = v
+	}
+	reconnects := make(map[string]int, len(f.reconnects))
+	for k, v := range f.reconnects {
+		if n := len(recent(v, now)); n > 0 {
+			reconnects[k] = n
+		}
 	}
 	f.mu.Unlock()
 	for _, o := range f.nodes.List() {
@@ -311,6 +335,7 @@ func (f *fleet) view(sel labels.Selector, u *user, page int, label string) Fleet
 		if l, ok := links[n.Name]; ok {
 			r.LinkSource, r.LinkSince = "cloudhub", rfc3339(l.at)
 		}
+		r.Reconnects = reconnects[n.Name]
 	}
 	return out
 }

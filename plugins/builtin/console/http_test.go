@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -144,5 +145,25 @@ func TestPaginateClampsThePageAndKeepsTheFilterInItsLinks(t *testing.T) {
 			t.Errorf("paginate(%d, page %d, size %d) = %+v [%d:%d], want page %d [%d:%d] prev %q next %q",
 				tc.n, tc.page, tc.size, p, lo, hi, tc.wantPage, tc.lo, tc.hi, tc.wantPrev, tc.wantNxt)
 		}
+	}
+}
+
+func TestReconnectsCountOnlyAConnectAfterADisconnectWithinTheHour(t *testing.T) {
+	f := newFleet(nil, nil, nil, time.Hour, "default", 100)
+	t0 := time.Now().Add(-3 * time.Hour)
+	f.setLink("a", true, t0)                           // first connect: not a reconnect
+	f.setLink("a", false, t0.Add(time.Minute))         // drop
+	f.setLink("a", true, t0.Add(2*time.Minute))        // reconnect, over two hours ago
+	f.setLink("a", true, time.Now().Add(-time.Hour/2)) // connected again without a disconnect seen: not counted
+	f.setLink("a", false, time.Now().Add(-time.Minute))
+	f.setLink("a", true, time.Now())
+	f.setLink("b", true, time.Now())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if got := len(recent(f.reconnects["a"], time.Now())); got != 1 {
+		t.Errorf("node a: %d reconnects in the last hour, want 1", got)
+	}
+	if got := len(f.reconnects["b"]); got != 0 {
+		t.Errorf("node b connected once: %d reconnects, want 0", got)
 	}
 }

@@ -185,6 +185,7 @@ type Node struct {
 	Heartbeat                       string
 	Replica, ReplicaSince           string
 	Moves                           int32 // moves between replicas (the ownership Lease's leaseTransitions)
+	Reconnects                      int   // reconnects this replica saw in the last hour
 	Conditions                      []Condition
 	Pods                            []PodRow
 	Devices                         []DeviceRow
@@ -216,6 +217,7 @@ func (f *fleet) node(name string, u *user) Node {
 	if l, ok := f.links[name]; ok {
 		out.Connected, out.LinkSource, out.LinkSince = l.up, "cloudhub", rfc3339(l.at)
 	}
+	out.Reconnects = len(recent(f.reconnects[name], time.Now()))
 	f.mu.Unlock()
 	if u.Leases {
 		out.Replica, out.ReplicaSince, out.Moves = f.ownership(name)

@@ -57,6 +57,7 @@ type Module struct {
 	CASecret         CASecret      `yaml:"caSecret" doc:"Load the cluster CA from this Kubernetes Secret (as cloudhub's caSecret) instead of pkiDir; the serving certificate stays in pkiDir/console."`
 
 	limiter *loginLimiter
+	renders renders
 	host    sdk.Host
 	client  kubernetes.Interface
 	dyn     dynamic.Interface

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -231,7 +232,7 @@ func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.
 	// add and remove them): the steps start again from the first, a navigation.
 	// A push replaces the view's HTML: an element found just before may be gone when it is clicked;
 	// the steps start again too.
-	for try := 0; err != nil && (strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") || strings.Contains(err.Error(), "Could not find node with given id")) && try < 5; try++ {
+	for try := 0; err != nil && again(err) && try < 5; try++ {
 		t.Logf("%s: %v; again", what, err)
 		err = chromedp.Do(c, actions...)
 	}
@@ -240,12 +241,36 @@ func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.
 	}
 }
 
+// text is the innerText of the element sel selects, "" when there is none (read in one script run:
+// a push cannot replace the element halfway).
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	q, _ := json.Marshal(sel)
+	return get(t, ctx, "text of "+sel, chromedp.Evaluate[string](`((e) => e ? e.innerText : "")(document.querySelector(`+string(q)+`))`))
+}
+
+// again says whether a browser step failed only because the page moved under it: Chromium aborts a
+// load when the host's network interfaces change (other tests on this machine add and remove them),
+// and a push replaces the view's HTML, so an element found a moment before is gone.
+func again(err error) bool {
+	for _, s := range []string{"ERR_NETWORK_CHANGED", "Could not find node with given id", "No node with given id found"} {
+		if strings.Contains(err.Error(), s) {
+			return true
+		}
+	}
+	return false
+}
+
 // get runs one action that returns a value, with a generous deadline.
 func get[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
 	t.Helper()
 	c, cancel := context.WithTimeout(ctx, slow.Scale(60*time.Second))
 	defer cancel()
 	v, err := chromedp.Run(c, a)
+	for try := 0; err != nil && again(err) && try < 5; try++ {
+		t.Logf("%s: %v; again", what, err)
+		v, err = chromedp.Run(c, a)
+	}
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", what, err, pageText(ctx))
 	}

@@ -177,11 +177,11 @@ func (f *fleet) publish(ctx context.Context) {
 	}
 }
 
-// watch returns a channel closed at the next published change.
-func (f *fleet) watch() <-chan struct{} {
+// watch returns a channel closed at the next published change, and the version published last.
+func (f *fleet) watch() (<-chan struct{}, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.notify
+	return f.notify, f.version
 }
 
 // reconnectWindow is how far back the reconnects of a node are counted.

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -452,8 +453,8 @@ func (m *Module) events(w http.ResponseWriter, r *http.Request) {
 	csrf := csrfToken(m.csrfKey, token)
 	var last []byte
 	for {
-		changed := m.fleet.watch() // before rendering: a change during rendering is not missed
-		b, err := m.fragment(v, u, csrf)
+		changed, version := m.fleet.watch() // before rendering: a change during rendering is not missed
+		b, err := m.renders.get(version, v, u, func() ([]byte, error) { return m.fragment(v, u, csrf) })
 		if err != nil {
 			m.host.Logger().Error("rendering a console view", "view", v.view, "err", err)
 			return
@@ -547,4 +548,44 @@ func (m *Module) pauseResume(w http.ResponseWriter, r *http.Request) {
 	m.metrics.actions.WithLabelValues("ok").Inc()
 	m.host.Logger().Info("console: PluginRollout paused/resumed", "user", u.Name, "rollout", ns+"/"+name, "paused", paused, "remote", r.RemoteAddr)
 	http.Redirect(w, r, "rollouts", http.StatusSeeOther)
+}
+
+// renders lets the open pages that show the same thing share one rendering per published change:
+// the fleet, node and devices fragments depend only on the view, its query and what the user may see
+// (the rollouts fragment carries the session's CSRF token and is rendered per page).
+type renders struct {
+	mu      sync.Mutex
+	entries map[string]*render
+}
+
+type render struct {
+	version uint64
+	once    sync.Once
+	b       []byte
+	err     error
+}
+
+func (r *renders) get(version uint64, v query, u *user, do func() ([]byte, error)) ([]byte, error) {
+	if v.view == "rollouts" {
+		return do()
+	}
+	key := fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%d\x00%t%t%t%t%t%t", v.view, v.label, v.name, v.node, v.page,
+		u.Nodes, u.Pods, u.Devices, u.Rollouts, u.Events, u.Leases)
+	r.mu.Lock()
+	if r.entries == nil {
+		r.entries = map[string]*render{}
+	}
+	e, ok := r.entries[key]
+	if !ok || e.version != version {
+		for k, old := range r.entries { // only the latest change's renderings are kept
+			if old.version < version {
+				delete(r.entries, k)
+			}
+		}
+		e = &render{version: version}
+		r.entries[key] = e
+	}
+	r.mu.Unlock()
+	e.once.Do(func() { e.b, e.err = do() })
+	return e.b, e.err
 }

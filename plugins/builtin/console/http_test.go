@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -165,5 +166,40 @@ func TestReconnectsCountOnlyAConnectAfterADisconnectWithinTheHour(t *testing.T) 
 	}
 	if got := len(f.reconnects["b"]); got != 0 {
 		t.Errorf("node b connected once: %d reconnects, want 0", got)
+	}
+}
+
+func TestOpenPagesShowingTheSameShareOneRenderingPerChange(t *testing.T) {
+	var r renders
+	calls := 0
+	do := func() ([]byte, error) { calls++; return []byte(fmt.Sprint(calls)), nil }
+	fleet := query{view: "fleet", page: 1}
+	admin := &user{Nodes: true, Pods: true, Devices: true}
+	noDevices := &user{Nodes: true, Pods: true}
+	for _, tc := range []struct {
+		name    string
+		version uint64
+		v       query
+		u       *user
+		calls   int
+	}{
+		{"first page", 1, fleet, admin, 1},
+		{"second page, same view and permissions", 1, fleet, admin, 1},
+		{"another user with the same permissions", 1, fleet, &user{Name: "other", Nodes: true, Pods: true, Devices: true}, 1},
+		{"a user who may not list devices", 1, fleet, noDevices, 2},
+		{"another page of the fleet", 1, query{view: "fleet", page: 2}, admin, 3},
+		{"the next change", 2, fleet, admin, 4},
+		{"rollouts carry the session's CSRF token: never shared", 2, query{view: "rollouts"}, admin, 5},
+		{"rollouts again", 2, query{view: "rollouts"}, admin, 6},
+	} {
+		if _, err := r.get(tc.version, tc.v, tc.u, do); err != nil {
+			t.Fatal(err)
+		}
+		if calls != tc.calls {
+			t.Errorf("%s: %d renderings, want %d", tc.name, calls, tc.calls)
+		}
+	}
+	if len(r.entries) != 1 {
+		t.Errorf("%d renderings kept, want only the latest change's (1)", len(r.entries))
 	}
 }

@@ -81,12 +81,12 @@ func TestNodeDevicesAndRolloutsViewsAreLiveInABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-pod="default/`+node+`-app"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="default/`+node+`-thermo"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-module="modbus"] td[data-state="Installing"]`)))
-	replica := get(t, ctx, "replica", chromedp.Text(chromedp.CSS(`#node-replica`)))
-	module := get(t, ctx, "module row", chromedp.Text(chromedp.CSS(`tr[data-module="modbus"]`)))
+	replica := text(t, ctx, `#node-replica`)
+	module := text(t, ctx, `tr[data-module="modbus"]`)
 	if replica != "replica-b" {
 		t.Errorf("node view names replica %q, want replica-b (the ownership Lease's holder)", replica)
 	}
-	if moves := get(t, ctx, "moves", chromedp.Text(chromedp.CSS(`#node-moves`))); !strings.Contains(moves, "3 times") {
+	if moves := text(t, ctx, `#node-moves`); !strings.Contains(moves, "3 times") {
 		t.Errorf("node view says %q, want the Lease's 3 transitions", moves)
 	}
 	for _, want := range []string{"modbus-mapper", "wasm", "1.1.0"} {
@@ -324,8 +324,7 @@ func TestFleetPagerWalksTheFleet(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#fleet[data-updated] #page-next`)), // after the stream's first push
 		chromedp.Click(chromedp.CSS(`#page-next`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="`+p+`-10"]`)))
-	info := get(t, ctx, "page info", chromedp.Text(chromedp.CSS(`#page-info`)))
-	if !strings.Contains(info, "rows 11–20 of 25") || !strings.Contains(info, "page 2 of 3") {
+	if info := text(t, ctx, `#page-info`); !strings.Contains(info, "rows 11–20 of 25") || !strings.Contains(info, "page 2 of 3") {
 		t.Fatalf("page info %q, want rows 11–20 of 25, page 2 of 3", info)
 	}
 	// the live stream keeps the page: a change pushes page 2 again, not page 1

@@ -84,6 +84,8 @@ KEDGE_MODULES__CLOUDHUB__REGISTRYDIR="$PWD/$RUN/plugins/registry" \
   KEDGE_MODULES__CLOUDSTREAM__CLIENTALLOWEDNAMES=kube-apiserver-kubelet-client \
   KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__ENABLE=true KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__ADDRESS=127.0.0.1:10007 \
   KEDGE_MODULES__CLOUDSTREAM__METRICSAPI__SCRAPEINTERVAL=3s \
+  KEDGE_MODULES__CONSOLE__ENABLE=true KEDGE_MODULES__CONSOLE__KUBECONFIG="$KUBECONFIG" \
+  KEDGE_MODULES__CONSOLE__ADDRESS=127.0.0.1:10008 KEDGE_MODULES__CONSOLE__PKIDIR="$PWD/$RUN/pki" \
   start cloudcore 127.0.0.1:10006
 
 step "creating a join token for node demo-edge (cloudcore token create --node demo-edge: one join, 24 h)"
@@ -199,6 +201,31 @@ done
 code=$(curl -sS --cacert "$RUN/edge/metaserver.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:10550/api/v1/namespaces/default/configmaps/demo-config")
 echo "    without a token: HTTP $code"; [ "$code" = 401 ] || { echo "the MetaServer answered $code without a token, want 401" >&2; exit 1; }
 
+step "the fleet console (https://127.0.0.1:10008/): a ServiceAccount that may see the fleet and pause rollouts"
+"$KUBECTL" apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kedge-console-demo, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kedge-console-demo}
+rules:
+- {apiGroups: [""], resources: [nodes, pods, events], verbs: [get, list, watch]}
+- {apiGroups: [devices.kubeedge.io], resources: [devices], verbs: [get, list, watch]}
+- {apiGroups: [kedge.io], resources: [pluginrollouts], verbs: [get, list, watch, patch]}
+- {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kedge-console-demo}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kedge-console-demo}
+subjects: [{kind: ServiceAccount, name: kedge-console-demo, namespace: default}]
+YAML
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$RUN/pki/ca.crt" https://127.0.0.1:10008/login)
+echo "    GET https://127.0.0.1:10008/login (trusting $RUN/pki/ca.crt): HTTP $code"
+[ "$code" = 200 ] || { echo "the console answered $code, want 200" >&2; exit 1; }
+
 step "edgecore: the link, the outbox and the modules"
 curl -fsS http://127.0.0.1:10360/metrics | grep -E '^kedge_(edgehub_connected|edgehub_upstream_(sent|acked)_total|edgehub_outbox_depth|nodestatus_reports_total)' | sed 's/^/    /'
 KEDGE_ADMIN__SOCKET="$PWD/$RUN/edgecore.sock" "$BIN/edgecore" module ls | sed 's/^/    /'
@@ -209,6 +236,10 @@ cat <<TXT
 
 Kedge is running: a local control plane, cloudcore (admin http://127.0.0.1:10006) and edgecore
 (admin http://127.0.0.1:10360), state in $RUN/. Try:
+
+  The fleet console: https://127.0.0.1:10008/   (its certificate is from the cluster CA: $RUN/pki/ca.crt)
+    log in with the token this prints (paste it into the login form; valid 8 h):
+    $KUBECTL --kubeconfig $KUBECONFIG create token kedge-console-demo --duration 8h
 
   export KUBECONFIG=$KUBECONFIG
   $KUBECTL get nodes --show-labels; $KUBECTL get pods -o wide

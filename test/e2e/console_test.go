@@ -164,7 +164,7 @@ func consoleClient(t *testing.T, pkiDir string) *http.Client {
 // TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut drives a real browser against
 // the console of a real cloudcore (kube-apiserver, joined edgecore): the fleet view lists the node as
 // connected; stopping edgecore turns it offline in the open page within two heartbeats, pushed over
-// SSE, without a reload.
+// SSE, without a reload; when edgecore comes back it shows connected again with the reconnect counted.
 func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *testing.T) {
 	c, consoleURL := newConsoleCluster(t)
 	waitFor(t, "node Ready", 60*time.Second, c.nodeReady)
@@ -225,6 +225,18 @@ func TestConsoleFleetShowsTheNodeConnectedAndOfflineLiveAfterTheLinkIsCut(t *tes
 		t.Fatal(err)
 	}
 	t.Logf("offline shown %s after the cut (heartbeat %s); screenshots in %s", took.Round(time.Millisecond), consoleHeartbeat, out)
+	// The edge comes back: connected again, and the reconnect is counted, pushed to the open page.
+	c.startEdge()
+	rctx, rcancel := context.WithTimeout(bctx, slow.Scale(60*time.Second))
+	defer rcancel()
+	if err := chromedp.Do(rctx, chromedp.WaitVisible(chromedp.CSS(`tr[data-node="e2e-edge"] td[data-link="connected"]`))); err != nil {
+		t.Fatalf("the node did not show connected again: %v\n%s", err, pageState(ctx))
+	}
+	// read in one script run: a push may replace the row between a query and a read
+	n, err := chromedp.Run(rctx, chromedp.Evaluate[string](`((e) => e ? e.innerText : "")(document.querySelector('tr[data-node="e2e-edge"] td.reconnects'))`))
+	if k, cerr := strconv.Atoi(strings.TrimSpace(n)); err != nil || cerr != nil || k < 1 { // at least the one made here
+		t.Fatalf("reconnects in the last hour: %q (%v), want at least 1\n%s", n, err, pageState(ctx))
+	}
 }
 
 // TestConsoleRefusesForgedCookiesBadQueriesAndCrossSiteForms checks the console's refusals against a

@@ -22,19 +22,22 @@ type user struct {
 	Groups []string
 	Extra  map[string]authzv1.ExtraValue
 	UID    string
-	// Views the user may see: list nodes (the fleet), pods (the pod counts), devices.
-	Nodes, Pods, Devices bool
+	// Views the user may see: list nodes (the fleet), pods (the pod counts), devices, PluginRollouts,
+	// Events (a node's recent events) and the ownership Leases (which replica holds a node).
+	Nodes, Pods, Devices, Rollouts, Events, Leases bool
 }
 
 // access is one resource a view shows.
 type access struct {
-	group, resource string
+	group, resource, namespace string
 }
 
 var (
-	accessNodes   = access{"", "nodes"}
-	accessPods    = access{"", "pods"}
-	accessDevices = access{"devices.kubeedge.io", "devices"}
+	accessNodes    = access{"", "nodes", ""}
+	accessPods     = access{"", "pods", ""}
+	accessDevices  = access{"devices.kubeedge.io", "devices", ""}
+	accessRollouts = access{"kedge.io", "pluginrollouts", ""}
+	accessEvents   = access{"", "events", ""}
 )
 
 // maxCachedTokens bounds the answers kept (a few hundred bytes each).
@@ -51,13 +54,14 @@ type cached struct {
 type authenticator struct {
 	client kubernetes.Interface
 	ttl    time.Duration
+	leases access // the ownership Leases, in their namespace
 
 	mu    sync.Mutex
 	cache map[string]cached
 }
 
-func newAuthenticator(c kubernetes.Interface, ttl time.Duration) *authenticator {
-	return &authenticator{client: c, ttl: ttl, cache: map[string]cached{}}
+func newAuthenticator(c kubernetes.Interface, ttl time.Duration, leaseNamespace string) *authenticator {
+	return &authenticator{client: c, ttl: ttl, cache: map[string]cached{}, leases: access{"coordination.k8s.io", "leases", leaseNamespace}}
 }
 
 func tokenKey(token string) string {
@@ -121,18 +125,20 @@ func (a *authenticator) review(ctx context.Context, token string) (*user, error)
 	for _, c := range []struct {
 		a   access
 		dst *bool
-	}{{accessNodes, &u.Nodes}, {accessPods, &u.Pods}, {accessDevices, &u.Devices}} {
-		if *c.dst, err = a.may(ctx, u, "list", c.a); err != nil {
+	}{{accessNodes, &u.Nodes}, {accessPods, &u.Pods}, {accessDevices, &u.Devices}, {accessRollouts, &u.Rollouts},
+		{accessEvents, &u.Events}, {a.leases, &u.Leases}} {
+		if *c.dst, err = a.may(ctx, u, "list", c.a, ""); err != nil {
 			return nil, err
 		}
 	}
 	return u, nil
 }
 
-// may asks with a SubjectAccessReview whether u may verb the resource at the cluster scope.
-func (a *authenticator) may(ctx context.Context, u *user, verb string, r access) (bool, error) {
+// may asks with a SubjectAccessReview whether u may verb the resource (in r's namespace, or at the
+// cluster scope when it has none; the object name when given).
+func (a *authenticator) may(ctx context.Context, u *user, verb string, r access, name string) (bool, error) {
 	sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: u.Name, Groups: u.Groups, UID: u.UID, Extra: u.Extra,
-		ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: r.group, Resource: r.resource}}}
+		ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: r.group, Resource: r.resource, Namespace: r.namespace, Name: name}}}
 	res, err := a.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
 	if err != nil {
 		return false, fmt.Errorf("SubjectAccessReview for %s %s: %w", verb, r.resource, err)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/kedge-io/kedge/host/kube"
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -48,7 +50,14 @@ type Module struct {
 	SessionMaxAge    time.Duration `yaml:"sessionMaxAge" doc:"Lifetime of the session cookie that holds the pasted token; the token is checked again with TokenReview at least every authCacheTTL."`
 	AuthCacheTTL     time.Duration `yaml:"authCacheTTL" doc:"How long a TokenReview and SubjectAccessReview answer is reused for the same token."`
 	PushInterval     time.Duration `yaml:"pushInterval" doc:"Changes are coalesced and pushed to open pages at most this often."`
+	PageSize         int           `yaml:"pageSize" doc:"Rows per page of the fleet and devices views (counts are over every row)."`
+	LoginRate        float64       `yaml:"loginRate" doc:"Login attempts a minute allowed per client address, after loginBurst at once; more get 429 with Retry-After."`
+	LoginBurst       int           `yaml:"loginBurst" doc:"Login attempts a client address may make at once."`
+	OwnershipNS      string        `yaml:"ownershipNamespace" doc:"Namespace of cloudhub's ownership Leases (which replica holds a node); empty: $POD_NAMESPACE, else default."`
+	CASecret         CASecret      `yaml:"caSecret" doc:"Load the cluster CA from this Kubernetes Secret (as cloudhub's caSecret) instead of pkiDir; the serving certificate stays in pkiDir/console."`
 
+	limiter *loginLimiter
+	renders renders
 	host    sdk.Host
 	client  kubernetes.Interface
 	dyn     dynamic.Interface
@@ -63,6 +72,14 @@ type Module struct {
 
 var _ sdk.Module = (*Module)(nil)
 
+// CASecret names the Secret holding the cluster CA (ca.crt, ca.key), as cloudhub's caSecret does.
+type CASecret struct {
+	Enable     bool   `yaml:"enable" doc:"Read the CA from the Secret below (set it as cloudhub's caSecret)."`
+	Kubeconfig string `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: the console's kubeconfig."`
+	Namespace  string `yaml:"namespace" doc:"Namespace of the Secret."`
+	Name       string `yaml:"name" doc:"Name of the Secret."`
+}
+
 // New returns the console with its defaults.
 func New() *Module {
 	return &Module{
@@ -71,6 +88,10 @@ func New() *Module {
 		SessionMaxAge: 8 * time.Hour,
 		AuthCacheTTL:  30 * time.Second,
 		PushInterval:  250 * time.Millisecond,
+		PageSize:      100,
+		LoginRate:     10,
+		LoginBurst:    5,
+		CASecret:      CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName},
 	}
 }
 
@@ -81,6 +102,21 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.SessionMaxAge <= 0 || m.AuthCacheTTL <= 0 || m.PushInterval <= 0 {
 		return errors.New("modules.console: sessionMaxAge, authCacheTTL and pushInterval must be positive")
 	}
+	if m.PageSize < 10 || m.PageSize > 5000 {
+		return fmt.Errorf("modules.console.pageSize is %d: want 10 to 5000", m.PageSize)
+	}
+	if m.LoginRate <= 0 || m.LoginBurst < 1 {
+		return fmt.Errorf("modules.console: loginRate (%v) must be positive and loginBurst (%d) at least 1", m.LoginRate, m.LoginBurst)
+	}
+	if m.CASecret.Enable && (m.CASecret.Namespace == "" || m.CASecret.Name == "") {
+		return errors.New("modules.console.caSecret: namespace and name must be set when it is enabled")
+	}
+	if m.OwnershipNS == "" {
+		if m.OwnershipNS = os.Getenv("POD_NAMESPACE"); m.OwnershipNS == "" {
+			m.OwnershipNS = "default"
+		}
+	}
+	m.limiter = newLoginLimiter(m.LoginRate, m.LoginBurst)
 	m.host, m.life = h, ctx
 	if m.client == nil {
 		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.console.kubeconfig")
@@ -103,10 +139,14 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if _, err := rand.Read(m.csrfKey); err != nil {
 		return err
 	}
-	m.auth = newAuthenticator(m.client, m.AuthCacheTTL)
-	ca, err := pki.LoadCA(ctx, pki.FileStorage{Dir: m.PKIDir}) // cloudhub's; never a second one
+	m.auth = newAuthenticator(m.client, m.AuthCacheTTL, m.OwnershipNS)
+	caStore, err := m.caStorage()
 	if err != nil {
-		return fmt.Errorf("cluster CA: %w", err)
+		return err
+	}
+	ca, err := pki.LoadCA(ctx, caStore) // cloudhub's; never a second one
+	if err != nil {
+		return fmt.Errorf("cluster CA from %v: %w", caStore, err)
 	}
 	var ips []net.IP
 	var names []string
@@ -122,7 +162,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return fmt.Errorf("console serving certificate: %w", err)
 	}
-	m.fleet = newFleet(m.client, m.dyn, h.Logger(), m.PushInterval)
+	m.fleet = newFleet(m.client, m.dyn, h.Logger(), m.PushInterval, m.OwnershipNS, m.PageSize)
 	if err := m.fleet.start(ctx, &m.wg); err != nil {
 		return err
 	}
@@ -142,6 +182,24 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	})
 	h.Logger().Info("serving the console", "url", "https://"+m.Address+"/")
 	return nil
+}
+
+// caStorage is where the cluster CA is: caSecret's Secret when enabled, else pkiDir.
+func (m *Module) caStorage() (pki.Storage, error) {
+	if !m.CASecret.Enable {
+		return pki.FileStorage{Dir: m.PKIDir}, nil
+	}
+	client := m.client
+	if m.CASecret.Kubeconfig != "" {
+		cfg, err := kube.RestConfig(m.CASecret.Kubeconfig, "modules.console.caSecret.kubeconfig")
+		if err != nil {
+			return nil, err
+		}
+		if client, err = kubernetes.NewForConfig(cfg); err != nil {
+			return nil, fmt.Errorf("modules.console.caSecret: %w", err)
+		}
+	}
+	return kubestore.SecretStorage{Secrets: client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}, nil
 }
 
 // Handle takes cloudhub's link events (connected, disconnected) and ignores the rest of the group's

@@ -1,13 +1,14 @@
-// The console's only script: keeps the fleet table live over Server-Sent Events (no polling).
+// The console's only script: keeps the open view live over Server-Sent Events (no polling). The
+// view's container names its event stream in data-events; each push replaces the container's HTML.
 (function () {
   "use strict";
-  var fleet = document.getElementById("fleet");
+  var view = document.querySelector("[data-events]");
   var live = document.getElementById("live");
-  if (!fleet || !window.EventSource) { return; }
-  var es = new EventSource("events" + window.location.search);
-  es.addEventListener("fleet", function (e) {
-    fleet.innerHTML = JSON.parse(e.data);
-    fleet.setAttribute("data-updated", String(Date.now()));
+  if (!view || !window.EventSource) { return; }
+  var es = new EventSource(view.getAttribute("data-events"));
+  es.addEventListener("view", function (e) {
+    view.innerHTML = JSON.parse(e.data);
+    view.setAttribute("data-updated", String(Date.now()));
     live.textContent = "live";
     live.className = "";
   });

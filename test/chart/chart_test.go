@@ -435,7 +435,7 @@ func TestRenderedConfigPassesCloudcoreValidateAndHATurnsOnOwnership(t *testing.T
 		{"default", nil, nil, false, false, "cloudhub, devicecontroller, edgecontroller"},
 		{"all-modules-ha", []string{allModules}, nil, true, true, "cloudhub, cloudbus, cloudstream, devicecontroller, edgecontroller, rolloutcontroller"},
 		{"two replicas, ownership opted out", nil, []string{"replicas=2", "modules.cloudhub.ownership.enable=false"}, false, true, "cloudhub, devicecontroller, edgecontroller"},
-		{"console", nil, []string{"caSecret.enable=false", "modules.console.enable=true"}, false, false, "cloudhub, console, devicecontroller, edgecontroller"},
+		{"console", nil, []string{"modules.console.enable=true"}, false, false, "cloudhub, console, devicecontroller, edgecontroller"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := helmbin.Template("kedge-system", false, tc.files, tc.sets...)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -567,40 +568,55 @@ spec: {type: ExternalName, externalName: 127.0.0.1}
 	r.noRefusals()
 }
 
-// The console in the chart (with caSecret off, as it needs): cloudcore, as the chart's
-// ServiceAccount only, checks a user's token with a TokenReview and the fleet view with a
-// SubjectAccessReview, and lists the joined node; without the chart's console rules the user's
-// login fails (the reviews are refused) and the test with them.
+// The console in the chart, with the CA in the chart's caSecret: cloudcore, as the chart's
+// ServiceAccount only, checks a user's token with a TokenReview and each view with a
+// SubjectAccessReview, lists the joined node, shows its page (its Events) and the rollouts view;
+// without the chart's console rules a review or a list is refused and the test fails.
 func TestChartRBACIsEnoughForTheConsole(t *testing.T) {
 	r := newChartRig(t, func(*k8senv.KubeletClient) map[string]any {
-		return map[string]any{"caSecret": map[string]any{"enable": false}, "modules": map[string]any{"console": map[string]any{"enable": true}}}
+		return map[string]any{"modules": map[string]any{"console": map[string]any{"enable": true}}}
 	})
 	port := freePort(t)
 	r.startChartCloud("KEDGE_MODULES__CONSOLE__ADDRESS=127.0.0.1:"+strconv.Itoa(port), "KEDGE_MODULES__CONSOLE__PKIDIR="+r.pkiDir)
-	r.join("--pki-dir", r.pkiDir)
+	r.join("--ca-secret", chartNS+"/kedge-ca")
 	waitFor(t, "edge node Ready", 60*time.Second, r.nodeReady)
 
-	user := consoleToken(t, r.k8s.Client, "fleet-viewer", []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"get", "list", "watch"}}})
-	hc := consoleClient(t, r.pkiDir)
-	waitFor(t, "the console lists the joined node for the user", 60*time.Second, func() (bool, string) {
-		req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+strconv.Itoa(port)+"/", nil)
+	user := consoleToken(t, r.k8s.Client, "fleet-viewer", []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "events"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"kedge.io"}, Resources: []string{"pluginrollouts"}, Verbs: []string{"get", "list", "watch"}}})
+	caSecret, err := r.k8s.Client.CoreV1().Secrets(chartNS).Get(context.Background(), "kedge-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, caSecret.Data["ca.crt"], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hc := consoleClient(t, filepath.Dir(caFile)) // the console's certificate is signed by the CA in the Secret
+	get := func(path string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+strconv.Itoa(port)+path, nil)
 		req.AddCookie(&http.Cookie{Name: "__Host-kedge-console", Value: user})
 		res, err := hc.Do(req)
 		if err != nil {
-			return false, err.Error()
+			return 0, "", err
 		}
 		defer res.Body.Close()
-		var b strings.Builder
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := res.Body.Read(buf)
-			b.Write(buf[:n])
+		b, err := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), err
+	}
+	for _, tc := range []struct{ what, path, want string }{
+		{"the fleet view lists the joined node", "/", `data-node="` + r.node + `"`},
+		{"the node's page", "/node?name=" + r.node, r.node},
+		{"the rollouts view", "/rollouts", "ollout"},
+	} {
+		waitFor(t, tc.what, 60*time.Second, func() (bool, string) {
+			code, body, err := get(tc.path)
 			if err != nil {
-				break
+				return false, err.Error()
 			}
-		}
-		return res.StatusCode == http.StatusOK && strings.Contains(b.String(), `data-node="`+r.node+`"`), res.Status
-	})
+			return code == http.StatusOK && strings.Contains(body, tc.want), fmt.Sprintf("%d %.300s", code, body)
+		})
+	}
 	r.noRefusals()
 }
 

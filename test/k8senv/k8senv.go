@@ -24,12 +24,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kedge-io/kedge/test/slow"
 )
+
+// envtest logs through controller-runtime's logger, which prints a stack trace into every test's
+// output when nothing was set; its few lines add nothing to the API server's own log.
+func init() { ctrllog.SetLogger(logr.Discard()) }
 
 // Env is one running control plane.
 type Env struct {

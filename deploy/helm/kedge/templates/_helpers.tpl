@@ -70,6 +70,7 @@ replica is reached at is its pod IP, set by the Deployment (KEDGE_MODULES__CLOUD
 {{- $_ := set $co "pkiDir" "/var/lib/kedge/pki" -}}
 {{- $_ := set $co "kubeconfig" "" -}}
 {{- if not $co.advertiseAddress }}{{ $_ := set $co "advertiseAddress" (printf "%s-console.%s.svc" (include "kedge.fullname" .) .Release.Namespace) }}{{ end -}}
+{{- $_ := set $co "caSecret" (dict "enable" .Values.caSecret.enable "kubeconfig" "" "namespace" .Release.Namespace "name" .Values.caSecret.name) -}}
 {{- end -}}
 log:
   level: {{ .Values.log.level }}

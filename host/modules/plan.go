@@ -11,15 +11,16 @@ import (
 
 	"github.com/kedge-io/kedge/host/config"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
 )
 
 // Runtime says how a module is loaded.
-type Runtime string
+type Runtime = control.Runtime
 
 const (
-	Builtin Runtime = "builtin" // compiled into the host binary
-	Process Runtime = "process" // a plugin executable speaking gRPC
-	WASM    Runtime = "wasm"    // a sandboxed WebAssembly module
+	Builtin = control.Builtin // compiled into the host binary
+	Process = control.Process // a plugin executable speaking gRPC
+	WASM    = control.WASM    // a sandboxed WebAssembly module
 )
 
 // Settings are the keys every module block has besides the module's own settings.

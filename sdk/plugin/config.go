@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/kedge-io/kedge/host/config"
+	"github.com/kedge-io/kedge/sdk/config"
 )
 
 // configSource names the module's config block in errors: "config: modules.echo.greeting: ...".

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/config"
+	"github.com/kedge-io/kedge/sdk/config"
 )
 
 type settings struct {

@@ -9,7 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/sdk/kube"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -22,9 +22,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "twin". Its

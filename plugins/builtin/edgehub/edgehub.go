@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; its group is "hub".
@@ -31,7 +31,7 @@ func init() {
 		Name:     Name,
 		Group:    "hub",
 		Doc:      "The link to cloudcore: mTLS websocket, reliable delivery both ways, offline outbox, certificate rotation.",
-		Requires: []string{"metamanager"},
+		Requires: []string{sdk.DefaultMetaManager},
 		Enabled:  false, // needs a cloud to talk to: `edgecore join` writes its block with enable: true
 		New:      func() sdk.Module { return New() },
 	})
@@ -59,6 +59,7 @@ type Module struct {
 	EventsGroup   string            `yaml:"eventsGroup" doc:"Group told when the link goes up or down (nobody in it is fine)."`
 	QUIC          QUIC              `yaml:"quic" doc:"Dial the cloud over QUIC instead of the websocket (quic.go)."`
 	SendInventory bool              `yaml:"sendInventory" doc:"On connect, send the cloud the list of objects this node holds (a Kedge cloudhub resends what is missing); turn off for a KubeEdge cloudcore."`
+	MetaManager   string            `yaml:"metaManager" doc:"Module asked, on connect, for the list of objects this node holds (sendInventory)."`
 	LeaseDuration time.Duration     `yaml:"leaseDuration" doc:"Under KubeEdge's cloudcore: duration of the node's Lease in kube-node-lease, which edgehub renews every quarter of it through the hub as KubeEdge's edged does (a Kedge cloudcore keeps the Lease itself); 0 keeps no Lease."`
 
 	host     sdk.Host
@@ -93,13 +94,14 @@ func New() *Module {
 		AckTimeout:    15 * time.Second,
 		HandleTimeout: time.Minute,
 		Dispatch: map[string]string{
-			"resource": "metamanager", "meta": "metamanager",
+			"resource": sdk.DefaultMetaManager, "meta": sdk.DefaultMetaManager,
 			"twin": "devicetwin", "user": "eventbus", "func": "servicebus",
 		},
 		AsyncGroups:   []string{"func"},
 		AsyncLimit:    16,
 		EventsGroup:   "hubevents",
 		SendInventory: true,
+		MetaManager:   sdk.DefaultMetaManager,
 		LeaseDuration: 40 * time.Second,
 	}
 }

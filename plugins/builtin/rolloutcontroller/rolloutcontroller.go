@@ -25,10 +25,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/kedge-io/kedge/host/kube"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/kube"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "plugin".

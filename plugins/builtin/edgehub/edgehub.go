@@ -113,14 +113,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return errors.New("edgehub needs the host's durable outbox; run it builtin")
 	}
 	m.outbox = op.Outbox()
-	if m.LeaseDuration < 0 || (m.LeaseDuration > 0 && m.LeaseDuration < 4*time.Second) {
-		return fmt.Errorf("leaseDuration %s: want 0 (no Lease) or at least 4s (it is renewed every quarter of it, in whole seconds)", m.LeaseDuration)
-	}
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.HealthyAfter <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout, backoffMin and healthyAfter must be positive and backoffMax >= backoffMin")
-	}
-	if m.QUIC.Enable && m.QUIC.Server == "" {
-		return errors.New("quic.enable is set but quic.server (the cloud's host:10001) is empty")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	if m.dialHook == nil {
 		if err := m.loadTLS(); err != nil {

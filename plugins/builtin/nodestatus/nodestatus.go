@@ -106,8 +106,8 @@ type Condition struct {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Interval < time.Second {
-		return fmt.Errorf("interval %s is below 1s", m.Interval)
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	g, err := m.newGatherer()
 	if err != nil {

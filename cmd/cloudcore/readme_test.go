@@ -20,7 +20,7 @@ var notGeneratedYet = []string{"cloudhub", "cloudstream", "console", "edgecontro
 // code (a new setting, a changed default or doc).
 func TestModuleREADMEConfigBlocksAreWhatDefaultconfigPrints(t *testing.T) {
 	infos := slices.DeleteFunc(sdk.Registered(), func(i sdk.Info) bool { return slices.Contains(notGeneratedYet, i.Name) })
-	stale, err := daemon.ModuleREADMEs("../..", infos, *updateREADMEs)
+	stale, err := daemon.ModuleREADMEs("../..", infos, nil, *updateREADMEs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,19 +122,21 @@ func setKey(m *yaml.Node, key string, v *yaml.Node) {
 }
 
 // ModuleREADMEs checks (or, with update, rewrites) the config block of each module's README, found
-// in the module's package folder under root (the repository). It returns what is stale or missing,
-// one line each; after an update only modules whose README has no config block at all remain.
-func ModuleREADMEs(root string, infos []sdk.Info, update bool) ([]string, error) {
+// in folders[name] or else in the folder of the module type's package, under root (the repository).
+// It returns what is stale or missing, one line each.
+func ModuleREADMEs(root string, infos []sdk.Info, folders map[string]string, update bool) ([]string, error) {
 	const modulePath = "github.com/kedge-io/kedge/"
 	var stale []string
 	for _, info := range infos {
-		t := reflect.TypeOf(info.New())
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		pkg, ok := strings.CutPrefix(t.PkgPath(), modulePath)
+		pkg, ok := folders[info.Name]
 		if !ok {
-			continue // a module from outside this repository keeps its own README
+			t := reflect.TypeOf(info.New())
+			for t.Kind() == reflect.Pointer {
+				t = t.Elem()
+			}
+			if pkg, ok = strings.CutPrefix(t.PkgPath(), modulePath); !ok {
+				continue // a module from outside this repository keeps its own README
+			}
 		}
 		path := filepath.Join(root, filepath.FromSlash(pkg), "README.md")
 		readme, err := os.ReadFile(path)

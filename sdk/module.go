@@ -8,20 +8,20 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/host/router"
-	"github.com/kedge-io/kedge/host/store/storeapi"
+	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/sdk/storeapi"
 )
 
 // APIVersion is the module contract version; a plugin built for another major version is refused.
 const APIVersion = "1"
 
-// Message is the unit of communication (see host/message).
+// Message is the unit of communication (see sdk/message).
 type Message = message.Message
 
 // Module is what every module implements, whatever runtime it runs in.
@@ -99,12 +99,22 @@ type Store interface {
 	Delete(ctx context.Context, k Key) (existed bool, err error)
 }
 
-// Errors a module may test with errors.Is.
+// Errors of message delivery a module may test with errors.Is. The host's router returns them
+// (wrapped with the module and message concerned); they are defined here so the contract names them
+// without depending on the host.
 var (
 	// ErrUnknownModule: no running module has that name (or no module is in that group).
-	ErrUnknownModule = router.ErrUnknownModule
+	ErrUnknownModule = errors.New("unknown module")
 	// ErrNoWaiter: a reply matched no waiting request and named no destination module.
-	ErrNoWaiter = router.ErrNoWaiter
+	ErrNoWaiter = errors.New("no sync waiter for reply")
+	// ErrMailboxFull: the destination's mailbox had no room (a non-blocking send).
+	ErrMailboxFull = errors.New("mailbox full")
+	// ErrClosed: the destination's mailbox is closed (the module stopped).
+	ErrClosed = errors.New("mailbox closed")
+	// ErrDuplicate: a module of that name is already registered.
+	ErrDuplicate = errors.New("already registered")
+	// ErrNoID: the message has no header ID (a sync request or reply needs one).
+	ErrNoID = errors.New("message has no header ID")
 )
 
 // Outbox is the node's durable FIFO queue of upstream messages: what is enqueued survives a crash or

@@ -34,18 +34,8 @@ type controller struct {
 	current Config
 }
 
-// swapRequest is the body of POST /v1/modules/{name}/swap.
-type swapRequest struct {
-	Runtime modules.Runtime `json:"runtime"`
-	Path    string          `json:"path,omitempty"`
-	SHA256  string          `json:"sha256,omitempty"`
-	// HealthTimeout, a Go duration ("30s"), bounds how long this swap waits for the new instance to
-	// become healthy; empty: admin.swapHealthTimeout.
-	HealthTimeout string `json:"healthTimeout,omitempty"`
-}
-
 // options turns the request's settings into swap options; a bad value is an error naming it.
-func (r swapRequest) options() ([]modules.SwapOption, error) {
+func swapOptions(r swapRequest) ([]modules.SwapOption, error) {
 	if r.HealthTimeout == "" {
 		return nil, nil
 	}
@@ -59,7 +49,7 @@ func (r swapRequest) options() ([]modules.SwapOption, error) {
 // swap replaces a running module with the same module on another runtime or file, keeping its
 // settings. It does not change the config file: a restart runs what the file says.
 func (c *controller) swap(ctx context.Context, name string, req swapRequest) (modules.SwapReport, error) {
-	opts, err := req.options()
+	opts, err := swapOptions(req)
 	if err != nil {
 		return modules.SwapReport{}, err
 	}
@@ -207,7 +197,7 @@ func serveControl(ctx context.Context, path string, c *controller) (func(), erro
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "decode swap request: " + err.Error()})
 			return
 		}
-		if _, err := req.options(); err != nil {
+		if _, err := swapOptions(req); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}

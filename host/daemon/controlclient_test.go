@@ -122,7 +122,7 @@ func TestSwapHealthTimeoutIsCheckedInTheRequestAndTheConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var rep modules.SwapReport
-			err := call(ctx, c.hc, "POST", "/v1/modules/ctltest/swap", swapRequest{Runtime: modules.Builtin, HealthTimeout: tt.timeout}, &rep)
+			err := call(ctx, c.HTTPClient(), "POST", "/v1/modules/ctltest/swap", swapRequest{Runtime: modules.Builtin, HealthTimeout: tt.timeout}, &rep)
 			switch {
 			case tt.want == "" && (err != nil || rep.Module != "ctltest"):
 				t.Fatalf("swap = %+v, %v; want swapped", rep, err)

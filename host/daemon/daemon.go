@@ -69,13 +69,25 @@ func Main(spec Spec, args []string) int {
 		return ExitOK
 	case errors.As(err, &ee):
 		if ee.err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Binary, ee.err)
+			printErrors(spec.Binary, ee.err)
 		}
 		return ee.code
 	default: // cobra usage errors (unknown flag, bad argument)
 		fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Binary, err)
 		return ExitConfig
 	}
+}
+
+// printErrors writes err to stderr, one line per joined error (every bad module setting is reported,
+// each as "<file>: modules.<name>.<key>: <problem>"), each line prefixed with the binary's name.
+func printErrors(binary string, err error) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			printErrors(binary, e)
+		}
+		return
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", binary, err)
 }
 
 type exitError struct {

@@ -1,32 +1,23 @@
-// Package kube holds what every cloud module that talks to the Kubernetes API shares: finding the API
-// server from a module's kubeconfig setting.
+// Package kube re-exports sdk/kube (REST config and leader election for cloud modules), which modules
+// import: the module contract and its helpers live in sdk/ and depend on nothing in host/.
 package kube
 
 import (
-	"fmt"
-	"os"
+	"context"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kedge-io/kedge/sdk/kube"
 )
 
-// RestConfig finds the API server: the kubeconfig at path, else $KUBECONFIG, else the in-cluster
-// service account. setting names the config key that holds path, for the error when none is found
-// (e.g. "modules.edgecontroller.kubeconfig").
-func RestConfig(path, setting string) (*rest.Config, error) {
-	if path == "" {
-		path = os.Getenv("KUBECONFIG")
-	}
-	if path != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", path)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-		}
-		return cfg, nil
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("no kubeconfig set (%s or $KUBECONFIG) and not in a cluster: %w", setting, err)
-	}
-	return cfg, nil
+type (
+	Elector        = kube.Elector
+	ElectorOptions = kube.ElectorOptions
+	LeaderElection = kube.LeaderElection
+)
+
+func RestConfig(path, setting string) (*rest.Config, error) { return kube.RestConfig(path, setting) }
+func StartElector(ctx context.Context, c LeaderElection, o ElectorOptions) (*Elector, error) {
+	return kube.StartElector(ctx, c, o)
 }
+func DefaultLeaderElection() LeaderElection { return kube.DefaultLeaderElection() }

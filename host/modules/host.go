@@ -26,7 +26,11 @@ type hostHandle struct {
 var (
 	_ sdk.Host           = (*hostHandle)(nil)
 	_ sdk.OutboxProvider = (*hostHandle)(nil)
+	_ sdk.HostVersioner  = (*hostHandle)(nil)
 )
+
+// HostVersion is the host binary's version (Version).
+func (h *hostHandle) HostVersion() string { return Version }
 
 // Outbox is the node's upstream outbox, shared by the host (the hub module drains it).
 func (h *hostHandle) Outbox() sdk.Outbox { return h.outbox }

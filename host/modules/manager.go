@@ -18,6 +18,7 @@ import (
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
 )
 
 // Deps are the host services the manager hands to modules.
@@ -81,10 +82,8 @@ type instance struct {
 	prepared, started time.Duration
 }
 
-// DefaultPrepareTimeout is how long a module's Prepare may take by default: a cold compile of a Go
-// WASM guest takes about half a second on a fast machine, tens of seconds on a busy 2-core box or a
-// small ARM board, and minutes under emulation.
-const DefaultPrepareTimeout = 10 * time.Minute
+// DefaultPrepareTimeout is how long a module's Prepare may take by default (see sdk/control).
+const DefaultPrepareTimeout = control.DefaultPrepareTimeout
 
 // DefaultSwapHealthTimeout is how long a swap waits for its new instance to become healthy, unless
 // Deps or the swap say otherwise.
@@ -366,32 +365,8 @@ func (mgr *Manager) Running() []string {
 	return names
 }
 
-// Status describes a running module for `module ls` and /readyz.
-type Status struct {
-	Name    string  `json:"name"`
-	Group   string  `json:"group"`
-	Runtime Runtime `json:"runtime"`
-	Path    string  `json:"path,omitempty"`
-	// Release is what `module ls` shows as VERSION: the host binary's version for builtin, the
-	// plugin's own release for process (plugin.WithVersion) and wasm (its manifest), "-" if it has none.
-	Release string `json:"release"`
-	// SHA256 is "sha256:<first 12 hex digits>" of a pinned plugin file; empty for builtin.
-	SHA256 string `json:"sha256,omitempty"`
-	// Version combines both for older readers: the binary's version for builtin; for plugins
-	// "<release> (sha256:<prefix>)", or "sha256:<prefix>" when the plugin reports no release.
-	Version string `json:"version"`
-	Health  string `json:"health"` // empty when healthy, else why not
-	// Link is set for a module holding a link to a remote peer (sdk.LinkChecker): "up", or "down: why".
-	// A link that is down does not make the module unhealthy.
-	Link    string  `json:"link,omitempty"`
-	Handled float64 `json:"handled"`
-	Failed  float64 `json:"failed"`
-	Queued  int     `json:"queued"`
-	Swaps   float64 `json:"swaps"`
-	// SwapGaps are the last measured gaps after swaps: how long a ready message waited for an instance.
-	SwapGaps []time.Duration `json:"swapGaps,omitempty"`
-	Requires []string        `json:"requires,omitempty"`
-}
+// Status describes a running module for `module ls` and /readyz (see sdk/control).
+type Status = control.Status
 
 // Status reports every running module in start order.
 func (mgr *Manager) Status(ctx context.Context) []Status {

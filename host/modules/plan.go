@@ -4,6 +4,7 @@
 package modules
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,15 +12,16 @@ import (
 
 	"github.com/kedge-io/kedge/host/config"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
 )
 
 // Runtime says how a module is loaded.
-type Runtime string
+type Runtime = control.Runtime
 
 const (
-	Builtin Runtime = "builtin" // compiled into the host binary
-	Process Runtime = "process" // a plugin executable speaking gRPC
-	WASM    Runtime = "wasm"    // a sandboxed WebAssembly module
+	Builtin = control.Builtin // compiled into the host binary
+	Process = control.Process // a plugin executable speaking gRPC
+	WASM    = control.WASM    // a sandboxed WebAssembly module
 )
 
 // Settings are the keys every module block has besides the module's own settings.
@@ -68,6 +70,7 @@ func Plan(source string, tree map[string]any, ov *config.Overrides, registered [
 		all = append(all, sdk.Info{Name: name, Enabled: true})
 	}
 	var enabled []Planned
+	var invalid []error
 	for _, info := range all {
 		p, on, err := planOne(source, section[info.Name], ov, info, loaders)
 		if err != nil {
@@ -75,9 +78,32 @@ func Plan(source string, tree map[string]any, ov *config.Overrides, registered [
 		}
 		if on {
 			enabled = append(enabled, p)
+			invalid = append(invalid, Validate(source, p)...)
 		}
 	}
+	if len(invalid) > 0 {
+		return nil, errors.Join(invalid...)
+	}
 	return order(source, enabled)
+}
+
+// Validate runs the module's own check of its settings (sdk.Validator) and returns each problem as a
+// *config.Error naming source and the setting's key, "modules.<name>.<key>". A module without
+// Validate (or a plugin module, whose settings its process checks at Start) has none.
+func Validate(source string, p Planned) []error {
+	v, ok := p.Module.(sdk.Validator)
+	if !ok || p.Settings.Runtime != Builtin {
+		return nil
+	}
+	var out []error
+	for _, se := range sdk.SettingErrors(v.Validate()) {
+		key := "modules." + p.Info.Name
+		if se.Key != "" {
+			key += "." + se.Key
+		}
+		out = append(out, &config.Error{Source: source, Key: key, Problem: se.Problem})
+	}
+	return out
 }
 
 // isPlugin reports whether a module block asks for a non-builtin runtime.
@@ -109,6 +135,11 @@ func PlanModule(source, name string, block map[string]any, registered []sdk.Info
 	b["enable"] = true
 	p, _, err := planOne(source, b, nil, info, loaders)
 	p.Block = block
+	if err == nil {
+		if invalid := Validate(source, p); len(invalid) > 0 {
+			err = errors.Join(invalid...)
+		}
+	}
 	return p, err
 }
 

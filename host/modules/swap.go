@@ -7,20 +7,11 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
 )
 
-// SwapReport says what a swap did.
-type SwapReport struct {
-	Module string        `json:"module"`
-	From   Runtime       `json:"from"`
-	To     Runtime       `json:"to"`
-	Paused time.Duration `json:"paused"` // how long delivery was held while instances were switched
-	Queued int           `json:"queued"` // messages waiting in the mailbox at the switch, handed to the new instance in order
-	// Prepared and Started are how long the new instance's Prepare (a WASM module's compile; 0 for a
-	// module without) and Start took, while the old instance kept serving.
-	Prepared time.Duration `json:"prepared"`
-	Started  time.Duration `json:"started"`
-}
+// SwapReport says what a swap did (see sdk/control).
+type SwapReport = control.SwapReport
 
 // ErrRolledBack wraps the reason a new instance was refused; the old one kept running.
 var ErrRolledBack = errors.New("swap rolled back: the old instance keeps running")

@@ -13,8 +13,8 @@ import (
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/process"
 	"github.com/kedge-io/kedge/host/router"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/host/store"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // kib is a 1 KiB message body: a JSON string of 1022 characters plus its quotes.

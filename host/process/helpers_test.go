@@ -22,8 +22,8 @@ import (
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/process"
 	"github.com/kedge-io/kedge/host/router"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/host/store"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // copyPlugin copies the echo plugin into the test's own directory, so checks for leftover processes

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 func TestPluginAnswersThroughTheManager(t *testing.T) {

@@ -18,19 +18,22 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk"
 )
 
 // Errors returned by the router, always wrapped with the module and message concerned; test them
 // with errors.Is.
+// They are defined in sdk (the module contract), which names them without importing the host.
 var (
-	ErrUnknownModule = errors.New("unknown module")
-	ErrMailboxFull   = errors.New("mailbox full")
-	ErrNoWaiter      = errors.New("no sync waiter for reply")
-	ErrClosed        = errors.New("mailbox closed")
-	ErrDuplicate     = errors.New("already registered")
-	ErrNoID          = errors.New("message has no header ID")
+	ErrUnknownModule = sdk.ErrUnknownModule
+	ErrMailboxFull   = sdk.ErrMailboxFull
+	ErrNoWaiter      = sdk.ErrNoWaiter
+	ErrClosed        = sdk.ErrClosed
+	ErrDuplicate     = sdk.ErrDuplicate
+	ErrNoID          = sdk.ErrNoID
 )
 
 // DefaultCapacity is the mailbox size when Options.Capacity is zero.

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // A codec is a module that holds a device's protocol-specific logic — which registers mean what, their

@@ -24,9 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // counterDriver reads 1, 2, 3... per property.

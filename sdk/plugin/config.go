@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/kedge-io/kedge/host/config"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/config"
 )
 
 // configSource names the module's config block in errors: "config: modules.echo.greeting: ...".
@@ -22,7 +23,28 @@ func decodeConfig(module string, raw []byte, dst any) error {
 	if err != nil {
 		return &config.Error{Source: configSource, Key: "modules." + module, Problem: err.Error()}
 	}
-	return config.Decode(configSource, map[string]any{"modules": map[string]any{module: tree}}, "modules."+module, nil, dst)
+	if err := config.Decode(configSource, map[string]any{"modules": map[string]any{module: tree}}, "modules."+module, nil, dst); err != nil {
+		return err
+	}
+	return validateConfig(module, dst)
+}
+
+// validateConfig runs the module's own check of its settings (sdk.Validator), as the host does for a
+// builtin module, each problem as "config: modules.<name>.<key>: <problem>".
+func validateConfig(module string, mod any) error {
+	v, ok := mod.(sdk.Validator)
+	if !ok {
+		return nil
+	}
+	var out []error
+	for _, se := range sdk.SettingErrors(v.Validate()) {
+		key := "modules." + module
+		if se.Key != "" {
+			key += "." + se.Key
+		}
+		out = append(out, &config.Error{Source: configSource, Key: key, Problem: se.Problem})
+	}
+	return errors.Join(out...)
 }
 
 // parseConfig reads a JSON object into the shapes the YAML loader produces (map[string]any, []any,

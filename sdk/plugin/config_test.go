@@ -6,7 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/config"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/config"
 )
 
 type settings struct {
@@ -83,4 +84,28 @@ func FuzzDecodeConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+type checked struct {
+	Workers int `yaml:"workers"`
+}
+
+func (c *checked) Validate() error {
+	if c.Workers <= 0 {
+		return errors.Join(sdk.BadSetting("workers", "must be positive, got %d", c.Workers), errors.New("the block is odd"))
+	}
+	return nil
+}
+
+// TestPluginChecksItsSettingsWithItsValidatorBeforeStart proves a process plugin runs the module's
+// sdk.Validator on the settings the host sent, reporting each problem with its key as the host does.
+func TestPluginChecksItsSettingsWithItsValidatorBeforeStart(t *testing.T) {
+	c := &checked{Workers: 1}
+	if err := decodeConfig("demo", []byte(`{"workers": 0}`), c); err == nil ||
+		err.Error() != "config: modules.demo.workers: must be positive, got 0\nconfig: modules.demo: the block is odd" {
+		t.Fatalf("got %v", err)
+	}
+	if err := decodeConfig("demo", []byte(`{"workers": 2}`), c); err != nil {
+		t.Fatalf("valid settings refused: %v", err)
+	}
 }

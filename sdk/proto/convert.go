@@ -3,8 +3,8 @@ package modulepb
 import (
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
-	store "github.com/kedge-io/kedge/host/store/storeapi"
+	"github.com/kedge-io/kedge/sdk/message"
+	store "github.com/kedge-io/kedge/sdk/storeapi"
 )
 
 // FromMessage converts a host message to its wire form. Content is shared, not copied.

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kedge-io/kedge/host/router"
-	store "github.com/kedge-io/kedge/host/store/storeapi"
+	router "github.com/kedge-io/kedge/sdk"
+	store "github.com/kedge-io/kedge/sdk/storeapi"
 )
 
 // errorDomain marks the ErrorInfo detail that carries which sentinel errors a host error wraps.

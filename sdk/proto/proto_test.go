@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 func TestErrorsKeepTheirIdentityAcrossTheWire(t *testing.T) {

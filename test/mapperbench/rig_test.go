@@ -21,12 +21,12 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
 	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // serverBin is the libmodbus server compiled once per test binary.

@@ -28,12 +28,12 @@ import (
 
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/cloudstream"
 	"github.com/kedge-io/kedge/plugins/builtin/edged"
 	"github.com/kedge-io/kedge/plugins/builtin/edgestream"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 	"github.com/kedge-io/kedge/test/crienv"
 	"github.com/kedge-io/kedge/test/k8senv"
 )

@@ -18,8 +18,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address. Its group is the hub's events group, so it knows which

@@ -11,7 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/sdk/kube"
 	"log"
 	"net"
 	"net/http"
@@ -22,10 +22,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; its group is "hub".

@@ -3,7 +3,7 @@ package cloudhub
 import (
 	"strings"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // connectedContent is the content of a node's connected event: {"kubeedge": true} when the

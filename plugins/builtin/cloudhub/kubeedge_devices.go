@@ -3,7 +3,7 @@ package cloudhub
 import (
 	"strings"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // KubeEdge's devicetwin (v1.23) names its messages to the cloud outside the <namespace>/<type>/<name>

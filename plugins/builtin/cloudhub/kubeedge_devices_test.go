@@ -3,7 +3,7 @@ package cloudhub
 import (
 	"testing"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // The resources are those KubeEdge v1.23.1's edgecore and cloudcore used in the recorded device flow

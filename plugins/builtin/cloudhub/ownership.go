@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/sdk/kube"
 )
 
 // Node ownership: which cloudcore replica holds which edge node, recorded in the Kubernetes API.

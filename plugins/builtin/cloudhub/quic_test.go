@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 func TestQUICIsOffByDefaultOnKubeEdgesPort(t *testing.T) {

@@ -18,11 +18,11 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kedge-io/kedge/host/kube"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/kube"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; edgecontroller asks it for the stream endpoint.

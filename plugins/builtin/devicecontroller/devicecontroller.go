@@ -7,9 +7,8 @@ package devicecontroller
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/sdk/kube"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -22,9 +21,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "twin". Its
@@ -117,8 +116,8 @@ func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.SyncTimeout <= 0 || m.InventoryWait <= 0 || m.EventInterval <= 0 {
-		return errors.New("workers, qps, burst, syncTimeout, inventoryWait and eventInterval must be positive")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	m.host = h
 	m.state = map[string]*nodeState{}

@@ -8,9 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // KubeEdge's edgecore (v1.23) on Kedge's cloud. Observed between upstream cloudcore and edgecore

@@ -10,7 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/host/sdktest"
 )
 
 // BenchmarkTwinUpdateThroughMQTT: a mapper publishes reported values (QoS 1) to the embedded broker;

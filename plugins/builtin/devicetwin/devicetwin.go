@@ -18,9 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	devicesv1beta1 "github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; its group is "twin".
@@ -109,7 +109,7 @@ func New() *Module {
 	return &Module{
 		FlushInterval: 200 * time.Millisecond,
 		EventBus:      "eventbus",
-		MetaManager:   "metamanager",
+		MetaManager:   sdk.DefaultMetaManager,
 		ResyncOnStart: true,
 		ResyncTimeout: 5 * time.Second,
 	}

@@ -11,9 +11,9 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // storedActualTS is the metadata timestamp of the stored actual value of device/prop (0: none).

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // KubeEdge's cloudcore (v1.23) sends an edge its membership as a change, not a list: group twin,

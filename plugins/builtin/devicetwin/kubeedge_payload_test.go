@@ -18,7 +18,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	_ "github.com/mattn/go-sqlite3"
 
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/host/sdktest"
 )
 
 // kubeedgeDir is KEDGE_KUBEEDGE_DIR, or the first shared/kubeedge found beside this folder or one of

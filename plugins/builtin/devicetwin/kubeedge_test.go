@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/host/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // goldenMembership returns KubeEdge v1.23.1 cloudcore's membership updates (added, then removed) from

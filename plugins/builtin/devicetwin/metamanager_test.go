@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
 	"github.com/kedge-io/kedge/plugins/builtin/eventbus"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // With the real metamanager beside it: the cloud's Device reaches devicetwin after metamanager

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/host/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // startMosquitto runs Debian's mosquitto on a free loopback port until the test ends; it skips the

@@ -9,8 +9,8 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/host/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/payloads.golden.json from what devicetwin publishes")

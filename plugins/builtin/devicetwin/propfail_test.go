@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // nextTwinReported reads upstream devicestatus reports until one carries prop's reported value and

@@ -21,9 +21,9 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; its group is "dmi".
@@ -34,7 +34,7 @@ var Info = sdk.Info{
 	Name:     Name,
 	Group:    "dmi",
 	Doc:      "Device Management Interface: KubeEdge-compatible DMI v1beta1 gRPC server for device mappers on a unix socket; reports go to devicetwin, device changes go to the mappers.",
-	Requires: []string{"devicetwin", "metamanager"},
+	Requires: []string{"devicetwin", sdk.DefaultMetaManager},
 	Enabled:  true, // edgecore serves the DMI, as KubeEdge's does: mappers find it at the socket below
 	New:      func() sdk.Module { return New() },
 }
@@ -76,7 +76,7 @@ func New() *Module {
 		ReconcileInterval: 3 * time.Second,
 		CallTimeout:       5 * time.Second,
 		DeviceTwin:        "devicetwin",
-		MetaManager:       "metamanager",
+		MetaManager:       sdk.DefaultMetaManager,
 	}
 }
 

@@ -12,9 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/kedge-io/kedge/host/message"
 	devicesv1beta1 "github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // inventory is the node's devices and device models as metamanager last listed them.

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kedge-io/kedge/host/message"
 	devicesv1beta1 "github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	dmiv1beta1 "github.com/kedge-io/kedge/sdk/dmi/v1beta1"
 	sdkmapper "github.com/kedge-io/kedge/sdk/mapper"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // server is DeviceManagerService.

@@ -9,7 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/sdk/kube"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -24,8 +24,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address. Its group is the hub's events group, so it hears when a node

@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // errText is the reason of an error answer ({"error": reason}).

@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // kubeEdgeAnswer is how KubeEdge's metamanager client reads an answer: {"Object", "Err"}.

@@ -9,7 +9,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/kedge-io/kedge/host/kube"
+	"github.com/kedge-io/kedge/sdk/kube"
 )
 
 // Node lifecycle with several cloudcore replicas. Marking a node Ready=Unknown must happen once and

@@ -14,9 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/edged/probe"
 	"github.com/kedge-io/kedge/plugins/builtin/edged/volume"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }

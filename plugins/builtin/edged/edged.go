@@ -22,10 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/edged/probe"
 	"github.com/kedge-io/kedge/plugins/builtin/edged/volume"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address.
@@ -36,7 +36,7 @@ func init() {
 		Name:     Name,
 		Group:    "pods",
 		Doc:      "Runs this node's pods on a container runtime over CRI (containerd) and reports their status; set metamanager's consumers for pods to edged.",
-		Requires: []string{"metamanager"},
+		Requires: []string{sdk.DefaultMetaManager},
 		Enabled:  false,
 		New:      func() sdk.Module { return New() },
 	})
@@ -107,7 +107,7 @@ func New() *Module {
 		CRIEndpoint:     "unix:///run/containerd/containerd.sock",
 		RootDir:         "/var/lib/kedge/edged",
 		PodSandboxImage: "localhost/pause:local",
-		MetaManager:     "metamanager",
+		MetaManager:     sdk.DefaultMetaManager,
 		SyncPeriod:      time.Minute,
 		StatusPeriod:    2 * time.Second,
 		QueryTimeout:    10 * time.Second,

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/process"
 	"github.com/kedge-io/kedge/host/router"
@@ -27,6 +26,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/edged"
 	_ "github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 	"github.com/kedge-io/kedge/test/crienv"
 	"github.com/kedge-io/kedge/test/slow"
 )

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // worker reconciles one pod (one uid). Its desired state is set under Module.mu; everything else is

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; its group is "hub".
@@ -31,7 +31,7 @@ func init() {
 		Name:     Name,
 		Group:    "hub",
 		Doc:      "The link to cloudcore: mTLS websocket, reliable delivery both ways, offline outbox, certificate rotation.",
-		Requires: []string{"metamanager"},
+		Requires: []string{sdk.DefaultMetaManager},
 		Enabled:  false, // needs a cloud to talk to: `edgecore join` writes its block with enable: true
 		New:      func() sdk.Module { return New() },
 	})
@@ -59,6 +59,7 @@ type Module struct {
 	EventsGroup   string            `yaml:"eventsGroup" doc:"Group told when the link goes up or down (nobody in it is fine)."`
 	QUIC          QUIC              `yaml:"quic" doc:"Dial the cloud over QUIC instead of the websocket (quic.go)."`
 	SendInventory bool              `yaml:"sendInventory" doc:"On connect, send the cloud the list of objects this node holds (a Kedge cloudhub resends what is missing); turn off for a KubeEdge cloudcore."`
+	MetaManager   string            `yaml:"metaManager" doc:"Module asked, on connect, for the list of objects this node holds (sendInventory)."`
 	LeaseDuration time.Duration     `yaml:"leaseDuration" doc:"Under KubeEdge's cloudcore: duration of the node's Lease in kube-node-lease, which edgehub renews every quarter of it through the hub as KubeEdge's edged does (a Kedge cloudcore keeps the Lease itself); 0 keeps no Lease."`
 
 	host     sdk.Host
@@ -93,13 +94,14 @@ func New() *Module {
 		AckTimeout:    15 * time.Second,
 		HandleTimeout: time.Minute,
 		Dispatch: map[string]string{
-			"resource": "metamanager", "meta": "metamanager",
+			"resource": sdk.DefaultMetaManager, "meta": sdk.DefaultMetaManager,
 			"twin": "devicetwin", "user": "eventbus", "func": "servicebus",
 		},
 		AsyncGroups:   []string{"func"},
 		AsyncLimit:    16,
 		EventsGroup:   "hubevents",
 		SendInventory: true,
+		MetaManager:   sdk.DefaultMetaManager,
 		LeaseDuration: 40 * time.Second,
 	}
 }
@@ -111,14 +113,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return errors.New("edgehub needs the host's durable outbox; run it builtin")
 	}
 	m.outbox = op.Outbox()
-	if m.LeaseDuration < 0 || (m.LeaseDuration > 0 && m.LeaseDuration < 4*time.Second) {
-		return fmt.Errorf("leaseDuration %s: want 0 (no Lease) or at least 4s (it is renewed every quarter of it, in whole seconds)", m.LeaseDuration)
-	}
-	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.HealthyAfter <= 0 {
-		return errors.New("window, heartbeat, ackTimeout, handleTimeout, backoffMin and healthyAfter must be positive and backoffMax >= backoffMin")
-	}
-	if m.QUIC.Enable && m.QUIC.Server == "" {
-		return errors.New("quic.enable is set but quic.server (the cloud's host:10001) is empty")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	if m.dialHook == nil {
 		if err := m.loadTLS(); err != nil {

@@ -7,7 +7,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // The KubeEdge cloud adapter: what changes about Kedge's upstream messages when the cloud is KubeEdge's

@@ -15,12 +15,12 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // TestAgainstAKubeEdgeCloudTheEdgeSpeaksJSONSendsOnceAndKeepsAlive runs edgehub against a cloud that,

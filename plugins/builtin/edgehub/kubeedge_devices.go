@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Device reports for KubeEdge's cloudcore. Kedge's devicetwin reports a device as an update of

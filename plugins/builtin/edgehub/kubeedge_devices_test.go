@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // goldenUp returns the message KubeEdge v1.23.1's edgecore sent its cloudcore on a resource ending in

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // The node Lease under KubeEdge's cloudcore, kept as KubeEdge's edged (a kubelet) keeps it through the

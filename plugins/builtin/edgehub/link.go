@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // serve runs one connection: a reader, a worker for what the cloud sends, and the upstream sender.
@@ -160,12 +160,12 @@ func (m *Module) handleDown(ctx context.Context, conn *hub.Conn, msg message.Mes
 
 // sendInventory tells the cloud which objects this node holds at which versions.
 func (m *Module) sendInventory(ctx context.Context, conn *hub.Conn) error {
-	resp, err := m.host.SendSync(ctx, "metamanager", message.New(Name, "meta", message.OpInventory, ""), m.HandleTimeout)
+	resp, err := m.host.SendSync(ctx, m.MetaManager, message.New(Name, "meta", message.OpInventory, ""), m.HandleTimeout)
 	if err != nil {
 		return err
 	}
 	if resp.Route.Operation == message.OpError {
-		return fmt.Errorf("metamanager: %s", resp.Content)
+		return fmt.Errorf("%s: %s", m.MetaManager, resp.Content)
 	}
 	inv := message.New(Name, "hub", message.OpInventory, "")
 	inv.Content = resp.Content

@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // offlineHub runs edgehub through the real manager, router and SQLite outbox with a dialer that never

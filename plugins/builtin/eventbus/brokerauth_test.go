@@ -21,8 +21,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/host/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // pki is a throwaway CA with a server certificate for 127.0.0.1 and a client certificate, as files.

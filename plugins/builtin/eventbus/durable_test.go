@@ -8,8 +8,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
 )
 
 // The embedded broker holds a QoS 1 twin update's PUBACK until devicetwin (here a captured mailbox

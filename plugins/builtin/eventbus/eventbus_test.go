@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/eventbus"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 func internalCfg(extra map[string]any) map[string]any {

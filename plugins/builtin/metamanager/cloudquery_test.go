@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 func TestQueryMissIsAskedOfTheCloud(t *testing.T) {

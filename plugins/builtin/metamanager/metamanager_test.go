@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // rig runs metamanager through the real manager, router and SQLite store, with capture mailboxes

@@ -66,6 +66,7 @@ type gatherer struct {
 	reserved                       map[string]resource.Quantity
 	memT, diskT, pidT              threshold
 	log                            *slog.Logger
+	version                        string // the host's release (sdk.HostVersioner), reported as kedgeVersion
 
 	conn *grpc.ClientConn
 	cri  criv1.RuntimeServiceClient
@@ -169,7 +170,7 @@ func (g *gatherer) gather(ctx context.Context, node string) (Status, error) {
 		BootTime:      boot.UTC().Truncate(time.Second),
 		MachineID:     g.readID("machine-id", g.etcRoot+"/machine-id"),
 		BootID:        g.readID("boot-id", g.procRoot+"/sys/kernel/random/boot_id"),
-		Version:       kedgeVersion(),
+		Version:       g.version,
 	}
 
 	// Memory.

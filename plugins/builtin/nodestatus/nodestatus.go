@@ -15,9 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address.
@@ -28,7 +27,7 @@ func init() {
 		Name:     Name,
 		Group:    "node",
 		Doc:      "Reports the node's capacity, allocatable, pressure conditions, kernel, OS and runtime version on an interval (works without edged).",
-		Requires: []string{"metamanager"},
+		Requires: []string{sdk.DefaultMetaManager},
 		Enabled:  true,
 		New:      func() sdk.Module { return New() },
 	})
@@ -45,6 +44,7 @@ type Module struct {
 	SystemReserved Reserved      `yaml:"systemReserved" doc:"Resources kept for the system: allocatable = capacity - systemReserved."`
 	Pressure       Thresholds    `yaml:"pressure" doc:"A condition is True when what is available falls below its threshold: a quantity (100Mi) or a percentage of the total (10%)."`
 	CRIEndpoint    string        `yaml:"criEndpoint" doc:"CRI socket (unix:///run/containerd/containerd.sock or a bare path) asked for the runtime version; empty reports none."`
+	MetaManager    string        `yaml:"metaManager" doc:"Module that stores the report and carries it to the cloud."`
 
 	host     sdk.Host
 	wg       sync.WaitGroup
@@ -72,7 +72,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns a reporter with its defaults.
 func New() *Module {
 	return &Module{Interval: 10 * time.Second, Namespace: "default", ProcRoot: "/proc", EtcRoot: "/etc",
-		MaxPods: 110, StoragePath: "/var/lib/kedge",
+		MaxPods: 110, StoragePath: "/var/lib/kedge", MetaManager: sdk.DefaultMetaManager,
 		Pressure: Thresholds{MemoryAvailable: "100Mi", DiskAvailable: "10%", PIDAvailable: "5%"}}
 }
 
@@ -106,8 +106,8 @@ type Condition struct {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Interval < time.Second {
-		return fmt.Errorf("interval %s is below 1s", m.Interval)
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	g, err := m.newGatherer()
 	if err != nil {
@@ -115,6 +115,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.gatherer = g
 	m.host = h
+	if v, ok := h.(sdk.HostVersioner); ok {
+		g.version = v.HostVersion()
+	}
 	m.reports = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_nodestatus_reports_total", Help: "Node status reports stored."})
 	m.failed = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_nodestatus_failures_total", Help: "Node status reports that could not be gathered or stored."})
 	if err := h.Metrics().Register(m.reports); err != nil {
@@ -170,12 +173,12 @@ func (m *Module) report(ctx context.Context) error {
 		return err
 	}
 	// Sync, so a report counts only once metamanager has it on disk.
-	reply, err := m.host.SendSync(ctx, "metamanager", msg, 10*time.Second)
+	reply, err := m.host.SendSync(ctx, m.MetaManager, msg, 10*time.Second)
 	if err != nil {
 		return err
 	}
 	if reply.Route.Operation == message.OpError {
-		return fmt.Errorf("metamanager refused the report: %s", reply.Content)
+		return fmt.Errorf("%s refused the report: %s", m.MetaManager, reply.Content)
 	}
 	m.reports.Inc()
 	return nil
@@ -232,8 +235,6 @@ func hostIPs() []string {
 	}
 	return append(v4, v6...)
 }
-
-func kedgeVersion() string { return modules.Version }
 
 // parseQuantity parses a setting that must be a non-negative quantity (empty = zero).
 func parseQuantity(setting, v string) (resource.Quantity, error) {

@@ -110,10 +110,12 @@ func TestReportsAreStoredByMetamanagerOnEveryInterval(t *testing.T) {
 	}
 }
 
+// TestIntervalBelowOneSecondIsRefusedAtStart proves a caller that skips the host's validation (Start
+// called directly) still gets the setting's problem.
 func TestIntervalBelowOneSecondIsRefusedAtStart(t *testing.T) {
 	m := New()
 	m.Interval = 10 * time.Millisecond
-	if err := m.Start(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "below 1s") {
+	if err := m.Start(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "interval: must be at least 1s, got 10ms") {
 		t.Fatalf("Start error = %v", err)
 	}
 }

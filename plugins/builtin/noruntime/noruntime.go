@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address.
@@ -28,9 +28,9 @@ func init() {
 		Name:     Name,
 		Group:    "pods",
 		Doc:      "For nodes without edged: reports their pods Pending (reason NoContainerRuntime) and confirms deletions. Set metamanager's consumers.pod to noruntime.",
-		Requires: []string{"metamanager"},
+		Requires: []string{sdk.DefaultMetaManager},
 		Enabled:  false,
-		New:      func() sdk.Module { return &Module{MetaManager: "metamanager"} },
+		New:      func() sdk.Module { return &Module{MetaManager: sdk.DefaultMetaManager} },
 	})
 }
 

@@ -26,12 +26,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kedge-io/kedge/host/daemon"
-	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/plugin-registry/client"
 	"github.com/kedge-io/kedge/plugin-registry/index"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address (metamanager hands it type pluginrollout).
@@ -72,7 +71,7 @@ type Module struct {
 
 	host    sdk.Host
 	trusted []ed25519.PublicKey
-	ctl     *daemon.ControlClient
+	ctl     *control.Client
 	// ready is closed once the start-up check of the last good versions is done; workers wait for it.
 	ready chan struct{}
 	// life is the workers' context: cancelled by Stop (and when the host cancels Start's context).
@@ -100,7 +99,7 @@ var _ sdk.Module = (*Module)(nil)
 func New() *Module {
 	return &Module{PluginsDir: "/var/lib/kedge/plugins", ControlSocket: "/run/kedge/edgecore.sock", Hub: "edgehub",
 		CAFile: "/var/lib/kedge/certs/ca.crt", CertFile: "/var/lib/kedge/certs/node.crt", KeyFile: "/var/lib/kedge/certs/node.key",
-		SwapTimeout: modules.DefaultPrepareTimeout + 2*time.Minute, HealthTimeout: 30 * time.Second, HealthStable: 3 * time.Second, FetchTimeout: 5 * time.Minute,
+		SwapTimeout: control.DefaultPrepareTimeout + 2*time.Minute, HealthTimeout: 30 * time.Second, HealthStable: 3 * time.Second, FetchTimeout: 5 * time.Minute,
 		goos: runtime.GOOS, goarch: runtime.GOARCH}
 }
 
@@ -162,7 +161,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return fmt.Errorf("pluginsDir: %w", err)
 	}
 	m.host = h
-	m.ctl = daemon.NewControlClient(m.ControlSocket, m.SwapTimeout)
+	m.ctl = control.NewClient(m.ControlSocket, m.SwapTimeout)
 	m.done = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_pluginmanager_startup_swaps_total", Help: "Modules swapped at start to their last good version."})
 	m.states = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_pluginmanager_rollouts_total", Help: "Rollout results reported, by state."}, []string{"state"})
 	m.superseded = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_pluginmanager_superseded_total", Help: "Rollout messages dropped from a module's queue or cancelled while downloading because a newer generation of the same rollout arrived."})
@@ -421,7 +420,7 @@ func (m *Module) registry() (*client.Client, error) {
 
 // swapAndCheck swaps inst in and waits until it has stayed healthy for healthStable.
 func (m *Module) swapAndCheck(ctx context.Context, inst Installed) error {
-	if _, err := m.ctl.Swap(ctx, inst.Module, modules.Runtime(inst.Runtime), inst.Path, inst.SHA256); err != nil {
+	if _, err := m.ctl.Swap(ctx, inst.Module, control.Runtime(inst.Runtime), inst.Path, inst.SHA256); err != nil {
 		return fmt.Errorf("swap of module %s to %s %s refused: %w", inst.Module, inst.Plugin, inst.Version, err)
 	}
 	return m.waitHealthy(ctx, inst)
@@ -474,22 +473,22 @@ func (m *Module) ensureRunning(ctx context.Context, inst Installed) error {
 	return m.swapAndCheck(ctx, inst)
 }
 
-func (m *Module) status(ctx context.Context, module string) (modules.Status, error) {
+func (m *Module) status(ctx context.Context, module string) (control.Status, error) {
 	all, err := m.ctl.Modules(ctx)
 	if err != nil {
-		return modules.Status{}, err
+		return control.Status{}, err
 	}
 	for _, s := range all {
 		if s.Name == module {
 			return s, nil
 		}
 	}
-	return modules.Status{}, fmt.Errorf("module %s is not running on this node", module)
+	return control.Status{}, fmt.Errorf("module %s is not running on this node", module)
 }
 
 // runs says whether status shows inst: same runtime and file, and (as far as the status tells) the
 // same sha256.
-func runs(st modules.Status, inst Installed) bool {
+func runs(st control.Status, inst Installed) bool {
 	if string(st.Runtime) != inst.Runtime || filepath.Clean(st.Path) != filepath.Clean(inst.Path) {
 		return false
 	}

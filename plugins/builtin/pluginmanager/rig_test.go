@@ -25,11 +25,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/plugin-registry/index"
 	"github.com/kedge-io/kedge/plugin-registry/registry"
 	"github.com/kedge-io/kedge/plugin-registry/server"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
 	"github.com/kedge-io/kedge/wasm/manifest"
 )
 
@@ -217,8 +217,8 @@ func (r *testRegistry) artifactOf(t *testing.T, name, version string) string {
 type fakeControl struct {
 	mu     sync.Mutex
 	socket string
-	st     modules.Status
-	others map[string]*modules.Status // further modules (addModule)
+	st     control.Status
+	others map[string]*control.Status // further modules (addModule)
 	swaps  []string                   // paths swapped to, in order
 }
 
@@ -226,11 +226,11 @@ type fakeControl struct {
 func (f *fakeControl) addModule(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.others[name] = &modules.Status{Name: name, Group: name, Runtime: modules.Builtin, Version: "dev"}
+	f.others[name] = &control.Status{Name: name, Group: name, Runtime: control.Builtin, Version: "dev"}
 }
 
 // module returns a copy of a module's status.
-func (f *fakeControl) module(name string) modules.Status {
+func (f *fakeControl) module(name string) control.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if name == f.st.Name {
@@ -239,13 +239,13 @@ func (f *fakeControl) module(name string) modules.Status {
 	if st := f.others[name]; st != nil {
 		return *st
 	}
-	return modules.Status{}
+	return control.Status{}
 }
 
 func newFakeControl(t *testing.T, module string) *fakeControl {
 	t.Helper()
-	f := &fakeControl{socket: filepath.Join(t.TempDir(), "edgecore.sock"), st: modules.Status{Name: module, Group: module, Runtime: modules.Builtin, Version: "dev"},
-		others: map[string]*modules.Status{}}
+	f := &fakeControl{socket: filepath.Join(t.TempDir(), "edgecore.sock"), st: control.Status{Name: module, Group: module, Runtime: control.Builtin, Version: "dev"},
+		others: map[string]*control.Status{}}
 	ln, err := net.Listen("unix", f.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +254,7 @@ func newFakeControl(t *testing.T, module string) *fakeControl {
 	mux.HandleFunc("GET /v1/modules", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		all := []modules.Status{f.st}
+		all := []control.Status{f.st}
 		for _, st := range f.others {
 			all = append(all, *st)
 		}
@@ -290,11 +290,11 @@ func newFakeControl(t *testing.T, module string) *fakeControl {
 			return
 		}
 		f.swaps = append(f.swaps, req.Path)
-		st.Runtime, st.Path, st.Version, st.Health = modules.Runtime(req.Runtime), req.Path, "sha256:"+req.SHA256[:12], ""
+		st.Runtime, st.Path, st.Version, st.Health = control.Runtime(req.Runtime), req.Path, "sha256:"+req.SHA256[:12], ""
 		if strings.Contains(string(body), "UNHEALTHY") {
 			st.Health = "plugin exited: restarting"
 		}
-		_ = json.NewEncoder(w).Encode(modules.SwapReport{Module: st.Name, To: st.Runtime})
+		_ = json.NewEncoder(w).Encode(control.SwapReport{Module: st.Name, To: st.Runtime})
 	})
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
@@ -302,7 +302,7 @@ func newFakeControl(t *testing.T, module string) *fakeControl {
 	return f
 }
 
-func (f *fakeControl) state() (modules.Status, []string) {
+func (f *fakeControl) state() (control.Status, []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.st, append([]string(nil), f.swaps...)

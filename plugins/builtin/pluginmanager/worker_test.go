@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // send delivers a pluginrollout for rollout default/<rollout> the way metamanager does.

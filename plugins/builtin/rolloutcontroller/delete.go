@@ -7,8 +7,8 @@ import (
 
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // goneFor is how long a deleted rollout's UID is remembered, so a status write that raced the

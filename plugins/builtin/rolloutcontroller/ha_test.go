@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // gauge reads a gauge of the rig's registry (0 when absent).

@@ -6,8 +6,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kedge-io/kedge/host/kube"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/kube"
 )
 
 // With several cloudcore replicas, rollout decisions (which node's turn starts, what the status

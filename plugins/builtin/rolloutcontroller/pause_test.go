@@ -8,10 +8,10 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/plugins/builtin/rolloutcontroller"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // waitOp waits until the controller queued operation op of rollout for node, removes it from what

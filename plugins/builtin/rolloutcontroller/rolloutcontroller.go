@@ -6,7 +6,6 @@ package rolloutcontroller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
@@ -25,10 +24,10 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/kedge-io/kedge/host/kube"
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/kube"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "plugin".
@@ -118,13 +117,7 @@ func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Workers <= 0 || m.QPS <= 0 || m.Burst <= 0 || m.SyncTimeout <= 0 {
-		return errors.New("workers, qps, burst and syncTimeout must be positive")
-	}
-	if m.HubModule == "" {
-		return errors.New("hubModule must name the module that queues messages for edge nodes")
-	}
-	if err := m.LeaderElection.Validate("modules.rolloutcontroller.leaderElection"); err != nil {
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
 		return err
 	}
 	m.host, m.life = h, ctx

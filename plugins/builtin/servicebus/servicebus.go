@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Name is the module's routing address; its group is "func" (edgehub's dispatch sends that group here).

@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/mappers/codecs/thermo"
 	"github.com/kedge-io/kedge/plugins/mappers/codecs/thermo/layout"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/internal/mbserver"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
 	"github.com/kedge-io/kedge/sdk/mapper"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // thermoVisitor is a T-100 temperature at holding registers at..at+2 through thermo-codec; the

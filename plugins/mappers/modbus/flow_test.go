@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
 	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
@@ -18,7 +18,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/internal/mbserver"
 	"github.com/kedge-io/kedge/plugins/mappers/modbus/mbtcp"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // rig is the modbus mapper module (the SDK runtime around the Driver) beside the real edge side of

@@ -14,14 +14,14 @@ import (
 	gopcua "github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
 	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/plugins/mappers/opcua"
 	"github.com/kedge-io/kedge/plugins/mappers/opcua/internal/uaserver"
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/sdktest"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // rig is the opcua mapper module (the SDK runtime around the Driver) beside edgecore's real dmi,

@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
@@ -29,6 +28,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/mappers/codecs/thermo/layout"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/mapper"
+	"github.com/kedge-io/kedge/sdk/message"
 	"github.com/kedge-io/kedge/test/slow"
 )
 

@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/kedge-io/kedge/sdk"
 )
 
 // LeaderElection is the config block of a cloud module that must act once however many cloudcore
@@ -42,13 +44,13 @@ func (c LeaderElection) Validate(prefix string) error {
 	}
 	switch {
 	case c.LeaseDuration <= 0 || c.RenewDeadline <= 0 || c.RetryPeriod <= 0:
-		return fmt.Errorf("%s: leaseDuration, renewDeadline and retryPeriod must be positive", prefix)
+		return sdk.BadSetting(prefix, "leaseDuration, renewDeadline and retryPeriod must be positive")
 	case c.LeaseDuration < time.Second:
-		return fmt.Errorf("%s.leaseDuration: at least 1s (the Lease holds whole seconds), got %s", prefix, c.LeaseDuration)
+		return sdk.BadSetting(prefix+".leaseDuration", "at least 1s (the Lease holds whole seconds), got %s", c.LeaseDuration)
 	case c.RenewDeadline >= c.LeaseDuration:
-		return fmt.Errorf("%s.renewDeadline (%s) must be less than leaseDuration (%s): the leader must stop acting before another replica may take over", prefix, c.RenewDeadline, c.LeaseDuration)
+		return sdk.BadSetting(prefix+".renewDeadline", "must be less than leaseDuration (%s), got %s: the leader must stop acting before another replica may take over", c.LeaseDuration, c.RenewDeadline)
 	case c.RetryPeriod >= c.RenewDeadline:
-		return fmt.Errorf("%s.retryPeriod (%s) must be less than renewDeadline (%s)", prefix, c.RetryPeriod, c.RenewDeadline)
+		return sdk.BadSetting(prefix+".retryPeriod", "must be less than renewDeadline (%s), got %s", c.RenewDeadline, c.RetryPeriod)
 	}
 	return nil
 }

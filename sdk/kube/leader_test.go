@@ -337,7 +337,7 @@ func TestLeaderElectionSettingsAreCheckedNamingTheKey(t *testing.T) {
 		want string
 	}{
 		{"zero retry", func(c *kube.LeaderElection) { c.RetryPeriod = 0 }, "must be positive"},
-		{"renew not below lease", func(c *kube.LeaderElection) { c.RenewDeadline = c.LeaseDuration }, "x.renewDeadline (15s) must be less than leaseDuration (15s)"},
+		{"renew not below lease", func(c *kube.LeaderElection) { c.RenewDeadline = c.LeaseDuration }, "x.renewDeadline: must be less than leaseDuration (15s), got 15s"},
 		{"retry not below renew", func(c *kube.LeaderElection) { c.RetryPeriod = c.RenewDeadline }, "x.retryPeriod"},
 		{"sub-second lease", func(c *kube.LeaderElection) { c.LeaseDuration = 500 * time.Millisecond }, "x.leaseDuration: at least 1s"},
 	} {

@@ -30,7 +30,7 @@ var allowedHostImports = map[string][]string{
 	"host/pki": {"plugins/builtin/cloudhub", "plugins/builtin/cloudstream", "plugins/builtin/console", "plugins/builtin/edgehub"},
 	// The CA and token records kept in Kubernetes Secrets, read by the modules that serve TLS on the
 	// cloud side.
-	"host/pki/kubestore": {"plugins/builtin/cloudhub", "plugins/builtin/cloudstream"},
+	"host/pki/kubestore": {"plugins/builtin/cloudhub", "plugins/builtin/cloudstream", "plugins/builtin/console"},
 }
 
 type listedPackage struct {

@@ -51,5 +51,5 @@ if [[ ! -f _bin/npm/node_modules/node-opcua/package.json ]]; then
 fi
 echo "node $(node --version), node-opcua $(node -p 'require("./_bin/npm/node_modules/node-opcua/package.json").version')"
 step "unit, integration and end-to-end tests (-race)"
-go test -race -count=1 -timeout 45m ./...
+go test -race -count=1 -timeout 55m ./...
 step "all tests passed"

@@ -159,6 +159,7 @@ type devLoop struct {
 	state, reported string // decided, last reported to edgecore
 	stateErr        error
 	propErrs        string    // property errors (propErrors) last reported with the state, as JSON
+	offline         string    // offlineReason last reported with the state (offline.go)
 	propErrsShape   string    // and which properties failed how
 	nextErrText     time.Time // a change of error texts only is reported from then on
 	nextStateReport time.Time
@@ -534,11 +535,12 @@ func (l *devLoop) decide(ctx context.Context, now time.Time) {
 		l.m.metrics.online.WithLabelValues(l.r.ref.String()).Set(v)
 	}
 	perrs, shape := l.propErrorsShape()
-	if (l.state == l.reported && !l.propErrorsDue(now)) || now.Before(l.nextStateReport) || ctx.Err() != nil {
+	offline := offlineReason(l.state, l.stateErr) // offline.go
+	if (l.state == l.reported && offline == l.offline && !l.propErrorsDue(now)) || now.Before(l.nextStateReport) || ctx.Err() != nil {
 		return
 	}
 	cctx, cancel := l.call(ctx)
-	cctx = metadata.AppendToOutgoingContext(cctx, PropertyErrorsHeader, cmp.Or(perrs, "{}"))
+	cctx = metadata.AppendToOutgoingContext(cctx, PropertyErrorsHeader, cmp.Or(perrs, "{}"), OfflineReasonHeader, offline)
 	_, err := l.m.dmi.ReportDeviceStates(cctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: l.r.ref.Name, DeviceNamespace: l.r.ref.Namespace, State: l.state})
 	cancel()
 	if err != nil {
@@ -550,7 +552,7 @@ func (l *devLoop) decide(ctx context.Context, now time.Time) {
 		l.m.dmiFailed(err)
 		return
 	}
-	l.reported, l.propErrs, l.propErrsShape, l.stateFails = l.state, perrs, shape, 0
+	l.reported, l.propErrs, l.propErrsShape, l.stateFails, l.offline = l.state, perrs, shape, 0, offline
 	l.nextErrText = now.Add(l.m.HealthCycle)
 }
 
@@ -579,7 +581,7 @@ func (l *devLoop) nextWake(now time.Time) time.Duration {
 			}
 		}
 	}
-	if l.state != "" && l.state != l.reported {
+	if l.state != "" && (l.state != l.reported || offlineReason(l.state, l.stateErr) != l.offline) {
 		at(l.nextStateReport)
 	}
 	if text, shape := l.propErrorsShape(); l.state != "" && text != l.propErrs {

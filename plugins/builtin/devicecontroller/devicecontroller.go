@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -55,7 +56,8 @@ type Module struct {
 
 	host    sdk.Host
 	rest    rest.Interface
-	client  kubernetes.Interface // Events
+	client  kubernetes.Interface     // Events, Secrets
+	secrets corelisters.SecretLister // secrets.go
 	devInf  cache.SharedIndexInformer
 	modInf  cache.SharedIndexInformer
 	queue   workqueue.TypedRateLimitingInterface[item]
@@ -150,11 +152,20 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.watch(); err != nil {
 		return err
 	}
+	synced := []cache.InformerSynced{m.devInf.HasSynced, m.modInf.HasSynced}
+	if m.client != nil {
+		secInf, err := m.watchSecrets() // secrets.go
+		if err != nil {
+			return err
+		}
+		go secInf.Run(m.stop)
+		synced = append(synced, secInf.HasSynced)
+	}
 	go m.devInf.Run(m.stop)
 	go m.modInf.Run(m.stop)
 	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
 	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), m.devInf.HasSynced, m.modInf.HasSynced) {
+	if !cache.WaitForCacheSync(syncCtx.Done(), synced...) {
 		close(m.stop)
 		m.queue.ShutDown()
 		return fmt.Errorf("the API server did not answer the first list of devices and devicemodels (%s) within %s (syncTimeout): is it reachable with this kubeconfig, and are the CRDs of build/crds installed?", v1beta1.GroupVersion, m.SyncTimeout)
@@ -236,6 +247,7 @@ func (m *Module) watch() error {
 			}
 			return nil, nil
 		},
+		secretIndex: secretIndexFunc, // secrets.go
 		modelIndex: func(obj any) ([]string, error) {
 			if d, ok := obj.(*v1beta1.Device); ok && modelKey(d) != "" {
 				return []string{modelKey(d)}, nil

@@ -163,17 +163,20 @@ func (m *Module) syncDevice(ctx context.Context, it item) error {
 		had = false
 	}
 	if wanted {
-		node, model, fp := dev.Spec.NodeName, modelKey(dev), fingerprint(dev)
+		edge, fp, rv, missing := m.edgeCopy(dev) // secrets.go: the node's copy carries its Secrets' values
+		node, model := dev.Spec.NodeName, modelKey(dev)
 		if !had || prev.model != model {
 			m.acquire(ctx, node, model) // the model reaches the node before the device that needs it
 		}
-		rec := devRecord{node: node, model: model, fp: fp, sentRV: rvOf(dev), last: dev}
+		rec := devRecord{node: node, model: model, fp: fp, sentRV: rv, last: dev}
 		switch {
 		case !had:
-			m.emit(ctx, node, message.OpInsert, TypeDevice, it.Namespace, it.Name, dev)
+			m.warnMissingSecrets(ctx, dev, missing)
+			m.emit(ctx, node, message.OpInsert, TypeDevice, it.Namespace, it.Name, edge)
 			touched[node] = true
 		case fp != prev.fp:
-			m.emit(ctx, node, message.OpUpdate, TypeDevice, it.Namespace, it.Name, dev)
+			m.warnMissingSecrets(ctx, dev, missing)
+			m.emit(ctx, node, message.OpUpdate, TypeDevice, it.Namespace, it.Name, edge)
 		default:
 			rec.sentRV = prev.sentRV // only the status changed: the node's copy is as good as this one
 		}
@@ -458,13 +461,13 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 	objs, _ := m.devInf.GetIndexer().ByIndex(nodeIndex, node)
 	for _, o := range objs {
 		d := o.(*v1beta1.Device)
-		rv := rvOf(d)
+		edge, fp, rv, _ := m.edgeCopy(d) // secrets.go
 		m.mu.Lock()
-		if rec, ok := m.records[d.Namespace+"/"+d.Name]; ok && rec.node == node && rec.fp == fingerprint(d) {
+		if rec, ok := m.records[d.Namespace+"/"+d.Name]; ok && rec.node == node && rec.fp == fp {
 			rv = rec.sentRV // later versions differ only in status, which the edge does not need
 		}
 		m.mu.Unlock()
-		wanted[message.Resource{Namespace: d.Namespace, Type: TypeDevice, Name: d.Name}.Edge()] = want{TypeDevice, d, rv}
+		wanted[message.Resource{Namespace: d.Namespace, Type: TypeDevice, Name: d.Name}.Edge()] = want{TypeDevice, edge, rv}
 		if k := modelKey(d); k != "" {
 			if dm := m.model(k); dm != nil {
 				wanted[message.Resource{Namespace: dm.Namespace, Type: TypeDeviceModel, Name: dm.Name}.Edge()] = want{TypeDeviceModel, dm, rvOf(dm)}

@@ -3,14 +3,15 @@ package devicecontroller
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	downstream *prometheus.CounterVec
-	upstream   *prometheus.CounterVec
-	denied     *prometheus.CounterVec
-	syncErrors *prometheus.CounterVec
-	olderTwins prometheus.Counter
-	deferred   prometheus.Counter
-	reconciles prometheus.Counter
-	conflicts  prometheus.Counter
+	downstream     *prometheus.CounterVec
+	upstream       *prometheus.CounterVec
+	denied         *prometheus.CounterVec
+	syncErrors     *prometheus.CounterVec
+	olderTwins     prometheus.Counter
+	deferred       prometheus.Counter
+	secretsMissing prometheus.Counter
+	reconciles     prometheus.Counter
+	conflicts      prometheus.Counter
 
 	deviceStatuses *prometheus.CounterVec
 	events         *prometheus.CounterVec
@@ -29,6 +30,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Failed syncs of API objects (retried with backoff), by type."}, []string{"type"}),
 		olderTwins: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicecontroller_older_twins_total",
 			Help: "Reported twin values ignored because the Device status already holds a newer one (by metadata.timestamp)."}),
+		secretsMissing: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicecontroller_secrets_missing_total",
+			Help: "Device syncs whose configData references a Secret or key that does not exist (the node got the Device without that value)."}),
 		deferred: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicecontroller_deferred_total",
 			Help: "Changes not sent because the node's inventory was not reconciled yet (the reconciliation sends the current state)."}),
 		reconciles: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_devicecontroller_reconciles_total",
@@ -42,7 +45,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		conditions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_devicecontroller_health_reports_total",
 			Help: "Healthy conditions reported by edge nodes, by status (True, False, Unknown) and reason."}, []string{"status", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.olderTwins, m.deferred, m.reconciles, m.conflicts, m.deviceStatuses, m.events, m.conditions} {
+	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.syncErrors, m.olderTwins, m.deferred, m.secretsMissing, m.reconciles, m.conflicts, m.deviceStatuses, m.events, m.conditions} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

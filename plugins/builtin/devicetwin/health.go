@@ -30,6 +30,7 @@ type devHealth struct {
 	desiredRefused map[string]string        // property -> why devicetwin refused its desired value (propfail.go)
 	failing        map[string]propertyError // what the mapper says fails per property (propfail.go)
 	offline        bool
+	why            offlineReason   // the mapper's reason for offline, if it gave one
 	sent           statusCondition // last condition put upstream
 }
 
@@ -68,9 +69,28 @@ func (m *Module) readingAccepted(ns, name string, props []string) {
 	})
 }
 
-// stateChanged records the device's state.
-func (m *Module) stateChanged(ns, name, state string) {
-	m.updateHealth(ns, name, func(h *devHealth) { h.offline = state == "offline" })
+// stateChanged records the device's state and, when offline, why the mapper says it is (nil: no
+// reason given).
+func (m *Module) stateChanged(ns, name, state string, why *offlineReason) {
+	m.updateHealth(ns, name, func(h *devHealth) {
+		h.offline, h.why = state == "offline", offlineReason{}
+		if h.offline && why != nil && validReason(why.Reason) {
+			h.why = *why
+		}
+	})
+}
+
+// validReason says whether r is a CamelCase word (a condition reason).
+func validReason(r string) bool {
+	if r == "" || len(r) > 64 || r[0] < 'A' || r[0] > 'Z' {
+		return false
+	}
+	for _, c := range r {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // updateHealth applies fn and, when the condition changed, pends it for the next flush.
@@ -93,7 +113,11 @@ func (m *Module) updateHealth(ns, name string, fn func(h *devHealth)) {
 func (h *devHealth) condition() statusCondition {
 	var parts []string
 	reason := ""
-	if h.offline {
+	switch {
+	case h.offline && h.why.Reason != "":
+		reason = h.why.Reason
+		parts = append(parts, "the mapper reports the device offline: "+h.why.Message)
+	case h.offline:
 		reason = devicesv1beta1.ReasonDeviceOffline
 		parts = append(parts, "the mapper reports the device offline: it cannot be reached or none of its properties can be read (the mapper's log says why)")
 	}

@@ -399,7 +399,7 @@ func (m *Module) stateUpdate(ctx context.Context, rq deviceRequest, payload []by
 				ps.lastOnlineTime = s.LastOnlineTime
 			}
 		})
-		m.stateChanged(ns, id, state)
+		m.stateChanged(ns, id, state, req.OfflineReason)
 		if req.PropertyErrors != nil {
 			m.propertyErrors(ns, id, *req.PropertyErrors, held) // propfail.go
 		}

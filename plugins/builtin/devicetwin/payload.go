@@ -171,6 +171,15 @@ type stateUpdate struct {
 	// PropertyErrors is a Kedge addition (propfail.go): the properties that fail while the device
 	// may be online, as the mapper sees them. Absent: unchanged; {}: none fails.
 	PropertyErrors *map[string]propertyError `json:"property_errors,omitempty"`
+	// OfflineReason is a Kedge addition (health.go): why the mapper says the device is offline.
+	// Absent: no reason known (the generic DeviceOffline).
+	OfflineReason *offlineReason `json:"offline_reason,omitempty"`
+}
+
+// offlineReason is why a mapper says its device is offline (a CamelCase reason and a message).
+type offlineReason struct {
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 type stateResult struct {

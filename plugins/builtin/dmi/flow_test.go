@@ -129,6 +129,16 @@ func TestMapperRegistersGetsItsDevicesAndItsReportsReachDevicetwinAndTheCloudSta
 	}
 	waitFor(t, 10*time.Second, "the read error as condition ReadFailed in the device status for the cloud", cloudStatus(`"reason":"ReadFailed"`))
 	waitFor(t, 10*time.Second, "the read error on the twin in the device status for the cloud", cloudStatus(`"error":"illegal data address"`))
+	// Why the mapper says the device is offline becomes the condition's reason and message.
+	md = metadata.AppendToOutgoingContext(ctx, sdkmapper.OfflineReasonHeader, `{"reason":"AuthenticationFailed","message":"the server refused user operator"}`)
+	if _, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", DeviceNamespace: "default", State: "offline"}); err != nil {
+		t.Fatalf("ReportDeviceStates with an offline reason: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the offline reason as the condition in the device status for the cloud",
+		cloudStatus(`"reason":"AuthenticationFailed","message":"the mapper reports the device offline: the server refused user operator`))
+	if _, err := r.client.ReportDeviceStates(ctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", DeviceNamespace: "default", State: "online"}); err != nil {
+		t.Fatalf("ReportDeviceStates online: %v", err)
+	}
 	waitFor(t, 10*time.Second, "state stored by devicetwin", func() error {
 		o, err := r.h.DB.Objects(devicetwin.Name).Get(ctx, sdk.Key{Type: "devicestate", Namespace: "default", Name: "thermo-1"})
 		if err != nil {
@@ -227,6 +237,16 @@ func TestBadRequestsGetAStatusNamingTheProblem(t *testing.T) {
 			_, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", State: "online"})
 			return err
 		}, codes.InvalidArgument, `unknown field "reed"`},
+		{"offline reason metadata that is not a JSON object", func() error {
+			md := metadata.AppendToOutgoingContext(ctx, sdkmapper.OfflineReasonHeader, `AuthenticationFailed`)
+			_, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", State: "offline"})
+			return err
+		}, codes.InvalidArgument, `metadata kedge-offline-reason "AuthenticationFailed" is not a JSON object`},
+		{"offline reason that is not a CamelCase word", func() error {
+			md := metadata.AppendToOutgoingContext(ctx, sdkmapper.OfflineReasonHeader, `{"reason":"bad password!","message":"x"}`)
+			_, err := r.client.ReportDeviceStates(md, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "thermo-1", State: "offline"})
+			return err
+		}, codes.InvalidArgument, `reason "bad password!" is not a CamelCase word`},
 		{"state of an unknown device", func() error {
 			_, err := r.client.ReportDeviceStates(ctx, &dmiv1beta1.ReportDeviceStatesRequest{DeviceName: "ghost", DeviceNamespace: "default", State: "online"})
 			return err

@@ -48,3 +48,28 @@ func clipText(b []byte) string {
 	}
 	return string(b)
 }
+
+// offlineReason reads why the mapper says the device is offline (sdkmapper.OfflineReasonHeader, a
+// Kedge addition): nil when the mapper sent none (KubeEdge's mappers), an empty reason when it gave
+// none. A header that is not {"reason", "message"} with a CamelCase reason is refused, naming it.
+func offlineReason(ctx context.Context, device string) (*sdkmapper.OfflineReason, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(sdkmapper.OfflineReasonHeader)
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	raw := []byte(vals[len(vals)-1])
+	if len(raw) > maxPropertyErrors {
+		return nil, status.Errorf(codes.InvalidArgument, "ReportDeviceStates: device %q: metadata %s is %d bytes, over %d", device, sdkmapper.OfflineReasonHeader, len(raw), maxPropertyErrors)
+	}
+	var r sdkmapper.OfflineReason
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "ReportDeviceStates: device %q: metadata %s %q is not a JSON object {\"reason\", \"message\"}: %v", device, sdkmapper.OfflineReasonHeader, clipText(raw), err)
+	}
+	if r.Reason != "" && !sdkmapper.ValidReason(r.Reason) {
+		return nil, status.Errorf(codes.InvalidArgument, "ReportDeviceStates: device %q: metadata %s: reason %q is not a CamelCase word", device, sdkmapper.OfflineReasonHeader, r.Reason)
+	}
+	return &r, nil
+}

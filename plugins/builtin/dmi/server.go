@@ -164,6 +164,9 @@ type stateUpdate struct {
 	// PropertyErrors are the failing properties the mapper sent along (properrors.go; a Kedge
 	// addition to the state/update payload): nil when it sent none, empty when none fails.
 	PropertyErrors *map[string]sdkmapper.PropertyError `json:"property_errors,omitempty"`
+	// OfflineReason is why the mapper says the device is offline (properrors.go; a Kedge addition):
+	// nil when it sent none, empty when it gave no reason.
+	OfflineReason *sdkmapper.OfflineReason `json:"offline_reason,omitempty"`
 }
 
 func (s *server) ReportDeviceStatus(ctx context.Context, req *dmiv1beta1.ReportDeviceStatusRequest) (*dmiv1beta1.ReportDeviceStatusResponse, error) {
@@ -244,7 +247,11 @@ func (s *server) ReportDeviceStates(ctx context.Context, req *dmiv1beta1.ReportD
 	if err != nil {
 		return nil, err
 	}
-	upd := stateUpdate{EventID: message.NewID(), Timestamp: time.Now().UnixMilli(), State: state, PropertyErrors: perrs}
+	why, err := offlineReason(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	upd := stateUpdate{EventID: message.NewID(), Timestamp: time.Now().UnixMilli(), State: state, PropertyErrors: perrs, OfflineReason: why}
 	if err := s.m.publish(ctx, "$hw/events/device/"+name+"/state/update", upd); err != nil {
 		return nil, err
 	}

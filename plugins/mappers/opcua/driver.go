@@ -36,17 +36,23 @@ type Driver struct {
 	handles  map[uint32]*item
 	next     uint32
 	types    map[string]ua.TypeID // node id → its value's type, for writes
-	visitors map[string]Visitor   // visitor text → parsed
+	visitors map[string]Visitor   // visitor text → parsed (a browse path: resolved to its node)
+
+	stats     driverStats   // metrics.go
+	stateStop chan struct{} // ends watchState
 }
 
 type item struct {
-	node    *ua.NodeID
-	value   *ua.Variant // the latest value
-	status  ua.StatusCode
-	has     bool
-	changes []change      // notified and not yet read, oldest first (at most maxQueued)
-	dropped uint64        // changes dropped because reads fell maxQueued behind
-	ready   chan struct{} // closed at the first notification (the item's initial sample)
+	node *ua.NodeID
+	// what the server granted for the item (metrics.go)
+	revisedSampling time.Duration
+	revisedQueue    uint32
+	value           *ua.Variant // the latest value
+	status          ua.StatusCode
+	has             bool
+	changes         []change      // notified and not yet read, oldest first (at most maxQueued)
+	dropped         uint64        // changes dropped because reads fell maxQueued behind
+	ready           chan struct{} // closed at the first notification (the item's initial sample)
 }
 
 type change struct {
@@ -93,8 +99,10 @@ func (d *Driver) Init(ctx context.Context, p mapper.ProtocolConfig) error {
 			return fmt.Errorf("device %s: %w", p.Device, err)
 		}
 	}
+	stateCh := make(chan opcua.ConnState, 16)
 	opts := []opcua.Option{opcua.ApplicationURI(appURI), opcua.ApplicationName("kedge opcua mapper"),
-		opcua.RequestTimeout(cfg.Timeout), opcua.DialTimeout(cfg.Timeout), opcua.AutoReconnect(true), opcua.ReconnectInterval(time.Second)}
+		opcua.RequestTimeout(cfg.Timeout), opcua.DialTimeout(cfg.Timeout), opcua.AutoReconnect(true), opcua.ReconnectInterval(time.Second),
+		opcua.StateChangedCh(stateCh)}
 	if cfg.SecurityPolicy != ua.SecurityPolicyURINone {
 		cert, key, err := clientIdentity(cfg)
 		if err != nil {
@@ -103,18 +111,23 @@ func (d *Driver) Init(ctx context.Context, p mapper.ProtocolConfig) error {
 		opts = append(opts, opcua.Certificate(cert), opcua.PrivateKey(key))
 	}
 	tokenType := ua.UserTokenTypeAnonymous
-	if cfg.UserName != "" {
-		pw, err := os.ReadFile(cfg.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("device %s: reading the password file: %w", p.Device, err)
+	if !cfg.UserName.empty() {
+		user, err := cfg.UserName.resolve("userName")
+		if err == nil {
+			var pw string
+			if pw, err = cfg.Password.resolve("password"); err == nil {
+				tokenType = ua.UserTokenTypeUserName
+				opts = append(opts, opcua.AuthUsername(user, pw))
+			}
 		}
-		tokenType = ua.UserTokenTypeUserName
-		opts = append(opts, opcua.AuthUsername(cfg.UserName, strings.TrimRight(string(pw), "\r\n")))
+		if err != nil {
+			return mapper.WithReason(ReasonCredentialsMissing, fmt.Errorf("device %s: %w", p.Device, err))
+		}
 	} else {
 		opts = append(opts, opcua.AuthAnonymous())
 	}
 	if !offersToken(ep, tokenType) {
-		return fmt.Errorf("device %s: the %s endpoint of %s offers no %s login", p.Device, policyName(ep.SecurityPolicyURI), cfg.URL, map[bool]string{true: "user name", false: "anonymous"}[cfg.UserName != ""])
+		return fmt.Errorf("device %s: the %s endpoint of %s offers no %s login", p.Device, policyName(ep.SecurityPolicyURI), cfg.URL, map[bool]string{true: "user name", false: "anonymous"}[!cfg.UserName.empty()])
 	}
 	opts = append(opts, opcua.SecurityFromEndpoint(ep, tokenType))
 	c, err := opcua.NewClient(cfg.URL, opts...)
@@ -124,23 +137,31 @@ func (d *Driver) Init(ctx context.Context, p mapper.ProtocolConfig) error {
 	cctx, cancel = step()
 	defer cancel()
 	if err := c.Connect(cctx); err != nil {
-		return fmt.Errorf("device %s: connecting to %s (%s, %s): %w", p.Device, cfg.URL, policyName(ep.SecurityPolicyURI), ep.SecurityMode, err)
+		err = fmt.Errorf("device %s: connecting to %s (%s, %s): %w", p.Device, cfg.URL, policyName(ep.SecurityPolicyURI), ep.SecurityMode, err)
+		if authRefused(err) {
+			return mapper.WithReason(ReasonAuthenticationFailed, fmt.Errorf("%w (user %s, password from %s)", err, cfg.UserName, cfg.Password))
+		}
+		return err
 	}
+	d.mu.Lock()
 	d.c = c
+	d.mu.Unlock()
+	d.stateStop = make(chan struct{})
+	go d.watchState(stateCh, d.stateStop)
 	if cfg.Subscribe {
 		notify := make(chan *opcua.PublishNotificationData, 64)
 		sctx, scancel := step()
 		sub, err := c.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: cfg.PublishingInterval}, notify)
 		scancel()
 		if err != nil {
-			c.Close(context.Background())
-			return fmt.Errorf("device %s: creating a subscription: %w", p.Device, err)
+			return fmt.Errorf("device %s: creating a subscription: %w", p.Device, err) // Close (the runtime calls it) ends the session
 		}
 		d.sub = sub
 		lctx, lcancel := context.WithCancel(context.Background())
 		d.cancel, d.done = lcancel, make(chan struct{})
 		go d.listen(lctx, notify)
 	}
+	sessions.add(d) // metrics.go
 	return nil
 }
 
@@ -159,6 +180,7 @@ func (d *Driver) listen(ctx context.Context, notify <-chan *opcua.PublishNotific
 			if !ok {
 				continue
 			}
+			d.stats.notifications.Add(uint64(len(dc.MonitoredItems)))
 			d.mu.Lock()
 			for _, mi := range dc.MonitoredItems {
 				it := d.handles[mi.ClientHandle]
@@ -185,6 +207,7 @@ func (d *Driver) listen(ctx context.Context, notify <-chan *opcua.PublishNotific
 
 // Close ends the subscription and the session.
 func (d *Driver) Close() error {
+	sessions.remove(d)
 	if d.cancel != nil {
 		d.cancel()
 		<-d.done
@@ -198,7 +221,12 @@ func (d *Driver) Close() error {
 		d.sub.Cancel(ctx)
 	}
 	err := d.c.Close(ctx)
+	if d.stateStop != nil {
+		close(d.stateStop)
+	}
+	d.mu.Lock()
 	d.c = nil
+	d.mu.Unlock()
 	return err
 }
 
@@ -219,7 +247,9 @@ func (d *Driver) CheckProperty(p mapper.Property) error {
 	return nil
 }
 
-func (d *Driver) visitor(p mapper.Property) (Visitor, error) {
+// visitor parses the property's visitor once and, for a browse path, asks the server for its node
+// (once: node ids do not move while the server runs).
+func (d *Driver) visitor(ctx context.Context, p mapper.Property) (Visitor, error) {
 	d.mu.Lock()
 	v, ok := d.visitors[string(p.Visitor)]
 	d.mu.Unlock()
@@ -230,26 +260,42 @@ func (d *Driver) visitor(p mapper.Property) (Visitor, error) {
 	if err != nil {
 		return v, fmt.Errorf("property %q: %w", p.Name, err)
 	}
+	if v.BrowsePath != nil {
+		id, err := d.c.Node(v.NodeID).TranslateBrowsePathsToNodeIDs(ctx, v.BrowsePath)
+		if err != nil {
+			d.stats.failed("browse", err)
+			return v, fmt.Errorf("property %q: resolving browsePath %s from %s: %w", p.Name, pathText(v.BrowsePath), v.NodeID, err)
+		}
+		v.NodeID, v.BrowsePath = id, nil
+	}
 	d.mu.Lock()
 	d.visitors[string(p.Visitor)] = v
 	d.mu.Unlock()
 	return v, nil
 }
 
+func pathText(p []*ua.QualifiedName) string {
+	var s []string
+	for _, q := range p {
+		s = append(s, fmt.Sprintf("%d:%s", q.NamespaceIndex, q.Name))
+	}
+	return strings.Join(s, "/")
+}
+
 // Read returns the property's node value: with subscribe, the oldest change its monitored item
 // delivered and not read yet, else the latest (waiting for the item's initial sample, bounded by
 // ctx); with subscribe off, a Read call.
 func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property) (mapper.Value, error) {
-	v, err := d.visitor(p)
+	if s := d.c.State(); s != opcua.Connected {
+		return nil, fmt.Errorf("property %q: session to %s is %s", p.Name, d.cfg.URL, strings.ToLower(s.String()))
+	}
+	v, err := d.visitor(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	if s := d.c.State(); s != opcua.Connected {
-		return nil, fmt.Errorf("property %q (%s): session to %s is %s", p.Name, v.NodeID, d.cfg.URL, strings.ToLower(s.String()))
-	}
 	key := v.NodeID.String()
 	if d.sub != nil {
-		it, err := d.monitor(ctx, key, v.NodeID)
+		it, err := d.monitor(ctx, v)
 		if err != nil {
 			return nil, fmt.Errorf("property %q (%s): %w", p.Name, key, err)
 		}
@@ -273,6 +319,7 @@ func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property
 	}
 	res, err := d.c.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: v.NodeID, AttributeID: ua.AttributeIDValue}}, TimestampsToReturn: ua.TimestampsToReturnNeither})
 	if err != nil {
+		d.stats.failed("read", err)
 		return nil, fmt.Errorf("property %q (%s): read: %w", p.Name, key, err)
 	}
 	if len(res.Results) != 1 {
@@ -283,6 +330,7 @@ func (d *Driver) Read(ctx context.Context, _ mapper.DeviceRef, p mapper.Property
 
 func (d *Driver) value(p mapper.Property, key string, status ua.StatusCode, v *ua.Variant) (mapper.Value, error) {
 	if status != ua.StatusOK {
+		d.stats.failed("read", status)
 		return nil, fmt.Errorf("property %q (%s): the server says %s", p.Name, key, status.Error())
 	}
 	if v == nil || v.Value() == nil {
@@ -305,8 +353,10 @@ func (d *Driver) value(p mapper.Property, key string, status ua.StatusCode, v *u
 	}
 }
 
-// monitor returns the node's monitored item, creating it on first use.
-func (d *Driver) monitor(ctx context.Context, key string, node *ua.NodeID) (*item, error) {
+// monitor returns the visitor's monitored item (one per node, sampling interval and queue size),
+// creating it on first use.
+func (d *Driver) monitor(ctx context.Context, v Visitor) (*item, error) {
+	key := fmt.Sprintf("%s|%s|%d", v.NodeID, v.SamplingInterval, v.QueueSize)
 	d.mu.Lock()
 	it := d.items[key]
 	if it != nil {
@@ -315,10 +365,18 @@ func (d *Driver) monitor(ctx context.Context, key string, node *ua.NodeID) (*ite
 	}
 	d.next++
 	h := d.next
-	it = &item{node: node, ready: make(chan struct{})}
+	it = &item{node: v.NodeID, ready: make(chan struct{})}
 	d.mu.Unlock()
-	res, err := d.sub.Monitor(ctx, ua.TimestampsToReturnNeither, opcua.NewMonitoredItemCreateRequestWithDefaults(node, ua.AttributeIDValue, h))
+	req := opcua.NewMonitoredItemCreateRequestWithDefaults(v.NodeID, ua.AttributeIDValue, h)
+	if v.SamplingInterval > 0 {
+		req.RequestedParameters.SamplingInterval = float64(v.SamplingInterval) / float64(time.Millisecond)
+	}
+	if v.QueueSize > 0 {
+		req.RequestedParameters.QueueSize = v.QueueSize
+	}
+	res, err := d.sub.Monitor(ctx, ua.TimestampsToReturnNeither, req)
 	if err != nil {
+		d.stats.failed("monitor", err)
 		return nil, fmt.Errorf("creating a monitored item: %w", err)
 	}
 	if len(res.Results) != 1 || res.Results[0].StatusCode != ua.StatusOK {
@@ -326,8 +384,16 @@ func (d *Driver) monitor(ctx context.Context, key string, node *ua.NodeID) (*ite
 		if len(res.Results) == 1 {
 			code = res.Results[0].StatusCode
 		}
+		d.stats.failed("monitor", code)
+		if len(res.Results) == 1 {
+			// gopcua keeps even a refused item and re-creates it when it restores the subscription after
+			// a reconnect, where the refusal would fail the whole restore: drop it.
+			_, _ = d.sub.Unmonitor(ctx, res.Results[0].MonitoredItemID)
+		}
 		return nil, fmt.Errorf("the server refused to monitor the node: %s", code.Error())
 	}
+	it.revisedSampling = time.Duration(res.Results[0].RevisedSamplingInterval * float64(time.Millisecond))
+	it.revisedQueue = res.Results[0].RevisedQueueSize
 	d.mu.Lock()
 	d.items[key], d.handles[h] = it, it
 	d.mu.Unlock()
@@ -336,7 +402,7 @@ func (d *Driver) monitor(ctx context.Context, key string, node *ua.NodeID) (*ite
 
 // Write sets the node to the desired value, in the node's own data type.
 func (d *Driver) Write(ctx context.Context, dev mapper.DeviceRef, p mapper.Property, value mapper.Value) error {
-	v, err := d.visitor(p)
+	v, err := d.visitor(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -359,6 +425,7 @@ func (d *Driver) Write(ctx context.Context, dev mapper.DeviceRef, p mapper.Prope
 	res, err := d.c.Write(ctx, &ua.WriteRequest{NodesToWrite: []*ua.WriteValue{{NodeID: v.NodeID, AttributeID: ua.AttributeIDValue,
 		Value: &ua.DataValue{EncodingMask: ua.DataValueValue, Value: variant}}}})
 	if err != nil {
+		d.stats.failed("write", err)
 		return fmt.Errorf("property %q (%s): write: %w", p.Name, key, err)
 	}
 	if len(res.Results) != 1 || res.Results[0] != ua.StatusOK {
@@ -366,6 +433,7 @@ func (d *Driver) Write(ctx context.Context, dev mapper.DeviceRef, p mapper.Prope
 		if len(res.Results) == 1 {
 			code = res.Results[0]
 		}
+		d.stats.failed("write", code)
 		return fmt.Errorf("property %q (%s): the server refused the write: %s", p.Name, key, code.Error())
 	}
 	return nil
@@ -463,6 +531,25 @@ func toVariant(typ ua.TypeID, v mapper.Value) (*ua.Variant, error) {
 		return nil, err
 	}
 	return ua.NewVariant(out)
+}
+
+// Reasons of the device's Healthy condition when Init fails for its credentials.
+const (
+	ReasonAuthenticationFailed = "AuthenticationFailed" // the server refused the user name and password
+	ReasonCredentialsMissing   = "CredentialsMissing"   // the Secret or password file is not there
+)
+
+// authRefused says whether the server refused the user identity (a wrong user name or password).
+func authRefused(err error) bool {
+	var code ua.StatusCode
+	if !errors.As(err, &code) {
+		return false
+	}
+	switch code {
+	case ua.StatusBadUserAccessDenied, ua.StatusBadIdentityTokenInvalid, ua.StatusBadIdentityTokenRejected, ua.StatusBadUserSignatureInvalid:
+		return true
+	}
+	return false
 }
 
 func policyName(uri string) string {

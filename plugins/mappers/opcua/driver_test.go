@@ -3,6 +3,7 @@ package opcua_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/plugins/mappers/opcua"
-	"github.com/kedge-io/kedge/plugins/mappers/opcua/internal/uaserver"
+	"github.com/kedge-io/kedge/plugins/mappers/opcua/uaserver"
 	"github.com/kedge-io/kedge/sdk/mapper"
 )
 
@@ -157,10 +158,15 @@ func TestInitRefusalsSayWhy(t *testing.T) {
 	d.Init(context.Background(), mapper.ProtocolConfig{Device: dev, ConfigData: json.RawMessage(fmt.Sprintf(
 		`{"url":%q,"timeout":"60s","securityPolicy":"Basic256Sha256","certificate":%q,"privateKey":%q}`, srv.URL(), other, otherKey))})
 	d.Close()
-	for _, tc := range []struct{ name, cfg, want string }{
-		{"wrong password", fmt.Sprintf(`{"url":%q,"timeout":"60s","securityPolicy":"Basic256Sha256","userName":"operator","password":%q}`, srv.URL(), bad), "connecting to"},
-		{"nobody listening", `{"url":"opc.tcp://127.0.0.1:1","timeout":"2s"}`, "endpoint discovery at opc.tcp://127.0.0.1:1"},
-		{"pinned certificate is not the server's", fmt.Sprintf(`{"url":%q,"timeout":"60s","serverCertificate":%q}`, srv.URL(), other), "not the one serverCertificate pins"},
+	for _, tc := range []struct{ name, cfg, want, reason string }{
+		{"wrong password", fmt.Sprintf(`{"url":%q,"timeout":"60s","securityPolicy":"Basic256Sha256","userName":"operator","password":%q}`, srv.URL(), bad), "connecting to", opcua.ReasonAuthenticationFailed},
+		{"wrong password from a Secret", fmt.Sprintf(`{"url":%q,"timeout":"60s","userName":{"secretKeyRef":{"name":"plc","key":"user"},"value":"operator"},"password":{"secretKeyRef":{"name":"plc","key":"password"},"value":"guess"}}`, srv.URL()),
+			`password from secret plc key password`, opcua.ReasonAuthenticationFailed},
+		{"Secret not delivered", fmt.Sprintf(`{"url":%q,"timeout":"60s","userName":"operator","password":{"secretKeyRef":{"name":"plc","key":"password"}}}`, srv.URL()),
+			`Secret "plc" key "password" did not reach this node`, opcua.ReasonCredentialsMissing},
+		{"password file missing", fmt.Sprintf(`{"url":%q,"timeout":"60s","userName":"operator","password":%q}`, srv.URL(), filepath.Join(dir, "nothing")), "reading the file", opcua.ReasonCredentialsMissing},
+		{"nobody listening", `{"url":"opc.tcp://127.0.0.1:1","timeout":"2s"}`, "endpoint discovery at opc.tcp://127.0.0.1:1", ""},
+		{"pinned certificate is not the server's", fmt.Sprintf(`{"url":%q,"timeout":"60s","serverCertificate":%q}`, srv.URL(), other), "not the one serverCertificate pins", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := opcua.NewDriver()
@@ -170,6 +176,16 @@ func TestInitRefusalsSayWhy(t *testing.T) {
 			d.Close()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Init: %v, want %q", err, tc.want)
+			}
+			var re *mapper.ReasonError
+			if got := ""; errors.As(err, &re) && re.Reason != tc.reason || !errors.As(err, &re) && tc.reason != "" {
+				if re != nil {
+					got = re.Reason
+				}
+				t.Fatalf("Init: reason %q, want %q (%v)", got, tc.reason, err)
+			}
+			if strings.Contains(err.Error(), "guess") {
+				t.Fatalf("the error shows the password: %v", err)
 			}
 		})
 	}

@@ -8,18 +8,20 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	gopcua "github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/devicetwin"
 	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/plugins/mappers/opcua"
-	"github.com/kedge-io/kedge/plugins/mappers/opcua/internal/uaserver"
+	"github.com/kedge-io/kedge/plugins/mappers/opcua/uaserver"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/message"
 )
@@ -181,4 +183,72 @@ func BenchmarkSubscriptionChangeToTwin(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// secretDevice is boilerDevice with a user-name login whose password came from a Secret, as
+// devicecontroller delivers it to the device's node ("value" beside the reference).
+func secretDevice(name, rv, url, password string) string {
+	return fmt.Sprintf(`{"apiVersion":"devices.kubeedge.io/v1beta1","kind":"Device","metadata":{"name":%q,"namespace":"default","resourceVersion":%q},
+ "spec":{"deviceModelRef":{"name":"boiler"},"nodeName":%q,"protocol":{"protocolName":"opcua","configData":{"url":%q,"timeout":"10s",
+  "userName":"operator","password":{"secretKeyRef":{"name":"plc-login","key":"password"},"value":%q}}},
+  "properties":[{"name":"label","reportToCloud":true,"collectCycle":20,"visitors":{"protocolName":"opcua","configData":{"nodeID":"ns=1;s=Label"}}}]}}`,
+		name, rv, sdktest.NodeName, url, password)
+}
+
+// cloudTap is a mailbox in the hub group: what metamanager sends towards the cloud.
+func (r *rig) cloudTap(t testing.TB) *router.Mailbox {
+	t.Helper()
+	mb, err := r.h.Router.Register("cloudtap", "hub", router.Options{Capacity: 4096, Policy: router.Block})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mb
+}
+
+// waitCondition waits for a devicestatus report to the cloud whose Healthy condition has reason and
+// returns its message.
+func waitCondition(t testing.TB, tap *router.Mailbox, device, reason string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var seen []string
+	for {
+		m, err := tap.Receive(ctx)
+		if err != nil {
+			break
+		}
+		if !strings.HasSuffix(m.Route.Resource, "/devicestatus/"+device) {
+			seen = append(seen, m.Route.Operation+" "+m.Route.Resource)
+			continue
+		}
+		var st struct {
+			Condition *struct{ Status, Reason, Message string } `json:"condition"`
+		}
+		if json.Unmarshal(m.Content, &st) != nil || st.Condition == nil {
+			continue
+		}
+		seen = append(seen, st.Condition.Reason)
+		if st.Condition.Reason == reason {
+			return st.Condition.Message
+		}
+	}
+	t.Fatalf("no Healthy condition with reason %s for %s within 2m; saw %v", reason, device, seen)
+	return ""
+}
+
+// A wrong password (delivered from a Secret) shows in the cloud as the device's Healthy condition with
+// reason AuthenticationFailed and a message naming the Secret, not the password; the right one
+// (the Secret changed: a newer Device copy) brings the device online with values.
+func TestWrongSecretPasswordBecomesAnAuthenticationFailedConditionAndTheRightOneRecovers(t *testing.T) {
+	r := newRig(t)
+	tap := r.cloudTap(t)
+	r.fromCloud(t, message.OpInsert, "default/devicemodel/boiler", "1", boilerModel)
+	r.fromCloud(t, message.OpInsert, "default/device/plc", "2", secretDevice("plc", "2", r.srv.URL(), "guess-1234"))
+	msg := waitCondition(t, tap, "plc", opcua.ReasonAuthenticationFailed)
+	if !strings.Contains(msg, "secret plc-login key password") || strings.Contains(msg, "guess-1234") {
+		t.Fatalf("condition message %q: want the Secret named and the password absent", msg)
+	}
+	r.fromCloud(t, message.OpUpdate, "default/device/plc", "5", secretDevice("plc", "5", r.srv.URL(), "secret"))
+	r.waitTwin(t, "plc", "label", "boiler-1")
+	waitCondition(t, tap, "plc", "ReadingsAccepted")
 }

@@ -21,7 +21,7 @@ var Info = sdk.Info{
 	Group:   "mapper",
 	Doc:     "Mapper for OPC-UA devices (protocol opcua): endpoint discovery, security None or Basic256Sha256 (Sign, SignAndEncrypt), anonymous or user-name login, node ids as visitors, subscriptions instead of polling, typed writes; registered with edgecore over DMI.",
 	Enabled: false,
-	New:     func() sdk.Module { return mapper.New(Protocol, NewDriver) },
+	New:     func() sdk.Module { return mapper.New(Protocol, NewDriver).WithCollectors(sessions) },
 }
 
 func init() { sdk.Register(Info) }

@@ -18,7 +18,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/dmi"
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager"
 	"github.com/kedge-io/kedge/plugins/mappers/opcua"
-	"github.com/kedge-io/kedge/plugins/mappers/opcua/internal/uaserver"
+	"github.com/kedge-io/kedge/plugins/mappers/opcua/uaserver"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/message"
 )

@@ -1,5 +1,5 @@
 // Package uaserver runs the node-opcua test server (plugins/mappers/opcua/testdata/server.js) for
-// tests: it installs node-opcua with npm once into a cache folder (KEDGE_NPM_DIR, default
+// tests (the mapper's, and test/e2e's through the real binaries): it installs node-opcua with npm once into a cache folder (KEDGE_NPM_DIR, default
 // _bin/npm under the repository; a lock keeps parallel test packages from installing twice) and
 // starts the server on a free 127.0.0.1 port.
 package uaserver
@@ -29,13 +29,13 @@ func here() string {
 }
 
 // Script is the server's source.
-func Script() string { return filepath.Join(here(), "..", "..", "testdata", "server.js") }
+func Script() string { return filepath.Join(here(), "..", "testdata", "server.js") }
 
 func npmDir() string {
 	if d := os.Getenv("KEDGE_NPM_DIR"); d != "" {
 		return d
 	}
-	return filepath.Join(here(), "..", "..", "..", "..", "..", "_bin", "npm")
+	return filepath.Join(here(), "..", "..", "..", "..", "_bin", "npm")
 }
 
 var installMu sync.Mutex

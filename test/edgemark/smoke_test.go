@@ -23,7 +23,7 @@ import (
 var env *k8senv.Env
 
 func TestMain(m *testing.M) {
-	os.Exit(k8senv.RunTests(m, "edgemark", func(e *k8senv.Env) error { env = e; return nil }))
+	os.Exit(k8senv.RunTests(m, "edgemark", func(e *k8senv.Env) error { env = e; return e.InstallCRDs() }))
 }
 
 // smokeNodes is the size of the smoke run in make test.

@@ -10,7 +10,10 @@
 //     the time from the last create to the last Running;
 //   - a reconnect storm: cloudcore killed with SIGKILL and started again, time until every node is
 //     connected again and has reported, nodes seen not Ready meanwhile, cloudcore's peak RSS, and
-//     the API requests the storm cost.
+//     the API requests the storm cost;
+//   - with -twin-period (default 5m): device traffic, devicecontroller on and a Device per node, each
+//     hollow node reporting a twin per period; twin reports acknowledged per second at idle and the
+//     device writes they cost.
 //
 // It prints a table row per size and, with -update, rewrites the generated table in BENCHMARKS.md.
 package main

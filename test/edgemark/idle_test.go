@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ import (
 	"github.com/kedge-io/kedge/test/edgemark"
 	"github.com/kedge-io/kedge/test/slow"
 )
+
+// runs numbers the rigs of this process, so each run under -count has its own node names.
+var runs atomic.Int64
 
 // idleRig is cloudhub + edgecontroller in this process with hollow nodes connected and Ready.
 type idleRig struct {
@@ -63,6 +67,7 @@ func addNodes(t *testing.T, ctx context.Context, cloud *edgemark.Cloud, prefix s
 	if err != nil {
 		t.Fatal(err)
 	}
+	deleteNodesAtEnd(t, prefix, nodes)
 	sim, err := edgemark.Start(ctx, edgemark.Options{HubAddress: cloud.Hub.Address, CertServer: cloud.Hub.CertServerAddress,
 		Tokens: []string{tok.String()}, CertDir: t.TempDir(), Nodes: nodes, Prefix: prefix, Rate: 100,
 		StatusPeriod: statusPeriod, Heartbeat: 5 * time.Second, AckTimeout: 10 * time.Second,
@@ -100,6 +105,18 @@ func addNodes(t *testing.T, ctx context.Context, cloud *edgemark.Cloud, prefix s
 		return fmt.Sprintf("%d/%d Ready, %d Leases", ready, nodes, held), ready == nodes && held == nodes
 	})
 	return r
+}
+
+// deleteNodesAtEnd deletes the Nodes prefix-00000... when the test ends (after its hollow nodes
+// stopped: register it before them), so a later test's cloud does not mark them Unknown while that
+// test counts API writes.
+func deleteNodesAtEnd(t *testing.T, prefix string, nodes int) {
+	t.Helper()
+	t.Cleanup(func() {
+		for i := range nodes {
+			_ = env.Client.CoreV1().Nodes().Delete(context.Background(), edgemark.NodeName(prefix, i), metav1.DeleteOptions{})
+		}
+	})
 }
 
 // apiRequests reads the API server's apiserver_request_total by "VERB resource[/subresource]".
@@ -164,7 +181,7 @@ func TestIdleNodesWriteOnlyTheirLeaseRenewalsAndStatusRefreshes(t *testing.T) {
 	window := slow.Scale(30 * time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := startIdle(t, ctx, "idlew", nodes, time.Second, func(c *edgecontroller.Module) {
+	r := startIdle(t, ctx, fmt.Sprintf("idlew%d", runs.Add(1)), nodes, time.Second, func(c *edgecontroller.Module) {
 		c.LeaseRenewInterval, c.NodeStatusUpdateFrequency = renew, status
 		c.LeaseDuration, c.NodeGracePeriod = 40*time.Second, 40*time.Second
 	})
@@ -294,10 +311,11 @@ func TestIdleNodeMemoryStaysWithinBudget(t *testing.T) {
 	// the cloud handles nothing (a backlog of reports on a loaded machine is not what idle costs).
 	const period = 10 * time.Minute
 	base := memNow()
-	r := startIdle(t, ctx, "idlem", few, period, nil)
+	run := runs.Add(1) // fresh node names under -count: no Nodes left by an earlier run
+	r := startIdle(t, ctx, fmt.Sprintf("idlem%d", run), few, period, nil)
 	quiet(t, r.cloud, r.sim)
 	atFew := memNow()
-	r2 := addNodes(t, ctx, r.cloud, "idlen", many-few, period)
+	r2 := addNodes(t, ctx, r.cloud, fmt.Sprintf("idlen%d", run), many-few, period)
 	quiet(t, r.cloud, r.sim, r2.sim)
 	atMany := memNow()
 	if p := os.Getenv("KEDGE_HEAPPROFILE"); p != "" {

@@ -30,7 +30,9 @@ func TestHollowNodesTwinReportsReachTheirDevices(t *testing.T) {
 	if env == nil {
 		t.Skip("needs the control plane (not with -short)")
 	}
-	const nodes, prefix, ns = 20, "twin", "edgemark-twin"
+	const nodes = 20
+	run := runs.Add(1) // its own namespace and node names under -count
+	prefix, ns := fmt.Sprintf("twin%d", run), fmt.Sprintf("edgemark-twin-%d", run)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -54,6 +56,7 @@ func TestHollowNodesTwinReportsReachTheirDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	deleteNodesAtEnd(t, prefix, nodes)
 	sim, err := edgemark.Start(ctx, edgemark.Options{HubAddress: cloud.Hub.Address, CertServer: cloud.Hub.CertServerAddress,
 		Tokens: []string{tok.String()}, CertDir: dir + "/nodes", Nodes: nodes, Prefix: prefix, Rate: 50,
 		StatusPeriod: 10 * time.Second, TwinPeriod: time.Second, TwinNamespace: ns, AckTimeout: 10 * time.Second,

@@ -65,7 +65,10 @@ is an edgecore without containers, devices or disk:
   - it acknowledges every message from the cloud, after "storing" it in memory (pods, ConfigMaps,
     Secrets, Services); a pod bound to it is reported Running at once (all containers started,
     Ready) through the pod status path, a pod being deleted is confirmed so the API can remove it;
-  - its own messages (status reports) are resent until the cloud acknowledges them (--ack-timeout);
+  - with --twin-period, it reports a twin of its device every period (edgecore's devicetwin sending a
+    devicestatus update when its mapper reports): property temperature of Device
+    <--twin-namespace>/<node name>, which must exist, bound to the node (hack/benchscale makes them);
+  - its own messages (status and twin reports) are resent until the cloud acknowledges them (--ack-timeout);
   - a lost link is redialed after a random wait (full jitter) that doubles from --backoff-min up to
     --backoff-max, so a cloudcore restart is not met by every node at the same instant.
 
@@ -123,6 +126,8 @@ port at most ~28,000 times (net.ipv4.ip_local_port_range); run several processes
 				return fmt.Errorf("--rate %g: want a positive number of connections per second", o.Rate)
 			case o.StatusPeriod < time.Second:
 				return fmt.Errorf("--status-period %s: want at least 1s", o.StatusPeriod)
+			case o.TwinPeriod != 0 && o.TwinPeriod < 100*time.Millisecond:
+				return fmt.Errorf("--twin-period %s: want 0 (no twin reports) or at least 100ms", o.TwinPeriod)
 			case o.Heartbeat < time.Second:
 				return fmt.Errorf("--heartbeat %s: want at least 1s", o.Heartbeat)
 			case o.BackoffMin <= 0 || o.BackoffMax < o.BackoffMin:
@@ -196,6 +201,8 @@ port at most ~28,000 times (net.ipv4.ip_local_port_range); run several processes
 	f.IntVar(&o.Burst, "burst", 0, "connections above --rate at once (0: a tenth of the rate)")
 	f.IntVar(&o.JoinParallel, "join-parallel", 16, "joins in flight at once")
 	f.DurationVar(&o.StatusPeriod, "status-period", 10*time.Second, "node status period (edgecore's nodestatus.interval)")
+	f.DurationVar(&o.TwinPeriod, "twin-period", 0, "each node reports a twin of Device <twin-namespace>/<node> this often (0: no device traffic)")
+	f.StringVar(&o.TwinNamespace, "twin-namespace", "default", "namespace of the hollow nodes' Devices")
 	f.DurationVar(&o.Heartbeat, "heartbeat", 15*time.Second, "websocket ping period; must match cloudhub's heartbeat within a factor of 2")
 	f.DurationVar(&o.AckTimeout, "ack-timeout", 15*time.Second, "resend an upstream message not acknowledged within this")
 	f.DurationVar(&o.BackoffMin, "backoff-min", time.Second, "first redial wait bound (full jitter)")

@@ -10,7 +10,10 @@
 //     the time from the last create to the last Running;
 //   - a reconnect storm: cloudcore killed with SIGKILL and started again, time until every node is
 //     connected again and has reported, nodes seen not Ready meanwhile, cloudcore's peak RSS, and
-//     the API requests the storm cost.
+//     the API requests the storm cost;
+//   - with -twin-period (default 5m): device traffic, devicecontroller on and a Device per node, each
+//     hollow node reporting a twin per period; twin reports acknowledged per second at idle and the
+//     device writes they cost.
 //
 // It prints a table row per size and, with -update, rewrites the generated table in BENCHMARKS.md.
 package main
@@ -42,6 +45,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kedge-io/kedge/test/edgemark"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
@@ -53,6 +57,7 @@ type config struct {
 	statusPeriod         time.Duration
 	leaseRenew           time.Duration
 	heartbeat            time.Duration
+	twinPeriod           time.Duration
 	update               string
 	command              string
 	work                 string
@@ -71,6 +76,7 @@ func main() {
 	flag.DurationVar(&c.statusPeriod, "status-period", 10*time.Second, "node status period of the hollow nodes")
 	flag.DurationVar(&c.leaseRenew, "lease-renew", 10*time.Second, "edgecontroller leaseRenewInterval")
 	flag.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "hub heartbeat (both ends)")
+	flag.DurationVar(&c.twinPeriod, "twin-period", 5*time.Minute, "each hollow node reports a twin of its Device this often (devicecontroller runs, one Device per node); 0: no device traffic")
 	flag.StringVar(&c.update, "update", "", "rewrite the generated scale table in this file (BENCHMARKS.md)")
 	flag.StringVar(&c.command, "command", "make bench-scale", "the command named in the table")
 	flag.StringVar(&c.work, "work", "_run/bench-scale", "working folder (PKI, certificates, logs)")
@@ -106,8 +112,8 @@ func main() {
 	}
 }
 
-const header = `| nodes | cloudcore RSS idle | bytes/node | cloudcore CPU idle (cores) | apiserver+etcd CPU idle | API req/s idle (by verb resource) | pods create→Running p50 / p99 | last create→all Running | storm: all connected / all reported | NotReady in storm | storm peak RSS | storm API requests |
-|---|---|---|---|---|---|---|---|---|---|---|---|`
+const header = `| nodes | cloudcore RSS idle | bytes/node | cloudcore CPU idle (cores) | apiserver+etcd CPU idle | API req/s idle (by verb resource) | pods create→Running p50 / p99 | last create→all Running | storm: all connected / all reported | NotReady in storm | storm peak RSS | storm API requests | twin reports idle: acked/s, device writes/s |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|`
 
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "benchscale: "+format+"\n", args...)
@@ -376,6 +382,30 @@ modules:
     burst: 1000
     workers: 16
 `, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, max(40*time.Second, 4*c.leaseRenew))
+	twinArgs := []string{}
+	if c.twinPeriod > 0 {
+		// Device traffic: devicecontroller on, the device CRDs, a DeviceModel and a Device per node.
+		cfg += fmt.Sprintf(`  devicecontroller:
+    enable: true
+    kubeconfig: %s
+    qps: 500
+    burst: 1000
+    workers: 16
+`, env.Kubeconfig)
+		if err := env.InstallCRDs(); err != nil {
+			return "", err
+		}
+		names := make([]string, n)
+		for i := range names {
+			names[i] = edgemark.NodeName("hollow", i)
+		}
+		t := time.Now()
+		if err := edgemark.CreateDevices(ctx, env.Config, "default", names, 32); err != nil {
+			return "", err
+		}
+		logf("%d Devices created in %s (twin report every %s per node)", n, time.Since(t).Round(time.Second), c.twinPeriod)
+		twinArgs = []string{"--twin-period", c.twinPeriod.String(), "--twin-namespace", "default"}
+	}
 	cfgPath := filepath.Join(work, "cloudcore.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return "", err
@@ -419,11 +449,11 @@ modules:
 	baseRSS := rss(cloud.cmd.Process.Pid)
 	logf("cloudcore up, RSS %s with no nodes; starting %d hollow nodes at %g/s", mib(baseRSS), n, c.rate)
 
-	em, err := start(filepath.Join(work, "edgemark.log"), filepath.Join(bin, "kedge-edgemark"),
-		"--cloudcore-address", fmt.Sprintf("127.0.0.1:%d", hubPort), "--cert-port", strconv.Itoa(certPort),
+	emArgs := append([]string{"--cloudcore-address", fmt.Sprintf("127.0.0.1:%d", hubPort), "--cert-port", strconv.Itoa(certPort),
 		"--nodes", strconv.Itoa(n), "--rate", fmt.Sprint(c.rate), "--token", strings.Join(tokens, ","),
 		"--cert-dir", filepath.Join(work, "certs"), "--metrics-address", fmt.Sprintf("127.0.0.1:%d", emPort),
-		"--status-period", c.statusPeriod.String(), "--heartbeat", c.heartbeat.String(), "--progress", "10s")
+		"--status-period", c.statusPeriod.String(), "--heartbeat", c.heartbeat.String(), "--progress", "10s"}, twinArgs...)
+	em, err := start(filepath.Join(work, "edgemark.log"), filepath.Join(bin, "kedge-edgemark"), emArgs...)
 	if err != nil {
 		return "", err
 	}
@@ -444,6 +474,7 @@ modules:
 	if err != nil {
 		return "", err
 	}
+	tw0, _ := scrape(emURL, "kedge_edgemark_twins_acked_total")
 	c0, cp0, w0 := cpuSeconds(pid), sumCPU(cpPids), time.Now()
 	var rssMax int64
 	for end := time.Now().Add(c.idle); time.Now().Before(end); time.Sleep(time.Second) {
@@ -454,6 +485,7 @@ modules:
 	if err != nil {
 		return "", err
 	}
+	tw1, _ := scrape(emURL, "kedge_edgemark_twins_acked_total")
 	idleRSS := rss(pid)
 	adminURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)
 	gor, _ := scrape(adminURL, "go_goroutines")
@@ -461,6 +493,17 @@ modules:
 	stack, _ := scrape(adminURL, "go_memstats_stack_inuse_bytes")
 	logf("idle: cloudcore %0.f goroutines (%.1f per node), heap in use %s, stacks %s (%.1f KiB per node)", gor, gor/float64(n), mib(int64(heap)), mib(int64(stack)), stack/float64(n)/1024)
 	d, _ := diff(a0, a1)
+	twinCol := "off"
+	if c.twinPeriod > 0 {
+		var devWrites float64
+		for k, v := range d {
+			if strings.Contains(k, " devices") && !strings.HasPrefix(k, "GET ") && !strings.HasPrefix(k, "LIST ") && !strings.HasPrefix(k, "WATCH ") {
+				devWrites += v
+			}
+		}
+		twinCol = fmt.Sprintf("%.1f, %.1f (every %s per node)", (tw1-tw0)/secs, devWrites/secs, c.twinPeriod)
+		logf("idle: twin reports acked %.1f/s, device writes %.1f/s", (tw1-tw0)/secs, devWrites/secs)
+	}
 	idleCPU, cpCPU := (c1-c0)/secs, (cp1-cp0)/secs
 	perNode := (idleRSS - baseRSS) / int64(n)
 	logf("idle: RSS %s (max %s), %d B/node, cloudcore %.3f cores, apiserver+etcd %.3f cores, API %s", mib(idleRSS), mib(rssMax), perNode, idleCPU, cpCPU, formatRates(d, secs))
@@ -566,8 +609,8 @@ modules:
 		stormAPICol = fmt.Sprintf("%.0f (%s)", total, topN(sd, 4))
 		logf("storm: all connected after %s, all reported (status acknowledged on the new link) after %s, %d nodes seen not Ready, peak RSS %s, API requests %s", allConnected, allReported, cnt, peakCol, stormAPICol)
 	}
-	return fmt.Sprintf("| %d | %s | %s | %.3f | %.2f | %s | %s | %s | %s | %s | %s | %s |", n, mib(idleRSS), fmt.Sprintf("%.1f KiB", float64(perNode)/1024),
-		idleCPU, cpCPU, formatRates(d, secs), podCol, lastCol, stormCol, notReadyCol, peakCol, stormAPICol), nil
+	return fmt.Sprintf("| %d | %s | %s | %.3f | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |", n, mib(idleRSS), fmt.Sprintf("%.1f KiB", float64(perNode)/1024),
+		idleCPU, cpCPU, formatRates(d, secs), podCol, lastCol, stormCol, notReadyCol, peakCol, stormAPICol, twinCol), nil
 }
 
 func topN(d map[string]float64, k int) string {
@@ -747,9 +790,9 @@ func updateTable(c config, rows []string) error {
 		}
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration 4× that, at least 40 s), connection rate %g/s.\n\n%s\n%s\n%s",
+	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration 4× that, at least 40 s), connection rate %g/s, twin report per node every %s (0: none).\n\n%s\n%s\n%s",
 		beginMark, c.command, time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpu, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
-		c.statusPeriod, c.heartbeat, c.leaseRenew, c.rate, header, strings.Join(rows, "\n"), endMark)
+		c.statusPeriod, c.heartbeat, c.leaseRenew, c.rate, c.twinPeriod, header, strings.Join(rows, "\n"), endMark)
 	s := string(b)
 	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
 	if i < 0 || j < i {

@@ -57,6 +57,13 @@ type Options struct {
 	JoinParallel int
 	// StatusPeriod is how often each node sends its node status (edgecore's nodestatus.interval).
 	StatusPeriod time.Duration
+	// TwinPeriod, when positive, makes each node report a twin of its device every TwinPeriod (the
+	// first at a random point of the first period), as edgecore's devicetwin sends a devicestatus
+	// update when a mapper reports: property TwinProperty of device <TwinNamespace>/<node name>,
+	// a new value each time. The Device (bound to the node, with that property) must exist for
+	// devicecontroller to accept it; hack/benchscale creates them. 0: no device traffic.
+	TwinPeriod    time.Duration
+	TwinNamespace string
 	// Heartbeat is the websocket ping period (edgehub.heartbeat); it must match the cloud's within
 	// a factor of two, since each side drops a peer silent for two of its own periods.
 	Heartbeat time.Duration
@@ -87,6 +94,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.StatusPeriod <= 0 {
 		o.StatusPeriod = 10 * time.Second
+	}
+	if o.TwinNamespace == "" {
+		o.TwinNamespace = "default"
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = hub.DefaultHeartbeat
@@ -149,6 +159,8 @@ type Stats struct {
 	PodsRunning    int64 // pods whose Running status the cloud acknowledged
 	PodsDeleted    int64 // graceful deletions confirmed to the cloud
 	PodsReported   int64 // Running reports sent (first tries)
+	TwinsSent      int64 // twin reports queued (see Options.TwinPeriod)
+	TwinsAcked     int64 // twin reports the cloud acknowledged without an error
 }
 
 // Sim is a running set of hollow nodes.
@@ -164,7 +176,7 @@ type Sim struct {
 	wg      sync.WaitGroup
 	stats   struct {
 		joined, connected, reported, reportedOnLink, connects, disconnects, dialErrors, msgsIn, msgsOut, resent, refused,
-		podsHeld, podsRunning, podsDeleted, podsReported atomic.Int64
+		podsHeld, podsRunning, podsDeleted, podsReported, twinsSent, twinsAcked atomic.Int64
 	}
 }
 
@@ -223,19 +235,36 @@ func (s *Sim) Nodes() []string {
 	return out
 }
 
+// Pending is how many upstream messages of all nodes wait for the cloud's acknowledgement now
+// (0: the cloud is handling nothing these nodes sent).
+func (s *Sim) Pending() int {
+	total := 0
+	for _, n := range s.nodes {
+		n.mu.Lock()
+		total += len(n.pending)
+		n.mu.Unlock()
+	}
+	return total
+}
+
 // Stats returns the counters now.
 func (s *Sim) Stats() Stats {
 	st := &s.stats
 	return Stats{Nodes: len(s.nodes), Joined: st.joined.Load(), Connected: st.connected.Load(), Reported: st.reported.Load(), ReportedOnLink: st.reportedOnLink.Load(),
 		Connects: st.connects.Load(), Disconnects: st.disconnects.Load(), DialErrors: st.dialErrors.Load(),
 		MsgsIn: st.msgsIn.Load(), MsgsOut: st.msgsOut.Load(), Resent: st.resent.Load(), Refused: st.refused.Load(),
-		PodsHeld: st.podsHeld.Load(), PodsRunning: st.podsRunning.Load(), PodsDeleted: st.podsDeleted.Load(), PodsReported: st.podsReported.Load()}
+		PodsHeld: st.podsHeld.Load(), PodsRunning: st.podsRunning.Load(), PodsDeleted: st.podsDeleted.Load(), PodsReported: st.podsReported.Load(),
+		TwinsSent: st.twinsSent.Load(), TwinsAcked: st.twinsAcked.Load()}
 }
 
 func (st Stats) String() string {
-	return fmt.Sprintf("joined %d/%d connected %d reported %d (on this link %d) | links +%d -%d dialErr %d | msgs in %d out %d resent %d refused %d | pods held %d running %d deleted %d",
+	out := fmt.Sprintf("joined %d/%d connected %d reported %d (on this link %d) | links +%d -%d dialErr %d | msgs in %d out %d resent %d refused %d | pods held %d running %d deleted %d",
 		st.Joined, st.Nodes, st.Connected, st.Reported, st.ReportedOnLink, st.Connects, st.Disconnects, st.DialErrors,
 		st.MsgsIn, st.MsgsOut, st.Resent, st.Refused, st.PodsHeld, st.PodsRunning, st.PodsDeleted)
+	if st.TwinsSent > 0 {
+		out += fmt.Sprintf(" | twins sent %d acked %d", st.TwinsSent, st.TwinsAcked)
+	}
+	return out
 }
 
 // credentials returns node n's TLS config: from CertDir, or joined now.

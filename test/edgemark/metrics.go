@@ -67,5 +67,7 @@ func (m *simMetrics) bind(s *Sim) {
 	counter("kedge_edgemark_disconnects_total", "Links lost.", func(st Stats) int64 { return st.Disconnects })
 	counter("kedge_edgemark_messages_in_total", "Messages from the cloud.", func(st Stats) int64 { return st.MsgsIn })
 	counter("kedge_edgemark_messages_out_total", "Messages to the cloud, resends included.", func(st Stats) int64 { return st.MsgsOut })
+	counter("kedge_edgemark_twins_sent_total", "Twin reports (devicestatus updates) queued.", func(st Stats) int64 { return st.TwinsSent })
+	counter("kedge_edgemark_twins_acked_total", "Twin reports the cloud acknowledged without an error.", func(st Stats) int64 { return st.TwinsAcked })
 	counter("kedge_edgemark_resent_total", "Upstream messages sent again for want of an acknowledgement.", func(st Stats) int64 { return st.Resent })
 }

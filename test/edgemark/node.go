@@ -17,7 +17,9 @@ import (
 
 	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
+	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 )
 
 // Message sources, as Kedge's edge modules name themselves.
@@ -26,6 +28,7 @@ const (
 	srcEdged      = "edged"
 	srcMeta       = "metamanager"
 	srcHub        = "edgehub"
+	srcTwin       = "devicetwin"
 )
 
 // node is one hollow edge node.
@@ -52,8 +55,8 @@ type pending struct {
 	sent  time.Time // last sent; zero: not sent yet
 	first time.Time
 	tries int
-	kind  string // nodestatus, podstatus, poddelete
-	// superseded: a newer node status was queued; this one is not resent, its answer still counts.
+	kind  string // nodestatus, podstatus, poddelete, twin
+	// superseded: a newer node status (twin report) was queued; this one is not resent, its answer still counts.
 	superseded bool
 	pod        string // the pod's resource, for podstatus and poddelete
 	uid        types.UID
@@ -204,6 +207,13 @@ func (n *node) serve(ctx context.Context, conn *hub.Conn) bool {
 	// do not report in lockstep ever after.
 	status := time.NewTimer(jitter(n.s.o.StatusPeriod))
 	defer status.Stop()
+	var twin *time.Timer
+	var twinC <-chan time.Time
+	if n.s.o.TwinPeriod > 0 { // device traffic: a twin report at a random point of the first period, then every period
+		twin = time.NewTimer(jitter(n.s.o.TwinPeriod))
+		defer twin.Stop()
+		twinC = twin.C
+	}
 	resend := time.NewTicker(max(n.s.o.AckTimeout/4, 50*time.Millisecond))
 	defer resend.Stop()
 	for {
@@ -216,6 +226,9 @@ func (n *node) serve(ctx context.Context, conn *hub.Conn) bool {
 		case <-status.C:
 			n.queueStatus()
 			status.Reset(n.s.o.StatusPeriod)
+		case <-twinC:
+			n.queueTwin()
+			twin.Reset(n.s.o.TwinPeriod)
 		case <-resend.C:
 		}
 	}
@@ -262,6 +275,37 @@ func (n *node) queueStatus() {
 		}
 	}
 	n.queueLocked(&pending{msg: m, kind: "nodestatus"})
+}
+
+// TwinProperty is the device property a hollow node reports (see Options.TwinPeriod).
+const TwinProperty = "temperature"
+
+// queueTwin queues a devicestatus update of the node's device, as devicetwin sends one when its
+// mapper reports a new value: the twin's reported value with its timestamp (ms). A newer report
+// replaces one not sent yet (devicetwin sends the latest of each device per flush).
+func (n *node) queueTwin() {
+	now := time.Now()
+	rep := devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{{PropertyName: TwinProperty,
+		Reported: v1beta1.TwinProperty{Value: strconv.FormatFloat(20+float64(now.UnixMilli()%1000)/100, 'f', 2, 64),
+			Metadata: map[string]string{devicecontroller.MetaTimestamp: strconv.FormatInt(now.UnixMilli(), 10)}}}}}
+	res := message.Resource{Namespace: n.s.o.TwinNamespace, Type: devicecontroller.TypeDeviceStatus, Name: n.name}
+	m, err := message.New(srcTwin, "twin", message.OpUpdate, res.Edge()).WithContent(rep)
+	if err != nil {
+		panic(err) // a DeviceStatusReport always encodes
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, p := range n.pending {
+		if p.kind == "twin" {
+			if p.sent.IsZero() {
+				delete(n.pending, id)
+			} else {
+				p.superseded = true
+			}
+		}
+	}
+	n.queueLocked(&pending{msg: m, kind: "twin"})
+	n.s.stats.twinsSent.Add(1)
 }
 
 func (n *node) queueLocked(p *pending) {
@@ -350,6 +394,8 @@ func (n *node) acked(resp message.Message) {
 			}
 		case "poddelete":
 			n.s.stats.podsDeleted.Add(1)
+		case "twin":
+			n.s.stats.twinsAcked.Add(1)
 		}
 	}
 	n.mu.Unlock()

@@ -23,7 +23,7 @@ import (
 var env *k8senv.Env
 
 func TestMain(m *testing.M) {
-	os.Exit(k8senv.RunTests(m, "edgemark", func(e *k8senv.Env) error { env = e; return nil }))
+	os.Exit(k8senv.RunTests(m, "edgemark", func(e *k8senv.Env) error { env = e; return e.InstallCRDs() }))
 }
 
 // smokeNodes is the size of the smoke run in make test.
@@ -57,6 +57,7 @@ func TestSmoke200HollowNodesGetReadyAndRunTheirPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	deleteNodesAtEnd(t, "smoke", smokeNodes)
 	reg := prometheus.NewRegistry()
 	sim, err := edgemark.Start(ctx, edgemark.Options{HubAddress: cloud.Hub.Address, CertServer: cloud.Hub.CertServerAddress,
 		Tokens: []string{tok.String()}, CertDir: dir + "/nodes", Nodes: smokeNodes, Prefix: "smoke", Rate: 100,
@@ -97,7 +98,7 @@ func TestSmoke200HollowNodesGetReadyAndRunTheirPods(t *testing.T) {
 	})
 
 	// A pod bound to each node reports Running.
-	ns := "edgemark-smoke"
+	ns := fmt.Sprintf("edgemark-smoke-%d", runs.Add(1)) // its own under -count
 	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

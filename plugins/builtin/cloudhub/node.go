@@ -130,10 +130,21 @@ func (n *node) forgettable(now time.Time, after time.Duration) bool {
 	return true
 }
 
+// poke wakes the node's sender, starting it if its session has none running (poke takes n.mu;
+// pokeLocked is for callers that hold it).
 func (n *node) poke() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pokeLocked()
+}
+
+func (n *node) pokeLocked() {
 	select {
 	case n.wake <- struct{}{}:
 	default:
+	}
+	if n.sess != nil {
+		n.sess.kick()
 	}
 }
 
@@ -201,7 +212,7 @@ func (n *node) ack(id string) (message.Message, bool) {
 	} else {
 		e.sentID = "" // a newer version waits: send it next
 	}
-	n.poke()
+	n.pokeLocked()
 	return sent, true
 }
 
@@ -234,7 +245,7 @@ func (n *node) written(msg message.Message) {
 		return
 	}
 	e.sentID = ""
-	n.poke()
+	n.pokeLocked()
 }
 
 // answered returns the module that asked the sync message id of a KubeEdge peer, forgetting it.
@@ -274,7 +285,7 @@ func (n *node) attach(conn *hub.Conn) *session {
 	}
 	old := n.sess
 	kubeedge := conn.Lane() == hub.LaneKubeEdge || n.m.isKubeEdge(n.name)
-	s := &session{n: n, conn: conn, up: make(chan *message.Message, 256), kubeedge: kubeedge}
+	s := &session{n: n, conn: conn, kubeedge: kubeedge}
 	n.sess = s
 	n.kubeedge = kubeedge
 	n.resetWire()
@@ -325,17 +336,110 @@ func (n *node) current(s *session) bool {
 type session struct {
 	n    *node
 	conn *hub.Conn
-	up   chan *message.Message // from the edge, handled in order (pointers: an idle session holds a small buffer)
+	up   upQueue // from the edge, handled in order
 	// kubeedge: the peer is KubeEdge's edgecore (see node.kubeedge), fixed for the session.
 	kubeedge bool
+
+	// The sender runs only while there is something to send or to wait an acknowledgement for: an
+	// idle node costs one goroutine (its reader), not two. smu guards its start and end.
+	smu         sync.Mutex
+	startSender func() // set by run; nil until then (a kick meanwhile is remembered in again)
+	sending     bool   // a sender goroutine runs
+	again       bool   // kicked while the sender ran: it looks once more before it ends
+	closed      bool   // the session ended: no sender starts
 }
 
-// run serves a session until its connection ends: a reader, an upstream worker and the sender.
+// upQueueMax bounds the messages from one edge waiting for the upstream worker: the reader waits
+// (and so does the edge) beyond it. It is above edgehub's window (64), so a Kedge edge never makes the
+// reader wait, and acknowledgements keep flowing while the worker is busy.
+const upQueueMax = 256
+
+// upQueue holds the messages from the edge waiting for the upstream worker, in order. Its buffer is
+// allocated only while messages wait (an idle node holds none; a channel of upQueueMax held 2 KiB).
+type upQueue struct {
+	mu    sync.Mutex
+	items []message.Message
+	room  chan struct{} // signalled when a full queue is popped
+}
+
+// push appends msg, waiting while the queue is full; false when ctx ended first.
+func (q *upQueue) push(ctx context.Context, msg message.Message) bool {
+	for {
+		q.mu.Lock()
+		if len(q.items) < upQueueMax {
+			q.items = append(q.items, msg)
+			q.mu.Unlock()
+			return true
+		}
+		if q.room == nil {
+			q.room = make(chan struct{}, 1)
+		}
+		room := q.room
+		q.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (q *upQueue) pop() (message.Message, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return message.Message{}, false
+	}
+	msg := q.items[0]
+	q.items[0] = message.Message{}
+	q.items = q.items[1:]
+	if len(q.items) == 0 {
+		q.items = nil // the buffer goes with the burst
+	}
+	if q.room != nil {
+		select {
+		case q.room <- struct{}{}:
+		default:
+		}
+	}
+	return msg, true
+}
+
+func (q *upQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// kick makes sure a sender runs and looks at the queue (again) before it ends. It never blocks and
+// takes no node lock (it is called with n.mu held).
+func (s *session) kick() {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.sending || s.startSender == nil {
+		s.again = true
+		return
+	}
+	s.sending, s.again = true, false
+	s.startSender()
+}
+
+// run serves a session until its connection ends: it reads (in this goroutine), and starts an
+// upstream worker while messages from the edge wait and a sender while messages for the edge do.
 func (m *Module) run(s *session) error {
 	ctx, cancel := context.WithCancelCause(m.life)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		s.smu.Lock()
+		s.closed = true // no sender starts after this, so the Wait below is not raced by an Add
+		s.smu.Unlock()
+		cancel(nil)
+		wg.Wait()
+	}()
 	// The upstream worker runs only while messages from the edge wait (one at a time, so they are
 	// handled in order): an idle node costs no goroutine for it (10,000 idle nodes: ~80 MB of stacks).
 	var working atomic.Bool
@@ -345,103 +449,125 @@ func (m *Module) run(s *session) error {
 		}
 		wg.Go(func() {
 			for {
-				select {
-				case msg := <-s.up:
-					if err := m.upstream(ctx, s, *msg); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if msg, ok := s.up.pop(); ok {
+					if err := m.upstream(ctx, s, msg); err != nil {
 						cancel(err)
 						return
 					}
 					continue
-				case <-ctx.Done():
-					return
-				default:
 				}
 				working.Store(false)
 				// A message queued between the empty check and the store found the flag still set.
-				if len(s.up) == 0 || !working.CompareAndSwap(false, true) {
+				if s.up.len() == 0 || !working.CompareAndSwap(false, true) {
 					return
 				}
 			}
 		})
 	}
-	wg.Go(func() {
-		for {
-			msg, err := s.conn.Receive(ctx)
-			if err != nil {
-				cancel(err)
-				return
-			}
-			if msg.IsReply() {
-				if sent, ok := s.n.ack(msg.Header.ParentID); ok {
-					m.metrics.acked.Inc()
-					if sent.Header.Sync { // a cloud module waits for the edge's answer
-						msg.Route.Destination = sent.Route.Source
-						if err := m.host.Reply(ctx, msg); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
-							m.host.Logger().Warn("edge answer not delivered", "node", s.n.name, "err", err)
-						}
-					}
-					if msg.Route.Operation == message.OpError {
-						m.host.Logger().Warn("edge refused a message", "node", s.n.name, "msg", sent.String(), "reason", string(msg.Content))
-					}
-				} else if src, ok := s.n.answered(msg.Header.ParentID); ok {
-					// A KubeEdge peer's answer to a sync message: to the module that asked.
-					msg.Route.Destination = src
+	s.smu.Lock()
+	s.startSender = func() { wg.Go(func() { m.send(ctx, cancel, s) }) } // called with s.smu held, before closed
+	s.smu.Unlock()
+	s.kick() // what was queued while the node was away
+	for {
+		msg, err := s.conn.Receive(ctx)
+		if err != nil {
+			cancel(err)
+			return context.Cause(ctx)
+		}
+		if msg.IsReply() {
+			if sent, ok := s.n.ack(msg.Header.ParentID); ok {
+				m.metrics.acked.Inc()
+				if sent.Header.Sync { // a cloud module waits for the edge's answer
+					msg.Route.Destination = sent.Route.Source
 					if err := m.host.Reply(ctx, msg); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
 						m.host.Logger().Warn("edge answer not delivered", "node", s.n.name, "err", err)
 					}
-				} else if !s.kubeedge {
-					m.metrics.lateAcks.Inc()
 				}
-				continue
+				if msg.Route.Operation == message.OpError {
+					m.host.Logger().Warn("edge refused a message", "node", s.n.name, "msg", sent.String(), "reason", string(msg.Content))
+				}
+			} else if src, ok := s.n.answered(msg.Header.ParentID); ok {
+				// A KubeEdge peer's answer to a sync message: to the module that asked.
+				msg.Route.Destination = src
+				if err := m.host.Reply(ctx, msg); err != nil && !errors.Is(err, sdk.ErrNoWaiter) && !errors.Is(err, sdk.ErrUnknownModule) {
+					m.host.Logger().Warn("edge answer not delivered", "node", s.n.name, "err", err)
+				}
+			} else if !s.kubeedge {
+				m.metrics.lateAcks.Inc()
 			}
-			select {
-			case s.up <- &msg:
-			case <-ctx.Done():
-				return
-			}
-			startWorker()
+			continue
 		}
-	})
-	cancel(m.send(ctx, s))
-	return context.Cause(ctx)
+		if !s.up.push(ctx, msg) {
+			return context.Cause(ctx)
+		}
+		startWorker()
+	}
 }
 
-// send writes queued entries to the node, paced by the node's rate limit, until ctx ends.
-func (m *Module) send(ctx context.Context, s *session) error {
-	// The resend check runs only while something is on the wire: an idle node's sender sleeps until
-	// something is queued (10,000 idle nodes ticking every ackTimeout/4 were ~2,700 wakeups a second).
+// send writes queued entries to the node, paced by the node's rate limit, and waits for their
+// acknowledgements (resending what falls due); it ends when nothing is queued or on the wire (the
+// next kick starts it again), or ends the session on an error.
+func (m *Module) send(ctx context.Context, cancel context.CancelCauseFunc, s *session) {
+	// The resend check runs only while something is on the wire: an idle node has no sender at all
+	// (10,000 idle nodes ticking every ackTimeout/4 were ~2,700 wakeups a second; their senders'
+	// stacks ~8 KiB each).
 	period := max(m.AckTimeout/4, 10*time.Millisecond)
-	tick := time.NewTimer(period)
-	defer tick.Stop()
+	var tick *time.Timer
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	for {
+		s.smu.Lock()
+		s.again = false
+		s.smu.Unlock()
 		if !s.n.current(s) {
-			return errors.New("replaced by a newer connection from the same node")
+			cancel(errors.New("replaced by a newer connection from the same node"))
+			return
 		}
 		for _, msg := range s.n.next(time.Now()) {
 			if err := s.n.limiter.Wait(ctx); err != nil {
-				return err
+				cancel(err)
+				return
 			}
 			if err := s.conn.Send(ctx, msg); err != nil {
-				return err
+				cancel(err)
+				return
 			}
 			if s.kubeedge {
 				s.n.written(msg)
 			}
 			m.metrics.sent.Inc()
 		}
-		var tickC <-chan time.Time
 		if s.n.awaiting() {
-			tick.Reset(period)
-			tickC = tick.C
+			if tick == nil {
+				tick = time.NewTimer(period)
+			} else {
+				tick.Reset(period)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.conn.Done():
+				cancel(s.conn.Err())
+				return
+			case <-s.n.wake:
+			case <-tick.C:
+			}
+			continue
 		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-s.conn.Done():
-			return s.conn.Err()
-		case <-s.n.wake:
-		case <-tickC:
+		s.smu.Lock()
+		if s.again {
+			s.smu.Unlock()
+			continue
 		}
+		s.sending = false
+		s.smu.Unlock()
+		return
 	}
 }
 

@@ -196,7 +196,7 @@ func (m *Module) syncDevice(ctx context.Context, it item) error {
 		m.forgetEvents(it.Namespace, it.Name)
 		return m.dropStatus(ctx, it.Namespace, it.Name)
 	}
-	return m.mirrorStatus(ctx, dev, dev.Status)
+	return m.mirrorStatusOnce(ctx, dev)
 }
 
 // acquire records that a device on node uses model, and sends the model when it is the first.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	coordv1 "k8s.io/api/coordination/v1"
 	"strconv"
 	"time"
 
@@ -60,9 +59,8 @@ type nodeState struct {
 	// kubeedge: the node's last connection was KubeEdge's edgecore (cloudhub says so on connect): it
 	// sends no inventory and asks for its pods' service-account tokens itself.
 	kubeedge     bool
-	lease        *coordv1.Lease // as last written (nil: read it before the next renewal)
-	statusRV     string         // resourceVersion of the Node this cloudcore last wrote the status of
-	leaseRenewed time.Time      // renewTime of lease
+	statusRV     string    // resourceVersion of the Node this cloudcore last wrote the status of
+	leaseRenewed time.Time // when this cloudcore renewed the node's Lease (or found it fresh)
 }
 
 const podNodeIndex = "spec.nodeName"

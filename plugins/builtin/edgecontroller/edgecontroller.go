@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	coordlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -93,6 +94,7 @@ type Module struct {
 	elector      *kube.Elector
 	stopElection context.CancelFunc
 	leaseFactory informers.SharedInformerFactory
+	leaseLister  coordlisters.LeaseLister // slim copies (slimLease)
 	leaseMu      sync.Mutex
 	leases       map[string]leaseSeen // node Leases in kube-node-lease, as this replica saw them change
 }
@@ -164,7 +166,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 
 	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
 		workqueue.TypedRateLimitingQueueConfig[item]{Name: "edgecontroller"})
-	m.factory = informers.NewSharedInformerFactory(m.client, 0)
+	m.factory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithTransform(stripManagedFields))
 	if err := m.watch(); err != nil {
 		return err
 	}

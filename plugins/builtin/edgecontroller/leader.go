@@ -6,6 +6,8 @@ import (
 
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
@@ -32,8 +34,10 @@ type leaseSeen struct {
 
 // watchNodeLeases starts an informer on kube-node-lease; it records when each Lease changes.
 func (m *Module) watchNodeLeases(ctx context.Context) (cache.InformerSynced, error) {
-	m.leaseFactory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithNamespace(leaseNamespace))
+	m.leaseFactory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithNamespace(leaseNamespace),
+		informers.WithTransform(slimLease))
 	inf := m.leaseFactory.Coordination().V1().Leases().Informer()
+	m.leaseLister = m.leaseFactory.Coordination().V1().Leases().Lister()
 	seen := func(obj any) {
 		if l, ok := obj.(*coordv1.Lease); ok {
 			m.leaseChanged(l.Name, l.ResourceVersion)
@@ -54,6 +58,29 @@ func (m *Module) watchNodeLeases(ctx context.Context) (cache.InformerSynced, err
 	}
 	m.leaseFactory.Start(ctx.Done())
 	return inf.HasSynced, nil
+}
+
+// slimLease keeps of a node Lease what this controller reads (its name, version, renewTime and
+// duration): one per edge node is held in memory, and the rest (managed fields, owner, holder) is
+// most of a Lease's size.
+func slimLease(obj any) (any, error) {
+	l, ok := obj.(*coordv1.Lease)
+	if !ok {
+		return obj, nil // a tombstone: as it is
+	}
+	return &coordv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: l.Name, Namespace: l.Namespace, ResourceVersion: l.ResourceVersion, UID: l.UID},
+		Spec:       coordv1.LeaseSpec{RenewTime: l.Spec.RenewTime, LeaseDurationSeconds: l.Spec.LeaseDurationSeconds},
+	}, nil
+}
+
+// stripManagedFields drops metadata.managedFields from what the informers hold (nothing here reads
+// them, and on a Node whose status is written by several field managers they are a large part of it).
+func stripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 func (m *Module) leaseChanged(node, rv string) {

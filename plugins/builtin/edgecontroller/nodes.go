@@ -2,6 +2,7 @@ package edgecontroller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/kedge-io/kedge/sdk"
@@ -167,10 +169,31 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	m.mu.Lock()
 	wroteRV := st.statusRV
 	m.mu.Unlock()
-	if cur, err := m.nodes.Get(node); err == nil && !m.statusDue(cur, wroteRV, apply, now) {
+	cur, curErr := m.nodes.Get(node)
+	if curErr == nil && !m.statusDue(cur, wroteRV, apply, now) {
 		m.metrics.statusWrites.WithLabelValues("skipped").Inc()
 	} else {
+		// The informer's copy, when it is at least as new as this cloudcore's last write, is the base of
+		// the update (no read first); a conflict reads the Node and tries again.
+		base := cur
+		if curErr != nil || (wroteRV != "" && cur.ResourceVersion != wroteRV) {
+			base = nil
+		}
 		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if base != nil {
+				n := base.DeepCopy()
+				base = nil
+				apply(n)
+				updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+				if err == nil {
+					m.mu.Lock()
+					st.statusRV = updated.ResourceVersion
+					m.mu.Unlock()
+				}
+				if !apierrors.IsNotFound(err) {
+					return err
+				}
+			}
 			n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				if err := m.register(ctx, node); err != nil {
@@ -304,85 +327,77 @@ func setCondition(n *corev1.Node, typ corev1.NodeConditionType, status corev1.Co
 }
 
 // renewLease keeps kube-node-lease/<node> fresh, as the kubelet does; it is owned by the Node. It
-// writes at most once per leaseRenewInterval per node and keeps the Lease it wrote, so a renewal is one
-// update (no read); after a cloudcore restart the first renewal reads the Lease and leaves a fresh one
-// alone, so a reconnect storm does not become a write storm.
+// writes at most once per leaseRenewInterval per node, as one merge patch of renewTime (no read, and no
+// copy of the Lease kept per node: only when it was renewed). The first renewal after this cloudcore
+// started takes the renewTime from the Lease informer and leaves a fresh Lease alone, so a reconnect
+// storm is neither a read storm nor a write storm.
 func (m *Module) renewLease(ctx context.Context, node string, st *nodeState, now time.Time) error {
+	secs := int32(m.LeaseDuration / time.Second)
 	m.mu.Lock()
-	cached, renewed := st.lease, st.leaseRenewed
+	renewed := st.leaseRenewed
 	m.mu.Unlock()
+	if renewed.IsZero() && m.leaseLister != nil {
+		if l, err := m.leaseLister.Leases(leaseNamespace).Get(node); err == nil && l.Spec.RenewTime != nil &&
+			l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds == secs {
+			renewed = l.Spec.RenewTime.Time
+		}
+	}
 	if now.Sub(renewed) < m.LeaseRenewInterval {
+		m.mu.Lock()
+		if st.leaseRenewed.IsZero() {
+			st.leaseRenewed = renewed
+		}
+		m.mu.Unlock()
 		m.metrics.leaseWrites.WithLabelValues("skipped").Inc()
 		return nil
 	}
 	leases := m.client.CoordinationV1().Leases(leaseNamespace)
 	micro := metav1.NewMicroTime(now)
-	secs := int32(m.LeaseDuration / time.Second)
-	keep := func(l *coordv1.Lease) {
+	done := func() error {
 		m.mu.Lock()
-		st.lease = l
-		if l != nil && l.Spec.RenewTime != nil {
-			st.leaseRenewed = l.Spec.RenewTime.Time
-		}
+		st.leaseRenewed = now
 		m.mu.Unlock()
+		m.metrics.leaseWrites.WithLabelValues("written").Inc()
+		return nil
 	}
-	if cached != nil {
-		l := cached.DeepCopy()
-		l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &micro, &secs
-		out, err := leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
-		if err == nil {
-			keep(out)
-			m.metrics.leaseWrites.WithLabelValues("written").Inc()
-			return nil
-		}
-		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("lease of %s: %w", node, err)
-		}
-		keep(nil) // changed or gone under us: read it again below
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"renewTime": micro, "leaseDurationSeconds": secs}})
+	if err != nil {
+		return fmt.Errorf("lease of %s: %w", node, err)
 	}
-	l, err := leases.Get(ctx, node, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	_, err = leases.Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "kedge-edgecontroller"})
+	if err == nil {
+		return done()
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("lease of %s: %w", node, err)
+	}
+	var uid types.UID
+	if n, err := m.nodes.Get(node); err == nil {
+		uid = n.UID
+	} else {
 		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("lease of %s: %w", node, err)
 		}
-		holder := node
-		out, err := leases.Create(ctx, &coordv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: leaseNamespace, OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "v1", Kind: "Node", Name: node, UID: n.UID,
-			}}},
-			Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &micro},
-		}, metav1.CreateOptions{FieldManager: "kedge-edgecontroller"})
-		if apierrors.IsNotFound(err) { // the namespace is made by the API server's own controllers; be sure
-			_, _ = m.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNamespace}}, metav1.CreateOptions{})
-		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("lease of %s: %w", node, err)
-		}
-		if err == nil {
-			keep(out)
-			m.metrics.leaseWrites.WithLabelValues("written").Inc()
-		}
-		return nil
+		uid = n.UID
 	}
-	if err != nil {
-		return fmt.Errorf("lease of %s: %w", node, err)
-	}
-	if l.Spec.RenewTime != nil && now.Sub(l.Spec.RenewTime.Time) < m.LeaseRenewInterval && l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds == secs {
-		keep(l) // renewed recently (before a restart of this cloudcore): nothing to write yet
-		m.metrics.leaseWrites.WithLabelValues("skipped").Inc()
-		return nil
-	}
-	l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = &micro, &secs
-	out, err := leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
-	if err != nil && !apierrors.IsConflict(err) {
-		return fmt.Errorf("lease of %s: %w", node, err)
+	holder := node
+	_, err = leases.Create(ctx, &coordv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: leaseNamespace, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "v1", Kind: "Node", Name: node, UID: uid,
+		}}},
+		Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs, RenewTime: &micro},
+	}, metav1.CreateOptions{FieldManager: "kedge-edgecontroller"})
+	if apierrors.IsNotFound(err) { // the namespace is made by the API server's own controllers; be sure
+		_, _ = m.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: leaseNamespace}}, metav1.CreateOptions{})
 	}
 	if err == nil {
-		keep(out)
-		m.metrics.leaseWrites.WithLabelValues("written").Inc()
+		return done()
 	}
-	return nil
+	if apierrors.IsAlreadyExists(err) {
+		return nil // created meanwhile (another replica): renewed on the next report
+	}
+	return fmt.Errorf("lease of %s: %w", node, err)
 }
 
 // monitorNodes turns the Ready condition of an edge node whose Lease nobody renewed for the grace

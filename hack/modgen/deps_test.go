@@ -29,6 +29,8 @@ var depRules = []depRule{
 	{"google.golang.org/grpc", []string{"process", "dmi"}},
 	{"github.com/tetratelabs/wazero", []string{"wasm"}},
 	{"github.com/mochi-mqtt/", []string{"eventbus"}},
+	{"github.com/quic-go/", []string{"quic"}}, // edgehub's QUIC lane, host/hub/quichub
+	{"github.com/kedge-io/kedge/host/hub/quichub", []string{"quic"}},
 	{"github.com/eclipse/paho.mqtt.golang", []string{"eventbus", "dmi", "devicetwin", "modbus", "virtual"}},
 }
 

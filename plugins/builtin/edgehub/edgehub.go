@@ -117,6 +117,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.Window <= 0 || m.Heartbeat <= 0 || m.AckTimeout <= 0 || m.HandleTimeout <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.HealthyAfter <= 0 {
 		return errors.New("window, heartbeat, ackTimeout, handleTimeout, backoffMin and healthyAfter must be positive and backoffMax >= backoffMin")
 	}
+	if m.QUIC.Enable && quicDial == nil {
+		return errNoQUIC
+	}
 	if m.QUIC.Enable && m.QUIC.Server == "" {
 		return errors.New("quic.enable is set but quic.server (the cloud's host:10001) is empty")
 	}

@@ -6,8 +6,9 @@
 #   make release-edgecore-gateway-arm64  one binary
 RELEASE_DIR ?= $(BIN)/release
 RELEASE_ARCHES ?= amd64 arm64 arm
-# Static and self-contained: the pure-Go resolver and user lookup, SQLite without dlopen.
-RELEASE_TAGS := netgo osusergo sqlite_omit_load_extension
+# Static and self-contained: the pure-Go resolver and user lookup, SQLite without dlopen; gRPC without
+# golang.org/x/net/trace (its template rendering turns off the linker's dead-method elimination).
+RELEASE_TAGS := netgo osusergo sqlite_omit_load_extension grpcnotrace
 RELEASE_LDFLAGS = -s -w $(LDFLAGS) -linkmode external -extldflags "-static"
 CC_amd64 ?= gcc
 CC_arm64 ?= aarch64-linux-gnu-gcc

@@ -96,7 +96,7 @@ func TestEachClassLinksOnlyWhatItsModulesAndRuntimesNeed(t *testing.T) {
 // the linker keep every exported method of every type that reaches an interface. Found on the way:
 // cobra's version template and edgecore's systemd unit (text/template; the minimal edgecore was 17.2
 // MiB with them, 13.3 without) and gRPC's golang.org/x/net/trace (html/template; the build tag
-// grpcnotrace in every class).
+// grpcnotrace in every class). It also checks the build has no net/http HTTP/2 (nethttpomithttp2).
 func TestEveryClassKeepsDeadMethodElimination(t *testing.T) {
 	l, err := Load(root)
 	if err != nil {
@@ -113,10 +113,17 @@ func TestEveryClassKeepsDeadMethodElimination(t *testing.T) {
 				t.Fatalf("go build -ldflags=-dumpdep: %v\n%s", err, tail(deps.String(), 2000))
 			}
 			var reflective []string
+			http2 := 0
 			for line := range strings.Lines(deps.String()) {
 				if from, _, ok := strings.Cut(line, " <ReflectMethod> ->"); ok && !slices.Contains(reflective, from) {
 					reflective = append(reflective, from)
 				}
+				if strings.HasPrefix(line, "net/http.(*http2Framer)") { // in h2_bundle.go only, not in omithttp2.go's stubs
+					http2++
+				}
+			}
+			if http2 > 0 {
+				t.Errorf("class %s links net/http's bundled HTTP/2 (%d references from net/http.(*http2Framer)): its builds carry the tag nethttpomithttp2 (hack/modgen ClassTags)", c.Name, http2)
 			}
 			if len(reflective) > 0 {
 				t.Errorf("class %s reaches reflective method calls in %s: the linker then keeps every exported method; find the caller with go build -tags %q -ldflags=-dumpdep ./cmd/edgecore 2>&1 | grep -F -e '-> %s' (its callers; repeat up the chain)",

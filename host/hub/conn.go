@@ -166,12 +166,15 @@ func (c *Conn) Close() error {
 func (c *Conn) shutdown(cause error, code int, text string) {
 	c.once.Do(func() {
 		c.cause = cause
-		close(c.done)
 		if c.link != nil {
-			c.link.Close(code, text)
+			// Uncounted before done is closed: whoever sees the Conn closed sees the gauge without it
+			// (the QUIC test of a peer close read 1 here now and then).
 			c.opts.Metrics.connOpened(-1)
+			close(c.done)
+			c.link.Close(code, text)
 			return
 		}
+		close(c.done)
 		if t := c.pinger.Load(); t != nil {
 			t.Stop()
 		}

@@ -25,7 +25,7 @@ var depRules = []depRule{
 	// quantities as resource.Quantity: those need apimachinery only.
 	{"k8s.io/api/", []string{"edged", "metaserver"}},
 	{"k8s.io/apimachinery/", []string{"edged", "metaserver", "devicetwin", "dmi", "nodestatus", "modbus", "virtual", "thermo"}},
-	{"k8s.io/cri-api/", []string{"edged", "nodestatus"}}, // nodestatus asks the CRI for the runtime version,
+	{"k8s.io/cri-api/", []string{"edged", "cri"}}, // cri: nodestatus asks the CRI for the runtime version,
 	{"github.com/hashicorp/go-plugin", []string{"process"}},
 	{"google.golang.org/grpc", []string{"process", "dmi"}},
 	{"github.com/tetratelabs/wazero", []string{"wasm"}},

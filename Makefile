@@ -39,13 +39,13 @@ include hack/classes.mk
 include hack/release.mk
 comma := ,
 # edgecore_tags: the build tags for a class name or a comma-separated list of modules and runtimes.
-edgecore_tags = $(or $(CLASS_TAGS_$(1)),kedge_custom $(foreach m,$(subst $(comma), ,$(1)),kedge_$(m)))
+edgecore_tags = $(or $(CLASS_TAGS_$(1)),kedge_custom grpcnotrace nethttpomithttp2 $(foreach m,$(subst $(comma), ,$(1)),kedge_$(m)))
 # edgecore_unknown: the names in $(1) that are neither a class nor an edge module nor a runtime.
 edgecore_unknown = $(if $(CLASS_TAGS_$(1)),,$(filter-out $(EDGE_MODULES) $(HOST_RUNTIMES),$(subst $(comma), ,$(1))))
 
 edgecore-full: ## edgecore with every builtin module (same as make build)
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-full ./cmd/edgecore
+	$(GO) build -trimpath -tags "grpcnotrace nethttpomithttp2" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-full ./cmd/edgecore
 
 classes: ## build every device class and record binary size, idle RSS and cold start in BENCHMARKS.md
 	./hack/classes.sh

@@ -6,13 +6,16 @@
 #   make release-edgecore-gateway-arm64  one binary
 RELEASE_DIR ?= $(BIN)/release
 RELEASE_ARCHES ?= amd64 arm64 arm
-# Static and self-contained: the pure-Go resolver and user lookup, SQLite without dlopen.
-RELEASE_TAGS := netgo osusergo sqlite_omit_load_extension
+# Static and self-contained: the pure-Go resolver and user lookup, SQLite without dlopen; gRPC without
+# golang.org/x/net/trace (its template rendering turns off the linker's dead-method elimination).
+RELEASE_TAGS := netgo osusergo sqlite_omit_load_extension grpcnotrace
 RELEASE_LDFLAGS = -s -w $(LDFLAGS) -linkmode external -extldflags "-static"
 CC_amd64 ?= gcc
 CC_arm64 ?= aarch64-linux-gnu-gcc
 CC_arm ?= arm-linux-gnueabihf-gcc
-release_env = CGO_ENABLED=1 GOOS=linux GOARCH=$(1) $(if $(filter arm,$(1)),GOARM=7) CC=$(CC_$(1))
+# C (the SQLite amalgamation) optimised for size: -Os instead of cgo's default -O2 -g (0.35 MiB less).
+RELEASE_CGO_CFLAGS ?= -Os
+release_env = CGO_ENABLED=1 GOOS=linux GOARCH=$(1) $(if $(filter arm,$(1)),GOARM=7) CC=$(CC_$(1)) CGO_CFLAGS="$(RELEASE_CGO_CFLAGS)"
 
 RELEASE_BINARIES := $(foreach a,$(RELEASE_ARCHES),cloudcore-$(a) $(foreach c,$(CLASSES),edgecore-$(c)-$(a)))
 

@@ -24,6 +24,9 @@ var allowedHostImports = map[string][]string{
 	// suppression). cloudhub and edgehub are the two ends of it, run as modules so they can be
 	// swapped and configured like the rest; no other module talks to the wire.
 	"host/hub": {"plugins/builtin/cloudhub", "plugins/builtin/edgehub"},
+	// The QUIC lane of that transport, in its own package so device classes without QUIC link no
+	// quic-go (edgehub imports it only in builds with the quic feature).
+	"host/hub/quichub": {"plugins/builtin/cloudhub", "plugins/builtin/edgehub"},
 	// Certificates: the cloud CA and certificate server (cloudhub), serving certificates for the
 	// stream and console endpoints, and the edge's certificate rotation (edgehub). Security code
 	// stays in one place, owned by the host.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/template"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -46,11 +44,22 @@ func renderUnit(p unitParams) ([]byte, error) {
 		}
 	}
 	p.ConfigDir = filepath.Dir(p.Config)
-	var buf bytes.Buffer
-	if err := template.Must(template.New("unit").Parse(unitTemplate)).Execute(&buf, p); err != nil {
-		return nil, err
+	// Plain replacement, not text/template: a template's reflective field access makes the linker keep
+	// every exported method in the binary (see BENCHMARKS.md "Device classes").
+	out := strings.NewReplacer("{{.Binary}}", p.Binary, "{{.Config}}", p.Config, "{{.ConfigDir}}", p.ConfigDir,
+		"{{.DataDir}}", p.DataDir).Replace(unitTemplate)
+	if i := strings.Index(out, "{{"); i >= 0 {
+		return nil, fmt.Errorf("systemd unit: edgecore.service.tmpl has an unknown placeholder at %q", truncateAt(out[i:], "\n"))
 	}
-	return buf.Bytes(), nil
+	return []byte(out), nil
+}
+
+// truncateAt is s up to the first sep.
+func truncateAt(s, sep string) string {
+	if i := strings.Index(s, sep); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // unitCommand is "edgecore systemd-unit": print the unit (packaging and inspection).

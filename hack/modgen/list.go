@@ -233,7 +233,14 @@ func (l *List) ClassTags(c Class) []string {
 	for _, f := range c.Without {
 		tags = append(tags, "kedge_no"+f)
 	}
-	return tags
+	// grpcnotrace: gRPC-Go without golang.org/x/net/trace, whose init registers /debug/requests and
+	// /debug/events on http.DefaultServeMux and whose html/template rendering is a reflective method
+	// call: with it the linker keeps every exported method of every type (gateway 27.2 -> ~22 MiB
+	// without it; BENCHMARKS.md "Device classes"). Kedge never turns gRPC tracing on.
+	// nethttpomithttp2: net/http without its bundled HTTP/2 (about 0.5 MiB). On the edge every net/http
+	// use is HTTP/1.1 (the hub's websocket, edgestream's upgrades, join, the admin server, the
+	// MetaServer's watches); gRPC (DMI, plugin processes, the CRI) has its own HTTP/2.
+	return append(tags, "grpcnotrace", "nethttpomithttp2")
 }
 
 // Names returns the names of the modules on side (any side when empty) with runtime (any when

@@ -100,6 +100,8 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit %d: %v", e.code, e
 // Command builds the cobra command tree: run (the default), version.
 func Command(spec Spec) *cobra.Command {
 	var f flags
+	var showVersion bool
+	versionLine := fmt.Sprintf("%s %s (%s, %s/%s)\n", spec.Binary, Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	root := &cobra.Command{
 		Use:           spec.Binary,
 		Short:         spec.Short,
@@ -108,13 +110,19 @@ func Command(spec Spec) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
-		// --version prints the same first line as the version command (packaging checks run it).
-		Version: Version,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if showVersion {
+				_, err := io.WriteString(cmd.OutOrStdout(), versionLine)
+				return err
+			}
 			return runCommand(cmd.Context(), spec, f, cmd.OutOrStdout())
 		},
 	}
-	root.SetVersionTemplate(fmt.Sprintf("%s %s (%s, %s/%s)\n", spec.Binary, Version, runtime.Version(), runtime.GOOS, runtime.GOARCH))
+	// --version prints the same first line as the version command (packaging checks run it). It is
+	// this flag rather than cobra's Version field: cobra renders that with text/template, whose
+	// reflective method calls make the linker keep every exported method of every type in the binary
+	// (about 10% of an edgecore; see BENCHMARKS.md "Device classes").
+	root.Flags().BoolVarP(&showVersion, "version", "v", false, "print the version line and exit")
 	addRunFlags(root, &f)
 	run := &cobra.Command{
 		Use:   "run",
@@ -130,7 +138,7 @@ func Command(spec Spec) *cobra.Command {
 		Short: "Print the version and the modules compiled into this binary",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s, %s/%s)\n", spec.Binary, Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			_, _ = io.WriteString(cmd.OutOrStdout(), versionLine)
 			for _, info := range sdk.Registered() {
 				fmt.Fprintf(cmd.OutOrStdout(), "  module %-16s group %-10s %s\n", info.Name, info.Group, info.Doc)
 			}

@@ -116,33 +116,22 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 }
 
 // BenchmarkLanes1KiB compares the lanes in one run: Kedge's (header + protobuf frames) and KubeEdge's
-// JSON lane (one JSON text frame), each over one TLS websocket, and the QUIC lane (the same header +
-// protobuf frames on a QUIC stream, TLS 1.3 inside QUIC): a 1 KiB object one way on loopback, sender
+// JSON lane (one JSON text frame), each over one TLS websocket (the QUIC lane's is
+// host/hub/quichub's BenchmarkQUICLane1KiB): a 1 KiB object one way on loopback, sender
 // and receiver in this process; msgs/cpu-s counts both ends' CPU.
 func BenchmarkLanes1KiB(b *testing.B) {
-	for _, lane := range []string{LaneKedge.String(), LaneKubeEdge.String(), "quic"} {
+	for _, lane := range []string{LaneKedge.String(), LaneKubeEdge.String()} {
 		b.Run(lane, func(b *testing.B) {
 			ca := newTestCA(b)
-			var edge, cloud *Conn
-			var err error
-			if lane == "quic" {
-				h := startQUICHub(b, ca, AcceptOptions{})
-				edge, err = DialQUIC(context.Background(), DialOptions{URL: h.url(), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1", Options: Options{Logger: quiet}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				cloud = h.accepted(b)
-			} else {
-				h := startHub(b, ca, AcceptOptions{})
-				edge, err = Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
-					KubeEdgeLane: lane == LaneKubeEdge.String(), Options: Options{Logger: quiet}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				cloud = h.accepted(b)
-				if cloud.Lane().String() != lane {
-					b.Fatalf("lane %s, want %s", cloud.Lane(), lane)
-				}
+			h := startHub(b, ca, AcceptOptions{})
+			edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
+				KubeEdgeLane: lane == LaneKubeEdge.String(), Options: Options{Logger: quiet}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cloud := h.accepted(b)
+			if cloud.Lane().String() != lane {
+				b.Fatalf("lane %s, want %s", cloud.Lane(), lane)
 			}
 			defer edge.Close()
 			m := message.New("edged", "resource", message.OpUpdate, "default/pod/nginx")

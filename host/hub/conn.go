@@ -92,7 +92,8 @@ type Conn struct {
 	cause    error // why the connection closed; set before done is closed
 	header   [HeaderSize + 1]byte
 	lane     Lane
-	q        *quicLink // set on the QUIC lane (quic.go), where ws, out and pinger are nil
+	link     Link          // set for a transport other than the websocket (link.go), where ws, out and pinger are nil
+	in       chan received // what link delivered, for Receive
 }
 
 func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, node, project string, certs []*x509.Certificate, opts Options) *Conn {
@@ -136,8 +137,8 @@ func (c *Conn) PeerCertificates() []*x509.Certificate { return c.certs }
 
 // RemoteAddr is the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.q != nil {
-		return c.q.qc.RemoteAddr()
+	if c.link != nil {
+		return c.link.RemoteAddr()
 	}
 	return c.ws.RemoteAddr()
 }
@@ -165,12 +166,15 @@ func (c *Conn) Close() error {
 func (c *Conn) shutdown(cause error, code int, text string) {
 	c.once.Do(func() {
 		c.cause = cause
-		close(c.done)
-		if c.q != nil {
-			c.quicClose(code, text)
+		if c.link != nil {
+			// Uncounted before done is closed: whoever sees the Conn closed sees the gauge without it
+			// (the QUIC test of a peer close read 1 here now and then).
 			c.opts.Metrics.connOpened(-1)
+			close(c.done)
+			c.link.Close(code, text)
 			return
 		}
+		close(c.done)
 		if t := c.pinger.Load(); t != nil {
 			t.Stop()
 		}
@@ -221,8 +225,8 @@ func (c *Conn) Send(ctx context.Context, m message.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
 	}
-	if c.q != nil {
-		return c.sendQUIC(ctx, m)
+	if c.link != nil {
+		return c.sendLink(ctx, m)
 	}
 	if c.lane == LaneKubeEdge {
 		return c.sendJSON(ctx, m)
@@ -378,8 +382,8 @@ func (c *Conn) Receive(ctx context.Context) (message.Message, error) {
 	if err := ctx.Err(); err != nil {
 		return message.Message{}, fmt.Errorf("receive from node %s: %w", c.node, err)
 	}
-	if c.q != nil {
-		return c.receiveQUIC(ctx)
+	if c.link != nil {
+		return c.receiveLink(ctx)
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/hub/quichub"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/host/pki/kubestore"
 	"github.com/kedge-io/kedge/sdk"
@@ -79,7 +80,7 @@ type Module struct {
 	records *recordCache
 	hubTLS  *tls.Config
 	servers []*http.Server
-	quicLn  *hub.QUICListener
+	quicLn  *quichub.Listener
 	wg      sync.WaitGroup
 	life    context.Context
 	metrics *metrics

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/hub/quichub"
 )
 
 // QUIC configures the hub's QUIC lane (host/hub: viaduct's stream layout over IETF QUIC).
@@ -22,7 +23,7 @@ func (m *Module) listenQUIC(cfg *tls.Config) error {
 	if !m.QUIC.Enable {
 		return nil
 	}
-	ln, err := hub.ListenQUIC(m.QUIC.Address, cfg, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
+	ln, err := quichub.Listen(m.QUIC.Address, cfg, hub.AcceptOptions{Options: hub.Options{Heartbeat: m.Heartbeat, Metrics: m.hubM, Logger: m.host.Logger()}})
 	if err != nil {
 		return fmt.Errorf("quic: %w", err)
 	}

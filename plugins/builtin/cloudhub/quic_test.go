@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/hub/quichub"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -30,7 +31,7 @@ func TestQUICLaneServesAJoinedNodeWithItsCertificateAndAcknowledgedDelivery(t *t
 	edge := newRawNode(t, c, "edge-q")
 	c.send(t, "edge-q", "a", 1)
 	c.send(t, "edge-q", "b", 1)
-	conn, err := hub.DialQUIC(context.Background(), hub.DialOptions{URL: "quic://" + c.hub.QUIC.Address, TLS: edge.tls, NodeID: "edge-q",
+	conn, err := quichub.Dial(context.Background(), hub.DialOptions{URL: "quic://" + c.hub.QUIC.Address, TLS: edge.tls, NodeID: "edge-q",
 		Options: hub.Options{Heartbeat: 5 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func TestQUICLaneServesAJoinedNodeWithItsCertificateAndAcknowledgedDelivery(t *t
 
 	// Another node's certificate cannot claim edge-q.
 	other := newRawNode(t, c, "edge-r")
-	if _, err := hub.DialQUIC(context.Background(), hub.DialOptions{URL: "quic://" + c.hub.QUIC.Address, TLS: other.tls, NodeID: "edge-q"}); err == nil ||
+	if _, err := quichub.Dial(context.Background(), hub.DialOptions{URL: "quic://" + c.hub.QUIC.Address, TLS: other.tls, NodeID: "edge-q"}); err == nil ||
 		!strings.Contains(err.Error(), `certificate is for node "edge-r" but the node_id header says "edge-q"`) {
 		t.Fatalf("posing as another node: %v", err)
 	}

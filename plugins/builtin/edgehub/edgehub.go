@@ -116,6 +116,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
 		return err
 	}
+	if m.QUIC.Enable && quicDial == nil {
+		return errNoQUIC
+	}
 	if m.dialHook == nil {
 		if err := m.loadTLS(); err != nil {
 			return err

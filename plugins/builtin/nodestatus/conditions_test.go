@@ -227,3 +227,27 @@ func TestRuntimeVersionIsAskedFromCRI(t *testing.T) {
 		})
 	}
 }
+
+// A build without the CRI client (tag kedge_nocri: the gateway class) links no k8s.io/cri-api; a
+// config that names a CRI endpoint must fail at start naming the setting and the build, while the
+// default (no endpoint) starts.
+func TestCRIEndpointInABuildWithoutTheCRIClientFailsAtStartNamingIt(t *testing.T) {
+	saved := dialCRI
+	dialCRI = nil // what cri.go leaves under kedge_nocri
+	t.Cleanup(func() { dialCRI = saved })
+	m := New()
+	m.CRIEndpoint = "unix:///run/containerd/containerd.sock"
+	err := m.Start(context.Background(), nil)
+	for _, want := range []string{"criEndpoint", "kedge_nocri", "modules.nodestatus.criEndpoint"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error = %v, want one naming %q", err, want)
+		}
+	}
+	m = New()
+	m.ProcRoot = fakeProc(t, "MemTotal: 1024 kB\n", "6.1", "1 1")
+	m.StoragePath = t.TempDir()
+	st, err := m.Gather(context.Background(), "edge-1")
+	if err != nil || st.ContainerRuntimeVersion != "" {
+		t.Fatalf("without criEndpoint: %v, runtime version %q", err, st.ContainerRuntimeVersion)
+	}
+}

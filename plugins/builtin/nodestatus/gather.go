@@ -16,10 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/api/resource"
-	criv1 "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // threshold is "below this much available": an absolute amount or a fraction of the total.
@@ -68,8 +65,7 @@ type gatherer struct {
 	log                            *slog.Logger
 	version                        string // the host's release (sdk.HostVersioner), reported as kedgeVersion
 
-	conn *grpc.ClientConn
-	cri  criv1.RuntimeServiceClient
+	cri criClient // nil without criEndpoint
 
 	mu     sync.Mutex
 	warned map[string]bool // problems already logged (each once until it clears)
@@ -108,20 +104,37 @@ func (m *Module) newGatherer() (*gatherer, error) {
 		if !strings.HasPrefix(ep, "unix://") {
 			return nil, fmt.Errorf("criEndpoint %q: only unix sockets are supported", m.CRIEndpoint)
 		}
-		conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if dialCRI == nil {
+			return nil, errNoCRI
+		}
+		cri, err := dialCRI(ep)
 		if err != nil {
 			return nil, fmt.Errorf("criEndpoint %q: %w", m.CRIEndpoint, err)
 		}
-		g.conn, g.cri = conn, criv1.NewRuntimeServiceClient(conn)
+		g.cri = cri
 	}
 	return g, nil
 }
 
 func (g *gatherer) close() {
-	if g.conn != nil {
-		_ = g.conn.Close()
+	if g.cri != nil {
+		_ = g.cri.Close()
 	}
 }
+
+// criClient asks a container runtime for its name and version (cri.go: CRI over gRPC).
+type criClient interface {
+	Version(ctx context.Context) (name, version string, err error)
+	Close() error
+}
+
+// dialCRI connects to a CRI unix socket endpoint ("unix:///run/containerd/containerd.sock"); nil
+// when the build leaves the CRI client out (the tag kedge_nocri: the gateway class, which runs no
+// pods, see cmd/modules.yaml), so that k8s.io/cri-api is not linked. cri.go sets it.
+var dialCRI func(endpoint string) (criClient, error)
+
+// errNoCRI is the error for criEndpoint in a build without the CRI client.
+var errNoCRI = errors.New("criEndpoint is set, but this edgecore has no CRI client (built with the tag kedge_nocri, as the gateway class is): set modules.nodestatus.criEndpoint to \"\" or use a build with the cri feature (the full class)")
 
 // once logs a problem the first time it is seen; clear forgets it once it is gone.
 func (g *gatherer) once(key string, msg string, args ...any) {
@@ -283,8 +296,8 @@ func (g *gatherer) runtimeVersion(ctx context.Context) string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	v, err := g.cri.Version(ctx, &criv1.VersionRequest{})
-	if err != nil || v.RuntimeName == "" {
+	name, version, err := g.cri.Version(ctx)
+	if err != nil || name == "" {
 		if err == nil {
 			err = errors.New("the runtime gave no name")
 		}
@@ -292,7 +305,7 @@ func (g *gatherer) runtimeVersion(ctx context.Context) string {
 		return ""
 	}
 	g.clear("cri")
-	return v.RuntimeName + "://" + v.RuntimeVersion
+	return name + "://" + version
 }
 
 type memInfo struct {

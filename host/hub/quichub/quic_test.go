@@ -1,4 +1,4 @@
-package hub
+package quichub
 
 import (
 	"bytes"
@@ -18,38 +18,39 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
 )
 
 // quicHub is a real QUIC listener on 127.0.0.1 with a goroutine collecting what Accept returns.
 type quicHub struct {
-	ln      *QUICListener
+	ln      *Listener
 	ca      *testCA
-	conns   chan *Conn
+	conns   chan *hub.Conn
 	errs    chan error
-	metrics *Metrics
+	metrics *hub.Metrics
 }
 
-func startQUICHub(t testing.TB, ca *testCA, o AcceptOptions) *quicHub {
+func startQUICHub(t testing.TB, ca *testCA, o hub.AcceptOptions) *quicHub {
 	t.Helper()
 	if o.Logger == nil {
 		o.Logger = quiet
 	}
 	if o.Metrics == nil {
-		o.Metrics, _ = NewMetrics(nil)
+		o.Metrics, _ = hub.NewMetrics(nil)
 	}
-	ln, err := ListenQUIC("127.0.0.1:0", ca.serverTLS(t), o)
+	ln, err := Listen("127.0.0.1:0", ca.serverTLS(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &quicHub{ln: ln, ca: ca, conns: make(chan *Conn, 64), errs: make(chan error, 64), metrics: o.Metrics}
+	h := &quicHub{ln: ln, ca: ca, conns: make(chan *hub.Conn, 64), errs: make(chan error, 64), metrics: o.Metrics}
 	go func() {
 		for {
 			c, err := ln.Accept(context.Background())
 			switch {
 			case err == nil:
 				h.conns <- c
-			case errors.Is(err, ErrRejected):
+			case errors.Is(err, hub.ErrRejected):
 				h.errs <- err
 			default:
 				return
@@ -62,7 +63,7 @@ func startQUICHub(t testing.TB, ca *testCA, o AcceptOptions) *quicHub {
 
 func (h *quicHub) url() string { return "quic://" + h.ln.Addr().String() }
 
-func (h *quicHub) accepted(t testing.TB) *Conn {
+func (h *quicHub) accepted(t testing.TB) *hub.Conn {
 	t.Helper()
 	select {
 	case c := <-h.conns:
@@ -76,14 +77,14 @@ func (h *quicHub) accepted(t testing.TB) *Conn {
 	return nil
 }
 
-func quicPair(t testing.TB, kubeEdgeLane bool, edgeOpts, cloudOpts Options) (edge, cloud *Conn, h *quicHub) {
+func quicPair(t testing.TB, kubeEdgeLane bool, edgeOpts, cloudOpts hub.Options) (edge, cloud *hub.Conn, h *quicHub) {
 	t.Helper()
 	ca := newTestCA(t)
-	h = startQUICHub(t, ca, AcceptOptions{Options: cloudOpts})
+	h = startQUICHub(t, ca, hub.AcceptOptions{Options: cloudOpts})
 	if edgeOpts.Logger == nil {
 		edgeOpts.Logger = quiet
 	}
-	edge, err := DialQUIC(context.Background(), DialOptions{URL: h.url(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
+	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
 		KubeEdgeLane: kubeEdgeLane, Options: edgeOpts})
 	if err != nil {
 		t.Fatalf("dial quic: %v", err)
@@ -96,17 +97,17 @@ func TestQUICLaneCarriesMessagesBothWaysInOrderOnTheLaneChosenByALPN(t *testing.
 	for _, tc := range []struct {
 		name         string
 		kubeEdgeLane bool
-		want         Lane
+		want         hub.Lane
 	}{
-		{"kedge edge offers kedge.hub.v1", false, LaneKedge},
-		{"edge asking for KubeEdge's semantics", true, LaneKubeEdge},
+		{"kedge edge offers kedge.hub.v1", false, hub.LaneKedge},
+		{"edge asking for KubeEdge's semantics", true, hub.LaneKubeEdge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			edge, cloud, h := quicPair(t, tc.kubeEdgeLane, Options{}, Options{})
+			edge, cloud, h := quicPair(t, tc.kubeEdgeLane, hub.Options{}, hub.Options{})
 			if edge.Lane() != tc.want || cloud.Lane() != tc.want {
 				t.Fatalf("lanes edge %s cloud %s, want %s", edge.Lane(), cloud.Lane(), tc.want)
 			}
-			if cloud.Node() != "edge-1" || cloud.ProjectID() != DefaultProjectID {
+			if cloud.Node() != "edge-1" || cloud.ProjectID() != hub.DefaultProjectID {
 				t.Fatalf("cloud sees node %q project %q", cloud.Node(), cloud.ProjectID())
 			}
 			if len(cloud.PeerCertificates()) == 0 || len(edge.PeerCertificates()) == 0 {
@@ -116,7 +117,7 @@ func TestQUICLaneCarriesMessagesBothWaysInOrderOnTheLaneChosenByALPN(t *testing.
 			const n = 200
 			for _, dir := range []struct {
 				name     string
-				from, to *Conn
+				from, to *hub.Conn
 			}{{"up", edge, cloud}, {"down", cloud, edge}} {
 				go func() {
 					for i := range n {
@@ -137,7 +138,7 @@ func TestQUICLaneCarriesMessagesBothWaysInOrderOnTheLaneChosenByALPN(t *testing.
 					}
 				}
 			}
-			if s := h.metrics.Stats(); s.Messages[in] != n || s.Messages[out] != n || s.Connections != 1 {
+			if s := h.metrics.Stats(); s.Messages[0] != n || s.Messages[1] != n || s.Connections != 1 {
 				t.Fatalf("cloud metrics: %+v", s)
 			}
 		})
@@ -156,7 +157,7 @@ func strconvAppend(b []byte, i int) []byte {
 func TestQUICRefusesClientsWhoseCertificateOrHeaderDoesNotNameTheNode(t *testing.T) {
 	ca := newTestCA(t)
 	other := newTestCA(t)
-	h := startQUICHub(t, ca, AcceptOptions{})
+	h := startQUICHub(t, ca, hub.AcceptOptions{})
 	for _, tc := range []struct {
 		name     string
 		tls      *tls.Config
@@ -171,7 +172,7 @@ func TestQUICRefusesClientsWhoseCertificateOrHeaderDoesNotNameTheNode(t *testing
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.metrics.Stats().Rejected
-			_, err := DialQUIC(context.Background(), DialOptions{URL: h.url(), TLS: tc.tls, NodeID: tc.node, HandshakeTimeout: 10 * time.Second, Options: Options{Logger: quiet}})
+			_, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: tc.tls, NodeID: tc.node, HandshakeTimeout: 10 * time.Second, Options: hub.Options{Logger: quiet}})
 			if err == nil {
 				t.Fatal("dial succeeded")
 			}
@@ -183,7 +184,7 @@ func TestQUICRefusesClientsWhoseCertificateOrHeaderDoesNotNameTheNode(t *testing
 			}
 			select {
 			case err := <-h.errs:
-				if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.edgeSays) {
+				if !errors.Is(err, hub.ErrRejected) || !strings.Contains(err.Error(), tc.edgeSays) {
 					t.Fatalf("hub error %v", err)
 				}
 			case c := <-h.conns:
@@ -218,14 +219,14 @@ func rawQUIC(t *testing.T, h *quicHub, node string) *quic.Conn {
 	}
 	hm := message.New("", "", controlHeader, controlHeader)
 	hm.Content = json.RawMessage(`{"node_id":["` + node + `"]}`)
-	b, err := AppendQUICFrame(nil, hm)
+	b, err := hub.AppendQUICFrame(nil, hm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ctrl.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := ReadQUICMessage(ctrl, 0)
+	resp, err := hub.ReadQUICMessage(ctrl, 0)
 	if err != nil || resp.Route.Operation != controlResponse || resp.Header.ParentID != hm.Header.ID || string(resp.Content) != `"ack"` {
 		t.Fatalf("control answer %s %s, err %v", resp, resp.Content, err)
 	}
@@ -233,7 +234,7 @@ func rawQUIC(t *testing.T, h *quicHub, node string) *quic.Conn {
 }
 
 func TestQUICBadFrameOrStreamUseIsRefusedWithAFrameError(t *testing.T) {
-	good, _ := AppendQUICFrame(nil, message.New("edged", "resource", message.OpUpdate, "default/pod/p"))
+	good, _ := hub.AppendQUICFrame(nil, message.New("edged", "resource", message.OpUpdate, "default/pod/p"))
 	for _, tc := range []struct {
 		name   string
 		wire   []byte
@@ -245,7 +246,7 @@ func TestQUICBadFrameOrStreamUseIsRefusedWithAFrameError(t *testing.T) {
 		{"payload not protobuf", append([]byte("msg"), 1, 1, 1, 0, 1, 0, 0, 0, 0, 2, 0x0a, 0xff), "truncated"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := startQUICHub(t, newTestCA(t), AcceptOptions{})
+			h := startQUICHub(t, newTestCA(t), hub.AcceptOptions{})
 			qc := rawQUIC(t, h, "edge-1")
 			cloud := h.accepted(t)
 			s, err := qc.OpenStreamSync(context.Background())
@@ -256,7 +257,7 @@ func TestQUICBadFrameOrStreamUseIsRefusedWithAFrameError(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = cloud.Receive(context.Background())
-			var fe *FrameError
+			var fe *hub.FrameError
 			if !errors.As(err, &fe) || fe.Reason() != tc.reason {
 				t.Fatalf("receive: %v, want a FrameError %q", err, tc.reason)
 			}
@@ -271,7 +272,7 @@ func TestQUICBadFrameOrStreamUseIsRefusedWithAFrameError(t *testing.T) {
 		})
 	}
 	t.Run("stream of use str is refused, the connection carries on", func(t *testing.T) {
-		h := startQUICHub(t, newTestCA(t), AcceptOptions{})
+		h := startQUICHub(t, newTestCA(t), hub.AcceptOptions{})
 		qc := rawQUIC(t, h, "edge-1")
 		cloud := h.accepted(t)
 		bad, _ := qc.OpenStreamSync(context.Background())
@@ -296,10 +297,10 @@ func TestQUICRecognisesKubeEdgesGoogleQUICEdgecore(t *testing.T) {
 		t.Fatalf("captured datagram: version %q %v; want Q044 and a CHLO", v, ok)
 	}
 	var logs syncBuffer
-	m, _ := NewMetrics(nil)
-	h := startQUICHub(t, newTestCA(t), AcceptOptions{Options: Options{Metrics: m, Logger: slogTo(&logs)}})
+	m, _ := hub.NewMetrics(nil)
+	h := startQUICHub(t, newTestCA(t), hub.AcceptOptions{Options: hub.Options{Metrics: m, Logger: slogTo(&logs)}})
 	// An IETF QUIC client is not taken for one.
-	edge, err := DialQUIC(context.Background(), DialOptions{URL: h.url(), TLS: h.ca.nodeTLS(t, h.ca, "edge-1"), NodeID: "edge-1", Options: Options{Logger: quiet}})
+	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: h.ca.nodeTLS(t, h.ca, "edge-1"), NodeID: "edge-1", Options: hub.Options{Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,13 +341,13 @@ func TestQUICRecognisesKubeEdgesGoogleQUICEdgecore(t *testing.T) {
 }
 
 func TestQUICPeerCloseEndsTheConnectionOnBothEnds(t *testing.T) {
-	edge, cloud, h := quicPair(t, false, Options{}, Options{})
+	edge, cloud, h := quicPair(t, false, hub.Options{}, hub.Options{})
 	edge.Close()
 	_, err := cloud.Receive(context.Background())
-	if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "by the peer") {
+	if !errors.Is(err, hub.ErrClosed) || !strings.Contains(err.Error(), "by the peer") {
 		t.Fatalf("receive after the edge closed: %v", err)
 	}
-	if _, err := edge.Receive(context.Background()); !errors.Is(err, ErrClosed) {
+	if _, err := edge.Receive(context.Background()); !errors.Is(err, hub.ErrClosed) {
 		t.Fatalf("edge receive after close: %v", err)
 	}
 	if n := h.metrics.Stats().Connections; n != 0 {
@@ -392,9 +393,31 @@ func TestQUICDialToASilentServerSaysWhatTheSilenceLikelyMeans(t *testing.T) {
 		}
 	}()
 	ca := newTestCA(t)
-	_, err = DialQUIC(context.Background(), DialOptions{URL: "quic://" + pc.LocalAddr().String(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
-		HandshakeTimeout: 500 * time.Millisecond, Options: Options{Logger: quiet}})
+	_, err = Dial(context.Background(), hub.DialOptions{URL: "quic://" + pc.LocalAddr().String(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
+		HandshakeTimeout: 500 * time.Millisecond, Options: hub.Options{Logger: quiet}})
 	if err == nil || !strings.Contains(err.Error(), "no QUIC answer within 500ms") || !strings.Contains(err.Error(), "use its websocket lane") {
 		t.Fatalf("dial to a silent server: %v", err)
 	}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func receive(t testing.TB, c *hub.Conn) message.Message {
+	t.Helper()
+	type result struct {
+		m   message.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { m, err := c.Receive(context.Background()); ch <- result{m, err} }()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("receive: %v", r.err)
+		}
+		return r.m
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing received within 20s")
+	}
+	return message.Message{}
 }

@@ -1,4 +1,8 @@
-package hub
+// Package quichub is the hub's QUIC lane: viaduct's stream layout over IETF QUIC (RFC 9000,
+// quic-go) under a hub.Conn. It is apart from host/hub so that only the builds that serve or dial QUIC
+// link quic-go: cloudcore's cloudhub, and edgehub in an edgecore built with the quic feature (see
+// cmd/modules.yaml; the minimal and gateway classes leave it out).
+package quichub
 
 import (
 	"bufio"
@@ -20,6 +24,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/kedge-io/kedge/host/hub"
 	"github.com/kedge-io/kedge/host/message"
 )
 
@@ -38,7 +43,7 @@ const (
 	DefaultQUICPort = 10001
 
 	// ALPNKedge is the TLS application protocol a Kedge edge offers on QUIC to get the Kedge lane.
-	ALPNKedge = Subprotocol
+	ALPNKedge = hub.Subprotocol
 	// ALPNViaduct is the application protocol of KubeEdge's lane semantics over IETF QUIC. KubeEdge
 	// v1.23.1 itself speaks Google QUIC (see ErrGoogleQUIC) and so never offers it; it is Kedge's name.
 	ALPNViaduct = "kubeedge.viaduct"
@@ -81,7 +86,7 @@ func GoogleQUICVersion(datagram []byte) (string, bool) {
 
 // quicConfig is the QUIC transport config of both ends: keep-alive every heartbeat and an idle
 // timeout of two, so a half-open link is noticed within two heartbeats as on websockets.
-func quicConfig(o Options, handshake time.Duration) *quic.Config {
+func quicConfig(o hub.Options, handshake time.Duration) *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout: handshake,
 		MaxIdleTimeout:       2 * o.Heartbeat,
@@ -90,12 +95,12 @@ func quicConfig(o Options, handshake time.Duration) *quic.Config {
 	}
 }
 
-// QUICListener serves the QUIC lane on a UDP port.
-type QUICListener struct {
+// Listener serves the QUIC lane on a UDP port.
+type Listener struct {
 	pc     *gquicSniffer
 	tr     *quic.Transport
 	ln     *quic.Listener
-	opts   AcceptOptions
+	opts   hub.AcceptOptions
 	out    chan acceptResult
 	done   chan struct{}
 	once   sync.Once
@@ -104,18 +109,18 @@ type QUICListener struct {
 }
 
 type acceptResult struct {
-	conn *Conn
+	conn *hub.Conn
 	err  error
 }
 
-// ListenQUIC binds addr (UDP) and serves the QUIC lane with tlsConf, which must require and verify
+// Listen binds addr (UDP) and serves the QUIC lane with tlsConf, which must require and verify
 // client certificates (ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: the node CA), as for
 // Accept. The node's identity is its certificate's; the control stream's node_id header must agree.
-func ListenQUIC(addr string, tlsConf *tls.Config, o AcceptOptions) (*QUICListener, error) {
+func Listen(addr string, tlsConf *tls.Config, o hub.AcceptOptions) (*Listener, error) {
 	if tlsConf == nil || tlsConf.ClientAuth != tls.RequireAndVerifyClientCert {
 		return nil, errors.New("listen quic: the TLS config must require and verify client certificates (tls.RequireAndVerifyClientCert)")
 	}
-	o.Options = o.Options.withDefaults()
+	o.Options = o.Options.WithDefaults()
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = 30 * time.Second
 	}
@@ -126,7 +131,7 @@ func ListenQUIC(addr string, tlsConf *tls.Config, o AcceptOptions) (*QUICListene
 	cfg := tlsConf.Clone()
 	cfg.MinVersion = tls.VersionTLS13 // QUIC is TLS 1.3 only
 	cfg.NextProtos = []string{ALPNKedge, ALPNViaduct}
-	l := &QUICListener{opts: o, out: make(chan acceptResult), done: make(chan struct{})}
+	l := &Listener{opts: o, out: make(chan acceptResult), done: make(chan struct{})}
 	l.pc = &gquicSniffer{PacketConn: udp, logger: o.Logger, metrics: o.Metrics, seen: map[string]time.Time{}}
 	l.tr = &quic.Transport{Conn: l.pc}
 	l.ln, err = l.tr.Listen(cfg, quicConfig(o.Options, o.HandshakeTimeout))
@@ -141,24 +146,24 @@ func ListenQUIC(addr string, tlsConf *tls.Config, o AcceptOptions) (*QUICListene
 }
 
 // Addr is the bound UDP address.
-func (l *QUICListener) Addr() net.Addr { return l.pc.LocalAddr() }
+func (l *Listener) Addr() net.Addr { return l.pc.LocalAddr() }
 
 // Accept returns the next edge connection that completed the handshake, or an error wrapping
-// ErrRejected for one that was turned away (log it and call Accept again); any other error means
+// hub.ErrRejected for one that was turned away (log it and call Accept again); any other error means
 // the listener is closed.
-func (l *QUICListener) Accept(ctx context.Context) (*Conn, error) {
+func (l *Listener) Accept(ctx context.Context) (*hub.Conn, error) {
 	select {
 	case r := <-l.out:
 		return r.conn, r.err
 	case <-l.done:
-		return nil, fmt.Errorf("accept quic: %w: listener closed", ErrClosed)
+		return nil, fmt.Errorf("accept quic: %w: listener closed", hub.ErrClosed)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
 // Close stops listening; connections already accepted stay open.
-func (l *QUICListener) Close() error {
+func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		l.cancel()
@@ -170,7 +175,7 @@ func (l *QUICListener) Close() error {
 	return nil
 }
 
-func (l *QUICListener) acceptLoop(ctx context.Context) {
+func (l *Listener) acceptLoop(ctx context.Context) {
 	for {
 		qc, err := l.ln.Accept(ctx)
 		if err != nil {
@@ -190,67 +195,67 @@ func (l *QUICListener) acceptLoop(ctx context.Context) {
 }
 
 // handshake checks the client's certificate, reads its control header and answers it.
-func (l *QUICListener) handshake(ctx context.Context, qc *quic.Conn) (*Conn, error) {
+func (l *Listener) handshake(ctx context.Context, qc *quic.Conn) (*hub.Conn, error) {
 	m := l.opts.Metrics
 	remote := qc.RemoteAddr().String()
-	refuse := func(reason int, format string, args ...any) (*Conn, error) {
-		m.reject(reason)
+	refuse := func(reason string, format string, args ...any) (*hub.Conn, error) {
+		m.CountRejected(reason)
 		msg := fmt.Sprintf(format, args...)
 		_ = qc.CloseWithError(quicCodeRefused, truncate(msg, 200))
-		return nil, fmt.Errorf("accept quic connection from %s: %w: %s", remote, ErrRejected, msg)
+		return nil, fmt.Errorf("accept quic connection from %s: %w: %s", remote, hub.ErrRejected, msg)
 	}
 	st := qc.ConnectionState().TLS
 	if len(st.VerifiedChains) == 0 {
-		return refuse(rejectNoCert, "a client certificate signed by the hub's CA is required")
+		return refuse("no_cert", "a client certificate signed by the hub's CA is required")
 	}
-	node, err := NodeFromCert(st.VerifiedChains[0][0])
+	node, err := hub.NodeFromCert(st.VerifiedChains[0][0])
 	if err != nil {
-		return refuse(rejectCert, "%v", err)
+		return refuse("cert", "%v", err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, l.opts.HandshakeTimeout)
 	defer cancel()
 	ctrl, err := qc.AcceptStream(hctx)
 	if err != nil {
-		return refuse(rejectHeader, "node %s opened no control stream within %s: %v", node, l.opts.HandshakeTimeout, err)
+		return refuse("header", "node %s opened no control stream within %s: %v", node, l.opts.HandshakeTimeout, err)
 	}
 	_ = ctrl.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
-	hm, err := ReadQUICMessage(ctrl, l.opts.MaxPayload)
+	hm, err := hub.ReadQUICMessage(ctrl, l.opts.MaxPayload)
 	if err != nil {
-		return refuse(rejectHeader, "node %s: control stream: %v", node, err)
+		return refuse("header", "node %s: control stream: %v", node, err)
 	}
 	if hm.Route.Operation != controlHeader {
-		return refuse(rejectHeader, "node %s: first control message has operation %q, want %q", node, hm.Route.Operation, controlHeader)
+		return refuse("header", "node %s: first control message has operation %q, want %q", node, hm.Route.Operation, controlHeader)
 	}
 	var hdr http.Header
 	if len(hm.Content) > 0 {
 		if err := json.Unmarshal(hm.Content, &hdr); err != nil {
-			return refuse(rejectHeader, "node %s: control header content is not a JSON header map: %v", node, err)
+			return refuse("header", "node %s: control header content is not a JSON header map: %v", node, err)
 		}
 	}
-	if id := hdr.Get(HeaderNodeID); id != "" && id != node {
-		return refuse(rejectIdentity, "certificate is for node %q but the node_id header says %q", node, id)
+	if id := hdr.Get(hub.HeaderNodeID); id != "" && id != node {
+		return refuse("identity", "certificate is for node %q but the node_id header says %q", node, id)
 	}
-	project := hdr.Get(HeaderProjectID)
+	project := hdr.Get(hub.HeaderProjectID)
 	if project == "" {
-		project = DefaultProjectID
+		project = hub.DefaultProjectID
 	}
 	resp := message.Message{
 		Header:  message.Header{ID: message.NewID(), ParentID: hm.Header.ID, Timestamp: time.Now().UnixMilli()},
 		Route:   message.Route{Source: hm.Route.Source, Group: hm.Route.Group, Operation: controlResponse, Resource: hm.Route.Resource},
 		Content: json.RawMessage(`"` + controlAck + `"`),
 	}
-	b, err := AppendQUICFrame(nil, resp)
+	b, err := hub.AppendQUICFrame(nil, resp)
 	if err == nil {
 		_, err = ctrl.Write(b)
 	}
 	if err != nil {
 		_ = qc.CloseWithError(1001, "")
-		return nil, fmt.Errorf("accept quic connection from %s (node %s): %w: answering the control header: %v", remote, node, ErrRejected, err)
+		return nil, fmt.Errorf("accept quic connection from %s (node %s): %w: answering the control header: %v", remote, node, hub.ErrRejected, err)
 	}
 	_ = ctrl.SetDeadline(time.Time{})
-	lane := LaneKubeEdge
+	lane := hub.LaneKubeEdge
 	if st.NegotiatedProtocol == ALPNKedge {
-		lane = LaneKedge
+		lane = hub.LaneKedge
 	}
 	return newQUICConn(qc, ctrl, lane, node, project, st.PeerCertificates, l.opts.Options), nil
 }
@@ -262,14 +267,14 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// DialQUIC connects an edge to a hub's QUIC lane at o.URL ("quic://host:10001" or "host:10001"):
+// Dial connects an edge to a hub's QUIC lane at o.URL ("quic://host:10001" or "host:10001"):
 // mTLS with o.TLS, then viaduct's control header carrying node_id and project_id. It offers ALPN
 // kedge.hub.v1 (the Kedge lane) unless o.KubeEdgeLane is set.
-func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
+func Dial(ctx context.Context, o hub.DialOptions) (*hub.Conn, error) {
 	if o.ProjectID == "" {
-		o.ProjectID = DefaultProjectID
+		o.ProjectID = hub.DefaultProjectID
 	}
-	if err := checkNodeName(o.NodeID); err != nil {
+	if err := hub.CheckNodeName(o.NodeID); err != nil {
 		return nil, fmt.Errorf("dial quic hub: NodeID: %w", err)
 	}
 	addr := o.URL
@@ -287,7 +292,7 @@ func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial quic hub: address %q: %w", o.URL, err)
 	}
-	o.Options = o.Options.withDefaults()
+	o.Options = o.Options.WithDefaults()
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = 30 * time.Second
 	}
@@ -324,7 +329,7 @@ func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
 		}
 		return nil, fmt.Errorf("dial quic hub %s: %w", addr, err)
 	}
-	fail := func(format string, args ...any) (*Conn, error) {
+	fail := func(format string, args ...any) (*hub.Conn, error) {
 		_ = qc.CloseWithError(1002, "")
 		return nil, fmt.Errorf("dial quic hub %s: "+format, append([]any{addr}, args...)...)
 	}
@@ -336,15 +341,15 @@ func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
 	for k, vs := range o.Header {
 		hdr[k] = vs
 	}
-	hdr.Set(HeaderNodeID, o.NodeID)
-	hdr.Set(HeaderProjectID, o.ProjectID)
+	hdr.Set(hub.HeaderNodeID, o.NodeID)
+	hdr.Set(hub.HeaderProjectID, o.ProjectID)
 	content, _ := json.Marshal(hdr)
 	hm := message.Message{
 		Header:  message.Header{ID: message.NewID(), Timestamp: time.Now().UnixMilli()},
 		Route:   message.Route{Operation: controlHeader, Resource: controlHeader},
 		Content: content,
 	}
-	b, err := AppendQUICFrame(nil, hm)
+	b, err := hub.AppendQUICFrame(nil, hm)
 	if err != nil {
 		return fail("control header: %w", err)
 	}
@@ -353,11 +358,11 @@ func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
 	if _, err := ctrl.Write(b); err != nil {
 		return fail("writing the control header: %w", err)
 	}
-	resp, err := ReadQUICMessage(ctrl, o.MaxPayload)
+	resp, err := hub.ReadQUICMessage(ctrl, o.MaxPayload)
 	if err != nil {
 		var ae *quic.ApplicationError
 		if errors.As(err, &ae) && ae.Remote {
-			return nil, fmt.Errorf("dial quic hub %s: %w: the hub refused us: %s", addr, ErrRejected, ae.ErrorMessage)
+			return nil, fmt.Errorf("dial quic hub %s: %w: the hub refused us: %s", addr, hub.ErrRejected, ae.ErrorMessage)
 		}
 		return fail("reading the answer to the control header: %w", err)
 	}
@@ -367,104 +372,69 @@ func DialQUIC(ctx context.Context, o DialOptions) (*Conn, error) {
 	}
 	_ = ctrl.SetDeadline(time.Time{})
 	st := qc.ConnectionState().TLS
-	lane := LaneKubeEdge
+	lane := hub.LaneKubeEdge
 	if st.NegotiatedProtocol == ALPNKedge {
-		lane = LaneKedge
+		lane = hub.LaneKedge
 	}
 	return newQUICConn(qc, ctrl, lane, o.NodeID, o.ProjectID, st.PeerCertificates, o.Options), nil
 }
 
-// AppendQUICFrame appends m as one frame of viaduct's QUIC streams: the 10-byte header and the
-// protobuf payload, back to back.
-func AppendQUICFrame(dst []byte, m message.Message) ([]byte, error) {
-	start := len(dst)
-	dst, err := MarshalMessage(append(dst, make([]byte, HeaderSize)...), m)
-	if err != nil {
-		return dst[:start], err
-	}
-	n := len(dst) - start - HeaderSize
-	if n > MaxPayload {
-		return dst[:start], fmt.Errorf("encode %s: payload is %d bytes, limit is %d: split the content", m, n, MaxPayload)
-	}
-	AppendHeader(dst[start:start], Header{Version: Version, Type: TypeMessage, Length: uint32(n)})
-	return dst, nil
+// link is a hub.Link over a QUIC connection: the control stream, the message streams the peer opens
+// and the one this side opens on its first send.
+type link struct {
+	qc   *quic.Conn
+	ctrl *quic.Stream
+	send *quic.Stream // the message stream this side opened, lazily; guarded by the Conn's send lock
+	end  hub.LinkEnd
+	opts hub.Options // with defaults
+	node string
 }
 
-// ReadQUICMessage reads one frame (header, then the payload it announces) from a QUIC stream and
-// decodes it. It returns io.EOF when the stream ends cleanly before a frame, a *FrameError (ErrLength)
-// when it ends inside one, the checks of DecodeFrame otherwise, and the stream's own error if reading
-// fails. maxPayload (MaxPayload if not positive) is checked from the header before the payload is read.
-func ReadQUICMessage(r io.Reader, maxPayload int) (message.Message, error) {
-	m, _, err := readQUICFrame(r, maxPayload)
-	return m, err
-}
-
-func readQUICFrame(r io.Reader, maxPayload int) (message.Message, int, error) {
-	if maxPayload <= 0 || maxPayload > MaxPayload {
-		maxPayload = MaxPayload
-	}
-	var hb [HeaderSize]byte
-	if n, err := io.ReadFull(r, hb[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return message.Message{}, 0, frameErr(ErrHeader, "stream ended %d bytes into a %d-byte frame header", n, HeaderSize)
-		}
-		return message.Message{}, 0, err
-	}
-	h, err := ParseHeader(hb[:], maxPayload)
-	if err != nil {
-		return message.Message{}, 0, err
-	}
-	payload := make([]byte, h.Length)
-	if n, err := io.ReadFull(r, payload); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return message.Message{}, 0, frameErr(ErrLength, "header announces %d payload bytes, the stream ended after %d", h.Length, n)
-		}
-		return message.Message{}, 0, err
-	}
-	m, err := decodePayload(h, payload, maxPayload)
-	return m, HeaderSize + len(payload), err
-}
-
-// quicLink is a Conn's QUIC state.
-type quicLink struct {
-	qc     *quic.Conn
-	ctrl   *quic.Stream
-	send   *quic.Stream // the message stream this side opened, lazily
-	in     chan received
-	closed chan struct{}
-}
-
-type received struct {
-	m   message.Message
-	n   int
-	err error
-}
-
-func newQUICConn(qc *quic.Conn, ctrl *quic.Stream, lane Lane, node, project string, certs []*x509.Certificate, opts Options) *Conn {
-	c := &Conn{opts: opts.withDefaults(), node: node, project: project, certs: certs,
-		sendLock: make(chan struct{}, 1), done: make(chan struct{}), lane: lane}
-	if lane == LaneKubeEdge {
-		c.opts.CompressMin = 0
-	}
-	c.q = &quicLink{qc: qc, ctrl: ctrl, in: make(chan received, 16), closed: make(chan struct{})}
-	c.opts.Metrics.connOpened(1)
-	go c.quicControl()
-	go c.quicAccept()
+func newQUICConn(qc *quic.Conn, ctrl *quic.Stream, lane hub.Lane, node, project string, certs []*x509.Certificate, opts hub.Options) *hub.Conn {
+	l := &link{qc: qc, ctrl: ctrl, node: node}
+	c, end := hub.NewLinkConn(l, lane, node, project, certs, opts)
+	l.end, l.opts = end, end.Options()
+	go l.control()
+	go l.accept()
 	go func() { // the QUIC connection ending (idle timeout, peer close) ends ours
 		<-qc.Context().Done()
-		c.quicGone(context.Cause(qc.Context()))
+		l.gone(context.Cause(qc.Context()))
 	}()
 	return c
 }
 
-// quicControl answers control messages (viaduct's ping/pong/config) with an ack, as viaduct does.
-func (c *Conn) quicControl() {
-	for {
-		m, err := ReadQUICMessage(c.q.ctrl, c.opts.MaxPayload)
+func (l *link) RemoteAddr() net.Addr { return l.qc.RemoteAddr() }
+
+func (l *link) Close(code int, text string) {
+	_ = l.qc.CloseWithError(quic.ApplicationErrorCode(code), text)
+}
+
+// WriteFrame writes frame on this side's message stream, opening it (and writing its use type first)
+// on the first send.
+func (l *link) WriteFrame(ctx context.Context, frame []byte, deadline time.Time) error {
+	wire := frame
+	if l.send == nil {
+		s, err := l.qc.OpenStreamSync(ctx)
 		if err != nil {
-			var fe *FrameError
+			return err
+		}
+		l.send = s
+		go l.readStream(s, false) // viaduct answers on whichever stream it has at hand
+		wire = append([]byte(quicUseMessage), frame...)
+	}
+	_ = l.send.SetWriteDeadline(deadline)
+	_, err := l.send.Write(wire)
+	return err
+}
+
+// control answers control messages (viaduct's ping/pong/config) with an ack, as viaduct does.
+func (l *link) control() {
+	for {
+		m, err := hub.ReadQUICMessage(l.ctrl, l.opts.MaxPayload)
+		if err != nil {
+			var fe *hub.FrameError
 			if errors.As(err, &fe) {
-				c.quicReject(fe)
+				l.end.Refuse(fe)
 			}
 			return
 		}
@@ -473,30 +443,30 @@ func (c *Conn) quicControl() {
 			Route:   message.Route{Source: m.Route.Source, Group: m.Route.Group, Operation: controlResponse, Resource: m.Route.Resource},
 			Content: json.RawMessage(`"` + controlAck + `"`),
 		}
-		b, err := AppendQUICFrame(nil, resp)
+		b, err := hub.AppendQUICFrame(nil, resp)
 		if err != nil {
 			return
 		}
-		if _, err := c.q.ctrl.Write(b); err != nil {
+		if _, err := l.ctrl.Write(b); err != nil {
 			return
 		}
 	}
 }
 
-// quicAccept reads every message stream the peer opens.
-func (c *Conn) quicAccept() {
+// accept reads every message stream the peer opens.
+func (l *link) accept() {
 	for {
-		s, err := c.q.qc.AcceptStream(context.Background())
+		s, err := l.qc.AcceptStream(context.Background())
 		if err != nil {
 			return
 		}
-		go c.quicReadStream(s, true)
+		go l.readStream(s, true)
 	}
 }
 
-// quicReadStream reads messages from s until it ends; prefixed says s was opened by the peer and so
+// readStream reads messages from s until it ends; prefixed says s was opened by the peer and so
 // starts with its use type.
-func (c *Conn) quicReadStream(s *quic.Stream, prefixed bool) {
+func (l *link) readStream(s *quic.Stream, prefixed bool) {
 	r := bufio.NewReaderSize(s, 4096)
 	if prefixed {
 		var use [quicUseLen]byte
@@ -504,152 +474,40 @@ func (c *Conn) quicReadStream(s *quic.Stream, prefixed bool) {
 			return
 		}
 		if string(use[:]) != quicUseMessage {
-			c.opts.Logger.Warn("hub: quic stream of a use this hub does not serve, refused", "node", c.node,
-				"remote", c.RemoteAddr().String(), "use", fmt.Sprintf("%q", use[:]), "want", quicUseMessage)
+			l.opts.Logger.Warn("hub: quic stream of a use this hub does not serve, refused", "node", l.node,
+				"remote", l.RemoteAddr().String(), "use", fmt.Sprintf("%q", use[:]), "want", quicUseMessage)
 			s.CancelRead(1)
 			s.CancelWrite(1)
 			return
 		}
 	}
 	for {
-		m, n, err := readQUICFrame(r, c.opts.MaxPayload)
+		m, n, err := hub.ReadQUICFrame(r, l.opts.MaxPayload)
 		if err != nil {
-			var fe *FrameError
+			var fe *hub.FrameError
 			if errors.As(err, &fe) {
-				c.quicReject(fe)
+				l.end.Refuse(fe)
 			}
 			return // io.EOF: the peer closed this stream; others carry on
 		}
-		select {
-		case c.q.in <- received{m: m, n: n}:
-		case <-c.done:
+		if !l.end.Deliver(m, n) {
 			return
 		}
 	}
 }
 
-func (c *Conn) quicReject(fe *FrameError) {
-	select {
-	case c.q.in <- received{err: fe}:
-	case <-c.done:
-	}
-}
-
-// quicGone records that the QUIC connection ended under us.
-func (c *Conn) quicGone(cause error) {
+// gone reports that the QUIC connection ended under the Conn.
+func (l *link) gone(cause error) {
 	var idle *quic.IdleTimeoutError
 	var ae *quic.ApplicationError
 	switch {
 	case errors.As(cause, &idle):
-		select {
-		case <-c.done:
-			return
-		default:
-		}
-		c.opts.Metrics.heartbeatTimeout()
-		c.opts.Logger.Warn("hub: peer silent for two heartbeats, closing", "node", c.node,
-			"remote", c.RemoteAddr().String(), "heartbeat", c.opts.Heartbeat)
-		c.shutdown(fmt.Errorf("%w: %w (nothing received for %s)", ErrClosed, ErrHeartbeat, 2*c.opts.Heartbeat), 1001, "heartbeat")
+		l.end.Silent()
 	case errors.As(cause, &ae) && ae.Remote:
-		c.shutdown(fmt.Errorf("%w by the peer: code %d %s", ErrClosed, ae.ErrorCode, ae.ErrorMessage), int(ae.ErrorCode), "")
+		l.end.ClosedByPeer(int(ae.ErrorCode), ae.ErrorMessage)
 	default:
-		c.shutdown(fmt.Errorf("%w: %v", ErrClosed, cause), 1001, "")
+		l.end.Failed(cause)
 	}
-}
-
-func (c *Conn) quicClose(code int, text string) {
-	_ = c.q.qc.CloseWithError(quic.ApplicationErrorCode(code), text)
-}
-
-// sendQUIC writes m as one frame on this side's message stream, opening it (and writing its use
-// type) on the first send.
-func (c *Conn) sendQUIC(ctx context.Context, m message.Message) error {
-	bp := encodeBuffers.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= coalesceMax {
-			encodeBuffers.Put(bp)
-		}
-	}()
-	buf := append((*bp)[:0], quicUseMessage...)
-	buf, err := MarshalMessage(append(buf, make([]byte, HeaderSize)...), m)
-	*bp = buf[:0]
-	if err != nil {
-		return fmt.Errorf("send to node %s: %w", c.node, err)
-	}
-	frame := buf[quicUseLen:]
-	payload := frame[HeaderSize:]
-	var flags byte
-	if c.opts.CompressMin > 0 && len(payload) >= c.opts.CompressMin {
-		if payload, err = gzipBytes(payload); err != nil {
-			return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
-		}
-		flags = FlagCompressed
-		frame = append(AppendHeader(frame[:0], Header{Version: Version, Type: TypeMessage, Flags: flags, Length: uint32(len(payload))}), payload...)
-	}
-	if len(payload) > c.opts.MaxPayload {
-		return fmt.Errorf("send %s to node %s: payload is %d bytes, limit is %d: split the content", m, c.node, len(payload), c.opts.MaxPayload)
-	}
-	AppendHeader(frame[:0], Header{Version: Version, Type: TypeMessage, Flags: flags, Length: uint32(len(payload))})
-
-	select {
-	case c.sendLock <- struct{}{}:
-	case <-c.done:
-		return c.closedErr("send " + m.String())
-	case <-ctx.Done():
-		return fmt.Errorf("send %s to node %s: waiting for the connection: %w", m, c.node, ctx.Err())
-	}
-	defer func() { <-c.sendLock }()
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("send %s to node %s: %w", m, c.node, err)
-	}
-	deadline := time.Now().Add(c.opts.WriteTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	wire := frame
-	if c.q.send == nil {
-		s, err := c.q.qc.OpenStreamSync(ctx)
-		if err != nil {
-			return c.sendFailed(m, err)
-		}
-		c.q.send = s
-		go c.quicReadStream(s, false) // viaduct answers on whichever stream it has at hand
-		wire = buf[:quicUseLen+len(frame)]
-		if flags != 0 {
-			wire = append([]byte(quicUseMessage), frame...)
-		}
-	}
-	stop := context.AfterFunc(ctx, func() {
-		c.shutdown(fmt.Errorf("%w: a send's context ended mid-write: %w", ErrClosed, ctx.Err()), 1001, "")
-	})
-	defer stop()
-	_ = c.q.send.SetWriteDeadline(deadline)
-	if _, err := c.q.send.Write(wire); err != nil {
-		return c.sendFailed(m, err)
-	}
-	c.opts.Metrics.message(out, len(frame))
-	return nil
-}
-
-// receiveQUIC returns the next message from any of the peer's streams.
-func (c *Conn) receiveQUIC(ctx context.Context) (message.Message, error) {
-	select {
-	case r := <-c.q.in:
-		if r.err != nil {
-			return message.Message{}, c.rejectQUIC(r.err.(*FrameError))
-		}
-		c.opts.Metrics.message(in, r.n)
-		return r.m, nil
-	case <-c.done:
-		return message.Message{}, c.closedErr("receive")
-	case <-ctx.Done():
-		c.shutdown(fmt.Errorf("%w: the receiver's context ended: %w", ErrClosed, ctx.Err()), 1001, "")
-		return message.Message{}, fmt.Errorf("receive from node %s: %w", c.node, ctx.Err())
-	}
-}
-
-func (c *Conn) rejectQUIC(fe *FrameError) error {
-	return c.reject(fe)
 }
 
 // gquicSniffer sits under the QUIC listener and recognises Google QUIC clients (KubeEdge v1.23.1's
@@ -658,7 +516,7 @@ func (c *Conn) rejectQUIC(fe *FrameError) error {
 type gquicSniffer struct {
 	net.PacketConn
 	logger  *slog.Logger
-	metrics *Metrics
+	metrics *hub.Metrics
 	mu      sync.Mutex
 	seen    map[string]time.Time
 }
@@ -697,7 +555,7 @@ func (s *gquicSniffer) googleQUIC(addr net.Addr, version string) {
 	}
 	s.seen[key] = now
 	s.mu.Unlock()
-	s.metrics.reject(rejectGQUIC)
+	s.metrics.CountRejected("gquic")
 	s.logger.Warn("hub: quic client refused: it speaks Google QUIC "+version+" (KubeEdge's edgecore links quic-go v0.10.1); this hub serves IETF QUIC v1 only — set that edge's edgeHub to websocket",
 		"remote", key, "version", version, "err", ErrGoogleQUIC)
 }

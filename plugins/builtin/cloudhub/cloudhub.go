@@ -85,7 +85,8 @@ type Module struct {
 	metrics *metrics
 	hubM    *hub.Metrics
 
-	owners *owners // nil unless ownership is enabled
+	owners *owners       // nil unless ownership is enabled
+	hubFwd *hubForwarder // sync requests for nodes held by another replica (forward.go); nil without ownership
 
 	mu       sync.Mutex
 	nodes    map[string]*node
@@ -190,6 +191,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if err := m.startOwnership(ctx); err != nil {
+		return err
+	}
+	if err := m.startHubForward(ca); err != nil {
 		return err
 	}
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
@@ -394,6 +398,12 @@ func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
 	}
 	if err != nil {
 		return fmt.Errorf("message for the edge from %s: %w", msg.Route.Source, err)
+	}
+	if msg.Header.Sync && !msg.IsReply() && !m.holds(node) {
+		// Someone on this replica waits for the answer: the replica holding the node is asked, or
+		// the request is refused now (forward.go).
+		m.routeElsewhere(node, msg)
+		return nil
 	}
 	msg.Route.Resource = edge        // the edge sees its own resource form
 	for !m.node(node).enqueue(msg) { // a node forgotten meanwhile takes nothing: make a new one

@@ -61,6 +61,8 @@ var statusOf = map[string]int{
 	"timeout":          http.StatusGatewayTimeout,
 	"too_large":        http.StatusBadGateway,
 	"expired":          http.StatusGatewayTimeout,
+	"node_offline":     http.StatusServiceUnavailable, // cloudhub: no replica holds the node
+	"forward_failed":   http.StatusBadGateway,         // cloudhub: the replica holding it could not be asked
 }
 
 // ReasonHeader carries the refusal's reason on an error answer (the body carries its message).
@@ -274,9 +276,11 @@ func (m *Module) serve(w http.ResponseWriter, r *http.Request) int {
 	if err != nil {
 		return fail(w, http.StatusNotFound, "", "%v", err)
 	}
-	linkCtx, ok := m.online(node)
-	if !ok {
-		return fail(w, http.StatusServiceUnavailable, "node_offline", "node %q is not connected to this cloudcore", node)
+	// A node not connected here may be held by another replica: cloudhub forwards the request there,
+	// or answers node_offline at once when no replica holds it.
+	linkCtx, local := m.online(node)
+	if !local {
+		linkCtx = context.Background()
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, m.MaxRequestBytes))
 	if err != nil {
@@ -319,6 +323,9 @@ func (m *Module) serve(w http.ResponseWriter, r *http.Request) int {
 		code, ok := statusOf[ref.Reason]
 		if !ok {
 			code = http.StatusBadGateway
+		}
+		if ref.Reason == "node_offline" { // cloudhub's answer: "is not connected to ..."
+			return fail(w, code, ref.Reason, "node %q %s", node, ref.Error)
 		}
 		return fail(w, code, ref.Reason, "node %q: %s", node, ref.Error)
 	}

@@ -86,7 +86,8 @@ type Module struct {
 	metrics *metrics
 	hubM    *hub.Metrics
 
-	owners *owners // nil unless ownership is enabled
+	owners *owners       // nil unless ownership is enabled
+	hubFwd *hubForwarder // sync requests for nodes held by another replica (forward.go); nil without ownership
 
 	mu       sync.Mutex
 	nodes    map[string]*node
@@ -102,6 +103,11 @@ type CASecret struct {
 	Kubeconfig string `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account."`
 	Namespace  string `yaml:"namespace" doc:"Namespace of the Secret (must exist)."`
 	Name       string `yaml:"name" doc:"Name of the Secret."`
+	// QPS and Burst bound this client's requests: a join writes its records, and a node connecting
+	// to a replica that has not seen it for recordCacheTTL reads its record, so a failover of
+	// thousands of nodes is as many reads at once (client-go's default, 5/s, made it minutes).
+	QPS   float32 `yaml:"qps" doc:"Requests per second to the API server for the CA, token and node records, sustained (a failover reads one record per node that moved); 0: 100."`
+	Burst int     `yaml:"burst" doc:"Requests above qps at once; 0: 200."`
 }
 
 // New returns cloudhub with its defaults.
@@ -125,7 +131,7 @@ func New() *Module {
 		ForgetAfter:    10 * time.Minute,
 		RecordCacheTTL: time.Minute,
 		MaxHandshakes:  512,
-		CASecret:       CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName},
+		CASecret:       CASecret{Namespace: kubestore.DefaultCASecretNamespace, Name: kubestore.DefaultCASecretName, QPS: 100, Burst: 200},
 		Ownership:      DefaultOwnership(),
 		QUIC:           QUIC{Address: "0.0.0.0:10001"},
 		nodes:          map[string]*node{},
@@ -191,6 +197,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if err := m.startOwnership(ctx); err != nil {
+		return err
+	}
+	if err := m.startHubForward(ca); err != nil {
 		return err
 	}
 	m.hubTLS = pki.ServerTLSConfig(ca, serving)
@@ -285,6 +294,13 @@ func (m *Module) Stores() (pki.Storage, pki.Records, error) {
 	cfg, err := kube.RestConfig(m.CASecret.Kubeconfig, "modules.cloudhub.caSecret.kubeconfig")
 	if err != nil {
 		return nil, nil, fmt.Errorf("caSecret: %w", err)
+	}
+	cfg.QPS, cfg.Burst = m.CASecret.QPS, m.CASecret.Burst
+	if cfg.QPS <= 0 {
+		cfg.QPS = 100
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 200
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -395,6 +411,12 @@ func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
 	}
 	if err != nil {
 		return fmt.Errorf("message for the edge from %s: %w", msg.Route.Source, err)
+	}
+	if msg.Header.Sync && !msg.IsReply() && !m.holds(node) {
+		// Someone on this replica waits for the answer: the replica holding the node is asked, or
+		// the request is refused now (forward.go).
+		m.routeElsewhere(node, msg)
+		return nil
 	}
 	msg.Route.Resource = edge        // the edge sees its own resource form
 	for !m.node(node).enqueue(msg) { // a node forgotten meanwhile takes nothing: make a new one

@@ -57,11 +57,12 @@ type Ownership struct {
 	ReplicaLeaseDuration time.Duration `yaml:"replicaLeaseDuration" doc:"This replica's Lease is renewed every third of this; a replica whose Lease was not renewed for this long is dead and holds no node."`
 	QPS                  float32       `yaml:"qps" doc:"Requests per second to the API server for ownership writes, sustained (a mass reconnect writes one Lease per node)."`
 	Burst                int           `yaml:"burst" doc:"Requests above qps at once."`
+	ForwardTimeout       time.Duration `yaml:"forwardTimeout" doc:"A sync request (e.g. a cloudbus call) for a node another live replica holds is forwarded to that replica's forward server (cloudstream.forward); this bounds the wait for its answer (0: 1m)."`
 }
 
 // DefaultOwnership is the block's defaults.
 func DefaultOwnership() Ownership {
-	return Ownership{ReplicaLeaseDuration: 30 * time.Second, QPS: 200, Burst: 400}
+	return Ownership{ReplicaLeaseDuration: 30 * time.Second, QPS: 200, Burst: 400, ForwardTimeout: time.Minute}
 }
 
 // NodeLeaseName is the name of the ownership Lease of node: kedge-node-<node>, or, for a name too
@@ -107,8 +108,11 @@ func (m *Module) startOwnership(ctx context.Context) error {
 	if !c.Enable {
 		return nil
 	}
-	if c.ReplicaLeaseDuration < 3*time.Second || c.QPS <= 0 || c.Burst <= 0 {
-		return errors.New("ownership: replicaLeaseDuration must be at least 3s, qps and burst positive")
+	if c.ReplicaLeaseDuration < 3*time.Second || c.QPS <= 0 || c.Burst <= 0 || c.ForwardTimeout < 0 {
+		return errors.New("ownership: replicaLeaseDuration must be at least 3s, qps and burst positive, forwardTimeout not negative")
+	}
+	if c.ForwardTimeout == 0 {
+		c.ForwardTimeout = DefaultOwnership().ForwardTimeout
 	}
 	if c.Namespace == "" {
 		c.Namespace = os.Getenv("POD_NAMESPACE")

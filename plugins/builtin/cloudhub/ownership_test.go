@@ -90,6 +90,11 @@ func TestNodeOwnershipIsRecordedOnConnectOnlyAndANodeThatMovesIsDroppedByItsOldR
 	if _, _, tr := holderOf(t, ns, node); tr != 1 {
 		t.Fatalf("leaseTransitions %d, want 1 (one move)", tr)
 	}
+	// Counted by each replica's worker after its write or eviction returned: waited for, then exact.
+	eventually(t, "one handover counted out on a and in on b", func() bool {
+		return testutil.ToFloat64(a.hub.owners.metrics.handovers.WithLabelValues("out")) >= 1 &&
+			testutil.ToFloat64(b.hub.owners.metrics.handovers.WithLabelValues("in")) >= 1
+	})
 	if got := testutil.ToFloat64(a.hub.owners.metrics.handovers.WithLabelValues("out")); got != 1 {
 		t.Fatalf("a counted %v handovers out, want 1", got)
 	}

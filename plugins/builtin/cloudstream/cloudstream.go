@@ -236,6 +236,12 @@ func (m *Module) Endpoint() Endpoint { return m.endpoint() }
 
 // Handle answers edgecontroller's query for the stream endpoint.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
+	if msg.IsReply() {
+		// An edge's answer to a hub message another replica forwarded here (forward_hub.go) that came
+		// after the wait for it ended: that replica already answered its caller.
+		m.host.Logger().Debug("late answer to a forwarded hub message dropped", "parent", msg.Header.ParentID)
+		return nil
+	}
 	if msg.Route.Operation != message.OpQuery || msg.Route.Resource != EndpointResource {
 		return fmt.Errorf("cloudstream answers only %s of %s, not %s of %q", message.OpQuery, EndpointResource, msg.Route.Operation, msg.Route.Resource)
 	}

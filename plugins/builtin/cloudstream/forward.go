@@ -42,10 +42,11 @@ type ForwardSettings struct {
 	Identity    string        `yaml:"identity" doc:"This replica's name (as cloudhub.ownership.identity); empty: the cloudcore instance name."`
 	Namespace   string        `yaml:"namespace" doc:"Namespace of the replicas' Leases (cloudhub.ownership.namespace); empty: $POD_NAMESPACE, else default."`
 	DialTimeout time.Duration `yaml:"dialTimeout" doc:"How long asking another replica whether it holds a node's tunnel may take."`
+	HubModule   string        `yaml:"hubModule" doc:"The module that queues messages for the nodes this replica holds: sync requests another replica forwards here (a cloudbus call made there for a node held here) are handed to it; empty: cloudhub."`
 }
 
 func defaultForward() ForwardSettings {
-	return ForwardSettings{Address: "0.0.0.0:10005", DialTimeout: 3 * time.Second}
+	return ForwardSettings{Address: "0.0.0.0:10005", DialTimeout: 3 * time.Second, HubModule: "cloudhub"}
 }
 
 type forwardedKey struct{}
@@ -66,6 +67,7 @@ type forwarder struct {
 	// peerQueries counts asking another replica for the usage it holds (metrics API across replicas).
 	peerQueries *prometheus.CounterVec
 	lookups     *prometheus.CounterVec
+	relayed     *prometheus.CounterVec            // hub messages forwarded here (forward_hub.go)
 	leases      coordlisters.LeaseNamespaceLister // the ownership Leases (forward_lookup.go)
 	stopLeases  func()
 }
@@ -77,6 +79,9 @@ func (m *Module) startForward(ca *pki.CA) error {
 	}
 	if c.DialTimeout <= 0 {
 		return errors.New("forward.dialTimeout must be positive")
+	}
+	if c.HubModule == "" {
+		c.HubModule = defaultForward().HubModule
 	}
 	if c.Identity == "" {
 		c.Identity = m.host.NodeName()
@@ -99,7 +104,9 @@ func (m *Module) startForward(ca *pki.CA) error {
 		Help: "Metrics API requests' questions to another replica for the node and pod usage it holds, by result (ok, error: that replica's nodes were missing from the answer)."}, []string{"result"})
 	f.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_forward_lookups_total",
 		Help: "How the replica holding a node's tunnel was found for a forward: lease (the node's hub owner per cloudhub's ownership Lease held it: one question), all (every other replica asked), none (nobody holds it)."}, []string{"via"})
-	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused, f.peerQueries, f.lookups} {
+	f.relayed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudstream_hub_relayed_total",
+		Help: "Messages another replica forwarded here for a node this replica holds (cloudhub's sync requests, e.g. cloudbus calls), by result: ok (handed to the hub module and answered), invalid (refused: not a message for a node), error (the hub module did not answer)."}, []string{"result"})
+	for _, col := range []prometheus.Collector{f.forwards, f.served, f.refused, f.peerQueries, f.lookups, f.relayed} {
 		if err := m.host.Metrics().Register(col); err != nil {
 			return err
 		}
@@ -183,6 +190,10 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request) {
 		f.refused.WithLabelValues("not_a_replica").Inc()
 		f.m.host.Logger().Warn("forward refused: the caller is not a cloudcore replica", "remote", r.RemoteAddr, "err", err)
 		http.Error(w, "forward: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	if r.URL.Path == hubForwardPath {
+		f.serveHub(w, r, peer)
 		return
 	}
 	if res, ok := strings.CutPrefix(r.URL.Path, peerMetricsPath); ok {

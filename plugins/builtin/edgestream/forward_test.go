@@ -236,14 +236,14 @@ func TestTheForwardServerRefusesAndCountsCallersThatAreNotReplicas(t *testing.T)
 		t.Fatal(err)
 	}
 	node := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ca.Pool(), Certificates: []tls.Certificate{pair}}, DisableKeepAlives: true}}
-	for _, path := range []string{"/tunnels/edge-a", "/containerLogs/ns/p/c", "/exec/ns/p/c?command=sh"} {
+	for _, path := range []string{"/tunnels/edge-a", "/containerLogs/ns/p/c", "/exec/ns/p/c?command=sh", "/hub/messages"} {
 		code, body := getStatus(t, node, "https://"+p.b.Forward.Address+path)
 		if code != http.StatusForbidden || !strings.Contains(body, "not a cloudcore replica") {
 			t.Fatalf("a node certificate at %s: %d %q", path, code, body)
 		}
 	}
-	if got := counter(t, p.regB, "kedge_cloudstream_forward_refused_total", "reason", "not_a_replica"); got != 3 {
-		t.Fatalf("not_a_replica refusals %v, want 3", got)
+	if got := counter(t, p.regB, "kedge_cloudstream_forward_refused_total", "reason", "not_a_replica"); got != 4 {
+		t.Fatalf("not_a_replica refusals %v, want 4", got)
 	}
 	// A certificate of another CA, and none at all: refused in the TLS handshake, counted.
 	other, _, err := pki.LoadOrCreateCA(context.Background(), pki.FileStorage{Dir: t.TempDir()})
@@ -287,4 +287,55 @@ func getStatus(t *testing.T, c *http.Client, u string) (int, string) {
 
 func openAppend(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+}
+
+// A replica may forward only a sync request for a node to /hub/messages; anything else is refused
+// with 400 (405 for another method), named, counted, and never reaches the hub module.
+func TestTheForwardServerRefusesHubMessagesThatAreNotSyncRequestsForANode(t *testing.T) {
+	p := newReplicaPair(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, err := p.ca.IssueReplicaCert(&key.PublicKey, "replica-c", nil, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ca.Pool(),
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}}, DisableKeepAlives: true}}
+	sync := `{"header":{"msg_id":"m1","timestamp":1,"sync":true},"route":{"operation":"request","group":"func","resource":"node/edge-a/-/servicebus/80"},"content":{}}`
+	for _, tc := range []struct {
+		name, method, body, timeout string
+		code                        int
+		says                        string
+	}{
+		{"not a message", http.MethodPost, "not json", "", http.StatusBadRequest, "decode message"},
+		{"a message without an ID", http.MethodPost, `{"header":{},"route":{"operation":"request","resource":"node/edge-a/-/servicebus/80"}}`, "", http.StatusBadRequest, "msg_id"},
+		{"a message not for a node", http.MethodPost, `{"header":{"msg_id":"m2","sync":true},"route":{"operation":"request","resource":"default/pod/x"}}`, "", http.StatusBadRequest, "not for a node"},
+		{"a message that is not a sync request", http.MethodPost, `{"header":{"msg_id":"m3"},"route":{"operation":"update","resource":"node/edge-a/default/pod/x"}}`, "", http.StatusBadRequest, "not a sync request"},
+		{"a bad timeout", http.MethodPost, sync, "-5", http.StatusBadRequest, "X-Kedge-Forward-Timeout-Ms"},
+		{"another method", http.MethodGet, "", "", http.StatusMethodNotAllowed, "only POST"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, "https://"+p.b.Forward.Address+"/hub/messages", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.timeout != "" {
+				req.Header.Set("X-Kedge-Forward-Timeout-Ms", tc.timeout)
+			}
+			resp, err := replica.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.says) {
+				t.Fatalf("got %d %q, want %d naming %q", resp.StatusCode, b, tc.code, tc.says)
+			}
+		})
+	}
+	if got := counter(t, p.regB, "kedge_cloudstream_hub_relayed_total", "result", "invalid"); got != 6 {
+		t.Fatalf("invalid hub messages counted %v, want 6", got)
+	}
+	if got := counter(t, p.regB, "kedge_cloudstream_hub_relayed_total", "result", "ok"); got != 0 {
+		t.Fatalf("%v refused messages were relayed", got)
+	}
 }

@@ -18,9 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/pki"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Messages for a node held by another replica. Cloud modules send a node's messages to their own

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // A cloud module waiting for an edge's answer must not wait for a node that is not connected: a sync

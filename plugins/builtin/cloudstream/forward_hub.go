@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // Messages for a node this replica holds, forwarded by another replica's cloudhub (a sync request —

@@ -11,11 +11,11 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/message"
 )
 
 // statusWrites reads the API server's count of write requests to devicestatuses (by verb).

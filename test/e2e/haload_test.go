@@ -103,7 +103,7 @@ func (w *twinWriter) last() int {
 
 // The kill acceptance under load: three cloudcores behind HAProxy, three real edgecores each with a
 // device whose temperature is reported every 100 ms in order (each report acknowledged by the edge
-// before the next), and 45 pods being created across the nodes (one node runs edged on the test's
+// before the next), and 51 pods being created across the nodes (one node runs edged on the test's
 // containerd, the others noruntime). kill -9 of the replica holding the most nodes in the middle:
 // every node is held by a survivor and Ready, every pod reached its node (Running in kubectl on
 // edged's node; NoContainerRuntime, reported by the edge, on the others), and each
@@ -294,11 +294,11 @@ func TestAReplicaKilledWhilePodsAreCreatedAndTwinsReportedLosesNothing(t *testin
 			}
 		})
 	}
-	// The pods: 45 across the nodes, created while the writers run and while the replica dies.
+	// The pods: 51 across the nodes, created while the writers run and while the replica dies.
 	var podsWG sync.WaitGroup
 	var pods []*corev1.Pod
 	var created atomic.Int32
-	for i := range 45 {
+	for i := range 51 {
 		e := edges[i%len(edges)]
 		pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("load-%02d", i), Namespace: podNS},
 			Spec: corev1.PodSpec{NodeName: e.node, Containers: []corev1.Container{{Name: "c", Image: crienv.Busybox, Command: []string{"sleep", "3600"}}}}})
@@ -416,8 +416,8 @@ func TestAReplicaKilledWhilePodsAreCreatedAndTwinsReportedLosesNothing(t *testin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(out, " Running "); n != 15 {
-		t.Fatalf("kubectl get pods shows %d Running, want the 15 on %s:\n%s", n, edges[0].node, out)
+	if n := strings.Count(out, " Running "); n != 17 {
+		t.Fatalf("kubectl get pods shows %d Running, want the 17 on %s:\n%s", n, edges[0].node, out)
 	}
 	waitFor(t, "every node Ready after the kill", 60*time.Second, allReady)
 	stopSampling()

@@ -114,7 +114,7 @@ var _ sdk.Module = (*Module)(nil)
 
 // New returns cloudbus with its defaults.
 func New() *Module {
-	return &Module{Address: "127.0.0.1:10005", Timeout: 30 * time.Second, MaxRequestBytes: 1 << 20, HubModule: "cloudhub"}
+	return &Module{Address: "127.0.0.1:10009", Timeout: 30 * time.Second, MaxRequestBytes: 1 << 20, HubModule: "cloudhub"}
 }
 
 // Addr is the address the endpoint listens on (useful with port 0); empty before Start.

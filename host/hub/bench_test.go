@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kedge-io/kedge/host/hub/internal/testca"
 	"github.com/kedge-io/kedge/host/message"
 )
 
@@ -65,9 +66,9 @@ func BenchmarkConnThroughput1KiB(b *testing.B) {
 func BenchmarkIdleConnMemory(b *testing.B) {
 	const n = 1000
 	const hb = time.Second
-	ca := newTestCA(b)
+	ca := testca.New(b)
 	h := startHub(b, ca, AcceptOptions{Options: Options{Heartbeat: hb}})
-	nodeTLS := ca.nodeTLS(b, ca, "edge-1") // one certificate: the hub accepts a node many times
+	nodeTLS := ca.NodeTLS(b, ca, "edge-1") // one certificate: the hub accepts a node many times
 	url := h.url("edge-1")
 	for range b.N {
 		inuse := func() uint64 {
@@ -122,9 +123,9 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 func BenchmarkLanes1KiB(b *testing.B) {
 	for _, lane := range []string{LaneKedge.String(), LaneKubeEdge.String()} {
 		b.Run(lane, func(b *testing.B) {
-			ca := newTestCA(b)
+			ca := testca.New(b)
 			h := startHub(b, ca, AcceptOptions{})
-			edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
+			edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.NodeTLS(b, ca, "edge-1"), NodeID: "edge-1",
 				KubeEdgeLane: lane == LaneKubeEdge.String(), Options: Options{Logger: quiet}})
 			if err != nil {
 				b.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/kedge-io/kedge/host/hub/internal/testca"
 	"github.com/kedge-io/kedge/host/message"
 	"github.com/kedge-io/kedge/test/faultproxy"
 )
@@ -31,13 +32,13 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // testHub is a real TLS server on 127.0.0.1 whose handler is Accept.
 type testHub struct {
 	srv     *httptest.Server
-	ca      *testCA
+	ca      *testca.CA
 	conns   chan *Conn
 	errs    chan error
 	metrics *Metrics
 }
 
-func startHub(t testing.TB, ca *testCA, o AcceptOptions) *testHub {
+func startHub(t testing.TB, ca *testca.CA, o AcceptOptions) *testHub {
 	t.Helper()
 	if o.Logger == nil {
 		o.Logger = quiet
@@ -54,7 +55,7 @@ func startHub(t testing.TB, ca *testCA, o AcceptOptions) *testHub {
 		}
 		h.conns <- c
 	}))
-	h.srv.TLS = ca.serverTLS(t)
+	h.srv.TLS = ca.ServerTLS(t)
 	h.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused TLS handshakes are expected here
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
@@ -84,7 +85,7 @@ func (h *testHub) accepted(t testing.TB) *Conn {
 // pair connects node "edge-1" to a fresh hub and returns both ends.
 func pair(t testing.TB, edgeOpts, cloudOpts Options) (edge, cloud *Conn, h *testHub) {
 	t.Helper()
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h = startHub(t, ca, AcceptOptions{Options: cloudOpts})
 	edge = dialNode(t, h, h.url("edge-1"), "edge-1", edgeOpts)
 	return edge, h.accepted(t), h
@@ -95,7 +96,7 @@ func dialNode(t testing.TB, h *testHub, url, node string, o Options) *Conn {
 	if o.Logger == nil {
 		o.Logger = quiet
 	}
-	c, err := Dial(context.Background(), DialOptions{URL: url, TLS: h.ca.nodeTLS(t, h.ca, node), NodeID: node, Options: o})
+	c, err := Dial(context.Background(), DialOptions{URL: url, TLS: h.ca.NodeTLS(t, h.ca, node), NodeID: node, Options: o})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -174,10 +175,10 @@ func TestMessagesFlowBothWaysOverMutualTLS(t *testing.T) {
 }
 
 func TestAcceptRefusesWhatTheCertificateDoesNotProve(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h := startHub(t, ca, AcceptOptions{})
-	other := newTestCA(t)
-	node := func(name string) *tls.Config { return ca.nodeTLS(t, ca, name) }
+	other := testca.New(t)
+	node := func(name string) *tls.Config { return ca.NodeTLS(t, ca, name) }
 	for _, tc := range []struct {
 		name   string
 		tls    *tls.Config
@@ -188,13 +189,13 @@ func TestAcceptRefusesWhatTheCertificateDoesNotProve(t *testing.T) {
 	}{
 		{"node A's cert dialing as node B", node("edge-a"), EventsPath(DefaultProjectID, "edge-b"), nil, 403, "identity"},
 		{"node_id header naming another node", node("edge-a"), EventsPath(DefaultProjectID, "edge-a"), http.Header{"node_id": {"edge-b"}}, 403, "identity"},
-		{"CN is not a node", ca.clientTLS(t, ca, pkix.Name{CommonName: "admin", Organization: []string{"system:nodes"}}), EventsPath(DefaultProjectID, "admin"), nil, 403, "cert"},
-		{"O lacks system:nodes", ca.clientTLS(t, ca, pkix.Name{CommonName: "system:node:edge-a", Organization: []string{"ops"}}), EventsPath(DefaultProjectID, "edge-a"), nil, 403, "cert"},
+		{"CN is not a node", ca.ClientTLS(t, ca, pkix.Name{CommonName: "admin", Organization: []string{"system:nodes"}}), EventsPath(DefaultProjectID, "admin"), nil, 403, "cert"},
+		{"O lacks system:nodes", ca.ClientTLS(t, ca, pkix.Name{CommonName: "system:node:edge-a", Organization: []string{"ops"}}), EventsPath(DefaultProjectID, "edge-a"), nil, 403, "cert"},
 		{"path is not /<project>/<node>/events", node("edge-a"), "/edge-a/events", nil, 404, "path"},
 		{"project_id header disagrees with the path", node("edge-a"), EventsPath("p1", "edge-a"), http.Header{"project_id": {"p2"}}, 400, "header"},
 		{"stream connection use", node("edge-a"), EventsPath(DefaultProjectID, "edge-a"), http.Header{"ConnectionUse": {"str"}}, 400, "header"},
-		{"certificate from another CA", other.nodeTLS(t, ca, "edge-a"), EventsPath(DefaultProjectID, "edge-a"), nil, 0, ""},
-		{"no client certificate", &tls.Config{RootCAs: ca.pool}, EventsPath(DefaultProjectID, "edge-a"), nil, 0, ""},
+		{"certificate from another CA", other.NodeTLS(t, ca, "edge-a"), EventsPath(DefaultProjectID, "edge-a"), nil, 0, ""},
+		{"no client certificate", &tls.Config{RootCAs: ca.Pool}, EventsPath(DefaultProjectID, "edge-a"), nil, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.metrics.Stats().Rejected[tc.reason]
@@ -229,14 +230,14 @@ func TestAcceptRefusesWhatTheCertificateDoesNotProve(t *testing.T) {
 }
 
 func TestDialChecksTheURLAgainstTheNodeBeforeConnecting(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	for _, tc := range []struct{ url, node string }{
 		{"wss://127.0.0.1:1/p/edge-b/events", "edge-a"},
 		{"ws://127.0.0.1:1/" + DefaultProjectID + "/edge-a/events", "edge-a"},
 		{"wss://127.0.0.1:1/x/edge-a", "edge-a"},
 		{"wss://127.0.0.1:1/", "Not_A_Node"},
 	} {
-		_, err := Dial(context.Background(), DialOptions{URL: tc.url, NodeID: tc.node, TLS: ca.nodeTLS(t, ca, "edge-a")})
+		_, err := Dial(context.Background(), DialOptions{URL: tc.url, NodeID: tc.node, TLS: ca.NodeTLS(t, ca, "edge-a")})
 		if err == nil || strings.Contains(err.Error(), "connection refused") {
 			t.Errorf("Dial(%s as %s) = %v, want a configuration error before any connection", tc.url, tc.node, err)
 		}
@@ -244,7 +245,7 @@ func TestDialChecksTheURLAgainstTheNodeBeforeConnecting(t *testing.T) {
 }
 
 func TestDialBuildsTheEventsPathWhenTheURLHasNone(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h := startHub(t, ca, AcceptOptions{})
 	dialNode(t, h, "wss://"+h.addr(), "edge-7", Options{})
 	if c := h.accepted(t); c.Node() != "edge-7" || c.ProjectID() != DefaultProjectID {
@@ -326,7 +327,7 @@ func TestSendRefusesAPayloadOverItsOwnLimitAndStaysUsable(t *testing.T) {
 
 func TestHalfOpenLinkIsDetectedWithinTwoHeartbeats(t *testing.T) {
 	const hb = 300 * time.Millisecond
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	metrics, _ := NewMetrics(nil)
 	h := startHub(t, ca, AcceptOptions{Options: Options{Heartbeat: hb, Metrics: metrics}})
 	proxy, err := faultproxy.New(h.addr())
@@ -406,7 +407,7 @@ func TestIdleConnectionStaysUpOnHeartbeatsAlone(t *testing.T) {
 }
 
 func TestBadFramesFromARawPeerAreRejectedAndClosed(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h := startHub(t, ca, AcceptOptions{Options: Options{MaxPayload: MaxPayload}})
 	type frame struct {
 		typ  int
@@ -433,7 +434,7 @@ func TestBadFramesFromARawPeerAreRejectedAndClosed(t *testing.T) {
 	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second, Subprotocols: []string{Subprotocol}}
+			d := websocket.Dialer{TLSClientConfig: ca.NodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second, Subprotocols: []string{Subprotocol}}
 			raw, _, err := d.Dial(h.url("raw"), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -469,9 +470,9 @@ func TestBadFramesFromARawPeerAreRejectedAndClosed(t *testing.T) {
 }
 
 func TestAFrameOverTheReadLimitIsRefusedBeforeItIsRead(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h := startHub(t, ca, AcceptOptions{Options: Options{MaxPayload: 1024}})
-	d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second, Subprotocols: []string{Subprotocol}}
+	d := websocket.Dialer{TLSClientConfig: ca.NodeTLS(t, ca, "raw"), HandshakeTimeout: 10 * time.Second, Subprotocols: []string{Subprotocol}}
 	raw, _, err := d.Dial(h.url("raw"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -619,7 +620,7 @@ func TestMetricsRegisterOnceAndExportTheSeries(t *testing.T) {
 func TestCloseIsPromptWhileASendIsStuckOnADeadLink(t *testing.T) {
 	for _, size := range []int{60 << 10, 4 << 20} { // coalesced into one write, and written frame by frame
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			ca := newTestCA(t)
+			ca := testca.New(t)
 			h := startHub(t, ca, AcceptOptions{})
 			proxy, err := faultproxy.New(h.addr())
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/kedge-io/kedge/host/hub/internal/testca"
 	"github.com/kedge-io/kedge/host/message"
 )
 
@@ -184,9 +185,9 @@ func TestKedgeEdgeAndKedgeCloudChooseTheKedgeLane(t *testing.T) {
 }
 
 func TestClientOfferingNoSubprotocolIsServedOnTheJSONLaneBothWays(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h := startHub(t, ca, AcceptOptions{})
-	edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1", KubeEdgeLane: true, Options: Options{Logger: quiet}})
+	edge, err := Dial(context.Background(), DialOptions{URL: h.url("edge-1"), TLS: ca.NodeTLS(t, ca, "edge-1"), NodeID: "edge-1", KubeEdgeLane: true, Options: Options{Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,10 +214,10 @@ func TestClientOfferingNoSubprotocolIsServedOnTheJSONLaneBothWays(t *testing.T) 
 
 func TestUpstreamEdgecoreFramesReplayedToTheHubAreReadWithoutAnyNodeList(t *testing.T) {
 	_, texts := upstreamEdgeFrames(t)
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h := startHub(t, ca, AcceptOptions{})
 	// A plain websocket client, as KubeEdge's edgecore dials: no subprotocol.
-	d := websocket.Dialer{TLSClientConfig: ca.nodeTLS(t, ca, "capnode"), HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{TLSClientConfig: ca.NodeTLS(t, ca, "capnode"), HandshakeTimeout: 10 * time.Second}
 	raw, _, err := d.Dial(h.url("capnode"), http.Header{HeaderNodeID: {"capnode"}, HeaderProjectID: {DefaultProjectID}, HeaderConnectionUse: {"msg"}})
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +262,7 @@ func TestUpstreamEdgecoreFramesReplayedToTheHubAreReadWithoutAnyNodeList(t *test
 }
 
 func TestKedgeEdgeFallsBackToTheJSONLaneWhenTheCloudDoesNotSelectItsSubprotocol(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	// A cloud like KubeEdge's cloudcore: a websocket server that selects no subprotocol and speaks JSON.
 	got := make(chan string, 1)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -278,10 +279,10 @@ func TestKedgeEdgeFallsBackToTheJSONLaneWhenTheCloudDoesNotSelectItsSubprotocol(
 		}
 		got <- string(b)
 	}))
-	srv.TLS = ca.serverTLS(t)
+	srv.TLS = ca.ServerTLS(t)
 	srv.StartTLS()
 	defer srv.Close()
-	edge, err := Dial(context.Background(), DialOptions{URL: "wss://" + srv.Listener.Addr().String(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1", Options: Options{Logger: quiet}})
+	edge, err := Dial(context.Background(), DialOptions{URL: "wss://" + srv.Listener.Addr().String(), TLS: ca.NodeTLS(t, ca, "edge-1"), NodeID: "edge-1", Options: Options{Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}

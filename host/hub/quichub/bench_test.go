@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/hub/internal/testca"
 	"github.com/kedge-io/kedge/host/message"
 )
 
@@ -24,9 +25,9 @@ func cpuTime(b *testing.B) time.Duration {
 // frames on a QUIC stream, TLS 1.3 inside QUIC): a 1 KiB object one way on loopback, sender and
 // receiver in this process; msgs/cpu-s counts both ends' CPU.
 func BenchmarkQUICLane1KiB(b *testing.B) {
-	ca := newTestCA(b)
+	ca := testca.New(b)
 	h := startQUICHub(b, ca, hub.AcceptOptions{})
-	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: ca.nodeTLS(b, ca, "edge-1"), NodeID: "edge-1", Options: hub.Options{Logger: quiet}})
+	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: ca.NodeTLS(b, ca, "edge-1"), NodeID: "edge-1", Options: hub.Options{Logger: quiet}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,19 +19,20 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/kedge-io/kedge/host/hub"
+	"github.com/kedge-io/kedge/host/hub/internal/testca"
 	"github.com/kedge-io/kedge/host/message"
 )
 
 // quicHub is a real QUIC listener on 127.0.0.1 with a goroutine collecting what Accept returns.
 type quicHub struct {
 	ln      *Listener
-	ca      *testCA
+	ca      *testca.CA
 	conns   chan *hub.Conn
 	errs    chan error
 	metrics *hub.Metrics
 }
 
-func startQUICHub(t testing.TB, ca *testCA, o hub.AcceptOptions) *quicHub {
+func startQUICHub(t testing.TB, ca *testca.CA, o hub.AcceptOptions) *quicHub {
 	t.Helper()
 	if o.Logger == nil {
 		o.Logger = quiet
@@ -39,7 +40,7 @@ func startQUICHub(t testing.TB, ca *testCA, o hub.AcceptOptions) *quicHub {
 	if o.Metrics == nil {
 		o.Metrics, _ = hub.NewMetrics(nil)
 	}
-	ln, err := Listen("127.0.0.1:0", ca.serverTLS(t), o)
+	ln, err := Listen("127.0.0.1:0", ca.ServerTLS(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +80,12 @@ func (h *quicHub) accepted(t testing.TB) *hub.Conn {
 
 func quicPair(t testing.TB, kubeEdgeLane bool, edgeOpts, cloudOpts hub.Options) (edge, cloud *hub.Conn, h *quicHub) {
 	t.Helper()
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	h = startQUICHub(t, ca, hub.AcceptOptions{Options: cloudOpts})
 	if edgeOpts.Logger == nil {
 		edgeOpts.Logger = quiet
 	}
-	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
+	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: ca.NodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
 		KubeEdgeLane: kubeEdgeLane, Options: edgeOpts})
 	if err != nil {
 		t.Fatalf("dial quic: %v", err)
@@ -155,8 +156,8 @@ func strconvAppend(b []byte, i int) []byte {
 }
 
 func TestQUICRefusesClientsWhoseCertificateOrHeaderDoesNotNameTheNode(t *testing.T) {
-	ca := newTestCA(t)
-	other := newTestCA(t)
+	ca := testca.New(t)
+	other := testca.New(t)
 	h := startQUICHub(t, ca, hub.AcceptOptions{})
 	for _, tc := range []struct {
 		name     string
@@ -165,10 +166,10 @@ func TestQUICRefusesClientsWhoseCertificateOrHeaderDoesNotNameTheNode(t *testing
 		reason   string // hub-side rejection counted, "" when the TLS handshake itself fails
 		edgeSays string
 	}{
-		{"certificate of another CA", other.nodeTLS(t, ca, "edge-1"), "edge-1", "", ""},
-		{"no client certificate", &tls.Config{RootCAs: ca.pool}, "edge-1", "", ""},
-		{"certificate that is not a node's", ca.clientTLS(t, ca, pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}), "edge-1", "cert", "not a node certificate"},
-		{"node_id header names another node", ca.nodeTLS(t, ca, "edge-1"), "edge-2", "identity", `certificate is for node "edge-1" but the node_id header says "edge-2"`},
+		{"certificate of another CA", other.NodeTLS(t, ca, "edge-1"), "edge-1", "", ""},
+		{"no client certificate", &tls.Config{RootCAs: ca.Pool}, "edge-1", "", ""},
+		{"certificate that is not a node's", ca.ClientTLS(t, ca, pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}), "edge-1", "cert", "not a node certificate"},
+		{"node_id header names another node", ca.NodeTLS(t, ca, "edge-1"), "edge-2", "identity", `certificate is for node "edge-1" but the node_id header says "edge-2"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.metrics.Stats().Rejected
@@ -203,7 +204,7 @@ func TestQUICRefusesClientsWhoseCertificateOrHeaderDoesNotNameTheNode(t *testing
 // to write what a real edgehub never would.
 func rawQUIC(t *testing.T, h *quicHub, node string) *quic.Conn {
 	t.Helper()
-	cfg := h.ca.nodeTLS(t, h.ca, node)
+	cfg := h.ca.NodeTLS(t, h.ca, node)
 	cfg.ServerName = "127.0.0.1"
 	cfg.NextProtos = []string{ALPNKedge}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -246,7 +247,7 @@ func TestQUICBadFrameOrStreamUseIsRefusedWithAFrameError(t *testing.T) {
 		{"payload not protobuf", append([]byte("msg"), 1, 1, 1, 0, 1, 0, 0, 0, 0, 2, 0x0a, 0xff), "truncated"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := startQUICHub(t, newTestCA(t), hub.AcceptOptions{})
+			h := startQUICHub(t, testca.New(t), hub.AcceptOptions{})
 			qc := rawQUIC(t, h, "edge-1")
 			cloud := h.accepted(t)
 			s, err := qc.OpenStreamSync(context.Background())
@@ -272,7 +273,7 @@ func TestQUICBadFrameOrStreamUseIsRefusedWithAFrameError(t *testing.T) {
 		})
 	}
 	t.Run("stream of use str is refused, the connection carries on", func(t *testing.T) {
-		h := startQUICHub(t, newTestCA(t), hub.AcceptOptions{})
+		h := startQUICHub(t, testca.New(t), hub.AcceptOptions{})
 		qc := rawQUIC(t, h, "edge-1")
 		cloud := h.accepted(t)
 		bad, _ := qc.OpenStreamSync(context.Background())
@@ -298,9 +299,9 @@ func TestQUICRecognisesKubeEdgesGoogleQUICEdgecore(t *testing.T) {
 	}
 	var logs syncBuffer
 	m, _ := hub.NewMetrics(nil)
-	h := startQUICHub(t, newTestCA(t), hub.AcceptOptions{Options: hub.Options{Metrics: m, Logger: slogTo(&logs)}})
+	h := startQUICHub(t, testca.New(t), hub.AcceptOptions{Options: hub.Options{Metrics: m, Logger: slogTo(&logs)}})
 	// An IETF QUIC client is not taken for one.
-	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: h.ca.nodeTLS(t, h.ca, "edge-1"), NodeID: "edge-1", Options: hub.Options{Logger: quiet}})
+	edge, err := Dial(context.Background(), hub.DialOptions{URL: h.url(), TLS: h.ca.NodeTLS(t, h.ca, "edge-1"), NodeID: "edge-1", Options: hub.Options{Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,8 +393,8 @@ func TestQUICDialToASilentServerSaysWhatTheSilenceLikelyMeans(t *testing.T) {
 			}
 		}
 	}()
-	ca := newTestCA(t)
-	_, err = Dial(context.Background(), hub.DialOptions{URL: "quic://" + pc.LocalAddr().String(), TLS: ca.nodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
+	ca := testca.New(t)
+	_, err = Dial(context.Background(), hub.DialOptions{URL: "quic://" + pc.LocalAddr().String(), TLS: ca.NodeTLS(t, ca, "edge-1"), NodeID: "edge-1",
 		HandshakeTimeout: 500 * time.Millisecond, Options: hub.Options{Logger: quiet}})
 	if err == nil || !strings.Contains(err.Error(), "no QUIC answer within 500ms") || !strings.Contains(err.Error(), "use its websocket lane") {
 		t.Fatalf("dial to a silent server: %v", err)

@@ -1,4 +1,6 @@
-package hub
+// Package testca is a throwaway certificate authority for the hub's tests (host/hub and its QUIC
+// lane host/hub/quichub): real TLS on 127.0.0.1 without files.
+package testca
 
 import (
 	"crypto/ecdsa"
@@ -13,16 +15,17 @@ import (
 	"time"
 )
 
-// testCA is a throwaway certificate authority for real TLS on 127.0.0.1.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
+// CA is a throwaway certificate authority for real TLS on 127.0.0.1.
+type CA struct {
+	Cert *x509.Certificate
+	Key  *ecdsa.PrivateKey
+	Pool *x509.CertPool
 }
 
-func newTestCA(t testing.TB) *testCA {
+// New makes a CA valid for a day.
+func New(t testing.TB) *CA {
 	t.Helper()
-	key := mustKey(t)
+	key := MustKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "kedge test CA"},
@@ -42,10 +45,11 @@ func newTestCA(t testing.TB) *testCA {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
+	return &CA{Cert: cert, Key: key, Pool: pool}
 }
 
-func mustKey(t testing.TB) *ecdsa.PrivateKey {
+// MustKey makes a P-256 key.
+func MustKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -54,9 +58,9 @@ func mustKey(t testing.TB) *ecdsa.PrivateKey {
 	return key
 }
 
-func (ca *testCA) issue(t testing.TB, subject pkix.Name, server bool) tls.Certificate {
+func (ca *CA) Issue(t testing.TB, subject pkix.Name, server bool) tls.Certificate {
 	t.Helper()
-	key := mustKey(t)
+	key := MustKey(t)
 	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +77,7 @@ func (ca *testCA) issue(t testing.TB, subject pkix.Name, server bool) tls.Certif
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,24 +89,24 @@ func (ca *testCA) issue(t testing.TB, subject pkix.Name, server bool) tls.Certif
 }
 
 // serverTLS requires and verifies client certificates from ca, as cloudhub does.
-func (ca *testCA) serverTLS(t testing.TB) *tls.Config {
+func (ca *CA) ServerTLS(t testing.TB) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{ca.issue(t, pkix.Name{CommonName: "cloudcore"}, true)},
+		Certificates: []tls.Certificate{ca.Issue(t, pkix.Name{CommonName: "cloudcore"}, true)},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    ca.pool,
+		ClientCAs:    ca.Pool,
 		MinVersion:   tls.VersionTLS12,
 	}
 }
 
 // nodeTLS is an edge's config: a node certificate from ca for name, trusting serverCA.
-func (ca *testCA) nodeTLS(t testing.TB, serverCA *testCA, name string) *tls.Config {
-	return ca.clientTLS(t, serverCA, pkix.Name{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}})
+func (ca *CA) NodeTLS(t testing.TB, serverCA *CA, name string) *tls.Config {
+	return ca.ClientTLS(t, serverCA, pkix.Name{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}})
 }
 
-func (ca *testCA) clientTLS(t testing.TB, serverCA *testCA, subject pkix.Name) *tls.Config {
+func (ca *CA) ClientTLS(t testing.TB, serverCA *CA, subject pkix.Name) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{ca.issue(t, subject, false)},
-		RootCAs:      serverCA.pool,
+		Certificates: []tls.Certificate{ca.Issue(t, subject, false)},
+		RootCAs:      serverCA.Pool,
 		MinVersion:   tls.VersionTLS12,
 	}
 }

@@ -21,28 +21,8 @@ import (
 // into the test containerd, runs there as a host-network pod with the kubeconfig and its config
 // mounted, and serves an edgecore that joins it: the node becomes Ready in the API server.
 func TestCloudcoreImageRunsUnderContainerdAndServesAnEdge(t *testing.T) {
-	needBinaries(t)
-	if _, err := exec.LookPath("ctr"); err != nil {
-		t.Skip("ctr (containerd) not installed")
-	}
-	_, cri := crienv.Start(t)
-	repo := k8senv.Repo()
-	version := "e2e-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
-	out, err := exec.Command(filepath.Join(repo, "hack", "images.sh"), "--only", "cloudcore", "--version", version, "--out", t.TempDir()).Output()
-	if err != nil {
-		t.Fatalf("hack/images.sh: %v %s", err, exitStderr(err))
-	}
-	archive := strings.TrimSpace(string(out))
-	ref := "localhost/kedge/cloudcore:" + version
-	envOut, err := exec.Command(filepath.Join(repo, "hack", "containerd.sh"), "env").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := strings.TrimPrefix(strings.TrimSpace(string(envOut)), "CONTAINERD_ADDRESS=")
-	if b, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput(); err != nil {
-		t.Fatalf("ctr images import %s: %v\n%s", archive, err, b)
-	}
-	t.Cleanup(func() { _ = exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "rm", ref).Run() })
+	img := importImage(t, "cloudcore")
+	cri, version, ref := img.cri, img.version, img.ref
 
 	k8s, err := k8senv.Start()
 	if err != nil {
@@ -167,28 +147,8 @@ func exitStderr(err error) string {
 // and edgecore runs from it as a host-network container on a joined config (the node's folder
 // mounted at the same path) and serves its node: Ready in the API server through a cloudcore.
 func TestEdgecoreImageRunsUnderContainerdAndItsNodeBecomesReady(t *testing.T) {
-	needBinaries(t)
-	if _, err := exec.LookPath("ctr"); err != nil {
-		t.Skip("ctr (containerd) not installed")
-	}
-	_, cri := crienv.Start(t)
-	repo := k8senv.Repo()
-	version := "e2e-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
-	out, err := exec.Command(filepath.Join(repo, "hack", "images.sh"), "--only", "edgecore", "--version", version, "--out", t.TempDir()).Output()
-	if err != nil {
-		t.Fatalf("hack/images.sh: %v %s", err, exitStderr(err))
-	}
-	archive := strings.TrimSpace(string(out))
-	ref := "localhost/kedge/edgecore:" + version
-	envOut, err := exec.Command(filepath.Join(repo, "hack", "containerd.sh"), "env").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := strings.TrimPrefix(strings.TrimSpace(string(envOut)), "CONTAINERD_ADDRESS=")
-	if b, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput(); err != nil {
-		t.Fatalf("ctr images import %s: %v\n%s", archive, err, b)
-	}
-	t.Cleanup(func() { _ = exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "rm", ref).Run() })
+	img := importImage(t, "edgecore")
+	cri, version, ref, sock := img.cri, img.version, img.ref, img.sock
 
 	// The image's own binary answers --version with the tag it was built for.
 	if b, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "run", "--rm", ref, "edgecore-version-"+version, "/edgecore", "--version").CombinedOutput(); err != nil || !strings.Contains(string(b), version) {
@@ -279,4 +239,40 @@ func newClusterOnly(t *testing.T) *cluster {
 		node: "image-edge", edgeConfig: filepath.Join(dir, "edgecore.yaml"), edgeDB: filepath.Join(dir, "edge.db")}
 	c.startCloud()
 	return c
+}
+
+// releaseImage is a release image of this tree, built by hack/images.sh with a fresh version tag and
+// imported into the test containerd (removed again when the test ends).
+type releaseImage struct {
+	cri                *crienv.Client
+	version, ref, sock string
+}
+
+// importImage builds the release image of binary (cloudcore or edgecore) and imports it; without ctr
+// the test is skipped.
+func importImage(t *testing.T, binary string) releaseImage {
+	t.Helper()
+	needBinaries(t)
+	if _, err := exec.LookPath("ctr"); err != nil {
+		t.Skip("ctr (containerd) not installed")
+	}
+	_, cri := crienv.Start(t)
+	repo := k8senv.Repo()
+	version := "e2e-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	out, err := exec.Command(filepath.Join(repo, "hack", "images.sh"), "--only", binary, "--version", version, "--out", t.TempDir()).Output()
+	if err != nil {
+		t.Fatalf("hack/images.sh: %v %s", err, exitStderr(err))
+	}
+	archive := strings.TrimSpace(string(out))
+	ref := "localhost/kedge/" + binary + ":" + version
+	envOut, err := exec.Command(filepath.Join(repo, "hack", "containerd.sh"), "env").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := strings.TrimPrefix(strings.TrimSpace(string(envOut)), "CONTAINERD_ADDRESS=")
+	if b, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput(); err != nil {
+		t.Fatalf("ctr images import %s: %v\n%s", archive, err, b)
+	}
+	t.Cleanup(func() { _ = exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "rm", ref).Run() })
+	return releaseImage{cri: cri, version: version, ref: ref, sock: sock}
 }

@@ -4,6 +4,7 @@
 package modules
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -87,16 +88,25 @@ func Plan(source string, tree map[string]any, ov *config.Overrides, registered [
 	return order(source, enabled)
 }
 
-// Validate runs the module's own check of its settings (sdk.Validator) and returns each problem as a
-// *config.Error naming source and the setting's key, "modules.<name>.<key>". A module without
-// Validate (or a plugin module, whose settings its process checks at Start) has none.
+// Validate runs the module's own check of its settings and returns each problem as a *config.Error
+// naming source and the setting's key, "modules.<name>.<key>": sdk.Validator for a builtin module, a
+// SettingsChecker (the plugin process launched for that check alone) for a plugin module. A module
+// without either has none. A plugin that cannot be asked is not a settings problem: its Start
+// reports why it does not start.
 func Validate(source string, p Planned) []error {
-	v, ok := p.Module.(sdk.Validator)
-	if !ok || p.Settings.Runtime != Builtin {
-		return nil
+	var problems []*sdk.SettingError
+	switch p.Settings.Runtime {
+	case Builtin:
+		if v, ok := p.Module.(sdk.Validator); ok {
+			problems = sdk.SettingErrors(v.Validate())
+		}
+	default:
+		if c, ok := p.Module.(SettingsChecker); ok {
+			problems, _ = c.CheckSettings(context.Background())
+		}
 	}
 	var out []error
-	for _, se := range sdk.SettingErrors(v.Validate()) {
+	for _, se := range problems {
 		key := "modules." + p.Info.Name
 		if se.Key != "" {
 			key += "." + se.Key

@@ -22,6 +22,15 @@ type Spec struct {
 	Config   map[string]any // the module's own settings, undecoded: the plugin decodes them strictly
 }
 
+// SettingsChecker is a module of a runtime other than builtin that can check its settings without
+// starting (runtime process: the plugin is launched for one Validate call and stopped). Plan,
+// PlanModule and so `validate`, startup, reload and swap call it where they call sdk.Validator on a
+// builtin module. The problems' keys are relative to the module's block; err means the module could
+// not be asked (its Start reports that).
+type SettingsChecker interface {
+	CheckSettings(ctx context.Context) (problems []*sdk.SettingError, err error)
+}
+
 // Loaders maps a runtime to its loader; a runtime without one is "not available in this build".
 type Loaders map[Runtime]Loader
 

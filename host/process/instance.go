@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -67,47 +68,9 @@ func (dispenser) GRPCClient(ctx context.Context, b *goplugin.GRPCBroker, c *grpc
 // launch starts the plugin process, completes the handshake, serves the Host service to it and
 // starts the module in it. On any error nothing is left running.
 func (m *module) launch(ctx context.Context) (*instance, error) {
-	cmd := exec.Command(m.path)
-	// The kernel kills the plugin when the host dies, even by SIGKILL. (The signal follows the OS
-	// thread that forked; Go only ends threads of goroutines that exit while locked to them, and
-	// launch never locks one.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Env = pluginEnv(os.Environ())
-	stderr := &lineLog{log: m.log, stream: "stderr"}
-	client := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  modulepb.Handshake,
-		Plugins:          goplugin.PluginSet{modulepb.PluginName: dispenser{}},
-		Cmd:              cmd,
-		SkipHostEnv:      true,                                                        // cmd.Env has what a plugin may see of the host's environment
-		SecureConfig:     &goplugin.SecureConfig{Checksum: m.sum, Hash: sha256.New()}, // checked right before exec
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		StartTimeout:     m.opts.StartTimeout,
-		Stderr:           stderr,                                 // the process's own stderr: panics, early prints
-		SyncStderr:       stderr,                                 // os.Stderr inside the plugin after Serve
-		SyncStdout:       &lineLog{log: m.log, stream: "stdout"}, // os.Stdout after the handshake
-		Logger:           hclog.NewNullLogger(),
-		GRPCDialOptions: []grpc.DialOption{
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(modulepb.MaxMessageSize), grpc.MaxCallSendMsgSize(modulepb.MaxMessageSize)),
-			grpc.WithInitialWindowSize(modulepb.WindowSize), grpc.WithInitialConnWindowSize(modulepb.WindowSize),
-		},
-	})
-	rpc, err := client.Client()
+	in, d, err := m.connect(m.log)
 	if err != nil {
-		client.Kill()
-		return nil, m.handshakeError(err, cmd, stderr)
-	}
-	raw, err := rpc.Dispense(modulepb.PluginName)
-	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("plugin %s: %w", m.path, err)
-	}
-	d := raw.(*dispensed)
-	in := &instance{client: client, cmd: cmd, mod: modulepb.NewModuleClient(d.conn), exited: d.exited,
-		started: time.Now(), stderr: stderr, loader: m.loader}
-	if !m.loader.track(in) {
-		in.kill(errors.New("the loader is closed"))
-		return nil, fmt.Errorf("plugin %s: not started: the host is shutting down", m.path)
+		return nil, err
 	}
 	// A launch that outlives its context (the manager gave up on Start, or Stop came) leaves nothing.
 	stop := context.AfterFunc(ctx, func() { in.kill(fmt.Errorf("launch abandoned: %w", context.Cause(ctx))) })
@@ -143,6 +106,54 @@ func (m *module) launch(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("plugin %s: open the Handle stream: %s", m.path, rpcMessage(err))
 	}
 	return in, nil
+}
+
+// connect starts the plugin process and completes the go-plugin handshake (checksum checked right
+// before exec, AutoMTLS); its output goes to log. On any error nothing is left running.
+func (m *module) connect(log *slog.Logger) (*instance, *dispensed, error) {
+	cmd := exec.Command(m.path)
+	// The kernel kills the plugin when the host dies, even by SIGKILL. (The signal follows the OS
+	// thread that forked; Go only ends threads of goroutines that exit while locked to them, and
+	// launch never locks one.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Env = pluginEnv(os.Environ())
+	stderr := &lineLog{log: log, stream: "stderr"}
+	client := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  modulepb.Handshake,
+		Plugins:          goplugin.PluginSet{modulepb.PluginName: dispenser{}},
+		Cmd:              cmd,
+		SkipHostEnv:      true,                                                        // cmd.Env has what a plugin may see of the host's environment
+		SecureConfig:     &goplugin.SecureConfig{Checksum: m.sum, Hash: sha256.New()}, // checked right before exec
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     m.opts.StartTimeout,
+		Stderr:           stderr,                               // the process's own stderr: panics, early prints
+		SyncStderr:       stderr,                               // os.Stderr inside the plugin after Serve
+		SyncStdout:       &lineLog{log: log, stream: "stdout"}, // os.Stdout after the handshake
+		Logger:           hclog.NewNullLogger(),
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(modulepb.MaxMessageSize), grpc.MaxCallSendMsgSize(modulepb.MaxMessageSize)),
+			grpc.WithInitialWindowSize(modulepb.WindowSize), grpc.WithInitialConnWindowSize(modulepb.WindowSize),
+		},
+	})
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, nil, m.handshakeError(err, cmd, stderr)
+	}
+	raw, err := rpc.Dispense(modulepb.PluginName)
+	if err != nil {
+		client.Kill()
+		return nil, nil, fmt.Errorf("plugin %s: %w", m.path, err)
+	}
+	d := raw.(*dispensed)
+	in := &instance{client: client, cmd: cmd, mod: modulepb.NewModuleClient(d.conn), exited: d.exited,
+		started: time.Now(), stderr: stderr, loader: m.loader}
+	if !m.loader.track(in) {
+		in.kill(errors.New("the loader is closed"))
+		return nil, nil, fmt.Errorf("plugin %s: not started: the host is shutting down", m.path)
+	}
+	return in, d, nil
 }
 
 // handshakeError turns go-plugin's start errors, which do not say which plugin or what to do, into

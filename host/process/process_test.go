@@ -250,15 +250,17 @@ func TestPluginPanicInStartFailsTheStartAndLeavesNothing(t *testing.T) {
 	hostStillWorks(t)
 }
 
+// TestPluginConfigIsDecodedStrictly proves a plugin decodes its settings strictly, and that the mistake
+// is reported against the host's config file before anything starts (the plugin's Validate call).
 func TestPluginConfigIsDecodedStrictly(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		config map[string]any
 		want   string
 	}{
-		{"wrong type", map[string]any{"greeting": 5}, "config: modules.echo.greeting: expected a string, got integer 5"},
-		{"unknown key", map[string]any{"greting": "hi"}, "config: modules.echo.greting: unknown key"},
-		{"int from a float", map[string]any{"crashAt": 1.5}, "modules.echo.crashAt: expected an integer, got number 1.5"},
+		{"wrong type", map[string]any{"greeting": 5}, "test.yaml: modules.echo.greeting: expected a string, got integer 5"},
+		{"unknown key", map[string]any{"greting": "hi"}, "test.yaml: modules.echo.greting: unknown key"},
+		{"int from a float", map[string]any{"crashAt": 1.5}, "test.yaml: modules.echo.crashAt: expected an integer, got number 1.5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := manager(t, map[string]any{"echo": echoBlock(copyPlugin(t), tc.config)}, fast, nil)

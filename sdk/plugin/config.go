@@ -10,6 +10,7 @@ import (
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/config"
+	modulepb "github.com/kedge-io/kedge/sdk/proto"
 )
 
 // configSource names the module's config block in errors: "config: modules.echo.greeting: ...".
@@ -45,6 +46,33 @@ func validateConfig(module string, mod any) error {
 		out = append(out, &config.Error{Source: configSource, Key: key, Problem: se.Problem})
 	}
 	return errors.Join(out...)
+}
+
+// settingProblems turns what decodeConfig returned into problems keyed inside the module's block
+// ("workers", "quic.server"; "" for the block as a whole), for the host to report against its file.
+func settingProblems(module string, err error) []*modulepb.SettingProblem {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*modulepb.SettingProblem
+		for _, e := range j.Unwrap() {
+			out = append(out, settingProblems(module, e)...)
+		}
+		return out
+	}
+	var ce *config.Error
+	if !errors.As(err, &ce) {
+		return []*modulepb.SettingProblem{{Problem: err.Error()}}
+	}
+	at := "modules." + module
+	key := ""
+	if rest, ok := strings.CutPrefix(ce.Key, at+"."); ok {
+		key = rest
+	} else if ce.Key != at {
+		key = ce.Key // not under the module's block (never from decodeConfig); keep it whole
+	}
+	return []*modulepb.SettingProblem{{Key: key, Problem: ce.Problem}}
 }
 
 // parseConfig reads a JSON object into the shapes the YAML loader produces (map[string]any, []any,

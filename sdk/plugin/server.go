@@ -72,6 +72,19 @@ func (s *server) Start(ctx context.Context, req *modulepb.StartRequest) (*module
 	return &modulepb.StartResponse{ApiVersion: sdk.APIVersion, Name: s.info.Name, Group: s.info.Group, Doc: s.info.Doc, Version: s.version}, nil
 }
 
+// Validate decodes the settings into a fresh module value as Start would and runs its own check
+// (sdk.Validator), starting nothing: the host asks before anything starts (validate, startup, reload,
+// swap), then stops the plugin. Each problem comes back with its key inside the module's block.
+func (s *server) Validate(_ context.Context, req *modulepb.ValidateRequest) (*modulepb.ValidateResponse, error) {
+	if req.GetApiVersion() != sdk.APIVersion {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"plugin %s was built for module API version %s, the host speaks %s: rebuild the plugin with the host's Kedge sdk",
+			s.info.Name, sdk.APIVersion, req.GetApiVersion())
+	}
+	err := decodeConfig(req.GetModule(), req.GetConfig(), s.info.New())
+	return &modulepb.ValidateResponse{Problems: settingProblems(req.GetModule(), err)}, nil
+}
+
 // startModule turns a panic in Start into an error: the host reports it and the plugin is stopped,
 // exactly as a builtin module's panic in Start fails its start.
 func startModule(ctx context.Context, mod sdk.Module, h sdk.Host) (err error) {

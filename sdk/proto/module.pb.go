@@ -773,6 +773,163 @@ func (x *HealthResponse) GetError() string {
 	return ""
 }
 
+type ValidateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ApiVersion    string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"` // sdk.APIVersion of the host; the plugin refuses another one
+	Module        string                 `protobuf:"bytes,2,opt,name=module,proto3" json:"module,omitempty"`                           // the module's name in the host's config
+	Config        []byte                 `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`                           // the module's own settings, as in StartRequest.config
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateRequest) Reset() {
+	*x = ValidateRequest{}
+	mi := &file_module_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateRequest) ProtoMessage() {}
+
+func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_module_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
+func (*ValidateRequest) Descriptor() ([]byte, []int) {
+	return file_module_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ValidateRequest) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *ValidateRequest) GetModule() string {
+	if x != nil {
+		return x.Module
+	}
+	return ""
+}
+
+func (x *ValidateRequest) GetConfig() []byte {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type ValidateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Problems      []*SettingProblem      `protobuf:"bytes,1,rep,name=problems,proto3" json:"problems,omitempty"` // none: the settings are valid
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateResponse) Reset() {
+	*x = ValidateResponse{}
+	mi := &file_module_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateResponse) ProtoMessage() {}
+
+func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_module_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
+func (*ValidateResponse) Descriptor() ([]byte, []int) {
+	return file_module_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ValidateResponse) GetProblems() []*SettingProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+// SettingProblem is one problem with a module's settings.
+type SettingProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`         // the setting's path inside the module's block ("workers", "quic.server"); empty for the block as a whole
+	Problem       string                 `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"` // what is wrong, e.g. "must be positive, got 0"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettingProblem) Reset() {
+	*x = SettingProblem{}
+	mi := &file_module_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettingProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettingProblem) ProtoMessage() {}
+
+func (x *SettingProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_module_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettingProblem.ProtoReflect.Descriptor instead.
+func (*SettingProblem) Descriptor() ([]byte, []int) {
+	return file_module_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SettingProblem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SettingProblem) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 type GatherRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -781,7 +938,7 @@ type GatherRequest struct {
 
 func (x *GatherRequest) Reset() {
 	*x = GatherRequest{}
-	mi := &file_module_proto_msgTypes[12]
+	mi := &file_module_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +950,7 @@ func (x *GatherRequest) String() string {
 func (*GatherRequest) ProtoMessage() {}
 
 func (x *GatherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[12]
+	mi := &file_module_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +963,7 @@ func (x *GatherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatherRequest.ProtoReflect.Descriptor instead.
 func (*GatherRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{12}
+	return file_module_proto_rawDescGZIP(), []int{15}
 }
 
 type GatherResponse struct {
@@ -819,7 +976,7 @@ type GatherResponse struct {
 
 func (x *GatherResponse) Reset() {
 	*x = GatherResponse{}
-	mi := &file_module_proto_msgTypes[13]
+	mi := &file_module_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +988,7 @@ func (x *GatherResponse) String() string {
 func (*GatherResponse) ProtoMessage() {}
 
 func (x *GatherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[13]
+	mi := &file_module_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1001,7 @@ func (x *GatherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatherResponse.ProtoReflect.Descriptor instead.
 func (*GatherResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{13}
+	return file_module_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GatherResponse) GetFamilies() [][]byte {
@@ -864,7 +1021,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_module_proto_msgTypes[14]
+	mi := &file_module_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1033,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[14]
+	mi := &file_module_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1046,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{14}
+	return file_module_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SendRequest) GetTo() string {
@@ -916,7 +1073,7 @@ type SendToGroupRequest struct {
 
 func (x *SendToGroupRequest) Reset() {
 	*x = SendToGroupRequest{}
-	mi := &file_module_proto_msgTypes[15]
+	mi := &file_module_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1085,7 @@ func (x *SendToGroupRequest) String() string {
 func (*SendToGroupRequest) ProtoMessage() {}
 
 func (x *SendToGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[15]
+	mi := &file_module_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1098,7 @@ func (x *SendToGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToGroupRequest.ProtoReflect.Descriptor instead.
 func (*SendToGroupRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{15}
+	return file_module_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendToGroupRequest) GetGroup() string {
@@ -966,7 +1123,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_module_proto_msgTypes[16]
+	mi := &file_module_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1135,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[16]
+	mi := &file_module_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1148,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{16}
+	return file_module_proto_rawDescGZIP(), []int{19}
 }
 
 type SendSyncRequest struct {
@@ -1007,7 +1164,7 @@ type SendSyncRequest struct {
 
 func (x *SendSyncRequest) Reset() {
 	*x = SendSyncRequest{}
-	mi := &file_module_proto_msgTypes[17]
+	mi := &file_module_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1176,7 @@ func (x *SendSyncRequest) String() string {
 func (*SendSyncRequest) ProtoMessage() {}
 
 func (x *SendSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[17]
+	mi := &file_module_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1189,7 @@ func (x *SendSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendSyncRequest.ProtoReflect.Descriptor instead.
 func (*SendSyncRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{17}
+	return file_module_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendSyncRequest) GetTo() string {
@@ -1072,7 +1229,7 @@ type SendSyncResponse struct {
 
 func (x *SendSyncResponse) Reset() {
 	*x = SendSyncResponse{}
-	mi := &file_module_proto_msgTypes[18]
+	mi := &file_module_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1241,7 @@ func (x *SendSyncResponse) String() string {
 func (*SendSyncResponse) ProtoMessage() {}
 
 func (x *SendSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[18]
+	mi := &file_module_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1254,7 @@ func (x *SendSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendSyncResponse.ProtoReflect.Descriptor instead.
 func (*SendSyncResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{18}
+	return file_module_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendSyncResponse) GetReply() *Message {
@@ -1116,7 +1273,7 @@ type ReplyRequest struct {
 
 func (x *ReplyRequest) Reset() {
 	*x = ReplyRequest{}
-	mi := &file_module_proto_msgTypes[19]
+	mi := &file_module_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1285,7 @@ func (x *ReplyRequest) String() string {
 func (*ReplyRequest) ProtoMessage() {}
 
 func (x *ReplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[19]
+	mi := &file_module_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1298,7 @@ func (x *ReplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyRequest.ProtoReflect.Descriptor instead.
 func (*ReplyRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{19}
+	return file_module_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReplyRequest) GetMessage() *Message {
@@ -1162,7 +1319,7 @@ type Key struct {
 
 func (x *Key) Reset() {
 	*x = Key{}
-	mi := &file_module_proto_msgTypes[20]
+	mi := &file_module_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1331,7 @@ func (x *Key) String() string {
 func (*Key) ProtoMessage() {}
 
 func (x *Key) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[20]
+	mi := &file_module_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1344,7 @@ func (x *Key) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Key.ProtoReflect.Descriptor instead.
 func (*Key) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{20}
+	return file_module_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Key) GetType() string {
@@ -1223,7 +1380,7 @@ type Object struct {
 
 func (x *Object) Reset() {
 	*x = Object{}
-	mi := &file_module_proto_msgTypes[21]
+	mi := &file_module_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1392,7 @@ func (x *Object) String() string {
 func (*Object) ProtoMessage() {}
 
 func (x *Object) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[21]
+	mi := &file_module_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1405,7 @@ func (x *Object) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Object.ProtoReflect.Descriptor instead.
 func (*Object) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{21}
+	return file_module_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Object) GetKey() *Key {
@@ -1289,7 +1446,7 @@ type PutResult struct {
 
 func (x *PutResult) Reset() {
 	*x = PutResult{}
-	mi := &file_module_proto_msgTypes[22]
+	mi := &file_module_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1458,7 @@ func (x *PutResult) String() string {
 func (*PutResult) ProtoMessage() {}
 
 func (x *PutResult) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[22]
+	mi := &file_module_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1471,7 @@ func (x *PutResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResult.ProtoReflect.Descriptor instead.
 func (*PutResult) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{22}
+	return file_module_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PutResult) GetApplied() bool {
@@ -1340,7 +1497,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_module_proto_msgTypes[23]
+	mi := &file_module_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1509,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[23]
+	mi := &file_module_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1522,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{23}
+	return file_module_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRequest) GetKey() *Key {
@@ -1384,7 +1541,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_module_proto_msgTypes[24]
+	mi := &file_module_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1553,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[24]
+	mi := &file_module_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1566,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{24}
+	return file_module_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetResponse) GetObject() *Object {
@@ -1428,7 +1585,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_module_proto_msgTypes[25]
+	mi := &file_module_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1597,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[25]
+	mi := &file_module_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1610,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{25}
+	return file_module_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutRequest) GetObject() *Object {
@@ -1472,7 +1629,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_module_proto_msgTypes[26]
+	mi := &file_module_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1641,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[26]
+	mi := &file_module_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1654,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{26}
+	return file_module_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutResponse) GetResult() *PutResult {
@@ -1516,7 +1673,7 @@ type PutBatchRequest struct {
 
 func (x *PutBatchRequest) Reset() {
 	*x = PutBatchRequest{}
-	mi := &file_module_proto_msgTypes[27]
+	mi := &file_module_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1685,7 @@ func (x *PutBatchRequest) String() string {
 func (*PutBatchRequest) ProtoMessage() {}
 
 func (x *PutBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[27]
+	mi := &file_module_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1698,7 @@ func (x *PutBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBatchRequest.ProtoReflect.Descriptor instead.
 func (*PutBatchRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{27}
+	return file_module_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutBatchRequest) GetObjects() []*Object {
@@ -1560,7 +1717,7 @@ type PutBatchResponse struct {
 
 func (x *PutBatchResponse) Reset() {
 	*x = PutBatchResponse{}
-	mi := &file_module_proto_msgTypes[28]
+	mi := &file_module_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1729,7 @@ func (x *PutBatchResponse) String() string {
 func (*PutBatchResponse) ProtoMessage() {}
 
 func (x *PutBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[28]
+	mi := &file_module_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1742,7 @@ func (x *PutBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBatchResponse.ProtoReflect.Descriptor instead.
 func (*PutBatchResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{28}
+	return file_module_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutBatchResponse) GetResults() []*PutResult {
@@ -1606,7 +1763,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_module_proto_msgTypes[29]
+	mi := &file_module_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1775,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[29]
+	mi := &file_module_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1788,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{29}
+	return file_module_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListRequest) GetType() string {
@@ -1664,7 +1821,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_module_proto_msgTypes[30]
+	mi := &file_module_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1833,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[30]
+	mi := &file_module_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1846,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{30}
+	return file_module_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListResponse) GetObjects() []*Object {
@@ -1708,7 +1865,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_module_proto_msgTypes[31]
+	mi := &file_module_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1877,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[31]
+	mi := &file_module_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1890,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{31}
+	return file_module_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteRequest) GetKey() *Key {
@@ -1752,7 +1909,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_module_proto_msgTypes[32]
+	mi := &file_module_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1921,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[32]
+	mi := &file_module_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1934,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{32}
+	return file_module_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteResponse) GetExisted() bool {
@@ -1806,7 +1963,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_module_proto_msgTypes[33]
+	mi := &file_module_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1975,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[33]
+	mi := &file_module_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1988,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{33}
+	return file_module_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Attr) GetKey() string {
@@ -1969,7 +2126,7 @@ type LogRecord struct {
 
 func (x *LogRecord) Reset() {
 	*x = LogRecord{}
-	mi := &file_module_proto_msgTypes[34]
+	mi := &file_module_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2138,7 @@ func (x *LogRecord) String() string {
 func (*LogRecord) ProtoMessage() {}
 
 func (x *LogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[34]
+	mi := &file_module_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2151,7 @@ func (x *LogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
 func (*LogRecord) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{34}
+	return file_module_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LogRecord) GetTimeUnixNano() int64 {
@@ -2035,7 +2192,7 @@ type LogRequest struct {
 
 func (x *LogRequest) Reset() {
 	*x = LogRequest{}
-	mi := &file_module_proto_msgTypes[35]
+	mi := &file_module_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2204,7 @@ func (x *LogRequest) String() string {
 func (*LogRequest) ProtoMessage() {}
 
 func (x *LogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[35]
+	mi := &file_module_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2217,7 @@ func (x *LogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRequest.ProtoReflect.Descriptor instead.
 func (*LogRequest) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{35}
+	return file_module_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LogRequest) GetRecords() []*LogRecord {
@@ -2085,7 +2242,7 @@ type LogResponse struct {
 
 func (x *LogResponse) Reset() {
 	*x = LogResponse{}
-	mi := &file_module_proto_msgTypes[36]
+	mi := &file_module_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2254,7 @@ func (x *LogResponse) String() string {
 func (*LogResponse) ProtoMessage() {}
 
 func (x *LogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_module_proto_msgTypes[36]
+	mi := &file_module_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2267,7 @@ func (x *LogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogResponse.ProtoReflect.Descriptor instead.
 func (*LogResponse) Descriptor() ([]byte, []int) {
-	return file_module_proto_rawDescGZIP(), []int{36}
+	return file_module_proto_rawDescGZIP(), []int{39}
 }
 
 var File_module_proto protoreflect.FileDescriptor
@@ -2170,7 +2327,17 @@ const file_module_proto_rawDesc = "" +
 	"\fStopResponse\"\x0f\n" +
 	"\rHealthRequest\"&\n" +
 	"\x0eHealthResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"\x0f\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"b\n" +
+	"\x0fValidateRequest\x12\x1f\n" +
+	"\vapi_version\x18\x01 \x01(\tR\n" +
+	"apiVersion\x12\x16\n" +
+	"\x06module\x18\x02 \x01(\tR\x06module\x12\x16\n" +
+	"\x06config\x18\x03 \x01(\fR\x06config\"O\n" +
+	"\x10ValidateResponse\x12;\n" +
+	"\bproblems\x18\x01 \x03(\v2\x1f.kedge.module.v1.SettingProblemR\bproblems\"<\n" +
+	"\x0eSettingProblem\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aproblem\x18\x02 \x01(\tR\aproblem\"\x0f\n" +
 	"\rGatherRequest\",\n" +
 	"\x0eGatherResponse\x12\x1a\n" +
 	"\bfamilies\x18\x01 \x03(\fR\bfamilies\"Q\n" +
@@ -2248,13 +2415,14 @@ const file_module_proto_rawDesc = "" +
 	"LogRequest\x124\n" +
 	"\arecords\x18\x01 \x03(\v2\x1a.kedge.module.v1.LogRecordR\arecords\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"\r\n" +
-	"\vLogResponse2\xfa\x02\n" +
+	"\vLogResponse2\xcb\x03\n" +
 	"\x06Module\x12F\n" +
 	"\x05Start\x12\x1d.kedge.module.v1.StartRequest\x1a\x1e.kedge.module.v1.StartResponse\x12M\n" +
 	"\x06Handle\x12\x1e.kedge.module.v1.HandleRequest\x1a\x1f.kedge.module.v1.HandleResponse(\x010\x01\x12C\n" +
 	"\x04Stop\x12\x1c.kedge.module.v1.StopRequest\x1a\x1d.kedge.module.v1.StopResponse\x12I\n" +
 	"\x06Health\x12\x1e.kedge.module.v1.HealthRequest\x1a\x1f.kedge.module.v1.HealthResponse\x12I\n" +
-	"\x06Gather\x12\x1e.kedge.module.v1.GatherRequest\x1a\x1f.kedge.module.v1.GatherResponse2\xdd\x05\n" +
+	"\x06Gather\x12\x1e.kedge.module.v1.GatherRequest\x1a\x1f.kedge.module.v1.GatherResponse\x12O\n" +
+	"\bValidate\x12 .kedge.module.v1.ValidateRequest\x1a!.kedge.module.v1.ValidateResponse2\xdd\x05\n" +
 	"\x04Host\x12C\n" +
 	"\x04Send\x12\x1c.kedge.module.v1.SendRequest\x1a\x1d.kedge.module.v1.SendResponse\x12Q\n" +
 	"\vSendToGroup\x12#.kedge.module.v1.SendToGroupRequest\x1a\x1d.kedge.module.v1.SendResponse\x12O\n" +
@@ -2280,7 +2448,7 @@ func file_module_proto_rawDescGZIP() []byte {
 }
 
 var file_module_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_module_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_module_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_module_proto_goTypes = []any{
 	(Outgoing_Kind)(0),         // 0: kedge.module.v1.Outgoing.Kind
 	(*Message)(nil),            // 1: kedge.module.v1.Message
@@ -2295,31 +2463,34 @@ var file_module_proto_goTypes = []any{
 	(*StopResponse)(nil),       // 10: kedge.module.v1.StopResponse
 	(*HealthRequest)(nil),      // 11: kedge.module.v1.HealthRequest
 	(*HealthResponse)(nil),     // 12: kedge.module.v1.HealthResponse
-	(*GatherRequest)(nil),      // 13: kedge.module.v1.GatherRequest
-	(*GatherResponse)(nil),     // 14: kedge.module.v1.GatherResponse
-	(*SendRequest)(nil),        // 15: kedge.module.v1.SendRequest
-	(*SendToGroupRequest)(nil), // 16: kedge.module.v1.SendToGroupRequest
-	(*SendResponse)(nil),       // 17: kedge.module.v1.SendResponse
-	(*SendSyncRequest)(nil),    // 18: kedge.module.v1.SendSyncRequest
-	(*SendSyncResponse)(nil),   // 19: kedge.module.v1.SendSyncResponse
-	(*ReplyRequest)(nil),       // 20: kedge.module.v1.ReplyRequest
-	(*Key)(nil),                // 21: kedge.module.v1.Key
-	(*Object)(nil),             // 22: kedge.module.v1.Object
-	(*PutResult)(nil),          // 23: kedge.module.v1.PutResult
-	(*GetRequest)(nil),         // 24: kedge.module.v1.GetRequest
-	(*GetResponse)(nil),        // 25: kedge.module.v1.GetResponse
-	(*PutRequest)(nil),         // 26: kedge.module.v1.PutRequest
-	(*PutResponse)(nil),        // 27: kedge.module.v1.PutResponse
-	(*PutBatchRequest)(nil),    // 28: kedge.module.v1.PutBatchRequest
-	(*PutBatchResponse)(nil),   // 29: kedge.module.v1.PutBatchResponse
-	(*ListRequest)(nil),        // 30: kedge.module.v1.ListRequest
-	(*ListResponse)(nil),       // 31: kedge.module.v1.ListResponse
-	(*DeleteRequest)(nil),      // 32: kedge.module.v1.DeleteRequest
-	(*DeleteResponse)(nil),     // 33: kedge.module.v1.DeleteResponse
-	(*Attr)(nil),               // 34: kedge.module.v1.Attr
-	(*LogRecord)(nil),          // 35: kedge.module.v1.LogRecord
-	(*LogRequest)(nil),         // 36: kedge.module.v1.LogRequest
-	(*LogResponse)(nil),        // 37: kedge.module.v1.LogResponse
+	(*ValidateRequest)(nil),    // 13: kedge.module.v1.ValidateRequest
+	(*ValidateResponse)(nil),   // 14: kedge.module.v1.ValidateResponse
+	(*SettingProblem)(nil),     // 15: kedge.module.v1.SettingProblem
+	(*GatherRequest)(nil),      // 16: kedge.module.v1.GatherRequest
+	(*GatherResponse)(nil),     // 17: kedge.module.v1.GatherResponse
+	(*SendRequest)(nil),        // 18: kedge.module.v1.SendRequest
+	(*SendToGroupRequest)(nil), // 19: kedge.module.v1.SendToGroupRequest
+	(*SendResponse)(nil),       // 20: kedge.module.v1.SendResponse
+	(*SendSyncRequest)(nil),    // 21: kedge.module.v1.SendSyncRequest
+	(*SendSyncResponse)(nil),   // 22: kedge.module.v1.SendSyncResponse
+	(*ReplyRequest)(nil),       // 23: kedge.module.v1.ReplyRequest
+	(*Key)(nil),                // 24: kedge.module.v1.Key
+	(*Object)(nil),             // 25: kedge.module.v1.Object
+	(*PutResult)(nil),          // 26: kedge.module.v1.PutResult
+	(*GetRequest)(nil),         // 27: kedge.module.v1.GetRequest
+	(*GetResponse)(nil),        // 28: kedge.module.v1.GetResponse
+	(*PutRequest)(nil),         // 29: kedge.module.v1.PutRequest
+	(*PutResponse)(nil),        // 30: kedge.module.v1.PutResponse
+	(*PutBatchRequest)(nil),    // 31: kedge.module.v1.PutBatchRequest
+	(*PutBatchResponse)(nil),   // 32: kedge.module.v1.PutBatchResponse
+	(*ListRequest)(nil),        // 33: kedge.module.v1.ListRequest
+	(*ListResponse)(nil),       // 34: kedge.module.v1.ListResponse
+	(*DeleteRequest)(nil),      // 35: kedge.module.v1.DeleteRequest
+	(*DeleteResponse)(nil),     // 36: kedge.module.v1.DeleteResponse
+	(*Attr)(nil),               // 37: kedge.module.v1.Attr
+	(*LogRecord)(nil),          // 38: kedge.module.v1.LogRecord
+	(*LogRequest)(nil),         // 39: kedge.module.v1.LogRequest
+	(*LogResponse)(nil),        // 40: kedge.module.v1.LogResponse
 }
 var file_module_proto_depIdxs = []int32{
 	2,  // 0: kedge.module.v1.Message.header:type_name -> kedge.module.v1.Header
@@ -2328,58 +2499,61 @@ var file_module_proto_depIdxs = []int32{
 	0,  // 3: kedge.module.v1.Outgoing.kind:type_name -> kedge.module.v1.Outgoing.Kind
 	1,  // 4: kedge.module.v1.Outgoing.message:type_name -> kedge.module.v1.Message
 	7,  // 5: kedge.module.v1.HandleResponse.out:type_name -> kedge.module.v1.Outgoing
-	1,  // 6: kedge.module.v1.SendRequest.message:type_name -> kedge.module.v1.Message
-	1,  // 7: kedge.module.v1.SendToGroupRequest.message:type_name -> kedge.module.v1.Message
-	1,  // 8: kedge.module.v1.SendSyncRequest.message:type_name -> kedge.module.v1.Message
-	7,  // 9: kedge.module.v1.SendSyncRequest.flush:type_name -> kedge.module.v1.Outgoing
-	1,  // 10: kedge.module.v1.SendSyncResponse.reply:type_name -> kedge.module.v1.Message
-	1,  // 11: kedge.module.v1.ReplyRequest.message:type_name -> kedge.module.v1.Message
-	21, // 12: kedge.module.v1.Object.key:type_name -> kedge.module.v1.Key
-	21, // 13: kedge.module.v1.GetRequest.key:type_name -> kedge.module.v1.Key
-	22, // 14: kedge.module.v1.GetResponse.object:type_name -> kedge.module.v1.Object
-	22, // 15: kedge.module.v1.PutRequest.object:type_name -> kedge.module.v1.Object
-	23, // 16: kedge.module.v1.PutResponse.result:type_name -> kedge.module.v1.PutResult
-	22, // 17: kedge.module.v1.PutBatchRequest.objects:type_name -> kedge.module.v1.Object
-	23, // 18: kedge.module.v1.PutBatchResponse.results:type_name -> kedge.module.v1.PutResult
-	22, // 19: kedge.module.v1.ListResponse.objects:type_name -> kedge.module.v1.Object
-	21, // 20: kedge.module.v1.DeleteRequest.key:type_name -> kedge.module.v1.Key
-	34, // 21: kedge.module.v1.LogRecord.attrs:type_name -> kedge.module.v1.Attr
-	35, // 22: kedge.module.v1.LogRequest.records:type_name -> kedge.module.v1.LogRecord
-	4,  // 23: kedge.module.v1.Module.Start:input_type -> kedge.module.v1.StartRequest
-	6,  // 24: kedge.module.v1.Module.Handle:input_type -> kedge.module.v1.HandleRequest
-	9,  // 25: kedge.module.v1.Module.Stop:input_type -> kedge.module.v1.StopRequest
-	11, // 26: kedge.module.v1.Module.Health:input_type -> kedge.module.v1.HealthRequest
-	13, // 27: kedge.module.v1.Module.Gather:input_type -> kedge.module.v1.GatherRequest
-	15, // 28: kedge.module.v1.Host.Send:input_type -> kedge.module.v1.SendRequest
-	16, // 29: kedge.module.v1.Host.SendToGroup:input_type -> kedge.module.v1.SendToGroupRequest
-	18, // 30: kedge.module.v1.Host.SendSync:input_type -> kedge.module.v1.SendSyncRequest
-	20, // 31: kedge.module.v1.Host.Reply:input_type -> kedge.module.v1.ReplyRequest
-	24, // 32: kedge.module.v1.Host.Get:input_type -> kedge.module.v1.GetRequest
-	26, // 33: kedge.module.v1.Host.Put:input_type -> kedge.module.v1.PutRequest
-	28, // 34: kedge.module.v1.Host.PutBatch:input_type -> kedge.module.v1.PutBatchRequest
-	30, // 35: kedge.module.v1.Host.List:input_type -> kedge.module.v1.ListRequest
-	32, // 36: kedge.module.v1.Host.Delete:input_type -> kedge.module.v1.DeleteRequest
-	36, // 37: kedge.module.v1.Host.Log:input_type -> kedge.module.v1.LogRequest
-	5,  // 38: kedge.module.v1.Module.Start:output_type -> kedge.module.v1.StartResponse
-	8,  // 39: kedge.module.v1.Module.Handle:output_type -> kedge.module.v1.HandleResponse
-	10, // 40: kedge.module.v1.Module.Stop:output_type -> kedge.module.v1.StopResponse
-	12, // 41: kedge.module.v1.Module.Health:output_type -> kedge.module.v1.HealthResponse
-	14, // 42: kedge.module.v1.Module.Gather:output_type -> kedge.module.v1.GatherResponse
-	17, // 43: kedge.module.v1.Host.Send:output_type -> kedge.module.v1.SendResponse
-	17, // 44: kedge.module.v1.Host.SendToGroup:output_type -> kedge.module.v1.SendResponse
-	19, // 45: kedge.module.v1.Host.SendSync:output_type -> kedge.module.v1.SendSyncResponse
-	17, // 46: kedge.module.v1.Host.Reply:output_type -> kedge.module.v1.SendResponse
-	25, // 47: kedge.module.v1.Host.Get:output_type -> kedge.module.v1.GetResponse
-	27, // 48: kedge.module.v1.Host.Put:output_type -> kedge.module.v1.PutResponse
-	29, // 49: kedge.module.v1.Host.PutBatch:output_type -> kedge.module.v1.PutBatchResponse
-	31, // 50: kedge.module.v1.Host.List:output_type -> kedge.module.v1.ListResponse
-	33, // 51: kedge.module.v1.Host.Delete:output_type -> kedge.module.v1.DeleteResponse
-	37, // 52: kedge.module.v1.Host.Log:output_type -> kedge.module.v1.LogResponse
-	38, // [38:53] is the sub-list for method output_type
-	23, // [23:38] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	15, // 6: kedge.module.v1.ValidateResponse.problems:type_name -> kedge.module.v1.SettingProblem
+	1,  // 7: kedge.module.v1.SendRequest.message:type_name -> kedge.module.v1.Message
+	1,  // 8: kedge.module.v1.SendToGroupRequest.message:type_name -> kedge.module.v1.Message
+	1,  // 9: kedge.module.v1.SendSyncRequest.message:type_name -> kedge.module.v1.Message
+	7,  // 10: kedge.module.v1.SendSyncRequest.flush:type_name -> kedge.module.v1.Outgoing
+	1,  // 11: kedge.module.v1.SendSyncResponse.reply:type_name -> kedge.module.v1.Message
+	1,  // 12: kedge.module.v1.ReplyRequest.message:type_name -> kedge.module.v1.Message
+	24, // 13: kedge.module.v1.Object.key:type_name -> kedge.module.v1.Key
+	24, // 14: kedge.module.v1.GetRequest.key:type_name -> kedge.module.v1.Key
+	25, // 15: kedge.module.v1.GetResponse.object:type_name -> kedge.module.v1.Object
+	25, // 16: kedge.module.v1.PutRequest.object:type_name -> kedge.module.v1.Object
+	26, // 17: kedge.module.v1.PutResponse.result:type_name -> kedge.module.v1.PutResult
+	25, // 18: kedge.module.v1.PutBatchRequest.objects:type_name -> kedge.module.v1.Object
+	26, // 19: kedge.module.v1.PutBatchResponse.results:type_name -> kedge.module.v1.PutResult
+	25, // 20: kedge.module.v1.ListResponse.objects:type_name -> kedge.module.v1.Object
+	24, // 21: kedge.module.v1.DeleteRequest.key:type_name -> kedge.module.v1.Key
+	37, // 22: kedge.module.v1.LogRecord.attrs:type_name -> kedge.module.v1.Attr
+	38, // 23: kedge.module.v1.LogRequest.records:type_name -> kedge.module.v1.LogRecord
+	4,  // 24: kedge.module.v1.Module.Start:input_type -> kedge.module.v1.StartRequest
+	6,  // 25: kedge.module.v1.Module.Handle:input_type -> kedge.module.v1.HandleRequest
+	9,  // 26: kedge.module.v1.Module.Stop:input_type -> kedge.module.v1.StopRequest
+	11, // 27: kedge.module.v1.Module.Health:input_type -> kedge.module.v1.HealthRequest
+	16, // 28: kedge.module.v1.Module.Gather:input_type -> kedge.module.v1.GatherRequest
+	13, // 29: kedge.module.v1.Module.Validate:input_type -> kedge.module.v1.ValidateRequest
+	18, // 30: kedge.module.v1.Host.Send:input_type -> kedge.module.v1.SendRequest
+	19, // 31: kedge.module.v1.Host.SendToGroup:input_type -> kedge.module.v1.SendToGroupRequest
+	21, // 32: kedge.module.v1.Host.SendSync:input_type -> kedge.module.v1.SendSyncRequest
+	23, // 33: kedge.module.v1.Host.Reply:input_type -> kedge.module.v1.ReplyRequest
+	27, // 34: kedge.module.v1.Host.Get:input_type -> kedge.module.v1.GetRequest
+	29, // 35: kedge.module.v1.Host.Put:input_type -> kedge.module.v1.PutRequest
+	31, // 36: kedge.module.v1.Host.PutBatch:input_type -> kedge.module.v1.PutBatchRequest
+	33, // 37: kedge.module.v1.Host.List:input_type -> kedge.module.v1.ListRequest
+	35, // 38: kedge.module.v1.Host.Delete:input_type -> kedge.module.v1.DeleteRequest
+	39, // 39: kedge.module.v1.Host.Log:input_type -> kedge.module.v1.LogRequest
+	5,  // 40: kedge.module.v1.Module.Start:output_type -> kedge.module.v1.StartResponse
+	8,  // 41: kedge.module.v1.Module.Handle:output_type -> kedge.module.v1.HandleResponse
+	10, // 42: kedge.module.v1.Module.Stop:output_type -> kedge.module.v1.StopResponse
+	12, // 43: kedge.module.v1.Module.Health:output_type -> kedge.module.v1.HealthResponse
+	17, // 44: kedge.module.v1.Module.Gather:output_type -> kedge.module.v1.GatherResponse
+	14, // 45: kedge.module.v1.Module.Validate:output_type -> kedge.module.v1.ValidateResponse
+	20, // 46: kedge.module.v1.Host.Send:output_type -> kedge.module.v1.SendResponse
+	20, // 47: kedge.module.v1.Host.SendToGroup:output_type -> kedge.module.v1.SendResponse
+	22, // 48: kedge.module.v1.Host.SendSync:output_type -> kedge.module.v1.SendSyncResponse
+	20, // 49: kedge.module.v1.Host.Reply:output_type -> kedge.module.v1.SendResponse
+	28, // 50: kedge.module.v1.Host.Get:output_type -> kedge.module.v1.GetResponse
+	30, // 51: kedge.module.v1.Host.Put:output_type -> kedge.module.v1.PutResponse
+	32, // 52: kedge.module.v1.Host.PutBatch:output_type -> kedge.module.v1.PutBatchResponse
+	34, // 53: kedge.module.v1.Host.List:output_type -> kedge.module.v1.ListResponse
+	36, // 54: kedge.module.v1.Host.Delete:output_type -> kedge.module.v1.DeleteResponse
+	40, // 55: kedge.module.v1.Host.Log:output_type -> kedge.module.v1.LogResponse
+	40, // [40:56] is the sub-list for method output_type
+	24, // [24:40] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_module_proto_init() }
@@ -2387,7 +2561,7 @@ func file_module_proto_init() {
 	if File_module_proto != nil {
 		return
 	}
-	file_module_proto_msgTypes[33].OneofWrappers = []any{
+	file_module_proto_msgTypes[36].OneofWrappers = []any{
 		(*Attr_Str)(nil),
 		(*Attr_Int)(nil),
 		(*Attr_Uint)(nil),
@@ -2402,7 +2576,7 @@ func file_module_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_module_proto_rawDesc), len(file_module_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

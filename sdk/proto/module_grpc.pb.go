@@ -25,11 +25,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Module_Start_FullMethodName  = "/kedge.module.v1.Module/Start"
-	Module_Handle_FullMethodName = "/kedge.module.v1.Module/Handle"
-	Module_Stop_FullMethodName   = "/kedge.module.v1.Module/Stop"
-	Module_Health_FullMethodName = "/kedge.module.v1.Module/Health"
-	Module_Gather_FullMethodName = "/kedge.module.v1.Module/Gather"
+	Module_Start_FullMethodName    = "/kedge.module.v1.Module/Start"
+	Module_Handle_FullMethodName   = "/kedge.module.v1.Module/Handle"
+	Module_Stop_FullMethodName     = "/kedge.module.v1.Module/Stop"
+	Module_Health_FullMethodName   = "/kedge.module.v1.Module/Health"
+	Module_Gather_FullMethodName   = "/kedge.module.v1.Module/Gather"
+	Module_Validate_FullMethodName = "/kedge.module.v1.Module/Validate"
 )
 
 // ModuleClient is the client API for Module service.
@@ -47,6 +48,11 @@ type ModuleClient interface {
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	Gather(ctx context.Context, in *GatherRequest, opts ...grpc.CallOption) (*GatherResponse, error)
+	// Validate decodes settings as Start would and runs the module's own check of them (sdk.Validator)
+	// on a fresh module value, starting nothing: `edgecore validate` / `cloudcore validate` and the
+	// host's startup launch the plugin for this call alone, then stop it. A plugin built before this
+	// call existed answers Unimplemented; its settings are then checked when it starts.
+	Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error)
 }
 
 type moduleClient struct {
@@ -110,6 +116,16 @@ func (c *moduleClient) Gather(ctx context.Context, in *GatherRequest, opts ...gr
 	return out, nil
 }
 
+func (c *moduleClient) Validate(ctx context.Context, in *ValidateRequest, opts ...grpc.CallOption) (*ValidateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ValidateResponse)
+	err := c.cc.Invoke(ctx, Module_Validate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ModuleServer is the server API for Module service.
 // All implementations must embed UnimplementedModuleServer
 // for forward compatibility.
@@ -125,6 +141,11 @@ type ModuleServer interface {
 	Stop(context.Context, *StopRequest) (*StopResponse, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	Gather(context.Context, *GatherRequest) (*GatherResponse, error)
+	// Validate decodes settings as Start would and runs the module's own check of them (sdk.Validator)
+	// on a fresh module value, starting nothing: `edgecore validate` / `cloudcore validate` and the
+	// host's startup launch the plugin for this call alone, then stop it. A plugin built before this
+	// call existed answers Unimplemented; its settings are then checked when it starts.
+	Validate(context.Context, *ValidateRequest) (*ValidateResponse, error)
 	mustEmbedUnimplementedModuleServer()
 }
 
@@ -149,6 +170,9 @@ func (UnimplementedModuleServer) Health(context.Context, *HealthRequest) (*Healt
 }
 func (UnimplementedModuleServer) Gather(context.Context, *GatherRequest) (*GatherResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Gather not implemented")
+}
+func (UnimplementedModuleServer) Validate(context.Context, *ValidateRequest) (*ValidateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Validate not implemented")
 }
 func (UnimplementedModuleServer) mustEmbedUnimplementedModuleServer() {}
 func (UnimplementedModuleServer) testEmbeddedByValue()                {}
@@ -250,6 +274,24 @@ func _Module_Gather_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Module_Validate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ValidateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModuleServer).Validate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Module_Validate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModuleServer).Validate(ctx, req.(*ValidateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Module_ServiceDesc is the grpc.ServiceDesc for Module service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +314,10 @@ var Module_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Gather",
 			Handler:    _Module_Gather_Handler,
+		},
+		{
+			MethodName: "Validate",
+			Handler:    _Module_Validate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -95,7 +95,7 @@ func READMEConfig(readme []byte, info sdk.Info) (updated []byte, changed bool, e
 	case start < 0 && end < 0:
 		fence := "```yaml\nmodules:\n  " + info.Name + ":\n"
 		if start = strings.Index(text, fence); start < 0 { // no block yet: a Config section at the end
-			out := strings.TrimRight(text, "\n") + "\n\n## Config\n\n" + block + "\n"
+			out := strings.TrimRight(text, "\n") + "\n\n## Configuration\n\n" + block + "\n"
 			return []byte(out), true, nil
 		}
 		close := strings.Index(text[start+len(fence):], "```")

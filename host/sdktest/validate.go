@@ -3,6 +3,7 @@ package sdktest
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -38,4 +39,43 @@ func plan(path string, info sdk.Info) error {
 	info.Requires = nil // the module alone: its requirements are not the point
 	_, err = modules.Plan(path, tree, nil, []sdk.Info{info}, nil)
 	return err
+}
+
+// SettingCase is one row of a module's table of bad settings: Settings (the keys set in the module's
+// block, the rest keep their defaults) must fail validation at Key, a setting's path inside the block
+// ("workers", "leaderElection.renewDeadline"), with a problem containing Problem.
+type SettingCase struct {
+	Name     string
+	Settings map[string]any
+	Key      string
+	Problem  string
+}
+
+// Case is one row of a table of bad settings (a SettingCase without field names, which go vet asks
+// for in a literal of another package's struct).
+func Case(name string, settings map[string]any, key, problem string) SettingCase {
+	return SettingCase{Name: name, Settings: settings, Key: key, Problem: problem}
+}
+
+// ValidateSettings runs a module's table of bad settings: the module registered as name must pass
+// validation with its defaults, and each case must fail it (one subtest each) with
+// "<file>: modules.<name>.<Key>: <Problem...>" — the line `edgecore validate` and startup print.
+func ValidateSettings(t *testing.T, name string, cases []SettingCase) {
+	t.Helper()
+	info, ok := sdk.Lookup(name)
+	if !ok {
+		t.Fatalf("sdktest: module %s is not registered", name)
+	}
+	if _, err := Validate(t, info, nil); err != nil {
+		t.Fatalf("the defaults of %s are refused: %v", name, err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			path, err := Validate(t, info, tc.Settings)
+			want := path + ": modules." + name + "." + tc.Key + ": " + tc.Problem
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("got %v\nwant an error containing %q", err, want)
+			}
+		})
+	}
 }

@@ -109,3 +109,29 @@ func TestPluginChecksItsSettingsWithItsValidatorBeforeStart(t *testing.T) {
 		t.Fatalf("valid settings refused: %v", err)
 	}
 }
+
+// TestSettingProblemsKeyEachProblemInsideTheModulesBlock proves what the Validate RPC answers: each
+// problem of the strict decode or of the module's Validator with its key inside the module's block
+// (the host prefixes its file and "modules.<name>."), a problem with the block as a whole with none.
+func TestSettingProblemsKeyEachProblemInsideTheModulesBlock(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw string
+		want      []string // key=problem
+	}{
+		{"valid", `{"workers": 2}`, nil},
+		{"validator, two problems", `{"workers": 0}`, []string{"workers=must be positive, got 0", "=the block is odd"}},
+		{"unknown key", `{"wokers": 2}`, []string{"wokers=unknown key (known keys: workers)"}},
+		{"wrong type", `{"workers": "many"}`, []string{`workers=expected an integer, got string "many"`}},
+		{"not JSON", `{`, []string{"=settings are not valid JSON: unexpected EOF"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range settingProblems("demo", decodeConfig("demo", []byte(tc.raw), &checked{Workers: 1})) {
+				got = append(got, p.GetKey()+"="+p.GetProblem())
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}

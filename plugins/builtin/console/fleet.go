@@ -223,6 +223,7 @@ type Row struct {
 	LinkSince  string
 	Heartbeat  string
 	Version    string
+	Edge       EdgeReport // what the node reported (its inventory annotation)
 	Labels     string
 	Replica    string // the cloudcore replica holding the node (its ownership Lease)
 	Reconnects int    // reconnects this replica saw in the last hour
@@ -323,7 +324,7 @@ func (f *fleet) view(sel labels.Selector, u *user, page int, label string) Fleet
 	out.Rows = out.Rows[lo:hi]
 	for i := range out.Rows { // the details only for the rows shown: a page costs its rows, not the fleet
 		r, n := &out.Rows[i], out.Rows[i].node
-		r.Version, r.Labels = n.Status.NodeInfo.KubeletVersion, labelString(n.Labels)
+		r.Version, r.Labels, r.Edge = n.Status.NodeInfo.KubeletVersion, labelString(n.Labels), edgeReport(n)
 		if u.Leases {
 			r.Replica, _ = f.holder(n.Name)
 		}

@@ -95,7 +95,7 @@ func startRolloutCloud(t *testing.T, node, regDir string) *rolloutCloud {
 			if msg.IsReply() {
 				continue // the edge's acknowledgement of a downstream message
 			}
-			if msg.Route.Group == "plugin" {
+			if msg.Route.Group == "plugin" && strings.Contains(msg.Route.Resource, "/pluginstatus/") { // not the node's inventory (kedge/nodeinventory/<node>)
 				rep := map[string]any{}
 				if err := msg.DecodeContent(&rep); err != nil {
 					t.Errorf("pluginstatus report content: %v", err)

@@ -1,9 +1,10 @@
 // Package pluginmanager installs plugins on the edge as PluginRollouts ask: it fetches the signed
 // plugin index from the registry (mutual TLS with the node certificate), verifies the plugin against
-// the pinned registry keys, installs it into its plugins folder, hot-swaps the module through
-// edgecore's control socket, checks it stays healthy, and reports each step to the cloud. A failed
-// swap or health check goes back to the module's last good version, which is kept on disk and in
-// the store so a node rebooted while offline runs it again.
+// the pinned registry keys, installs it into its plugins folder, hot-swaps the module through its
+// host handle (or edgecore's control socket), checks it stays healthy, and reports each step to the
+// cloud. A failed swap or health check goes back to the module's last good version, which is kept on
+// disk and in the store so a node rebooted while offline runs it again. It also reports the node's
+// inventory (modules, outbox depth, version, class) for the fleet console (inventory.go).
 package pluginmanager
 
 import (
@@ -183,7 +184,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.life, m.cancel = context.WithCancel(ctx)
 	m.queues = map[string]*queue{}
 	m.ready = make(chan struct{})
-	// edgecore serves its control socket once every module started: check the last good versions
+	// edgecore swaps (host handle or control socket) once every module started: check the last good versions
 	// in the background, holding rollouts until that is done.
 	m.wg.Add(1)
 	go func() {
@@ -519,7 +520,8 @@ func (m *Module) restoreLastGood(ctx context.Context) {
 	if len(names) == 0 {
 		return
 	}
-	// Wait for the control socket (served once edgecore has started every module).
+	// Wait for the module list (the control socket is served once edgecore has started every module;
+	// the host handle answers at once, and a swap through it waits for the start: see swap).
 	wait := 100 * time.Millisecond
 	for {
 		if _, err := m.modules(ctx); err == nil {

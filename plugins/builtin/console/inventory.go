@@ -1,6 +1,8 @@
 package console
 
 import (
+	"sync"
+
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kedge-io/kedge/sdk/inventory"
@@ -53,4 +55,49 @@ func edgeReport(n *corev1.Node) EdgeReport {
 		out.Modules = append(out.Modules, em)
 	}
 	return out
+}
+
+// edgeCache keeps each node's parsed inventory while its annotation stays the same: a push renders a
+// page of rows many times a second, and parsing a 12-module report costs more than rendering its row.
+type edgeCache struct {
+	mu    sync.Mutex
+	nodes map[string]cachedEdge
+}
+
+type cachedEdge struct {
+	raw string
+	rep EdgeReport
+}
+
+// report is edgeReport(n), parsed once per annotation value.
+func (c *edgeCache) report(n *corev1.Node) EdgeReport {
+	raw := n.Annotations[inventory.Annotation]
+	c.mu.Lock()
+	e, ok := c.nodes[n.Name]
+	c.mu.Unlock()
+	if ok && e.raw == raw {
+		return e.rep
+	}
+	rep := edgeReport(n)
+	c.mu.Lock()
+	if c.nodes == nil {
+		c.nodes = map[string]cachedEdge{}
+	}
+	c.nodes[n.Name] = cachedEdge{raw: raw, rep: rep}
+	c.mu.Unlock()
+	return rep
+}
+
+// prune forgets the nodes keep says are gone, once the cache holds many more than there are nodes.
+func (c *edgeCache) prune(nodes func() int, keep func(string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.nodes) <= 100 || len(c.nodes) <= 2*nodes() {
+		return
+	}
+	for name := range c.nodes {
+		if !keep(name) {
+			delete(c.nodes, name)
+		}
+	}
 }

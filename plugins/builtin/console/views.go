@@ -207,7 +207,7 @@ func (f *fleet) node(name string, u *user) Node {
 	}
 	out.Found = true
 	out.Version, out.OS, out.Arch, out.Labels = n.Status.NodeInfo.KubeletVersion, n.Status.NodeInfo.OperatingSystem, n.Status.NodeInfo.Architecture, labelString(n.Labels)
-	out.Edge = edgeReport(n)
+	out.Edge = f.edges.report(n)
 	for _, c := range n.Status.Conditions {
 		out.Conditions = append(out.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message,
 			Since: rfc3339(c.LastTransitionTime.Time)})

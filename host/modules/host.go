@@ -49,7 +49,24 @@ func (h *hostHandle) SwapModule(ctx context.Context, name string, rt control.Run
 	if swap == nil {
 		return control.SwapReport{}, fmt.Errorf("swap of module %s: %w (it swaps once every module has started)", name, sdk.ErrHostStarting)
 	}
-	return swap(ctx, name, control.SwapRequest{Runtime: rt, Path: path, SHA256: sha256})
+	// The swapper may wait for another change (a config reload, an operator's swap) that waits for
+	// this module to stop: give up when ctx ends, as a control-socket client would (the swap then
+	// runs with the ended ctx and fails).
+	type result struct {
+		rep control.SwapReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := swap(ctx, name, control.SwapRequest{Runtime: rt, Path: path, SHA256: sha256})
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		return r.rep, r.err
+	case <-ctx.Done():
+		return control.SwapReport{}, fmt.Errorf("swap of module %s: %w", name, context.Cause(ctx))
+	}
 }
 
 // HostVersion is the host binary's version (Version).

@@ -57,4 +57,18 @@ func TestHostHandleListsModulesSwapsThroughTheHostsSwapperAndNamesTheClass(t *te
 	if err != nil || rep.Module != "keeper" || asked.Path != "/p/keeper" || asked.SHA256 != "ab" || asked.Runtime != control.Process {
 		t.Fatalf("swap through the host: %+v, %v (asked %+v)", rep, err, asked)
 	}
+
+	// A swapper held up by another change (a reload waiting for this module to stop) does not hold the
+	// module past its context.
+	release := make(chan struct{})
+	defer close(release)
+	h.mgr.SetSwapper(func(ctx context.Context, name string, req control.SwapRequest) (SwapReport, error) {
+		<-release
+		return SwapReport{}, ctx.Err()
+	})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.SwapModule(cctx, "keeper", control.Builtin, "", ""); !errors.Is(err, context.Canceled) {
+		t.Fatalf("swap with an ended context while the swapper waits: %v, want context.Canceled", err)
+	}
 }

@@ -46,7 +46,8 @@ func (m *Module) invCount(result string) {
 }
 
 // nodeInventory handles a nodeinventory update from node (the node of the connection's certificate,
-// never the message's): its result label, or an error wrapping errInvalid or errForbidden.
+// never the message's): its result label for the upstream metric (ok, unchanged), or an error
+// wrapping errInvalid or errForbidden.
 func (m *Module) nodeInventory(ctx context.Context, node string, res message.Resource, msg sdk.Message) (result string, err error) {
 	defer func() {
 		switch {
@@ -56,6 +57,8 @@ func (m *Module) nodeInventory(ctx context.Context, node string, res message.Res
 			m.invCount("forbidden")
 		case err != nil:
 			m.invCount("error")
+		case result == "ok":
+			m.invCount("written")
 		default:
 			m.invCount(result)
 		}
@@ -94,7 +97,7 @@ func (m *Module) nodeInventory(ctx context.Context, node string, res message.Res
 		}
 		return "", fmt.Errorf("patch Node %s annotation %s: %w", node, inventory.Annotation, err)
 	}
-	return "written", nil
+	return "ok", nil
 }
 
 // nodeAnnotation is node's current inventory annotation: from the edge-node informer, else (a Node

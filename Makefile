@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./sdk/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./host/sdktest/ ./wasm/runtime/ ./test/hublink/ ./test/kubebench/ ./test/edgedbench/ ./plugins/builtin/devicetwin/ ./plugins/builtin/dmi/ ./test/mapperbench/ ./test/streambench/ ./plugins/builtin/metamanager/
 FUZZTIME ?= 20s
 
-.PHONY: bench-scale containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: bench-scale containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18

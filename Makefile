@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/kedge-io/kedge/host/daemon.Version=$(VERSION)
 BENCH_PKGS ?= ./sdk/message/ ./host/router/ ./host/store/ ./host/hub/ ./host/modules/ ./host/process/ ./host/sdktest/ ./wasm/runtime/ ./test/hublink/ ./test/kubebench/ ./test/edgedbench/ ./plugins/builtin/devicetwin/ ./plugins/builtin/dmi/ ./test/mapperbench/ ./test/streambench/ ./plugins/builtin/metamanager/
 FUZZTIME ?= 20s
 
-.PHONY: bench-scale containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full edgecore-gateway edgecore-minimal edgecore-%
+.PHONY: bench-scale containerd-up containerd-down image controlplane controlplane-up controlplane-down help generate build wasm test test-short test-under-load lint bench fuzz demo demo-stop clean classes edgecore-full
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -40,6 +40,9 @@ include hack/release.mk
 comma := ,
 # edgecore_tags: the build tags for a class name or a comma-separated list of modules and runtimes.
 edgecore_tags = $(or $(CLASS_TAGS_$(1)),kedge_custom grpcnotrace nethttpomithttp2 $(foreach m,$(subst $(comma), ,$(1)),kedge_$(m)))
+# class_ldflags: stamps a class name into the binary (the node's inventory reports it); a module list
+# is reported as "custom" (host/modules BuildClass).
+class_ldflags = $(if $(CLASS_TAGS_$(1)),-X github.com/kedge-io/kedge/host/modules.Class=$(1))
 # edgecore_unknown: the names in $(1) that are neither a class nor an edge module nor a runtime.
 edgecore_unknown = $(if $(CLASS_TAGS_$(1)),,$(filter-out $(EDGE_MODULES) $(HOST_RUNTIMES),$(subst $(comma), ,$(1))))
 
@@ -55,7 +58,7 @@ edgecore-%: ## edgecore for a device class (make edgecore-gateway) or a set of b
 	  echo "edgecore-$*: no class or module named $(call edgecore_unknown,$*)" >&2; \
 	  echo "  classes:  $(CLASSES)" >&2; echo "  modules:  $(EDGE_MODULES)" >&2; echo "  runtimes: $(HOST_RUNTIMES)" >&2; exit 2; fi
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -tags "$(call edgecore_tags,$*)" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-$* ./cmd/edgecore
+	$(GO) build -trimpath -tags "$(call edgecore_tags,$*)" -ldflags "$(LDFLAGS) $(call class_ldflags,$*)" -o $(BIN)/edgecore-$* ./cmd/edgecore
 
 generate-modules: ## rewrite cmd/*/modules_*.go, hack/classes.mk and README's class table from cmd/modules.yaml
 	$(GO) generate ./cmd/edgecore

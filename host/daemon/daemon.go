@@ -304,6 +304,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 		return err
 	}
 	ctl := &controller{spec: spec, mgr: mgr, log: log, path: path, sets: sets, current: cfg}
+	mgr.SetSwapper(ctl.swap) // modules swap through their host handle (sdk.ModuleSwapper), serialised with the socket's
 	if b.Admin.Socket != "" {
 		closeControl, err := serveControl(ctx, b.Admin.Socket, ctl)
 		if err != nil {

@@ -2,6 +2,7 @@ package modules
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/kedge-io/kedge/host/router"
 	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/control"
 )
 
 // hostHandle is what a builtin module sees of the host: sdk.Host, bound to the module's name.
@@ -21,13 +23,51 @@ type hostHandle struct {
 	outbox     *store.Outbox
 	logger     *slog.Logger
 	reg        prometheus.Registerer
+	mgr        *Manager
 }
 
 var (
 	_ sdk.Host           = (*hostHandle)(nil)
 	_ sdk.OutboxProvider = (*hostHandle)(nil)
 	_ sdk.HostVersioner  = (*hostHandle)(nil)
+	_ sdk.HostClasser    = (*hostHandle)(nil)
+	_ sdk.ModuleLister   = (*hostHandle)(nil)
+	_ sdk.ModuleSwapper  = (*hostHandle)(nil)
 )
+
+// HostClass is the device class the binary was built as (see Class).
+func (h *hostHandle) HostClass() string { return BuildClass() }
+
+// Modules lists the host's running modules (Manager.Status).
+func (h *hostHandle) Modules(ctx context.Context) []control.Status { return h.mgr.Status(ctx) }
+
+// SwapModule swaps module name through the host's swapper (the daemon's, the control socket's swap).
+func (h *hostHandle) SwapModule(ctx context.Context, name string, rt control.Runtime, path, sha256 string) (control.SwapReport, error) {
+	h.mgr.mu.Lock()
+	swap := h.mgr.swapper
+	h.mgr.mu.Unlock()
+	if swap == nil {
+		return control.SwapReport{}, fmt.Errorf("swap of module %s: %w (it swaps once every module has started)", name, sdk.ErrHostStarting)
+	}
+	// The swapper may wait for another change (a config reload, an operator's swap) that waits for
+	// this module to stop: give up when ctx ends, as a control-socket client would (the swap then
+	// runs with the ended ctx and fails).
+	type result struct {
+		rep control.SwapReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := swap(ctx, name, control.SwapRequest{Runtime: rt, Path: path, SHA256: sha256})
+		done <- result{rep, err}
+	}()
+	select {
+	case r := <-done:
+		return r.rep, r.err
+	case <-ctx.Done():
+		return control.SwapReport{}, fmt.Errorf("swap of module %s: %w", name, context.Cause(ctx))
+	}
+}
 
 // HostVersion is the host binary's version (Version).
 func (h *hostHandle) HostVersion() string { return Version }

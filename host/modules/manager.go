@@ -47,6 +47,19 @@ type Manager struct {
 	mu      sync.Mutex
 	running []*running
 	started bool // Start finished and Stop has not begun
+	// swapper serves sdk.ModuleSwapper for the modules (the daemon's swap, serialised with the
+	// control socket's); nil until the host sets it once every module started.
+	swapper Swapper
+}
+
+// Swapper swaps module name to another runtime or file, keeping its settings (the daemon's swap).
+type Swapper func(ctx context.Context, name string, req control.SwapRequest) (SwapReport, error)
+
+// SetSwapper lets modules swap through their host handle (sdk.ModuleSwapper) with s.
+func (mgr *Manager) SetSwapper(s Swapper) {
+	mgr.mu.Lock()
+	mgr.swapper = s
+	mgr.mu.Unlock()
 }
 
 // running is one module slot: its mailbox and delivery loop, which outlive any one instance.
@@ -172,6 +185,7 @@ func (mgr *Manager) startInstance(ctx context.Context, p Planned) (*instance, er
 		outbox: mgr.deps.Store.Outbox(),
 		logger: mgr.deps.Logger.With("module", name),
 		reg:    prometheus.WrapRegistererWith(prometheus.Labels{"module": name}, reg),
+		mgr:    mgr,
 	}
 	// The lifetime context outlives the caller's: modules run until stopped, not until Start returns.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -388,6 +402,9 @@ func (mgr *Manager) Status(ctx context.Context) []Status {
 			SwapGaps: gaps,
 		}
 		st.Release, st.SHA256, st.Version = releaseOf(p)
+		if p.Settings.Runtime != Builtin {
+			st.Digest = p.Settings.SHA256
+		}
 		if hc, ok := p.Module.(sdk.HealthChecker); ok {
 			if err := hc.Healthy(ctx); err != nil {
 				st.Health = err.Error()

@@ -43,6 +43,8 @@ type Status struct {
 	Release string `json:"release"`
 	// SHA256 is "sha256:<first 12 hex digits>" of a pinned plugin file; empty for builtin.
 	SHA256 string `json:"sha256,omitempty"`
+	// Digest is the whole hex sha256 the plugin file is pinned to; empty for builtin.
+	Digest string `json:"digest,omitempty"`
 	// Version combines both for older readers: the binary's version for builtin; for plugins
 	// "<release> (sha256:<prefix>)", or "sha256:<prefix>" when the plugin reports no release.
 	Version string `json:"version"`

@@ -33,8 +33,9 @@ import (
 const consoleHeartbeat = 3 * time.Second
 
 // newConsoleCluster is newCluster with the console module on (and cloudcore's heartbeat at
-// consoleHeartbeat); it returns the cluster and the console's URL.
-func newConsoleCluster(t *testing.T) (*cluster, string) {
+// consoleHeartbeat), changed by each of with before anything starts; it returns the cluster and the
+// console's URL.
+func newConsoleCluster(t *testing.T, with ...func(*cluster)) (*cluster, string) {
 	t.Helper()
 	needBinaries(t)
 	env, err := k8senv.Start()
@@ -56,6 +57,9 @@ func newConsoleCluster(t *testing.T) (*cluster, string) {
 			"KEDGE_MODULES__CONSOLE__PKIDIR=" + filepath.Join(dir, "pki"),
 			"KEDGE_MODULES__CONSOLE__KUBECONFIG=" + env.Kubeconfig,
 		}}
+	for _, f := range with {
+		f(c)
+	}
 	c.startCloud()
 	code, token, stderr := run(t, "cloudcore", nil, "token", "create", "--pki-dir", c.pkiDir)
 	if code != 0 {

@@ -95,7 +95,7 @@ func startRolloutCloud(t *testing.T, node, regDir string) *rolloutCloud {
 			if msg.IsReply() {
 				continue // the edge's acknowledgement of a downstream message
 			}
-			if msg.Route.Group == "plugin" {
+			if msg.Route.Group == "plugin" && strings.Contains(msg.Route.Resource, "/pluginstatus/") { // not the node's inventory (kedge/nodeinventory/<node>)
 				rep := map[string]any{}
 				if err := msg.DecodeContent(&rep); err != nil {
 					t.Errorf("pluginstatus report content: %v", err)
@@ -200,11 +200,10 @@ modules:
     keyFile: %s
     trustedKeys: [%s]
     pluginsDir: %s
-    controlSocket: %s
     healthTimeout: 20s
     healthStable: 2s
 `, node, cloud.addr, cloud.caFile, cloud.cert, cloud.keyFile, cloud.addr, cloud.caFile, cloud.cert, cloud.keyFile,
-		filepath.Join(keys, index.PublicKeyFile), pluginsDir, socket)
+		filepath.Join(keys, index.PublicKeyFile), pluginsDir) // no controlSocket: pluginmanager lists and swaps through its host handle
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,7 @@ type fleet struct {
 	history    map[string][]float64   // device twin property (ns/name/property) → last reported numeric values
 	stamps     map[string]string      // the report timestamp of the last value kept per property
 	links      map[string]link
+	edges      edgeCache // parsed inventory annotations (inventory.go)
 	version    uint64
 	notify     chan struct{} // closed and replaced on every published change
 	kick       chan struct{}
@@ -223,6 +224,7 @@ type Row struct {
 	LinkSince  string
 	Heartbeat  string
 	Version    string
+	Edge       EdgeReport // what the node reported (its inventory annotation)
 	Labels     string
 	Replica    string // the cloudcore replica holding the node (its ownership Lease)
 	Reconnects int    // reconnects this replica saw in the last hour
@@ -318,12 +320,13 @@ func (f *fleet) view(sel labels.Selector, u *user, page int, label string) Fleet
 		out.DevOffline += r.DevOffline
 	}
 	sort.Slice(out.Rows, func(i, j int) bool { return out.Rows[i].Name < out.Rows[j].Name })
+	f.edges.prune(func() int { return len(f.nodes.ListKeys()) }, func(name string) bool { _, ok, _ := f.nodes.GetByKey(name); return ok })
 	var lo, hi int
 	out.Pager, lo, hi = paginate(len(out.Rows), page, f.pageSize, url.Values{"label": {label}})
 	out.Rows = out.Rows[lo:hi]
 	for i := range out.Rows { // the details only for the rows shown: a page costs its rows, not the fleet
 		r, n := &out.Rows[i], out.Rows[i].node
-		r.Version, r.Labels = n.Status.NodeInfo.KubeletVersion, labelString(n.Labels)
+		r.Version, r.Labels, r.Edge = n.Status.NodeInfo.KubeletVersion, labelString(n.Labels), f.edges.report(n)
 		if u.Leases {
 			r.Replica, _ = f.holder(n.Name)
 		}

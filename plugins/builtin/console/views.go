@@ -190,6 +190,7 @@ type Node struct {
 	Pods                            []PodRow
 	Devices                         []DeviceRow
 	Modules                         []ModuleRow
+	Edge                            EdgeReport // what the node reported (its inventory annotation)
 	ShowPods, ShowDevices           bool
 	ShowModules, ShowReplica        bool
 	DevicesServed, RolloutsServed   bool
@@ -206,6 +207,7 @@ func (f *fleet) node(name string, u *user) Node {
 	}
 	out.Found = true
 	out.Version, out.OS, out.Arch, out.Labels = n.Status.NodeInfo.KubeletVersion, n.Status.NodeInfo.OperatingSystem, n.Status.NodeInfo.Architecture, labelString(n.Labels)
+	out.Edge = f.edges.report(n)
 	for _, c := range n.Status.Conditions {
 		out.Conditions = append(out.Conditions, Condition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason, Message: c.Message,
 			Since: rfc3339(c.LastTransitionTime.Time)})

@@ -1,9 +1,10 @@
 // Package pluginmanager installs plugins on the edge as PluginRollouts ask: it fetches the signed
 // plugin index from the registry (mutual TLS with the node certificate), verifies the plugin against
-// the pinned registry keys, installs it into its plugins folder, hot-swaps the module through
-// edgecore's control socket, checks it stays healthy, and reports each step to the cloud. A failed
-// swap or health check goes back to the module's last good version, which is kept on disk and in
-// the store so a node rebooted while offline runs it again.
+// the pinned registry keys, installs it into its plugins folder, hot-swaps the module through its
+// host handle (or edgecore's control socket), checks it stays healthy, and reports each step to the
+// cloud. A failed swap or health check goes back to the module's last good version, which is kept on
+// disk and in the store so a node rebooted while offline runs it again. It also reports the node's
+// inventory (modules, outbox depth, version, class) for the fleet console (inventory.go).
 package pluginmanager
 
 import (
@@ -62,16 +63,21 @@ type Module struct {
 	KeyFile       string        `yaml:"keyFile" doc:"This node's private key (as edgehub's keyFile)."`
 	TrustedKeys   []string      `yaml:"trustedKeys" doc:"Paths of the registry's ed25519 public keys (PKIX PEM); an index signed by no trusted key is refused."`
 	PluginsDir    string        `yaml:"pluginsDir" doc:"Installed plugins (<plugin>/<version>/), the last good version of each module (lastgood/) and the registry state (registry.state)."`
-	ControlSocket string        `yaml:"controlSocket" doc:"edgecore's control socket (admin.socket), through which modules are swapped and checked."`
+	ControlSocket string        `yaml:"controlSocket" doc:"Empty: modules are listed and swapped through the host (its ModuleLister and ModuleSwapper). Set: through this control socket of edgecore (admin.socket) instead, for a host without them."`
 	Hub           string        `yaml:"hub" doc:"The module that carries reports to the cloud."`
 	SwapTimeout   time.Duration `yaml:"swapTimeout" doc:"Bound on one swap request (the new instance's preparation — a WASM module compiles, up to plugins.prepareTimeout —, its start and health check; the old instance serves meanwhile)."`
 	HealthTimeout time.Duration `yaml:"healthTimeout" doc:"After a swap, the module must be healthy for healthStable within this, else it is rolled back."`
 	HealthStable  time.Duration `yaml:"healthStable" doc:"How long a swapped-in module must stay healthy to count as good."`
 	FetchTimeout  time.Duration `yaml:"fetchTimeout" doc:"Bound on fetching the index and downloading the artifact."`
+	// Inventory: the node's modules, outbox depth, version and class, reported for the console.
+	Inventory Inventory `yaml:"inventory" doc:"The node's inventory for the fleet console (modules with runtime, release, sha256, health and counters; outbox depth; edgecore version and device class), sent upstream to rolloutcontroller, which keeps it as the Node annotation kedge.io/inventory."`
 
 	host    sdk.Host
 	trusted []ed25519.PublicKey
 	ctl     *control.Client
+	lister  sdk.ModuleLister
+	swapper sdk.ModuleSwapper
+	inv     invState
 	// ready is closed once the start-up check of the last good versions is done; workers wait for it.
 	ready chan struct{}
 	// life is the workers' context: cancelled by Stop (and when the host cancels Start's context).
@@ -97,7 +103,7 @@ var _ sdk.Module = (*Module)(nil)
 
 // New returns a plugin manager with its defaults.
 func New() *Module {
-	return &Module{PluginsDir: "/var/lib/kedge/plugins", ControlSocket: "/run/kedge/edgecore.sock", Hub: "edgehub",
+	return &Module{PluginsDir: "/var/lib/kedge/plugins", Hub: "edgehub", Inventory: defaultInventory(),
 		CAFile: "/var/lib/kedge/certs/ca.crt", CertFile: "/var/lib/kedge/certs/node.crt", KeyFile: "/var/lib/kedge/certs/node.key",
 		SwapTimeout: control.DefaultPrepareTimeout + 2*time.Minute, HealthTimeout: 30 * time.Second, HealthStable: 3 * time.Second, FetchTimeout: 5 * time.Minute,
 		goos: runtime.GOOS, goarch: runtime.GOARCH}
@@ -133,14 +139,15 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return errors.New("trustedKeys must name at least one registry public key file")
 	case m.PluginsDir == "":
 		return errors.New("pluginsDir must be set")
-	case m.ControlSocket == "":
-		return errors.New("controlSocket must be set (edgecore's admin.socket)")
 	case m.Hub == "":
 		return errors.New("hub must be set")
 	case m.SwapTimeout <= 0 || m.HealthTimeout <= 0 || m.HealthStable <= 0 || m.FetchTimeout <= 0:
 		return errors.New("swapTimeout, healthTimeout, healthStable and fetchTimeout must be positive")
 	case m.HealthStable >= m.HealthTimeout:
 		return fmt.Errorf("healthStable %s must be shorter than healthTimeout %s", m.HealthStable, m.HealthTimeout)
+	}
+	if err := m.Inventory.check(); err != nil {
+		return err
 	}
 	if strings.HasPrefix(m.RegistryURL, "https://") && (m.CAFile == "" || m.CertFile == "" || m.KeyFile == "") {
 		return errors.New("caFile, certFile and keyFile must be set for an https registryURL (the node's certificate files)")
@@ -161,11 +168,15 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return fmt.Errorf("pluginsDir: %w", err)
 	}
 	m.host = h
-	m.ctl = control.NewClient(m.ControlSocket, m.SwapTimeout)
+	if err := m.controls(h); err != nil {
+		return err
+	}
 	m.done = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_pluginmanager_startup_swaps_total", Help: "Modules swapped at start to their last good version."})
 	m.states = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_pluginmanager_rollouts_total", Help: "Rollout results reported, by state."}, []string{"state"})
 	m.superseded = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_pluginmanager_superseded_total", Help: "Rollout messages dropped from a module's queue or cancelled while downloading because a newer generation of the same rollout arrived."})
-	for _, c := range []prometheus.Collector{m.done, m.states, m.superseded} {
+	m.inv.reports = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_pluginmanager_inventory_reports_total", Help: "Inventory reports sent upstream, by reason (change: something but counters changed; period: inventory.interval passed)."}, []string{"reason"})
+	m.inv.bytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_pluginmanager_inventory_bytes", Help: "Size of the last inventory report sent (its JSON content)."})
+	for _, c := range []prometheus.Collector{m.done, m.states, m.superseded, m.inv.reports, m.inv.bytes} {
 		if err := h.Metrics().Register(c); err != nil {
 			return err
 		}
@@ -173,7 +184,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.life, m.cancel = context.WithCancel(ctx)
 	m.queues = map[string]*queue{}
 	m.ready = make(chan struct{})
-	// edgecore serves its control socket once every module started: check the last good versions
+	// edgecore swaps (host handle or control socket) once every module started: check the last good versions
 	// in the background, holding rollouts until that is done.
 	m.wg.Add(1)
 	go func() {
@@ -181,6 +192,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		defer close(m.ready)
 		m.restoreLastGood(m.life)
 	}()
+	if m.Inventory.Interval > 0 {
+		m.wg.Go(func() { m.reportInventory(m.life) })
+	}
 	return nil
 }
 
@@ -420,7 +434,7 @@ func (m *Module) registry() (*client.Client, error) {
 
 // swapAndCheck swaps inst in and waits until it has stayed healthy for healthStable.
 func (m *Module) swapAndCheck(ctx context.Context, inst Installed) error {
-	if _, err := m.ctl.Swap(ctx, inst.Module, control.Runtime(inst.Runtime), inst.Path, inst.SHA256); err != nil {
+	if _, err := m.swap(ctx, inst.Module, control.Runtime(inst.Runtime), inst.Path, inst.SHA256); err != nil {
 		return fmt.Errorf("swap of module %s to %s %s refused: %w", inst.Module, inst.Plugin, inst.Version, err)
 	}
 	return m.waitHealthy(ctx, inst)
@@ -474,7 +488,7 @@ func (m *Module) ensureRunning(ctx context.Context, inst Installed) error {
 }
 
 func (m *Module) status(ctx context.Context, module string) (control.Status, error) {
-	all, err := m.ctl.Modules(ctx)
+	all, err := m.modules(ctx)
 	if err != nil {
 		return control.Status{}, err
 	}
@@ -506,10 +520,11 @@ func (m *Module) restoreLastGood(ctx context.Context) {
 	if len(names) == 0 {
 		return
 	}
-	// Wait for the control socket (served once edgecore has started every module).
+	// Wait for the module list (the control socket is served once edgecore has started every module;
+	// the host handle answers at once, and a swap through it waits for the start: see swap).
 	wait := 100 * time.Millisecond
 	for {
-		if _, err := m.ctl.Modules(ctx); err == nil {
+		if _, err := m.modules(ctx); err == nil {
 			break
 		} else if ctx.Err() != nil {
 			return

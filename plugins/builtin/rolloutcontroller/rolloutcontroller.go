@@ -74,6 +74,7 @@ type Module struct {
 	sendMu  sync.Mutex              // orders rollout updates and deletes queued for the edge
 	gone    map[types.UID]time.Time // recently deleted rollouts: nothing more is sent for them
 	life    context.Context
+	inv     invMetrics // nodeinventory.go
 
 	elector      *kube.Elector
 	stopElection context.CancelFunc

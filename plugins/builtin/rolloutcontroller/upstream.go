@@ -12,6 +12,7 @@ import (
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/inventory"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -48,7 +49,10 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	result := "ok"
-	if err == nil {
+	switch {
+	case err == nil && res.Type == inventory.Type:
+		result, err = m.nodeInventory(ctx, node, res, msg) // nodeinventory.go
+	case err == nil:
 		result, err = m.fromEdge(ctx, node, res, msg)
 	}
 	switch {

@@ -22,6 +22,7 @@ type Base struct {
 	ShutdownTimeout time.Duration  `yaml:"shutdownTimeout" doc:"Bound on a graceful shutdown; past it the process exits anyway."`
 	Mailbox         int            `yaml:"mailbox" doc:"Default mailbox capacity per module (messages); a full mailbox makes senders wait."`
 	Plugins         PluginsConfig  `yaml:"plugins" doc:"Modules that are not compiled in: plugin processes and WASM modules."`
+	Runtime         RuntimeConfig  `yaml:"runtime" doc:"The Go runtime's garbage collector: how much the heap may grow over what is live, and a soft memory limit."`
 	Modules         map[string]any `yaml:"modules" doc:"Modules: each has enable, runtime (builtin, process, wasm) and its own settings." cfg:"min"`
 }
 
@@ -66,5 +67,6 @@ func DefaultBase(binary, adminAddress string) Base {
 		ShutdownTimeout: 5 * time.Second,
 		Mailbox:         1024,
 		Plugins:         PluginsConfig{CacheDir: "/var/lib/kedge/" + binary + "-wasm-cache", PrepareTimeout: modules.DefaultPrepareTimeout},
+		Runtime:         RuntimeConfig{GCPercent: 100},
 	}
 }

@@ -39,6 +39,7 @@ type AdminConfig struct {
 	Address string `yaml:"address" doc:"Listen address for /healthz, /readyz and /metrics; keep it on loopback unless a scraper needs it."`
 	Socket  string `yaml:"socket" doc:"Control socket for the module command (list, hot swap); mode 0600, so only this user can use it. Empty disables it."`
 	Reload  bool   `yaml:"reload" doc:"Watch the config file and apply module changes (swap, start, stop) when it is saved."`
+	Pprof   bool   `yaml:"pprof" doc:"Serve Go's profiles (heap, goroutine, CPU) under /debug/pprof/ on the admin address, for measuring memory and CPU; off by default: profiles show internals to whoever reaches the address."`
 	// SwapHealthTimeout bounds how long a hot swap polls the new instance until healthy.
 	SwapHealthTimeout time.Duration `yaml:"swapHealthTimeout" doc:"How long a hot swap waits for the new module instance to become healthy (polled from 50ms to 500ms apart) before rolling back; module swap --health-timeout overrides it for one swap."`
 }

@@ -291,7 +291,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	})
 	var admin *adminServer
 	if b.Admin.Address != "" {
-		if admin, err = startAdmin(b.Admin.Address, reg, mgr, log); err != nil {
+		if admin, err = startAdmin(b.Admin.Address, b.Admin.Pprof, reg, mgr, log); err != nil {
 			return err
 		}
 	}

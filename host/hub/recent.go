@@ -7,14 +7,16 @@ import (
 )
 
 // Bounds of Recent besides its count: an ID older than RecentKeep is forgotten unless it is among
-// the newest RecentFloor. A peer resends an unacknowledged message within 16× its ackTimeout on one
-// connection (edgehub: 15 s, so 4 minutes) and at once after a reconnect; what it can have in flight
-// is its window (edgehub: 64), so the newest RecentFloor IDs cover resends after a disconnect of any
-// length. Without the age bound an idle node, sending one message every few seconds, filled all n
-// slots within hours: ~100 bytes an ID, ~400 KiB a node at n = 4,096.
+// the newest RecentFloor. A peer resends an unacknowledged message after its ackTimeout (edgehub:
+// 15 s; a further resend on the same connection waits up to 16× that, 4 minutes) and at once after
+// a reconnect; what it can have in flight is its window (edgehub: 64), which are the newest messages
+// it sent, so the newest RecentFloor IDs cover resends after a disconnect of any length (an edgehub
+// window set above RecentFloor is covered for RecentKeep only). Without the age bound an idle node,
+// sending one message every few seconds, filled all n slots within hours: ~100 bytes an ID, ~400 KiB
+// a node at n = 4,096; now it holds ~RecentFloor hashes, 2–3 KiB.
 const (
-	RecentKeep  = 10 * time.Minute
-	RecentFloor = 128
+	RecentKeep  = 5 * time.Minute
+	RecentFloor = 64
 )
 
 // Recent remembers the IDs of the messages taken lately, so a message the peer sends again (its

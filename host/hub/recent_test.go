@@ -58,7 +58,7 @@ func TestRecentForgetsOldIDsButKeepsTheNewestFloor(t *testing.T) {
 		}
 		now = now.Add(10 * time.Second)
 	}
-	// Kept: the last 10 minutes (60 IDs) or the newest RecentFloor, whichever is more.
+	// Kept: the IDs of the last RecentKeep (one a 10 s) or the newest RecentFloor, whichever is more.
 	if got, want := r.Len(), max(RecentFloor, int(RecentKeep/(10*time.Second))); got != want {
 		t.Fatalf("remembers %d IDs after 3 hours of one a 10 s, want %d", got, want)
 	}
@@ -67,6 +67,16 @@ func TestRecentForgetsOldIDsButKeepsTheNewestFloor(t *testing.T) {
 	}
 	if !r.Claim("msg-0") {
 		t.Fatal("an ID 3 hours old beyond the newest RecentFloor is still remembered")
+	}
+	// A chattier node, one message a second: what is younger than RecentKeep is all remembered.
+	fast := NewRecent(4096)
+	fast.now = func() time.Time { return now }
+	for i := range 1000 {
+		fast.Claim(fmt.Sprint("f-", i))
+		now = now.Add(time.Second)
+	}
+	if got, want := fast.Len(), int(RecentKeep/time.Second); got != want || fast.Claim(fmt.Sprint("f-", 1000-want+1)) {
+		t.Fatalf("one ID a second: %d kept, want %d, or an ID younger than RecentKeep was claimed again", got, want)
 	}
 	// A burst: n IDs within a minute are all remembered (the count bound, not the age, applies).
 	busy := NewRecent(300)

@@ -62,6 +62,7 @@ type config struct {
 	command              string
 	work                 string
 	skipPods, skipStorm  bool
+	apiProfile           time.Duration
 	podParallel          int
 	readyTimeout, stormT time.Duration
 }
@@ -82,6 +83,7 @@ func main() {
 	flag.StringVar(&c.work, "work", "_run/bench-scale", "working folder (PKI, certificates, logs)")
 	flag.BoolVar(&c.skipPods, "skip-pods", false, "skip the pod phase")
 	flag.BoolVar(&c.skipStorm, "skip-storm", false, "skip the reconnect storm")
+	flag.DurationVar(&c.apiProfile, "apiserver-profile", 0, "take a CPU profile of the kube-apiserver this long from the start of the pod phase and of the storm (files apiserver-pods.pprof, apiserver-storm.pprof in the size's folder); 0: none")
 	flag.IntVar(&c.podParallel, "pod-parallel", 32, "concurrent pod creates")
 	flag.DurationVar(&c.readyTimeout, "ready-timeout", 20*time.Minute, "how long the nodes may take to be Ready")
 	flag.DurationVar(&c.stormT, "storm-timeout", 10*time.Minute, "how long the storm may take")
@@ -355,6 +357,11 @@ func runSize(c config, n int) (string, error) {
 	cs := env.Client
 
 	hubPort, certPort, adminPort, emPort := freePort(), freePort(), freePort(), freePort()
+	// The grace period follows the renewal interval, as a cluster that renews Leases every minute must
+	// raise kube-controller-manager's --node-monitor-grace-period: with edgecontroller's default 40 s
+	// and leaseRenewInterval 60 s, a restarted leader marks every node whose Lease it has not seen move
+	// for 40 s Ready=Unknown (3,319 marks among 10,000 nodes in a storm that took longer than that).
+	grace := max(40*time.Second, 4*c.leaseRenew)
 	cfg := fmt.Sprintf(`instance:
   name: bench
 log:
@@ -362,6 +369,7 @@ log:
 admin:
   address: 127.0.0.1:%d
   socket: %s/cloudcore.sock
+  pprof: true
 store:
   path: %s/cloudcore.db
   synchronous: normal
@@ -378,10 +386,11 @@ modules:
     kubeconfig: %s
     leaseRenewInterval: %s
     leaseDuration: %s
+    nodeGracePeriod: %s
     qps: 500
     burst: 1000
     workers: 16
-`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, max(40*time.Second, 4*c.leaseRenew))
+`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, grace, grace)
 	twinArgs := []string{}
 	if c.twinPeriod > 0 {
 		// Device traffic: devicecontroller on, the device CRDs, a DeviceModel and a Device per node.
@@ -492,6 +501,12 @@ modules:
 	heap, _ := scrape(adminURL, "go_memstats_heap_inuse_bytes")
 	stack, _ := scrape(adminURL, "go_memstats_stack_inuse_bytes")
 	logf("idle: cloudcore %0.f goroutines (%.1f per node), heap in use %s, stacks %s (%.1f KiB per node)", gor, gor/float64(n), mib(int64(heap)), mib(int64(stack)), stack/float64(n)/1024)
+	for _, prof := range []string{"heap", "goroutine"} { // admin.pprof is on in this config
+		if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", adminPort, prof), filepath.Join(work, "idle-"+prof+".pprof")); err != nil {
+			logf("idle: %s profile: %v", prof, err)
+		}
+	}
+	logf("idle: heap and goroutine profiles in %s/idle-{heap,goroutine}.pprof (go tool pprof -sample_index=inuse_space -top ...)", work)
 	d, _ := diff(a0, a1)
 	twinCol := "off"
 	if c.twinPeriod > 0 {
@@ -506,14 +521,19 @@ modules:
 	}
 	idleCPU, cpCPU := (c1-c0)/secs, (cp1-cp0)/secs
 	perNode := (idleRSS - baseRSS) / int64(n)
-	logf("idle: RSS %s (max %s), %d B/node, cloudcore %.3f cores, apiserver+etcd %.3f cores, API %s", mib(idleRSS), mib(rssMax), perNode, idleCPU, cpCPU, formatRates(d, secs))
+	load, _ := os.ReadFile("/proc/loadavg")
+	logf("idle: RSS %s (max %s), %d B/node, cloudcore %.3f cores, apiserver+etcd %.3f cores, load average %s, API %s", mib(idleRSS), mib(rssMax), perNode, idleCPU, cpCPU, strings.Join(strings.Fields(string(load))[:3], " "), formatRates(d, secs))
 
 	podCol, lastCol := "skipped", "skipped"
 	if !c.skipPods {
+		profiled := c.profileAPIServer(ctx, cs, filepath.Join(work, "apiserver-pods.pprof"))
+		ph := startPhase(pid, cpPids)
 		p50, p99, last, err := podPhase(ctx, cs, n, c.podParallel)
 		if err != nil {
 			return "", err
 		}
+		ph.log("pods")
+		<-profiled
 		podCol = fmt.Sprintf("%.2f s / %.2f s", p50.Seconds(), p99.Seconds())
 		lastCol = fmt.Sprintf("%.2f s", last.Seconds())
 		logf("pods: create→Running p50 %s p99 %s, last create→all Running %s", p50, p99, last)
@@ -552,11 +572,14 @@ modules:
 		_ = cloud.cmd.Wait()
 		cloud.log.Close()
 		ts := time.Now()
+		profiled := c.profileAPIServer(ctx, cs, filepath.Join(work, "apiserver-storm.pprof"))
+		cp0 := sumCPU(cpPids)
 		if cloud, err = startCloud("2"); err != nil {
 			stopWatch()
 			return "", err
 		}
 		pid = cloud.cmd.Process.Pid
+		ph := phase{pid: pid, cpPids: cpPids, t0: ts, cloud0: 0, cp0: cp0} // a new process: its CPU starts at 0
 		var peak atomic.Int64
 		sampling := make(chan struct{})
 		go func() {
@@ -594,6 +617,8 @@ modules:
 			return "", err
 		}
 		close(sampling)
+		ph.log("storm")
+		<-profiled
 		s1, err := apiRequests(ctx, cs)
 		stopWatch()
 		watching.Wait()
@@ -790,7 +815,7 @@ func updateTable(c config, rows []string) error {
 		}
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration 4× that, at least 40 s), connection rate %g/s, twin report per node every %s (0: none).\n\n%s\n%s\n%s",
+	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration and nodeGracePeriod 4× that, at least 40 s), connection rate %g/s, twin report per node every %s (0: none).\n\n%s\n%s\n%s",
 		beginMark, c.command, time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpu, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
 		c.statusPeriod, c.heartbeat, c.leaseRenew, c.rate, c.twinPeriod, header, strings.Join(rows, "\n"), endMark)
 	s := string(b)
@@ -800,4 +825,66 @@ func updateTable(c config, rows []string) error {
 	}
 	s = s[:i] + block + s[j+len(endMark):]
 	return os.WriteFile(c.update, []byte(s), 0o644)
+}
+
+// phase measures where the CPU went during a phase: cloudcore's against the API server's and etcd's,
+// with the machine's load average (other work on the machine competes for the same cores).
+type phase struct {
+	pid         int
+	cpPids      []int
+	t0          time.Time
+	cloud0, cp0 float64
+}
+
+func startPhase(pid int, cpPids []int) phase {
+	return phase{pid: pid, cpPids: cpPids, t0: time.Now(), cloud0: cpuSeconds(pid), cp0: sumCPU(cpPids)}
+}
+
+func (p phase) log(name string) {
+	secs := time.Since(p.t0).Seconds()
+	cloud, cp := cpuSeconds(p.pid)-p.cloud0, sumCPU(p.cpPids)-p.cp0
+	load, _ := os.ReadFile("/proc/loadavg")
+	logf("%s: %.0f s; CPU cloudcore %.2f cores, apiserver+etcd %.2f cores (of %d); load average %s", name, secs, cloud/secs, cp/secs, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+}
+
+// profileAPIServer takes a CPU profile of the kube-apiserver for c.apiProfile (its /debug/pprof, on by
+// default) into path; the channel is closed when it is written (at once when profiling is off).
+func (c config) profileAPIServer(ctx context.Context, cs kubernetes.Interface, path string) <-chan struct{} {
+	done := make(chan struct{})
+	if c.apiProfile <= 0 {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		b, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(int(c.apiProfile.Seconds()))).Timeout(c.apiProfile + time.Minute).DoRaw(ctx)
+		if err != nil {
+			logf("apiserver profile: %v", err)
+			return
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			logf("apiserver profile: %v", err)
+			return
+		}
+		logf("apiserver CPU profile (%s) in %s: go tool pprof -top %s", c.apiProfile, path, path)
+	}()
+	return done
+}
+
+// fetch writes what url serves to path.
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

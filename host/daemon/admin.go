@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"slices"
 	"strings"
@@ -25,7 +26,7 @@ type adminServer struct {
 }
 
 // startAdmin listens before returning, so a taken port fails the start with a clear error.
-func startAdmin(addr string, reg *prometheus.Registry, mgr *modules.Manager, log *slog.Logger) (*adminServer, error) {
+func startAdmin(addr string, pprofOn bool, reg *prometheus.Registry, mgr *modules.Manager, log *slog.Logger) (*adminServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin.address %s: %w (is another instance running? change admin.address or set it empty to disable)", addr, err)
@@ -66,6 +67,10 @@ func startAdmin(addr string, reg *prometheus.Registry, mgr *modules.Manager, log
 	})
 	// The host's own metrics and each running module instance's.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, mgr}, promhttp.HandlerOpts{Registry: reg}))
+	if pprofOn {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs, ... by name
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	s := &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

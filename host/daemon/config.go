@@ -22,6 +22,7 @@ type Base struct {
 	ShutdownTimeout time.Duration  `yaml:"shutdownTimeout" doc:"Bound on a graceful shutdown; past it the process exits anyway."`
 	Mailbox         int            `yaml:"mailbox" doc:"Default mailbox capacity per module (messages); a full mailbox makes senders wait."`
 	Plugins         PluginsConfig  `yaml:"plugins" doc:"Modules that are not compiled in: plugin processes and WASM modules."`
+	Runtime         RuntimeConfig  `yaml:"runtime" doc:"The Go runtime's garbage collector: how much the heap may grow over what is live, and a soft memory limit."`
 	Modules         map[string]any `yaml:"modules" doc:"Modules: each has enable, runtime (builtin, process, wasm) and its own settings." cfg:"min"`
 }
 
@@ -38,6 +39,7 @@ type AdminConfig struct {
 	Address string `yaml:"address" doc:"Listen address for /healthz, /readyz and /metrics; keep it on loopback unless a scraper needs it."`
 	Socket  string `yaml:"socket" doc:"Control socket for the module command (list, hot swap); mode 0600, so only this user can use it. Empty disables it."`
 	Reload  bool   `yaml:"reload" doc:"Watch the config file and apply module changes (swap, start, stop) when it is saved."`
+	Pprof   bool   `yaml:"pprof" doc:"Serve Go's profiles (heap, goroutine, CPU) under /debug/pprof/ on the admin address, for measuring memory and CPU; off by default: profiles show internals to whoever reaches the address."`
 	// SwapHealthTimeout bounds how long a hot swap polls the new instance until healthy.
 	SwapHealthTimeout time.Duration `yaml:"swapHealthTimeout" doc:"How long a hot swap waits for the new module instance to become healthy (polled from 50ms to 500ms apart) before rolling back; module swap --health-timeout overrides it for one swap."`
 }
@@ -66,5 +68,6 @@ func DefaultBase(binary, adminAddress string) Base {
 		ShutdownTimeout: 5 * time.Second,
 		Mailbox:         1024,
 		Plugins:         PluginsConfig{CacheDir: "/var/lib/kedge/" + binary + "-wasm-cache", PrepareTimeout: modules.DefaultPrepareTimeout},
+		Runtime:         RuntimeConfig{GCPercent: 100},
 	}
 }

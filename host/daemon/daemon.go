@@ -252,6 +252,9 @@ func (b *Base) validate(source string) error {
 	case b.Plugins.PrepareTimeout <= 0:
 		return &config.Error{Source: source, Key: "plugins.prepareTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Plugins.PrepareTimeout)}
 	}
+	if err := b.Runtime.validate(source); err != nil {
+		return err
+	}
 	if b.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(b.Admin.Address); err != nil {
 			return &config.Error{Source: source, Key: "admin.address", Problem: fmt.Sprintf("expected host:port, got %q", b.Admin.Address)}
@@ -266,6 +269,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	b := cfg.base()
 	log := newLogger(b.Log, os.Stderr).With("binary", spec.Binary)
 	slog.SetDefault(log)
+	b.Runtime.apply(log)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -287,7 +291,7 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	})
 	var admin *adminServer
 	if b.Admin.Address != "" {
-		if admin, err = startAdmin(b.Admin.Address, reg, mgr, log); err != nil {
+		if admin, err = startAdmin(b.Admin.Address, b.Admin.Pprof, reg, mgr, log); err != nil {
 			return err
 		}
 	}

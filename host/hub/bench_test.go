@@ -62,7 +62,8 @@ func BenchmarkConnThroughput1KiB(b *testing.B) {
 // BenchmarkIdleConnMemory holds 1,000 idle TLS hub connections in this process, both ends, each end
 // with its Receive goroutine and 1s heartbeats running, and reports the heap and stack they use
 // (runtime.MemStats HeapInuse+StackInuse, after GC) per connection: bytes/conn counts both ends,
-// bytes/end is half of it, what one side (a cloudhub per node, or an edge) pays.
+// bytes/end is half of it, what one side (a cloudhub per node, or an edge) pays; stack-bytes/end is
+// the Receive goroutine's stack in that.
 func BenchmarkIdleConnMemory(b *testing.B) {
 	const n = 1000
 	const hb = time.Second
@@ -71,14 +72,17 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	nodeTLS := ca.NodeTLS(b, ca, "edge-1") // one certificate: the hub accepts a node many times
 	url := h.url("edge-1")
 	for range b.N {
+		var stacks uint64
 		inuse := func() uint64 {
 			runtime.GC()
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
+			stacks = ms.StackInuse
 			return ms.HeapInuse + ms.StackInuse
 		}
 		before := inuse()
+		stacksBefore := stacks
 		conns := make([]*Conn, 0, 2*n)
 		var wg sync.WaitGroup
 		read := func(c *Conn) {
@@ -106,6 +110,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		perConn := float64(after-before) / n
 		b.ReportMetric(perConn, "bytes/conn")
 		b.ReportMetric(perConn/2, "bytes/end")
+		b.ReportMetric(float64(stacks-stacksBefore)/(2*n), "stack-bytes/end")
 		if s := h.metrics.Stats(); s.HeartbeatTimeouts != 0 || s.Connections != n {
 			b.Fatalf("hub has %d connections and %d heartbeat timeouts, want %d and 0", s.Connections, s.HeartbeatTimeouts, n)
 		}

@@ -7,24 +7,20 @@ package devicecontroller
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/kedge-io/kedge/sdk/kube"
-	"hash/fnv"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
-	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "twin". Its
@@ -60,11 +56,8 @@ type Module struct {
 	secrets corelisters.SecretLister // secrets.go
 	devInf  cache.SharedIndexInformer
 	modInf  cache.SharedIndexInformer
-	queue   workqueue.TypedRateLimitingInterface[item]
+	ctl     *controller.Runner[item] // queue, informers' lifetime, workers, per-node fan-in
 	metrics *metrics
-	up      []chan upJob
-	wg      sync.WaitGroup
-	stop    chan struct{}
 
 	sendMu  sync.Mutex // orders model reference counting and membership with the sends they cause
 	mu      sync.Mutex
@@ -97,24 +90,12 @@ func New() *Module {
 }
 
 // Scheme holds the device types (and the meta types a REST client needs).
-var Scheme = func() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := v1beta1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}()
+var Scheme = controller.NewScheme(v1beta1.AddToScheme)
 
 // NewRESTClient returns a typed REST client for devices.kubeedge.io/v1beta1 on base: JSON, the
 // device scheme, and base's rate limits.
 func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
-	cfg := rest.CopyConfig(base)
-	gv := v1beta1.GroupVersion
-	cfg.GroupVersion = &gv
-	cfg.APIPath = "/apis"
-	cfg.ContentType = runtime.ContentTypeJSON
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
-	return rest.RESTClientFor(cfg)
+	return controller.NewRESTClient(base, v1beta1.GroupVersion, Scheme)
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
@@ -129,17 +110,15 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.records = map[string]devRecord{}
 	m.mirrored = map[string]string{}
 	m.events = map[string]*eventRecord{}
-	m.stop = make(chan struct{})
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
 		return err
 	}
 	if m.rest == nil {
-		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.devicecontroller.kubeconfig")
+		cfg, err := controller.RestConfig(m.Kubeconfig, Name, m.QPS, m.Burst)
 		if err != nil {
 			return err
 		}
-		cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-devicecontroller"
 		if m.rest, err = NewRESTClient(cfg); err != nil {
 			return fmt.Errorf("API client for %s: %w", v1beta1.GroupVersion, err)
 		}
@@ -147,8 +126,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			return fmt.Errorf("API client for events: %w", err)
 		}
 	}
-	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
-		workqueue.TypedRateLimitingQueueConfig[item]{Name: "devicecontroller"})
+	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
+		SyncHint: ", and are the CRDs of build/crds installed", Logger: h.Logger(),
+		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
+		Upstream: m.handleUp})
 	if err := m.watch(); err != nil {
 		return err
 	}
@@ -158,83 +139,34 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		if err != nil {
 			return err
 		}
-		go secInf.Run(m.stop)
+		m.ctl.Run(secInf)
 		synced = append(synced, secInf.HasSynced)
 	}
-	go m.devInf.Run(m.stop)
-	go m.modInf.Run(m.stop)
-	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
-	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), synced...) {
-		close(m.stop)
-		m.queue.ShutDown()
-		return fmt.Errorf("the API server did not answer the first list of devices and devicemodels (%s) within %s (syncTimeout): is it reachable with this kubeconfig, and are the CRDs of build/crds installed?", v1beta1.GroupVersion, m.SyncTimeout)
+	m.ctl.Run(m.devInf, m.modInf)
+	if err := m.ctl.WaitForSync(ctx, "devices and devicemodels ("+v1beta1.GroupVersion.String()+")", synced...); err != nil {
+		return err
 	}
-	for range m.Workers {
-		m.wg.Go(func() {
-			for m.processNext(ctx) {
-			}
-		})
-	}
-	m.up = make([]chan upJob, m.Workers)
-	for i := range m.up {
-		ch := make(chan upJob, 64)
-		m.up[i] = ch
-		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
-	}
+	m.ctl.Start(ctx)
 	h.Logger().Info("watching the API for devices", "workers", m.Workers)
 	return nil
 }
 
 func (m *Module) Stop(context.Context) error {
-	if m.queue != nil {
-		m.queue.ShutDown()
+	if m.ctl != nil {
+		m.ctl.Stop()
 	}
-	if m.stop != nil {
-		select {
-		case <-m.stop:
-		default:
-			close(m.stop)
-		}
-	}
-	m.wg.Wait()
 	return nil
-}
-
-// upJob is one message from the edge (or hub event) waiting for its node's worker.
-type upJob struct {
-	msg  sdk.Message
-	node string
 }
 
 // Handle takes what cloudhub hands over: hub events and devicestatus reports. Each node's messages go
 // to the same worker, so one node's reports stay in order while nodes proceed in parallel; the answer
 // (which acknowledges the message to the edge) is sent when the worker is done.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	node, _, err := message.ToEdge(msg.Route.Resource)
-	if err != nil {
+	err := m.ctl.Dispatch(ctx, msg)
+	if errors.Is(err, controller.ErrNoNode) {
 		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
-		return fmt.Errorf("message from %s: %w", msg.Route.Source, err) // the host answers a sync request with it
 	}
-	hash := fnv.New32a()
-	_, _ = hash.Write([]byte(node))
-	select {
-	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-jobs:
-			m.handleUp(ctx, j.node, j.msg)
-		}
-	}
+	return err // the host answers a sync request with it
 }
 
 // watch builds the informers on the REST client and registers their handlers.
@@ -258,18 +190,7 @@ func (m *Module) watch() error {
 	modLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDeviceModels, "", fields.Everything())
 	m.modInf = cache.NewSharedIndexInformer(modLW, &v1beta1.DeviceModel{}, 0, cache.Indexers{})
 	handler := func(typ string) cache.ResourceEventHandlerFuncs {
-		enqueue := func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if o, ok := obj.(interface {
-				GetNamespace() string
-				GetName() string
-			}); ok {
-				m.queue.Add(item{Type: typ, Namespace: o.GetNamespace(), Name: o.GetName()})
-			}
-		}
-		return cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue}
+		return m.ctl.Handler(func(ns, name string) item { return item{Type: typ, Namespace: ns, Name: name} })
 	}
 	if _, err := m.devInf.AddEventHandler(handler(TypeDevice)); err != nil {
 		return err

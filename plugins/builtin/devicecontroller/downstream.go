@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -97,22 +97,6 @@ func fingerprint(d *v1beta1.Device) string {
 func rvOf(o interface{ GetResourceVersion() string }) uint64 {
 	v, _ := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
 	return v
-}
-
-func (m *Module) processNext(ctx context.Context) bool {
-	it, quit := m.queue.Get()
-	if quit {
-		return false
-	}
-	defer m.queue.Done(it)
-	if err := m.sync(ctx, it); err != nil {
-		m.metrics.syncErrors.WithLabelValues(it.Type).Inc()
-		m.host.Logger().Warn("sync failed; retrying", "object", it.String(), "err", err)
-		m.queue.AddRateLimited(it)
-		return true
-	}
-	m.queue.Forget(it)
-	return true
 }
 
 func (m *Module) sync(ctx context.Context, it item) error {
@@ -431,20 +415,14 @@ func (m *Module) send(ctx context.Context, node, op, typ, ns, name string, conte
 	m.metrics.downstream.WithLabelValues(typ, op).Inc()
 }
 
-// InventoryItem is one object an edge node holds, as its metamanager reports it on connect.
-type InventoryItem struct {
-	Resource        string `json:"resource"`
-	ResourceVersion uint64 `json:"resourceVersion"`
-}
+// InventoryItem is one object an edge node holds, as its metamanager reports it on connect (the
+// shared wire type).
+type InventoryItem = controller.InventoryItem
 
 // reconcile brings node to the desired state from its inventory (nil: it holds nothing): devices and
 // models it lacks or holds at an older version are sent, those it should not hold are deleted, and
 // its membership is sent. Other types in the inventory belong to other controllers.
 func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem) {
-	have := make(map[string]uint64, len(inv))
-	for _, i := range inv {
-		have[i.Resource] = i.ResourceVersion
-	}
 	m.sendMu.Lock()
 	defer m.sendMu.Unlock()
 	st := m.nodeState(node)
@@ -474,39 +452,31 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 			}
 		}
 	}
-	sent, removed := 0, 0
-	// Models first: a device arrives after the model it needs.
-	for _, typ := range []string{TypeDeviceModel, TypeDevice} {
-		for res, w := range wanted {
-			if w.typ != typ {
-				continue
-			}
+	rvs := make(map[string]uint64, len(wanted))
+	for res, w := range wanted {
+		rvs[res] = w.rv
+		if w.typ == TypeDeviceModel { // the node holds it, or is sent it now
 			r, _ := message.ParseEdge(res)
-			if held, ok := have[res]; ok && held >= w.rv {
-				if typ == TypeDeviceModel {
-					m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
-				}
-				continue
+			m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
+		}
+	}
+	send, remove := controller.Plan(inv, rvs, func(typ string) bool { return typ == TypeDevice || typ == TypeDeviceModel })
+	// Models first: a device arrives after the model it needs, and leaves before it.
+	for _, typ := range []string{TypeDeviceModel, TypeDevice} {
+		for _, r := range send {
+			if r.Type == typ {
+				m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, wanted[r.Edge()].obj)
 			}
-			m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, w.obj)
-			if typ == TypeDeviceModel {
-				m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
-			}
-			sent++
 		}
 	}
 	for _, typ := range []string{TypeDevice, TypeDeviceModel} {
-		for res := range have {
-			r, err := message.ParseEdge(res)
-			if err != nil || r.Type != typ || r.Name == "" {
-				continue
-			}
-			if _, ok := wanted[res]; !ok {
+		for _, r := range remove {
+			if r.Type == typ {
 				m.send(ctx, node, message.OpDelete, r.Type, r.Namespace, r.Name, nil)
-				removed++
 			}
 		}
 	}
+	sent, removed := len(send), len(remove)
 	m.syncMembership(ctx, node, true)
 	m.metrics.reconciles.Inc()
 	m.host.Logger().Info("edge node devices reconciled", "node", node, "held", len(inv), "sent", sent, "removed", removed, "devices", len(objs))
@@ -525,19 +495,11 @@ func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	if inventoried {
 		return
 	}
-	if kubeedge { // KubeEdge's edgecore sends no inventory: no need to wait for one
-		m.reconcile(ctx, node, nil)
-		return
-	}
-	time.AfterFunc(m.InventoryWait, func() {
+	controller.AwaitInventory(ctx, m.host.Logger(), node, kubeedge, m.InventoryWait, func() bool {
 		m.mu.Lock()
-		wait := !st.inventoried && st.inventoryGen == gen && st.connected
-		m.mu.Unlock()
-		if wait && ctx.Err() == nil {
-			m.host.Logger().Info("edge node sent no inventory; sending every device it should hold", "node", node, "waited", m.InventoryWait)
-			m.reconcile(ctx, node, nil)
-		}
-	})
+		defer m.mu.Unlock()
+		return !st.inventoried && st.inventoryGen == gen && st.connected
+	}, func() { m.reconcile(ctx, node, nil) })
 }
 
 func (m *Module) disconnected(node string) {

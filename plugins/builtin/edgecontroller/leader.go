@@ -33,7 +33,7 @@ type leaseSeen struct {
 }
 
 // watchNodeLeases starts an informer on kube-node-lease; it records when each Lease changes.
-func (m *Module) watchNodeLeases(ctx context.Context) (cache.InformerSynced, error) {
+func (m *Module) watchNodeLeases(stop <-chan struct{}) (cache.InformerSynced, error) {
 	m.leaseFactory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithNamespace(leaseNamespace),
 		informers.WithTransform(slimLease))
 	inf := m.leaseFactory.Coordination().V1().Leases().Informer()
@@ -56,7 +56,7 @@ func (m *Module) watchNodeLeases(ctx context.Context) (cache.InformerSynced, err
 	}); err != nil {
 		return nil, err
 	}
-	m.leaseFactory.Start(ctx.Done())
+	m.leaseFactory.Start(stop)
 	return inf.HasSynced, nil
 }
 

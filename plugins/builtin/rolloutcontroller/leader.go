@@ -61,7 +61,7 @@ func (m *Module) endElection(ctx context.Context) {
 // enqueueAll reconciles every rollout: a new leader catches up on what it skipped as a follower.
 func (m *Module) enqueueAll() {
 	for _, k := range m.roInf.GetStore().ListKeys() {
-		m.queue.Add(k)
+		m.ctl.Queue.Add(k)
 	}
 }
 

@@ -6,28 +6,25 @@ package rolloutcontroller
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
 	"github.com/kedge-io/kedge/sdk/kube"
-	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "plugin".
@@ -65,11 +62,8 @@ type Module struct {
 	roInf   cache.SharedIndexInformer
 	nodes   corelisters.NodeLister
 	nodeInf cache.SharedIndexInformer
-	queue   workqueue.TypedRateLimitingInterface[string]
+	ctl     *controller.Runner[string] // queue of rollout keys, informers' lifetime, workers, per-node fan-in
 	metrics *metrics
-	up      []chan upJob
-	wg      sync.WaitGroup
-	stop    chan struct{}
 	now     func() metav1.Time
 	sendMu  sync.Mutex              // orders rollout updates and deletes queued for the edge
 	gone    map[types.UID]time.Time // recently deleted rollouts: nothing more is sent for them
@@ -96,24 +90,12 @@ func New() *Module {
 }
 
 // Scheme holds the kedge.io types (and the meta types a REST client needs).
-var Scheme = func() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}()
+var Scheme = controller.NewScheme(v1alpha1.AddToScheme)
 
 // NewRESTClient returns a typed REST client for kedge.io/v1alpha1 on base: JSON, the kedge.io
 // scheme, and base's rate limits.
 func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
-	cfg := rest.CopyConfig(base)
-	gv := v1alpha1.GroupVersion
-	cfg.GroupVersion = &gv
-	cfg.APIPath = "/apis"
-	cfg.ContentType = runtime.ContentTypeJSON
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
-	return rest.RESTClientFor(cfg)
+	return controller.NewRESTClient(base, v1alpha1.GroupVersion, Scheme)
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
@@ -122,7 +104,6 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.host, m.life = h, ctx
 	m.ha = haState{held: map[string]bool{}, sent: map[sentKey]int64{}}
-	m.stop = make(chan struct{})
 	m.gone = map[types.UID]time.Time{}
 	if m.now == nil {
 		m.now = metav1.Now
@@ -131,102 +112,52 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
 		return err
 	}
-	cfg, err := kube.RestConfig(m.Kubeconfig, "modules.rolloutcontroller.kubeconfig")
+	cfg, err := controller.RestConfig(m.Kubeconfig, Name, m.QPS, m.Burst)
 	if err != nil {
 		return err
 	}
-	cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-rolloutcontroller"
 	if m.rest, err = NewRESTClient(cfg); err != nil {
 		return fmt.Errorf("API client for %s: %w", v1alpha1.GroupVersion, err)
 	}
 	if m.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return fmt.Errorf("API client for nodes: %w", err)
 	}
-	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: Name})
+	m.ctl = controller.New(controller.Options[string]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
+		SyncHint: ", and is the CRD of build/crds installed", Logger: h.Logger(),
+		Sync: m.sync, SyncFailed: func(string, error) { m.metrics.syncErrors.Inc() }, Upstream: m.handleUp})
 	if err := m.watch(); err != nil {
 		return err
 	}
-	go m.roInf.Run(m.stop)
-	go m.nodeInf.Run(m.stop)
-	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
-	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), m.roInf.HasSynced, m.nodeInf.HasSynced) {
-		close(m.stop)
-		m.queue.ShutDown()
-		return fmt.Errorf("the API server did not answer the first list of pluginrollouts (%s) and edge nodes within %s (syncTimeout): is it reachable with this kubeconfig, and is the CRD of build/crds installed?", v1alpha1.GroupVersion, m.SyncTimeout)
-	}
-	if err := m.startElection(ctx); err != nil {
-		close(m.stop)
-		m.queue.ShutDown()
+	m.ctl.Run(m.roInf, m.nodeInf)
+	if err := m.ctl.WaitForSync(ctx, "pluginrollouts ("+v1alpha1.GroupVersion.String()+") and edge nodes", m.roInf.HasSynced, m.nodeInf.HasSynced); err != nil {
 		return err
 	}
-	for range m.Workers {
-		m.wg.Go(func() {
-			for m.processNext(ctx) {
-			}
-		})
+	if err := m.startElection(ctx); err != nil {
+		m.ctl.Close()
+		return err
 	}
-	m.up = make([]chan upJob, m.Workers)
-	for i := range m.up {
-		ch := make(chan upJob, 64)
-		m.up[i] = ch
-		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
-	}
+	m.ctl.Start(ctx)
 	h.Logger().Info("watching the API for plugin rollouts", "workers", m.Workers, "leaderElection", m.LeaderElection.Enable, "lease", m.elector.Lease())
 	return nil
 }
 
 func (m *Module) Stop(ctx context.Context) error {
 	m.endElection(ctx) // release the Lease first: another replica takes over at once
-	if m.queue != nil {
-		m.queue.ShutDown()
+	if m.ctl != nil {
+		m.ctl.Stop()
 	}
-	if m.stop != nil {
-		select {
-		case <-m.stop:
-		default:
-			close(m.stop)
-		}
-	}
-	m.wg.Wait()
 	return nil
-}
-
-// upJob is one message from the edge (or hub event) waiting for its node's worker.
-type upJob struct {
-	msg  sdk.Message
-	node string
 }
 
 // Handle takes what cloudhub hands over: hub events and pluginstatus reports. Each node's messages
 // go to the same worker, so one node's reports stay in order; the answer (which acknowledges the
 // message to the edge) is sent when the worker is done.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	node, _, err := message.ToEdge(msg.Route.Resource)
-	if err != nil {
+	err := m.ctl.Dispatch(ctx, msg)
+	if errors.Is(err, controller.ErrNoNode) {
 		m.metrics.upstream.WithLabelValues("invalid").Inc()
-		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
 	}
-	hash := fnv.New32a()
-	_, _ = hash.Write([]byte(node))
-	select {
-	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-jobs:
-			m.handleUp(ctx, j.node, j.msg)
-		}
-	}
+	return err
 }
 
 // watch builds the informers and registers their handlers: a rollout change reconciles that
@@ -241,7 +172,7 @@ func (m *Module) watch() error {
 	m.nodeInf, m.nodes = ni.Informer(), ni.Lister()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			m.queue.Add(key)
+			m.ctl.Queue.Add(key)
 		}
 	}
 	deliver := func(obj any) {
@@ -257,7 +188,7 @@ func (m *Module) watch() error {
 	}
 	all := func(any) {
 		for _, k := range m.roInf.GetStore().ListKeys() {
-			m.queue.Add(k)
+			m.ctl.Queue.Add(k)
 		}
 	}
 	_, err := m.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{

@@ -7,7 +7,6 @@ package devicecontroller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -129,7 +128,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
 		SyncHint: ", and are the CRDs of build/crds installed", Logger: h.Logger(),
 		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
-		Upstream: m.handleUp})
+		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.inventory,
+		Refused: func(sdk.Message, error) { m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc() }})
 	if err := m.watch(); err != nil {
 		return err
 	}
@@ -162,11 +162,7 @@ func (m *Module) Stop(context.Context) error {
 // to the same worker, so one node's reports stay in order while nodes proceed in parallel; the answer
 // (which acknowledges the message to the edge) is sent when the worker is done.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	err := m.ctl.Dispatch(ctx, msg)
-	if errors.Is(err, controller.ErrNoNode) {
-		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
-	}
-	return err // the host answers a sync request with it
+	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }
 
 // watch builds the informers on the REST client and registers their handlers.

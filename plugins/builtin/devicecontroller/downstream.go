@@ -502,7 +502,15 @@ func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	}, func() { m.reconcile(ctx, node, nil) })
 }
 
-func (m *Module) disconnected(node string) {
+// inventory reconciles node from the inventory it sent (an unreadable one: as if it held nothing).
+func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem, err error) {
+	if err != nil {
+		m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
+	}
+	m.reconcile(ctx, node, inv)
+}
+
+func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
 	st.connected = false

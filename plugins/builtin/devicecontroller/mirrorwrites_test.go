@@ -62,14 +62,14 @@ func delta(a, b map[string]float64) string {
 // up-to-date DeviceStatus (a cloudcore restart) writes nothing.
 func TestDeviceStatusMirrorCostsOnePatchPerReportAndNothingAfterARestart(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.join(a)
 	r.model("m")
 	r.device("d", "m", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d"))
 	eventually(t, "DeviceStatus d created", func() (bool, string) {
 		ds := &v1beta1.DeviceStatus{}
-		err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
+		err := api.Get().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
 		return err == nil, fmt.Sprint(err)
 	})
 	before := statusWrites(t)
@@ -100,7 +100,7 @@ func TestDeviceStatusMirrorCostsOnePatchPerReportAndNothingAfterARestart(t *test
 	// of its DeviceStatus results reaches the number of Devices.
 	getDS := func() *v1beta1.DeviceStatus {
 		ds := &v1beta1.DeviceStatus{}
-		if err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds); err != nil {
+		if err := api.Get().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds); err != nil {
 			t.Fatal(err)
 		}
 		return ds

@@ -59,22 +59,6 @@ var (
 const conflictRetries = 8
 
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
-	switch msg.Route.Operation {
-	case message.OpConnected:
-		m.connected(ctx, node, controller.ConnectedKubeEdge(msg.Content))
-		return
-	case message.OpDisconnected:
-		m.disconnected(node)
-		return
-	case message.OpInventory:
-		inv, err := controller.DecodeInventory(msg.Content)
-		if err != nil {
-			m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
-			m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; reconciling as if it held nothing", "node", node, "err", err)
-		}
-		m.reconcile(ctx, node, inv)
-		return
-	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	result := "ok"
 	if err == nil {

@@ -162,7 +162,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 
 	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout, Logger: h.Logger(),
 		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
-		Upstream: m.handleUp})
+		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.inventory,
+		Refused: func(sdk.Message, error) { m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc() }})
 	m.factory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithTransform(stripManagedFields))
 	synced, err := m.watch()
 	if err != nil {
@@ -226,9 +227,5 @@ func (m *Module) Stop(ctx context.Context) error {
 // by a worker per node hash, so one node's reports stay in order while nodes proceed in parallel; the
 // answer (which acknowledges the message to the edge) is sent when the worker is done.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	err := m.ctl.Dispatch(ctx, msg)
-	if errors.Is(err, controller.ErrNoNode) {
-		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
-	}
-	return err
+	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }

@@ -39,7 +39,7 @@ func fullReport(node string, memory, disk, pid string) edgecontroller.NodeReport
 }
 
 func (r *rig) report(node string, rep edgecontroller.NodeReport) reportReply {
-	r.t.Helper()
+	r.T.Helper()
 	resp := r.request(node, message.OpUpdate, "default", "nodestatus", node, rep)
 	out := reportReply{op: resp.Route.Operation, content: string(resp.Content)}
 	var e struct {
@@ -73,7 +73,7 @@ func condition(n *corev1.Node, typ corev1.NodeConditionType) *corev1.NodeConditi
 
 func TestNodeReportSetsAllocatablePressureConditionsAndNodeInfo(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	if resp := r.report(node, fullReport(node, "False", "True", "False")); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
@@ -118,7 +118,7 @@ func TestPressureConditionTransitionTimeMovesOnlyWhenItsStatusChanges(t *testing
 	r := newRig(t) // one rig (its namespace is named after the test), a node per case
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			node := r.node(fmt.Sprint("n", i))
+			node := r.Node(fmt.Sprint("n", i))
 			r.join(node)
 			if resp := r.report(node, fullReport(node, "False", "False", "False")); resp.op == message.OpError {
 				t.Fatalf("report refused: %s", resp.content)
@@ -146,7 +146,7 @@ func TestPressureConditionTransitionTimeMovesOnlyWhenItsStatusChanges(t *testing
 
 func TestReportWithoutTheNewFieldsKeepsConditionsAndAllocatableIsCapacity(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	if resp := r.report(node, fullReport(node, "True", "False", "False")); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
@@ -166,12 +166,12 @@ func TestReportWithoutTheNewFieldsKeepsConditionsAndAllocatableIsCapacity(t *tes
 
 func TestDisconnectedNodeTurnsPressureConditionsUnknownToo(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	if resp := r.report(node, fullReport(node, "False", "False", "False")); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
 	}
-	r.event(node, message.OpDisconnected, nil)
+	r.Event(node, message.OpDisconnected, nil)
 	eventually(t, "pressure conditions Unknown", func() (bool, string) {
 		n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		if err != nil {
@@ -198,7 +198,7 @@ func TestBadNodeReportsAreRefusedNamingTheField(t *testing.T) {
 		{"a condition status that is not True/False/Unknown", func(rep *edgecontroller.NodeReport) { rep.Conditions[1].Status = "maybe" }, `"maybe"`},
 	}
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -39,22 +39,6 @@ type PodDeleted struct {
 var errForbidden = controller.ErrForbidden
 
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
-	switch msg.Route.Operation {
-	case message.OpConnected:
-		m.connected(ctx, node, controller.ConnectedKubeEdge(msg.Content)) // none (an older cloudhub): a Kedge edge
-		return
-	case message.OpDisconnected:
-		m.disconnected(node)
-		return
-	case message.OpInventory:
-		inv, err := controller.DecodeInventory(msg.Content)
-		if err != nil {
-			m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
-			m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; reconciling as if it held nothing", "node", node, "err", err)
-		}
-		m.reconcile(ctx, node, inv)
-		return
-	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	var content any = "OK"
 	if err == nil {
@@ -257,7 +241,15 @@ func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	}, func() { m.reconcile(ctx, node, nil) })
 }
 
-func (m *Module) disconnected(node string) {
+// inventory reconciles node from the inventory it sent (an unreadable one: as if it held nothing).
+func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem, err error) {
+	if err != nil {
+		m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
+	}
+	m.reconcile(ctx, node, inv)
+}
+
+func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
 	st.connected, st.since = false, time.Now()

@@ -56,10 +56,9 @@ func (m *Module) deleted(obj any) {
 
 // inventory sends node a delete for every rollout message it holds whose rollout no longer exists
 // (deleted while this controller was not running, or while the delete could not be queued).
-func (m *Module) inventory(ctx context.Context, node string, raw []byte) {
-	inv, err := controller.DecodeInventory(raw)
+// An unreadable inventory (logged by the runner) is ignored.
+func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem, err error) {
 	if err != nil {
-		m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; ignored", "node", node, "err", err)
 		return
 	}
 	for _, it := range inv {

@@ -6,7 +6,6 @@ package rolloutcontroller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -124,7 +123,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.ctl = controller.New(controller.Options[string]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
 		SyncHint: ", and is the CRD of build/crds installed", Logger: h.Logger(),
-		Sync: m.sync, SyncFailed: func(string, error) { m.metrics.syncErrors.Inc() }, Upstream: m.handleUp})
+		Sync: m.sync, SyncFailed: func(string, error) { m.metrics.syncErrors.Inc() }, Upstream: m.handleUp,
+		Connected:    func(ctx context.Context, node string, _ bool) { m.setHeld(node, true); m.connected(ctx, node) },
+		Disconnected: func(_ context.Context, node string) { m.setHeld(node, false) },
+		Inventory:    m.inventory, // resends on connect cover what is in flight
+		Refused:      func(sdk.Message, error) { m.metrics.upstream.WithLabelValues("invalid").Inc() }})
 	if err := m.watch(); err != nil {
 		return err
 	}
@@ -153,11 +156,7 @@ func (m *Module) Stop(ctx context.Context) error {
 // go to the same worker, so one node's reports stay in order; the answer (which acknowledges the
 // message to the edge) is sent when the worker is done.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	err := m.ctl.Dispatch(ctx, msg)
-	if errors.Is(err, controller.ErrNoNode) {
-		m.metrics.upstream.WithLabelValues("invalid").Inc()
-	}
-	return err
+	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }
 
 // watch builds the informers and registers their handlers: a rollout change reconciles that

@@ -37,18 +37,6 @@ var (
 )
 
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
-	switch msg.Route.Operation {
-	case message.OpConnected:
-		m.setHeld(node, true)
-		m.connected(ctx, node)
-		return
-	case message.OpDisconnected:
-		m.setHeld(node, false)
-		return
-	case message.OpInventory:
-		m.inventory(ctx, node, msg.Content) // resends on connect cover what is in flight
-		return
-	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	result := "ok"
 	if err == nil {

@@ -53,9 +53,18 @@ type Options[K comparable] struct {
 	Sync func(ctx context.Context, key K) error
 	// SyncFailed, if set, is told of each failed Sync (count it) before the retry is logged.
 	SyncFailed func(key K, err error)
-	// Upstream handles one message from an edge node (or a hub event about it): a node's messages
-	// are handed to it one at a time, in the order they came.
+	// Upstream handles one message from an edge node: a node's messages (and the hub events about
+	// it) are handled one at a time, in the order they came.
 	Upstream func(ctx context.Context, node string, msg sdk.Message)
+	// Connected, Disconnected and Inventory, if set, handle the hub's events about a node (cloudhub
+	// sends them to the group hubevents): kubeedge says the node runs KubeEdge's edgecore (which
+	// sends no inventory; see AwaitInventory); inv is the node's inventory, nil with err when the
+	// content was not a list of InventoryItem (logged here). An event without its handler is dropped.
+	Connected    func(ctx context.Context, node string, kubeedge bool)
+	Disconnected func(ctx context.Context, node string)
+	Inventory    func(ctx context.Context, node string, inv []InventoryItem, err error)
+	// Refused, if set, is told of each message Dispatch refuses (count it).
+	Refused func(msg sdk.Message, err error)
 }
 
 // Runner runs a controller's queue workers, informers and upstream workers.
@@ -154,10 +163,30 @@ func (r *Runner[K]) Start(ctx context.Context) {
 				case <-r.stop:
 					return
 				case j := <-ch:
-					r.opts.Upstream(ctx, j.node, j.msg)
+					r.upstream(ctx, j.node, j.msg)
 				}
 			}
 		})
+	}
+}
+
+// upstream routes one message of a node: the hub's events to their handlers, the rest to Upstream.
+func (r *Runner[K]) upstream(ctx context.Context, node string, msg sdk.Message) {
+	switch op := msg.Route.Operation; {
+	case op == message.OpConnected && r.opts.Connected != nil:
+		r.opts.Connected(ctx, node, ConnectedKubeEdge(msg.Content))
+	case op == message.OpDisconnected && r.opts.Disconnected != nil:
+		r.opts.Disconnected(ctx, node)
+	case op == message.OpInventory && r.opts.Inventory != nil:
+		inv, err := DecodeInventory(msg.Content)
+		if err != nil {
+			r.opts.Logger.Warn("inventory from an edge node is not a list of {resource, resourceVersion}", "node", node, "err", err)
+		}
+		r.opts.Inventory(ctx, node, inv, err)
+	case op == message.OpConnected || op == message.OpDisconnected || op == message.OpInventory:
+		// a hub event this controller does not follow
+	default:
+		r.opts.Upstream(ctx, node, msg)
 	}
 }
 
@@ -185,11 +214,16 @@ var ErrNoNode = errors.New("names no edge node")
 // Dispatch hands a message from cloudhub (from an edge node, or a hub event about one) to the
 // upstream worker of its node: the node's hash picks the worker, so one node's messages stay in order
 // while nodes proceed in parallel. A resource that names no node is an error wrapping ErrNoNode
-// (the host answers a sync request with it). Call it only after Start.
+// (the host answers a sync request with it), told to Refused. Call it only after Start; a module's
+// Handle is Dispatch.
 func (r *Runner[K]) Dispatch(ctx context.Context, msg sdk.Message) error {
 	node, _, err := message.ToEdge(msg.Route.Resource)
 	if err != nil {
-		return fmt.Errorf("message from %s: %w: %w", msg.Route.Source, ErrNoNode, err)
+		err = fmt.Errorf("message from %s: %w: %w", msg.Route.Source, ErrNoNode, err)
+		if r.opts.Refused != nil {
+			r.opts.Refused(msg, err)
+		}
+		return err
 	}
 	hash := fnv.New32a()
 	_, _ = hash.Write([]byte(node))

@@ -249,3 +249,55 @@ func TestMetricsNamesAndReportsRegistrationErrors(t *testing.T) {
 		t.Error("a duplicate registration was not reported")
 	}
 }
+
+// TestHubEventsReachTheirHandlers proves the runner routes cloudhub's events about a node to
+// Connected (with the KubeEdge flag), Disconnected and Inventory (a damaged inventory as an error),
+// and everything else to Upstream, all in the node's order.
+func TestHubEventsReachTheirHandlers(t *testing.T) {
+	got := make(chan string, 10)
+	r := controller.New(controller.Options[string]{Name: "test", Workers: 2, Logger: quiet,
+		Sync: func(context.Context, string) error { return nil },
+		Upstream: func(_ context.Context, node string, msg sdk.Message) {
+			got <- "upstream " + node + " " + msg.Route.Operation
+		},
+		Connected: func(_ context.Context, node string, kubeedge bool) {
+			got <- fmt.Sprintf("connected %s kubeedge=%v", node, kubeedge)
+		},
+		Disconnected: func(_ context.Context, node string) { got <- "disconnected " + node },
+		Inventory: func(_ context.Context, node string, inv []controller.InventoryItem, err error) {
+			got <- fmt.Sprintf("inventory %s %v err=%v", node, inv, err != nil)
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.Start(ctx)
+	defer r.Stop()
+	event := func(op, content string) sdk.Message {
+		m := message.New("cloudhub", "hub", op, message.Resource{Node: "n1", Namespace: "-", Type: "connection", Name: "n1"}.Cloud())
+		m.Content = []byte(content)
+		return m
+	}
+	for _, m := range []sdk.Message{
+		event(message.OpConnected, `{"kubeedge":true}`),
+		event(message.OpInventory, `[{"resource":"ns/pod/a","resourceVersion":3}]`),
+		event(message.OpInventory, `"not a list"`),
+		fromNode("n1", "a"),
+		event(message.OpDisconnected, ""),
+		event(message.OpConnected, ""),
+	} {
+		if err := r.Dispatch(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"connected n1 kubeedge=true", "inventory n1 [{ns/pod/a 3}] err=false", "inventory n1 [] err=true",
+		"upstream n1 update", "disconnected n1", "connected n1 kubeedge=false"}
+	for _, w := range want {
+		select {
+		case g := <-got:
+			if g != w {
+				t.Fatalf("handled %q; want %q", g, w)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%q never handled", w)
+		}
+	}
+}

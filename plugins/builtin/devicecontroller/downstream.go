@@ -48,11 +48,8 @@ type devRecord struct {
 
 // nodeState is the controller's view of one edge node.
 type nodeState struct {
-	connected    bool
-	inventoried  bool   // the node's inventory was reconciled since this cloudcore started
-	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
-	membership   string // the membership content last sent
-	kubeedge     bool   // the node runs KubeEdge's edgecore (cloudhub said so at connect): membership in KubeEdge's shape
+	controller.Link        // connected, inventoried, KubeEdge's edgecore (membership in KubeEdge's shape)
+	membership      string // the membership content last sent
 }
 
 // MemberRef names one device in a membership list.
@@ -333,8 +330,8 @@ func (m *Module) syncMembership(ctx context.Context, node string, force bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
 	same := st.membership == string(b)
-	ready := st.inventoried
-	prevJSON, kubeedge := st.membership, st.kubeedge
+	ready := st.Inventoried
+	prevJSON, kubeedge := st.membership, st.KubeEdge
 	if ready {
 		st.membership = string(b)
 	}
@@ -358,23 +355,14 @@ func (m *Module) syncMembership(ctx context.Context, node string, force bool) {
 }
 
 // nodeState returns (creating) the state of an edge node.
-func (m *Module) nodeState(name string) *nodeState {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	st := m.state[name]
-	if st == nil {
-		st = &nodeState{}
-		m.state[name] = st
-	}
-	return st
-}
+func (m *Module) nodeState(name string) *nodeState { return controller.Entry(&m.mu, m.state, name) }
 
 // emit queues a message for node with obj as content. Until the node's inventory has been reconciled
 // after this cloudcore started, nothing is sent: the reconciliation sends what the node lacks.
 func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj runtime.Object) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	ready := st.inventoried
+	ready := st.Inventoried
 	m.mu.Unlock()
 	if !ready {
 		m.metrics.deferred.Inc()
@@ -427,7 +415,7 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 	defer m.sendMu.Unlock()
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.inventoried = true
+	st.Inventoried = true
 	m.mu.Unlock()
 
 	type want struct {
@@ -487,19 +475,9 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected = true
-	st.kubeedge = kubeedge
-	st.inventoryGen++
-	gen, inventoried := st.inventoryGen, st.inventoried
+	st.Connect(kubeedge)
 	m.mu.Unlock()
-	if inventoried {
-		return
-	}
-	controller.AwaitInventory(ctx, m.host.Logger(), node, kubeedge, m.InventoryWait, func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return !st.inventoried && st.inventoryGen == gen && st.connected
-	}, func() { m.reconcile(ctx, node, nil) })
+	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
 }
 
 // inventory reconciles node from the inventory it sent (an unreadable one: as if it held nothing).
@@ -513,6 +491,6 @@ func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem
 func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected = false
+	st.Connected = false
 	m.mu.Unlock()
 }

@@ -50,16 +50,14 @@ type podRecord struct {
 
 // nodeState is the controller's view of one edge node.
 type nodeState struct {
-	connected    bool
+	// Link: connected, inventoried, and whether the last connection was KubeEdge's edgecore
+	// (cloudhub says so on connect): it sends no inventory and asks for its pods' service-account
+	// tokens itself.
+	controller.Link
 	since        time.Time // of the last connect or disconnect
 	lastReport   time.Time
-	inventoried  bool   // the node's inventory was reconciled since this cloudcore started
-	unknownSet   bool   // Ready=Unknown already written for the current disconnection
-	nodeSent     string // fingerprint of the Node object last sent to the node
-	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
-	// kubeedge: the node's last connection was KubeEdge's edgecore (cloudhub says so on connect): it
-	// sends no inventory and asks for its pods' service-account tokens itself.
-	kubeedge     bool
+	unknownSet   bool      // Ready=Unknown already written for the current disconnection
+	nodeSent     string    // fingerprint of the Node object last sent to the node
 	statusRV     string    // resourceVersion of the Node this cloudcore last wrote the status of
 	leaseRenewed time.Time // when this cloudcore renewed the node's Lease (or found it fresh)
 }
@@ -371,16 +369,7 @@ func (m *Module) syncNode(ctx context.Context, it item) error {
 }
 
 // nodeState returns (creating) the state of an edge node.
-func (m *Module) nodeState(name string) *nodeState {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	st := m.state[name]
-	if st == nil {
-		st = &nodeState{}
-		m.state[name] = st
-	}
-	return st
-}
+func (m *Module) nodeState(name string) *nodeState { return controller.Entry(&m.mu, m.state, name) }
 
 var gvks = map[string]schema.GroupVersionKind{
 	TypePod:       corev1.SchemeGroupVersion.WithKind("Pod"),
@@ -399,7 +388,7 @@ func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj r
 	}
 	st := m.nodeState(node)
 	m.mu.Lock()
-	ready := st.inventoried
+	ready := st.Inventoried
 	m.mu.Unlock()
 	if !ready {
 		m.metrics.deferred.Inc()
@@ -564,7 +553,7 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 	// a version it holds), and none falls between this snapshot and the flag.
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.inventoried = true
+	st.Inventoried = true
 	m.mu.Unlock()
 	want := m.desired(node)
 	rvs := make(map[string]uint64, len(want))

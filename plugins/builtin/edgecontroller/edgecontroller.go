@@ -89,7 +89,6 @@ type Module struct {
 	autonomy *autonomy             // nil when the autonomy setting is off
 
 	elector      *kube.Elector
-	stopElection context.CancelFunc
 	leaseFactory informers.SharedInformerFactory
 	leaseLister  coordlisters.LeaseLister // slim copies (slimLease)
 	leaseMu      sync.Mutex
@@ -202,7 +201,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 }
 
 func (m *Module) Stop(ctx context.Context) error {
-	m.endElection(ctx) // release the Lease first: another replica takes over at once
+	m.elector.Stop(ctx) // release the Lease first: another replica takes over at once
 	if m.ctl != nil {
 		m.ctl.Close()
 	}

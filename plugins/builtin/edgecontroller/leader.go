@@ -107,7 +107,7 @@ func (m *Module) staleNodes() []string {
 		}
 		m.mu.Lock()
 		st := m.state[n.Name]
-		local := st != nil && st.connected
+		local := st != nil && st.Connected
 		m.mu.Unlock()
 		if local {
 			continue
@@ -145,9 +145,8 @@ func readyKnown(n *corev1.Node) bool {
 	return false
 }
 
-func (m *Module) startElection(ctx context.Context) error {
-	ectx, cancel := context.WithCancel(ctx)
-	e, err := kube.StartElector(ectx, m.LeaderElection, kube.ElectorOptions{
+func (m *Module) startElection(ctx context.Context) (err error) {
+	m.elector, err = kube.StartElector(ctx, m.LeaderElection, kube.ElectorOptions{
 		Client: m.client, Module: Name, Identity: m.host.NodeName(), Logger: m.host.Logger(), Metrics: m.host.Metrics(),
 		OnStartedLeading: func(context.Context) {
 			if m.autonomy != nil {
@@ -155,21 +154,5 @@ func (m *Module) startElection(ctx context.Context) error {
 			}
 		},
 	})
-	if err != nil {
-		cancel()
-		return err
-	}
-	m.elector, m.stopElection = e, cancel
-	return nil
-}
-
-func (m *Module) endElection(ctx context.Context) {
-	if m.stopElection == nil {
-		return
-	}
-	m.stopElection()
-	select {
-	case <-m.elector.Done():
-	case <-ctx.Done():
-	}
+	return err
 }

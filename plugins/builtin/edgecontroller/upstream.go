@@ -224,21 +224,13 @@ func (m *Module) query(ctx context.Context, node string, res message.Resource) (
 func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected, st.since, st.unknownSet, st.kubeedge = true, time.Now(), false, kubeedge
-	st.inventoryGen++
-	gen, inventoried := st.inventoryGen, st.inventoried
+	st.Connect(kubeedge)
+	st.since, st.unknownSet = time.Now(), false
 	m.mu.Unlock()
 	if err := m.register(ctx, node); err != nil {
 		m.host.Logger().Error("edge node not registered", "node", node, "err", err)
 	}
-	if inventoried {
-		return
-	}
-	controller.AwaitInventory(ctx, m.host.Logger(), node, kubeedge, m.InventoryWait, func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return !st.inventoried && st.inventoryGen == gen && st.connected
-	}, func() { m.reconcile(ctx, node, nil) })
+	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
 }
 
 // inventory reconciles node from the inventory it sent (an unreadable one: as if it held nothing).
@@ -252,7 +244,7 @@ func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem
 func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected, st.since = false, time.Now()
+	st.Connected, st.since = false, time.Now()
 	m.mu.Unlock()
 }
 
@@ -291,7 +283,7 @@ func (m *Module) isKubeEdge(node string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.state[node]
-	return st != nil && st.kubeedge
+	return st != nil && st.KubeEdge
 }
 
 // podGone says whether the pod res names no longer exists in the API.

@@ -68,9 +68,8 @@ type Module struct {
 	gone    map[types.UID]time.Time // recently deleted rollouts: nothing more is sent for them
 	life    context.Context
 
-	elector      *kube.Elector
-	stopElection context.CancelFunc
-	ha           haState
+	elector *kube.Elector
+	ha      haState
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -145,7 +144,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 }
 
 func (m *Module) Stop(ctx context.Context) error {
-	m.endElection(ctx) // release the Lease first: another replica takes over at once
+	m.elector.Stop(ctx) // release the Lease first: another replica takes over at once
 	if m.ctl != nil {
 		m.ctl.Stop()
 	}

@@ -202,17 +202,30 @@ func TestOutcome(t *testing.T) {
 	}
 }
 
-// TestAwaitInventory: a KubeEdge edge is reconciled at once; a Kedge edge after the wait, and only
-// while it still waits.
+// TestAwaitInventory: a KubeEdge edge is reconciled at once; a Kedge edge after the wait, unless its
+// inventory came, it disconnected or connected again meanwhile; an inventoried node not at all.
 func TestAwaitInventory(t *testing.T) {
 	ctx := context.Background()
-	ran := make(chan string, 3)
-	controller.AwaitInventory(ctx, quiet, "ke", true, time.Hour, func() bool { return true }, func() { ran <- "ke" })
-	if got := <-ran; got != "ke" {
-		t.Fatalf("reconciled %q", got)
+	var mu sync.Mutex
+	ran := make(chan string, 10)
+	await := func(name string, kubeedge bool, after func(*controller.Link)) {
+		l := &controller.Link{}
+		mu.Lock()
+		l.Connect(kubeedge)
+		mu.Unlock()
+		controller.AwaitInventory(ctx, quiet, &mu, l, name, 10*time.Millisecond, func() { ran <- name })
+		mu.Lock()
+		after(l)
+		mu.Unlock()
 	}
-	controller.AwaitInventory(ctx, quiet, "gone", false, time.Millisecond, func() bool { return false }, func() { ran <- "gone" })
-	controller.AwaitInventory(ctx, quiet, "waits", false, time.Millisecond, func() bool { return true }, func() { ran <- "waits" })
+	await("kubeedge", true, func(*controller.Link) {})
+	if got := <-ran; got != "kubeedge" {
+		t.Fatalf("reconciled %q first; want the KubeEdge edge at once", got)
+	}
+	await("inventoried", false, func(l *controller.Link) { l.Inventoried = true })
+	await("gone", false, func(l *controller.Link) { l.Connected = false })
+	await("again", false, func(l *controller.Link) { l.Connect(false) })
+	await("waits", false, func(*controller.Link) {})
 	select {
 	case got := <-ran:
 		if got != "waits" {
@@ -221,6 +234,9 @@ func TestAwaitInventory(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("a node that sent no inventory was not reconciled after the wait")
 	}
+	l := &controller.Link{Inventoried: true}
+	l.Connect(false)
+	controller.AwaitInventory(ctx, quiet, &mu, l, "done", time.Millisecond, func() { t.Error("an inventoried node was reconciled again") })
 }
 
 // TestMetricsNamesAndReportsRegistrationErrors proves the kedge_<module>_ prefix and that a second

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kedge-io/kedge/sdk"
@@ -80,22 +81,58 @@ func ConnectedKubeEdge(content []byte) bool {
 	return hello.KubeEdge
 }
 
-// AwaitInventory is what a controller does when a node connects whose inventory it has not
-// reconciled yet: a KubeEdge edge sends none, so reconcile (from nothing) runs at once; a Kedge edge
-// gets wait to send its inventory, after which reconcile runs from nothing if waiting() still says the
-// node waits (connected, not reconciled, no newer connection) and ctx is live.
-func AwaitInventory(ctx context.Context, log *slog.Logger, node string, kubeedge bool, wait time.Duration, waiting func() bool, reconcile func()) {
-	if kubeedge {
+// Link is a node's connection and inventory as a controller follows them. Embed it in the
+// controller's per-node state; the controller's lock guards it.
+type Link struct {
+	Connected   bool
+	Inventoried bool   // the node's inventory was reconciled since this controller started
+	KubeEdge    bool   // the node's last connection was KubeEdge's edgecore (it sends no inventory)
+	Gen         uint64 // counts connections; a wait for the inventory ends with a newer one
+}
+
+// Connect notes a connection (call with the lock held); AwaitInventory follows.
+func (l *Link) Connect(kubeedge bool) {
+	l.Connected, l.KubeEdge = true, kubeedge
+	l.Gen++
+}
+
+// AwaitInventory is what a controller does after Connect: nothing when the node's inventory was
+// reconciled already; for a KubeEdge edge (which sends none) reconcile (from nothing) at once;
+// otherwise, after wait, reconcile from nothing unless the inventory came meanwhile, the node went
+// away or connected again, or ctx ended. mu is the lock that guards l.
+func AwaitInventory(ctx context.Context, log *slog.Logger, mu sync.Locker, l *Link, node string, wait time.Duration, reconcile func()) {
+	mu.Lock()
+	gen, inventoried, kubeedge := l.Gen, l.Inventoried, l.KubeEdge
+	mu.Unlock()
+	switch {
+	case inventoried:
+		return
+	case kubeedge:
 		log.Info("KubeEdge edge node connected (it sends no inventory); sending everything it should hold", "node", node)
 		reconcile()
 		return
 	}
 	time.AfterFunc(wait, func() {
-		if ctx.Err() == nil && waiting() {
+		mu.Lock()
+		waiting := !l.Inventoried && l.Gen == gen && l.Connected
+		mu.Unlock()
+		if waiting && ctx.Err() == nil {
 			log.Info("edge node sent no inventory; sending everything it should hold", "node", node, "waited", wait)
 			reconcile()
 		}
 	})
+}
+
+// Entry returns the state of key in states, creating it (under mu) when there is none.
+func Entry[S any](mu sync.Locker, states map[string]*S, key string) *S {
+	mu.Lock()
+	defer mu.Unlock()
+	st := states[key]
+	if st == nil {
+		st = new(S)
+		states[key] = st
+	}
+	return st
 }
 
 // Outcome sorts the result of an edge request — "ok" (nil), "forbidden" (ErrForbidden), "invalid"

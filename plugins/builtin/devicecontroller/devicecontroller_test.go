@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -28,9 +27,7 @@ import (
 )
 
 var (
-	env   *k8senv.Env
-	api   *rest.RESTClient
-	dyn   dynamic.Interface
+	api   *rest.RESTClient // devices.kubeedge.io/v1beta1
 	repo  = k8senv.Repo()
 	devGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDevices)
 	modGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDeviceModels)
@@ -38,7 +35,6 @@ var (
 
 func TestMain(m *testing.M) {
 	os.Exit(ctrlrig.Main(m, "devicecontroller", true, func(e *k8senv.Env) (err error) {
-		env, dyn = e, ctrlrig.Dynamic
 		api, err = devicecontroller.NewRESTClient(e.Config)
 		return err
 	}))
@@ -188,7 +184,7 @@ func create(t *testing.T, ns, manifest string) error {
 	if obj.GetKind() == "DeviceModel" {
 		gvr = modGR
 	}
-	_, err := dyn.Resource(gvr).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
+	_, err := ctrlrig.Dynamic.Resource(gvr).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
 	return err
 }
 
@@ -231,7 +227,7 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 	if d.Spec.Properties[1].Desired.Value != "21.5" || d.Spec.Protocol.ConfigData == nil || d.Spec.Protocol.ConfigData.Data["deviceID"] != 1.0 {
 		t.Fatalf("example device not stored as written (configData kept?): %+v", d.Spec)
 	}
-	out, err := env.Kubectl("get", "devices", "-n", r.NS)
+	out, err := ctrlrig.Env.Kubectl("get", "devices", "-n", r.NS)
 	if err != nil {
 		t.Fatalf("kubectl get devices: %v: %s", err, out)
 	}
@@ -240,7 +236,7 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 			t.Errorf("kubectl get devices does not show %s:\n%s", col, out)
 		}
 	}
-	if out, err := env.Kubectl("get", "devicemodels", "-n", r.NS); err != nil || !strings.Contains(out, "PROTOCOL") || !strings.Contains(out, "virtualProtocol") {
+	if out, err := ctrlrig.Env.Kubectl("get", "devicemodels", "-n", r.NS); err != nil || !strings.Contains(out, "PROTOCOL") || !strings.Contains(out, "virtualProtocol") {
 		t.Errorf("kubectl get devicemodels: %v:\n%s", err, out)
 	}
 }

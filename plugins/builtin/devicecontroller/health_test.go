@@ -13,6 +13,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/devicecontroller"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 func healthReport(status, reason, msg string) devicecontroller.DeviceStatusReport {
@@ -23,7 +24,7 @@ func healthReport(status, reason, msg string) devicecontroller.DeviceStatusRepor
 // warnings lists the Warning Events on the device.
 func (r *rig) warnings(name string) []corev1.Event {
 	r.T.Helper()
-	evs, err := env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
+	evs, err := ctrlrig.Env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		r.T.Fatal(err)
 	}

@@ -16,12 +16,13 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // statusWrites reads the API server's count of write requests to devicestatuses (by verb).
 func statusWrites(t *testing.T) map[string]float64 {
 	t.Helper()
-	raw, err := env.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	raw, err := ctrlrig.Env.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +107,12 @@ func TestDeviceStatusMirrorCostsOnePatchPerReportAndNothingAfterARestart(t *test
 		return ds
 	}
 	rv := getDS().ResourceVersion
-	all, err := dyn.Resource(devGR).List(context.Background(), metav1.ListOptions{})
+	all, err := ctrlrig.Dynamic.Resource(devGR).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	info, _ := sdk.Lookup(devicecontroller.Name)
-	h2 := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
+	h2 := sdktest.Run(t, info, map[string]any{"kubeconfig": ctrlrig.Env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
 	eventually(t, "the second controller handled every Device's DeviceStatus", func() (bool, string) {
 		fams, _ := h2.Metrics.Gather()
 		done := 0.0

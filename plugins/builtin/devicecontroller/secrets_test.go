@@ -13,6 +13,7 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // passwordIn returns configData.password of a device message's content.
@@ -38,7 +39,7 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 	r.join(b)
 	r.model("thermo")
 	ctx := context.Background()
-	sec, err := env.Client.CoreV1().Secrets(r.NS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plc-login"},
+	sec, err := ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plc-login"},
 		Data: map[string][]byte{"password": []byte("s3cret-1")}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 	}
 
 	sec.Data["password"] = []byte("s3cret-2")
-	if sec, err = env.Client.CoreV1().Secrets(r.NS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+	if sec, err = ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pw2, rv2 := r.waitDevicePassword(a, "plc", func(pw map[string]any) bool { return pw["value"] == "s3cret-2" })
@@ -75,7 +76,7 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 
 	delete(sec.Data, "password")
 	sec.Data["other"] = []byte("x")
-	if _, err = env.Client.CoreV1().Secrets(r.NS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+	if _, err = ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitDevicePassword(a, "plc", func(pw map[string]any) bool { return pw["value"] == nil && pw["secretKeyRef"] != nil })

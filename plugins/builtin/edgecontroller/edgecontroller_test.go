@@ -16,14 +16,9 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/message"
 	"github.com/kedge-io/kedge/test/ctrlrig"
-	"github.com/kedge-io/kedge/test/k8senv"
 )
 
-var env *k8senv.Env
-
-func TestMain(m *testing.M) {
-	os.Exit(ctrlrig.Main(m, "edgecontroller", false, func(e *k8senv.Env) error { env = e; return nil }))
-}
+func TestMain(m *testing.M) { os.Exit(ctrlrig.Main(m, "edgecontroller", false, nil)) }
 
 // rig runs the controller against the real API server, with cloudhub captured (test/ctrlrig).
 type rig struct{ *ctrlrig.Rig }
@@ -70,7 +65,7 @@ func (r *rig) pod(name, node string, refs ...string) *corev1.Pod {
 			p.Spec.Containers[0].EnvFrom = append(p.Spec.Containers[0].EnvFrom, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}})
 		}
 	}
-	created, err := env.Client.CoreV1().Pods(r.NS).Create(context.Background(), p, metav1.CreateOptions{})
+	created, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Create(context.Background(), p, metav1.CreateOptions{})
 	if err != nil {
 		r.T.Fatal(err)
 	}
@@ -80,8 +75,8 @@ func (r *rig) pod(name, node string, refs ...string) *corev1.Pod {
 func (r *rig) configMap(name, value string) {
 	r.T.Helper()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.NS}, Data: map[string]string{"k": value}}
-	if _, err := env.Client.CoreV1().ConfigMaps(r.NS).Create(context.Background(), cm, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		_, err = env.Client.CoreV1().ConfigMaps(r.NS).Update(context.Background(), cm, metav1.UpdateOptions{})
+	if _, err := ctrlrig.Env.Client.CoreV1().ConfigMaps(r.NS).Create(context.Background(), cm, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		_, err = ctrlrig.Env.Client.CoreV1().ConfigMaps(r.NS).Update(context.Background(), cm, metav1.UpdateOptions{})
 		if err != nil {
 			r.T.Fatal(err)
 		}
@@ -93,7 +88,7 @@ func (r *rig) configMap(name, value string) {
 func (r *rig) secret(name string) {
 	r.T.Helper()
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.NS}, StringData: map[string]string{"password": "x"}}
-	if _, err := env.Client.CoreV1().Secrets(r.NS).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
 		r.T.Fatal(err)
 	}
 }
@@ -105,7 +100,7 @@ func TestEdgeNodeRegistersOnConnectAndItsReportMakesItReadyWithCapacityAndLease(
 	node := r.Node("n1")
 	r.Event(node, message.OpConnected, nil)
 	eventually(t, "Node created with the edge label", func() (bool, string) {
-		n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -113,7 +108,7 @@ func TestEdgeNodeRegistersOnConnectAndItsReportMakesItReadyWithCapacityAndLease(
 		return ok, fmt.Sprint(n.Labels)
 	})
 	r.join(node)
-	n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +125,7 @@ func TestEdgeNodeRegistersOnConnectAndItsReportMakesItReadyWithCapacityAndLease(
 	if ready := readyStatus(n); ready != corev1.ConditionTrue {
 		t.Errorf("Ready = %q, want True", ready)
 	}
-	l, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), node, metav1.GetOptions{})
+	l, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), node, metav1.GetOptions{})
 	if err != nil || l.Spec.RenewTime == nil || *l.Spec.HolderIdentity != node {
 		t.Fatalf("lease: %v %+v", err, l)
 	}
@@ -151,14 +146,14 @@ func TestDisconnectedNodeTurnsReadyUnknownAfterTheGracePeriodAndReadyAgainOnRepo
 	r.join(node)
 	r.Event(node, message.OpDisconnected, nil)
 	eventually(t, "Ready Unknown", func() (bool, string) {
-		n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		return readyStatus(n) == corev1.ConditionUnknown, string(readyStatus(n))
 	})
 	r.join(node)
-	n, _ := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	n, _ := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if readyStatus(n) != corev1.ConditionTrue {
 		t.Fatalf("after reconnecting and reporting: Ready = %s", readyStatus(n))
 	}
@@ -199,7 +194,7 @@ func TestPodsAndTheirReferencesGoOnlyToTheirNodeAndAConfigMapChangeReachesOnlyIt
 		}
 	}
 	// The last pod using cfg-a goes: the node loses the pod and cfg-a.
-	if err := env.Client.CoreV1().Pods(r.NS).Delete(context.Background(), "pa", *metav1.NewDeleteOptions(0)); err != nil {
+	if err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Delete(context.Background(), "pa", *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitSent(message.OpDelete, res(a, r.NS, "pod", "pa"))
@@ -214,10 +209,10 @@ func TestReconnectingNodeGetsOnlyWhatItLacksAndLosesWhatItShouldNotHold(t *testi
 	p1 := r.pod("p1", node, "configmap/cfg")
 	p2 := r.pod("p2", node)
 	eventually(t, "Node registered", func() (bool, string) {
-		_, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		_, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
-	cm, _ := env.Client.CoreV1().ConfigMaps(r.NS).Get(context.Background(), "cfg", metav1.GetOptions{})
+	cm, _ := ctrlrig.Env.Client.CoreV1().ConfigMaps(r.NS).Get(context.Background(), "cfg", metav1.GetOptions{})
 	rv := func(s string) uint64 { var v uint64; fmt.Sscan(s, &v); return v }
 	// The node holds p1 and cfg at their current versions, p2 at an old one, and a pod the API no longer has.
 	r.Event(node, message.OpInventory, []edgecontroller.InventoryItem{
@@ -241,7 +236,7 @@ func TestNodeWithoutInventoryGetsEverythingItShouldHold(t *testing.T) {
 	node := r.Node("n1")
 	r.Event(node, message.OpConnected, nil)
 	eventually(t, "Node registered", func() (bool, string) {
-		_, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		_, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
 	r.pod("p1", node)
@@ -279,12 +274,12 @@ func TestPodStatusFromItsNodeIsWrittenAndOtherNodesAndGarbageAreRefused(t *testi
 			}
 		})
 	}
-	got, err := env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{})
+	got, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{})
 	if err != nil || got.Status.Phase != corev1.PodRunning || got.Status.PodIP != "10.0.0.7" {
 		t.Fatalf("pod status in the API: %v %+v", err, got.Status)
 	}
 	eventually(t, "a Warning Event for the garbage status", func() (bool, string) {
-		evs, _ := env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
+		evs, _ := ctrlrig.Env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
 		for _, e := range evs.Items {
 			if e.Reason == "InvalidStatusReport" && e.InvolvedObject.Name == "p" {
 				return true, ""
@@ -347,7 +342,7 @@ func TestGracefulDeletionCompletesOnceItsNodeConfirmsAndNotBefore(t *testing.T) 
 		t.Fatalf("an edge deleted a pod the API did not delete: %s", resp.Content)
 	}
 	grace := int64(300)
-	if err := env.Client.CoreV1().Pods(r.NS).Delete(context.Background(), "p", metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+	if err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Delete(context.Background(), "p", metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
 		t.Fatal(err)
 	}
 	upd := r.WaitSent(message.OpUpdate, res(a, r.NS, "pod", "p"))
@@ -357,14 +352,14 @@ func TestGracefulDeletionCompletesOnceItsNodeConfirmsAndNotBefore(t *testing.T) 
 	if resp := r.request(b, message.OpDelete, r.NS, "pod", "p", edgecontroller.PodDeleted{UID: p.UID}); resp.Route.Operation != message.OpError {
 		t.Fatalf("another node completed the deletion: %s", resp.Content)
 	}
-	if _, err := env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{}); err != nil {
 		t.Fatalf("pod gone before its node confirmed: %v", err)
 	}
 	if resp := r.request(a, message.OpDelete, r.NS, "pod", "p", edgecontroller.PodDeleted{UID: p.UID}); resp.Route.Operation == message.OpError {
 		t.Fatalf("confirmation refused: %s", resp.Content)
 	}
 	eventually(t, "pod removed from the API", func() (bool, string) {
-		_, err := env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{})
+		_, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
 	r.WaitSent(message.OpDelete, res(a, r.NS, "pod", "p"))
@@ -381,7 +376,7 @@ func TestPodReferencingAMissingConfigMapGetsAWarningEventAndTheConfigMapLaterRea
 	r.pod("p", node, "configmap/late")
 	r.WaitSent(message.OpInsert, res(node, r.NS, "pod", "p"))
 	eventually(t, "MissingReference event", func() (bool, string) {
-		evs, _ := env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
+		evs, _ := ctrlrig.Env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
 		for _, e := range evs.Items {
 			if e.Reason == "MissingReference" && strings.Contains(e.Message, "late") {
 				return true, ""
@@ -405,13 +400,13 @@ func TestPodWithAProjectedTokenGetsABoundTokenOnItsNodeOnlyAndAMissingServiceAcc
 			Volumes: []corev1.Volume{{Name: "tok", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "vault", ExpirationSeconds: &exp, Path: "token"}},
 			}}}}}}}
-		created, err := env.Client.CoreV1().Pods(r.NS).Create(context.Background(), p, metav1.CreateOptions{})
+		created, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Create(context.Background(), p, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return created
 	}
-	if _, err := env.Client.CoreV1().ServiceAccounts(r.NS).Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().ServiceAccounts(r.NS).Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := tokenPod("p", "app")
@@ -429,7 +424,7 @@ func TestPodWithAProjectedTokenGetsABoundTokenOnItsNodeOnlyAndAMissingServiceAcc
 	}
 	tokenPod("q", "nobody")
 	eventually(t, "MissingReference event for the service account", func() (bool, string) {
-		evs, _ := env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
+		evs, _ := ctrlrig.Env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
 		for _, e := range evs.Items {
 			if e.Reason == "MissingReference" && strings.Contains(e.Message, "nobody") {
 				return true, ""
@@ -437,7 +432,7 @@ func TestPodWithAProjectedTokenGetsABoundTokenOnItsNodeOnlyAndAMissingServiceAcc
 		}
 		return false, fmt.Sprint(len(evs.Items), " events")
 	})
-	if err := env.Client.CoreV1().Pods(r.NS).Delete(context.Background(), "p", *metav1.NewDeleteOptions(0)); err != nil {
+	if err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Delete(context.Background(), "p", *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitSent(message.OpDelete, res(a, r.NS, edgecontroller.TypeToken, "p"))
@@ -456,12 +451,12 @@ func TestProblemsInAStatusFromTheEdgeBecomeWarningEventsOnce(t *testing.T) {
 			t.Fatalf("refused: %s", resp.Content)
 		}
 		eventually(t, "status written", func() (bool, string) {
-			got, _ := env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{})
+			got, _ := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "p", metav1.GetOptions{})
 			return got.Status.Reason == "InvalidPodSpec", got.Status.Reason
 		})
 	}
 	eventually(t, "one Warning Event per problem", func() (bool, string) {
-		evs, _ := env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
+		evs, _ := ctrlrig.Env.Client.CoreV1().Events(r.NS).List(context.Background(), metav1.ListOptions{})
 		counts := map[string]int32{}
 		for _, e := range evs.Items {
 			if e.Type == corev1.EventTypeWarning && e.InvolvedObject.Name == "p" {

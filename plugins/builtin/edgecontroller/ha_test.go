@@ -32,7 +32,7 @@ func (r *rig) heartbeat(node string) {
 }
 
 func ready(t *testing.T, node string) corev1.ConditionStatus {
-	n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func ready(t *testing.T, node string) corev1.ConditionStatus {
 // seen by anyone) is marked Unknown by the leader, which never held it. (The package's tests run one
 // at a time, so a is the only controller running when b's nodes fall silent.)
 func TestWithTwoReplicasTheLeaderMarksSilentNodesWhereverTheyWereAndNotNodesThatMoved(t *testing.T) {
-	if env == nil {
+	if ctrlrig.Env == nil {
 		t.Skip("needs the control plane (not with -short)")
 	}
 	ns := fmt.Sprintf("ha-%d", time.Now().UnixNano()%1_000_000)
@@ -61,7 +61,7 @@ func TestWithTwoReplicasTheLeaderMarksSilentNodesWhereverTheyWereAndNotNodesThat
 	moved, orphan := ns+"-moved", ns+"-orphan"
 	t.Cleanup(func() {
 		for _, n := range []string{moved, orphan} {
-			_ = env.Client.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
+			_ = ctrlrig.Env.Client.CoreV1().Nodes().Delete(context.Background(), n, metav1.DeleteOptions{})
 		}
 	})
 

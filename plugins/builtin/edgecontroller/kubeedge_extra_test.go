@@ -14,6 +14,7 @@ import (
 
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // errText is the reason of an error answer ({"error": reason}).
@@ -37,11 +38,11 @@ func TestKubeEdgeTokenRequestIsIssuedOnlyForItsPodsServiceAccountAndAudiencesAnd
 	r.kubeEdgeJoin(a)
 	r.kubeEdgeJoin(b)
 	ctx := context.Background()
-	if _, err := env.Client.CoreV1().ServiceAccounts(r.NS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().ServiceAccounts(r.NS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	exp := int64(3607)
-	p, err := env.Client.CoreV1().Pods(r.NS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{NodeName: a, ServiceAccountName: "app",
+	p, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{NodeName: a, ServiceAccountName: "app",
 		Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}},
 		Volumes: []corev1.Volume{{Name: "tok", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{ExpirationSeconds: &exp, Path: "token"}},
@@ -81,7 +82,7 @@ func TestKubeEdgeTokenRequestIsIssuedOnlyForItsPodsServiceAccountAndAudiencesAnd
 			if resp.Route.Operation == message.OpError || json.Unmarshal(resp.Content, &tr) != nil || tr.Status.Token == "" || tr.Kind != "TokenRequest" {
 				t.Fatalf("answered %s %.300s, want a TokenRequest with a token", resp.Route.Operation, resp.Content)
 			}
-			review, err := env.Client.AuthenticationV1().TokenReviews().Create(ctx, &authv1.TokenReview{Spec: authv1.TokenReviewSpec{Token: tr.Status.Token, Audiences: tr.Spec.Audiences}}, metav1.CreateOptions{})
+			review, err := ctrlrig.Env.Client.AuthenticationV1().TokenReviews().Create(ctx, &authv1.TokenReview{Spec: authv1.TokenReviewSpec{Token: tr.Status.Token, Audiences: tr.Spec.Audiences}}, metav1.CreateOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +120,7 @@ func TestKubeEdgeEventsAboutItselfAndItsPodsAreRecordedPatchedAndOthersRefused(t
 	if resp := r.request(a, message.OpInsert, r.NS, edgecontroller.TypeEvent, "mine.1", event("mine.1", podRef(mine), a)); resp.Route.Operation == message.OpError {
 		t.Fatalf("event about its own pod refused: %s", resp.Content)
 	}
-	ev, err := env.Client.CoreV1().Events(r.NS).Get(ctx, "mine.1", metav1.GetOptions{})
+	ev, err := ctrlrig.Env.Client.CoreV1().Events(r.NS).Get(ctx, "mine.1", metav1.GetOptions{})
 	if err != nil || ev.InvolvedObject.UID != mine.UID || ev.Source.Host != a {
 		t.Fatalf("recorded event: %v %+v", err, ev)
 	}
@@ -127,7 +128,7 @@ func TestKubeEdgeEventsAboutItselfAndItsPodsAreRecordedPatchedAndOthersRefused(t
 	if resp := r.request(a, message.OpPatch, r.NS, edgecontroller.TypeEvent, "mine.1", patch); resp.Route.Operation == message.OpError {
 		t.Fatalf("event patch refused: %s", resp.Content)
 	}
-	if ev, err = env.Client.CoreV1().Events(r.NS).Get(ctx, "mine.1", metav1.GetOptions{}); err != nil || ev.Count != 2 || ev.Message != "Started container c again" {
+	if ev, err = ctrlrig.Env.Client.CoreV1().Events(r.NS).Get(ctx, "mine.1", metav1.GetOptions{}); err != nil || ev.Count != 2 || ev.Message != "Started container c again" {
 		t.Fatalf("after the patch: %v count %d %q", err, ev.Count, ev.Message)
 	}
 	// A patch of an event the API no longer has records it whole.
@@ -135,7 +136,7 @@ func TestKubeEdgeEventsAboutItselfAndItsPodsAreRecordedPatchedAndOthersRefused(t
 	if resp := r.request(a, message.OpPatch, r.NS, edgecontroller.TypeEvent, "mine.2", patch); resp.Route.Operation == message.OpError {
 		t.Fatalf("patch of a missing event refused: %s", resp.Content)
 	}
-	if _, err := env.Client.CoreV1().Events(r.NS).Get(ctx, "mine.2", metav1.GetOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Events(r.NS).Get(ctx, "mine.2", metav1.GetOptions{}); err != nil {
 		t.Fatalf("patch of a missing event did not create it: %v", err)
 	}
 	// About the node itself, in namespace default, as the kubelet records NodeReady.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // fullReport is what a current nodestatus sends: allocatable, the pressure conditions and node info.
@@ -55,7 +56,7 @@ type reportReply struct{ op, content string }
 
 func getNode(t *testing.T, name string) *corev1.Node {
 	t.Helper()
-	n, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestPressureConditionTransitionTimeMovesOnlyWhenItsStatusChanges(t *testing
 			n := getNode(t, node)
 			c := condition(n, corev1.NodeMemoryPressure)
 			c.LastTransitionTime = old
-			if _, err := env.Client.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+			if _, err := ctrlrig.Env.Client.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			if resp := r.report(node, fullReport(node, tt.next, "False", "False")); resp.op == message.OpError {
@@ -173,7 +174,7 @@ func TestDisconnectedNodeTurnsPressureConditionsUnknownToo(t *testing.T) {
 	}
 	r.Event(node, message.OpDisconnected, nil)
 	eventually(t, "pressure conditions Unknown", func() (bool, string) {
-		n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}

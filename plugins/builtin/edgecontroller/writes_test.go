@@ -66,7 +66,7 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 		}
 	}
 	n := getNode(t, node)
-	lease, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+	lease, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 	if got := getNode(t, node); got.ResourceVersion != n.ResourceVersion {
 		t.Errorf("unchanged reports wrote the Node: resourceVersion %s -> %s", n.ResourceVersion, got.ResourceVersion)
 	}
-	if got, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{}); err != nil || got.ResourceVersion != lease.ResourceVersion {
+	if got, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{}); err != nil || got.ResourceVersion != lease.ResourceVersion {
 		t.Errorf("reports within leaseRenewInterval renewed the Lease: %v", err)
 	}
 
@@ -112,7 +112,7 @@ func TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld(t *testing.T) {
 	ctx := context.Background()
 	node := r.Node("lease")
 	r.join(node)
-	first, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+	first, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld(t *testing.T) {
 		if resp := r.report(node, rep); resp.op == message.OpError {
 			t.Fatalf("report refused: %s", resp.content)
 		}
-		l, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+		l, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // waitOp waits until the controller queued operation op of rollout for node, removes it from what
@@ -105,7 +106,7 @@ func TestPausedBySpecLetsInstallingNodesFinishSendsNothingNewAndResumesWhereItSt
 	r.waitStatus("mb", "Complete", func(s v1alpha1.PluginRolloutStatus) bool { return s.Phase == v1alpha1.PhaseComplete && s.Updated == 3 })
 	r.noneSentTo(a) // a, already Updated, was never sent the rollout again
 
-	out, err := env.Kubectl("get", "pluginrollouts", "-n", r.NS)
+	out, err := ctrlrig.Env.Kubectl("get", "pluginrollouts", "-n", r.NS)
 	if err != nil {
 		t.Fatalf("kubectl: %v: %s", err, out)
 	}

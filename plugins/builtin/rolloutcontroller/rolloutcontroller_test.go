@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -28,16 +27,13 @@ import (
 )
 
 var (
-	env   *k8senv.Env
-	api   *rest.RESTClient
-	dyn   dynamic.Interface
+	api   *rest.RESTClient // kedge.io/v1alpha1
 	repo  = k8senv.Repo()
 	roGVR = v1alpha1.GroupVersion.WithResource(v1alpha1.ResourcePluginRollouts)
 )
 
 func TestMain(m *testing.M) {
 	os.Exit(ctrlrig.Main(m, "rolloutcontroller", true, func(e *k8senv.Env) (err error) {
-		env, dyn = e, ctrlrig.Dynamic
 		api, err = rolloutcontroller.NewRESTClient(e.Config)
 		return err
 	}))
@@ -81,10 +77,12 @@ func (r *rig) edgeNode(name string, extra map[string]string) {
 
 func (r *rig) createNode(name string, l map[string]string) {
 	r.T.Helper()
-	if _, err := env.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}, metav1.CreateOptions{}); err != nil {
 		r.T.Fatal(err)
 	}
-	r.T.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	r.T.Cleanup(func() {
+		_ = ctrlrig.Env.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 }
 
 // rollout creates a rollout selecting this test's nodes with extra matchLabels.
@@ -201,7 +199,7 @@ func create(ns, manifest string) error {
 		return err
 	}
 	obj.SetNamespace(ns)
-	_, err := dyn.Resource(roGVR).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
+	_, err := ctrlrig.Dynamic.Resource(roGVR).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
 	return err
 }
 
@@ -296,7 +294,7 @@ func TestRolloutReachesNodesInNameOrderMaxParallelAtATimeAndCompletes(t *testing
 	}
 	r.noneSentTo(other)
 
-	out, err := env.Kubectl("get", "pluginrollouts", "-n", r.NS)
+	out, err := ctrlrig.Env.Kubectl("get", "pluginrollouts", "-n", r.NS)
 	if err != nil {
 		t.Fatalf("kubectl get pluginrollouts: %v: %s", err, out)
 	}

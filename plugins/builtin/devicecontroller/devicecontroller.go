@@ -40,14 +40,12 @@ func init() {
 
 // Module is the device controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig    string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS           float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst         int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers       int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	InventoryWait time.Duration `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
-	SyncTimeout   time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or missing CRDs fail the start with this error."`
-	HubModule     string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
-	EventInterval time.Duration `yaml:"eventInterval" doc:"At most one Warning Event write per device and reason per interval when its Healthy condition turns False; failures within it are added to the Event's count at the next write."`
+	controller.API `yaml:",inline"` // kubeconfig, qps, burst
+	Workers        int              `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	InventoryWait  time.Duration    `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
+	SyncTimeout    time.Duration    `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or missing CRDs fail the start with this error."`
+	HubModule      string           `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	EventInterval  time.Duration    `yaml:"eventInterval" doc:"At most one Warning Event write per device and reason per interval when its Healthy condition turns False; failures within it are added to the Event's count at the next write."`
 
 	host    sdk.Host
 	rest    rest.Interface
@@ -78,8 +76,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the controller with its defaults.
 func New() *Module {
 	return &Module{
-		QPS:           50,
-		Burst:         100,
+		API:           controller.API{QPS: 50, Burst: 100},
 		Workers:       4,
 		InventoryWait: 10 * time.Second,
 		SyncTimeout:   30 * time.Second,
@@ -114,7 +111,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.rest == nil {
-		cfg, err := controller.RestConfig(m.Kubeconfig, Name, m.QPS, m.Burst)
+		cfg, err := m.API.RestConfig(Name)
 		if err != nil {
 			return err
 		}
@@ -128,8 +125,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
 		SyncHint: ", and are the CRDs of build/crds installed", Logger: h.Logger(),
 		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
-		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.inventory,
-		Refused: func(sdk.Message, error) { m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc() }})
+		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.reconcile,
+		Refused: func(what string, _ error) { m.metrics.upstream.WithLabelValues(what, "invalid").Inc() }})
 	if err := m.watch(); err != nil {
 		return err
 	}

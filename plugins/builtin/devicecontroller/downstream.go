@@ -380,18 +380,15 @@ var gvks = map[string]string{TypeDevice: "Device", TypeDeviceModel: "DeviceModel
 func (m *Module) send(ctx context.Context, node, op, typ, ns, name string, content any) {
 	res := message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
 	msg := message.New(Name, "resource", op, res)
+	var err error
 	switch o := content.(type) {
 	case nil:
-		content = map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}}
+		msg, err = msg.WithContent(map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}})
 	case runtime.Object:
-		o = o.DeepCopyObject()
-		o.GetObjectKind().SetGroupVersionKind(v1beta1.GroupVersion.WithKind(gvks[typ]))
-		if a, ok := o.(interface{ GetResourceVersion() string }); ok && rvOf(a) != 0 {
-			msg.Header.ResourceVersion = a.GetResourceVersion()
-		}
-		content = o
+		msg, err = controller.WithObject(msg, o, v1beta1.GroupVersion.WithKind(gvks[typ]))
+	default:
+		msg, err = msg.WithContent(content)
 	}
-	msg, err := msg.WithContent(content)
 	if err != nil {
 		m.host.Logger().Error("object not encodable for the edge", "resource", res, "err", err)
 		return
@@ -478,14 +475,6 @@ func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st.Connect(kubeedge)
 	m.mu.Unlock()
 	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
-}
-
-// inventory reconciles node from the inventory it sent (an unreadable one: as if it held nothing).
-func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem, err error) {
-	if err != nil {
-		m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
-	}
-	m.reconcile(ctx, node, inv)
 }
 
 func (m *Module) disconnected(_ context.Context, node string) {

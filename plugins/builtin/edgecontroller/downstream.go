@@ -400,16 +400,12 @@ func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj r
 func (m *Module) send(ctx context.Context, node, op, typ, ns, name string, obj runtime.Object) {
 	res := message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
 	msg := message.New(Name, "resource", op, res)
-	var content any = map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}}
+	var err error
 	if obj != nil && !isNilObject(obj) {
-		obj = obj.DeepCopyObject()
-		obj.GetObjectKind().SetGroupVersionKind(gvks[typ])
-		if a, ok := obj.(interface{ GetResourceVersion() string }); ok {
-			msg.Header.ResourceVersion = a.GetResourceVersion()
-		}
-		content = obj
+		msg, err = controller.WithObject(msg, obj, gvks[typ])
+	} else {
+		msg, err = msg.WithContent(map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}})
 	}
-	msg, err := msg.WithContent(content)
 	if err != nil {
 		m.host.Logger().Error("object not encodable for the edge", "resource", res, "err", err)
 		return

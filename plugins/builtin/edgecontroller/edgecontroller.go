@@ -47,12 +47,10 @@ func init() {
 
 // Module is the edge controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig      string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS             float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst           int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers         int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	NodeGracePeriod time.Duration `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
-	LeaseDuration   time.Duration `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
+	controller.API  `yaml:",inline"` // kubeconfig, qps, burst
+	Workers         int              `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	NodeGracePeriod time.Duration    `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
+	LeaseDuration   time.Duration    `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
 	// LeaseRenewInterval and NodeStatusUpdateFrequency set what idle nodes cost the API server.
 	LeaseRenewInterval        time.Duration       `yaml:"leaseRenewInterval" doc:"A node's Lease is renewed on its status report when it is this old (kubelet: 10s). Must stay well inside kube-controller-manager's --node-monitor-grace-period (40s; 50s from Kubernetes 1.32), which marks a node whose Lease and Ready heartbeat are both older NotReady. Idle writes are nodes/leaseRenewInterval per second."`
 	NodeStatusUpdateFrequency time.Duration       `yaml:"nodeStatusUpdateFrequency" doc:"A node's status report is written to the Node only when it changes something (capacity, addresses, conditions, node info), when the Node is not Ready=True, or when its Ready heartbeat is this old (kubelet's nodeStatusReportFrequency: 5m)."`
@@ -100,8 +98,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the controller with its defaults.
 func New() *Module {
 	return &Module{
-		QPS:             50,
-		Burst:           100,
+		API:             controller.API{QPS: 50, Burst: 100},
 		Workers:         4,
 		NodeGracePeriod: 40 * time.Second,
 		LeaseDuration:   40 * time.Second,
@@ -147,7 +144,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.client == nil {
-		cfg, err := controller.RestConfig(m.Kubeconfig, Name, m.QPS, m.Burst)
+		cfg, err := m.API.RestConfig(Name)
 		if err != nil {
 			return err
 		}
@@ -161,8 +158,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 
 	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout, Logger: h.Logger(),
 		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
-		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.inventory,
-		Refused: func(sdk.Message, error) { m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc() }})
+		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.reconcile,
+		Refused: func(what string, _ error) { m.metrics.upstream.WithLabelValues(what, "invalid").Inc() }})
 	m.factory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithTransform(stripManagedFields))
 	synced, err := m.watch()
 	if err != nil {

@@ -233,14 +233,6 @@ func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
 }
 
-// inventory reconciles node from the inventory it sent (an unreadable one: as if it held nothing).
-func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem, err error) {
-	if err != nil {
-		m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
-	}
-	m.reconcile(ctx, node, inv)
-}
-
 func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()

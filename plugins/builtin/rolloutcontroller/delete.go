@@ -56,11 +56,7 @@ func (m *Module) deleted(obj any) {
 
 // inventory sends node a delete for every rollout message it holds whose rollout no longer exists
 // (deleted while this controller was not running, or while the delete could not be queued).
-// An unreadable inventory (logged by the runner) is ignored.
-func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem, err error) {
-	if err != nil {
-		return
-	}
+func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem) {
 	for _, it := range inv {
 		res, err := message.ParseEdge(it.Resource)
 		if err != nil || res.Type != TypePluginRollout || res.Name == "" {

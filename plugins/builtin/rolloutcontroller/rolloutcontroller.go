@@ -46,12 +46,10 @@ func init() {
 
 // Module is the rollout controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig  string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS         float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst       int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers     int           `yaml:"workers" doc:"Goroutines reconciling rollouts, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	SyncTimeout time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or a missing CRD fail the start with this error."`
-	HubModule   string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	controller.API `yaml:",inline"` // kubeconfig, qps, burst
+	Workers        int              `yaml:"workers" doc:"Goroutines reconciling rollouts, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	SyncTimeout    time.Duration    `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or a missing CRD fail the start with this error."`
+	HubModule      string           `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
 	// LeaderElection: with several cloudcore replicas only the leader decides rollouts.
 	LeaderElection kube.LeaderElection `yaml:"leaderElection" doc:"Several cloudcore replicas: only the holder of the Lease kedge-rolloutcontroller decides turns and status after spec changes; every replica records its own nodes' reports and delivers to the nodes it holds."`
 
@@ -77,8 +75,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the controller with its defaults.
 func New() *Module {
 	return &Module{
-		QPS:         20,
-		Burst:       40,
+		API:         controller.API{QPS: 20, Burst: 40},
 		Workers:     2,
 		SyncTimeout: 30 * time.Second,
 		HubModule:   "cloudhub",
@@ -110,7 +107,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
 		return err
 	}
-	cfg, err := controller.RestConfig(m.Kubeconfig, Name, m.QPS, m.Burst)
+	cfg, err := m.API.RestConfig(Name)
 	if err != nil {
 		return err
 	}
@@ -126,7 +123,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		Connected:    func(ctx context.Context, node string, _ bool) { m.setHeld(node, true); m.connected(ctx, node) },
 		Disconnected: func(_ context.Context, node string) { m.setHeld(node, false) },
 		Inventory:    m.inventory, // resends on connect cover what is in flight
-		Refused:      func(sdk.Message, error) { m.metrics.upstream.WithLabelValues("invalid").Inc() }})
+		Refused: func(what string, _ error) {
+			if what != "inventory" { // an unreadable inventory is no report
+				m.metrics.upstream.WithLabelValues("invalid").Inc()
+			}
+		}})
 	if err := m.watch(); err != nil {
 		return err
 	}

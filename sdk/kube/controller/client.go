@@ -1,22 +1,44 @@
 package controller
 
 import (
+	"strconv"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 
+	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/kube"
 )
 
+// API is the settings of a controller's API client: the keys kubeconfig, qps and burst. Embed it
+// first in the module's settings, inline:
+//
+//	type Module struct {
+//		controller.API `yaml:",inline"`
+//		Workers int    `yaml:"workers" doc:"..."`
+//	}
+type API struct {
+	Kubeconfig string  `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
+	QPS        float32 `yaml:"qps" doc:"Requests per second to the API server, sustained."`
+	Burst      int     `yaml:"burst" doc:"Requests to the API server above qps at once."`
+}
+
+// Check adds the problems of the settings to c (qps and burst must be positive).
+func (a API) Check(c *sdk.SettingChecks) {
+	c.Check(a.QPS > 0, "qps", "must be positive, got %v", a.QPS)
+	c.Check(a.Burst > 0, "burst", "must be positive, got %d", a.Burst)
+}
+
 // RestConfig finds the API server for module (kube.RestConfig with the setting
-// modules.<module>.kubeconfig) and sets its rate limits and the user agent kedge-<module>.
-func RestConfig(kubeconfig, module string, qps float32, burst int) (*rest.Config, error) {
-	cfg, err := kube.RestConfig(kubeconfig, "modules."+module+".kubeconfig")
+// modules.<module>.kubeconfig) and sets the rate limits and the user agent kedge-<module>.
+func (a API) RestConfig(module string) (*rest.Config, error) {
+	cfg, err := kube.RestConfig(a.Kubeconfig, "modules."+module+".kubeconfig")
 	if err != nil {
 		return nil, err
 	}
-	cfg.QPS, cfg.Burst, cfg.UserAgent = qps, burst, "kedge-"+module
+	cfg.QPS, cfg.Burst, cfg.UserAgent = a.QPS, a.Burst, "kedge-"+module
 	return cfg, nil
 }
 
@@ -28,6 +50,19 @@ func NewScheme(add func(*runtime.Scheme) error) *runtime.Scheme {
 		panic(err)
 	}
 	return s
+}
+
+// WithObject returns msg with a copy of obj as its content, its kind set to gvk (the edge decodes by
+// it), and the header's resourceVersion set to obj's when that is a number (the edge compares them).
+func WithObject(msg sdk.Message, obj runtime.Object, gvk schema.GroupVersionKind) (sdk.Message, error) {
+	obj = obj.DeepCopyObject()
+	obj.GetObjectKind().SetGroupVersionKind(gvk)
+	if o, ok := obj.(interface{ GetResourceVersion() string }); ok {
+		if rv, err := strconv.ParseUint(o.GetResourceVersion(), 10, 64); err == nil && rv != 0 {
+			msg.Header.ResourceVersion = o.GetResourceVersion()
+		}
+	}
+	return msg.WithContent(obj)
 }
 
 // NewRESTClient returns a typed REST client for the group version gv of a custom resource on base:

@@ -58,13 +58,15 @@ type Options[K comparable] struct {
 	Upstream func(ctx context.Context, node string, msg sdk.Message)
 	// Connected, Disconnected and Inventory, if set, handle the hub's events about a node (cloudhub
 	// sends them to the group hubevents): kubeedge says the node runs KubeEdge's edgecore (which
-	// sends no inventory; see AwaitInventory); inv is the node's inventory, nil with err when the
-	// content was not a list of InventoryItem (logged here). An event without its handler is dropped.
+	// sends no inventory; see AwaitInventory); inv is the node's inventory (an unreadable one is
+	// logged, told to Refused and handled as empty). An event without its handler is dropped.
 	Connected    func(ctx context.Context, node string, kubeedge bool)
 	Disconnected func(ctx context.Context, node string)
-	Inventory    func(ctx context.Context, node string, inv []InventoryItem, err error)
-	// Refused, if set, is told of each message Dispatch refuses (count it).
-	Refused func(msg sdk.Message, err error)
+	Inventory    func(ctx context.Context, node string, inv []InventoryItem)
+	// Refused, if set, is told of each message refused before a handler saw it (count it): what is
+	// "invalid" for a message whose resource names no node (Dispatch answers with err), "inventory"
+	// for an inventory that is not a list of InventoryItem.
+	Refused func(what string, err error)
 }
 
 // Runner runs a controller's queue workers, informers and upstream workers.
@@ -180,9 +182,12 @@ func (r *Runner[K]) upstream(ctx context.Context, node string, msg sdk.Message) 
 	case op == message.OpInventory && r.opts.Inventory != nil:
 		inv, err := DecodeInventory(msg.Content)
 		if err != nil {
-			r.opts.Logger.Warn("inventory from an edge node is not a list of {resource, resourceVersion}", "node", node, "err", err)
+			r.opts.Logger.Warn("inventory from an edge node is not a list of {resource, resourceVersion}; handled as empty", "node", node, "err", err)
+			if r.opts.Refused != nil {
+				r.opts.Refused("inventory", err)
+			}
 		}
-		r.opts.Inventory(ctx, node, inv, err)
+		r.opts.Inventory(ctx, node, inv)
 	case op == message.OpConnected || op == message.OpDisconnected || op == message.OpInventory:
 		// a hub event this controller does not follow
 	default:
@@ -221,7 +226,7 @@ func (r *Runner[K]) Dispatch(ctx context.Context, msg sdk.Message) error {
 	if err != nil {
 		err = fmt.Errorf("message from %s: %w: %w", msg.Route.Source, ErrNoNode, err)
 		if r.opts.Refused != nil {
-			r.opts.Refused(msg, err)
+			r.opts.Refused("invalid", err)
 		}
 		return err
 	}

@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/kube/controller"
@@ -280,9 +284,10 @@ func TestHubEventsReachTheirHandlers(t *testing.T) {
 			got <- fmt.Sprintf("connected %s kubeedge=%v", node, kubeedge)
 		},
 		Disconnected: func(_ context.Context, node string) { got <- "disconnected " + node },
-		Inventory: func(_ context.Context, node string, inv []controller.InventoryItem, err error) {
-			got <- fmt.Sprintf("inventory %s %v err=%v", node, inv, err != nil)
-		}})
+		Inventory: func(_ context.Context, node string, inv []controller.InventoryItem) {
+			got <- fmt.Sprintf("inventory %s %v", node, inv)
+		},
+		Refused: func(what string, _ error) { got <- "refused " + what }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r.Start(ctx)
@@ -304,7 +309,7 @@ func TestHubEventsReachTheirHandlers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := []string{"connected n1 kubeedge=true", "inventory n1 [{ns/pod/a 3}] err=false", "inventory n1 [] err=true",
+	want := []string{"connected n1 kubeedge=true", "inventory n1 [{ns/pod/a 3}]", "refused inventory", "inventory n1 []",
 		"upstream n1 update", "disconnected n1", "connected n1 kubeedge=false"}
 	for _, w := range want {
 		select {
@@ -315,5 +320,45 @@ func TestHubEventsReachTheirHandlers(t *testing.T) {
 		case <-time.After(time.Minute):
 			t.Fatalf("%q never handled", w)
 		}
+	}
+}
+
+// TestWithObjectSetsKindAndANumericVersionOnACopy proves the content carries the kind the edge
+// decodes by, the header the version the edge compares (only a number), and obj is left as it was.
+func TestWithObjectSetsKindAndANumericVersionOnACopy(t *testing.T) {
+	gvk := schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
+	for _, tc := range []struct{ rv, header string }{{"42", "42"}, {"", ""}, {"0", ""}, {"opaque", ""}} {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "ns", ResourceVersion: tc.rv}}
+		msg, err := controller.WithObject(message.New("test", "resource", message.OpUpdate, "node/n1/ns/configmap/c"), cm, gvk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Header.ResourceVersion != tc.header {
+			t.Errorf("resourceVersion %q: header %q; want %q", tc.rv, msg.Header.ResourceVersion, tc.header)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(msg.Content, &got); err != nil || got["kind"] != "ConfigMap" || got["apiVersion"] != "v1" {
+			t.Errorf("content %s (%v): want kind ConfigMap, apiVersion v1", msg.Content, err)
+		}
+		if cm.Kind != "" {
+			t.Error("WithObject changed the caller's object")
+		}
+	}
+}
+
+// TestAPICheckNamesEachBadKey proves qps and burst are checked with their keys.
+func TestAPICheckNamesEachBadKey(t *testing.T) {
+	var c sdk.SettingChecks
+	controller.API{QPS: 0, Burst: -1}.Check(&c)
+	err := c.Err()
+	for _, key := range []string{"qps", "burst"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%v does not name %s", err, key)
+		}
+	}
+	var ok sdk.SettingChecks
+	controller.API{QPS: 5, Burst: 10}.Check(&ok)
+	if err := ok.Err(); err != nil {
+		t.Errorf("good settings refused: %v", err)
 	}
 }

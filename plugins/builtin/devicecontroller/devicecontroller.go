@@ -28,14 +28,7 @@ import (
 const Name = "devicecontroller"
 
 func init() {
-	sdk.Register(sdk.Info{
-		Name:     Name,
-		Group:    "hubevents",
-		Doc:      "Devices on edge nodes: Device and DeviceModel objects and the membership sent to their node only; twins, state and last online time from the edge written into the Device status; NodeRestriction.",
-		Requires: []string{"cloudhub"},
-		Enabled:  false, // needs a kube-apiserver with the device CRDs (build/crds)
-		New:      func() sdk.Module { return New() },
-	})
+	sdk.Register(controller.Info(Name, "Devices on edge nodes: Device and DeviceModel objects and the membership sent to their node only; twins, state and last online time from the edge written into the Device status; NodeRestriction.", func() sdk.Module { return New() }))
 }
 
 // Module is the device controller; its exported fields are its settings.

@@ -35,14 +35,7 @@ const Name = "edgecontroller"
 const EdgeLabel = "node-role.kubernetes.io/edge"
 
 func init() {
-	sdk.Register(sdk.Info{
-		Name:     Name,
-		Group:    "hubevents",
-		Doc:      "Edge nodes in Kubernetes: node registration, status and leases; pods and what they reference sent to their node only; pod status and deletions from the edge; NodeRestriction.",
-		Requires: []string{"cloudhub"},
-		Enabled:  false, // needs a kube-apiserver: enable it with a kubeconfig (or in-cluster)
-		New:      func() sdk.Module { return New() },
-	})
+	sdk.Register(controller.Info(Name, "Edge nodes in Kubernetes: node registration, status and leases; pods and what they reference sent to their node only; pod status and deletions from the edge; NodeRestriction.", func() sdk.Module { return New() }))
 }
 
 // Module is the edge controller; its exported fields are its settings.

@@ -34,14 +34,7 @@ const Name = "rolloutcontroller"
 const EdgeRoleLabel = "node-role.kubernetes.io/edge"
 
 func init() {
-	sdk.Register(sdk.Info{
-		Name:     Name,
-		Group:    "hubevents",
-		Doc:      "Plugin rollouts: PluginRollout objects sent to the selected edge nodes maxParallel at a time in name order; their reports written into the rollout status; pause at the first failure.",
-		Requires: []string{"cloudhub"},
-		Enabled:  false, // needs a kube-apiserver with the PluginRollout CRD (build/crds)
-		New:      func() sdk.Module { return New() },
-	})
+	sdk.Register(controller.Info(Name, "Plugin rollouts: PluginRollout objects sent to the selected edge nodes maxParallel at a time in name order; their reports written into the rollout status; pause at the first failure.", func() sdk.Module { return New() }))
 }
 
 // Module is the rollout controller; its exported fields are its settings.

@@ -75,3 +75,11 @@ func NewRESTClient(base *rest.Config, gv schema.GroupVersion, scheme *runtime.Sc
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
 	return rest.RESTClientFor(cfg)
 }
+
+// Info is the registration of a cloud controller named name: its group is hubevents (so cloudhub
+// tells it when a node connects, disconnects and sends its inventory), it starts after cloudhub, and
+// it is disabled by default (it needs a kube-apiserver, and its CRDs if it has any: enable it with a
+// kubeconfig, or in a cluster).
+func Info(name, doc string, newModule func() sdk.Module) sdk.Info {
+	return sdk.Info{Name: name, Group: "hubevents", Doc: doc, Requires: []string{"cloudhub"}, Enabled: false, New: newModule}
+}

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
@@ -142,23 +141,18 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 }
 
 func (m *Module) Stop(context.Context) error {
-	if m.ctl != nil {
-		m.ctl.Stop()
-	}
+	m.ctl.Stop()
 	return nil
 }
 
-// Handle takes what cloudhub hands over: hub events and devicestatus reports. Each node's messages go
-// to the same worker, so one node's reports stay in order while nodes proceed in parallel; the answer
-// (which acknowledges the message to the edge) is sent when the worker is done.
+// Handle takes hub events and devicestatus reports from cloudhub (Dispatch: in order per node).
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }
 
 // watch builds the informers on the REST client and registers their handlers.
 func (m *Module) watch() error {
-	devLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDevices, "", fields.Everything())
-	m.devInf = cache.NewSharedIndexInformer(devLW, &v1beta1.Device{}, 0, cache.Indexers{
+	m.devInf = controller.Informer(m.rest, v1beta1.ResourceDevices, &v1beta1.Device{}, cache.Indexers{
 		nodeIndex: func(obj any) ([]string, error) {
 			if d, ok := obj.(*v1beta1.Device); ok && d.Spec.NodeName != "" {
 				return []string{d.Spec.NodeName}, nil
@@ -173,8 +167,7 @@ func (m *Module) watch() error {
 			return nil, nil
 		},
 	})
-	modLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDeviceModels, "", fields.Everything())
-	m.modInf = cache.NewSharedIndexInformer(modLW, &v1beta1.DeviceModel{}, 0, cache.Indexers{})
+	m.modInf = controller.Informer(m.rest, v1beta1.ResourceDeviceModels, &v1beta1.DeviceModel{}, cache.Indexers{})
 	handler := func(typ string) cache.ResourceEventHandlerFuncs {
 		return m.ctl.Handler(func(ns, name string) item { return item{Type: typ, Namespace: ns, Name: name} })
 	}

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -139,15 +138,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 
 func (m *Module) Stop(ctx context.Context) error {
 	m.elector.Stop(ctx) // release the Lease first: another replica takes over at once
-	if m.ctl != nil {
-		m.ctl.Stop()
-	}
+	m.ctl.Stop()
 	return nil
 }
 
-// Handle takes what cloudhub hands over: hub events and pluginstatus reports. Each node's messages
-// go to the same worker, so one node's reports stay in order; the answer (which acknowledges the
-// message to the edge) is sent when the worker is done.
+// Handle takes hub events and pluginstatus reports from cloudhub (Dispatch: in order per node).
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }
@@ -155,8 +150,7 @@ func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
 // watch builds the informers and registers their handlers: a rollout change reconciles that
 // rollout, an edge node change (labels, arrival, removal) reconciles every rollout.
 func (m *Module) watch() error {
-	lw := cache.NewListWatchFromClient(m.rest, v1alpha1.ResourcePluginRollouts, "", fields.Everything())
-	m.roInf = cache.NewSharedIndexInformer(lw, &v1alpha1.PluginRollout{}, 0, cache.Indexers{})
+	m.roInf = controller.Informer(m.rest, v1alpha1.ResourcePluginRollouts, &v1alpha1.PluginRollout{}, cache.Indexers{})
 	f := informers.NewSharedInformerFactoryWithOptions(m.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = EdgeRoleLabel
 	}))

@@ -3,10 +3,12 @@ package controller
 import (
 	"strconv"
 
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/kube"
@@ -63,6 +65,12 @@ func WithObject(msg sdk.Message, obj runtime.Object, gvk schema.GroupVersionKind
 		}
 	}
 	return msg.WithContent(obj)
+}
+
+// Informer returns a shared index informer on every object of resource (all namespaces) through
+// client, a REST client of its group (NewRESTClient); obj is the type.
+func Informer(client cache.Getter, resource string, obj runtime.Object, indexers cache.Indexers) cache.SharedIndexInformer {
+	return cache.NewSharedIndexInformer(cache.NewListWatchFromClient(client, resource, "", fields.Everything()), obj, 0, indexers)
 }
 
 // NewRESTClient returns a typed REST client for the group version gv of a custom resource on base:

@@ -249,8 +249,11 @@ func (r *Runner[K]) Close() {
 // Wait waits for the workers Start started.
 func (r *Runner[K]) Wait() { r.wg.Wait() }
 
-// Stop is Close and Wait.
+// Stop is Close and Wait; a nil Runner (a module whose Start failed early) is stopped already.
 func (r *Runner[K]) Stop() {
+	if r == nil {
+		return
+	}
 	r.Close()
 	r.Wait()
 }

@@ -360,11 +360,7 @@ func (m *Module) nodeState(name string) *nodeState { return controller.Entry(&m.
 // emit queues a message for node with obj as content. Until the node's inventory has been reconciled
 // after this cloudcore started, nothing is sent: the reconciliation sends what the node lacks.
 func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj runtime.Object) {
-	st := m.nodeState(node)
-	m.mu.Lock()
-	ready := st.Inventoried
-	m.mu.Unlock()
-	if !ready {
+	if !controller.Ready(&m.mu, &m.nodeState(node).Link) {
 		m.metrics.deferred.Inc()
 		return
 	}

@@ -386,11 +386,7 @@ func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj r
 	if ns == "" {
 		ns = clusterNamespace
 	}
-	st := m.nodeState(node)
-	m.mu.Lock()
-	ready := st.Inventoried
-	m.mu.Unlock()
-	if !ready {
+	if !controller.Ready(&m.mu, &m.nodeState(node).Link) {
 		m.metrics.deferred.Inc()
 		return
 	}

@@ -123,6 +123,14 @@ func AwaitInventory(ctx context.Context, log *slog.Logger, mu sync.Locker, l *Li
 	})
 }
 
+// Ready says (under mu) whether the node's inventory was reconciled: until then a controller sends
+// it nothing (count what it holds back), as the reconcile sends what the node lacks.
+func Ready(mu sync.Locker, l *Link) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	return l.Inventoried
+}
+
 // Entry returns the state of key in states, creating it (under mu) when there is none.
 func Entry[S any](mu sync.Locker, states map[string]*S, key string) *S {
 	mu.Lock()

@@ -40,6 +40,7 @@ type Metric struct {
 func Metrics(dir string) ([]Metric, error) {
 	fset := token.NewFileSet()
 	var out []Metric
+	var files []*ast.File
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -54,10 +55,25 @@ func Metrics(dir string) ([]Metric, error) {
 		if err != nil {
 			return err
 		}
+		files = append(files, f)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	consts := stringConsts(files)
+	for _, f := range files {
 		ms, err := fileMetrics(fset, f)
 		out = append(out, ms...)
-		return err
-	})
+		if err != nil {
+			return out, err
+		}
+		ms, err = builderMetrics(fset, f, consts)
+		out = append(out, ms...)
+		if err != nil {
+			return out, err
+		}
+	}
 	slices.SortFunc(out, func(a, b Metric) int { return strings.Compare(a.Name, b.Name) })
 	return out, err
 }
@@ -232,6 +248,100 @@ func isPromSel(e ast.Expr, suffix string) bool {
 }
 
 func selName(e ast.Expr) string { return e.(*ast.SelectorExpr).Sel.Name }
+
+// stringConsts maps the top-level string constants of files (a package's Name, say) to their values.
+func stringConsts(files []*ast.File) map[string]string {
+	out := map[string]string{}
+	for _, f := range files {
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if i < len(vs.Values) {
+						if v, ok := constString(vs.Values[i]); ok {
+							out[n.Name] = v
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// builderMetrics finds the counters a cloud controller makes through sdk/kube/controller's builder:
+// b := controller.NewMetrics(reg, Name) names every b.Counter(name, help) and
+// b.CounterVec(name, help, labels...) kedge_<Name>_<name>. Names must be constants.
+func builderMetrics(fset *token.FileSet, f *ast.File, consts map[string]string) ([]Metric, error) {
+	prefixes := map[string]string{} // builder variable → metric name prefix
+	var errs []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		as, ok := n.(*ast.AssignStmt)
+		if !ok || len(as.Lhs) != 1 || len(as.Rhs) != 1 {
+			return true
+		}
+		call, ok := as.Rhs[0].(*ast.CallExpr)
+		id, ok2 := as.Lhs[0].(*ast.Ident)
+		if !ok || !ok2 || len(call.Args) != 2 {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || sel.Sel.Name != "NewMetrics" {
+			return true
+		}
+		if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "controller" {
+			return true
+		}
+		module, ok := constString(call.Args[1])
+		if arg, isID := call.Args[1].(*ast.Ident); !ok && isID {
+			module, ok = consts[arg.Name]
+		}
+		if !ok {
+			errs = append(errs, fmt.Sprintf("%s: controller.NewMetrics with a module name that is not a constant", fset.Position(call.Pos())))
+			return true
+		}
+		prefixes[id.Name] = "kedge_" + module + "_"
+		return true
+	})
+	var out []Metric
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || len(call.Args) < 2 {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || (sel.Sel.Name != "Counter" && sel.Sel.Name != "CounterVec") {
+			return true
+		}
+		b, ok := sel.X.(*ast.Ident)
+		prefix, known := prefixes[b.Name]
+		if !ok || !known {
+			return true
+		}
+		name, ok1 := constString(call.Args[0])
+		help, ok2 := constString(call.Args[1])
+		if !ok1 || !ok2 {
+			errs = append(errs, fmt.Sprintf("%s: %s.%s with a name or help that is not a constant string", fset.Position(call.Pos()), b.Name, sel.Sel.Name))
+			return true
+		}
+		m := Metric{Name: prefix + name, Type: "counter", Help: help}
+		for _, l := range call.Args[2:] {
+			if v, ok := constString(l); ok {
+				m.Labels = append(m.Labels, v)
+			}
+		}
+		out = append(out, m)
+		return true
+	})
+	if len(errs) > 0 {
+		return out, fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	return out, nil
+}
 
 // constString evaluates a string literal or a sum of them.
 func constString(e ast.Expr) (string, bool) {

@@ -75,6 +75,7 @@ type Elector struct {
 	onStart  func(context.Context)
 	onStop   func()
 	describe string
+	cancel   context.CancelFunc // ends the campaign (Stop)
 }
 
 // ElectorOptions are what StartElector needs besides the config block.
@@ -91,14 +92,20 @@ type ElectorOptions struct {
 	OnStoppedLeading func()
 }
 
-// StartElector starts campaigning for the Lease until ctx ends (then the Lease is released if held,
-// so another replica takes over at once). With the block disabled it returns an Elector that always
-// leads (OnStartedLeading runs once).
-func StartElector(ctx context.Context, c LeaderElection, o ElectorOptions) (*Elector, error) {
+// StartElector starts campaigning for the Lease until ctx ends or Stop (then the Lease is released
+// if held, so another replica takes over at once). With the block disabled it returns an Elector
+// that always leads (OnStartedLeading runs once).
+func StartElector(ctx context.Context, c LeaderElection, o ElectorOptions) (_ *Elector, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	e := &Elector{cfg: c, log: o.Logger, done: make(chan struct{}), onStart: o.OnStartedLeading, onStop: o.OnStoppedLeading}
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
+	e := &Elector{cfg: c, log: o.Logger, done: make(chan struct{}), onStart: o.OnStartedLeading, onStop: o.OnStoppedLeading, cancel: cancel}
 	e.leader.Store("")
 	e.gauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kedge_leader",
 		Help: "1 while this replica leads (holds the module's leader-election Lease and renewed it within renewDeadline), else 0."})
@@ -246,6 +253,19 @@ func (e *Elector) Lease() string { return e.describe }
 
 // Done is closed when the campaign ended (ctx ended and the Lease was released).
 func (e *Elector) Done() <-chan struct{} { return e.done }
+
+// Stop ends the campaign and waits (until ctx ends) for the Lease to be released, so another
+// replica takes over at once. A nil Elector (never started) is stopped already.
+func (e *Elector) Stop(ctx context.Context) {
+	if e == nil {
+		return
+	}
+	e.cancel()
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
+}
 
 // trackedLock records when a write of the Lease naming this replica as holder last succeeded (the
 // time the request was sent, on the monotonic clock).

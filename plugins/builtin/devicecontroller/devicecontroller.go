@@ -8,23 +8,17 @@ package devicecontroller
 import (
 	"context"
 	"fmt"
-	"github.com/kedge-io/kedge/sdk/kube"
-	"hash/fnv"
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
-	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "twin". Its
@@ -33,26 +27,17 @@ import (
 const Name = "devicecontroller"
 
 func init() {
-	sdk.Register(sdk.Info{
-		Name:     Name,
-		Group:    "hubevents",
-		Doc:      "Devices on edge nodes: Device and DeviceModel objects and the membership sent to their node only; twins, state and last online time from the edge written into the Device status; NodeRestriction.",
-		Requires: []string{"cloudhub"},
-		Enabled:  false, // needs a kube-apiserver with the device CRDs (build/crds)
-		New:      func() sdk.Module { return New() },
-	})
+	sdk.Register(controller.Info(Name, "Devices on edge nodes: Device and DeviceModel objects and the membership sent to their node only; twins, state and last online time from the edge written into the Device status; NodeRestriction.", func() sdk.Module { return New() }))
 }
 
 // Module is the device controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig    string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS           float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst         int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers       int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	InventoryWait time.Duration `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
-	SyncTimeout   time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or missing CRDs fail the start with this error."`
-	HubModule     string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
-	EventInterval time.Duration `yaml:"eventInterval" doc:"At most one Warning Event write per device and reason per interval when its Healthy condition turns False; failures within it are added to the Event's count at the next write."`
+	controller.API `yaml:",inline"` // kubeconfig, qps, burst
+	Workers        int              `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	InventoryWait  time.Duration    `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
+	SyncTimeout    time.Duration    `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or missing CRDs fail the start with this error."`
+	HubModule      string           `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	EventInterval  time.Duration    `yaml:"eventInterval" doc:"At most one Warning Event write per device and reason per interval when its Healthy condition turns False; failures within it are added to the Event's count at the next write."`
 
 	host    sdk.Host
 	rest    rest.Interface
@@ -60,11 +45,8 @@ type Module struct {
 	secrets corelisters.SecretLister // secrets.go
 	devInf  cache.SharedIndexInformer
 	modInf  cache.SharedIndexInformer
-	queue   workqueue.TypedRateLimitingInterface[item]
+	ctl     *controller.Runner[item] // queue, informers' lifetime, workers, per-node fan-in
 	metrics *metrics
-	up      []chan upJob
-	wg      sync.WaitGroup
-	stop    chan struct{}
 
 	sendMu  sync.Mutex // orders model reference counting and membership with the sends they cause
 	mu      sync.Mutex
@@ -86,8 +68,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the controller with its defaults.
 func New() *Module {
 	return &Module{
-		QPS:           50,
-		Burst:         100,
+		API:           controller.API{QPS: 50, Burst: 100},
 		Workers:       4,
 		InventoryWait: 10 * time.Second,
 		SyncTimeout:   30 * time.Second,
@@ -97,24 +78,12 @@ func New() *Module {
 }
 
 // Scheme holds the device types (and the meta types a REST client needs).
-var Scheme = func() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := v1beta1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}()
+var Scheme = controller.NewScheme(v1beta1.AddToScheme)
 
 // NewRESTClient returns a typed REST client for devices.kubeedge.io/v1beta1 on base: JSON, the
 // device scheme, and base's rate limits.
 func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
-	cfg := rest.CopyConfig(base)
-	gv := v1beta1.GroupVersion
-	cfg.GroupVersion = &gv
-	cfg.APIPath = "/apis"
-	cfg.ContentType = runtime.ContentTypeJSON
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
-	return rest.RESTClientFor(cfg)
+	return controller.NewRESTClient(base, v1beta1.GroupVersion, Scheme)
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
@@ -129,17 +98,15 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.records = map[string]devRecord{}
 	m.mirrored = map[string]string{}
 	m.events = map[string]*eventRecord{}
-	m.stop = make(chan struct{})
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
 		return err
 	}
 	if m.rest == nil {
-		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.devicecontroller.kubeconfig")
+		cfg, err := m.API.RestConfig(Name)
 		if err != nil {
 			return err
 		}
-		cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-devicecontroller"
 		if m.rest, err = NewRESTClient(cfg); err != nil {
 			return fmt.Errorf("API client for %s: %w", v1beta1.GroupVersion, err)
 		}
@@ -147,8 +114,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			return fmt.Errorf("API client for events: %w", err)
 		}
 	}
-	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
-		workqueue.TypedRateLimitingQueueConfig[item]{Name: "devicecontroller"})
+	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
+		SyncHint: ", and are the CRDs of build/crds installed", Logger: h.Logger(),
+		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
+		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.reconcile,
+		Refused: func(what string, _ error) { m.metrics.upstream.WithLabelValues(what, "invalid").Inc() }})
 	if err := m.watch(); err != nil {
 		return err
 	}
@@ -158,89 +128,31 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		if err != nil {
 			return err
 		}
-		go secInf.Run(m.stop)
+		m.ctl.Run(secInf)
 		synced = append(synced, secInf.HasSynced)
 	}
-	go m.devInf.Run(m.stop)
-	go m.modInf.Run(m.stop)
-	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
-	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), synced...) {
-		close(m.stop)
-		m.queue.ShutDown()
-		return fmt.Errorf("the API server did not answer the first list of devices and devicemodels (%s) within %s (syncTimeout): is it reachable with this kubeconfig, and are the CRDs of build/crds installed?", v1beta1.GroupVersion, m.SyncTimeout)
+	m.ctl.Run(m.devInf, m.modInf)
+	if err := m.ctl.WaitForSync(ctx, "devices and devicemodels ("+v1beta1.GroupVersion.String()+")", synced...); err != nil {
+		return err
 	}
-	for range m.Workers {
-		m.wg.Go(func() {
-			for m.processNext(ctx) {
-			}
-		})
-	}
-	m.up = make([]chan upJob, m.Workers)
-	for i := range m.up {
-		ch := make(chan upJob, 64)
-		m.up[i] = ch
-		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
-	}
+	m.ctl.Start(ctx)
 	h.Logger().Info("watching the API for devices", "workers", m.Workers)
 	return nil
 }
 
 func (m *Module) Stop(context.Context) error {
-	if m.queue != nil {
-		m.queue.ShutDown()
-	}
-	if m.stop != nil {
-		select {
-		case <-m.stop:
-		default:
-			close(m.stop)
-		}
-	}
-	m.wg.Wait()
+	m.ctl.Stop()
 	return nil
 }
 
-// upJob is one message from the edge (or hub event) waiting for its node's worker.
-type upJob struct {
-	msg  sdk.Message
-	node string
-}
-
-// Handle takes what cloudhub hands over: hub events and devicestatus reports. Each node's messages go
-// to the same worker, so one node's reports stay in order while nodes proceed in parallel; the answer
-// (which acknowledges the message to the edge) is sent when the worker is done.
+// Handle takes hub events and devicestatus reports from cloudhub (Dispatch: in order per node).
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	node, _, err := message.ToEdge(msg.Route.Resource)
-	if err != nil {
-		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
-		return fmt.Errorf("message from %s: %w", msg.Route.Source, err) // the host answers a sync request with it
-	}
-	hash := fnv.New32a()
-	_, _ = hash.Write([]byte(node))
-	select {
-	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-jobs:
-			m.handleUp(ctx, j.node, j.msg)
-		}
-	}
+	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }
 
 // watch builds the informers on the REST client and registers their handlers.
 func (m *Module) watch() error {
-	devLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDevices, "", fields.Everything())
-	m.devInf = cache.NewSharedIndexInformer(devLW, &v1beta1.Device{}, 0, cache.Indexers{
+	m.devInf = controller.Informer(m.rest, v1beta1.ResourceDevices, &v1beta1.Device{}, cache.Indexers{
 		nodeIndex: func(obj any) ([]string, error) {
 			if d, ok := obj.(*v1beta1.Device); ok && d.Spec.NodeName != "" {
 				return []string{d.Spec.NodeName}, nil
@@ -255,21 +167,9 @@ func (m *Module) watch() error {
 			return nil, nil
 		},
 	})
-	modLW := cache.NewListWatchFromClient(m.rest, v1beta1.ResourceDeviceModels, "", fields.Everything())
-	m.modInf = cache.NewSharedIndexInformer(modLW, &v1beta1.DeviceModel{}, 0, cache.Indexers{})
+	m.modInf = controller.Informer(m.rest, v1beta1.ResourceDeviceModels, &v1beta1.DeviceModel{}, cache.Indexers{})
 	handler := func(typ string) cache.ResourceEventHandlerFuncs {
-		enqueue := func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if o, ok := obj.(interface {
-				GetNamespace() string
-				GetName() string
-			}); ok {
-				m.queue.Add(item{Type: typ, Namespace: o.GetNamespace(), Name: o.GetName()})
-			}
-		}
-		return cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue}
+		return m.ctl.Handler(func(ns, name string) item { return item{Type: typ, Namespace: ns, Name: name} })
 	}
 	if _, err := m.devInf.AddEventHandler(handler(TypeDevice)); err != nil {
 		return err

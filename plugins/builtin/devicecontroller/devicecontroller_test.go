@@ -8,16 +8,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -26,165 +22,48 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
 var (
-	rigs  atomic.Int64
-	env   *k8senv.Env
-	api   *rest.RESTClient
-	dyn   dynamic.Interface
+	api   *rest.RESTClient // devices.kubeedge.io/v1beta1
 	repo  = k8senv.Repo()
 	devGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDevices)
 	modGR = v1beta1.GroupVersion.WithResource(v1beta1.ResourceDeviceModels)
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(k8senv.RunTests(m, "devicecontroller", func(e *k8senv.Env) (err error) {
-		env = e
-		if err = e.InstallCRDs(); err != nil {
-			return err
-		}
-		if api, err = devicecontroller.NewRESTClient(e.Config); err != nil {
-			return err
-		}
-		dyn, err = dynamic.NewForConfig(e.Config)
+	os.Exit(ctrlrig.Main(m, "devicecontroller", true, func(e *k8senv.Env) (err error) {
+		api, err = devicecontroller.NewRESTClient(e.Config)
 		return err
 	}))
 }
 
-// rig runs the controller against the real API server, with cloudhub captured.
-type rig struct {
-	t    *testing.T
-	h    *sdktest.Harness
-	hub  *sdktest.Captured
-	ns   string
-	mu   sync.Mutex
-	seen []sdk.Message
-}
+// rig runs the controller against the real API server, with cloudhub captured (test/ctrlrig).
+type rig struct{ *ctrlrig.Rig }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	if env == nil {
-		t.Skip("needs the control plane (not with -short)")
-	}
-	info, _ := sdk.Lookup(devicecontroller.Name)
-	h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
-	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	if len(ns) > 45 {
-		ns = ns[:45]
-	}
-	ns = fmt.Sprintf("%s-%d", strings.Trim(ns, "-"), rigs.Add(1)) // unique under -count
-	if _, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return &rig{t: t, h: h, hub: h.Captured("cloudhub"), ns: ns}
-}
-
-func (r *rig) node(s string) string { return r.ns + "-" + s }
-
-// event sends a cloudhub event (connected, disconnected, inventory) for node.
-func (r *rig) event(node, op string, content any) {
-	r.t.Helper()
-	m := message.New("cloudhub", "hub", op, message.Resource{Node: node, Namespace: "-", Type: "connection", Name: node}.Cloud())
-	if content != nil {
-		var err error
-		if m, err = m.WithContent(content); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	if err := r.h.Send(m); err != nil {
-		r.t.Fatal(err)
-	}
+	ns := ctrlrig.Namespace(t, 45)
+	return &rig{ctrlrig.Start(t, devicecontroller.Name, map[string]any{"inventoryWait": "300ms"}, ns)}
 }
 
 // join connects node with an empty inventory and waits for its (empty) membership.
 func (r *rig) join(node string) {
-	r.t.Helper()
-	r.event(node, message.OpConnected, nil)
-	r.event(node, message.OpInventory, []devicecontroller.InventoryItem{})
-	r.waitSent(message.OpUpdate, res(node, "default", "membership", node))
+	r.T.Helper()
+	r.Event(node, message.OpConnected, nil)
+	r.Event(node, message.OpInventory, []devicecontroller.InventoryItem{})
+	r.WaitSent(message.OpUpdate, res(node, "default", "membership", node))
 }
 
 // report sends a devicestatus update as cloudhub hands it over (group twin, sync) and returns the answer.
 func (r *rig) report(node, name string, content any) sdk.Message {
-	r.t.Helper()
-	m := message.New("cloudhub", "twin", message.OpUpdate, res(node, r.ns, "devicestatus", name))
-	switch c := content.(type) {
-	case []byte:
-		m.Content = c
-	default:
-		var err error
-		if m, err = m.WithContent(c); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	resp, err := r.h.SendSync(m, 20*time.Second)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return resp
+	r.T.Helper()
+	return r.Request("twin", node, message.OpUpdate, r.NS, "devicestatus", name, content)
 }
 
-// waitSent waits until the controller queued a message for cloudhub matching (operation, cloud
-// resource), removes it from what was seen and returns it.
-func (r *rig) waitSent(op, resource string) sdk.Message {
-	r.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r.mu.Lock()
-		for i, m := range r.seen {
-			if m.Route.Operation == op && m.Route.Resource == resource {
-				r.seen = append(r.seen[:i:i], r.seen[i+1:]...)
-				r.mu.Unlock()
-				return m
-			}
-		}
-		r.mu.Unlock()
-		if time.Now().After(deadline) {
-			r.t.Fatalf("no %s %s queued for the edge; queued: %v", op, resource, r.sentList())
-		}
-		if m, err := r.hub.Receive(100 * time.Millisecond); err == nil {
-			r.mu.Lock()
-			r.seen = append(r.seen, m)
-			r.mu.Unlock()
-		}
-	}
-}
-
-// sentList drains what is queued and lists every message seen and not yet claimed, in order.
-func (r *rig) sentList() []string {
-	for {
-		m, err := r.hub.Receive(50 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		r.mu.Lock()
-		r.seen = append(r.seen, m)
-		r.mu.Unlock()
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, m := range r.seen {
-		out = append(out, m.Route.Operation+" "+m.Route.Resource)
-	}
-	return out
-}
-
-func (r *rig) sentTo(node string) []string {
-	var out []string
-	for _, s := range r.sentList() {
-		if strings.Contains(s, " node/"+node+"/") {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func res(node, ns, typ, name string) string {
-	return message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
-}
+var res = ctrlrig.Res
 
 func members(t *testing.T, m sdk.Message) []string {
 	t.Helper()
@@ -201,68 +80,52 @@ func members(t *testing.T, m sdk.Message) []string {
 
 // waitMembership waits until the latest membership queued for node lists exactly want (namespace/name, sorted).
 func (r *rig) waitMembership(node string, want ...string) {
-	r.t.Helper()
+	r.T.Helper()
 	resource := res(node, "default", "membership", node)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		r.sentList()
 		var latest *sdk.Message
-		r.mu.Lock()
-		for i := range r.seen {
-			if r.seen[i].Route.Operation == message.OpUpdate && r.seen[i].Route.Resource == resource {
-				latest = &r.seen[i]
+		for _, m := range r.Seen() {
+			if m.Route.Operation == message.OpUpdate && m.Route.Resource == resource {
+				latest = &m
 			}
 		}
-		r.mu.Unlock()
 		var got []string
 		if latest != nil {
-			got = members(r.t, *latest)
+			got = members(r.T, *latest)
 			if strings.Join(got, ",") == strings.Join(want, ",") {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("membership of %s: latest %v, want %v", node, got, want)
+			r.T.Fatalf("membership of %s: latest %v, want %v", node, got, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s: %s", what, detail)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+var eventually = ctrlrig.Eventually
 
 // model creates a thermometer-like DeviceModel: temperature FLOAT ReadOnly, setpoint FLOAT ReadWrite.
 func (r *rig) model(name string) *v1beta1.DeviceModel {
-	r.t.Helper()
-	dm := &v1beta1.DeviceModel{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns}, Spec: v1beta1.DeviceModelSpec{
+	r.T.Helper()
+	dm := &v1beta1.DeviceModel{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.NS}, Spec: v1beta1.DeviceModelSpec{
 		Protocol: "virtualProtocol",
 		Properties: []v1beta1.ModelProperty{
 			{Name: "temperature", Type: v1beta1.TypeFloat, AccessMode: v1beta1.ReadOnly, Minimum: "-40", Maximum: "125", Unit: "Celsius"},
 			{Name: "setpoint", Type: v1beta1.TypeFloat, AccessMode: v1beta1.ReadWrite, Minimum: "5", Maximum: "30"},
 		}}}
 	out := &v1beta1.DeviceModel{}
-	if err := api.Post().Namespace(r.ns).Resource(v1beta1.ResourceDeviceModels).Body(dm).Do(context.Background()).Into(out); err != nil {
-		r.t.Fatal(err)
+	if err := api.Post().Namespace(r.NS).Resource(v1beta1.ResourceDeviceModels).Body(dm).Do(context.Background()).Into(out); err != nil {
+		r.T.Fatal(err)
 	}
 	return out
 }
 
 // device creates a device of model on node, its setpoint desired at desired.
 func (r *rig) device(name, model, node, desired string) *v1beta1.Device {
-	r.t.Helper()
-	d := &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns}, Spec: v1beta1.DeviceSpec{
+	r.T.Helper()
+	d := &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.NS}, Spec: v1beta1.DeviceSpec{
 		DeviceModelRef: &v1beta1.DeviceModelReference{Name: model}, NodeName: node,
 		Protocol: v1beta1.ProtocolConfig{ProtocolName: "virtualProtocol", ConfigData: &v1beta1.CustomizedValue{Data: map[string]any{"deviceID": 1.0}}},
 		Properties: []v1beta1.DeviceProperty{
@@ -270,42 +133,42 @@ func (r *rig) device(name, model, node, desired string) *v1beta1.Device {
 			{Name: "setpoint", Desired: v1beta1.TwinProperty{Value: desired}, ReportToCloud: true},
 		}}}
 	out := &v1beta1.Device{}
-	if err := api.Post().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Body(d).Do(context.Background()).Into(out); err != nil {
-		r.t.Fatal(err)
+	if err := api.Post().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Body(d).Do(context.Background()).Into(out); err != nil {
+		r.T.Fatal(err)
 	}
 	return out
 }
 
 func (r *rig) get(name string) *v1beta1.Device {
-	r.t.Helper()
+	r.T.Helper()
 	d := &v1beta1.Device{}
-	if err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Name(name).Do(context.Background()).Into(d); err != nil {
-		r.t.Fatal(err)
+	if err := api.Get().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Name(name).Do(context.Background()).Into(d); err != nil {
+		r.T.Fatal(err)
 	}
 	return d
 }
 
 // change reads a device, applies f to it and writes it back (retrying on conflict).
 func (r *rig) change(name string, f func(*v1beta1.Device)) {
-	r.t.Helper()
+	r.T.Helper()
 	for {
 		d := r.get(name)
 		f(d)
-		err := api.Put().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Name(name).Body(d).Do(context.Background()).Error()
+		err := api.Put().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Name(name).Body(d).Do(context.Background()).Error()
 		if apierrors.IsConflict(err) {
 			continue
 		}
 		if err != nil {
-			r.t.Fatal(err)
+			r.T.Fatal(err)
 		}
 		return
 	}
 }
 
 func (r *rig) deleteDevice(name string) {
-	r.t.Helper()
-	if err := api.Delete().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Name(name).Do(context.Background()).Error(); err != nil {
-		r.t.Fatal(err)
+	r.T.Helper()
+	if err := api.Delete().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Name(name).Do(context.Background()).Error(); err != nil {
+		r.T.Fatal(err)
 	}
 }
 
@@ -321,7 +184,7 @@ func create(t *testing.T, ns, manifest string) error {
 	if obj.GetKind() == "DeviceModel" {
 		gvr = modGR
 	}
-	_, err := dyn.Resource(gvr).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
+	_, err := ctrlrig.Dynamic.Resource(gvr).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
 	return err
 }
 
@@ -342,7 +205,7 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := create(t, r.ns, tt.manifest)
+			err := create(t, r.NS, tt.manifest)
 			if !apierrors.IsInvalid(err) {
 				t.Fatalf("created or refused otherwise (%v); want 422 Invalid", err)
 			}
@@ -356,7 +219,7 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := create(t, r.ns, string(b)); err != nil {
+		if err := create(t, r.NS, string(b)); err != nil {
 			t.Fatalf("example %s refused: %v", f, err)
 		}
 	}
@@ -364,7 +227,7 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 	if d.Spec.Properties[1].Desired.Value != "21.5" || d.Spec.Protocol.ConfigData == nil || d.Spec.Protocol.ConfigData.Data["deviceID"] != 1.0 {
 		t.Fatalf("example device not stored as written (configData kept?): %+v", d.Spec)
 	}
-	out, err := env.Kubectl("get", "devices", "-n", r.ns)
+	out, err := ctrlrig.Env.Kubectl("get", "devices", "-n", r.NS)
 	if err != nil {
 		t.Fatalf("kubectl get devices: %v: %s", err, out)
 	}
@@ -373,27 +236,27 @@ func TestCRDsRefuseBadObjectsWith422NamingTheFieldAndAcceptTheExamples(t *testin
 			t.Errorf("kubectl get devices does not show %s:\n%s", col, out)
 		}
 	}
-	if out, err := env.Kubectl("get", "devicemodels", "-n", r.ns); err != nil || !strings.Contains(out, "PROTOCOL") || !strings.Contains(out, "virtualProtocol") {
+	if out, err := ctrlrig.Env.Kubectl("get", "devicemodels", "-n", r.NS); err != nil || !strings.Contains(out, "PROTOCOL") || !strings.Contains(out, "virtualProtocol") {
 		t.Errorf("kubectl get devicemodels: %v:\n%s", err, out)
 	}
 }
 
 func TestDevicesModelsAndMembershipReachOnlyTheirNodeModelFirst(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.join(a)
 	r.join(b)
 	r.model("ma")
 	r.model("mb")
 	r.device("da", "ma", a, "20")
 	r.device("db", "mb", b, "20")
-	r.waitMembership(a, r.ns+"/da") // sent after the device, so the model and device are in by now
-	order := strings.Join(r.sentTo(a), "\n")
+	r.waitMembership(a, r.NS+"/da") // sent after the device, so the model and device are in by now
+	order := strings.Join(r.SentTo(a), "\n")
 	if mi, di := strings.Index(order, "/devicemodel/ma"), strings.Index(order, "/device/da"); mi < 0 || di < 0 || mi > di {
 		t.Errorf("the model must reach the node before its device:\n%s", order)
 	}
-	mod := r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "ma"))
-	dev := r.waitSent(message.OpInsert, res(a, r.ns, "device", "da"))
+	mod := r.WaitSent(message.OpInsert, res(a, r.NS, "devicemodel", "ma"))
+	dev := r.WaitSent(message.OpInsert, res(a, r.NS, "device", "da"))
 	var got v1beta1.Device
 	if err := json.Unmarshal(dev.Content, &got); err != nil || got.Kind != "Device" || got.APIVersion != "devices.kubeedge.io/v1beta1" || got.Spec.NodeName != a || got.Spec.Properties[1].Desired.Value != "20" {
 		t.Fatalf("device content: %v %+v", err, got)
@@ -405,21 +268,21 @@ func TestDevicesModelsAndMembershipReachOnlyTheirNodeModelFirst(t *testing.T) {
 	if err := json.Unmarshal(mod.Content, &gotModel); err != nil || gotModel.Kind != "DeviceModel" || len(gotModel.Spec.Properties) != 2 {
 		t.Fatalf("model content: %v %+v", err, gotModel)
 	}
-	r.waitSent(message.OpInsert, res(b, r.ns, "devicemodel", "mb"))
-	r.waitSent(message.OpInsert, res(b, r.ns, "device", "db"))
-	r.waitMembership(b, r.ns+"/db")
+	r.WaitSent(message.OpInsert, res(b, r.NS, "devicemodel", "mb"))
+	r.WaitSent(message.OpInsert, res(b, r.NS, "device", "db"))
+	r.waitMembership(b, r.NS+"/db")
 	// A desired value change reaches its node only.
 	r.change("da", func(d *v1beta1.Device) { d.Spec.Properties[1].Desired.Value = "23" })
-	upd := r.waitSent(message.OpUpdate, res(a, r.ns, "device", "da"))
+	upd := r.WaitSent(message.OpUpdate, res(a, r.NS, "device", "da"))
 	if !strings.Contains(string(upd.Content), `"value":"23"`) {
 		t.Fatalf("update does not carry the new desired value: %s", upd.Content)
 	}
-	for _, s := range r.sentTo(b) {
+	for _, s := range r.SentTo(b) {
 		if strings.HasSuffix(s, "/da") || strings.HasSuffix(s, "/ma") {
 			t.Errorf("node b was sent node a's object: %s", s)
 		}
 	}
-	for _, s := range r.sentTo(a) {
+	for _, s := range r.SentTo(a) {
 		if strings.HasSuffix(s, "/db") || strings.HasSuffix(s, "/mb") {
 			t.Errorf("node a was sent node b's object: %s", s)
 		}
@@ -428,47 +291,47 @@ func TestDevicesModelsAndMembershipReachOnlyTheirNodeModelFirst(t *testing.T) {
 
 func TestModelLeavesANodeWithItsLastDeviceAndDeletedDevicesLeaveTheMembership(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.join(a)
 	r.model("m")
 	r.device("d1", "m", a, "20")
 	r.device("d2", "m", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "m"))
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d1"))
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d2"))
-	r.waitMembership(a, r.ns+"/d1", r.ns+"/d2")
+	r.WaitSent(message.OpInsert, res(a, r.NS, "devicemodel", "m"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d1"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d2"))
+	r.waitMembership(a, r.NS+"/d1", r.NS+"/d2")
 	r.deleteDevice("d1")
-	r.waitSent(message.OpDelete, res(a, r.ns, "device", "d1"))
-	r.waitMembership(a, r.ns+"/d2")
-	for _, s := range r.sentTo(a) {
-		if s == message.OpDelete+" "+res(a, r.ns, "devicemodel", "m") {
+	r.WaitSent(message.OpDelete, res(a, r.NS, "device", "d1"))
+	r.waitMembership(a, r.NS+"/d2")
+	for _, s := range r.SentTo(a) {
+		if s == message.OpDelete+" "+res(a, r.NS, "devicemodel", "m") {
 			t.Fatalf("model removed while d2 still uses it")
 		}
 	}
 	r.deleteDevice("d2")
-	r.waitSent(message.OpDelete, res(a, r.ns, "device", "d2"))
-	r.waitSent(message.OpDelete, res(a, r.ns, "devicemodel", "m"))
+	r.WaitSent(message.OpDelete, res(a, r.NS, "device", "d2"))
+	r.WaitSent(message.OpDelete, res(a, r.NS, "devicemodel", "m"))
 	r.waitMembership(a)
 }
 
 func TestMovedDeviceIsDeletedOnTheOldNodeAndSentWholeToTheNew(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.join(a)
 	r.join(b)
 	r.model("m")
 	r.device("d", "m", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d"))
 	r.change("d", func(d *v1beta1.Device) { d.Spec.NodeName = b })
-	r.waitSent(message.OpDelete, res(a, r.ns, "device", "d"))
-	r.waitSent(message.OpDelete, res(a, r.ns, "devicemodel", "m"))
-	r.waitSent(message.OpInsert, res(b, r.ns, "devicemodel", "m"))
-	moved := r.waitSent(message.OpInsert, res(b, r.ns, "device", "d"))
+	r.WaitSent(message.OpDelete, res(a, r.NS, "device", "d"))
+	r.WaitSent(message.OpDelete, res(a, r.NS, "devicemodel", "m"))
+	r.WaitSent(message.OpInsert, res(b, r.NS, "devicemodel", "m"))
+	moved := r.WaitSent(message.OpInsert, res(b, r.NS, "device", "d"))
 	if !strings.Contains(string(moved.Content), `"nodeName":"`+b+`"`) || !strings.Contains(string(moved.Content), `"properties"`) {
 		t.Fatalf("the new node did not get the whole device: %s", moved.Content)
 	}
 	r.waitMembership(a)
-	r.waitMembership(b, r.ns+"/d")
+	r.waitMembership(b, r.NS+"/d")
 }
 
 func twin(prop, value string, ts int64) v1beta1.Twin {
@@ -487,11 +350,11 @@ func reported(d *v1beta1.Device, prop string) string {
 
 func TestStatusFromItsNodeLandsInTheDeviceNewestReportedValueWinning(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.join(a)
 	r.model("m")
 	r.device("d", "m", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d"))
 	steps := []struct {
 		name           string
 		report         devicecontroller.DeviceStatusReport
@@ -529,14 +392,14 @@ func TestStatusFromItsNodeLandsInTheDeviceNewestReportedValueWinning(t *testing.
 	}
 	// Status writes are not echoed to the edge: the next device update it gets is the spec change.
 	r.change("d", func(d *v1beta1.Device) { d.Spec.Properties[1].Desired.Value = "24" })
-	if upd := r.waitSent(message.OpUpdate, res(a, r.ns, "device", "d")); !strings.Contains(string(upd.Content), `"value":"24"`) {
+	if upd := r.WaitSent(message.OpUpdate, res(a, r.NS, "device", "d")); !strings.Contains(string(upd.Content), `"value":"24"`) {
 		t.Fatalf("a status write was sent to the edge as a device update: %s", upd.Content)
 	}
 }
 
 func TestStatusReportsForAnotherNodesDeviceOrWithBadContentAreRefusedAndNothingWritten(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.join(a)
 	r.join(b)
 	r.model("m")
@@ -551,7 +414,7 @@ func TestStatusReportsForAnotherNodesDeviceOrWithBadContentAreRefusedAndNothingW
 		{"malformed JSON", a, "d", []byte(`{"twins": [`), "not a device status report"},
 		{"twins of the wrong shape", a, "d", []byte(`{"twins": {"temperature": 1}}`), "not a device status report"},
 		{"an empty report", a, "d", []byte(`{}`), "no twins, state, lastOnlineTime or condition"},
-		{"an unknown device", a, "nope", good, "no device " + r.ns + "/nope"},
+		{"an unknown device", a, "nope", good, "no device " + r.NS + "/nope"},
 		{"an unknown property", a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{twin("humidity", "40", 1000)}}, `no property "humidity"`},
 		{"a timestamp that is not a number", a, "d", devicecontroller.DeviceStatusReport{Twins: []v1beta1.Twin{{PropertyName: "temperature", Reported: v1beta1.TwinProperty{Value: "1", Metadata: map[string]string{"timestamp": "yesterday"}}}}}, "timestamp"},
 		{"a lastOnlineTime that is not RFC 3339", a, "d", devicecontroller.DeviceStatusReport{State: "online", LastOnlineTime: "10:00"}, "lastOnlineTime"},
@@ -569,7 +432,7 @@ func TestStatusReportsForAnotherNodesDeviceOrWithBadContentAreRefusedAndNothingW
 	if d := r.get("d"); len(d.Status.Twins) != 0 || d.Status.State != "" {
 		t.Fatalf("a refused report was written: %+v", d.Status)
 	}
-	if n := metricValue(t, r.h, "kedge_devicecontroller_denied_total"); n != 1 {
+	if n := metricValue(t, r.H, "kedge_devicecontroller_denied_total"); n != 1 {
 		t.Errorf("kedge_devicecontroller_denied_total = %v, want 1", n)
 	}
 }
@@ -594,35 +457,35 @@ func metricValue(t *testing.T, h *sdktest.Harness, name string) float64 {
 
 func TestReconnectingNodeGetsOnlyTheDevicesItLacksAndLosesWhatItShouldNotHold(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	r.model("m")
 	r.device("d1", "m", node, "20")
 	r.device("d2", "m", node, "20")
 	rv := func(m sdk.Message) uint64 { v, _ := strconv.ParseUint(m.Header.ResourceVersion, 10, 64); return v }
-	mrv := rv(r.waitSent(message.OpInsert, res(node, r.ns, "devicemodel", "m")))
-	d1 := rv(r.waitSent(message.OpInsert, res(node, r.ns, "device", "d1")))
-	d2 := rv(r.waitSent(message.OpInsert, res(node, r.ns, "device", "d2")))
+	mrv := rv(r.WaitSent(message.OpInsert, res(node, r.NS, "devicemodel", "m")))
+	d1 := rv(r.WaitSent(message.OpInsert, res(node, r.NS, "device", "d1")))
+	d2 := rv(r.WaitSent(message.OpInsert, res(node, r.NS, "device", "d2")))
 	// A status write changes d1's resourceVersion but not what the edge holds: its copy stays current.
 	if resp := r.report(node, "d1", devicecontroller.DeviceStatusReport{State: "online"}); resp.Route.Operation == message.OpError {
 		t.Fatalf("status refused: %s", resp.Content)
 	}
-	r.event(node, message.OpDisconnected, nil)
-	r.event(node, message.OpConnected, nil)
-	r.event(node, message.OpInventory, []devicecontroller.InventoryItem{
-		{Resource: r.ns + "/device/d1", ResourceVersion: d1},
-		{Resource: r.ns + "/devicemodel/m", ResourceVersion: mrv},
-		{Resource: r.ns + "/device/d2", ResourceVersion: d2 - 1},
-		{Resource: r.ns + "/device/gone", ResourceVersion: 5},
-		{Resource: r.ns + "/devicemodel/oldmodel", ResourceVersion: 5},
-		{Resource: r.ns + "/pod/p", ResourceVersion: 3},
+	r.Event(node, message.OpDisconnected, nil)
+	r.Event(node, message.OpConnected, nil)
+	r.Event(node, message.OpInventory, []devicecontroller.InventoryItem{
+		{Resource: r.NS + "/device/d1", ResourceVersion: d1},
+		{Resource: r.NS + "/devicemodel/m", ResourceVersion: mrv},
+		{Resource: r.NS + "/device/d2", ResourceVersion: d2 - 1},
+		{Resource: r.NS + "/device/gone", ResourceVersion: 5},
+		{Resource: r.NS + "/devicemodel/oldmodel", ResourceVersion: 5},
+		{Resource: r.NS + "/pod/p", ResourceVersion: 3},
 		{Resource: "default/membership/" + node, ResourceVersion: 0},
 	})
-	r.waitSent(message.OpUpdate, res(node, r.ns, "device", "d2"))
-	r.waitSent(message.OpDelete, res(node, r.ns, "device", "gone"))
-	r.waitSent(message.OpDelete, res(node, r.ns, "devicemodel", "oldmodel"))
-	r.waitMembership(node, r.ns+"/d1", r.ns+"/d2")
-	for _, s := range r.sentTo(node) {
+	r.WaitSent(message.OpUpdate, res(node, r.NS, "device", "d2"))
+	r.WaitSent(message.OpDelete, res(node, r.NS, "device", "gone"))
+	r.WaitSent(message.OpDelete, res(node, r.NS, "devicemodel", "oldmodel"))
+	r.waitMembership(node, r.NS+"/d1", r.NS+"/d2")
+	for _, s := range r.SentTo(node) {
 		if strings.HasSuffix(s, "/device/d1") || strings.HasSuffix(s, "/devicemodel/m") || strings.Contains(s, "/pod/") {
 			t.Errorf("sent although the node holds it at the current version (or it is not ours): %s", s)
 		}
@@ -631,39 +494,39 @@ func TestReconnectingNodeGetsOnlyTheDevicesItLacksAndLosesWhatItShouldNotHold(t 
 
 func TestNodeWithoutInventoryGetsEverythingItShouldHold(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.model("m")
 	r.device("d", "m", node, "20")
-	r.event(node, message.OpConnected, nil)
+	r.Event(node, message.OpConnected, nil)
 	// after inventoryWait, from the reconciliation
-	r.waitSent(message.OpUpdate, res(node, r.ns, "devicemodel", "m"))
-	r.waitSent(message.OpUpdate, res(node, r.ns, "device", "d"))
-	r.waitMembership(node, r.ns+"/d")
+	r.WaitSent(message.OpUpdate, res(node, r.NS, "devicemodel", "m"))
+	r.WaitSent(message.OpUpdate, res(node, r.NS, "device", "d"))
+	r.waitMembership(node, r.NS+"/d")
 }
 
 func TestDeviceWhoseModelIsCreatedLaterGetsTheModelOnItsNode(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.join(a)
 	r.device("d", "late", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d"))
 	r.model("late")
 	// The node's first copy of the model is an insert, as when the model existed before the device.
-	r.waitSent(message.OpInsert, res(a, r.ns, "devicemodel", "late"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "devicemodel", "late"))
 }
 
 // KubeEdge v1.23 keeps what the edge reports in a DeviceStatus object per Device: it is created with
 // the Device (owned by it), follows every status report (twins, state), and goes with the Device.
 func TestDeviceStatusObjectIsCreatedWithTheDeviceFollowsItsReportsAndGoesWithIt(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.join(a)
 	r.model("m")
 	dev := r.device("d", "m", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d"))
 	getStatus := func() (*v1beta1.DeviceStatus, error) {
 		ds := &v1beta1.DeviceStatus{}
-		err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
+		err := api.Get().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
 		return ds, err
 	}
 	eventually(t, "DeviceStatus d created, owned by Device d", func() (bool, string) {

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -48,11 +48,8 @@ type devRecord struct {
 
 // nodeState is the controller's view of one edge node.
 type nodeState struct {
-	connected    bool
-	inventoried  bool   // the node's inventory was reconciled since this cloudcore started
-	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
-	membership   string // the membership content last sent
-	kubeedge     bool   // the node runs KubeEdge's edgecore (cloudhub said so at connect): membership in KubeEdge's shape
+	controller.Link        // connected, inventoried, KubeEdge's edgecore (membership in KubeEdge's shape)
+	membership      string // the membership content last sent
 }
 
 // MemberRef names one device in a membership list.
@@ -97,22 +94,6 @@ func fingerprint(d *v1beta1.Device) string {
 func rvOf(o interface{ GetResourceVersion() string }) uint64 {
 	v, _ := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
 	return v
-}
-
-func (m *Module) processNext(ctx context.Context) bool {
-	it, quit := m.queue.Get()
-	if quit {
-		return false
-	}
-	defer m.queue.Done(it)
-	if err := m.sync(ctx, it); err != nil {
-		m.metrics.syncErrors.WithLabelValues(it.Type).Inc()
-		m.host.Logger().Warn("sync failed; retrying", "object", it.String(), "err", err)
-		m.queue.AddRateLimited(it)
-		return true
-	}
-	m.queue.Forget(it)
-	return true
 }
 
 func (m *Module) sync(ctx context.Context, it item) error {
@@ -349,8 +330,8 @@ func (m *Module) syncMembership(ctx context.Context, node string, force bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
 	same := st.membership == string(b)
-	ready := st.inventoried
-	prevJSON, kubeedge := st.membership, st.kubeedge
+	ready := st.Inventoried
+	prevJSON, kubeedge := st.membership, st.KubeEdge
 	if ready {
 		st.membership = string(b)
 	}
@@ -374,25 +355,12 @@ func (m *Module) syncMembership(ctx context.Context, node string, force bool) {
 }
 
 // nodeState returns (creating) the state of an edge node.
-func (m *Module) nodeState(name string) *nodeState {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	st := m.state[name]
-	if st == nil {
-		st = &nodeState{}
-		m.state[name] = st
-	}
-	return st
-}
+func (m *Module) nodeState(name string) *nodeState { return controller.Entry(&m.mu, m.state, name) }
 
 // emit queues a message for node with obj as content. Until the node's inventory has been reconciled
 // after this cloudcore started, nothing is sent: the reconciliation sends what the node lacks.
 func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj runtime.Object) {
-	st := m.nodeState(node)
-	m.mu.Lock()
-	ready := st.inventoried
-	m.mu.Unlock()
-	if !ready {
+	if !controller.Ready(&m.mu, &m.nodeState(node).Link) {
 		m.metrics.deferred.Inc()
 		return
 	}
@@ -408,18 +376,15 @@ var gvks = map[string]string{TypeDevice: "Device", TypeDeviceModel: "DeviceModel
 func (m *Module) send(ctx context.Context, node, op, typ, ns, name string, content any) {
 	res := message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
 	msg := message.New(Name, "resource", op, res)
+	var err error
 	switch o := content.(type) {
 	case nil:
-		content = map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}}
+		msg, err = msg.WithContent(map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}})
 	case runtime.Object:
-		o = o.DeepCopyObject()
-		o.GetObjectKind().SetGroupVersionKind(v1beta1.GroupVersion.WithKind(gvks[typ]))
-		if a, ok := o.(interface{ GetResourceVersion() string }); ok && rvOf(a) != 0 {
-			msg.Header.ResourceVersion = a.GetResourceVersion()
-		}
-		content = o
+		msg, err = controller.WithObject(msg, o, v1beta1.GroupVersion.WithKind(gvks[typ]))
+	default:
+		msg, err = msg.WithContent(content)
 	}
-	msg, err := msg.WithContent(content)
 	if err != nil {
 		m.host.Logger().Error("object not encodable for the edge", "resource", res, "err", err)
 		return
@@ -431,25 +396,19 @@ func (m *Module) send(ctx context.Context, node, op, typ, ns, name string, conte
 	m.metrics.downstream.WithLabelValues(typ, op).Inc()
 }
 
-// InventoryItem is one object an edge node holds, as its metamanager reports it on connect.
-type InventoryItem struct {
-	Resource        string `json:"resource"`
-	ResourceVersion uint64 `json:"resourceVersion"`
-}
+// InventoryItem is one object an edge node holds, as its metamanager reports it on connect (the
+// shared wire type).
+type InventoryItem = controller.InventoryItem
 
 // reconcile brings node to the desired state from its inventory (nil: it holds nothing): devices and
 // models it lacks or holds at an older version are sent, those it should not hold are deleted, and
 // its membership is sent. Other types in the inventory belong to other controllers.
 func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem) {
-	have := make(map[string]uint64, len(inv))
-	for _, i := range inv {
-		have[i.Resource] = i.ResourceVersion
-	}
 	m.sendMu.Lock()
 	defer m.sendMu.Unlock()
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.inventoried = true
+	st.Inventoried = true
 	m.mu.Unlock()
 
 	type want struct {
@@ -474,39 +433,31 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 			}
 		}
 	}
-	sent, removed := 0, 0
-	// Models first: a device arrives after the model it needs.
-	for _, typ := range []string{TypeDeviceModel, TypeDevice} {
-		for res, w := range wanted {
-			if w.typ != typ {
-				continue
-			}
+	rvs := make(map[string]uint64, len(wanted))
+	for res, w := range wanted {
+		rvs[res] = w.rv
+		if w.typ == TypeDeviceModel { // the node holds it, or is sent it now
 			r, _ := message.ParseEdge(res)
-			if held, ok := have[res]; ok && held >= w.rv {
-				if typ == TypeDeviceModel {
-					m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
-				}
-				continue
+			m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
+		}
+	}
+	send, remove := controller.Plan(inv, rvs, func(typ string) bool { return typ == TypeDevice || typ == TypeDeviceModel })
+	// Models first: a device arrives after the model it needs, and leaves before it.
+	for _, typ := range []string{TypeDeviceModel, TypeDevice} {
+		for _, r := range send {
+			if r.Type == typ {
+				m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, wanted[r.Edge()].obj)
 			}
-			m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, w.obj)
-			if typ == TypeDeviceModel {
-				m.noteModel(r.Namespace+"/"+r.Name, node, w.rv)
-			}
-			sent++
 		}
 	}
 	for _, typ := range []string{TypeDevice, TypeDeviceModel} {
-		for res := range have {
-			r, err := message.ParseEdge(res)
-			if err != nil || r.Type != typ || r.Name == "" {
-				continue
-			}
-			if _, ok := wanted[res]; !ok {
+		for _, r := range remove {
+			if r.Type == typ {
 				m.send(ctx, node, message.OpDelete, r.Type, r.Namespace, r.Name, nil)
-				removed++
 			}
 		}
 	}
+	sent, removed := len(send), len(remove)
 	m.syncMembership(ctx, node, true)
 	m.metrics.reconciles.Inc()
 	m.host.Logger().Info("edge node devices reconciled", "node", node, "held", len(inv), "sent", sent, "removed", removed, "devices", len(objs))
@@ -517,32 +468,14 @@ func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem
 func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected = true
-	st.kubeedge = kubeedge
-	st.inventoryGen++
-	gen, inventoried := st.inventoryGen, st.inventoried
+	st.Connect(kubeedge)
 	m.mu.Unlock()
-	if inventoried {
-		return
-	}
-	if kubeedge { // KubeEdge's edgecore sends no inventory: no need to wait for one
-		m.reconcile(ctx, node, nil)
-		return
-	}
-	time.AfterFunc(m.InventoryWait, func() {
-		m.mu.Lock()
-		wait := !st.inventoried && st.inventoryGen == gen && st.connected
-		m.mu.Unlock()
-		if wait && ctx.Err() == nil {
-			m.host.Logger().Info("edge node sent no inventory; sending every device it should hold", "node", node, "waited", m.InventoryWait)
-			m.reconcile(ctx, node, nil)
-		}
-	})
+	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
 }
 
-func (m *Module) disconnected(node string) {
+func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected = false
+	st.Connected = false
 	m.mu.Unlock()
 }

@@ -54,21 +54,21 @@ func goldenRoutes(t *testing.T) map[string]message.Route {
 // leaves its membership as a removed_devices change.
 func TestAKubeEdgeNodeGetsDevicesInUpstreamsShapeAndItsTwinUpdatesLand(t *testing.T) {
 	r := newRig(t)
-	n := r.node("ke")
+	n := r.Node("ke")
 	golden := goldenRoutes(t)
-	r.event(n, message.OpConnected, map[string]bool{"kubeedge": true}) // no inventory follows
+	r.Event(n, message.OpConnected, map[string]bool{"kubeedge": true}) // no inventory follows
 	r.model("m1")
 	r.device("d1", "m1", n, "20")
-	mem := r.waitSent(message.OpUpdate, "node/"+n+"/membership")
+	mem := r.WaitSent(message.OpUpdate, "node/"+n+"/membership")
 	var up devicecontroller.KubeEdgeMembershipUpdate
 	if err := json.Unmarshal(mem.Content, &up); err != nil {
 		t.Fatal(err)
 	}
-	if want := []devicecontroller.KubeEdgeDevice{{ID: r.ns + "/d1", Name: "d1"}}; !reflect.DeepEqual(up.AddDevices, want) || up.EventID == "" || up.Timestamp == 0 {
+	if want := []devicecontroller.KubeEdgeDevice{{ID: r.NS + "/d1", Name: "d1"}}; !reflect.DeepEqual(up.AddDevices, want) || up.EventID == "" || up.Timestamp == 0 {
 		t.Fatalf("membership change %+v, want added %v", up, want)
 	}
-	mod := r.waitSent(message.OpInsert, res(n, r.ns, "devicemodel", "m1"))
-	dev := r.waitSent(message.OpInsert, res(n, r.ns, "device", "d1"))
+	mod := r.WaitSent(message.OpInsert, res(n, r.NS, "devicemodel", "m1"))
+	dev := r.WaitSent(message.OpInsert, res(n, r.NS, "device", "d1"))
 	for typ, m := range map[string]message.Message{"membership": mem, "devicemodel": mod, "device": dev} {
 		g := golden[typ]
 		if m.Route.Group != g.Group || m.Route.Source != g.Source {
@@ -80,9 +80,9 @@ func TestAKubeEdgeNodeGetsDevicesInUpstreamsShapeAndItsTwinUpdatesLand(t *testin
 	}
 
 	// Its devicetwin's report, as cloudhub renames it.
-	rep := message.New("cloudhub", "twin", message.OpUpdate, res(n, r.ns, devicecontroller.TypeKubeEdgeTwinEdgeUpdated, "d1"))
+	rep := message.New("cloudhub", "twin", message.OpUpdate, res(n, r.NS, devicecontroller.TypeKubeEdgeTwinEdgeUpdated, "d1"))
 	rep.Content = json.RawMessage(`{"event_id":"e","timestamp":1796535198379,"twin":{"temperature":{"actual":{"metadata":{"timestamp":1796535198375},"value":"23.25"},"actual_version":{"cloud":0,"edge":1},"metadata":{"type":"float"},"optional":true}}}`)
-	resp, err := r.h.SendSync(rep, 20*time.Second)
+	resp, err := r.H.SendSync(rep, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +100,11 @@ func TestAKubeEdgeNodeGetsDevicesInUpstreamsShapeAndItsTwinUpdatesLand(t *testin
 	}
 
 	r.deleteDevice("d1")
-	gone := r.waitSent(message.OpUpdate, "node/"+n+"/membership")
+	gone := r.WaitSent(message.OpUpdate, "node/"+n+"/membership")
 	up = devicecontroller.KubeEdgeMembershipUpdate{}
 	_ = json.Unmarshal(gone.Content, &up)
-	if len(up.AddDevices) != 0 || len(up.RemovedDevices) != 1 || up.RemovedDevices[0].ID != r.ns+"/d1" {
+	if len(up.AddDevices) != 0 || len(up.RemovedDevices) != 1 || up.RemovedDevices[0].ID != r.NS+"/d1" {
 		t.Fatalf("membership change after the delete: %+v", up)
 	}
-	r.waitSent(message.OpDelete, res(n, r.ns, "device", "d1"))
+	r.WaitSent(message.OpDelete, res(n, r.NS, "device", "d1"))
 }

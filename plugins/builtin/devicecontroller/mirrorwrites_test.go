@@ -16,12 +16,13 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // statusWrites reads the API server's count of write requests to devicestatuses (by verb).
 func statusWrites(t *testing.T) map[string]float64 {
 	t.Helper()
-	raw, err := env.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	raw, err := ctrlrig.Env.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +63,14 @@ func delta(a, b map[string]float64) string {
 // up-to-date DeviceStatus (a cloudcore restart) writes nothing.
 func TestDeviceStatusMirrorCostsOnePatchPerReportAndNothingAfterARestart(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.join(a)
 	r.model("m")
 	r.device("d", "m", a, "20")
-	r.waitSent(message.OpInsert, res(a, r.ns, "device", "d"))
+	r.WaitSent(message.OpInsert, res(a, r.NS, "device", "d"))
 	eventually(t, "DeviceStatus d created", func() (bool, string) {
 		ds := &v1beta1.DeviceStatus{}
-		err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
+		err := api.Get().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds)
 		return err == nil, fmt.Sprint(err)
 	})
 	before := statusWrites(t)
@@ -100,18 +101,18 @@ func TestDeviceStatusMirrorCostsOnePatchPerReportAndNothingAfterARestart(t *test
 	// of its DeviceStatus results reaches the number of Devices.
 	getDS := func() *v1beta1.DeviceStatus {
 		ds := &v1beta1.DeviceStatus{}
-		if err := api.Get().Namespace(r.ns).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds); err != nil {
+		if err := api.Get().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d").Do(context.Background()).Into(ds); err != nil {
 			t.Fatal(err)
 		}
 		return ds
 	}
 	rv := getDS().ResourceVersion
-	all, err := dyn.Resource(devGR).List(context.Background(), metav1.ListOptions{})
+	all, err := ctrlrig.Dynamic.Resource(devGR).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	info, _ := sdk.Lookup(devicecontroller.Name)
-	h2 := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
+	h2 := sdktest.Run(t, info, map[string]any{"kubeconfig": ctrlrig.Env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
 	eventually(t, "the second controller handled every Device's DeviceStatus", func() (bool, string) {
 		fams, _ := h2.Metrics.Gather()
 		done := 0.0

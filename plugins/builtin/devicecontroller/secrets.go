@@ -93,7 +93,7 @@ func (m *Module) watchSecrets() (cache.SharedIndexInformer, error) {
 		devs, _ := m.devInf.GetIndexer().ByIndex(secretIndex, s.Namespace+"/"+s.Name)
 		for _, o := range devs {
 			d := o.(*v1beta1.Device)
-			m.queue.Add(item{Type: TypeDevice, Namespace: d.Namespace, Name: d.Name})
+			m.ctl.Queue.Add(item{Type: TypeDevice, Namespace: d.Namespace, Name: d.Name})
 		}
 	}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue})

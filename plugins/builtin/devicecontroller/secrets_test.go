@@ -3,11 +3,9 @@ package devicecontroller_test
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +13,7 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // passwordIn returns configData.password of a device message's content.
@@ -35,22 +34,22 @@ func passwordIn(t *testing.T, m sdk.Message) (map[string]any, uint64) {
 // version and the new value, and a missing key leaves the value out with a SecretMissing Warning Event.
 func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.join(a)
 	r.join(b)
 	r.model("thermo")
 	ctx := context.Background()
-	sec, err := env.Client.CoreV1().Secrets(r.ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plc-login"},
+	sec, err := ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plc-login"},
 		Data: map[string][]byte{"password": []byte("s3cret-1")}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: "plc", Namespace: r.ns}, Spec: v1beta1.DeviceSpec{
+	d := &v1beta1.Device{ObjectMeta: metav1.ObjectMeta{Name: "plc", Namespace: r.NS}, Spec: v1beta1.DeviceSpec{
 		DeviceModelRef: &v1beta1.DeviceModelReference{Name: "thermo"}, NodeName: a,
 		Protocol: v1beta1.ProtocolConfig{ProtocolName: "opcua", ConfigData: &v1beta1.CustomizedValue{Data: map[string]any{
 			"url": "opc.tcp://plc:4840", "userName": "operator",
 			"password": map[string]any{"secretKeyRef": map[string]any{"name": "plc-login", "key": "password"}, "value": "planted"}}}}}}
-	if err := api.Post().Namespace(r.ns).Resource(v1beta1.ResourceDevices).Body(d).Do(ctx).Error(); err != nil {
+	if err := api.Post().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Body(d).Do(ctx).Error(); err != nil {
 		t.Fatal(err)
 	}
 	// The Secret's and the Device's watches are separate streams: under load the Device may be sent
@@ -67,7 +66,7 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 	}
 
 	sec.Data["password"] = []byte("s3cret-2")
-	if sec, err = env.Client.CoreV1().Secrets(r.ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+	if sec, err = ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pw2, rv2 := r.waitDevicePassword(a, "plc", func(pw map[string]any) bool { return pw["value"] == "s3cret-2" })
@@ -77,7 +76,7 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 
 	delete(sec.Data, "password")
 	sec.Data["other"] = []byte("x")
-	if _, err = env.Client.CoreV1().Secrets(r.ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+	if _, err = ctrlrig.Env.Client.CoreV1().Secrets(r.NS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitDevicePassword(a, "plc", func(pw map[string]any) bool { return pw["value"] == nil && pw["secretKeyRef"] != nil })
@@ -89,7 +88,7 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 		}
 		return false, "none"
 	})
-	for _, s := range r.sentTo(b) {
+	for _, s := range r.SentTo(b) {
 		if strings.Contains(s, "/device/") {
 			t.Fatalf("node %s, which the device is not bound to, got %s", b, s)
 		}
@@ -99,32 +98,22 @@ func TestSecretReferencedByADeviceReachesOnlyItsNodeAndFollowsChanges(t *testing
 // waitDevicePassword waits for a device message (insert or update) to node whose configData.password
 // satisfies ok, and returns that password and the message's resourceVersion.
 func (r *rig) waitDevicePassword(node, name string, ok func(map[string]any) bool) (map[string]any, uint64) {
-	r.t.Helper()
-	resource := res(node, r.ns, "device", name)
-	deadline := time.Now().Add(30 * time.Second)
-	var last []map[string]any
-	for time.Now().Before(deadline) {
-		r.sentList()
-		last = nil
-		r.mu.Lock()
-		for i, m := range r.seen {
-			if m.Route.Resource != resource || (m.Route.Operation != message.OpInsert && m.Route.Operation != message.OpUpdate) {
-				continue
-			}
-			pw, rv := passwordIn(r.t, m)
-			if ok(pw) { // this one and every earlier message about the device are done with
-				rest := slices.DeleteFunc(slices.Clone(r.seen[:i+1]), func(o sdk.Message) bool { return o.Route.Resource == resource })
-				r.seen = append(rest, r.seen[i+1:]...)
-				r.mu.Unlock()
-				return pw, rv
-			}
-			last = append(last, pw)
-		}
-		r.mu.Unlock()
-		time.Sleep(50 * time.Millisecond)
+	r.T.Helper()
+	resource := res(node, r.NS, "device", name)
+	about := func(m sdk.Message) bool {
+		return m.Route.Resource == resource && (m.Route.Operation == message.OpInsert || m.Route.Operation == message.OpUpdate)
 	}
-	r.t.Fatalf("no device message for %s/%s to %s with the expected password; saw %v", r.ns, name, node, last)
-	return nil, 0
+	// The first message with the expected password: it and every earlier message about the device
+	// are done with.
+	m := r.TakeThrough("device message for "+r.NS+"/"+name+" to "+node+" with the expected password",
+		func(m sdk.Message) bool {
+			if !about(m) {
+				return false
+			}
+			pw, _ := passwordIn(r.T, m)
+			return ok(pw)
+		}, about)
+	return passwordIn(r.T, m)
 }
 
 func rvOfString(s string) uint64 {

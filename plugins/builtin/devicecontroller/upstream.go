@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -49,70 +49,33 @@ const maxConditionMessage = 4096
 // MetaTimestamp is the twin metadata key holding milliseconds since the epoch, as a decimal string.
 const MetaTimestamp = "timestamp"
 
+// errForbidden and errInvalid sort a failed report (controller.Outcome).
 var (
-	errForbidden = errors.New("forbidden")
-	errInvalid   = errors.New("invalid")
+	errForbidden = controller.ErrForbidden
+	errInvalid   = controller.ErrInvalid
 )
 
 // conflictRetries bounds the re-reads after a Device changed between read and status write.
 const conflictRetries = 8
 
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
-	switch msg.Route.Operation {
-	case message.OpConnected:
-		var hello struct {
-			KubeEdge bool `json:"kubeedge"`
-		}
-		_ = json.Unmarshal(msg.Content, &hello) // none from older cloudhubs: a Kedge edge
-		m.connected(ctx, node, hello.KubeEdge)
-		return
-	case message.OpDisconnected:
-		m.disconnected(node)
-		return
-	case message.OpInventory:
-		var inv []InventoryItem
-		if err := json.Unmarshal(msg.Content, &inv); err != nil {
-			m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
-			m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; reconciling as if it held nothing", "node", node, "err", err)
-			inv = nil
-		}
-		m.reconcile(ctx, node, inv)
-		return
-	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	result := "ok"
 	if err == nil {
 		result, err = m.fromEdge(ctx, node, res, msg)
 	}
-	switch {
-	case errors.Is(err, errForbidden):
-		result = "forbidden"
+	if err != nil {
+		result = controller.Outcome(m.host.Logger(), node, msg, err)
+	}
+	if result == "forbidden" {
 		m.metrics.denied.WithLabelValues(res.Type, msg.Route.Operation).Inc()
-		m.host.Logger().Warn("edge node report refused", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
-	case errors.Is(err, errInvalid):
-		result = "invalid"
-		m.host.Logger().Warn("edge node report invalid", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
-	case err != nil:
-		result = "error"
-		m.host.Logger().Warn("edge node report failed", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
 	}
 	m.metrics.upstream.WithLabelValues(res.Type, result).Inc()
-	if !msg.Header.Sync {
-		return
-	}
-	var reply sdk.Message
-	if err == nil {
-		reply, err = msg.Reply(Name, "OK")
+	controller.Answer(ctx, m.host, Name, node, msg, "OK", err, func(reply *sdk.Message) {
 		if isKubeEdgeReport(res.Type) {
 			reply.Route.Resource = kubeEdgeAnswerResource // KubeEdge's cloud answers on resource "twin"
 		}
-	}
-	if err != nil {
-		reply = msg.ErrorReply(Name, err)
-	}
-	if err := m.host.Reply(ctx, reply); err != nil && !errors.Is(err, sdk.ErrNoWaiter) {
-		m.host.Logger().Warn("answer to the edge not delivered", "node", node, "err", err)
-	}
+	})
 }
 
 // fromEdge handles one report of an edge node and returns its result label.

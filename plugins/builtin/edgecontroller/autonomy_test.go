@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // evictionSeconds returns, per taint key the node lifecycle controller sets, what the taint-eviction
@@ -40,10 +41,10 @@ func evictionSeconds(p *corev1.Pod) map[string]string {
 }
 
 func (r *rig) waitEviction(name, unreachable, notReady string) *corev1.Pod {
-	r.t.Helper()
+	r.T.Helper()
 	var got *corev1.Pod
-	eventually(r.t, "pod "+name+" evicted after unreachable="+unreachable+" not-ready="+notReady, func() (bool, string) {
-		p, err := env.Client.CoreV1().Pods(r.ns).Get(context.Background(), name, metav1.GetOptions{})
+	eventually(r.T, "pod "+name+" evicted after unreachable="+unreachable+" not-ready="+notReady, func() (bool, string) {
+		p, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -55,9 +56,9 @@ func (r *rig) waitEviction(name, unreachable, notReady string) *corev1.Pod {
 }
 
 func (r *rig) labelNode(node, patch string) {
-	r.t.Helper()
-	if _, err := env.Client.CoreV1().Nodes().Patch(context.Background(), node, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
-		r.t.Fatal(err)
+	r.T.Helper()
+	if _, err := ctrlrig.Env.Client.CoreV1().Nodes().Patch(context.Background(), node, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+		r.T.Fatal(err)
 	}
 }
 
@@ -68,7 +69,7 @@ func (r *rig) labelNode(node, patch string) {
 // Turning autonomy off restores 300 s; a duration annotation raises them only to that duration.
 func TestPodsOnAnAutonomousEdgeNodeGetUnlimitedEvictionTolerationsAndLoseThemWhenAutonomyIsOff(t *testing.T) {
 	r := newRig(t)
-	auto, plain := r.node("auto"), r.node("plain")
+	auto, plain := r.Node("auto"), r.Node("plain")
 	r.join(auto)
 	r.join(plain)
 	r.labelNode(auto, `{"metadata":{"labels":{"`+edgecontroller.AutonomyLabel+`":"true"}}}`)
@@ -84,17 +85,17 @@ func TestPodsOnAnAutonomousEdgeNodeGetUnlimitedEvictionTolerationsAndLoseThemWhe
 	r.pod("on-plain", plain)
 
 	// Created unbound, bound later through the binding subresource, as kube-scheduler does.
-	unbound := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound-later", Namespace: r.ns},
+	unbound := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound-later", Namespace: r.NS},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}}}}
-	if _, err := env.Client.CoreV1().Pods(r.ns).Create(context.Background(), unbound, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Create(context.Background(), unbound, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.CoreV1().Pods(r.ns).Bind(context.Background(), &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound-later", Namespace: r.ns},
+	if err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Bind(context.Background(), &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "bound-later", Namespace: r.NS},
 		Target: corev1.ObjectReference{Kind: "Node", Name: auto}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitEviction("bound-later", "forever", "forever")
-	if p, _ := env.Client.CoreV1().Pods(r.ns).Get(context.Background(), "on-plain", metav1.GetOptions{}); evictionSeconds(p)[corev1.TaintNodeUnreachable] != "300" || p.Annotations[edgecontroller.AutonomyPodAnnotation] != "" {
+	if p, _ := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "on-plain", metav1.GetOptions{}); evictionSeconds(p)[corev1.TaintNodeUnreachable] != "300" || p.Annotations[edgecontroller.AutonomyPodAnnotation] != "" {
 		t.Fatalf("pod on the node without autonomy was changed: %v %v", evictionSeconds(p), p.Annotations)
 	}
 
@@ -117,20 +118,20 @@ func TestPodsOnAnAutonomousEdgeNodeGetUnlimitedEvictionTolerationsAndLoseThemWhe
 // a pod that already tolerates everything forever (a DaemonSet's) is left alone.
 func TestAutonomyRaisesAPodsOwnTolerationsRestoresThemExactlyAndLeavesUnlimitedOnesAlone(t *testing.T) {
 	r := newRig(t)
-	auto := r.node("auto")
+	auto := r.Node("auto")
 	r.join(auto)
 	r.labelNode(auto, `{"metadata":{"labels":{"`+edgecontroller.AutonomyLabel+`":"true"}}}`)
-	forever := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon", Namespace: r.ns},
+	forever := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "daemon", Namespace: r.NS},
 		Spec: corev1.PodSpec{NodeName: auto, Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}},
 			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}}
-	if _, err := env.Client.CoreV1().Pods(r.ns).Create(context.Background(), forever, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Create(context.Background(), forever, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	zero := int64(0)
-	own := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "zero", Namespace: r.ns},
+	own := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "zero", Namespace: r.NS},
 		Spec: corev1.PodSpec{NodeName: auto, Containers: []corev1.Container{{Name: "c", Image: "localhost/busybox:local"}},
 			Tolerations: []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &zero}}}}
-	if _, err := env.Client.CoreV1().Pods(r.ns).Create(context.Background(), own, metav1.CreateOptions{}); err != nil {
+	if _, err := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Create(context.Background(), own, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitEviction("zero", "forever", "forever")
@@ -138,7 +139,7 @@ func TestAutonomyRaisesAPodsOwnTolerationsRestoresThemExactlyAndLeavesUnlimitedO
 		n := counter(r, "kedge_edgecontroller_autonomy_pods_total", "tolerate")
 		return n == 1, fmt.Sprint(n)
 	})
-	if p, _ := env.Client.CoreV1().Pods(r.ns).Get(context.Background(), "daemon", metav1.GetOptions{}); p.Annotations[edgecontroller.AutonomyPodAnnotation] != "" || len(p.Spec.Tolerations) != 1 {
+	if p, _ := ctrlrig.Env.Client.CoreV1().Pods(r.NS).Get(context.Background(), "daemon", metav1.GetOptions{}); p.Annotations[edgecontroller.AutonomyPodAnnotation] != "" || len(p.Spec.Tolerations) != 1 {
 		t.Fatalf("a pod tolerating everything forever was changed: %v %v", p.Spec.Tolerations, p.Annotations)
 	}
 	r.labelNode(auto, `{"metadata":{"labels":{"`+edgecontroller.AutonomyLabel+`":"false"}}}`)
@@ -147,9 +148,9 @@ func TestAutonomyRaisesAPodsOwnTolerationsRestoresThemExactlyAndLeavesUnlimitedO
 
 // counter sums a counter's samples that have a label with value.
 func counter(r *rig, name, value string) float64 {
-	mfs, err := r.h.Metrics.Gather()
+	mfs, err := r.H.Metrics.Gather()
 	if err != nil {
-		r.t.Fatal(err)
+		r.T.Fatal(err)
 	}
 	var sum float64
 	for _, mf := range mfs {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -49,24 +50,22 @@ type podRecord struct {
 
 // nodeState is the controller's view of one edge node.
 type nodeState struct {
-	connected    bool
+	// Link: connected, inventoried, and whether the last connection was KubeEdge's edgecore
+	// (cloudhub says so on connect): it sends no inventory and asks for its pods' service-account
+	// tokens itself.
+	controller.Link
 	since        time.Time // of the last connect or disconnect
 	lastReport   time.Time
-	inventoried  bool   // the node's inventory was reconciled since this cloudcore started
-	unknownSet   bool   // Ready=Unknown already written for the current disconnection
-	nodeSent     string // fingerprint of the Node object last sent to the node
-	inventoryGen uint64 // bumps on connect; a pending "no inventory came" timer checks it
-	// kubeedge: the node's last connection was KubeEdge's edgecore (cloudhub says so on connect): it
-	// sends no inventory and asks for its pods' service-account tokens itself.
-	kubeedge     bool
+	unknownSet   bool      // Ready=Unknown already written for the current disconnection
+	nodeSent     string    // fingerprint of the Node object last sent to the node
 	statusRV     string    // resourceVersion of the Node this cloudcore last wrote the status of
 	leaseRenewed time.Time // when this cloudcore renewed the node's Lease (or found it fresh)
 }
 
 const podNodeIndex = "spec.nodeName"
 
-// watch registers the informers and their handlers.
-func (m *Module) watch() error {
+// watch registers the informers and their handlers, and returns what says they have synced.
+func (m *Module) watch() ([]cache.InformerSynced, error) {
 	podInf := m.factory.Core().V1().Pods()
 	if err := podInf.Informer().AddIndexers(cache.Indexers{podNodeIndex: func(obj any) ([]string, error) {
 		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
@@ -74,7 +73,7 @@ func (m *Module) watch() error {
 		}
 		return nil, nil
 	}}); err != nil {
-		return err
+		return nil, err
 	}
 	m.pods, m.podIdx = podInf.Lister(), podInf.Informer().GetIndexer()
 	m.nodes = m.factory.Core().V1().Nodes().Lister()
@@ -82,20 +81,7 @@ func (m *Module) watch() error {
 	m.secrets = m.factory.Core().V1().Secrets().Lister()
 	m.services = m.factory.Core().V1().Services().Lister()
 
-	handler := func(typ string) cache.ResourceEventHandlerFuncs {
-		enqueue := func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if o, ok := obj.(interface {
-				GetNamespace() string
-				GetName() string
-			}); ok {
-				m.queue.Add(item{Type: typ, Namespace: o.GetNamespace(), Name: o.GetName()})
-			}
-		}
-		return cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue}
-	}
+	var synced []cache.InformerSynced
 	for typ, inf := range map[string]cache.SharedIndexInformer{
 		TypePod:       podInf.Informer(),
 		TypeConfigMap: m.factory.Core().V1().ConfigMaps().Informer(),
@@ -103,27 +89,12 @@ func (m *Module) watch() error {
 		TypeService:   m.factory.Core().V1().Services().Informer(),
 		TypeNode:      m.factory.Core().V1().Nodes().Informer(),
 	} {
-		if _, err := inf.AddEventHandler(handler(typ)); err != nil {
-			return err
+		if _, err := inf.AddEventHandler(m.ctl.Handler(func(ns, name string) item { return item{Type: typ, Namespace: ns, Name: name} })); err != nil {
+			return nil, err
 		}
+		synced = append(synced, inf.HasSynced)
 	}
-	return nil
-}
-
-func (m *Module) processNext(ctx context.Context) bool {
-	it, quit := m.queue.Get()
-	if quit {
-		return false
-	}
-	defer m.queue.Done(it)
-	if err := m.sync(ctx, it); err != nil {
-		m.metrics.syncErrors.WithLabelValues(it.Type).Inc()
-		m.host.Logger().Warn("sync failed; retrying", "object", it.String(), "err", err)
-		m.queue.AddRateLimited(it)
-		return true
-	}
-	m.queue.Forget(it)
-	return true
+	return synced, nil
 }
 
 func (m *Module) sync(ctx context.Context, it item) error {
@@ -384,7 +355,7 @@ func (m *Module) syncNode(ctx context.Context, it item) error {
 		pods, _ := m.podIdx.ByIndex(podNodeIndex, n.Name)
 		for _, p := range pods {
 			if pod, ok := p.(*corev1.Pod); ok {
-				m.queue.Add(item{Type: TypePod, Namespace: pod.Namespace, Name: pod.Name})
+				m.ctl.Queue.Add(item{Type: TypePod, Namespace: pod.Namespace, Name: pod.Name})
 			}
 		}
 		if m.SendServices {
@@ -398,16 +369,7 @@ func (m *Module) syncNode(ctx context.Context, it item) error {
 }
 
 // nodeState returns (creating) the state of an edge node.
-func (m *Module) nodeState(name string) *nodeState {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	st := m.state[name]
-	if st == nil {
-		st = &nodeState{}
-		m.state[name] = st
-	}
-	return st
-}
+func (m *Module) nodeState(name string) *nodeState { return controller.Entry(&m.mu, m.state, name) }
 
 var gvks = map[string]schema.GroupVersionKind{
 	TypePod:       corev1.SchemeGroupVersion.WithKind("Pod"),
@@ -424,11 +386,7 @@ func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj r
 	if ns == "" {
 		ns = clusterNamespace
 	}
-	st := m.nodeState(node)
-	m.mu.Lock()
-	ready := st.inventoried
-	m.mu.Unlock()
-	if !ready {
+	if !controller.Ready(&m.mu, &m.nodeState(node).Link) {
 		m.metrics.deferred.Inc()
 		return
 	}
@@ -438,16 +396,12 @@ func (m *Module) emit(ctx context.Context, node, op, typ, ns, name string, obj r
 func (m *Module) send(ctx context.Context, node, op, typ, ns, name string, obj runtime.Object) {
 	res := message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
 	msg := message.New(Name, "resource", op, res)
-	var content any = map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}}
+	var err error
 	if obj != nil && !isNilObject(obj) {
-		obj = obj.DeepCopyObject()
-		obj.GetObjectKind().SetGroupVersionKind(gvks[typ])
-		if a, ok := obj.(interface{ GetResourceVersion() string }); ok {
-			msg.Header.ResourceVersion = a.GetResourceVersion()
-		}
-		content = obj
+		msg, err = controller.WithObject(msg, obj, gvks[typ])
+	} else {
+		msg, err = msg.WithContent(map[string]any{"metadata": map[string]string{"namespace": ns, "name": name}})
 	}
-	msg, err := msg.WithContent(content)
 	if err != nil {
 		m.host.Logger().Error("object not encodable for the edge", "resource", res, "err", err)
 		return
@@ -587,37 +541,25 @@ var managedTypes = map[string]bool{TypePod: true, TypeConfigMap: true, TypeSecre
 // objects it lacks or holds at an older version are sent, objects it should not hold are deleted.
 // From then on, changes flow to the node as they happen.
 func (m *Module) reconcile(ctx context.Context, node string, inv []InventoryItem) {
-	have := make(map[string]uint64, len(inv))
-	for _, i := range inv {
-		have[i.Resource] = i.ResourceVersion
-	}
 	// Mark first: a change the workers see from now on is sent too (at worst twice; the edge ignores
 	// a version it holds), and none falls between this snapshot and the flag.
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.inventoried = true
+	st.Inventoried = true
 	m.mu.Unlock()
 	want := m.desired(node)
-	sent, removed := 0, 0
+	rvs := make(map[string]uint64, len(want))
 	for res, obj := range want {
-		r, _ := message.ParseEdge(res)
-		rv, _ := strconv.ParseUint(obj.(interface{ GetResourceVersion() string }).GetResourceVersion(), 10, 64)
-		if held, ok := have[res]; ok && held >= rv {
-			continue
-		}
-		m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, obj)
-		sent++
+		rvs[res], _ = strconv.ParseUint(obj.(interface{ GetResourceVersion() string }).GetResourceVersion(), 10, 64)
 	}
-	for res := range have {
-		r, err := message.ParseEdge(res)
-		if err != nil || !managedTypes[r.Type] {
-			continue
-		}
-		if _, ok := want[res]; !ok {
-			m.send(ctx, node, message.OpDelete, r.Type, r.Namespace, r.Name, nil)
-			removed++
-		}
+	send, remove := controller.Plan(inv, rvs, func(typ string) bool { return managedTypes[typ] })
+	for _, r := range send {
+		m.send(ctx, node, message.OpUpdate, r.Type, r.Namespace, r.Name, want[r.Edge()])
 	}
+	for _, r := range remove {
+		m.send(ctx, node, message.OpDelete, r.Type, r.Namespace, r.Name, nil)
+	}
+	sent, removed := len(send), len(remove)
 	m.metrics.reconciles.Inc()
 	m.host.Logger().Info("edge node reconciled", "node", node, "held", len(inv), "sent", sent, "removed", removed, "wanted", len(want))
 }

@@ -9,8 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kedge-io/kedge/sdk/kube"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -23,10 +21,10 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kedge-io/kedge/sdk"
-	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/sdk/kube"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 )
 
 // Name is the module's routing address. Its group is the hub's events group, so it hears when a node
@@ -37,24 +35,15 @@ const Name = "edgecontroller"
 const EdgeLabel = "node-role.kubernetes.io/edge"
 
 func init() {
-	sdk.Register(sdk.Info{
-		Name:     Name,
-		Group:    "hubevents",
-		Doc:      "Edge nodes in Kubernetes: node registration, status and leases; pods and what they reference sent to their node only; pod status and deletions from the edge; NodeRestriction.",
-		Requires: []string{"cloudhub"},
-		Enabled:  false, // needs a kube-apiserver: enable it with a kubeconfig (or in-cluster)
-		New:      func() sdk.Module { return New() },
-	})
+	sdk.Register(controller.Info(Name, "Edge nodes in Kubernetes: node registration, status and leases; pods and what they reference sent to their node only; pod status and deletions from the edge; NodeRestriction.", func() sdk.Module { return New() }))
 }
 
 // Module is the edge controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig      string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS             float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst           int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers         int           `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	NodeGracePeriod time.Duration `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
-	LeaseDuration   time.Duration `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
+	controller.API  `yaml:",inline"` // kubeconfig, qps, burst
+	Workers         int              `yaml:"workers" doc:"Goroutines turning API changes into messages for the edge, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	NodeGracePeriod time.Duration    `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
+	LeaseDuration   time.Duration    `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
 	// LeaseRenewInterval and NodeStatusUpdateFrequency set what idle nodes cost the API server.
 	LeaseRenewInterval        time.Duration       `yaml:"leaseRenewInterval" doc:"A node's Lease is renewed on its status report when it is this old (kubelet: 10s). Must stay well inside kube-controller-manager's --node-monitor-grace-period (40s; 50s from Kubernetes 1.32), which marks a node whose Lease and Ready heartbeat are both older NotReady. Idle writes are nodes/leaseRenewInterval per second."`
 	NodeStatusUpdateFrequency time.Duration       `yaml:"nodeStatusUpdateFrequency" doc:"A node's status report is written to the Node only when it changes something (capacity, addresses, conditions, node info), when the Node is not Ready=True, or when its Ready heartbeat is this old (kubelet's nodeStatusReportFrequency: 5m)."`
@@ -75,12 +64,11 @@ type Module struct {
 	cms      corelisters.ConfigMapLister
 	secrets  corelisters.SecretLister
 	services corelisters.ServiceLister
-	queue    workqueue.TypedRateLimitingInterface[item]
+	ctl      *controller.Runner[item] // queue, informers' lifetime, workers, per-node fan-in
 	recorder record.EventRecorder
 	events   record.EventBroadcaster
 	metrics  *metrics
-	up       []chan upJob
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // monitorNodes and the autonomy workers
 	life     context.Context
 
 	mu       sync.Mutex
@@ -92,7 +80,6 @@ type Module struct {
 	autonomy *autonomy             // nil when the autonomy setting is off
 
 	elector      *kube.Elector
-	stopElection context.CancelFunc
 	leaseFactory informers.SharedInformerFactory
 	leaseLister  coordlisters.LeaseLister // slim copies (slimLease)
 	leaseMu      sync.Mutex
@@ -104,8 +91,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the controller with its defaults.
 func New() *Module {
 	return &Module{
-		QPS:             50,
-		Burst:           100,
+		API:             controller.API{QPS: 50, Burst: 100},
 		Workers:         4,
 		NodeGracePeriod: 40 * time.Second,
 		LeaseDuration:   40 * time.Second,
@@ -151,11 +137,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.client == nil {
-		cfg, err := kube.RestConfig(m.Kubeconfig, "modules.edgecontroller.kubeconfig")
+		cfg, err := m.API.RestConfig(Name)
 		if err != nil {
 			return err
 		}
-		cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-edgecontroller"
 		if m.client, err = kubernetes.NewForConfig(cfg); err != nil {
 			return fmt.Errorf("API client: %w", err)
 		}
@@ -164,10 +149,13 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: m.client.CoreV1().Events("")})
 	m.recorder = m.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kedge-edgecontroller"})
 
-	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[item](),
-		workqueue.TypedRateLimitingQueueConfig[item]{Name: "edgecontroller"})
+	m.ctl = controller.New(controller.Options[item]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout, Logger: h.Logger(),
+		Sync: m.sync, SyncFailed: func(it item, _ error) { m.metrics.syncErrors.WithLabelValues(it.Type).Inc() },
+		Upstream: m.handleUp, Connected: m.connected, Disconnected: m.disconnected, Inventory: m.reconcile,
+		Refused: func(what string, _ error) { m.metrics.upstream.WithLabelValues(what, "invalid").Inc() }})
 	m.factory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithTransform(stripManagedFields))
-	if err := m.watch(); err != nil {
+	synced, err := m.watch()
+	if err != nil {
 		return err
 	}
 	if m.Autonomy {
@@ -175,47 +163,25 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			return err
 		}
 	}
-	m.factory.Start(ctx.Done())
-	leasesSynced, err := m.watchNodeLeases(ctx)
+	m.factory.Start(m.ctl.Done())
+	leasesSynced, err := m.watchNodeLeases(m.ctl.Done())
 	if err != nil {
 		return err
 	}
-	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
-	defer cancel()
-	fail := func(what any) error {
+	fail := func(err error) error {
+		m.ctl.Close()
 		m.factory.Shutdown()
 		m.leaseFactory.Shutdown()
-		m.queue.ShutDown()
-		m.stopAutonomy()
-		return fmt.Errorf("the API server did not answer the first list of %v within %s (syncTimeout): is it reachable with this kubeconfig?", what, m.SyncTimeout)
-	}
-	for typ, ok := range m.factory.WaitForCacheSync(syncCtx.Done()) {
-		if !ok {
-			return fail(typ)
-		}
-	}
-	if !cache.WaitForCacheSync(syncCtx.Done(), leasesSynced) {
-		return fail("leases in " + leaseNamespace)
-	}
-	if err := m.startElection(ctx); err != nil {
-		m.factory.Shutdown()
-		m.leaseFactory.Shutdown()
-		m.queue.ShutDown()
 		m.stopAutonomy()
 		return err
 	}
-	for range m.Workers {
-		m.wg.Go(func() {
-			for m.processNext(ctx) {
-			}
-		})
+	if err := m.ctl.WaitForSync(ctx, "pods, nodes, configmaps, secrets, services and leases in "+leaseNamespace, append(synced, leasesSynced)...); err != nil {
+		return fail(err)
 	}
-	m.up = make([]chan upJob, m.Workers)
-	for i := range m.up {
-		ch := make(chan upJob, 64)
-		m.up[i] = ch
-		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
+	if err := m.startElection(ctx); err != nil {
+		return fail(err)
 	}
+	m.ctl.Start(ctx)
 	m.wg.Go(func() { m.monitorNodes(ctx) })
 	if m.autonomy != nil {
 		m.runAutonomy(ctx)
@@ -225,9 +191,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 }
 
 func (m *Module) Stop(ctx context.Context) error {
-	m.endElection(ctx) // release the Lease first: another replica takes over at once
-	if m.queue != nil {
-		m.queue.ShutDown()
+	m.elector.Stop(ctx) // release the Lease first: another replica takes over at once
+	if m.ctl != nil {
+		m.ctl.Close()
 	}
 	m.stopAutonomy()
 	if m.factory != nil {
@@ -236,6 +202,9 @@ func (m *Module) Stop(ctx context.Context) error {
 	if m.leaseFactory != nil {
 		m.leaseFactory.Shutdown()
 	}
+	if m.ctl != nil {
+		m.ctl.Wait()
+	}
 	m.wg.Wait()
 	if m.events != nil {
 		m.events.Shutdown()
@@ -243,38 +212,9 @@ func (m *Module) Stop(ctx context.Context) error {
 	return nil
 }
 
-// upJob is one message from the edge waiting for its node's worker.
-type upJob struct {
-	msg  sdk.Message
-	node string
-}
-
 // Handle takes what cloudhub hands over: hub events and messages from edge nodes. Messages are handled
 // by a worker per node hash, so one node's reports stay in order while nodes proceed in parallel; the
 // answer (which acknowledges the message to the edge) is sent when the worker is done.
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	node, _, err := message.ToEdge(msg.Route.Resource)
-	if err != nil {
-		m.metrics.upstream.WithLabelValues("invalid", "invalid").Inc()
-		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
-	}
-	hash := fnv.New32a()
-	_, _ = hash.Write([]byte(node))
-	select {
-	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-jobs:
-			m.handleUp(ctx, j.node, j.msg)
-		}
-	}
+	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }

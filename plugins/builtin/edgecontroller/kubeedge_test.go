@@ -24,8 +24,8 @@ type kubeEdgeAnswer struct {
 
 func TestUpstreamEdgedRegistrationLeaseAndStatusPatchAreAnsweredInKubeEdgeForm(t *testing.T) {
 	r := newRig(t)
-	node := r.node("ke")
-	r.event(node, message.OpConnected, nil)
+	node := r.Node("ke")
+	r.Event(node, message.OpConnected, nil)
 	decode := func(resp message.Message) kubeEdgeAnswer {
 		t.Helper()
 		if resp.Route.Operation == message.OpError {

@@ -33,7 +33,7 @@ type leaseSeen struct {
 }
 
 // watchNodeLeases starts an informer on kube-node-lease; it records when each Lease changes.
-func (m *Module) watchNodeLeases(ctx context.Context) (cache.InformerSynced, error) {
+func (m *Module) watchNodeLeases(stop <-chan struct{}) (cache.InformerSynced, error) {
 	m.leaseFactory = informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithNamespace(leaseNamespace),
 		informers.WithTransform(slimLease))
 	inf := m.leaseFactory.Coordination().V1().Leases().Informer()
@@ -56,7 +56,7 @@ func (m *Module) watchNodeLeases(ctx context.Context) (cache.InformerSynced, err
 	}); err != nil {
 		return nil, err
 	}
-	m.leaseFactory.Start(ctx.Done())
+	m.leaseFactory.Start(stop)
 	return inf.HasSynced, nil
 }
 
@@ -107,7 +107,7 @@ func (m *Module) staleNodes() []string {
 		}
 		m.mu.Lock()
 		st := m.state[n.Name]
-		local := st != nil && st.connected
+		local := st != nil && st.Connected
 		m.mu.Unlock()
 		if local {
 			continue
@@ -145,9 +145,8 @@ func readyKnown(n *corev1.Node) bool {
 	return false
 }
 
-func (m *Module) startElection(ctx context.Context) error {
-	ectx, cancel := context.WithCancel(ctx)
-	e, err := kube.StartElector(ectx, m.LeaderElection, kube.ElectorOptions{
+func (m *Module) startElection(ctx context.Context) (err error) {
+	m.elector, err = kube.StartElector(ctx, m.LeaderElection, kube.ElectorOptions{
 		Client: m.client, Module: Name, Identity: m.host.NodeName(), Logger: m.host.Logger(), Metrics: m.host.Metrics(),
 		OnStartedLeading: func(context.Context) {
 			if m.autonomy != nil {
@@ -155,21 +154,5 @@ func (m *Module) startElection(ctx context.Context) error {
 			}
 		},
 	})
-	if err != nil {
-		cancel()
-		return err
-	}
-	m.elector, m.stopElection = e, cancel
-	return nil
-}
-
-func (m *Module) endElection(ctx context.Context) {
-	if m.stopElection == nil {
-		return
-	}
-	m.stopElection()
-	select {
-	case <-m.elector.Done():
-	case <-ctx.Done():
-	}
+	return err
 }

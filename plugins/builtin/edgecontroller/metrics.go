@@ -1,6 +1,10 @@
 package edgecontroller
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kedge-io/kedge/sdk/kube/controller"
+)
 
 type metrics struct {
 	downstream  *prometheus.CounterVec
@@ -20,36 +24,20 @@ type metrics struct {
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	b := controller.NewMetrics(r, Name)
 	m := &metrics{
-		downstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_downstream_total",
-			Help: "Messages queued for edge nodes, by resource type and operation."}, []string{"type", "operation"}),
-		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_upstream_total",
-			Help: "Requests from edge nodes, by resource type and result (ok, error, forbidden, invalid)."}, []string{"type", "result"}),
-		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_denied_total",
-			Help: "Requests from edge nodes refused by the NodeRestriction rule, by resource type and operation."}, []string{"type", "operation"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_refused_total",
-			Help: "Requests from edge nodes not carried out: answered with an error (forbidden, not handled, invalid, failed) or, when the edge expected no answer, dropped; by resource type and operation."}, []string{"resource", "operation"}),
-		syncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_sync_errors_total",
-			Help: "Failed syncs of API objects (retried with backoff), by type."}, []string{"type"}),
-		missingRefs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_missing_references_total",
-			Help: "Objects referenced by an edge pod that do not exist (a Warning Event is recorded on the pod)."}, []string{"type"}),
-		deferred: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_edgecontroller_deferred_total",
-			Help: "Changes not sent because the node's inventory was not reconciled yet (the reconciliation sends the current state)."}),
-		reconciles: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_edgecontroller_reconciles_total",
-			Help: "Edge node inventories reconciled against the API."}),
-		registered: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_edgecontroller_nodes_registered_total",
-			Help: "Edge Nodes created on first connect."}),
-		unknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_edgecontroller_nodes_unknown_total",
-			Help: "Times an edge node's Ready condition was set to Unknown after a disconnection outlasted the grace period."}),
-		statusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_node_status_writes_total",
-			Help: "Node status reports from edge nodes by result: written to the Node, or skipped (nothing changed and the Ready heartbeat is younger than nodeStatusUpdateFrequency)."}, []string{"result"}),
-		leaseWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edgecontroller_lease_writes_total",
-			Help: "Lease renewals of edge nodes by result: written, or skipped (renewed less than leaseRenewInterval ago)."}, []string{"result"}),
+		downstream:   b.CounterVec("downstream_total", "Messages queued for edge nodes, by resource type and operation.", "type", "operation"),
+		upstream:     b.CounterVec("upstream_total", "Requests from edge nodes, by resource type and result (ok, error, forbidden, invalid).", "type", "result"),
+		denied:       b.CounterVec("denied_total", "Requests from edge nodes refused by the NodeRestriction rule, by resource type and operation.", "type", "operation"),
+		refused:      b.CounterVec("refused_total", "Requests from edge nodes not carried out: answered with an error (forbidden, not handled, invalid, failed) or, when the edge expected no answer, dropped; by resource type and operation.", "resource", "operation"),
+		syncErrors:   b.CounterVec("sync_errors_total", "Failed syncs of API objects (retried with backoff), by type.", "type"),
+		missingRefs:  b.CounterVec("missing_references_total", "Objects referenced by an edge pod that do not exist (a Warning Event is recorded on the pod).", "type"),
+		deferred:     b.Counter("deferred_total", "Changes not sent because the node's inventory was not reconciled yet (the reconciliation sends the current state)."),
+		reconciles:   b.Counter("reconciles_total", "Edge node inventories reconciled against the API."),
+		registered:   b.Counter("nodes_registered_total", "Edge Nodes created on first connect."),
+		unknown:      b.Counter("nodes_unknown_total", "Times an edge node's Ready condition was set to Unknown after a disconnection outlasted the grace period."),
+		statusWrites: b.CounterVec("node_status_writes_total", "Node status reports from edge nodes by result: written to the Node, or skipped (nothing changed and the Ready heartbeat is younger than nodeStatusUpdateFrequency).", "result"),
+		leaseWrites:  b.CounterVec("lease_writes_total", "Lease renewals of edge nodes by result: written, or skipped (renewed less than leaseRenewInterval ago).", "result"),
 	}
-	for _, c := range []prometheus.Collector{m.downstream, m.upstream, m.denied, m.refused, m.syncErrors, m.missingRefs, m.deferred, m.reconciles, m.registered, m.unknown, m.statusWrites, m.leaseWrites} {
-		if err := r.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	return m, b.Err()
 }

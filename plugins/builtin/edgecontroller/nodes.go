@@ -447,7 +447,15 @@ func (m *Module) markUnknown(ctx context.Context, node string) error {
 				setCondition(n, c.Type, corev1.ConditionUnknown, "NodeStatusUnknown", "edge node disconnected from cloudcore")
 			}
 		}
-		_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+		updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+		if err == nil {
+			// The next report compares the informer's copy with this write: a copy from before it
+			// (Ready=True, as the informer may still hold it) must not make that report look redundant.
+			st := m.nodeState(node)
+			m.mu.Lock()
+			st.statusRV = updated.ResourceVersion
+			m.mu.Unlock()
+		}
 		return err
 	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // fullReport is what a current nodestatus sends: allocatable, the pressure conditions and node info.
@@ -39,7 +40,7 @@ func fullReport(node string, memory, disk, pid string) edgecontroller.NodeReport
 }
 
 func (r *rig) report(node string, rep edgecontroller.NodeReport) reportReply {
-	r.t.Helper()
+	r.T.Helper()
 	resp := r.request(node, message.OpUpdate, "default", "nodestatus", node, rep)
 	out := reportReply{op: resp.Route.Operation, content: string(resp.Content)}
 	var e struct {
@@ -55,7 +56,7 @@ type reportReply struct{ op, content string }
 
 func getNode(t *testing.T, name string) *corev1.Node {
 	t.Helper()
-	n, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func condition(n *corev1.Node, typ corev1.NodeConditionType) *corev1.NodeConditi
 
 func TestNodeReportSetsAllocatablePressureConditionsAndNodeInfo(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	if resp := r.report(node, fullReport(node, "False", "True", "False")); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
@@ -118,7 +119,7 @@ func TestPressureConditionTransitionTimeMovesOnlyWhenItsStatusChanges(t *testing
 	r := newRig(t) // one rig (its namespace is named after the test), a node per case
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			node := r.node(fmt.Sprint("n", i))
+			node := r.Node(fmt.Sprint("n", i))
 			r.join(node)
 			if resp := r.report(node, fullReport(node, "False", "False", "False")); resp.op == message.OpError {
 				t.Fatalf("report refused: %s", resp.content)
@@ -127,7 +128,7 @@ func TestPressureConditionTransitionTimeMovesOnlyWhenItsStatusChanges(t *testing
 			n := getNode(t, node)
 			c := condition(n, corev1.NodeMemoryPressure)
 			c.LastTransitionTime = old
-			if _, err := env.Client.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+			if _, err := ctrlrig.Env.Client.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			if resp := r.report(node, fullReport(node, tt.next, "False", "False")); resp.op == message.OpError {
@@ -146,7 +147,7 @@ func TestPressureConditionTransitionTimeMovesOnlyWhenItsStatusChanges(t *testing
 
 func TestReportWithoutTheNewFieldsKeepsConditionsAndAllocatableIsCapacity(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	if resp := r.report(node, fullReport(node, "True", "False", "False")); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
@@ -166,14 +167,14 @@ func TestReportWithoutTheNewFieldsKeepsConditionsAndAllocatableIsCapacity(t *tes
 
 func TestDisconnectedNodeTurnsPressureConditionsUnknownToo(t *testing.T) {
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	if resp := r.report(node, fullReport(node, "False", "False", "False")); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
 	}
-	r.event(node, message.OpDisconnected, nil)
+	r.Event(node, message.OpDisconnected, nil)
 	eventually(t, "pressure conditions Unknown", func() (bool, string) {
-		n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+		n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -198,7 +199,7 @@ func TestBadNodeReportsAreRefusedNamingTheField(t *testing.T) {
 		{"a condition status that is not True/False/Unknown", func(rep *edgecontroller.NodeReport) { rep.Conditions[1].Status = "maybe" }, `"maybe"`},
 	}
 	r := newRig(t)
-	node := r.node("n1")
+	node := r.Node("n1")
 	r.join(node)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

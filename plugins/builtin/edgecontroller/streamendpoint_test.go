@@ -14,6 +14,7 @@ import (
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 func hostname(n *corev1.Node) []string {
@@ -30,7 +31,7 @@ func hostname(n *corev1.Node) []string {
 // port point the API server at cloudstream; without an advertised address, or without cloudstream,
 // the node keeps its own name as Hostname and no kubelet port.
 func TestEdgeNodeAdvertisesCloudstreamAsItsKubeletEndpointOnlyWhenConfigured(t *testing.T) {
-	if env == nil {
+	if ctrlrig.Env == nil {
 		t.Skip("needs the control plane (not with -short)")
 	}
 	for _, tc := range []struct {
@@ -54,10 +55,10 @@ func TestEdgeNodeAdvertisesCloudstreamAsItsKubeletEndpointOnlyWhenConfigured(t *
 					t.Fatal(err)
 				}
 				opts = append(opts, sdktest.Beside(sinfo, map[string]any{"streamAddress": "127.0.0.1:0", "tunnelAddress": "127.0.0.1:0",
-					"advertiseAddress": tc.advertise, "pkiDir": pkiDir, "kubeconfig": env.Kubeconfig,
+					"advertiseAddress": tc.advertise, "pkiDir": pkiDir, "kubeconfig": ctrlrig.Env.Kubeconfig,
 					"clientCAFile": filepath.Join(pkiDir, "ca.crt")})) // any CA: only the advertised endpoint is checked
 			}
-			h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "inventoryWait": "300ms", "sendServices": false}, opts...)
+			h := sdktest.Run(t, info, map[string]any{"kubeconfig": ctrlrig.Env.Kubeconfig, "inventoryWait": "300ms", "sendServices": false}, opts...)
 			node := "stream-" + strings.ReplaceAll(strings.ToLower(tc.name), " ", "-")
 			m := message.New("cloudhub", "resource", message.OpUpdate, message.Resource{Node: node, Namespace: "default", Type: "nodestatus", Name: node}.Cloud())
 			m, _ = m.WithContent(edgecontroller.NodeReport{NodeName: node, Capacity: map[string]string{"cpu": "1"}, Addresses: []string{"192.0.2.9"}})

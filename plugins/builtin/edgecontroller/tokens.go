@@ -168,7 +168,7 @@ func (m *Module) refreshTokens() {
 	for _, key := range due {
 		var ns, name string
 		if _, err := fmt.Sscanf(replaceSlash(key), "%s %s", &ns, &name); err == nil {
-			m.queue.Add(item{Type: TypePod, Namespace: ns, Name: name})
+			m.ctl.Queue.Add(item{Type: TypePod, Namespace: ns, Name: name})
 		}
 	}
 }

@@ -13,14 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
-// InventoryItem is one object an edge node holds, as its metamanager reports it on connect.
-type InventoryItem struct {
-	Resource        string `json:"resource"`
-	ResourceVersion uint64 `json:"resourceVersion"`
-}
+// InventoryItem is one object an edge node holds, as its metamanager reports it on connect (the
+// shared wire type).
+type InventoryItem = controller.InventoryItem
 
 // PodStatusReport is the content of a podstatus update from the edge: the pod's identity and its
 // complete status.
@@ -37,44 +36,17 @@ type PodDeleted struct {
 }
 
 // errForbidden marks a request the NodeRestriction rule refuses.
-var errForbidden = errors.New("forbidden")
+var errForbidden = controller.ErrForbidden
 
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
-	switch msg.Route.Operation {
-	case message.OpConnected:
-		var info struct {
-			KubeEdge bool `json:"kubeedge"`
-		}
-		_ = json.Unmarshal(msg.Content, &info) // none (an older cloudhub): a Kedge edge until it says otherwise
-		m.connected(ctx, node, info.KubeEdge)
-		return
-	case message.OpDisconnected:
-		m.disconnected(node)
-		return
-	case message.OpInventory:
-		var inv []InventoryItem
-		if err := json.Unmarshal(msg.Content, &inv); err != nil {
-			m.metrics.upstream.WithLabelValues("inventory", "invalid").Inc()
-			m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; reconciling as if it held nothing", "node", node, "err", err)
-			inv = nil
-		}
-		m.reconcile(ctx, node, inv)
-		return
-	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	var content any = "OK"
 	if err == nil {
 		content, err = m.fromEdge(ctx, node, res, msg)
 	}
-	result := "ok"
-	switch {
-	case errors.Is(err, errForbidden):
-		result = "forbidden"
+	result := controller.Outcome(m.host.Logger(), node, msg, err)
+	if result == "forbidden" {
 		m.metrics.denied.WithLabelValues(res.Type, msg.Route.Operation).Inc()
-		m.host.Logger().Warn("edge node request refused", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
-	case err != nil:
-		result = "error"
-		m.host.Logger().Warn("edge node request failed", "node", node, "operation", msg.Route.Operation, "resource", msg.Route.Resource, "err", err)
 	}
 	if err != nil {
 		typ := res.Type
@@ -84,22 +56,11 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 		m.metrics.refused.WithLabelValues(typ, msg.Route.Operation).Inc()
 	}
 	m.metrics.upstream.WithLabelValues(res.Type, result).Inc()
-	if !msg.Header.Sync {
-		return
-	}
-	var reply sdk.Message
-	if err == nil {
-		reply, err = msg.Reply(Name, content)
-		if o, ok := content.(interface{ GetResourceVersion() string }); ok && err == nil {
+	controller.Answer(ctx, m.host, Name, node, msg, content, err, func(reply *sdk.Message) {
+		if o, ok := content.(interface{ GetResourceVersion() string }); ok {
 			reply.Header.ResourceVersion = o.GetResourceVersion()
 		}
-	}
-	if err != nil {
-		reply = msg.ErrorReply(Name, err)
-	}
-	if err := m.host.Reply(ctx, reply); err != nil && !errors.Is(err, sdk.ErrNoWaiter) {
-		m.host.Logger().Warn("answer to the edge not delivered", "node", node, "err", err)
-	}
+	})
 }
 
 // fromEdge handles one request of an edge node and returns the answer's content.
@@ -263,35 +224,19 @@ func (m *Module) query(ctx context.Context, node string, res message.Resource) (
 func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected, st.since, st.unknownSet, st.kubeedge = true, time.Now(), false, kubeedge
-	st.inventoryGen++
-	gen, inventoried := st.inventoryGen, st.inventoried
+	st.Connect(kubeedge)
+	st.since, st.unknownSet = time.Now(), false
 	m.mu.Unlock()
 	if err := m.register(ctx, node); err != nil {
 		m.host.Logger().Error("edge node not registered", "node", node, "err", err)
 	}
-	if !inventoried && kubeedge {
-		// KubeEdge's edgecore never sends an inventory: it gets everything now.
-		m.host.Logger().Info("KubeEdge edge node connected; sending everything it should hold", "node", node)
-		m.reconcile(ctx, node, nil)
-	} else if !inventoried {
-		// An edge that sends no inventory (sendInventory off) gets everything.
-		time.AfterFunc(m.InventoryWait, func() {
-			m.mu.Lock()
-			wait := !st.inventoried && st.inventoryGen == gen && st.connected
-			m.mu.Unlock()
-			if wait && ctx.Err() == nil {
-				m.host.Logger().Info("edge node sent no inventory; sending everything it should hold", "node", node, "waited", m.InventoryWait)
-				m.reconcile(ctx, node, nil)
-			}
-		})
-	}
+	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
 }
 
-func (m *Module) disconnected(node string) {
+func (m *Module) disconnected(_ context.Context, node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.connected, st.since = false, time.Now()
+	st.Connected, st.since = false, time.Now()
 	m.mu.Unlock()
 }
 
@@ -330,7 +275,7 @@ func (m *Module) isKubeEdge(node string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.state[node]
-	return st != nil && st.kubeedge
+	return st != nil && st.KubeEdge
 }
 
 // podGone says whether the pod res names no longer exists in the API.

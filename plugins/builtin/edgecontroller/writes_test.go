@@ -2,7 +2,6 @@ package edgecontroller_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -10,33 +9,23 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/edgecontroller"
-	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // newWritesRig is newRig with leaseRenewInterval and nodeStatusUpdateFrequency set.
 func newWritesRig(t *testing.T, lease, status string) *rig {
 	t.Helper()
-	if env == nil {
-		t.Skip("needs the control plane (not with -short)")
-	}
-	info, _ := sdk.Lookup(edgecontroller.Name)
-	h := sdktest.Run(t, info, map[string]any{
-		"kubeconfig": env.Kubeconfig, "nodeGracePeriod": "400ms", "inventoryWait": "300ms", "sendServices": false,
+	return &rig{ctrlrig.Start(t, edgecontroller.Name, map[string]any{
+		"nodeGracePeriod": "400ms", "inventoryWait": "300ms", "sendServices": false,
 		"leaseDuration": "2h", "leaseRenewInterval": lease, "nodeStatusUpdateFrequency": status,
-	}, sdktest.Capture("cloudhub"))
-	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	if len(ns) > 50 {
-		ns = strings.Trim(ns[:50], "-")
-	}
-	return &rig{t: t, h: h, hub: h.Captured("cloudhub"), ns: ns}
+	}, ctrlrig.NamespaceName(t, 50))}
 }
 
 func writes(t *testing.T, r *rig, name, result string) float64 {
 	t.Helper()
-	fams, err := r.h.Metrics.Gather()
+	fams, err := r.H.Metrics.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +51,7 @@ func writes(t *testing.T, r *rig, name, result string) float64 {
 func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *testing.T) {
 	r := newWritesRig(t, "1h", "1h")
 	ctx := context.Background()
-	node := r.node("idle")
+	node := r.Node("idle")
 	r.join(node)
 	rep := edgecontroller.NodeReport{NodeName: node, Capacity: map[string]string{"cpu": "2", "memory": "2Gi"}, OS: "linux",
 		Architecture: "amd64", KernelVersion: "6.1", OSImage: "Debian GNU/Linux 12 (bookworm)", Addresses: []string{"192.0.2.7"}}
@@ -77,7 +66,7 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 		}
 	}
 	n := getNode(t, node)
-	lease, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+	lease, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +79,7 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 	if got := getNode(t, node); got.ResourceVersion != n.ResourceVersion {
 		t.Errorf("unchanged reports wrote the Node: resourceVersion %s -> %s", n.ResourceVersion, got.ResourceVersion)
 	}
-	if got, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{}); err != nil || got.ResourceVersion != lease.ResourceVersion {
+	if got, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{}); err != nil || got.ResourceVersion != lease.ResourceVersion {
 		t.Errorf("reports within leaseRenewInterval renewed the Lease: %v", err)
 	}
 
@@ -103,12 +92,12 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 	}
 
 	// Disconnected past the grace period: Unknown; the first report after reconnecting writes Ready.
-	r.event(node, message.OpDisconnected, nil)
+	r.Event(node, message.OpDisconnected, nil)
 	waitNode(t, node, func(n *corev1.Node) bool {
 		c := condition(n, corev1.NodeReady)
 		return c != nil && c.Status == corev1.ConditionUnknown
 	})
-	r.event(node, message.OpConnected, nil)
+	r.Event(node, message.OpConnected, nil)
 	if resp := r.report(node, rep); resp.op == message.OpError {
 		t.Fatalf("report refused: %s", resp.content)
 	}
@@ -121,9 +110,9 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 func TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld(t *testing.T) {
 	r := newWritesRig(t, "300ms", "1h")
 	ctx := context.Background()
-	node := r.node("lease")
+	node := r.Node("lease")
 	r.join(node)
-	first, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+	first, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +122,7 @@ func TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld(t *testing.T) {
 		if resp := r.report(node, rep); resp.op == message.OpError {
 			t.Fatalf("report refused: %s", resp.content)
 		}
-		l, err := env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
+		l, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

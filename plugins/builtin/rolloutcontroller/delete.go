@@ -2,12 +2,12 @@ package rolloutcontroller
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -16,11 +16,8 @@ import (
 const goneFor = 10 * time.Minute
 
 // InventoryItem is one entry of the inventory an edge node sends on connect (metamanager's objects
-// that came from the cloud).
-type InventoryItem struct {
-	Resource        string `json:"resource"` // <namespace>/<type>/<name>
-	ResourceVersion uint64 `json:"resourceVersion"`
-}
+// that came from the cloud): the shared wire type.
+type InventoryItem = controller.InventoryItem
 
 // deleted runs when a rollout is gone from the API: every node that was sent it (any state but
 // Pending in its last known status) is sent a delete of <namespace>/pluginrollout/<name>, so
@@ -59,12 +56,7 @@ func (m *Module) deleted(obj any) {
 
 // inventory sends node a delete for every rollout message it holds whose rollout no longer exists
 // (deleted while this controller was not running, or while the delete could not be queued).
-func (m *Module) inventory(ctx context.Context, node string, raw []byte) {
-	var inv []InventoryItem
-	if err := json.Unmarshal(raw, &inv); err != nil {
-		m.host.Logger().Warn("inventory from an edge node is not a list of {resource, resourceVersion}; ignored", "node", node, "err", err)
-		return
-	}
+func (m *Module) inventory(ctx context.Context, node string, inv []InventoryItem) {
 	for _, it := range inv {
 		res, err := message.ParseEdge(it.Resource)
 		if err != nil || res.Type != TypePluginRollout || res.Name == "" {

@@ -32,36 +32,18 @@ type sentKey struct {
 	node string
 }
 
-func (m *Module) startElection(ctx context.Context) error {
-	ectx, cancel := context.WithCancel(ctx)
-	e, err := kube.StartElector(ectx, m.LeaderElection, kube.ElectorOptions{
+func (m *Module) startElection(ctx context.Context) (err error) {
+	m.elector, err = kube.StartElector(ctx, m.LeaderElection, kube.ElectorOptions{
 		Client: m.kube, Module: Name, Identity: m.host.NodeName(), Logger: m.host.Logger(), Metrics: m.host.Metrics(),
 		OnStartedLeading: func(context.Context) { m.enqueueAll() },
 	})
-	if err != nil {
-		cancel()
-		return err
-	}
-	m.elector, m.stopElection = e, cancel
-	return nil
-}
-
-// endElection ends the campaign and waits (until ctx ends) for the Lease to be released.
-func (m *Module) endElection(ctx context.Context) {
-	if m.stopElection == nil {
-		return
-	}
-	m.stopElection()
-	select {
-	case <-m.elector.Done():
-	case <-ctx.Done():
-	}
+	return err
 }
 
 // enqueueAll reconciles every rollout: a new leader catches up on what it skipped as a follower.
 func (m *Module) enqueueAll() {
 	for _, k := range m.roInf.GetStore().ListKeys() {
-		m.queue.Add(k)
+		m.ctl.Queue.Add(k)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/inventory"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // twelveModules is a node's inventory with 12 modules, as a full-class edgecore with a process and a
@@ -35,21 +36,21 @@ func twelveModules(node string, at time.Time) inventory.Report {
 // inventoryFrom sends content as node's inventory about name (as cloudhub hands it over: group plugin,
 // sync, the node from the connection's certificate) and returns the answer.
 func (r *rig) inventoryFrom(node, name string, content []byte) sdk.Message {
-	r.t.Helper()
+	r.T.Helper()
 	m := message.New("cloudhub", inventory.Group, message.OpUpdate, message.Resource{Node: node, Namespace: inventory.Namespace, Type: inventory.Type, Name: name}.Cloud())
 	m.Content = content
-	resp, err := r.h.SendSync(m, 20*time.Second)
+	resp, err := r.H.SendSync(m, 20*time.Second)
 	if err != nil {
-		r.t.Fatal(err)
+		r.T.Fatal(err)
 	}
 	return resp
 }
 
 func (r *rig) annotation(node string) (string, string) {
-	r.t.Helper()
-	n, err := env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	r.T.Helper()
+	n, err := ctrlrig.Env.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if err != nil {
-		r.t.Fatal(err)
+		r.T.Fatal(err)
 	}
 	return n.Annotations[inventory.Annotation], n.ResourceVersion
 }
@@ -57,11 +58,11 @@ func (r *rig) annotation(node string) (string, string) {
 // waitAnnotation waits until the controller's informer has seen node's annotation (so its next
 // comparison is against it).
 func (r *rig) waitAnnotation(node, want string) {
-	r.t.Helper()
+	r.T.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for got, _ := r.annotation(node); got != want; got, _ = r.annotation(node) {
 		if time.Now().After(deadline) {
-			r.t.Fatalf("annotation of %s is %q, want %q", node, got, want)
+			r.T.Fatalf("annotation of %s is %q, want %q", node, got, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -69,7 +70,7 @@ func (r *rig) waitAnnotation(node, want string) {
 
 func TestNodeInventoryIsKeptAsTheNodeAnnotationAndWrittenOnlyWhenItChanges(t *testing.T) {
 	r := newRig(t)
-	node := r.node("inv")
+	node := r.Node("inv")
 	r.edgeNode(node, nil)
 	rep := twelveModules(node, time.Now())
 	raw, _ := json.Marshal(rep)
@@ -82,7 +83,7 @@ func TestNodeInventoryIsKeptAsTheNodeAnnotationAndWrittenOnlyWhenItChanges(t *te
 	if err != nil || len(back.Modules) != 12 || back.Modules[11].SHA256 != rep.Modules[11].SHA256 || back.Outbox != 3 || back.Class != "full" {
 		t.Fatalf("annotation %s = %q (%v), want the report", inventory.Annotation, got, err)
 	}
-	if n := r.counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": "written"}); n != 1 {
+	if n := r.Counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": "written"}); n != 1 {
 		t.Fatalf("written = %v, want 1", n)
 	}
 
@@ -94,7 +95,7 @@ func TestNodeInventoryIsKeptAsTheNodeAnnotationAndWrittenOnlyWhenItChanges(t *te
 		if resp := r.inventoryFrom(node, node, raw); resp.Route.Operation == message.OpError {
 			t.Fatalf("inventory refused: %s", resp.Content)
 		}
-		if r.counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": "unchanged"}) >= 1 {
+		if r.Counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": "unchanged"}) >= 1 {
 			break
 		}
 		// The controller's informer had not seen its own write yet: it wrote again (same content).
@@ -104,7 +105,7 @@ func TestNodeInventoryIsKeptAsTheNodeAnnotationAndWrittenOnlyWhenItChanges(t *te
 		time.Sleep(100 * time.Millisecond)
 	}
 	_, rv2 := r.annotation(node)
-	writes := r.counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": "written"})
+	writes := r.Counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": "written"})
 	if unchanged, _ := r.annotation(node); unchanged == "" || (writes == 1 && rv2 != rv) {
 		t.Fatalf("unchanged inventory rewrote the Node: resourceVersion %s → %s", rv, rv2)
 	}
@@ -123,7 +124,7 @@ func TestNodeInventoryIsKeptAsTheNodeAnnotationAndWrittenOnlyWhenItChanges(t *te
 
 func TestBadNodeInventoryIsRefusedCountedAndLeavesTheAnnotation(t *testing.T) {
 	r := newRig(t)
-	node, other := r.node("inv"), r.node("other")
+	node, other := r.Node("inv"), r.Node("other")
 	r.edgeNode(node, nil)
 	r.edgeNode(other, nil)
 	good, _ := json.Marshal(twelveModules(node, time.Now()))
@@ -167,12 +168,12 @@ func TestBadNodeInventoryIsRefusedCountedAndLeavesTheAnnotation(t *testing.T) {
 		{"naming another node (content)", node, mutate(func(r *inventory.Report) { r.Node = other }), "forbidden", "reports only its own"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			n := r.counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": tt.result})
+			n := r.Counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": tt.result})
 			resp := r.inventoryFrom(node, tt.about, tt.content)
 			if resp.Route.Operation != message.OpError || !strings.Contains(string(resp.Content), tt.reason) {
 				t.Fatalf("answer %s %s, want an error naming %q", resp.Route.Operation, resp.Content, tt.reason)
 			}
-			if got := r.counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": tt.result}); got != n+1 {
+			if got := r.Counter("kedge_rolloutcontroller_inventory_total", map[string]string{"result": tt.result}); got != n+1 {
 				t.Fatalf("%s count %v → %v, want one more", tt.result, n, got)
 			}
 		})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -12,68 +11,49 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 )
 
 // waitOp waits until the controller queued operation op of rollout for node, removes it from what
 // was seen and returns it.
 func (r *rig) waitOp(op, node, rollout string) sdk.Message {
-	r.t.Helper()
-	want := res(node, r.ns, rolloutcontroller.TypePluginRollout, rollout)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r.mu.Lock()
-		for i, m := range r.seen {
-			if m.Route.Operation == op && m.Route.Resource == want {
-				r.seen = append(r.seen[:i:i], r.seen[i+1:]...)
-				r.mu.Unlock()
-				return m
-			}
-		}
-		r.mu.Unlock()
-		if time.Now().After(deadline) {
-			r.t.Fatalf("no %s %s queued for the edge; queued: %v", op, want, r.sentList())
-		}
-		if m, err := r.hub.Receive(100 * time.Millisecond); err == nil {
-			r.mu.Lock()
-			r.seen = append(r.seen, m)
-			r.mu.Unlock()
-		}
-	}
+	r.T.Helper()
+	return r.WaitSent(op, res(node, r.NS, rolloutcontroller.TypePluginRollout, rollout))
 }
 
 // noUpdates fails if anything of this test queued so far (and not claimed) is an update.
 func (r *rig) noUpdates() {
-	r.t.Helper()
-	for _, s := range r.sentList() {
-		if strings.HasPrefix(s, message.OpUpdate+" ") && strings.Contains(s, "/"+r.ns+"/") {
-			r.t.Fatalf("unexpected rollout message: %s", s)
+	r.T.Helper()
+	for _, s := range r.SentList() {
+		if strings.HasPrefix(s, message.OpUpdate+" ") && strings.Contains(s, "/"+r.NS+"/") {
+			r.T.Fatalf("unexpected rollout message: %s", s)
 		}
 	}
 }
 
 func (r *rig) deleteRollout(name string) {
-	r.t.Helper()
-	if err := api.Delete().Namespace(r.ns).Resource(v1alpha1.ResourcePluginRollouts).Name(name).Do(context.Background()).Error(); err != nil {
-		r.t.Fatal(err)
+	r.T.Helper()
+	if err := api.Delete().Namespace(r.NS).Resource(v1alpha1.ResourcePluginRollouts).Name(name).Do(context.Background()).Error(); err != nil {
+		r.T.Fatal(err)
 	}
 }
 
 func TestCRDAcceptsPausedAndRefusesANonBooleanWith422(t *testing.T) {
 	r := newRig(t)
 	const head = "apiVersion: kedge.io/v1alpha1\nkind: PluginRollout\n"
-	if err := create(r.ns, head+"metadata: {name: p1}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus, paused: true}\n"); err != nil {
+	if err := create(r.NS, head+"metadata: {name: p1}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus, paused: true}\n"); err != nil {
 		t.Fatalf("paused: true refused: %v", err)
 	}
 	if got := r.get("p1"); !got.Spec.Paused {
 		t.Fatalf("spec.paused not stored: %+v", got.Spec)
 	}
-	if err := create(r.ns, head+"metadata: {name: p2}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus}\n"); err != nil {
+	if err := create(r.NS, head+"metadata: {name: p2}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus}\n"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.get("p2"); got.Spec.Paused {
 		t.Fatalf("spec.paused defaults to true")
 	}
-	err := create(r.ns, head+"metadata: {name: p3}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus, paused: \"yes\"}\n")
+	err := create(r.NS, head+"metadata: {name: p3}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus, paused: \"yes\"}\n")
 	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.paused") {
 		t.Fatalf("paused: \"yes\" answered %v, want 422 naming spec.paused", err)
 	}
@@ -81,7 +61,7 @@ func TestCRDAcceptsPausedAndRefusesANonBooleanWith422(t *testing.T) {
 
 func TestPausedBySpecLetsInstallingNodesFinishSendsNothingNewAndResumesWhereItStopped(t *testing.T) {
 	r := newRig(t)
-	a, b, c := r.node("a"), r.node("b"), r.node("c")
+	a, b, c := r.Node("a"), r.Node("b"), r.Node("c")
 	for _, n := range []string{a, b, c} {
 		r.edgeNode(n, nil)
 	}
@@ -126,7 +106,7 @@ func TestPausedBySpecLetsInstallingNodesFinishSendsNothingNewAndResumesWhereItSt
 	r.waitStatus("mb", "Complete", func(s v1alpha1.PluginRolloutStatus) bool { return s.Phase == v1alpha1.PhaseComplete && s.Updated == 3 })
 	r.noneSentTo(a) // a, already Updated, was never sent the rollout again
 
-	out, err := env.Kubectl("get", "pluginrollouts", "-n", r.ns)
+	out, err := ctrlrig.Env.Kubectl("get", "pluginrollouts", "-n", r.NS)
 	if err != nil {
 		t.Fatalf("kubectl: %v: %s", err, out)
 	}
@@ -137,7 +117,7 @@ func TestPausedBySpecLetsInstallingNodesFinishSendsNothingNewAndResumesWhereItSt
 
 func TestPauseAfterAFailureIsShownApartFromPausedBySpecAndOnlyASpecChangeRetriesTheFailedNode(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.edgeNode(a, nil)
 	r.edgeNode(b, nil)
 	r.rollout("mb", "3.0.0", 1, nil)
@@ -177,7 +157,7 @@ func TestPauseAfterAFailureIsShownApartFromPausedBySpecAndOnlyASpecChangeRetries
 
 func TestDeletingARolloutTellsItsNodesToDropItSendsNothingMoreAndTheModuleCanBeRolledOutAgain(t *testing.T) {
 	r := newRig(t)
-	a, b, c := r.node("a"), r.node("b"), r.node("c")
+	a, b, c := r.Node("a"), r.Node("b"), r.Node("c")
 	for _, n := range []string{a, b, c} {
 		r.edgeNode(n, nil)
 	}
@@ -194,12 +174,12 @@ func TestDeletingARolloutTellsItsNodesToDropItSendsNothingMoreAndTheModuleCanBeR
 		}
 	}
 	// b finishes and reports: answered with an error (acknowledged), nothing sent to c.
-	resp := r.report(b, "mb", rolloutcontroller.StatusReport{Rollout: r.ns + "/mb", Generation: first.Generation, Version: "2.0.0", State: v1alpha1.NodeUpdated})
+	resp := r.report(b, "mb", rolloutcontroller.StatusReport{Rollout: r.NS + "/mb", Generation: first.Generation, Version: "2.0.0", State: v1alpha1.NodeUpdated})
 	if resp.Route.Operation != message.OpError || !strings.Contains(string(resp.Content), "no pluginrollout") {
 		t.Fatalf("report about a deleted rollout answered %s %s", resp.Route.Operation, resp.Content)
 	}
 	r.noneSentTo(c)
-	if n := r.counter("kedge_rolloutcontroller_deletes_total", map[string]string{"reason": "deleted"}); n != 2 {
+	if n := r.Counter("kedge_rolloutcontroller_deletes_total", map[string]string{"reason": "deleted"}); n != 2 {
 		t.Errorf("deletes_total{deleted} %v, want 2 (a and b; c was never sent it)", n)
 	}
 
@@ -217,12 +197,12 @@ func TestDeletingARolloutTellsItsNodesToDropItSendsNothingMoreAndTheModuleCanBeR
 
 func TestConnectingNodeHoldingADeletedRolloutIsToldToDropIt(t *testing.T) {
 	r := newRig(t)
-	a := r.node("a")
+	a := r.Node("a")
 	r.edgeNode(a, nil)
 	r.rollout("live", "2.0.0", 1, nil)
 	r.waitSent(a, "live")
 	edge := func(typ, name string) string {
-		return message.Resource{Namespace: r.ns, Type: typ, Name: name}.Edge()
+		return message.Resource{Namespace: r.NS, Type: typ, Name: name}.Edge()
 	}
 	inv := []rolloutcontroller.InventoryItem{
 		{Resource: edge(rolloutcontroller.TypePluginRollout, "live"), ResourceVersion: 10},
@@ -234,16 +214,16 @@ func TestConnectingNodeHoldingADeletedRolloutIsToldToDropIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.h.Send(m); err != nil {
+	if err := r.H.Send(m); err != nil {
 		t.Fatal(err)
 	}
 	r.waitOp(message.OpDelete, a, "gone") // the items before it were handled first
-	for _, s := range r.sentList() {
+	for _, s := range r.SentList() {
 		if strings.HasPrefix(s, message.OpDelete+" ") {
 			t.Fatalf("delete sent for something that exists or is no rollout: %s", s)
 		}
 	}
-	if n := r.counter("kedge_rolloutcontroller_deletes_total", map[string]string{"reason": "inventory"}); n != 1 {
+	if n := r.Counter("kedge_rolloutcontroller_deletes_total", map[string]string{"reason": "inventory"}); n != 1 {
 		t.Errorf("deletes_total{inventory} %v, want 1", n)
 	}
 }

@@ -7,27 +7,22 @@ package rolloutcontroller
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
 	"github.com/kedge-io/kedge/sdk/kube"
-	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 )
 
 // Name is the module's routing address; cloudhub hands it the edge's messages of group "plugin".
@@ -38,24 +33,15 @@ const Name = "rolloutcontroller"
 const EdgeRoleLabel = "node-role.kubernetes.io/edge"
 
 func init() {
-	sdk.Register(sdk.Info{
-		Name:     Name,
-		Group:    "hubevents",
-		Doc:      "Plugin rollouts: PluginRollout objects sent to the selected edge nodes maxParallel at a time in name order; their reports written into the rollout status; pause at the first failure.",
-		Requires: []string{"cloudhub"},
-		Enabled:  false, // needs a kube-apiserver with the PluginRollout CRD (build/crds)
-		New:      func() sdk.Module { return New() },
-	})
+	sdk.Register(controller.Info(Name, "Plugin rollouts: PluginRollout objects sent to the selected edge nodes maxParallel at a time in name order; their reports written into the rollout status; pause at the first failure.", func() sdk.Module { return New() }))
 }
 
 // Module is the rollout controller; its exported fields are its settings.
 type Module struct {
-	Kubeconfig  string        `yaml:"kubeconfig" doc:"Path of the kubeconfig for the API server; empty: $KUBECONFIG, else the in-cluster service account." cfg:"min"`
-	QPS         float32       `yaml:"qps" doc:"Requests per second to the API server, sustained."`
-	Burst       int           `yaml:"burst" doc:"Requests to the API server above qps at once."`
-	Workers     int           `yaml:"workers" doc:"Goroutines reconciling rollouts, and as many handling the edge's reports (one node's reports are always handled in order)."`
-	SyncTimeout time.Duration `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or a missing CRD fail the start with this error."`
-	HubModule   string        `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
+	controller.API `yaml:",inline"` // kubeconfig, qps, burst
+	Workers        int              `yaml:"workers" doc:"Goroutines reconciling rollouts, and as many handling the edge's reports (one node's reports are always handled in order)."`
+	SyncTimeout    time.Duration    `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server or a missing CRD fail the start with this error."`
+	HubModule      string           `yaml:"hubModule" doc:"Module that queues messages for edge nodes."`
 	// LeaderElection: with several cloudcore replicas only the leader decides rollouts.
 	LeaderElection kube.LeaderElection `yaml:"leaderElection" doc:"Several cloudcore replicas: only the holder of the Lease kedge-rolloutcontroller decides turns and status after spec changes; every replica records its own nodes' reports and delivers to the nodes it holds."`
 
@@ -65,20 +51,16 @@ type Module struct {
 	roInf   cache.SharedIndexInformer
 	nodes   corelisters.NodeLister
 	nodeInf cache.SharedIndexInformer
-	queue   workqueue.TypedRateLimitingInterface[string]
+	ctl     *controller.Runner[string] // queue of rollout keys, informers' lifetime, workers, per-node fan-in
 	metrics *metrics
-	up      []chan upJob
-	wg      sync.WaitGroup
-	stop    chan struct{}
 	now     func() metav1.Time
 	sendMu  sync.Mutex              // orders rollout updates and deletes queued for the edge
 	gone    map[types.UID]time.Time // recently deleted rollouts: nothing more is sent for them
 	life    context.Context
 	inv     invMetrics // nodeinventory.go
 
-	elector      *kube.Elector
-	stopElection context.CancelFunc
-	ha           haState
+	elector *kube.Elector
+	ha      haState
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -86,8 +68,7 @@ var _ sdk.Module = (*Module)(nil)
 // New returns the controller with its defaults.
 func New() *Module {
 	return &Module{
-		QPS:         20,
-		Burst:       40,
+		API:         controller.API{QPS: 20, Burst: 40},
 		Workers:     2,
 		SyncTimeout: 30 * time.Second,
 		HubModule:   "cloudhub",
@@ -97,24 +78,12 @@ func New() *Module {
 }
 
 // Scheme holds the kedge.io types (and the meta types a REST client needs).
-var Scheme = func() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}()
+var Scheme = controller.NewScheme(v1alpha1.AddToScheme)
 
 // NewRESTClient returns a typed REST client for kedge.io/v1alpha1 on base: JSON, the kedge.io
 // scheme, and base's rate limits.
 func NewRESTClient(base *rest.Config) (*rest.RESTClient, error) {
-	cfg := rest.CopyConfig(base)
-	gv := v1alpha1.GroupVersion
-	cfg.GroupVersion = &gv
-	cfg.APIPath = "/apis"
-	cfg.ContentType = runtime.ContentTypeJSON
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(Scheme).WithoutConversion()
-	return rest.RESTClientFor(cfg)
+	return controller.NewRESTClient(base, v1alpha1.GroupVersion, Scheme)
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
@@ -123,7 +92,6 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.host, m.life = h, ctx
 	m.ha = haState{held: map[string]bool{}, sent: map[sentKey]int64{}}
-	m.stop = make(chan struct{})
 	m.gone = map[types.UID]time.Time{}
 	if m.now == nil {
 		m.now = metav1.Now
@@ -132,109 +100,58 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
 		return err
 	}
-	cfg, err := kube.RestConfig(m.Kubeconfig, "modules.rolloutcontroller.kubeconfig")
+	cfg, err := m.API.RestConfig(Name)
 	if err != nil {
 		return err
 	}
-	cfg.QPS, cfg.Burst, cfg.UserAgent = m.QPS, m.Burst, "kedge-rolloutcontroller"
 	if m.rest, err = NewRESTClient(cfg); err != nil {
 		return fmt.Errorf("API client for %s: %w", v1alpha1.GroupVersion, err)
 	}
 	if m.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return fmt.Errorf("API client for nodes: %w", err)
 	}
-	m.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: Name})
+	m.ctl = controller.New(controller.Options[string]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,
+		SyncHint: ", and is the CRD of build/crds installed", Logger: h.Logger(),
+		Sync: m.sync, SyncFailed: func(string, error) { m.metrics.syncErrors.Inc() }, Upstream: m.handleUp,
+		Connected:    func(ctx context.Context, node string, _ bool) { m.setHeld(node, true); m.connected(ctx, node) },
+		Disconnected: func(_ context.Context, node string) { m.setHeld(node, false) },
+		Inventory:    m.inventory, // resends on connect cover what is in flight
+		Refused: func(what string, _ error) {
+			if what != "inventory" { // an unreadable inventory is no report
+				m.metrics.upstream.WithLabelValues("invalid").Inc()
+			}
+		}})
 	if err := m.watch(); err != nil {
 		return err
 	}
-	go m.roInf.Run(m.stop)
-	go m.nodeInf.Run(m.stop)
-	syncCtx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
-	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), m.roInf.HasSynced, m.nodeInf.HasSynced) {
-		close(m.stop)
-		m.queue.ShutDown()
-		return fmt.Errorf("the API server did not answer the first list of pluginrollouts (%s) and edge nodes within %s (syncTimeout): is it reachable with this kubeconfig, and is the CRD of build/crds installed?", v1alpha1.GroupVersion, m.SyncTimeout)
-	}
-	if err := m.startElection(ctx); err != nil {
-		close(m.stop)
-		m.queue.ShutDown()
+	m.ctl.Run(m.roInf, m.nodeInf)
+	if err := m.ctl.WaitForSync(ctx, "pluginrollouts ("+v1alpha1.GroupVersion.String()+") and edge nodes", m.roInf.HasSynced, m.nodeInf.HasSynced); err != nil {
 		return err
 	}
-	for range m.Workers {
-		m.wg.Go(func() {
-			for m.processNext(ctx) {
-			}
-		})
+	if err := m.startElection(ctx); err != nil {
+		m.ctl.Close()
+		return err
 	}
-	m.up = make([]chan upJob, m.Workers)
-	for i := range m.up {
-		ch := make(chan upJob, 64)
-		m.up[i] = ch
-		m.wg.Go(func() { m.upstreamWorker(ctx, ch) })
-	}
+	m.ctl.Start(ctx)
 	h.Logger().Info("watching the API for plugin rollouts", "workers", m.Workers, "leaderElection", m.LeaderElection.Enable, "lease", m.elector.Lease())
 	return nil
 }
 
 func (m *Module) Stop(ctx context.Context) error {
-	m.endElection(ctx) // release the Lease first: another replica takes over at once
-	if m.queue != nil {
-		m.queue.ShutDown()
-	}
-	if m.stop != nil {
-		select {
-		case <-m.stop:
-		default:
-			close(m.stop)
-		}
-	}
-	m.wg.Wait()
+	m.elector.Stop(ctx) // release the Lease first: another replica takes over at once
+	m.ctl.Stop()
 	return nil
 }
 
-// upJob is one message from the edge (or hub event) waiting for its node's worker.
-type upJob struct {
-	msg  sdk.Message
-	node string
-}
-
-// Handle takes what cloudhub hands over: hub events and pluginstatus reports. Each node's messages
-// go to the same worker, so one node's reports stay in order; the answer (which acknowledges the
-// message to the edge) is sent when the worker is done.
+// Handle takes hub events and pluginstatus reports from cloudhub (Dispatch: in order per node).
 func (m *Module) Handle(ctx context.Context, msg sdk.Message) error {
-	node, _, err := message.ToEdge(msg.Route.Resource)
-	if err != nil {
-		m.metrics.upstream.WithLabelValues("invalid").Inc()
-		return fmt.Errorf("message from %s: %w", msg.Route.Source, err)
-	}
-	hash := fnv.New32a()
-	_, _ = hash.Write([]byte(node))
-	select {
-	case m.up[hash.Sum32()%uint32(len(m.up))] <- upJob{msg: msg, node: node}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (m *Module) upstreamWorker(ctx context.Context, jobs <-chan upJob) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-jobs:
-			m.handleUp(ctx, j.node, j.msg)
-		}
-	}
+	return m.ctl.Dispatch(ctx, msg) // an error answers a sync request
 }
 
 // watch builds the informers and registers their handlers: a rollout change reconciles that
 // rollout, an edge node change (labels, arrival, removal) reconciles every rollout.
 func (m *Module) watch() error {
-	lw := cache.NewListWatchFromClient(m.rest, v1alpha1.ResourcePluginRollouts, "", fields.Everything())
-	m.roInf = cache.NewSharedIndexInformer(lw, &v1alpha1.PluginRollout{}, 0, cache.Indexers{})
+	m.roInf = controller.Informer(m.rest, v1alpha1.ResourcePluginRollouts, &v1alpha1.PluginRollout{}, cache.Indexers{})
 	f := informers.NewSharedInformerFactoryWithOptions(m.kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = EdgeRoleLabel
 	}))
@@ -242,7 +159,7 @@ func (m *Module) watch() error {
 	m.nodeInf, m.nodes = ni.Informer(), ni.Lister()
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			m.queue.Add(key)
+			m.ctl.Queue.Add(key)
 		}
 	}
 	deliver := func(obj any) {
@@ -258,7 +175,7 @@ func (m *Module) watch() error {
 	}
 	all := func(any) {
 		for _, k := range m.roInf.GetStore().ListKeys() {
-			m.queue.Add(k)
+			m.ctl.Queue.Add(k)
 		}
 	}
 	_, err := m.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{

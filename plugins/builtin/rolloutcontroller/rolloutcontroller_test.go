@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,50 +15,32 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/rolloutcontroller"
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
 	"github.com/kedge-io/kedge/sdk/message"
+	"github.com/kedge-io/kedge/test/ctrlrig"
 	"github.com/kedge-io/kedge/test/k8senv"
 )
 
 var (
-	rigs  atomic.Int64
-	env   *k8senv.Env
-	api   *rest.RESTClient
-	dyn   dynamic.Interface
+	api   *rest.RESTClient // kedge.io/v1alpha1
 	repo  = k8senv.Repo()
 	roGVR = v1alpha1.GroupVersion.WithResource(v1alpha1.ResourcePluginRollouts)
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(k8senv.RunTests(m, "rolloutcontroller", func(e *k8senv.Env) (err error) {
-		env = e
-		if err = e.InstallCRDs(); err != nil {
-			return err
-		}
-		if api, err = rolloutcontroller.NewRESTClient(e.Config); err != nil {
-			return err
-		}
-		dyn, err = dynamic.NewForConfig(e.Config)
+	os.Exit(ctrlrig.Main(m, "rolloutcontroller", true, func(e *k8senv.Env) (err error) {
+		api, err = rolloutcontroller.NewRESTClient(e.Config)
 		return err
 	}))
 }
 
-// rig runs the controller against the real API server, with cloudhub captured.
-type rig struct {
-	t    *testing.T
-	h    *sdktest.Harness
-	hub  *sdktest.Captured
-	ns   string
-	mu   sync.Mutex
-	seen []sdk.Message
-}
+// rig runs the controller against the real API server, with cloudhub captured (test/ctrlrig).
+type rig struct{ *ctrlrig.Rig }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
@@ -70,42 +50,25 @@ func newRig(t *testing.T) *rig {
 }
 
 // newNamespace creates a namespace named after the test.
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	if env == nil {
-		t.Skip("needs the control plane (not with -short)")
-	}
-	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	if len(ns) > 40 {
-		ns = ns[:40]
-	}
-	ns = fmt.Sprintf("%s-%d", strings.Trim(ns, "-"), rigs.Add(1)) // unique under -count
-	if _, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return ns
-}
+func newNamespace(t *testing.T) string { return ctrlrig.Namespace(t, 40) }
 
 // newReplica runs one more controller for namespace ns with these leaderElection settings (a
 // cloudcore replica when several share a leaseName).
 func newReplica(t *testing.T, ns string, election map[string]any) *rig {
 	t.Helper()
-	info, _ := sdk.Lookup(rolloutcontroller.Name)
-	h := sdktest.Run(t, info, map[string]any{"kubeconfig": env.Kubeconfig, "leaderElection": election}, sdktest.Capture("cloudhub"))
+	r := &rig{ctrlrig.Start(t, rolloutcontroller.Name, map[string]any{"leaderElection": election}, ns)}
 	// Rollouts without a selector reach every edge node: none outlives its test.
 	t.Cleanup(func() {
 		_ = api.Delete().Namespace(ns).Resource(v1alpha1.ResourcePluginRollouts).Do(context.Background()).Error()
 	})
-	return &rig{t: t, h: h, hub: h.Captured("cloudhub"), ns: ns}
+	return r
 }
-
-func (r *rig) node(s string) string { return r.ns + "-" + s }
 
 // edgeNode creates an edge node (label node-role.kubernetes.io/edge) carrying this test's label
 // and extra labels.
 func (r *rig) edgeNode(name string, extra map[string]string) {
-	r.t.Helper()
-	l := map[string]string{rolloutcontroller.EdgeRoleLabel: "", "test": r.ns}
+	r.T.Helper()
+	l := map[string]string{rolloutcontroller.EdgeRoleLabel: "", "test": r.NS}
 	for k, v := range extra {
 		l[k] = v
 	}
@@ -113,51 +76,53 @@ func (r *rig) edgeNode(name string, extra map[string]string) {
 }
 
 func (r *rig) createNode(name string, l map[string]string) {
-	r.t.Helper()
-	if _, err := env.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}, metav1.CreateOptions{}); err != nil {
-		r.t.Fatal(err)
+	r.T.Helper()
+	if _, err := ctrlrig.Env.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}, metav1.CreateOptions{}); err != nil {
+		r.T.Fatal(err)
 	}
-	r.t.Cleanup(func() { _ = env.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	r.T.Cleanup(func() {
+		_ = ctrlrig.Env.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 }
 
 // rollout creates a rollout selecting this test's nodes with extra matchLabels.
 func (r *rig) rollout(name, version string, maxParallel int32, match map[string]string) {
-	r.t.Helper()
-	sel := map[string]string{"test": r.ns}
+	r.T.Helper()
+	sel := map[string]string{"test": r.NS}
 	for k, v := range match {
 		sel[k] = v
 	}
 	ro := &v1alpha1.PluginRollout{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.NS},
 		Spec: v1alpha1.PluginRolloutSpec{Plugin: "modbus", Version: version, Runtime: v1alpha1.RuntimeProcess, Module: "modbus",
 			NodeSelector: &metav1.LabelSelector{MatchLabels: sel}, MaxParallel: maxParallel, GrantedCapabilities: []string{"log"}},
 	}
-	if err := api.Post().Namespace(r.ns).Resource(v1alpha1.ResourcePluginRollouts).Body(ro).Do(context.Background()).Error(); err != nil {
-		r.t.Fatal(err)
+	if err := api.Post().Namespace(r.NS).Resource(v1alpha1.ResourcePluginRollouts).Body(ro).Do(context.Background()).Error(); err != nil {
+		r.T.Fatal(err)
 	}
 }
 
 func (r *rig) get(name string) *v1alpha1.PluginRollout {
-	r.t.Helper()
+	r.T.Helper()
 	ro := &v1alpha1.PluginRollout{}
-	if err := api.Get().Namespace(r.ns).Resource(v1alpha1.ResourcePluginRollouts).Name(name).Do(context.Background()).Into(ro); err != nil {
-		r.t.Fatal(err)
+	if err := api.Get().Namespace(r.NS).Resource(v1alpha1.ResourcePluginRollouts).Name(name).Do(context.Background()).Into(ro); err != nil {
+		r.T.Fatal(err)
 	}
 	return ro
 }
 
 // patchSpec merge-patches the rollout's spec.
 func (r *rig) patchSpec(name string, spec map[string]any) {
-	r.t.Helper()
+	r.T.Helper()
 	b, _ := json.Marshal(map[string]any{"spec": spec})
-	if err := api.Patch(types.MergePatchType).Namespace(r.ns).Resource(v1alpha1.ResourcePluginRollouts).Name(name).Body(b).Do(context.Background()).Error(); err != nil {
-		r.t.Fatal(err)
+	if err := api.Patch(types.MergePatchType).Namespace(r.NS).Resource(v1alpha1.ResourcePluginRollouts).Name(name).Body(b).Do(context.Background()).Error(); err != nil {
+		r.T.Fatal(err)
 	}
 }
 
 // waitStatus polls the rollout until cond holds for its status.
 func (r *rig) waitStatus(name, what string, cond func(v1alpha1.PluginRolloutStatus) bool) *v1alpha1.PluginRollout {
-	r.t.Helper()
+	r.T.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ro := r.get(name)
@@ -166,7 +131,7 @@ func (r *rig) waitStatus(name, what string, cond func(v1alpha1.PluginRolloutStat
 		}
 		if time.Now().After(deadline) {
 			b, _ := json.MarshalIndent(ro.Status, "", "  ")
-			r.t.Fatalf("rollout %s never reached %s; status:\n%s", name, what, b)
+			r.T.Fatalf("rollout %s never reached %s; status:\n%s", name, what, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -182,131 +147,50 @@ func nodeState(st v1alpha1.PluginRolloutStatus, node string) string {
 }
 
 // event sends a cloudhub event for node.
+// event sends a cloudhub event (connected, disconnected) for node.
 func (r *rig) event(node, op string) {
-	r.t.Helper()
-	m := message.New("cloudhub", "hub", op, message.Resource{Node: node, Namespace: "-", Type: "connection", Name: node}.Cloud())
-	if err := r.h.Send(m); err != nil {
-		r.t.Fatal(err)
-	}
+	r.T.Helper()
+	r.Event(node, op, nil)
 }
 
 // report sends a pluginstatus update as cloudhub hands it over (group plugin, sync) and returns the
 // answer.
 func (r *rig) report(node, rollout string, content any) sdk.Message {
-	r.t.Helper()
-	m := message.New("cloudhub", "plugin", message.OpUpdate, message.Resource{Node: node, Namespace: r.ns, Type: rolloutcontroller.TypePluginStatus, Name: rollout}.Cloud())
-	switch c := content.(type) {
-	case []byte:
-		m.Content = c
-	default:
-		var err error
-		if m, err = m.WithContent(c); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	resp, err := r.h.SendSync(m, 20*time.Second)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return resp
+	r.T.Helper()
+	return r.Request("plugin", node, message.OpUpdate, r.NS, rolloutcontroller.TypePluginStatus, rollout, content)
 }
 
 // ok sends a report and fails unless it is answered OK.
 func (r *rig) ok(node, rollout string, gen int64, version, state, msg string) {
-	r.t.Helper()
-	resp := r.report(node, rollout, rolloutcontroller.StatusReport{Rollout: r.ns + "/" + rollout, Generation: gen, Version: version, State: state, Message: msg})
+	r.T.Helper()
+	resp := r.report(node, rollout, rolloutcontroller.StatusReport{Rollout: r.NS + "/" + rollout, Generation: gen, Version: version, State: state, Message: msg})
 	if resp.Route.Operation == message.OpError {
-		r.t.Fatalf("report %s %s from %s refused: %s", state, version, node, resp.Content)
+		r.T.Fatalf("report %s %s from %s refused: %s", state, version, node, resp.Content)
 	}
 }
 
-func res(node, ns, typ, name string) string {
-	return message.Resource{Node: node, Namespace: ns, Type: typ, Name: name}.Cloud()
-}
+var res = ctrlrig.Res
 
 // waitSent waits until the controller queued a rollout message for node, removes it from what was
 // seen and returns its content.
 func (r *rig) waitSent(node, rollout string) (sdk.Message, rolloutcontroller.RolloutMessage) {
-	r.t.Helper()
-	want := res(node, r.ns, rolloutcontroller.TypePluginRollout, rollout)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r.mu.Lock()
-		for i, m := range r.seen {
-			if m.Route.Operation == message.OpUpdate && m.Route.Resource == want {
-				r.seen = append(r.seen[:i:i], r.seen[i+1:]...)
-				r.mu.Unlock()
-				var c rolloutcontroller.RolloutMessage
-				if err := json.Unmarshal(m.Content, &c); err != nil {
-					r.t.Fatalf("rollout message content %s: %v", m.Content, err)
-				}
-				return m, c
-			}
-		}
-		r.mu.Unlock()
-		if time.Now().After(deadline) {
-			r.t.Fatalf("no update %s queued for the edge; queued: %v", want, r.sentList())
-		}
-		if m, err := r.hub.Receive(100 * time.Millisecond); err == nil {
-			r.mu.Lock()
-			r.seen = append(r.seen, m)
-			r.mu.Unlock()
-		}
+	r.T.Helper()
+	m := r.WaitSent(message.OpUpdate, res(node, r.NS, rolloutcontroller.TypePluginRollout, rollout))
+	var c rolloutcontroller.RolloutMessage
+	if err := json.Unmarshal(m.Content, &c); err != nil {
+		r.T.Fatalf("rollout message content %s: %v", m.Content, err)
 	}
-}
-
-// sentList drains what is queued and lists every message seen and not yet claimed, in order.
-func (r *rig) sentList() []string {
-	for {
-		m, err := r.hub.Receive(50 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		r.mu.Lock()
-		r.seen = append(r.seen, m)
-		r.mu.Unlock()
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, m := range r.seen {
-		out = append(out, m.Route.Operation+" "+m.Route.Resource)
-	}
-	return out
+	return m, c
 }
 
 // noneSentTo fails if anything of this test queued so far (and not claimed) is for node.
 func (r *rig) noneSentTo(node string) {
-	r.t.Helper()
-	for _, s := range r.sentList() {
-		if strings.Contains(s, " node/"+node+"/"+r.ns+"/") {
-			r.t.Fatalf("%s got a message before its turn: %s", node, s)
+	r.T.Helper()
+	for _, s := range r.SentList() {
+		if strings.Contains(s, " node/"+node+"/"+r.NS+"/") {
+			r.T.Fatalf("%s got a message before its turn: %s", node, s)
 		}
 	}
-}
-
-func (r *rig) counter(name string, labels map[string]string) float64 {
-	r.t.Helper()
-	fams, err := r.h.Metrics.Gather()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	total := 0.0
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range f.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
-					continue metric
-				}
-			}
-			total += m.GetCounter().GetValue()
-		}
-	}
-	return total
 }
 
 func create(ns, manifest string) error {
@@ -315,7 +199,7 @@ func create(ns, manifest string) error {
 		return err
 	}
 	obj.SetNamespace(ns)
-	_, err := dyn.Resource(roGVR).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
+	_, err := ctrlrig.Dynamic.Resource(roGVR).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{})
 	return err
 }
 
@@ -335,7 +219,7 @@ func TestCRDRefusesBadRolloutsWith422NamingTheFieldAndAcceptsTheExamples(t *test
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := create(r.ns, tt.manifest)
+			err := create(r.NS, tt.manifest)
 			if !apierrors.IsInvalid(err) {
 				t.Fatalf("created or refused otherwise (%v); want 422 Invalid", err)
 			}
@@ -349,14 +233,14 @@ func TestCRDRefusesBadRolloutsWith422NamingTheFieldAndAcceptsTheExamples(t *test
 		t.Fatal(err)
 	}
 	for i, doc := range strings.Split(string(b), "\n---\n") {
-		if err := create(r.ns, doc); err != nil {
+		if err := create(r.NS, doc); err != nil {
 			t.Fatalf("example document %d refused: %v", i, err)
 		}
 	}
 	if got := r.get("modbus-v2"); got.Spec.MaxParallel != 1 || got.Spec.NodeSelector.MatchLabels["class"] != "gateway" {
 		t.Fatalf("example not stored as written: %+v", got.Spec)
 	}
-	if err := create(r.ns, head+"metadata: {name: defaulted}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus}\n"); err != nil {
+	if err := create(r.NS, head+"metadata: {name: defaulted}\nspec: {plugin: modbus, version: 1.0.0, runtime: wasm, module: modbus}\n"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.get("defaulted"); got.Spec.MaxParallel != 1 {
@@ -366,12 +250,12 @@ func TestCRDRefusesBadRolloutsWith422NamingTheFieldAndAcceptsTheExamples(t *test
 
 func TestRolloutReachesNodesInNameOrderMaxParallelAtATimeAndCompletes(t *testing.T) {
 	r := newRig(t)
-	a, b, c, other, plain := r.node("a"), r.node("b"), r.node("c"), r.node("other"), r.node("plain")
+	a, b, c, other, plain := r.Node("a"), r.Node("b"), r.Node("c"), r.Node("other"), r.Node("plain")
 	for _, n := range []string{c, a, b} { // created out of order: the rollout goes by name
 		r.edgeNode(n, map[string]string{"class": "gateway"})
 	}
 	r.edgeNode(other, map[string]string{"class": "camera"})                  // an edge node the selector does not match
-	r.createNode(plain, map[string]string{"test": r.ns, "class": "gateway"}) // not an edge node
+	r.createNode(plain, map[string]string{"test": r.NS, "class": "gateway"}) // not an edge node
 	r.rollout("mb", "2.0.0", 2, map[string]string{"class": "gateway"})
 
 	m, got := r.waitSent(a, "mb")
@@ -379,7 +263,7 @@ func TestRolloutReachesNodesInNameOrderMaxParallelAtATimeAndCompletes(t *testing
 	ro := r.waitStatus("mb", "a and b installing", func(s v1alpha1.PluginRolloutStatus) bool {
 		return nodeState(s, a) == v1alpha1.NodeInstalling && nodeState(s, b) == v1alpha1.NodeInstalling
 	})
-	want := rolloutcontroller.RolloutMessage{Rollout: r.ns + "/mb", Generation: ro.Generation, Plugin: "modbus", Version: "2.0.0",
+	want := rolloutcontroller.RolloutMessage{Rollout: r.NS + "/mb", Generation: ro.Generation, Plugin: "modbus", Version: "2.0.0",
 		Runtime: "process", Module: "modbus", GrantedCapabilities: []string{"log"}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("message content %+v, want %+v", got, want)
@@ -410,7 +294,7 @@ func TestRolloutReachesNodesInNameOrderMaxParallelAtATimeAndCompletes(t *testing
 	}
 	r.noneSentTo(other)
 
-	out, err := env.Kubectl("get", "pluginrollouts", "-n", r.ns)
+	out, err := ctrlrig.Env.Kubectl("get", "pluginrollouts", "-n", r.NS)
 	if err != nil {
 		t.Fatalf("kubectl get pluginrollouts: %v: %s", err, out)
 	}
@@ -428,7 +312,7 @@ func TestFailedOrRolledBackNodePausesTheRolloutWithItsMessage(t *testing.T) {
 	for _, state := range []string{v1alpha1.NodeFailed, v1alpha1.NodeRolledBack} {
 		t.Run(state, func(t *testing.T) {
 			r := newRig(t)
-			a, b := r.node("a"), r.node("b")
+			a, b := r.Node("a"), r.Node("b")
 			r.edgeNode(a, nil)
 			r.edgeNode(b, nil)
 			r.rollout("mb", "3.0.0", 1, nil)
@@ -452,7 +336,7 @@ func TestFailedOrRolledBackNodePausesTheRolloutWithItsMessage(t *testing.T) {
 
 func TestSpecChangeRestartsTheRolloutForNodesNotAtTheNewVersion(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.edgeNode(a, nil)
 	r.edgeNode(b, nil)
 	r.rollout("mb", "2.0.0", 2, nil)
@@ -478,9 +362,9 @@ func TestSpecChangeRestartsTheRolloutForNodesNotAtTheNewVersion(t *testing.T) {
 	r.noneSentTo(a)
 
 	// A report about the old generation is acknowledged but changes nothing.
-	before := r.counter("kedge_rolloutcontroller_upstream_total", map[string]string{"result": "stale"})
+	before := r.Counter("kedge_rolloutcontroller_upstream_total", map[string]string{"result": "stale"})
 	r.ok(b, "mb", gen1, "1.0.0", v1alpha1.NodeFailed, "old news")
-	if got := r.counter("kedge_rolloutcontroller_upstream_total", map[string]string{"result": "stale"}); got != before+1 {
+	if got := r.Counter("kedge_rolloutcontroller_upstream_total", map[string]string{"result": "stale"}); got != before+1 {
 		t.Errorf("stale reports counted %v, want %v", got, before+1)
 	}
 	if st := nodeState(r.get("mb").Status, b); st != v1alpha1.NodeInstalling {
@@ -502,7 +386,7 @@ func TestSpecChangeRestartsTheRolloutForNodesNotAtTheNewVersion(t *testing.T) {
 
 func TestReportsFromNodesOutsideTheRolloutOrWithBadContentAreRefusedAndNothingWritten(t *testing.T) {
 	r := newRig(t)
-	a, stranger := r.node("a"), r.node("stranger")
+	a, stranger := r.Node("a"), r.Node("stranger")
 	r.edgeNode(a, map[string]string{"class": "gateway"})
 	r.edgeNode(stranger, map[string]string{"class": "camera"})
 	r.rollout("mb", "2.0.0", 1, map[string]string{"class": "gateway"})
@@ -510,7 +394,7 @@ func TestReportsFromNodesOutsideTheRolloutOrWithBadContentAreRefusedAndNothingWr
 	ro := r.waitStatus("mb", "a installing", func(s v1alpha1.PluginRolloutStatus) bool { return nodeState(s, a) == v1alpha1.NodeInstalling })
 	gen, rv := ro.Generation, ro.ResourceVersion
 	good := func(mod func(*rolloutcontroller.StatusReport)) rolloutcontroller.StatusReport {
-		s := rolloutcontroller.StatusReport{Rollout: r.ns + "/mb", Generation: gen, Version: "2.0.0", State: v1alpha1.NodeUpdated}
+		s := rolloutcontroller.StatusReport{Rollout: r.NS + "/mb", Generation: gen, Version: "2.0.0", State: v1alpha1.NodeUpdated}
 		mod(&s)
 		return s
 	}
@@ -522,13 +406,13 @@ func TestReportsFromNodesOutsideTheRolloutOrWithBadContentAreRefusedAndNothingWr
 		{"a node the selector does not match", stranger, "mb", good(func(*rolloutcontroller.StatusReport) {}), "forbidden"},
 		{"content that is not JSON", a, "mb", []byte("{nope"), "invalid"},
 		{"empty content", a, "mb", []byte(" "), "invalid"},
-		{"an unknown field", a, "mb", []byte(`{"rollout":"` + r.ns + `/mb","generation":1,"state":"Updated","version":"2.0.0","extra":1}`), "unknown field"},
-		{"another rollout named in the content", a, "mb", good(func(s *rolloutcontroller.StatusReport) { s.Rollout = r.ns + "/other" }), "the report is about"},
+		{"an unknown field", a, "mb", []byte(`{"rollout":"` + r.NS + `/mb","generation":1,"state":"Updated","version":"2.0.0","extra":1}`), "unknown field"},
+		{"another rollout named in the content", a, "mb", good(func(s *rolloutcontroller.StatusReport) { s.Rollout = r.NS + "/other" }), "the report is about"},
 		{"no generation", a, "mb", good(func(s *rolloutcontroller.StatusReport) { s.Generation = 0 }), "generation"},
 		{"an unknown state", a, "mb", good(func(s *rolloutcontroller.StatusReport) { s.State = "Done" }), "want Installing, Updated, Failed or RolledBack"},
 		{"updated without a version", a, "mb", good(func(s *rolloutcontroller.StatusReport) { s.Version = "" }), "without the version"},
 		{"updated to another version", a, "mb", good(func(s *rolloutcontroller.StatusReport) { s.Version = "9.9.9" }), "rollout is of 2.0.0"},
-		{"a rollout that does not exist", a, "nope", good(func(s *rolloutcontroller.StatusReport) { s.Rollout = r.ns + "/nope" }), "no pluginrollout"},
+		{"a rollout that does not exist", a, "nope", good(func(s *rolloutcontroller.StatusReport) { s.Rollout = r.NS + "/nope" }), "no pluginrollout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -538,7 +422,7 @@ func TestReportsFromNodesOutsideTheRolloutOrWithBadContentAreRefusedAndNothingWr
 			}
 		})
 	}
-	if got := r.counter("kedge_rolloutcontroller_denied_total", nil); got != 1 {
+	if got := r.Counter("kedge_rolloutcontroller_denied_total", nil); got != 1 {
 		t.Errorf("denied_total %v, want 1", got)
 	}
 	if got := r.get("mb"); got.ResourceVersion != rv {
@@ -548,7 +432,7 @@ func TestReportsFromNodesOutsideTheRolloutOrWithBadContentAreRefusedAndNothingWr
 
 func TestNodeReconnectingMidRolloutGetsItsRolloutAgain(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.edgeNode(a, nil)
 	r.edgeNode(b, nil)
 	r.rollout("mb", "2.0.0", 1, nil)
@@ -563,14 +447,14 @@ func TestNodeReconnectingMidRolloutGetsItsRolloutAgain(t *testing.T) {
 	r.event(b, message.OpConnected) // b's turn has not come: nothing for it
 	r.ok(a, "mb", got.Generation, "2.0.0", v1alpha1.NodeUpdated, "")
 	r.waitSent(b, "mb")
-	if n := r.counter("kedge_rolloutcontroller_reconnect_resends_total", nil); n != 1 {
+	if n := r.Counter("kedge_rolloutcontroller_reconnect_resends_total", nil); n != 1 {
 		t.Errorf("reconnect_resends_total %v, want 1", n)
 	}
 }
 
 func TestNodeJoiningTheSelectionJoinsTheRollout(t *testing.T) {
 	r := newRig(t)
-	a, b := r.node("a"), r.node("b")
+	a, b := r.Node("a"), r.Node("b")
 	r.edgeNode(a, map[string]string{"class": "gateway"})
 	r.rollout("mb", "2.0.0", 1, map[string]string{"class": "gateway"})
 	r.waitSent(a, "mb")

@@ -31,26 +31,14 @@ type RolloutMessage struct {
 // conflictRetries bounds the re-reads after a rollout changed between read and status write.
 const conflictRetries = 8
 
-func (m *Module) processNext(ctx context.Context) bool {
-	key, quit := m.queue.Get()
-	if quit {
-		return false
-	}
-	defer m.queue.Done(key)
+// sync reconciles one rollout when this replica leads; a follower decides nothing (the leader
+// reconciles every rollout when it starts leading).
+func (m *Module) sync(ctx context.Context, key string) error {
 	if !m.elector.Leading() {
-		// A follower decides nothing; the leader reconciles every rollout when it starts leading.
-		m.queue.Forget(key)
 		m.metrics.notLeader.Inc()
-		return true
+		return nil
 	}
-	if err := m.reconcile(ctx, key); err != nil {
-		m.metrics.syncErrors.Inc()
-		m.host.Logger().Warn("rollout sync failed; retrying", "rollout", key, "err", err)
-		m.queue.AddRateLimited(key)
-		return true
-	}
-	m.queue.Forget(key)
-	return true
+	return m.reconcile(ctx, key)
 }
 
 // reconcile brings one rollout's status (and the sends it implies) up to date.

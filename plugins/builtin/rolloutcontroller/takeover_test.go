@@ -19,7 +19,7 @@ func TestARolloutInProgressWhenItsLeaderStopsCompletesUnderTheNewLeaderWithNoNod
 	a := newReplica(t, ns, election("replica-a"))
 	a.waitLeading(1)
 	b := newReplica(t, ns, election("replica-b"))
-	n1, n2, n3 := a.node("n1"), a.node("n2"), a.node("n3")
+	n1, n2, n3 := a.Node("n1"), a.Node("n2"), a.Node("n3")
 	for _, n := range []string{n1, n2, n3} {
 		a.edgeNode(n, nil)
 		b.event(n, "connected") // every node's hub connection is on replica b
@@ -43,7 +43,7 @@ func TestARolloutInProgressWhenItsLeaderStopsCompletesUnderTheNewLeaderWithNoNod
 	take(n2)
 
 	// The leader goes while n2 installs.
-	if err := a.h.Stop(); err != nil {
+	if err := a.H.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	b.waitLeading(1)
@@ -57,7 +57,7 @@ func TestARolloutInProgressWhenItsLeaderStopsCompletesUnderTheNewLeaderWithNoNod
 	if ro.Status.RolloutGeneration != 1 {
 		t.Fatalf("rollout generation %d after the takeover, want 1 (nothing restarted)", ro.Status.RolloutGeneration)
 	}
-	for _, s := range b.sentList() {
+	for _, s := range b.SentList() {
 		if strings.HasPrefix(s, "update ") && strings.HasSuffix(s, "/ro") {
 			t.Fatalf("a node was sent the rollout again after its turn: %s (sent so far %v)", s, sent)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/kedge/v1alpha1"
 	"github.com/kedge-io/kedge/sdk/inventory"
+	"github.com/kedge-io/kedge/sdk/kube/controller"
 	"github.com/kedge-io/kedge/sdk/message"
 )
 
@@ -28,25 +29,15 @@ type StatusReport struct {
 	Message    string `json:"message,omitempty"`
 }
 
+// errForbidden and errInvalid sort a failed report (controller.Outcome); errStale marks a report
+// about a generation the rollout moved past.
 var (
-	errForbidden = errors.New("forbidden")
-	errInvalid   = errors.New("invalid")
+	errForbidden = controller.ErrForbidden
+	errInvalid   = controller.ErrInvalid
 	errStale     = errors.New("stale")
 )
 
 func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
-	switch msg.Route.Operation {
-	case message.OpConnected:
-		m.setHeld(node, true)
-		m.connected(ctx, node)
-		return
-	case message.OpDisconnected:
-		m.setHeld(node, false)
-		return
-	case message.OpInventory:
-		m.inventory(ctx, node, msg.Content) // resends on connect cover what is in flight
-		return
-	}
 	res, err := message.ParseCloud(msg.Route.Resource)
 	result := "ok"
 	switch {
@@ -55,35 +46,18 @@ func (m *Module) handleUp(ctx context.Context, node string, msg sdk.Message) {
 	case err == nil:
 		result, err = m.fromEdge(ctx, node, res, msg)
 	}
-	switch {
-	case errors.Is(err, errStale):
+	if errors.Is(err, errStale) {
 		result, err = "stale", nil // answered OK: the edge need not resend a report the rollout moved past
 		m.host.Logger().Info("edge node report about an earlier generation ignored", "node", node, "resource", msg.Route.Resource)
-	case errors.Is(err, errForbidden):
-		result = "forbidden"
-		m.metrics.denied.Inc()
-		m.host.Logger().Warn("edge node report refused", "node", node, "resource", msg.Route.Resource, "err", err)
-	case errors.Is(err, errInvalid):
-		result = "invalid"
-		m.host.Logger().Warn("edge node report invalid", "node", node, "resource", msg.Route.Resource, "err", err)
-	case err != nil:
-		result = "error"
-		m.host.Logger().Warn("edge node report failed", "node", node, "resource", msg.Route.Resource, "err", err)
-	}
-	m.metrics.upstream.WithLabelValues(result).Inc()
-	if !msg.Header.Sync {
-		return
-	}
-	var reply sdk.Message
-	if err == nil {
-		reply, err = msg.Reply(Name, "OK")
 	}
 	if err != nil {
-		reply = msg.ErrorReply(Name, err)
+		result = controller.Outcome(m.host.Logger(), node, msg, err)
 	}
-	if err := m.host.Reply(ctx, reply); err != nil && !errors.Is(err, sdk.ErrNoWaiter) {
-		m.host.Logger().Warn("answer to the edge not delivered", "node", node, "err", err)
+	if result == "forbidden" {
+		m.metrics.denied.Inc()
 	}
+	m.metrics.upstream.WithLabelValues(result).Inc()
+	controller.Answer(ctx, m.host, Name, node, msg, "OK", err, nil)
 }
 
 // fromEdge handles one report of an edge node and returns its result label.

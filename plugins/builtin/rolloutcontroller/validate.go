@@ -8,8 +8,7 @@ var _ sdk.Validator = (*Module)(nil)
 func (m *Module) Validate() error {
 	var c sdk.SettingChecks
 	c.Check(m.Workers > 0, "workers", "must be positive, got %d", m.Workers)
-	c.Check(m.QPS > 0, "qps", "must be positive, got %v", m.QPS)
-	c.Check(m.Burst > 0, "burst", "must be positive, got %d", m.Burst)
+	m.API.Check(&c)
 	c.Check(m.SyncTimeout > 0, "syncTimeout", "must be positive, got %s", m.SyncTimeout)
 	c.Check(m.HubModule != "", "hubModule", "must name the module that queues messages for edge nodes")
 	c.Add("leaderElection", m.LeaderElection.Validate("leaderElection"))

@@ -93,7 +93,7 @@ PY
 )
     ftable="| edgecore | pods | RSS | anonymous | file | working set | threads | idle CPU | wake-ups/s |"$'\n'"|---|---|---|---|---|---|---|---|---|"$'\n'"$frows"
     printf '\n%s\n' "$ftable"
-    section+=$'\n\n'"Side by side with upstream (\`FOOTPRINT=1\`, the default; test/e2e TestFootprintOfKedgeAndUpstreamEdgecoreWith20PodsEachOnOneControlPlane): KubeEdge v1.23.1's edgecore and the full class's release build join one Kedge cloudcore on one kube-apiserver, 20 busybox pods each (upstream on a containerd of its own, Kedge on hack/containerd.sh's); read once all 40 run and RSS settled; CPU, wake-ups and the working set as above, both processes over the same window."$'\n\n'"$ftable"$'\n'
+    section+=$'\n'"Side by side with upstream (\`FOOTPRINT=1\`, the default; test/e2e TestFootprintOfKedgeAndUpstreamEdgecoreWith20PodsEachOnOneControlPlane): KubeEdge v1.23.1's edgecore and the full class's release build join one Kedge cloudcore on one kube-apiserver, 20 busybox pods each (upstream on a containerd of its own, Kedge on hack/containerd.sh's); read once all 40 run and RSS settled; CPU, wake-ups and the working set as above, both processes over the same window."$'\n\n'"$ftable"$'\n'
   else
     echo "footprint: no result (see the test output above)" >&2
   fi

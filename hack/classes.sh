@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 IDLE_SECONDS=${IDLE_SECONDS:-10}
 classes=$(sed -n 's/^CLASSES := //p' hack/classes.mk)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-hz=$(getconf CLK_TCK)
 now_ms() { date +%s%3N; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time in µs of all the process's threads (schedstat: ns on a CPU), finer than the 10 ms of /proc/PID/stat.
+cpu_us() { cat /proc/$1/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%d", n / 1000}'; }
 wakeups() { cat /proc/$1/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
 # pageout PID: reclaim the pages of the process's executable (its read-only file mappings).
 pageout() {
@@ -61,8 +61,8 @@ for class in $classes; do
   sleep 2 # settle: first reports written, GC done
   rss=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
   anon=$(awk '/^RssAnon/ {print $2}' /proc/$pid/status)
-  c0=$(cpu_ticks $pid); w0=$(wakeups $pid); sleep "$IDLE_SECONDS"; c1=$(cpu_ticks $pid); w1=$(wakeups $pid)
-  cpu=$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$IDLE_SECONDS" 'BEGIN { printf "%.1f", d * 1000 / hz / s }')
+  c0=$(cpu_us $pid); w0=$(wakeups $pid); sleep "$IDLE_SECONDS"; c1=$(cpu_us $pid); w1=$(wakeups $pid)
+  cpu=$(awk -v d=$((c1 - c0)) -v s="$IDLE_SECONDS" 'BEGIN { printf "%.2f", d / 1000 / s }')
   wake=$(awk -v d=$((w1 - w0)) -v s="$IDLE_SECONDS" 'BEGIN { printf "%.1f", d / s }')
   pageout $pid; sleep "$IDLE_SECONDS"; curl -fsS "http://127.0.0.1:$port/metrics" >/dev/null
   ws=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
@@ -86,7 +86,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 m = lambda k: k / 1024
 for r in rows:
-    print("| %s | %d | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %d | %.1f ms/s | %.0f |" % (r["who"], r["pods"], m(r["rssKiB"]), m(r["anonKiB"]), m(r["fileKiB"]), m(r["workingSetKiB"]), r["threads"], r["cpuMsPerS"], r["wakeupsPerS"]))
+    print("| %s | %d | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %d | %.2f ms/s | %.0f |" % (r["who"], r["pods"], m(r["rssKiB"]), m(r["anonKiB"]), m(r["fileKiB"]), m(r["workingSetKiB"]), r["threads"], r["cpuMsPerS"], r["wakeupsPerS"]))
 up, ke = rows[0], rows[1]
 print("| **Kedge / upstream** | | **%.2f×** | %.2f× | | %.2f× | | %.2f× | %.2f× |" % (ke["rssKiB"] / up["rssKiB"], ke["anonKiB"] / up["anonKiB"], ke["workingSetKiB"] / up["workingSetKiB"], ke["cpuMsPerS"] / max(up["cpuMsPerS"], 0.01), ke["wakeupsPerS"] / max(up["wakeupsPerS"], 0.01)))
 PY

@@ -25,11 +25,12 @@ import (
 // footprintPods is how many pods each edge runs while it is measured (issue 22's "full with 20 pods").
 const footprintPods = 20
 
-// procSample is one look at a process in /proc: memory in KiB, CPU in clock ticks, context switches
+// procSample is one look at a process in /proc: memory in KiB, CPU in ns (its threads' schedstat, finer
+// than /proc/PID/stat's 10 ms ticks), context switches
 // summed over its threads (a voluntary switch is a thread going to sleep: one wake-up later).
 type procSample struct {
 	rss, anon, file   int64
-	ticks             int64
+	cpuNS             int64
 	voluntary, forced int64
 	threads           int
 	at                time.Time
@@ -56,18 +57,6 @@ func readProc(pid int) (procSample, error) {
 			s.file = v
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, err
-	}
-	// Fields after the command (which may hold spaces) start at ")"; utime and stime are fields 14 and 15.
-	rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	if len(rest) < 13 {
-		return s, fmt.Errorf("/proc/%d/stat: %d fields after the command", pid, len(rest))
-	}
-	ut, _ := strconv.ParseInt(rest[11], 10, 64)
-	st, _ := strconv.ParseInt(rest[12], 10, 64)
-	s.ticks = ut + st
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	if err != nil {
 		return s, err
@@ -76,6 +65,12 @@ func readProc(pid int) (procSample, error) {
 		b, err := os.ReadFile(task)
 		if err != nil {
 			continue // a thread that just ended
+		}
+		if ss, err := os.ReadFile(filepath.Join(filepath.Dir(task), "schedstat")); err == nil {
+			if f := strings.Fields(string(ss)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				s.cpuNS += ns
+			}
 		}
 		s.threads++
 		for _, line := range strings.Split(string(b), "\n") {
@@ -310,14 +305,13 @@ func TestFootprintOfKedgeAndUpstreamEdgecoreWith20PodsEachOnOneControlPlane(t *t
 		}
 	}
 	time.Sleep(idle)
-	hz := 100.0 // USER_HZ on Linux
 	for i, p := range procs {
 		after, err := readProc(p.pid)
 		if err != nil {
 			t.Fatal(err)
 		}
 		secs := after.at.Sub(before[i].at).Seconds()
-		results[i].CPUmsPerS = float64(after.ticks-before[i].ticks) * 1000 / hz / secs
+		results[i].CPUmsPerS = float64(after.cpuNS-before[i].cpuNS) / 1e6 / secs
 		results[i].WakeupsPerS = float64(after.voluntary-before[i].voluntary) / secs
 	}
 	// What each process needs resident: on this machine (read_ahead_kb 8192, large page-cache folios)
@@ -338,7 +332,7 @@ func TestFootprintOfKedgeAndUpstreamEdgecoreWith20PodsEachOnOneControlPlane(t *t
 	ratio := float64(results[1].RSSKiB) / float64(results[0].RSSKiB)
 	var out strings.Builder
 	for _, r := range results {
-		t.Logf("%s, %d pods: RSS %.1f MiB (anonymous %.1f, file %.1f), after reclaim %.1f MiB, %d threads, idle CPU %.1f ms/s, %.0f wake-ups/s",
+		t.Logf("%s, %d pods: RSS %.1f MiB (anonymous %.1f, file %.1f), after reclaim %.1f MiB, %d threads, idle CPU %.2f ms/s, %.0f wake-ups/s",
 			r.Who, r.Pods, float64(r.RSSKiB)/1024, float64(r.AnonKiB)/1024, float64(r.FileKiB)/1024, float64(r.WorkingSetKiB)/1024, r.Threads, r.CPUmsPerS, r.WakeupsPerS)
 		b, _ := json.Marshal(r)
 		out.Write(append(b, '\n'))

@@ -50,7 +50,7 @@ edgecore-full: ## edgecore with every builtin module (same as make build)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -tags "grpcnotrace nethttpomithttp2" -ldflags "$(LDFLAGS)" -o $(BIN)/edgecore-full ./cmd/edgecore
 
-classes: ## build every device class and record binary size, idle RSS and cold start in BENCHMARKS.md
+classes: ## build every device class, record size, cold start, RSS, working set, idle CPU and wake-ups, and the full class beside upstream KubeEdge with 20 pods (FOOTPRINT=0 skips), in BENCHMARKS.md
 	./hack/classes.sh
 
 edgecore-%: ## edgecore for a device class (make edgecore-gateway) or a set of builtin modules (make edgecore-metamanager,nodestatus)

@@ -38,9 +38,15 @@ func (c *Config) Validate(source string) error {
 
 func defaults() daemon.Config {
 	host, _ := os.Hostname()
+	base := daemon.DefaultBase("edgecore", "127.0.0.1:10360")
+	// An edge box is short of memory, not of CPU at idle: half the GC's default heap growth, a soft
+	// ceiling well above what edgecore needs with edged and its pods (BENCHMARKS.md, device classes),
+	// and a quarter of SQLite's default page cache per connection (the edge's store is small).
+	base.Runtime = daemon.RuntimeConfig{GCPercent: 50, MemoryLimitMiB: 64}
+	base.Store.CacheKiB = 512
 	return &Config{
 		Node: NodeConfig{Name: strings.ToLower(host)},
-		Base: daemon.DefaultBase("edgecore", "127.0.0.1:10360"),
+		Base: base,
 	}
 }
 

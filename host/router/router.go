@@ -138,8 +138,7 @@ func (r *Router) Register(name, group string, opts Options) (*Mailbox, error) {
 	if _, ok := old.byName[name]; ok {
 		return nil, fmt.Errorf("router: register %q: %w", name, ErrDuplicate)
 	}
-	mb := &Mailbox{name: name, group: group, policy: opts.Policy,
-		ch: make(chan message.Message, opts.Capacity), done: make(chan struct{})}
+	mb := newMailbox(name, group, opts)
 	order := append(old.order[:len(old.order):len(old.order)], mb) // never share a backing array with old
 	r.table.Store(newTable(order))
 	return mb, nil

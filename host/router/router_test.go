@@ -512,7 +512,11 @@ func TestUnregisterWakesSenderBlockedOnFullMailbox(t *testing.T) {
 	}
 	sent := make(chan error, 1)
 	go func() { sent <- r.Send(context.Background(), "full", msg("blocked")) }()
-	time.Sleep(20 * time.Millisecond)
+	for deadline := time.Now().Add(time.Minute); mb.waiting.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sender never waited for room")
+		}
+	}
 	r.Unregister("full")
 	select {
 	case err := <-sent:
@@ -723,4 +727,85 @@ func TestSendAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("Send+Receive allocates %v times", allocs)
 	}
+}
+
+// A mailbox's memory follows what is queued: none is held for its capacity, a burst's buffer is
+// given back once the mailbox drains after using little of it.
+func TestMailboxHoldsMemoryForWhatIsQueuedNotForItsCapacity(t *testing.T) {
+	r := New(nil)
+	mb := mustRegister(t, r, "sink", "", Options{Capacity: 4096})
+	ctx := context.Background()
+	buffered := func() int { mb.qmu.Lock(); defer mb.qmu.Unlock(); return cap(mb.q) }
+	if got := buffered(); got != 0 {
+		t.Fatalf("an empty mailbox of capacity 4096 buffers %d messages, want 0", got)
+	}
+	for i := range 1000 {
+		if err := r.Send(ctx, "sink", msg(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 1000 {
+		if m := receive(t, mb); m.Header.ID != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q", i, m.Header.ID)
+		}
+	}
+	if got := buffered(); got < 1000 {
+		t.Fatalf("buffer after a drained burst of 1000: %d, want it kept while bursts go on", got)
+	}
+	// One message at a time after the burst: the burst's buffer goes.
+	if err := r.Send(ctx, "sink", msg("one")); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, mb)
+	if got := buffered(); got > keepCap {
+		t.Fatalf("buffer after a small round: %d messages, want at most %d", got, keepCap)
+	}
+}
+
+// Many senders blocked on a small mailbox and several receivers: every message is delivered exactly
+// once (the one-slot wake-ups are passed on, none is lost).
+func TestBlockedSendersAndSeveralReceiversDeliverEveryMessageOnce(t *testing.T) {
+	r := New(nil)
+	mb := mustRegister(t, r, "small", "", Options{Capacity: 2})
+	const senders, each, receivers = 8, 200, 3
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	got := make(chan string, senders*each)
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := r.Send(ctx, "small", msg(fmt.Sprintf("%d-%d", s, i))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for range receivers {
+		go func() {
+			for {
+				m, err := mb.Receive(ctx)
+				if err != nil {
+					return
+				}
+				got <- m.Header.ID
+			}
+		}()
+	}
+	seen := map[string]bool{}
+	for len(seen) < senders*each {
+		select {
+		case id := <-got:
+			if seen[id] {
+				t.Fatalf("%s delivered twice", id)
+			}
+			seen[id] = true
+		case <-ctx.Done():
+			t.Fatalf("%d of %d messages delivered", len(seen), senders*each)
+		}
+	}
+	wg.Wait()
 }

@@ -29,6 +29,9 @@ type Options struct {
 	Synchronous string        // "full" (default): a returned write survives power loss; "normal": power loss may undo the last writes (never corrupts)
 	OutboxMax   int           // max outbox entries before Enqueue fails with ErrOutboxFull; default 1_000_000; <0 = unlimited
 	Logger      *slog.Logger  // where a tightened file mode is reported; nil: slog.Default()
+	// CacheKiB bounds SQLite's page cache per connection (PRAGMA cache_size = -CacheKiB; the writer
+	// and each of the readers has one, filled only as pages are read). 0: SQLite's default, 2000 KiB.
+	CacheKiB int
 }
 
 const (
@@ -89,6 +92,12 @@ func Open(path string, opts Options) (*DB, error) {
 	common := url.Values{
 		"_busy_timeout": {strconv.FormatInt(busy.Milliseconds(), 10)},
 		"_foreign_keys": {"1"},
+	}
+	switch {
+	case opts.CacheKiB < 0:
+		return nil, fmt.Errorf("open store %s: Options.CacheKiB %d: must be 0 (SQLite's default) or a positive size in KiB", path, opts.CacheKiB)
+	case opts.CacheKiB > 0:
+		common.Set("_cache_size", strconv.Itoa(-opts.CacheKiB)) // negative: a size in KiB, not pages
 	}
 	wp := cloneValues(common)
 	wp.Set("_journal_mode", "WAL")

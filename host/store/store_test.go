@@ -99,6 +99,7 @@ func TestOpenRejectsBadArguments(t *testing.T) {
 		{"parent is a file", filepath.Join(file, "kedge.db"), Options{}, "is not a directory"},
 		{"unknown synchronous", filepath.Join(dir, "a.db"), Options{Synchronous: "off"}, `Options.Synchronous "off"`},
 		{"not a database", file + "x", Options{}, "open store"},
+		{"negative cache size", filepath.Join(dir, "c.db"), Options{CacheKiB: -1}, "Options.CacheKiB -1"},
 	}
 	if err := os.WriteFile(file+"x", []byte(strings.Repeat("this is not sqlite ", 400)), 0o600); err != nil {
 		t.Fatal(err)
@@ -138,6 +139,34 @@ func TestOpenAppliesPragmas(t *testing.T) {
 			}
 			if err := db.w.QueryRow(`PRAGMA busy_timeout`).Scan(&busy); err != nil || busy != 1234 {
 				t.Errorf("busy_timeout = %d, %v; want 1234", busy, err)
+			}
+		})
+	}
+}
+
+// The page cache bound reaches the writer and every reader (each connection has its own cache).
+func TestOpenSetsThePageCacheSizeOnEveryConnection(t *testing.T) {
+	for _, tt := range []struct {
+		kib  int
+		want int // PRAGMA cache_size: negative = KiB
+	}{{0, -2000}, {256, -256}} {
+		t.Run(fmt.Sprintf("kib=%d", tt.kib), func(t *testing.T) {
+			db, _ := openTest(t, Options{CacheKiB: tt.kib})
+			var got int
+			if err := db.w.QueryRow(`PRAGMA cache_size`).Scan(&got); err != nil || got != tt.want {
+				t.Errorf("writer cache_size = %d, %v; want %d", got, err, tt.want)
+			}
+			// Hold readConns reader connections at once so each one is asked, not one reused.
+			ctx := context.Background()
+			for i := range readConns {
+				c, err := db.r.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if err := c.QueryRowContext(ctx, `PRAGMA cache_size`).Scan(&got); err != nil || got != tt.want {
+					t.Errorf("reader %d cache_size = %d, %v; want %d", i, got, err, tt.want)
+				}
 			}
 		})
 	}

@@ -81,8 +81,14 @@ func freePort(t *testing.T) int {
 // and otherwise the given args and environment.
 func start(t *testing.T, binary string, env []string, args ...string) *daemon {
 	t.Helper()
+	return startFile(t, filepath.Join(binDir, binary), binary, env, args...)
+}
+
+// startFile is start with the executable at path (e.g. a release build) run as binary.
+func startFile(t *testing.T, path, binary string, env []string, args ...string) *daemon {
+	t.Helper()
 	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cmd := exec.Command(filepath.Join(binDir, binary), args...)
+	cmd := exec.Command(path, args...)
 	state := t.TempDir()
 	cmd.Env = append(daemonEnviron(), "KEDGE_STORE__PATH="+filepath.Join(state, binary+".db"), "KEDGE_ADMIN__ADDRESS="+admin,
 		"KEDGE_ADMIN__SOCKET="+filepath.Join(state, binary+".sock"))

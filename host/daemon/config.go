@@ -19,7 +19,6 @@ type Base struct {
 	Log             LogConfig      `yaml:"log" doc:"Logging (log/slog)." cfg:"min"`
 	Admin           AdminConfig    `yaml:"admin" doc:"Health, readiness and Prometheus metrics over HTTP."`
 	Store           StoreConfig    `yaml:"store" doc:"The SQLite store: meta objects, module state and the upstream outbox." cfg:"min"`
-	Runtime         RuntimeConfig  `yaml:"runtime" doc:"The Go runtime's memory settings, applied at start (runtime/debug); the GOGC and GOMEMLIMIT environment variables, when set, win over them."`
 	ShutdownTimeout time.Duration  `yaml:"shutdownTimeout" doc:"Bound on a graceful shutdown; past it the process exits anyway."`
 	Mailbox         int            `yaml:"mailbox" doc:"Default mailbox capacity per module (messages); a full mailbox makes senders wait."`
 	Plugins         PluginsConfig  `yaml:"plugins" doc:"Modules that are not compiled in: plugin processes and WASM modules."`
@@ -52,11 +51,6 @@ type StoreConfig struct {
 	CacheKiB    int    `yaml:"cacheKiB" doc:"SQLite page cache per connection in KiB (PRAGMA cache_size; one writer and 4 readers, each filled only as pages are read); 0 is SQLite's default, 2000. Memory-mapped I/O stays off (mmap_size 0): mapped pages would count in the process's RSS."`
 }
 
-// RuntimeConfig sets the Go garbage collector's targets.
-type RuntimeConfig struct {
-	MemoryLimitMiB int `yaml:"memoryLimitMiB" doc:"Soft limit on the Go runtime's memory in MiB (debug.SetMemoryLimit, as GOMEMLIMIT): near it the GC runs more often instead of letting the heap grow; 0 means no limit. Set it to what the box can give this process."`
-	GCPercent      int `yaml:"gcPercent" doc:"Heap growth between collections in percent of the live heap (debug.SetGCPercent, as GOGC): lower keeps less garbage resident for a little more CPU; -1 turns the proportional GC off (then memoryLimitMiB must be set)."`
-}
 
 // PluginsConfig configures the process and WASM runtimes.
 type PluginsConfig struct {
@@ -73,7 +67,6 @@ func DefaultBase(binary, adminAddress string) Base {
 		Admin: AdminConfig{Address: adminAddress, Socket: "/run/kedge/" + binary + ".sock", Reload: true,
 			SwapHealthTimeout: modules.DefaultSwapHealthTimeout},
 		Store:           StoreConfig{Path: "/var/lib/kedge/" + binary + ".db", Synchronous: "full"},
-		Runtime:         RuntimeConfig{GCPercent: 100},
 		ShutdownTimeout: 5 * time.Second,
 		Mailbox:         1024,
 		Plugins:         PluginsConfig{CacheDir: "/var/lib/kedge/" + binary + "-wasm-cache", PrepareTimeout: modules.DefaultPrepareTimeout},

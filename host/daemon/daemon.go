@@ -251,12 +251,6 @@ func (b *Base) validate(source string) error {
 		return &config.Error{Source: source, Key: "admin.swapHealthTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Admin.SwapHealthTimeout)}
 	case b.Store.CacheKiB < 0:
 		return &config.Error{Source: source, Key: "store.cacheKiB", Problem: fmt.Sprintf("must be 0 (SQLite's default) or a size in KiB, got %d", b.Store.CacheKiB)}
-	case b.Runtime.MemoryLimitMiB < 0:
-		return &config.Error{Source: source, Key: "runtime.memoryLimitMiB", Problem: fmt.Sprintf("must be 0 (no limit) or a size in MiB, got %d", b.Runtime.MemoryLimitMiB)}
-	case b.Runtime.GCPercent < -1:
-		return &config.Error{Source: source, Key: "runtime.gcPercent", Problem: fmt.Sprintf("must be -1 (off) or a percentage, got %d", b.Runtime.GCPercent)}
-	case b.Runtime.GCPercent == -1 && b.Runtime.MemoryLimitMiB == 0:
-		return &config.Error{Source: source, Key: "runtime.gcPercent", Problem: "-1 turns the GC off and needs runtime.memoryLimitMiB, or the heap grows without bound"}
 	case b.Plugins.PrepareTimeout <= 0:
 		return &config.Error{Source: source, Key: "plugins.prepareTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Plugins.PrepareTimeout)}
 	}
@@ -284,7 +278,6 @@ func Run(ctx context.Context, spec Spec, cfg Config, plan []modules.Planned, pat
 	if err := os.MkdirAll(filepath.Dir(b.Store.Path), 0o700); err != nil {
 		return fmt.Errorf("store.path %s: create its folder: %w", b.Store.Path, err)
 	}
-	applyRuntime(b.Runtime, os.Getenv, log)
 	db, err := store.Open(b.Store.Path, store.Options{Synchronous: b.Store.Synchronous, CacheKiB: b.Store.CacheKiB, Logger: log})
 	if err != nil {
 		return err

@@ -51,7 +51,6 @@ type StoreConfig struct {
 	CacheKiB    int    `yaml:"cacheKiB" doc:"SQLite page cache per connection in KiB (PRAGMA cache_size; one writer and 4 readers, each filled only as pages are read); 0 is SQLite's default, 2000. Memory-mapped I/O stays off (mmap_size 0): mapped pages would count in the process's RSS."`
 }
 
-
 // PluginsConfig configures the process and WASM runtimes.
 type PluginsConfig struct {
 	Dir      string `yaml:"dir" doc:"If set, plugin files (runtime process) must be in this folder; empty allows any path (files are sha256-pinned either way)."`

@@ -7,5 +7,5 @@ CLOUD_MODULES := cloudhub cloudbus cloudstream edgecontroller devicecontroller r
 PROCESS_MODULES := edgecontroller devicecontroller metamanager nodestatus noruntime edged eventbus servicebus devicetwin dmi modbus opcua virtual thermo
 HOST_RUNTIMES := process wasm
 CLASS_TAGS_minimal := kedge_custom kedge_edgehub kedge_metamanager kedge_nometaserver kedge_noquic grpcnotrace nethttpomithttp2
-CLASS_TAGS_gateway := kedge_custom kedge_edgehub kedge_metamanager kedge_nodestatus kedge_noruntime kedge_eventbus kedge_devicetwin kedge_dmi kedge_process kedge_wasm kedge_nometaserver kedge_noquic kedge_nocri grpcnotrace nethttpomithttp2
+CLASS_TAGS_gateway := kedge_custom kedge_edgehub kedge_metamanager kedge_nodestatus kedge_noruntime kedge_eventbus kedge_devicetwin kedge_dmi kedge_pluginmanager kedge_process kedge_wasm kedge_nometaserver kedge_noquic kedge_nocri grpcnotrace nethttpomithttp2
 CLASS_TAGS_full := kedge_custom kedge_edgehub kedge_metamanager kedge_nodestatus kedge_noruntime kedge_edged kedge_edgestream kedge_eventbus kedge_servicebus kedge_devicetwin kedge_dmi kedge_pluginmanager kedge_modbus kedge_opcua kedge_virtual kedge_thermo kedge_process kedge_wasm grpcnotrace nethttpomithttp2

@@ -83,35 +83,29 @@ func New(protocol string, newDriver func() Driver) *Module {
 	}
 }
 
-func (m *Module) validate() error {
-	var errs []error
+var _ sdk.Validator = (*Module)(nil)
+
+// Validate checks the settings before any module starts (sdk.Validator), for every mapper made with
+// New; each problem names its key.
+func (m *Module) Validate() error {
+	var c sdk.SettingChecks
 	if m.newDriver == nil {
-		errs = append(errs, errors.New("no driver: make the module with mapper.New(protocol, newDriver)"))
+		c.Add("", errors.New("no driver: make the module with mapper.New(protocol, newDriver)"))
 	}
-	if strings.TrimSpace(m.Protocol) == "" {
-		errs = append(errs, errors.New("protocol is empty"))
+	c.Check(strings.TrimSpace(m.Protocol) != "", "protocol", "must not be empty")
+	c.Check(filepath.IsAbs(m.DMISocket), "dmiSocket", "%q is not an absolute path", m.DMISocket)
+	c.Check(filepath.IsAbs(m.Socket), "socket", "%q is not an absolute path", m.Socket)
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"callTimeout", m.CallTimeout}, {"collectCycle", m.CollectCycle}, {"healthCycle", m.HealthCycle},
+		{"backoffMin", m.BackoffMin}, {"backoffMax", m.BackoffMax}} {
+		c.Check(d.d > 0, d.key, "must be positive, got %s", d.d)
 	}
-	for k, p := range map[string]string{"dmiSocket": m.DMISocket, "socket": m.Socket} {
-		if !filepath.IsAbs(p) {
-			errs = append(errs, fmt.Errorf("%s %q is not an absolute path", k, p))
-		}
-	}
-	for k, d := range map[string]time.Duration{"callTimeout": m.CallTimeout, "collectCycle": m.CollectCycle,
-		"healthCycle": m.HealthCycle, "backoffMin": m.BackoffMin, "backoffMax": m.BackoffMax} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s %s must be positive", k, d))
-		}
-	}
-	if m.PushQueue <= 0 {
-		errs = append(errs, fmt.Errorf("pushQueue %d must be positive", m.PushQueue))
-	}
-	if m.ReportCycle < 0 {
-		errs = append(errs, fmt.Errorf("reportCycle %s is negative", m.ReportCycle))
-	}
-	if m.BackoffMax < m.BackoffMin {
-		errs = append(errs, fmt.Errorf("backoffMax %s is below backoffMin %s", m.BackoffMax, m.BackoffMin))
-	}
-	return errors.Join(errs...)
+	c.Check(m.PushQueue > 0, "pushQueue", "must be positive, got %d", m.PushQueue)
+	c.Check(m.ReportCycle >= 0, "reportCycle", "must not be negative, got %s", m.ReportCycle)
+	c.Check(m.BackoffMax >= m.BackoffMin, "backoffMax", "%s is below backoffMin %s", m.BackoffMax, m.BackoffMin)
+	return c.Err()
 }
 
 // Start serves DeviceMapperService on Socket and registers with edgecore in the background
@@ -127,7 +121,7 @@ func (m *Module) WithCollectors(cs ...prometheus.Collector) *Module {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if err := m.validate(); err != nil {
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
 		return fmt.Errorf("mapper %s: %w", h.Name(), err)
 	}
 	m.host, m.name, m.log, m.ctx = h, h.Name(), h.Logger(), ctx

@@ -108,10 +108,10 @@ func TestNewMapperRefusesBadSettingsNamingThem(t *testing.T) {
 	m := New("", nil)
 	m.Socket = "relative.sock"
 	m.CallTimeout = 0
-	err := m.validate()
-	for _, want := range []string{"no driver", "protocol is empty", `socket "relative.sock" is not an absolute path`, "callTimeout 0s must be positive"} {
+	err := m.Validate()
+	for _, want := range []string{"no driver", "protocol: must not be empty", `socket: "relative.sock" is not an absolute path`, "callTimeout: must be positive, got 0s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("validate() = %v, want it to say %q", err, want)
+			t.Errorf("Validate() = %v, want it to say %q", err, want)
 		}
 	}
 }

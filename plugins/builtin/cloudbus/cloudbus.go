@@ -126,20 +126,11 @@ func (m *Module) Addr() string {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.Timeout <= 0 {
-		return fmt.Errorf("cloudbus: timeout must be positive, got %s", m.Timeout)
-	}
-	if m.MaxRequestBytes <= 0 || m.MaxRequestBytes > message.MaxSize/2 {
-		return fmt.Errorf("cloudbus: maxRequestBytes must be in 1..%d, got %d", message.MaxSize/2, m.MaxRequestBytes)
-	}
-	if m.HubModule == "" {
-		return errors.New("cloudbus: hubModule is empty")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	tok := strings.TrimSpace(m.Token)
 	if m.TokenFile != "" {
-		if tok != "" {
-			return errors.New("cloudbus: set token or tokenFile, not both")
-		}
 		b, err := os.ReadFile(m.TokenFile)
 		if err != nil {
 			return fmt.Errorf("cloudbus: tokenFile: %w", err)
@@ -148,17 +139,8 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			return fmt.Errorf("cloudbus: tokenFile %s is empty", m.TokenFile)
 		}
 	}
-	if tok == "" && !m.InsecureNoAuth {
-		return errors.New("cloudbus: no token or tokenFile: set one (the endpoint reaches into edge nodes), or insecureNoAuth: true to serve without")
-	}
-	if tok != "" && m.InsecureNoAuth {
-		return errors.New("cloudbus: insecureNoAuth is set together with a token: choose one")
-	}
 	m.token = []byte(tok)
 	var tlsCfg *tls.Config
-	if (m.TLSCertFile == "") != (m.TLSKeyFile == "") {
-		return errors.New("cloudbus: tlsCertFile and tlsKeyFile go together")
-	}
 	if m.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(m.TLSCertFile, m.TLSKeyFile)
 		if err != nil {

@@ -47,8 +47,8 @@ func TestStartRefusesUnsafeOrBadSettings(t *testing.T) {
 		{"token and tokenFile together", func(m *Module) { m.Token, m.TokenFile = "t", "/x" }, "not both"},
 		{"a missing tokenFile", func(m *Module) { m.TokenFile = "/nonexistent/token" }, "tokenFile"},
 		{"a TLS cert without its key", func(m *Module) { m.Token, m.TLSCertFile = "t", "/x.crt" }, "go together"},
-		{"a zero timeout", func(m *Module) { m.Token, m.Timeout = "t", 0 }, "timeout must be positive"},
-		{"a zero request limit", func(m *Module) { m.Token, m.MaxRequestBytes = "t", 0 }, "maxRequestBytes must be in"},
+		{"a zero timeout", func(m *Module) { m.Token, m.Timeout = "t", 0 }, "timeout: must be positive"},
+		{"a zero request limit", func(m *Module) { m.Token, m.MaxRequestBytes = "t", 0 }, "maxRequestBytes: must be in"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := New()

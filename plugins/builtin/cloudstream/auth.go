@@ -2,27 +2,17 @@ package cloudstream
 
 import (
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"slices"
 )
 
-// errNoClientAuth is Start's error when the stream server would serve everyone.
-var errNoClientAuth = errors.New("modules.cloudstream: no client authentication for the stream server (it serves logs, exec, " +
-	"attach and port-forward of every edge pod): set modules.cloudstream.clientCAFile to the CA of the kube-apiserver's " +
-	"kubelet client certificate (its --kubelet-client-certificate; kubeadm: /etc/kubernetes/pki/ca.crt, with " +
-	"clientAllowedNames: [kube-apiserver-kubelet-client]), or, for development only, modules.cloudstream.insecureAllowUnauthenticated: true")
-
 // clientAuth returns the pool of clientCAFile; nil (no error) only when insecureAllowUnauthenticated
 // allows serving without client certificates.
 func (m *Module) clientAuth() (*x509.CertPool, error) {
 	if m.ClientCAFile == "" {
-		if m.InsecureAllowUnauthenticated {
-			return nil, nil
-		}
-		return nil, errNoClientAuth
+		return nil, nil // Validate made sure insecureAllowUnauthenticated is on
 	}
 	pem, err := os.ReadFile(m.ClientCAFile)
 	if err != nil {
@@ -31,11 +21,6 @@ func (m *Module) clientAuth() (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("modules.cloudstream.clientCAFile %s holds no PEM certificate", m.ClientCAFile)
-	}
-	for i, n := range m.ClientAllowedNames {
-		if n == "" {
-			return nil, fmt.Errorf("modules.cloudstream.clientAllowedNames[%d] is empty", i)
-		}
 	}
 	return pool, nil
 }

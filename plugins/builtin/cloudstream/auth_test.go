@@ -60,12 +60,12 @@ func TestStartRefusesAStreamServerWithoutClientAuthenticationUnlessInsecureIsNam
 		wantGauge float64
 	}{
 		{"no clientCAFile is refused, naming both settings", func(m *Module) {},
-			[]string{"no client authentication", "modules.cloudstream.clientCAFile", "insecureAllowUnauthenticated: true"}, 0},
+			[]string{"clientCAFile: no client authentication", "insecureAllowUnauthenticated: true"}, 0},
 		{"an unreadable clientCAFile", func(m *Module) { m.ClientCAFile = filepath.Join(dir, "nope.crt") },
 			[]string{"modules.cloudstream.clientCAFile", "nope.crt"}, 0},
 		{"a clientCAFile without a certificate", func(m *Module) { m.ClientCAFile = notPEM }, []string{notPEM, "no PEM certificate"}, 0},
 		{"an empty allowed name", func(m *Module) { m.ClientCAFile, m.ClientAllowedNames = kc.CAFile, []string{"a", ""} },
-			[]string{"clientAllowedNames[1] is empty"}, 0},
+			[]string{"clientAllowedNames[1]: is empty"}, 0},
 		{"clientCAFile starts", func(m *Module) { m.ClientCAFile = kc.CAFile }, nil, 0},
 		{"insecure with clientCAFile still requires certificates", func(m *Module) { m.ClientCAFile, m.InsecureAllowUnauthenticated = kc.CAFile, true }, nil, 0},
 		{"insecureAllowUnauthenticated starts, loudly", func(m *Module) { m.InsecureAllowUnauthenticated = true }, nil, 1},

@@ -50,7 +50,7 @@ func TestStartUsesCloudhubsCAFromPKIDirOrSecretAndNeverCreatesOne(t *testing.T) 
 		{"the CA in cloudhub's Secret", t.TempDir(), CASecret{Enable: true, Namespace: "kedge-system", Name: "kedge-ca"}, secretCA, ""},
 		{"an empty pkiDir is refused, no CA made", t.TempDir(), CASecret{}, nil, "no CA in"},
 		{"a missing Secret is refused, none made", t.TempDir(), CASecret{Enable: true, Namespace: "kedge-system", Name: "nope"}, nil, "no CA in"},
-		{"caSecret without a name is refused", t.TempDir(), CASecret{Enable: true, Namespace: "kedge-system"}, nil, "namespace and name must be set"},
+		{"caSecret without a name is refused", t.TempDir(), CASecret{Enable: true, Namespace: "kedge-system"}, nil, "caSecret.name: must be set when caSecret is enabled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

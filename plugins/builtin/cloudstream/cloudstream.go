@@ -106,8 +106,8 @@ func New() *Module {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.SessionTimeout <= 0 || m.Heartbeat <= 0 {
-		return errors.New("sessionTimeout and heartbeat must be positive")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	clientCAs, err := m.clientAuth() // before anything else: no stream server without client authentication
 	if err != nil {
@@ -139,9 +139,6 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	var caSt pki.Storage = pki.FileStorage{Dir: m.PKIDir}
 	if m.CASecret.Enable {
-		if m.CASecret.Namespace == "" || m.CASecret.Name == "" {
-			return errors.New("caSecret: namespace and name must be set when it is enabled")
-		}
 		caSt = kubestore.SecretStorage{Secrets: m.client.CoreV1().Secrets(m.CASecret.Namespace), Namespace: m.CASecret.Namespace, Name: m.CASecret.Name}
 	}
 	ca, err := pki.LoadCA(ctx, caSt) // cloudhub's; never a second one

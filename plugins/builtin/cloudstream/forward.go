@@ -77,9 +77,6 @@ func (m *Module) startForward(ca *pki.CA) error {
 	if !c.Enable {
 		return nil
 	}
-	if c.DialTimeout <= 0 {
-		return errors.New("forward.dialTimeout must be positive")
-	}
 	if c.HubModule == "" {
 		c.HubModule = defaultForward().HubModule
 	}

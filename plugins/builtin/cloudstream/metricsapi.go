@@ -3,7 +3,6 @@ package cloudstream
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -188,12 +187,6 @@ func (s *metricsStore) nodeNames() []string {
 // startMetricsAPI serves metrics.k8s.io and starts the scrape loop.
 func (m *Module) startMetricsAPI(ctx context.Context, ca *pki.CA, ips []net.IP, names []string) error {
 	c := &m.MetricsAPI
-	if c.ScrapeInterval <= 0 || c.ScrapeTimeout <= 0 || c.Concurrency <= 0 || c.AuthRefresh <= 0 {
-		return errors.New("metricsAPI: scrapeInterval, scrapeTimeout, authRefresh and concurrency must be positive")
-	}
-	if c.ServiceName == "" || c.ServiceNamespace == "" {
-		return errors.New("metricsAPI: serviceName and serviceNamespace must be set (the APIService's Service)")
-	}
 	svc := c.ServiceName + "." + c.ServiceNamespace + ".svc"
 	serving, err := pki.NewServerCert(ctx, ca, pki.FileStorage{Dir: filepath.Join(m.PKIDir, "metricsapi")},
 		pki.ServerCertOptions{IPs: ips, DNSNames: append([]string{svc, svc + ".cluster.local"}, names...), Logger: m.host.Logger()})

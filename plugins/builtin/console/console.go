@@ -99,17 +99,8 @@ func New() *Module {
 func SetClients(m *Module, c kubernetes.Interface, d dynamic.Interface) { m.client, m.dyn = c, d }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.SessionMaxAge <= 0 || m.AuthCacheTTL <= 0 || m.PushInterval <= 0 {
-		return errors.New("modules.console: sessionMaxAge, authCacheTTL and pushInterval must be positive")
-	}
-	if m.PageSize < 10 || m.PageSize > 5000 {
-		return fmt.Errorf("modules.console.pageSize is %d: want 10 to 5000", m.PageSize)
-	}
-	if m.LoginRate <= 0 || m.LoginBurst < 1 {
-		return fmt.Errorf("modules.console: loginRate (%v) must be positive and loginBurst (%d) at least 1", m.LoginRate, m.LoginBurst)
-	}
-	if m.CASecret.Enable && (m.CASecret.Namespace == "" || m.CASecret.Name == "") {
-		return errors.New("modules.console.caSecret: namespace and name must be set when it is enabled")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	if m.OwnershipNS == "" {
 		if m.OwnershipNS = os.Getenv("POD_NAMESPACE"); m.OwnershipNS == "" {

@@ -128,8 +128,8 @@ type metrics struct {
 }
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	if m.FlushInterval <= 0 || m.ResyncTimeout <= 0 {
-		return fmt.Errorf("flushInterval %s and resyncTimeout %s must be positive", m.FlushInterval, m.ResyncTimeout)
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	m.host, m.ctx, m.log = h, ctx, h.Logger()
 	m.metrics = &metrics{

@@ -90,15 +90,8 @@ type metrics struct {
 const maxSocketPath = 107
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	switch {
-	case m.Socket == "":
-		return errors.New("socket: empty; want a unix socket path such as /var/lib/kedge/dmi.sock")
-	case len(m.Socket) > maxSocketPath:
-		return fmt.Errorf("socket %q: %d bytes is longer than a unix socket path may be (%d)", m.Socket, len(m.Socket), maxSocketPath)
-	case m.QPS <= 0 || m.Burst <= 0:
-		return fmt.Errorf("qps %v and burst %d must be positive", m.QPS, m.Burst)
-	case m.ReconcileInterval <= 0 || m.CallTimeout <= 0:
-		return fmt.Errorf("reconcileInterval %s and callTimeout %s must be positive", m.ReconcileInterval, m.CallTimeout)
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	m.host, m.log = h, h.Logger()
 	m.metrics = &metrics{

@@ -10,10 +10,8 @@ package edged
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -117,35 +115,12 @@ func New() *Module {
 	}
 }
 
-func (m *Module) validate() error {
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"syncPeriod", m.SyncPeriod}, {"statusPeriod", m.StatusPeriod}, {"queryTimeout", m.QueryTimeout},
-		{"backoff.base", m.Backoff.Base}, {"backoff.max", m.Backoff.Max}, {"backoff.resetAfter", m.Backoff.ResetAfter},
-		{"images.pullTimeout", m.Images.PullTimeout}, {"probeTimeUnit", m.ProbeTimeUnit}} {
-		if d.v <= 0 {
-			return fmt.Errorf("%s %s: must be positive", d.name, d.v)
-		}
-	}
-	if m.Backoff.Max < m.Backoff.Base {
-		return fmt.Errorf("backoff.max %s is below backoff.base %s", m.Backoff.Max, m.Backoff.Base)
-	}
-	if m.RootDir == "" || !filepath.IsAbs(m.RootDir) {
-		return fmt.Errorf("rootDir %q: must be an absolute path", m.RootDir)
-	}
-	if m.PodSandboxImage == "" {
-		return errors.New("podSandboxImage is empty: name the pause image")
-	}
-	return nil
-}
-
 // Start dials the runtime (lazily: a runtime that is not up yet is retried by the workers), lists
 // every pod metamanager holds and starts a worker for each, and removes sandboxes of pods that are
 // no longer wanted.
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host, m.ctx = h, ctx
-	if err := m.validate(); err != nil {
+	if err := m.Validate(); err != nil { // validate.go; the host checked already
 		return err
 	}
 	cri, err := dial(m.CRIEndpoint)

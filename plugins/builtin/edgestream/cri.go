@@ -48,10 +48,7 @@ type criRuntime struct {
 }
 
 func dialCRI(endpoint, node string) (*criRuntime, error) {
-	path, ok := strings.CutPrefix(endpoint, "unix://")
-	if !ok && !strings.HasPrefix(endpoint, "/") {
-		return nil, fmt.Errorf("criEndpoint %q: want unix:///path/to.sock or an absolute socket path", endpoint)
-	}
+	path, _ := strings.CutPrefix(endpoint, "unix://") // its form is checked by Validate
 	conn, err := grpc.NewClient("unix://"+path,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {

@@ -76,14 +76,8 @@ func New() *Module {
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.host = h
-	if m.Server == "" || m.CAFile == "" || m.CertFile == "" || m.KeyFile == "" {
-		return errors.New("server, caFile, certFile and keyFile must be set (the node certificate files edgecore join wrote)")
-	}
-	if _, _, err := net.SplitHostPort(m.Server); err != nil {
-		return fmt.Errorf("server %q: want host:port: %w", m.Server, err)
-	}
-	if m.Heartbeat <= 0 || m.BackoffMin <= 0 || m.BackoffMax < m.BackoffMin || m.DialTimeout <= 0 || m.LogPoll <= 0 {
-		return errors.New("heartbeat, backoffMin, dialTimeout and logPoll must be positive and backoffMax >= backoffMin")
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	if _, err := m.tlsConfig(); err != nil {
 		return err

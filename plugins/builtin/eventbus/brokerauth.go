@@ -18,6 +18,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kedge-io/kedge/sdk"
 )
 
 // BrokerSecurity configures who may connect to the embedded broker. The zero value is the old
@@ -29,14 +31,18 @@ type BrokerSecurity struct {
 	ClientCAFile string `yaml:"clientCAFile" doc:"PEM CA bundle; set (with certFile), every client must present a certificate signed by it."`
 }
 
+// check records what does not go together in the broker's settings (keys under "broker.").
+func (s BrokerSecurity) check(c *sdk.SettingChecks) {
+	c.Check((s.CertFile == "") == (s.KeyFile == ""), "broker.keyFile",
+		"%q with broker.certFile %q: set both for TLS, or neither", s.KeyFile, s.CertFile)
+	c.Check(s.ClientCAFile == "" || s.CertFile != "", "broker.clientCAFile",
+		"%q needs broker.certFile and broker.keyFile: client certificates are checked in a TLS handshake", s.ClientCAFile)
+}
+
 func (s BrokerSecurity) validate() error {
-	if (s.CertFile == "") != (s.KeyFile == "") {
-		return fmt.Errorf("broker.certFile %q and broker.keyFile %q: set both for TLS, or neither", s.CertFile, s.KeyFile)
-	}
-	if s.ClientCAFile != "" && s.CertFile == "" {
-		return fmt.Errorf("broker.clientCAFile %q needs broker.certFile and broker.keyFile: client certificates are checked in a TLS handshake", s.ClientCAFile)
-	}
-	return nil
+	var c sdk.SettingChecks
+	s.check(&c)
+	return c.Err()
 }
 
 // selfListener is the plain loopback listener only eventbus's own client uses while the public

@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -108,52 +106,10 @@ func New() *Module {
 	}
 }
 
-func (m *Module) validate() error {
-	switch m.MQTTMode {
-	case ModeInternal, ModeExternal, ModeBoth:
-	default:
-		return fmt.Errorf("mqttMode %q: want internal, external or both", m.MQTTMode)
-	}
-	if m.MQTTMode != ModeExternal {
-		if _, _, err := net.SplitHostPort(m.InternalAddress); err != nil {
-			return fmt.Errorf("internalAddress %q: %w", m.InternalAddress, err)
-		}
-		if err := m.Broker.validate(); err != nil {
-			return err
-		}
-	}
-	if m.MQTTMode != ModeInternal {
-		u, err := url.Parse(m.ExternalURL)
-		if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "mqtt") {
-			return fmt.Errorf("externalURL %q: want tcp://host:port", m.ExternalURL)
-		}
-	}
-	if len(m.Topics) == 0 {
-		return errors.New("topics: at least one topic filter is needed")
-	}
-	for _, list := range [][]string{m.Topics, m.UserTopics} {
-		for _, f := range list {
-			if err := validFilter(f); err != nil {
-				return err
-			}
-		}
-	}
-	for name, d := range map[string]time.Duration{"keepAlive": m.KeepAlive, "connectTimeout": m.ConnectTimeout,
-		"maxReconnectInterval": m.MaxReconnectInterval, "writeTimeout": m.WriteTimeout, "sendTimeout": m.SendTimeout, "ackTimeout": m.AckTimeout} {
-		if d <= 0 {
-			return fmt.Errorf("%s %s: must be positive", name, d)
-		}
-	}
-	if m.TwinModule == "" {
-		return errors.New("twinModule is empty")
-	}
-	return nil
-}
-
 // Start runs the embedded broker (modes internal and both) and connects the clients. It waits for
 // the embedded broker's client; an external broker that is down is retried in the background.
 func (m *Module) Start(ctx context.Context, h sdk.Host) (err error) {
-	if err := m.validate(); err != nil {
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
 		return err
 	}
 	m.host, m.ctx, m.log = h, ctx, h.Logger()

@@ -90,10 +90,10 @@ func New() *Module {
 const maxCloudQueries = 256
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	m.host, m.ctx = h, ctx
-	if m.QueryTimeout <= 0 {
-		return fmt.Errorf("queryTimeout %s: must be positive", m.QueryTimeout)
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
+	m.host, m.ctx = h, ctx
 	m.asking = make(chan struct{}, maxCloudQueries)
 	m.metrics = &metrics{cloudQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_metamanager_cloud_queries_total",
 		Help: "Queries for objects missing on the edge asked of the cloud, by result (found, error, unanswered, busy)."}, []string{"result"})}
@@ -101,9 +101,6 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		return err
 	}
 	if m.MetaServer.Enable {
-		if startMetaServer == nil {
-			return errors.New("metaServer.enable is true, but this build has no MetaServer (built with the tag kedge_nometaserver, as the minimal class is): set modules.metamanager.metaServer.enable=false or use a build that has it")
-		}
 		srv, err := startMetaServer(ctx, m)
 		if err != nil {
 			return err

@@ -5,7 +5,6 @@ package metamanager
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"net"
 
 	"github.com/kedge-io/kedge/plugins/builtin/metamanager/metaserver"
@@ -35,9 +34,7 @@ func startServer(ctx context.Context, m *Module) (apiServer, error) {
 	}
 	var tlsConf *tls.Config
 	switch {
-	case (m.MetaServer.CertFile == "") != (m.MetaServer.KeyFile == ""):
-		return nil, fmt.Errorf("metaServer.certFile %q and metaServer.keyFile %q: set both for HTTPS, or neither", m.MetaServer.CertFile, m.MetaServer.KeyFile)
-	case m.MetaServer.CertFile != "":
+	case m.MetaServer.CertFile != "": // with keyFile (Validate)
 		cert, err := metaserver.ServingCertificate(m.MetaServer.CertFile, m.MetaServer.KeyFile, log)
 		if err != nil {
 			return nil, err

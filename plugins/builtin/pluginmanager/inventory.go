@@ -26,18 +26,17 @@ func defaultInventory() Inventory {
 	return Inventory{Interval: 10 * time.Minute, Check: 30 * time.Second}
 }
 
-func (i Inventory) check() error {
+// check records the inventory's problems (keys under "inventory.").
+func (i Inventory) check(c *sdk.SettingChecks) {
 	switch {
-	case i.Interval == 0:
-		return nil
+	case i.Interval == 0: // no report
 	case i.Interval < 0:
-		return fmt.Errorf("inventory.interval %s: must be positive (0: no report)", i.Interval)
+		c.Check(false, "inventory.interval", "must be positive (0: no report), got %s", i.Interval)
 	case i.Check < time.Second:
-		return fmt.Errorf("inventory.check %s: must be at least 1s", i.Check)
-	case i.Check > i.Interval:
-		return fmt.Errorf("inventory.check %s must not be longer than inventory.interval %s", i.Check, i.Interval)
+		c.Check(false, "inventory.check", "must be at least 1s, got %s", i.Check)
+	default:
+		c.Check(i.Check <= i.Interval, "inventory.check", "%s must not be longer than inventory.interval %s", i.Check, i.Interval)
 	}
-	return nil
 }
 
 // invState is what the reporter last sent.

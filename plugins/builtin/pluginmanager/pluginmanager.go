@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -132,25 +131,8 @@ type Report struct {
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
-	switch {
-	case m.RegistryURL == "":
-		return errors.New("registryURL must be set (https://<cloudcore>:10002/registry)")
-	case len(m.TrustedKeys) == 0:
-		return errors.New("trustedKeys must name at least one registry public key file")
-	case m.PluginsDir == "":
-		return errors.New("pluginsDir must be set")
-	case m.Hub == "":
-		return errors.New("hub must be set")
-	case m.SwapTimeout <= 0 || m.HealthTimeout <= 0 || m.HealthStable <= 0 || m.FetchTimeout <= 0:
-		return errors.New("swapTimeout, healthTimeout, healthStable and fetchTimeout must be positive")
-	case m.HealthStable >= m.HealthTimeout:
-		return fmt.Errorf("healthStable %s must be shorter than healthTimeout %s", m.HealthStable, m.HealthTimeout)
-	}
-	if err := m.Inventory.check(); err != nil {
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
 		return err
-	}
-	if strings.HasPrefix(m.RegistryURL, "https://") && (m.CAFile == "" || m.CertFile == "" || m.KeyFile == "") {
-		return errors.New("caFile, certFile and keyFile must be set for an https registryURL (the node's certificate files)")
 	}
 	for _, p := range m.TrustedKeys {
 		k, err := index.ReadPublicKey(p)

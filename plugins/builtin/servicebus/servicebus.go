@@ -112,24 +112,12 @@ func New() *Module {
 
 func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.life = ctx
-	if m.Concurrency <= 0 {
-		return fmt.Errorf("servicebus: concurrency must be positive, got %d", m.Concurrency)
+	if err := m.Validate(); err != nil { // the host checked already; a direct caller gets the same answer
+		return err
 	}
 	m.slots = make(chan struct{}, m.Concurrency)
-	if m.Timeout <= 0 {
-		return fmt.Errorf("servicebus: timeout must be positive, got %s", m.Timeout)
-	}
-	if m.MaxResponseBytes <= 0 || m.MaxResponseBytes > maxBody {
-		return fmt.Errorf("servicebus: maxResponseBytes must be in 1..%d, got %d", maxBody, m.MaxResponseBytes)
-	}
-	if m.MaxClockSkew < 0 {
-		return fmt.Errorf("servicebus: maxClockSkew must not be negative, got %s", m.MaxClockSkew)
-	}
 	m.allowed = map[int]bool{}
 	for _, p := range m.AllowedPorts {
-		if p < 1 || p > 65535 {
-			return fmt.Errorf("servicebus: allowedPorts: %d is not a TCP port (1..65535)", p)
-		}
 		m.allowed[p] = true
 	}
 	var err error

@@ -253,26 +253,3 @@ func TestNothingIsAllowedByDefault(t *testing.T) {
 		t.Fatalf("refusal %+v, service called %v: want port_not_allowed and no call", ref, called.Load())
 	}
 }
-
-func TestBadSettingsFailTheStartNamingTheSetting(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		cfg  func(*Module)
-		want string
-	}{
-		{"a port out of range", func(m *Module) { m.AllowedPorts = []int{0} }, "allowedPorts: 0 is not a TCP port"},
-		{"a zero timeout", func(m *Module) { m.Timeout = 0 }, "timeout must be positive"},
-		{"a zero size limit", func(m *Module) { m.MaxResponseBytes = 0 }, "maxResponseBytes must be in"},
-		{"a size limit beyond the hub's message", func(m *Module) { m.MaxResponseBytes = message.MaxSize }, "maxResponseBytes must be in"},
-		{"a negative clock skew", func(m *Module) { m.MaxClockSkew = -time.Second }, "maxClockSkew must not be negative"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			m := New()
-			tt.cfg(m)
-			err := m.Start(t.Context(), nil)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Start = %v, want %q", err, tt.want)
-			}
-		})
-	}
-}

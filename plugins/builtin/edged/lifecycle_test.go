@@ -192,14 +192,21 @@ func TestRecreatedSandboxKeepsRestartCountsGrowingAlsoAcrossAnEdgedRestart(t *te
 
 func TestDeletionReportsTheContainersTerminatedBeforeConfirmingIt(t *testing.T) {
 	r := newRig(t, nil)
-	pod := newPod(t, corev1.RestartPolicyAlways, `trap 'exit 7' TERM; while true; do sleep 0.1; done`)
+	// The shell is the container's PID 1: a TERM that arrives before its trap is set is ignored and the
+	// grace period ends in SIGKILL (137), so the pod is deleted only once the readiness probe sees the
+	// file written after the trap (on a busy machine a container can be Running long before that).
+	pod := newPod(t, corev1.RestartPolicyAlways, `trap 'exit 7' TERM; touch /tmp/trapped; while true; do sleep 0.1; done`)
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/tmp/trapped"}}},
+		PeriodSeconds: 1, TimeoutSeconds: 10, FailureThreshold: 1}
 	r.run(pod)
-	r.waitStatus(pod.Name, "Running", 30*time.Second, func(s corev1.PodStatus) bool { return s.Phase == corev1.PodRunning })
-	grace := int64(5)
+	r.waitStatus(pod.Name, "Ready (its TERM trap set)", 60*time.Second, func(s corev1.PodStatus) bool {
+		return s.Phase == corev1.PodRunning && condition(s, corev1.PodReady) == corev1.ConditionTrue
+	})
+	grace := int64(20) // the trap ends it at once; the margin is for a busy machine
 	now := metav1.Now()
 	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = &now, &grace
 	r.apply(pod)
-	r.eventually("deletion confirmed", 30*time.Second, func() bool { return r.deletionDone(pod.Name, pod.UID) })
+	r.eventually("deletion confirmed", 90*time.Second, func() bool { return r.deletionDone(pod.Name, pod.UID) })
 
 	// The last status sent before the delete confirmation says how the container ended.
 	r.mu.Lock()

@@ -219,14 +219,17 @@ func Load(spec Spec, path string, sets, environ []string) (Config, []modules.Pla
 	}
 	if v, ok := cfg.(interface{ Validate(source string) error }); ok {
 		if err := v.Validate(source); err != nil {
+			ov.Attribute(err)
 			return nil, nil, err
 		}
 	}
 	if err := cfg.base().validate(source); err != nil {
+		ov.Attribute(err)
 		return nil, nil, err
 	}
 	plan, err := modules.Plan(source, tree, &ov, sdk.Registered(), loaders(cfg.base()))
 	if err != nil {
+		ov.Attribute(err) // a module's Validate names the file; the bad value may come from elsewhere
 		return nil, nil, err
 	}
 	if unused := ov.Unused(); len(unused) > 0 {

@@ -121,3 +121,48 @@ func TestValidateAndStartupReportEveryBadModuleSettingWithFileAndKeyAndStartNoth
 		}
 	})
 }
+
+// TestAModuleSettingsProblemNamesTheEnvironmentVariableOrFlagThatSetIt proves that a bad value given
+// by KEDGE_ or --set is reported against that variable or flag, not against the config file (or
+// "defaults") that never held it.
+func TestAModuleSettingsProblemNamesTheEnvironmentVariableOrFlagThatSetIt(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "vtest.yaml")
+	if err := os.WriteFile(cfg, []byte("modules:\n  vtest-checked: {enable: true, workers: 2, every: 2s}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		sets, env  []string
+		want       []string
+	}{
+		{"file, environment and flag", cfg, []string{"modules.vtest-checked.every=500ms"}, []string{"KEDGE_MODULES__VTEST-CHECKED__WORKERS=0"}, []string{
+			"environment KEDGE_MODULES__VTEST-CHECKED__WORKERS: modules.vtest-checked.workers: must be positive, got 0",
+			"flag --set modules.vtest-checked.every=500ms: modules.vtest-checked.every: must be at least 1s, got 500ms",
+		}},
+		{"no file", "", nil, []string{"KEDGE_MODULES__VTEST-CHECKED__ENABLE=true", "KEDGE_MODULES__VTEST-CHECKED__WORKERS=-1"}, []string{
+			"environment KEDGE_MODULES__VTEST-CHECKED__WORKERS: modules.vtest-checked.workers: must be positive, got -1",
+		}},
+		{"host setting from the environment", cfg, nil, []string{"KEDGE_RUNTIME__GCPERCENT=0"}, []string{
+			"environment KEDGE_RUNTIME__GCPERCENT: runtime.gcPercent: expected a positive percentage or -1 (off), got 0",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Load(vtSpec(dir), tc.path, tc.sets, tc.env)
+			if err == nil {
+				t.Fatal("loaded; want the problems reported")
+			}
+			var lines []string
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				for _, e := range j.Unwrap() {
+					lines = append(lines, e.Error())
+				}
+			} else {
+				lines = []string{err.Error()}
+			}
+			if strings.Join(lines, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("reported:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}

@@ -288,3 +288,26 @@ func (o Overrides) ApplyRaw(at string, tree map[string]any) {
 		x.used = true
 	}
 }
+
+// Attribute gives each *Error in err (joined errors included) whose key an override set the source of
+// that override instead of the file's: a check that runs after decoding (a module's Validate, the
+// host's own ranges) then names KEDGE_MODULES__CONSOLE__PAGESIZE or the --set flag that gave the bad
+// value, not a file that never held it. The last override of a key wins, as in Decode.
+func (o Overrides) Attribute(err error) {
+	switch e := err.(type) {
+	case nil:
+	case *Error:
+		for i := len(o.list) - 1; i >= 0; i-- {
+			if x := o.list[i]; x.used && strings.EqualFold(x.key, e.Key) {
+				e.Source = x.source
+				return
+			}
+		}
+	case interface{ Unwrap() []error }:
+		for _, inner := range e.Unwrap() {
+			o.Attribute(inner)
+		}
+	case interface{ Unwrap() error }:
+		o.Attribute(e.Unwrap())
+	}
+}

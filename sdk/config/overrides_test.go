@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -301,5 +302,29 @@ func TestApplyRawWritesOverridesIntoARawSectionTyped(t *testing.T) {
 	}
 	if u := ov.Unused(); len(u) != 1 || !strings.Contains(u[0].Error(), "modules.other.x") {
 		t.Fatalf("Unused = %v, want only the override for another module", u)
+	}
+}
+
+func TestAttributeNamesTheOverrideThatGaveAKeyItsValue(t *testing.T) {
+	ov := EnvOverrides("KEDGE_", []string{"KEDGE_LIMITS__PORT=80"}).Merge(mustSet(t, "timeout=3s"))
+	cfg := defaults()
+	if err := Decode("edgecore.yaml", nil, "", &ov, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	fromEnv := &Error{Source: "edgecore.yaml", Key: "limits.port", Problem: "must be above 1024"}
+	fromSet := &Error{Source: "edgecore.yaml", Key: "timeout", Problem: "must be at least 5s"}
+	fromFile := &Error{Source: "edgecore.yaml", Key: "log.level", Problem: "not here"}
+	ov.Attribute(errors.Join(fromEnv, fmt.Errorf("wrapped: %w", fromSet), fromFile))
+	for _, tc := range []struct {
+		err  *Error
+		want string
+	}{
+		{fromEnv, "environment KEDGE_LIMITS__PORT: limits.port: must be above 1024"},
+		{fromSet, "flag --set timeout=3s: timeout: must be at least 5s"},
+		{fromFile, "edgecore.yaml: log.level: not here"},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("got  %s\nwant %s", got, tc.want)
+		}
 	}
 }

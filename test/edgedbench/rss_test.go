@@ -179,7 +179,7 @@ func settle(pid int) (rss, hwm int64, err error) {
 
 // measure starts the real edgecore (edged on the test containerd, no cloud) with pods seeded in its
 // store, waits until they all run in containerd, and returns edgecore's own RSS once it settles.
-func measure(b *testing.B, ep string, cri *crienv.Client, pods int) (rss, hwm, anon int64) {
+func measure(b *testing.B, ep string, cri *crienv.Client, pods int) (rss, hwm, anon int64, cpu, wake float64) {
 	b.Helper()
 	bin := edgecoreBinary(b)
 	dir := b.TempDir()
@@ -269,7 +269,49 @@ func measure(b *testing.B, ep string, cri *crienv.Client, pods int) (rss, hwm, a
 	if err != nil {
 		b.Fatal(err)
 	}
-	return rss, hwm, anonRSS(cmd.Process.Pid)
+	anon = anonRSS(cmd.Process.Pid)
+	window := 10 * time.Second
+	if v := os.Getenv("EDGEDBENCH_IDLE"); v != "" {
+		if window, err = time.ParseDuration(v); err != nil || window <= 0 {
+			b.Fatalf("EDGEDBENCH_IDLE %q: want a positive duration", v)
+		}
+	}
+	cpu, wake = idleCost(cmd.Process.Pid, window)
+	return rss, hwm, anon, cpu, wake
+}
+
+// threadTotals sums over the process's threads the CPU time (schedstat, ns on a CPU: finer than the
+// 10 ms ticks of /proc/PID/stat) and the voluntary context switches (a thread went to sleep: each is
+// a wake-up later).
+func threadTotals(pid int) (cpuNs, switches int64) {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, t := range tasks {
+		if b, err := os.ReadFile(filepath.Join(t, "schedstat")); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				cpuNs += n
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(t, "status")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					switches += n
+				}
+			}
+		}
+	}
+	return cpuNs, switches
+}
+
+// idleCost is the process's CPU in ms per second and its wake-ups per second over window.
+func idleCost(pid int, window time.Duration) (cpuMsPerS, wakeupsPerS float64) {
+	c0, w0 := threadTotals(pid)
+	start := time.Now()
+	time.Sleep(window)
+	c1, w1 := threadTotals(pid)
+	secs := time.Since(start).Seconds()
+	return float64(c1-c0) / 1e6 / secs, float64(w1-w0) / secs
 }
 
 type writerFunc func([]byte) (int, error)
@@ -287,11 +329,15 @@ func BenchmarkEdgecoreRSS(b *testing.B) {
 	for _, pods := range []int{0, podsPerRound} {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
 			var sumRSS, sumHWM, sumAnon int64
+			var sumCPU, sumWake float64
 			n := 0
 			for b.Loop() {
-				rss, hwm, anon := measure(b, ep, cri, pods)
+				rss, hwm, anon, cpu, wake := measure(b, ep, cri, pods)
 				sumRSS, sumHWM, sumAnon, n = sumRSS+rss, sumHWM+hwm, sumAnon+anon, n+1
+				sumCPU, sumWake = sumCPU+cpu, sumWake+wake
 			}
+			b.ReportMetric(sumCPU/float64(n), "idle-cpu-ms/s")
+			b.ReportMetric(sumWake/float64(n), "wakeups/s")
 			b.ReportMetric(float64(sumRSS)/float64(n)/1024, "rss-MiB")
 			b.ReportMetric(float64(sumHWM)/float64(n)/1024, "peak-rss-MiB")
 			b.ReportMetric(float64(sumAnon)/float64(n)/1024, "anon-MiB")

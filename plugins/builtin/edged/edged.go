@@ -50,7 +50,7 @@ type Module struct {
 	MetaManager     string `yaml:"metaManager" doc:"Module that stores objects and carries status to the cloud; pods, configmaps and secrets are read from it."`
 
 	SyncPeriod   time.Duration `yaml:"syncPeriod" doc:"Every pod's configMap/secret/projected volume files are re-read from the store at least this often (a change notified by metamanager refreshes them at once)."`
-	StatusPeriod time.Duration `yaml:"statusPeriod" doc:"How often each pod's containers are read from CRI to detect exits and refresh the status; status goes upstream only when it changed."`
+	StatusPeriod time.Duration `yaml:"statusPeriod" doc:"How often the runtime is relisted (one ListPodSandbox + one ListContainers for all pods) to detect exits and changes; only the pods that changed are synced, and status goes upstream only when it changed. A failed sync is retried after this period."`
 	QueryTimeout time.Duration `yaml:"queryTimeout" doc:"Bound on one query to metamanager (a ConfigMap or Secret a container's env refers to)."`
 
 	// ProbeTimeUnit is how long one "second" of a probe spec lasts; tests shorten it.
@@ -95,6 +95,7 @@ type metrics struct {
 	pods           prometheus.GaugeFunc
 	criErrors      *prometheus.CounterVec
 	containerStart prometheus.Histogram
+	relists        *prometheus.CounterVec
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -127,6 +128,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err != nil {
 		return err
 	}
+	if wrapRuntime != nil {
+		cri.rt = wrapRuntime(cri.rt)
+	}
 	m.cri = cri
 	m.nodeIP = m.NodeIP
 	if m.nodeIP == "" {
@@ -141,6 +145,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.workers = map[types.UID]*worker{}
 	m.started = make(chan struct{})
 	m.wg.Go(func() { m.initialSync(ctx) })
+	m.wg.Go(func() { m.relistLoop(ctx) })
 	return nil
 }
 
@@ -162,8 +167,10 @@ func (m *Module) registerMetrics() error {
 			Help: "Failed CRI calls, by call."}, []string{"call"}),
 		containerStart: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kedge_edged_container_start_seconds",
 			Help: "CreateContainer + StartContainer duration.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 10)}),
+		relists: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_edged_relists_total",
+			Help: "Shared relists of the runtime (one ListPodSandbox + one ListContainers for all pods), by result (ok, error)."}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.metrics.syncs, m.metrics.starts, m.metrics.statusSent, m.metrics.pods, m.metrics.criErrors, m.metrics.containerStart} {
+	for _, c := range []prometheus.Collector{m.metrics.syncs, m.metrics.starts, m.metrics.statusSent, m.metrics.pods, m.metrics.criErrors, m.metrics.containerStart, m.metrics.relists} {
 		if err := m.host.Metrics().Register(c); err != nil {
 			return err
 		}

@@ -103,7 +103,9 @@ func (w *worker) run(ctx context.Context) {
 }
 
 // sync does one round of reconciliation and says when the next is due; done means the pod is gone
-// and nothing of it is left.
+// and nothing of it is left. A failed round is retried after statusPeriod; otherwise the worker
+// sleeps until the shared relist sees its pod change in the runtime (or another wake: a probe result,
+// a new desired state, a stored object its volumes read, a back-off's end, syncPeriod).
 func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next time.Duration, done bool) {
 	next = w.m.StatusPeriod
 	sbs, err := w.sandboxes(ctx)
@@ -232,6 +234,9 @@ func (w *worker) sync(ctx context.Context, pod *corev1.Pod, removed bool) (next 
 		w.stopSandboxes(ctx, []*criv1.PodSandbox{sb})
 		return w.m.SyncPeriod, false
 	}
+	// Nothing more to do until the runtime changes (the shared relist wakes the worker, see
+	// relist.go), a probe result or a stored change arrives, a back-off ends or the volumes are due.
+	next = w.m.SyncPeriod
 	if !wakeAt.IsZero() {
 		if d := time.Until(wakeAt); d < next {
 			next = max(d, time.Millisecond)

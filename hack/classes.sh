@@ -40,6 +40,7 @@ rows=""
 for class in $classes; do
   make -s --no-print-directory release-edgecore-$class-amd64 >/dev/null
   bin=_bin/release/edgecore-$class-amd64
+  sync "$bin" # a freshly written binary's pages are dirty: MADV_PAGEOUT below could not reclaim them
   size=$(stat -c %s "$bin")
   port=$((10390 + RANDOM % 100))
   mods=$("$bin" version | awk '/module/ {print $2}' | paste -sd, -)

@@ -19,6 +19,8 @@ var depRules = []depRule{
 	{"k8s.io/client-go", nil}, // the edge never talks to the Kubernetes API itself
 	{"sigs.k8s.io/controller-runtime", nil},
 	{"golang.org/x/net/trace", nil}, // gRPC's tracing (grpcnotrace): debug handlers and a reflective template
+	{"net/http/pprof", nil},         // the admin server's profiler (kedge_nopprof): plain builds only
+	{"runtime/pprof", nil},
 	// Pods are Kubernetes objects: edged runs them and the MetaServer serves them with k8s.io/api
 	// (noruntime and edgehub write the few fields they need with their own types). Devices are CRDs
 	// whose Go types (sdk/apis/devices/v1beta1) embed metav1.ObjectMeta, and nodestatus reports

@@ -240,7 +240,9 @@ func (l *List) ClassTags(c Class) []string {
 	// nethttpomithttp2: net/http without its bundled HTTP/2 (about 0.5 MiB). On the edge every net/http
 	// use is HTTP/1.1 (the hub's websocket, edgestream's upgrades, join, the admin server, the
 	// MetaServer's watches); gRPC (DMI, plugin processes, the CRI) has its own HTTP/2.
-	return append(tags, "grpcnotrace", "nethttpomithttp2")
+	// kedge_nopprof: the admin server without Go's profiler (net/http/pprof, runtime/pprof, html:
+	// about 0.5 MiB; admin.pprof is refused by name). A plain go build keeps it for profiling.
+	return append(tags, "grpcnotrace", "nethttpomithttp2", "kedge_nopprof")
 }
 
 // Names returns the names of the modules on side (any side when empty) with runtime (any when

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"runtime"
 	"slices"
 	"strings"
@@ -68,8 +67,7 @@ func startAdmin(addr string, pprofOn bool, reg *prometheus.Registry, mgr *module
 	// The host's own metrics and each running module instance's.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, mgr}, promhttp.HandlerOpts{Registry: reg}))
 	if pprofOn {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs, ... by name
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		servePprof(mux) // pprof.go; refused at validation in a build without it (pprof_off.go)
 	}
 	s := &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	go func() {

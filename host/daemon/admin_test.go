@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,5 +39,22 @@ func TestAdminServesProfilesOnlyWhenPprofIsOn(t *testing.T) {
 			}
 		}
 		s.close(context.Background())
+	}
+}
+
+// TestAPprofSettingIsRefusedByNameInABuildWithoutTheProfiler proves that a release class build (tag
+// kedge_nopprof, which links no profiler: hack/modgen's dependency rules) refuses admin.pprof: true
+// at validation, naming the key, instead of starting without the profiles it was asked for.
+func TestAPprofSettingIsRefusedByNameInABuildWithoutTheProfiler(t *testing.T) {
+	built := pprofBuilt
+	t.Cleanup(func() { pprofBuilt = built })
+	pprofBuilt = false
+	dir := t.TempDir()
+	_, _, err := Load(vtSpec(dir), "", []string{"admin.pprof=true"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "admin.pprof: this build has no profiler") {
+		t.Fatalf("Load(--set admin.pprof=true) without a profiler = %v, want it refused naming admin.pprof", err)
+	}
+	if _, _, err := Load(vtSpec(dir), "", nil, nil); err != nil {
+		t.Fatalf("pprof off is valid in any build: %v", err)
 	}
 }

@@ -254,6 +254,8 @@ func (b *Base) validate(source string) error {
 		return &config.Error{Source: source, Key: "admin.swapHealthTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Admin.SwapHealthTimeout)}
 	case b.Store.CacheKiB < 0:
 		return &config.Error{Source: source, Key: "store.cacheKiB", Problem: fmt.Sprintf("must be 0 (SQLite's default) or a size in KiB, got %d", b.Store.CacheKiB)}
+	case b.Admin.Pprof && !pprofBuilt:
+		return &config.Error{Source: source, Key: "admin.pprof", Problem: "this build has no profiler (a release class build, tag kedge_nopprof); use a plain go build to profile"}
 	case b.Plugins.PrepareTimeout <= 0:
 		return &config.Error{Source: source, Key: "plugins.prepareTimeout", Problem: fmt.Sprintf("must be positive, got %s", b.Plugins.PrepareTimeout)}
 	}

@@ -1,6 +1,7 @@
 package sdktest
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,16 +63,29 @@ func Case(name string, settings map[string]any, key, problem string) SettingCase
 // "<file>: modules.<name>.<Key>: <Problem...>" — the line `edgecore validate` and startup print.
 func ValidateSettings(t *testing.T, name string, cases []SettingCase) {
 	t.Helper()
+	ValidateSettingsOver(t, name, nil, cases)
+}
+
+// ValidateSettingsOver is ValidateSettings for a module whose defaults are not enough when it is
+// enabled (a registry, a tunnel or a token to name): base (keys of the module's block) must pass, and
+// each case's Settings are laid over base (a top-level key replaces base's) and must fail.
+func ValidateSettingsOver(t *testing.T, name string, base map[string]any, cases []SettingCase) {
+	t.Helper()
 	info, ok := sdk.Lookup(name)
 	if !ok {
 		t.Fatalf("sdktest: module %s is not registered", name)
 	}
-	if _, err := Validate(t, info, nil); err != nil {
-		t.Fatalf("the defaults of %s are refused: %v", name, err)
+	if _, err := Validate(t, info, base); err != nil {
+		t.Fatalf("the defaults of %s with %v are refused: %v", name, base, err)
 	}
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			path, err := Validate(t, info, tc.Settings)
+			settings := maps.Clone(base)
+			if settings == nil {
+				settings = map[string]any{}
+			}
+			maps.Copy(settings, tc.Settings)
+			path, err := Validate(t, info, settings)
 			want := path + ": modules." + name + "." + tc.Key + ": " + tc.Problem
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("got %v\nwant an error containing %q", err, want)

@@ -1,13 +1,10 @@
 package cloudbus_test
 
 import (
-	"maps"
-	"strings"
 	"testing"
 
 	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/cloudbus"
-	"github.com/kedge-io/kedge/sdk"
 )
 
 // TestBadSettingsFailValidationNamingFileAndKey proves each constraint on cloudbus's settings is
@@ -15,15 +12,8 @@ import (
 // "<file>: modules.cloudbus.<key>: <problem>". The defaults carry no token, which an enabled cloudbus
 // refuses (the endpoint reaches into edge nodes); with a token they pass.
 func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
-	info, ok := sdk.Lookup(cloudbus.Name)
-	if !ok {
-		t.Fatal("cloudbus is not registered")
-	}
 	base := map[string]any{"token": "t"}
-	if _, err := sdktest.Validate(t, info, base); err != nil {
-		t.Fatalf("the defaults with a token are refused: %v", err)
-	}
-	for _, tc := range []sdktest.SettingCase{
+	sdktest.ValidateSettingsOver(t, cloudbus.Name, base, []sdktest.SettingCase{
 		sdktest.Case("defaults without a token", map[string]any{"token": ""}, "token", "no token or tokenFile"),
 		sdktest.Case("token and tokenFile together", map[string]any{"tokenFile": "/x"}, "tokenFile", "set token or tokenFile, not both"),
 		sdktest.Case("token and insecureNoAuth together", map[string]any{"insecureNoAuth": true}, "insecureNoAuth", "is set together with a token: choose one"),
@@ -33,15 +23,5 @@ func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
 		sdktest.Case("zero maxRequestBytes", map[string]any{"maxRequestBytes": 0}, "maxRequestBytes", "must be in 1.."),
 		sdktest.Case("maxRequestBytes over half a message", map[string]any{"maxRequestBytes": 1 << 40}, "maxRequestBytes", "must be in 1.."),
 		sdktest.Case("empty hubModule", map[string]any{"hubModule": ""}, "hubModule", "must name the module"),
-	} {
-		t.Run(tc.Name, func(t *testing.T) {
-			settings := maps.Clone(base)
-			maps.Copy(settings, tc.Settings)
-			path, err := sdktest.Validate(t, info, settings)
-			want := path + ": modules." + cloudbus.Name + "." + tc.Key + ": " + tc.Problem
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Fatalf("got %v\nwant an error containing %q", err, want)
-			}
-		})
-	}
+	})
 }

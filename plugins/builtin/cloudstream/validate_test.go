@@ -2,7 +2,6 @@ package cloudstream_test
 
 import (
 	"maps"
-	"strings"
 	"testing"
 
 	"github.com/kedge-io/kedge/host/sdktest"
@@ -37,7 +36,7 @@ func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
 		}
 		return map[string]any{block: m}
 	}
-	for _, tc := range []sdktest.SettingCase{
+	sdktest.ValidateSettingsOver(t, cloudstream.Name, base, []sdktest.SettingCase{
 		sdktest.Case("defaults without clientCAFile", map[string]any{"clientCAFile": ""}, "clientCAFile", "no client authentication for the stream server"),
 		sdktest.Case("zero sessionTimeout", map[string]any{"sessionTimeout": "0s"}, "sessionTimeout", "must be positive, got 0s"),
 		sdktest.Case("negative heartbeat", map[string]any{"heartbeat": "-1s"}, "heartbeat", "must be positive, got -1s"),
@@ -52,15 +51,5 @@ func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
 		sdktest.Case("metricsAPI with zero concurrency", on("metricsAPI", "concurrency", 0), "metricsAPI.concurrency", "must be positive, got 0"),
 		sdktest.Case("metricsAPI without a serviceName", on("metricsAPI", "serviceName", ""), "metricsAPI.serviceName", "must name the APIService's Service"),
 		sdktest.Case("metricsAPI without a serviceNamespace", on("metricsAPI", "serviceNamespace", ""), "metricsAPI.serviceNamespace", "must name the namespace"),
-	} {
-		t.Run(tc.Name, func(t *testing.T) {
-			settings := maps.Clone(base)
-			maps.Copy(settings, tc.Settings)
-			path, err := sdktest.Validate(t, info, settings)
-			want := path + ": modules." + cloudstream.Name + "." + tc.Key + ": " + tc.Problem
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Fatalf("got %v\nwant an error containing %q", err, want)
-			}
-		})
-	}
+	})
 }

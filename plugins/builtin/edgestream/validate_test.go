@@ -1,13 +1,10 @@
 package edgestream_test
 
 import (
-	"maps"
-	"strings"
 	"testing"
 
 	"github.com/kedge-io/kedge/host/sdktest"
 	"github.com/kedge-io/kedge/plugins/builtin/edgestream"
-	"github.com/kedge-io/kedge/sdk"
 )
 
 // TestBadSettingsFailValidationNamingFileAndKey proves each constraint on edgestream's settings is
@@ -15,16 +12,9 @@ import (
 // "<file>: modules.edgestream.<key>: <problem>". The defaults name no tunnel (edgestream is off by
 // default), so a block that names one and the node's files is the good base each case changes.
 func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
-	info, ok := sdk.Lookup(edgestream.Name)
-	if !ok {
-		t.Fatal("edgestream is not registered")
-	}
 	base := map[string]any{"server": "cloud.example:10004", "caFile": "/var/lib/kedge/certs/ca.crt",
 		"certFile": "/var/lib/kedge/certs/node.crt", "keyFile": "/var/lib/kedge/certs/node.key"}
-	if _, err := sdktest.Validate(t, info, base); err != nil {
-		t.Fatalf("the defaults with a tunnel are refused: %v", err)
-	}
-	for _, tc := range []sdktest.SettingCase{
+	sdktest.ValidateSettingsOver(t, edgestream.Name, base, []sdktest.SettingCase{
 		sdktest.Case("no server (the defaults)", map[string]any{"server": ""}, "server", "must be set"),
 		sdktest.Case("server without port", map[string]any{"server": "cloud.example"}, "server", `"cloud.example": want host:port`),
 		sdktest.Case("no caFile", map[string]any{"caFile": ""}, "caFile", "must be set"),
@@ -36,15 +26,5 @@ func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
 		sdktest.Case("backoffMax below backoffMin", map[string]any{"backoffMin": "10s", "backoffMax": "1s"}, "backoffMax", "1s must not be below backoffMin 10s"),
 		sdktest.Case("zero dialTimeout", map[string]any{"dialTimeout": "0s"}, "dialTimeout", "must be positive, got 0s"),
 		sdktest.Case("zero logPoll", map[string]any{"logPoll": "0s"}, "logPoll", "must be positive, got 0s"),
-	} {
-		t.Run(tc.Name, func(t *testing.T) {
-			settings := maps.Clone(base)
-			maps.Copy(settings, tc.Settings)
-			path, err := sdktest.Validate(t, info, settings)
-			want := path + ": modules." + edgestream.Name + "." + tc.Key + ": " + tc.Problem
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Fatalf("got %v\nwant an error containing %q", err, want)
-			}
-		})
-	}
+	})
 }

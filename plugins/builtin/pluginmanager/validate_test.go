@@ -1,8 +1,6 @@
 package pluginmanager_test
 
 import (
-	"maps"
-	"strings"
 	"testing"
 
 	"github.com/kedge-io/kedge/host/sdktest"
@@ -20,10 +18,7 @@ func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
 		t.Fatal("pluginmanager is not registered")
 	}
 	base := map[string]any{"registryURL": "https://127.0.0.1:10002/registry", "trustedKeys": []string{"/etc/kedge/registry.pub"}}
-	if _, err := sdktest.Validate(t, info, base); err != nil {
-		t.Fatalf("the defaults with a registry are refused: %v", err)
-	}
-	for _, tc := range []sdktest.SettingCase{
+	sdktest.ValidateSettingsOver(t, pluginmanager.Name, base, []sdktest.SettingCase{
 		sdktest.Case("no registryURL (the defaults)", map[string]any{"registryURL": ""}, "registryURL", "must be set"),
 		sdktest.Case("no trustedKeys", map[string]any{"trustedKeys": []string{}}, "trustedKeys", "must name at least one registry public key file"),
 		sdktest.Case("an empty trustedKeys entry", map[string]any{"trustedKeys": []string{"/etc/kedge/registry.pub", ""}}, "trustedKeys", "entry 1 is empty"),
@@ -39,17 +34,7 @@ func TestBadSettingsFailValidationNamingFileAndKey(t *testing.T) {
 		sdktest.Case("inventory.check longer than interval", map[string]any{"inventory": map[string]any{"interval": "1m", "check": "2m"}}, "inventory.check", "2m0s must not be longer than inventory.interval 1m0s"),
 		sdktest.Case("https registry without caFile", map[string]any{"caFile": ""}, "caFile", "must be set for an https registryURL"),
 		sdktest.Case("https registry without keyFile", map[string]any{"keyFile": ""}, "keyFile", "must be set for an https registryURL"),
-	} {
-		t.Run(tc.Name, func(t *testing.T) {
-			settings := maps.Clone(base)
-			maps.Copy(settings, tc.Settings)
-			path, err := sdktest.Validate(t, info, settings)
-			want := path + ": modules." + pluginmanager.Name + "." + tc.Key + ": " + tc.Problem
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Fatalf("got %v\nwant an error containing %q", err, want)
-			}
-		})
-	}
+	})
 	// An http registry needs no certificate files.
 	if _, err := sdktest.Validate(t, info, map[string]any{"registryURL": "http://127.0.0.1:10002/registry", "trustedKeys": []string{"/k.pub"},
 		"caFile": "", "certFile": "", "keyFile": ""}); err != nil {

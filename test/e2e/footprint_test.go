@@ -193,12 +193,8 @@ func TestFootprintOfKedgeAndUpstreamEdgecoreWith20PodsEachOnOneControlPlane(t *t
 	ns := "footprint"
 	upNode := fmt.Sprintf("fp-ke-%d", os.Getpid()%100000)
 	kedgeNode := fmt.Sprintf("fp-kedge-%d", os.Getpid()%100000)
-	// Its kubelet's default eviction thresholds (imagefs.available 15%) refuse pods on this machine's
-	// shared, fuller disk; the measurement is about memory, so only a nearly full disk counts.
-	up := newUpstreamEdge(t, keDir, upNode, token(), hubPort, certPort, "kefp0", "10.97.0.0/16", ns, func(cfg map[string]any) {
-		kubelet := yamlMap(t, cfg, "modules", "edged", "tailoredKubeletConfig")
-		kubelet["evictionHard"] = map[string]any{"nodefs.available": "1%", "imagefs.available": "1%", "memory.available": "50Mi"}
-	})
+	// (upstreamEdgecoreConfig lowers the kubelet's disk eviction thresholds, as for every upstream test.)
+	up := newUpstreamEdge(t, keDir, upNode, token(), hubPort, certPort, "kefp0", "10.97.0.0/16", ns)
 
 	kedgeDir := filepath.Join(dir, "kedge")
 	kedgeCfg := filepath.Join(dir, "kedge-edgecore.yaml")

@@ -112,6 +112,11 @@ func upstreamEdgecoreConfig(t *testing.T, edgecore, dir, node, token string, hub
 	k["readOnlyPort"], k["makeIPTablesUtilChains"], k["address"] = freePort(t), false, "127.0.0.1"
 	k["cgroupsPerQOS"], k["cgroupRoot"] = true, "/"+node
 	delete(k, "enforceNodeAllocatable")
+	// The kubelet's default eviction thresholds (imagefs.available 15%, nodefs.available 10%) refuse
+	// every pod with "The node had condition: [DiskPressure]" on a machine whose disk is over 85% full —
+	// a shared CI or development disk often is, and a pod already running is evicted when the edge
+	// restarts. These tests are about the protocol, so only a nearly full disk counts.
+	k["evictionHard"] = map[string]any{"nodefs.available": "1%", "imagefs.available": "1%", "memory.available": "50Mi"}
 	get(cfg, "modules", "edgeStream")["enable"] = false
 	get(cfg, "modules", "metaManager", "metaServer")["enable"] = false
 	bus := get(cfg, "modules", "eventBus")

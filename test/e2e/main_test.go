@@ -69,13 +69,23 @@ type daemon struct {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The port is free now, not reserved: the kernel may hand it out again before the daemon it is
+		// meant for binds it (two ports of one cloudcore came out equal once: hub and metricsAPI). No
+		// port is given twice in this process.
+		if _, given := givenPorts.LoadOrStore(port, true); !given {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+var givenPorts sync.Map // ports freePort handed out
 
 // start runs binary with isolated state (its store in a temp dir, its admin server on a free port)
 // and otherwise the given args and environment.

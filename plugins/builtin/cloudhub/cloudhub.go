@@ -89,10 +89,12 @@ type Module struct {
 	owners *owners       // nil unless ownership is enabled
 	hubFwd *hubForwarder // sync requests for nodes held by another replica (forward.go); nil without ownership
 
-	mu       sync.Mutex
-	nodes    map[string]*node
-	admit    *admitListener
-	stopping bool // set by Stop: no new sessions (their WaitGroup is being waited on)
+	mu    sync.Mutex
+	nodes map[string]*node
+	// laneTargets are the dispatch targets in name order: a session's lanes 1.. (node.go, laneOf).
+	laneTargets []string
+	admit       *admitListener
+	stopping    bool // set by Stop: no new sessions (their WaitGroup is being waited on)
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -146,6 +148,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.nodes == nil {
 		m.nodes = map[string]*node{}
 	}
+	m.setLanes()
 	for _, p := range m.KubeEdgeNodes {
 		if _, err := path.Match(p, ""); err != nil {
 			return fmt.Errorf("kubeedgeNodes: %q is not a valid name pattern: %w", p, err)

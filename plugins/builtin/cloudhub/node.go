@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,10 @@ type node struct {
 	m       *Module
 	limiter *rate.Limiter
 	recent  *hub.Recent // upstream message IDs already handled or being handled
-	// upMu serializes upstream handling across the node's sessions: a replaced session may still be
-	// handling a message when the new one receives its resend, and order must hold across both.
-	upMu sync.Mutex
+	// upMu serializes the upstream handling of each lane (see laneOf) across the node's sessions: a
+	// replaced session may still be handling a message when the new one receives its resend, and
+	// order must hold across both. One per lane, so a slow module holds up only its own messages.
+	upMu []sync.Mutex
 
 	mu      sync.Mutex
 	entries map[string]*entry // by key
@@ -79,6 +81,7 @@ func newNode(name string, m *Module) *node {
 		name: name, m: m,
 		limiter: rate.NewLimiter(rate.Limit(m.QPS), m.Burst),
 		recent:  hub.NewRecent(4096),
+		upMu:    make([]sync.Mutex, m.laneCount()),
 		entries: map[string]*entry{}, byID: map[string]*entry{}, asked: map[string]string{},
 		wake: make(chan struct{}, 1), idleSince: time.Now(),
 	}
@@ -336,7 +339,10 @@ func (n *node) current(s *session) bool {
 type session struct {
 	n    *node
 	conn *hub.Conn
-	up   upQueue // from the edge, handled in order
+	// lanes hold the messages from the edge waiting to be handled, one queue and worker per lane
+	// (see laneOf); allocated at the first message (an idle session holds none). Only the reader
+	// touches the slice.
+	lanes []*lane
 	// kubeedge: the peer is KubeEdge's edgecore (see node.kubeedge), fixed for the session.
 	kubeedge bool
 
@@ -349,10 +355,57 @@ type session struct {
 	closed      bool   // the session ended: no sender starts
 }
 
-// upQueueMax bounds the messages from one edge waiting for the upstream worker: the reader waits
+// upQueueMax bounds the messages from one edge waiting in one lane for its worker: the reader waits
 // (and so does the edge) beyond it. It is above edgehub's window (64), so a Kedge edge never makes the
-// reader wait, and acknowledgements keep flowing while the worker is busy.
+// reader wait, and acknowledgements keep flowing while a worker is busy.
 const upQueueMax = 256
+
+// A lane is the messages of one session that go to one cloud module, handled in order by a worker
+// that runs only while messages wait. Messages to different modules are independent (a node's status
+// does not wait behind its twin reports when devicecontroller is slow); within a lane the edge's
+// order holds.
+type lane struct {
+	idx     int
+	q       upQueue
+	working atomic.Bool
+}
+
+// laneHub is the lane of what cloudhub answers itself (keepalives, inventories, messages no module
+// takes); lanes 1.. are the dispatch targets, in name order.
+const laneHub = 0
+
+// laneCount is the number of lanes of a session: the hub's own and one per dispatch target.
+func (m *Module) laneCount() int { return len(m.laneTargets) + 1 }
+
+// setLanes numbers the dispatch targets (called at Start; Dispatch does not change after it).
+func (m *Module) setLanes() {
+	var targets []string
+	for _, t := range m.Dispatch {
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+		}
+	}
+	slices.Sort(targets)
+	m.laneTargets = targets
+}
+
+// laneOf says which lane msg from s is handled in. On a KubeEdge session it renames KubeEdge's
+// devicetwin messages first (they go to the twin dispatch).
+func (m *Module) laneOf(s *session, msg *message.Message) int {
+	switch msg.Route.Operation {
+	case message.OpKeepalive, message.OpInventory:
+		return laneHub
+	}
+	if s.kubeedge {
+		kubeEdgeDeviceUp(msg, s.n.name)
+	}
+	if t, ok := m.Dispatch[msg.Route.Group]; ok {
+		if i, found := slices.BinarySearch(m.laneTargets, t); found {
+			return i + 1
+		}
+	}
+	return laneHub
+}
 
 // upQueue holds the messages from the edge waiting for the upstream worker, in order. Its buffer is
 // allocated only while messages wait (an idle node holds none; a channel of upQueueMax held 2 KiB).
@@ -440,11 +493,10 @@ func (m *Module) run(s *session) error {
 		cancel(nil)
 		wg.Wait()
 	}()
-	// The upstream worker runs only while messages from the edge wait (one at a time, so they are
+	// A lane's worker runs only while messages from the edge wait in it (one at a time, so they are
 	// handled in order): an idle node costs no goroutine for it (10,000 idle nodes: ~80 MB of stacks).
-	var working atomic.Bool
-	startWorker := func() {
-		if !working.CompareAndSwap(false, true) {
+	startWorker := func(l *lane) {
+		if !l.working.CompareAndSwap(false, true) {
 			return // the running worker takes it
 		}
 		wg.Go(func() {
@@ -452,16 +504,16 @@ func (m *Module) run(s *session) error {
 				if ctx.Err() != nil {
 					return
 				}
-				if msg, ok := s.up.pop(); ok {
-					if err := m.upstream(ctx, s, msg); err != nil {
+				if msg, ok := l.q.pop(); ok {
+					if err := m.upstream(ctx, s, l.idx, msg); err != nil {
 						cancel(err)
 						return
 					}
 					continue
 				}
-				working.Store(false)
+				l.working.Store(false)
 				// A message queued between the empty check and the store found the flag still set.
-				if s.up.len() == 0 || !working.CompareAndSwap(false, true) {
+				if l.q.len() == 0 || !l.working.CompareAndSwap(false, true) {
 					return
 				}
 			}
@@ -500,10 +552,19 @@ func (m *Module) run(s *session) error {
 			}
 			continue
 		}
-		if !s.up.push(ctx, msg) {
+		if s.lanes == nil {
+			s.lanes = make([]*lane, m.laneCount())
+		}
+		i := m.laneOf(s, &msg)
+		l := s.lanes[i]
+		if l == nil {
+			l = &lane{idx: i}
+			s.lanes[i] = l
+		}
+		if !l.q.push(ctx, msg) {
 			return context.Cause(ctx)
 		}
-		startWorker()
+		startWorker(l)
 	}
 }
 
@@ -571,11 +632,12 @@ func (m *Module) send(ctx context.Context, cancel context.CancelCauseFunc, s *se
 	}
 }
 
-// upstream hands one message from the edge to the cloud module owning its group, and acknowledges
-// it with that module's answer. A repeat (the edge resent it) is acknowledged without being handled.
-func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) error {
-	s.n.upMu.Lock()
-	defer s.n.upMu.Unlock()
+// upstream hands one message from the edge, taken from lane, to the cloud module owning its group,
+// and acknowledges it with that module's answer. A repeat (the edge resent it) is acknowledged without
+// being handled.
+func (m *Module) upstream(ctx context.Context, s *session, lane int, msg message.Message) error {
+	s.n.upMu[lane].Lock()
+	defer s.n.upMu[lane].Unlock()
 	edgeResource := msg.Route.Resource
 	reply := func(r message.Message) error {
 		if r.Route.Resource != "" && r.Route.Resource != edgeResource {
@@ -611,9 +673,6 @@ func (m *Module) upstream(ctx context.Context, s *session, msg message.Message) 
 		m.event(s.n.name, message.OpInventory, msg.Content)
 		ack, _ := msg.Reply(Name, "OK")
 		return reply(ack)
-	}
-	if s.kubeedge { // KubeEdge devicetwin's paths, for devicecontroller (kubeedge_devices.go)
-		kubeEdgeDeviceUp(&msg, s.n.name)
 	}
 	if msg.Route.Resource != "" {
 		r, err := message.ParseEdge(msg.Route.Resource)

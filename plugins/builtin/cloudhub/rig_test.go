@@ -56,17 +56,18 @@ type cloud struct {
 }
 
 // startCloud runs cloudhub on loopback ports, configured further by configure.
-func startCloud(t *testing.T, configure func(*Module)) *cloud {
+func startCloud(t *testing.T, configure func(*Module), others ...modules.Planned) *cloud {
 	t.Helper()
-	c, err := tryStartCloud(t, configure)
+	c, err := tryStartCloud(t, configure, others...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-// tryStartCloud is startCloud that returns why cloudhub did not start.
-func tryStartCloud(t *testing.T, configure func(*Module)) (*cloud, error) {
+// tryStartCloud is startCloud that returns why cloudhub did not start; others are cloud modules
+// started beside it (dispatch targets).
+func tryStartCloud(t *testing.T, configure func(*Module), others ...modules.Planned) (*cloud, error) {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(filepath.Join(dir, "cloud.db"), store.Options{Synchronous: "normal"})
@@ -81,9 +82,9 @@ func tryStartCloud(t *testing.T, configure func(*Module)) (*cloud, error) {
 		configure(c.hub)
 	}
 	c.mgr = modules.NewManager(modules.Deps{NodeName: "cloudcore-test", Router: c.rt, Store: db, Metrics: reg, StopTimeout: 5 * time.Second})
-	if err := c.mgr.Start(context.Background(), []modules.Planned{
+	if err := c.mgr.Start(context.Background(), append([]modules.Planned{
 		{Info: sdk.Info{Name: Name, Group: "hub"}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: c.hub},
-	}); err != nil {
+	}, others...)); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -1,0 +1,105 @@
+package cloudhub
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/kedge-io/kedge/host/modules"
+	"github.com/kedge-io/kedge/sdk"
+	"github.com/kedge-io/kedge/sdk/message"
+)
+
+// answerer is a cloud module that answers every message with OK, after gate is closed when gate is
+// set; it records the resources it was given, in order.
+type answerer struct {
+	h    sdk.Host
+	gate chan struct{}
+	mu   sync.Mutex
+	seen []string
+}
+
+func (a *answerer) Start(_ context.Context, h sdk.Host) error { a.h = h; return nil }
+func (a *answerer) Stop(context.Context) error                { return nil }
+func (a *answerer) Handle(ctx context.Context, m sdk.Message) error {
+	if a.gate != nil {
+		select {
+		case <-a.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	a.mu.Lock()
+	a.seen = append(a.seen, m.Route.Resource)
+	a.mu.Unlock()
+	r, err := m.Reply(a.h.Name(), "OK")
+	if err != nil {
+		return err
+	}
+	return a.h.Reply(ctx, r)
+}
+
+func (a *answerer) resources() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.seen)
+}
+
+func planned(name string, m sdk.Module) modules.Planned {
+	return modules.Planned{Info: sdk.Info{Name: name, Group: name}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: m}
+}
+
+func TestASlowCloudModuleHoldsUpOnlyTheEdgesMessagesForItAndEachModuleGetsThemInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name, node string
+		twin       func(i int) message.Message // a twin report as this peer sends it
+		wantTwin   []string                    // the resources devicecontroller gets, in order
+	}{
+		{"Kedge edge", "edge-1", func(i int) message.Message {
+			return message.New("devicetwin", "twin", message.OpUpdate, "default/devicetwin/d"+string(rune('0'+i)))
+		}, []string{"node/edge-1/default/devicetwin/d1", "node/edge-1/default/devicetwin/d2"}},
+		{"KubeEdge edge (its devicetwin paths are renamed before they are sorted into lanes)", "ke-1", func(i int) message.Message {
+			return message.New("twin", "resource", message.OpUpdate, "device/default/d"+string(rune('0'+i))+"/twin/edge_updated")
+		}, []string{"node/ke-1/default/twin_edge_updated/d1", "node/ke-1/default/twin_edge_updated/d2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			twins := &answerer{gate: make(chan struct{})}
+			ctl := &answerer{}
+			c := startCloud(t, func(m *Module) {
+				m.Dispatch = map[string]string{"resource": "ctl", "twin": "twins"}
+			}, planned("ctl", ctl), planned("twins", twins))
+			edge := newRawNode(t, c, tc.node)
+			edge.dial(c)
+			send := func(m message.Message) string {
+				t.Helper()
+				if err := edge.conn.Send(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+				return m.Header.ID
+			}
+			t1, t2 := send(tc.twin(1)), send(tc.twin(2))
+			s1 := send(message.New("edged", "resource", message.OpUpdate, "default/nodestatus/"+tc.node))
+			s2 := send(message.New("edged", "resource", message.OpUpdate, "default/pod/p1"))
+			// The twin module answers nothing until the gate opens: the node's status and pod must
+			// not wait for it.
+			if got := []string{edge.receive().Header.ParentID, edge.receive().Header.ParentID}; !slices.Equal(got, []string{s1, s2}) {
+				t.Fatalf("answers while the twin module is stuck: %v; want the status's and the pod's, in order %v", got, []string{s1, s2})
+			}
+			if got := twins.resources(); len(got) != 0 {
+				t.Fatalf("the twin module handled %v before its gate opened", got)
+			}
+			close(twins.gate)
+			if got := []string{edge.receive().Header.ParentID, edge.receive().Header.ParentID}; !slices.Equal(got, []string{t1, t2}) {
+				t.Fatalf("answers after the gate opened: %v; want the twin reports', in the order sent %v", got, []string{t1, t2})
+			}
+			if got := twins.resources(); !slices.Equal(got, tc.wantTwin) {
+				t.Errorf("twin module got %v; want %v", got, tc.wantTwin)
+			}
+			want := []string{"node/" + tc.node + "/default/nodestatus/" + tc.node, "node/" + tc.node + "/default/pod/p1"}
+			if got := ctl.resources(); !slices.Equal(got, want) {
+				t.Errorf("controller got %v; want %v", got, want)
+			}
+		})
+	}
+}

@@ -64,6 +64,8 @@ type config struct {
 	skipPods, skipStorm  bool
 	apiProfile           time.Duration
 	podParallel          int
+	ctlQPS               float64
+	ctlWorkers           int
 	readyTimeout, stormT time.Duration
 }
 
@@ -85,6 +87,8 @@ func main() {
 	flag.BoolVar(&c.skipStorm, "skip-storm", false, "skip the reconnect storm")
 	flag.DurationVar(&c.apiProfile, "apiserver-profile", 0, "take a CPU profile of the kube-apiserver this long from the start of the pod phase and of the storm (files apiserver-pods.pprof, apiserver-storm.pprof in the size's folder); 0: none")
 	flag.IntVar(&c.podParallel, "pod-parallel", 32, "concurrent pod creates")
+	flag.Float64Var(&c.ctlQPS, "controller-qps", 500, "qps of edgecontroller's and devicecontroller's API clients (burst twice that)")
+	flag.IntVar(&c.ctlWorkers, "controller-workers", 16, "workers of edgecontroller and devicecontroller")
 	flag.DurationVar(&c.readyTimeout, "ready-timeout", 20*time.Minute, "how long the nodes may take to be Ready")
 	flag.DurationVar(&c.stormT, "storm-timeout", 10*time.Minute, "how long the storm may take")
 	flag.Parse()
@@ -387,20 +391,20 @@ modules:
     leaseRenewInterval: %s
     leaseDuration: %s
     nodeGracePeriod: %s
-    qps: 500
-    burst: 1000
-    workers: 16
-`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, grace, grace)
+    qps: %g
+    burst: %d
+    workers: %d
+`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, grace, grace, c.ctlQPS, int(2*c.ctlQPS), c.ctlWorkers)
 	twinArgs := []string{}
 	if c.twinPeriod > 0 {
 		// Device traffic: devicecontroller on, the device CRDs, a DeviceModel and a Device per node.
 		cfg += fmt.Sprintf(`  devicecontroller:
     enable: true
     kubeconfig: %s
-    qps: 500
-    burst: 1000
-    workers: 16
-`, env.Kubeconfig)
+    qps: %g
+    burst: %d
+    workers: %d
+`, env.Kubeconfig, c.ctlQPS, int(2*c.ctlQPS), c.ctlWorkers)
 		if err := env.InstallCRDs(); err != nil {
 			return "", err
 		}
@@ -501,12 +505,13 @@ modules:
 	heap, _ := scrape(adminURL, "go_memstats_heap_inuse_bytes")
 	stack, _ := scrape(adminURL, "go_memstats_stack_inuse_bytes")
 	logf("idle: cloudcore %0.f goroutines (%.1f per node), heap in use %s, stacks %s (%.1f KiB per node)", gor, gor/float64(n), mib(int64(heap)), mib(int64(stack)), stack/float64(n)/1024)
-	for _, prof := range []string{"heap", "goroutine"} { // admin.pprof is on in this config
-		if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", adminPort, prof), filepath.Join(work, "idle-"+prof+".pprof")); err != nil {
-			logf("idle: %s profile: %v", prof, err)
+	for _, prof := range []string{"heap", "goroutine", "profile?seconds=20"} { // admin.pprof is on in this config
+		name := strings.Replace(prof, "profile?seconds=20", "cpu", 1)
+		if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", adminPort, prof), filepath.Join(work, "idle-"+name+".pprof")); err != nil {
+			logf("idle: %s profile: %v", name, err)
 		}
 	}
-	logf("idle: heap and goroutine profiles in %s/idle-{heap,goroutine}.pprof (go tool pprof -sample_index=inuse_space -top ...)", work)
+	logf("idle: heap, goroutine and 20 s CPU profiles of cloudcore in %s/idle-{heap,goroutine,cpu}.pprof (go tool pprof -sample_index=inuse_space -top ...)", work)
 	d, _ := diff(a0, a1)
 	twinCol := "off"
 	if c.twinPeriod > 0 {
@@ -527,6 +532,7 @@ modules:
 	podCol, lastCol := "skipped", "skipped"
 	if !c.skipPods {
 		profiled := c.profileAPIServer(ctx, cs, filepath.Join(work, "apiserver-pods.pprof"))
+		cloudProfiled := c.profileCloudcore(adminPort, filepath.Join(work, "cloudcore-pods"))
 		ph := startPhase(pid, cpPids)
 		p50, p99, last, err := podPhase(ctx, cs, n, c.podParallel)
 		if err != nil {
@@ -534,6 +540,7 @@ modules:
 		}
 		ph.log("pods")
 		<-profiled
+		<-cloudProfiled
 		podCol = fmt.Sprintf("%.2f s / %.2f s", p50.Seconds(), p99.Seconds())
 		lastCol = fmt.Sprintf("%.2f s", last.Seconds())
 		logf("pods: create→Running p50 %s p99 %s, last create→all Running %s", p50, p99, last)
@@ -868,6 +875,34 @@ func (c config) profileAPIServer(ctx context.Context, cs kubernetes.Interface, p
 			return
 		}
 		logf("apiserver CPU profile (%s) in %s: go tool pprof -top %s", c.apiProfile, path, path)
+	}()
+	return done
+}
+
+// profileCloudcore takes a CPU profile of cloudcore for c.apiProfile into prefix.pprof and its
+// goroutines halfway through into prefix-goroutine.pprof; the channel is closed when both are written
+// (at once when profiling is off).
+func (c config) profileCloudcore(adminPort int, prefix string) <-chan struct{} {
+	done := make(chan struct{})
+	if c.apiProfile <= 0 {
+		close(done)
+		return done
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", adminPort)
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			time.Sleep(c.apiProfile / 2)
+			if err := fetch(base+"goroutine", prefix+"-goroutine.pprof"); err != nil {
+				logf("cloudcore goroutine profile: %v", err)
+			}
+		})
+		if err := fetch(fmt.Sprintf("%sprofile?seconds=%d", base, int(c.apiProfile.Seconds())), prefix+".pprof"); err != nil {
+			logf("cloudcore profile: %v", err)
+		}
+		wg.Wait()
+		logf("cloudcore CPU profile (%s) in %s.pprof, goroutines in %s-goroutine.pprof", c.apiProfile, prefix, prefix)
 	}()
 	return done
 }

@@ -5,6 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -166,11 +171,15 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	// A report that changes nothing the Node shows, for a node Ready in the informer's copy with a
 	// heartbeat younger than nodeStatusUpdateFrequency, costs the API nothing (as the kubelet's
 	// nodeStatusReportFrequency): liveness is the Lease's job.
+	fp := rep.fingerprint(ep)
 	m.mu.Lock()
-	wroteRV := st.statusRV
+	wroteRV, shown := st.statusRV, st.shown
 	m.mu.Unlock()
 	cur, curErr := m.nodes.Get(node)
-	if curErr == nil && !m.statusDue(cur, wroteRV, apply, now) {
+	if curErr == nil && !m.statusDue(cur, wroteRV, shown == (shownReport{cur.ResourceVersion, fp}), apply, now) {
+		m.mu.Lock()
+		st.shown = shownReport{cur.ResourceVersion, fp}
+		m.mu.Unlock()
 		m.metrics.statusWrites.WithLabelValues("skipped").Inc()
 	} else {
 		// The informer's copy, when it is at least as new as this cloudcore's last write, is the base of
@@ -187,7 +196,7 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 				updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
 				if err == nil {
 					m.mu.Lock()
-					st.statusRV = updated.ResourceVersion
+					st.statusRV, st.shown = updated.ResourceVersion, shownReport{updated.ResourceVersion, fp}
 					m.mu.Unlock()
 				}
 				if !apierrors.IsNotFound(err) {
@@ -208,7 +217,7 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 			updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
 			if err == nil {
 				m.mu.Lock()
-				st.statusRV = updated.ResourceVersion
+				st.statusRV, st.shown = updated.ResourceVersion, shownReport{updated.ResourceVersion, fp}
 				m.mu.Unlock()
 			}
 			return err
@@ -221,11 +230,49 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	return m.renewLease(ctx, node, st, now)
 }
 
+// shownReport says that the Node at resourceVersion rv shows the report with fingerprint fp (it was
+// written from it, or compared equal to it).
+type shownReport struct {
+	rv string
+	fp uint64
+}
+
+// fingerprint hashes what a node's status is made of: the report but for its time (each report has
+// its own), and the stream endpoint.
+func (r NodeReport) fingerprint(ep streamEndpoint) uint64 {
+	h := fnv.New64a()
+	put := func(ss ...string) {
+		for _, s := range ss {
+			_, _ = h.Write([]byte(s))
+			_, _ = h.Write([]byte{0})
+		}
+	}
+	putMap := func(m map[string]string) {
+		keys := slices.Sorted(maps.Keys(m))
+		put(strconv.Itoa(len(keys)))
+		for _, k := range keys {
+			put(k, m[k])
+		}
+	}
+	put(r.NodeName, r.KernelVersion, r.OS, r.Architecture, r.OSImage, r.BootTime.UTC().String(),
+		r.MachineID, r.BootID, r.ContainerRuntimeVersion, r.Version, ep.Address, strconv.Itoa(int(ep.Port)))
+	putMap(r.Capacity)
+	put(strconv.FormatBool(r.Allocatable != nil))
+	putMap(r.Allocatable)
+	put(strings.Join(r.Addresses, ","))
+	for _, c := range r.Conditions {
+		put(c.Type, c.Status, c.Reason, c.Message)
+	}
+	return h.Sum64()
+}
+
 // statusDue says whether a report must be written to the Node: the informer's copy cur is not
 // Ready=True, its Ready heartbeat is nodeStatusUpdateFrequency old, or the report changes it. A copy
 // older than this cloudcore's last write (wroteRV; the informer lags behind writes) is no basis for
-// skipping: comparing with it could drop a change — so it writes.
-func (m *Module) statusDue(cur *corev1.Node, wroteRV string, apply func(*corev1.Node), now time.Time) bool {
+// skipping: comparing with it could drop a change — so it writes. shown says cur is known to show
+// this very report already (the comparison, a deep copy and a deep comparison of the Node status, is
+// skipped: most reports of an idle fleet repeat the last one).
+func (m *Module) statusDue(cur *corev1.Node, wroteRV string, shown bool, apply func(*corev1.Node), now time.Time) bool {
 	if wroteRV != "" && cur.ResourceVersion != wroteRV {
 		return true
 	}
@@ -237,6 +284,9 @@ func (m *Module) statusDue(cur *corev1.Node, wroteRV string, apply func(*corev1.
 	}
 	if ready == nil || ready.Status != corev1.ConditionTrue || now.Sub(ready.LastHeartbeatTime.Time) >= m.NodeStatusUpdateFrequency {
 		return true
+	}
+	if shown {
+		return false
 	}
 	want := cur.DeepCopy()
 	apply(want)

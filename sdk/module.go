@@ -103,8 +103,14 @@ type Store interface {
 // (wrapped with the module and message concerned); they are defined here so the contract names them
 // without depending on the host.
 var (
-	// ErrUnknownModule: no running module has that name (or no module is in that group).
+	// ErrUnknownModule: no running module has that name (or no module is in that group). A module the
+	// host is still starting is not unknown: a module that has started waits for it (the builtin host
+	// does, until every module started).
 	ErrUnknownModule = errors.New("unknown module")
+	// ErrHostStopping: the destination is one of the host's modules and has stopped because the host
+	// is shutting down (the error wraps ErrUnknownModule too). The message was not handled; whoever
+	// owes an answer for it should leave it unanswered so its sender tries again later.
+	ErrHostStopping = errors.New("the host is shutting down")
 	// ErrNoWaiter: a reply matched no waiting request and named no destination module.
 	ErrNoWaiter = errors.New("no sync waiter for reply")
 	// ErrMailboxFull: the destination's mailbox had no room (a non-blocking send).

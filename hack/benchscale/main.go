@@ -40,6 +40,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -64,6 +65,7 @@ type config struct {
 	skipPods, skipStorm  bool
 	apiProfile           time.Duration
 	podParallel          int
+	podRate              float64
 	ctlQPS               float64
 	ctlWorkers           int
 	readyTimeout, stormT time.Duration
@@ -87,6 +89,7 @@ func main() {
 	flag.BoolVar(&c.skipStorm, "skip-storm", false, "skip the reconnect storm")
 	flag.DurationVar(&c.apiProfile, "apiserver-profile", 0, "take a CPU profile of the kube-apiserver this long from the start of the pod phase and of the storm (files apiserver-pods.pprof, apiserver-storm.pprof in the size's folder); 0: none")
 	flag.IntVar(&c.podParallel, "pod-parallel", 32, "concurrent pod creates")
+	flag.Float64Var(&c.podRate, "pod-rate", 0, "pod creates per second (paced, as a density test creates them); 0: as fast as -pod-parallel creates go")
 	flag.Float64Var(&c.ctlQPS, "controller-qps", 500, "qps of edgecontroller's and devicecontroller's API clients (burst twice that)")
 	flag.IntVar(&c.ctlWorkers, "controller-workers", 16, "workers of edgecontroller and devicecontroller")
 	flag.DurationVar(&c.readyTimeout, "ready-timeout", 20*time.Minute, "how long the nodes may take to be Ready")
@@ -534,14 +537,27 @@ modules:
 		profiled := c.profileAPIServer(ctx, cs, filepath.Join(work, "apiserver-pods.pprof"))
 		cloudProfiled := c.profileCloudcore(adminPort, filepath.Join(work, "cloudcore-pods"))
 		ph := startPhase(pid, cpPids)
-		p50, p99, last, err := podPhase(ctx, cs, n, c.podParallel)
+		pa0, err := apiRequests(ctx, cs)
+		if err != nil {
+			return "", err
+		}
+		p50, p99, last, err := podPhase(ctx, cs, n, c.podParallel, c.podRate)
 		if err != nil {
 			return "", err
 		}
 		ph.log("pods")
+		if pa1, err := apiRequests(ctx, cs); err == nil {
+			pd, total := diff(pa0, pa1)
+			logf("pods: %.0f API requests (%s)", total, topN(pd, 6))
+		}
 		<-profiled
 		<-cloudProfiled
 		podCol = fmt.Sprintf("%.2f s / %.2f s", p50.Seconds(), p99.Seconds())
+		if c.podRate > 0 {
+			podCol += fmt.Sprintf(" (created at %g/s)", c.podRate)
+		} else {
+			podCol += " (unpaced)"
+		}
 		lastCol = fmt.Sprintf("%.2f s", last.Seconds())
 		logf("pods: create→Running p50 %s p99 %s, last create→all Running %s", p50, p99, last)
 		time.Sleep(10 * time.Second)
@@ -701,7 +717,7 @@ func waitReady(ctx context.Context, cs kubernetes.Interface, n int, timeout time
 }
 
 // podPhase creates a pod per node and measures create -> Running+Ready as the API shows it.
-func podPhase(ctx context.Context, cs kubernetes.Interface, n, parallel int) (p50, p99, last time.Duration, err error) {
+func podPhase(ctx context.Context, cs kubernetes.Interface, n, parallel int, perSecond float64) (p50, p99, last time.Duration, err error) {
 	ns := "bench"
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return 0, 0, 0, err
@@ -747,13 +763,23 @@ func podPhase(ctx context.Context, cs kubernetes.Interface, n, parallel int) (p5
 			}
 		}
 	}()
-	logf("pods: creating %d (one per node, %d at a time)", n, parallel)
+	pace := rate.NewLimiter(rate.Inf, 1)
+	if perSecond > 0 {
+		pace = rate.NewLimiter(rate.Limit(perSecond), 1)
+		logf("pods: creating %d (one per node, %d at a time, %g per second)", n, parallel, perSecond)
+	} else {
+		logf("pods: creating %d (one per node, %d at a time, unpaced)", n, parallel)
+	}
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for range parallel {
 		wg.Go(func() {
 			for i := range jobs {
+				if err := pace.Wait(ctx); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
 				name := fmt.Sprintf("p-%05d", i)
 				p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 					Spec: corev1.PodSpec{NodeName: fmt.Sprintf("hollow-%05d", i), AutomountServiceAccountToken: new(false),

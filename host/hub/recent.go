@@ -84,6 +84,16 @@ func (r *Recent) Claim(id string) bool {
 	return true
 }
 
+// Release forgets id, claimed but not handled after all (nobody took it): the peer's resend of it is
+// then taken as new. Its slot in the queue stays until it ages out (a later Claim of id records it
+// again).
+func (r *Recent) Release(id string) {
+	k := keyOf(id)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.set, k)
+}
+
 // Len is how many IDs are remembered.
 func (r *Recent) Len() int {
 	r.mu.Lock()

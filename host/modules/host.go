@@ -2,6 +2,7 @@ package modules
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -80,7 +81,21 @@ func (h *hostHandle) NodeName() string { return h.node }
 
 func (h *hostHandle) Send(ctx context.Context, to string, m sdk.Message) error {
 	m.Route.Source = h.name
-	return h.router.Send(ctx, to, m)
+	err := h.router.Send(ctx, to, m)
+	if errors.Is(err, sdk.ErrUnknownModule) {
+		if wait := h.mgr.startWait(h.name, to); wait != nil {
+			select {
+			case <-wait:
+				err = h.router.Send(ctx, to, m)
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			}
+		}
+	}
+	if errors.Is(err, sdk.ErrUnknownModule) {
+		return h.mgr.unknown(to, err)
+	}
+	return err
 }
 
 func (h *hostHandle) SendToGroup(ctx context.Context, group string, m sdk.Message) error {
@@ -88,9 +103,31 @@ func (h *hostHandle) SendToGroup(ctx context.Context, group string, m sdk.Messag
 	return h.router.SendToGroup(ctx, group, m)
 }
 
+// SendSync sends m and waits for the answer. A module that has started and sends to a module the host
+// has yet to start (cloudhub handing an edge's message to a controller still listing its informers)
+// waits for the host to finish starting, within timeout, instead of getting ErrUnknownModule.
 func (h *hostHandle) SendSync(ctx context.Context, to string, m sdk.Message, timeout time.Duration) (sdk.Message, error) {
 	m.Route.Source = h.name
-	return h.router.SendSync(ctx, to, m, timeout)
+	began := time.Now()
+	resp, err := h.router.SendSync(ctx, to, m, timeout)
+	if errors.Is(err, sdk.ErrUnknownModule) {
+		if wait := h.mgr.startWait(h.name, to); wait != nil {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			select {
+			case <-wait:
+				resp, err = h.router.SendSync(ctx, to, m, max(timeout-time.Since(began), time.Millisecond))
+			case <-ctx.Done():
+				return resp, errors.Join(err, ctx.Err())
+			case <-t.C:
+				return resp, fmt.Errorf("%w (it was still starting after %s)", err, timeout)
+			}
+		}
+	}
+	if errors.Is(err, sdk.ErrUnknownModule) {
+		return resp, h.mgr.unknown(to, err)
+	}
+	return resp, err
 }
 
 func (h *hostHandle) Reply(ctx context.Context, m sdk.Message) error {

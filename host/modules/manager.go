@@ -47,6 +47,13 @@ type Manager struct {
 	mu      sync.Mutex
 	running []*running
 	started bool // Start finished and Stop has not begun
+	// planned are the modules Start was given; allStarted is closed when Start returns (started or
+	// failed); stopping is set when Stop begins. A module that has started and sends to a planned
+	// module not started yet waits for allStarted (hostHandle.SendSync), instead of being told the
+	// module is unknown.
+	planned    map[string]bool
+	allStarted chan struct{}
+	stopping   bool
 	// swapper serves sdk.ModuleSwapper for the modules (the daemon's swap, serialised with the
 	// control socket's); nil until the host sets it once every module started.
 	swapper Swapper
@@ -119,12 +126,19 @@ func NewManager(deps Deps) *Manager {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	return &Manager{deps: deps, metrics: newMetrics(deps.Metrics)}
+	return &Manager{deps: deps, metrics: newMetrics(deps.Metrics), allStarted: make(chan struct{})}
 }
 
 // Start starts mods in order. If one fails, the ones already started are stopped and the error names
 // the module.
 func (mgr *Manager) Start(ctx context.Context, mods []Planned) error {
+	mgr.mu.Lock()
+	mgr.planned = make(map[string]bool, len(mods))
+	for _, p := range mods {
+		mgr.planned[p.Info.Name] = true
+	}
+	mgr.mu.Unlock()
+	defer mgr.closeAllStarted()
 	for _, p := range mods {
 		if err := mgr.startOne(ctx, p); err != nil {
 			stopErr := mgr.Stop(context.WithoutCancel(ctx))
@@ -135,6 +149,50 @@ func (mgr *Manager) Start(ctx context.Context, mods []Planned) error {
 	mgr.started = true
 	mgr.mu.Unlock()
 	return nil
+}
+
+func (mgr *Manager) closeAllStarted() {
+	mgr.mu.Lock()
+	defer mgr.mu.Unlock()
+	select {
+	case <-mgr.allStarted:
+	default:
+		close(mgr.allStarted)
+	}
+}
+
+// startWait returns what a message from module from to module to, which the router does not know,
+// should wait for: allStarted while to is planned and not started yet and from has started (a module
+// still in its Start must not wait for a module started after it: that would never come); nil when
+// there is nothing to wait for.
+func (mgr *Manager) startWait(from, to string) <-chan struct{} {
+	mgr.mu.Lock()
+	defer mgr.mu.Unlock()
+	select {
+	case <-mgr.allStarted:
+		return nil
+	default:
+	}
+	if !mgr.planned[to] || mgr.stopping {
+		return nil
+	}
+	for _, r := range mgr.running {
+		if r.name == from {
+			return mgr.allStarted
+		}
+	}
+	return nil
+}
+
+// unknown adds sdk.ErrHostStopping to err (a send to module to that the router did not know) when to
+// is one of the planned modules and the host is stopping.
+func (mgr *Manager) unknown(to string, err error) error {
+	mgr.mu.Lock()
+	defer mgr.mu.Unlock()
+	if mgr.stopping && mgr.planned[to] {
+		return fmt.Errorf("%w: %w", sdk.ErrHostStopping, err)
+	}
+	return err
 }
 
 func (mgr *Manager) startOne(ctx context.Context, p Planned) error {
@@ -293,7 +351,7 @@ func handle(ctx context.Context, inst *instance, m message.Message) (err error) 
 func (mgr *Manager) Stop(ctx context.Context) error {
 	mgr.mu.Lock()
 	rs := slices.Clone(mgr.running)
-	mgr.running, mgr.started = nil, false
+	mgr.running, mgr.started, mgr.stopping = nil, false, true
 	mgr.mu.Unlock()
 	var errs []error
 	for _, r := range slices.Backward(rs) {

@@ -2,9 +2,13 @@ package cloudhub
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/sdk"
@@ -14,14 +18,20 @@ import (
 // answerer is a cloud module that answers every message with OK, after gate is closed when gate is
 // set; it records the resources it was given, in order.
 type answerer struct {
-	h    sdk.Host
-	gate chan struct{}
+	h        sdk.Host
+	gate     chan struct{}
+	stopGate chan struct{} // Stop waits for it when set
 	mu   sync.Mutex
 	seen []string
 }
 
 func (a *answerer) Start(_ context.Context, h sdk.Host) error { a.h = h; return nil }
-func (a *answerer) Stop(context.Context) error                { return nil }
+func (a *answerer) Stop(context.Context) error {
+	if a.stopGate != nil {
+		<-a.stopGate
+	}
+	return nil
+}
 func (a *answerer) Handle(ctx context.Context, m sdk.Message) error {
 	if a.gate != nil {
 		select {
@@ -101,5 +111,49 @@ func TestASlowCloudModuleHoldsUpOnlyTheEdgesMessagesForItAndEachModuleGetsThemIn
 				t.Errorf("controller got %v; want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestAnEdgeMessageForAModuleStoppedWithCloudcoreIsLeftUnansweredForTheEdgeToResend proves a graceful
+// shutdown loses nothing: the controllers stop before cloudhub, and a message an edge sends in between
+// is not refused (an error answer makes the edge drop it) — the session ends unanswered and the edge's
+// resend on its next connection is handled as new.
+func TestAnEdgeMessageForAModuleStoppedWithCloudcoreIsLeftUnansweredForTheEdgeToResend(t *testing.T) {
+	ctl := &answerer{stopGate: make(chan struct{})}
+	c := startCloud(t, func(m *Module) { m.Dispatch = map[string]string{"resource": "ctl"} }, planned("ctl", ctl))
+	edge := newRawNode(t, c, "edge-1")
+	edge.dial(c)
+	stopped := make(chan struct{})
+	go func() { c.stop(); close(stopped) }()
+	t.Cleanup(func() {
+		select {
+		case <-ctl.stopGate:
+		default:
+			close(ctl.stopGate)
+		}
+		<-stopped
+	})
+	// ctl stops first and is held in its Stop; cloudhub still serves the edge.
+	eventually(t, "ctl to stop receiving", func() bool {
+		return errors.Is(c.rt.Send(context.Background(), "ctl", message.New("test", "resource", message.OpUpdate, "node/edge-1/default/pod/probe")), sdk.ErrUnknownModule)
+	})
+	msg := message.New("edged", "resource", message.OpUpdate, "default/pod/p1")
+	if err := edge.conn.Send(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := edge.conn.Receive(ctx)
+	if err == nil {
+		t.Fatalf("the edge got %s for a message no module took; want the session closed unanswered", got.String())
+	}
+	if n := testutil.ToFloat64(c.hub.metrics.up.WithLabelValues("stopping")); n != 1 {
+		t.Errorf("kedge_cloudhub_upstream_total{result=stopping} = %v, want 1", n)
+	}
+	c.hub.mu.Lock()
+	n := c.hub.nodes["edge-1"]
+	c.hub.mu.Unlock()
+	if !n.recent.Claim(msg.Header.ID) {
+		t.Error("the unanswered message is still remembered as taken: its resend would be acknowledged as a repeat and never handled")
 	}
 }

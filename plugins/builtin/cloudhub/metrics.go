@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		lateAcks:  c("late_acks_total", "Acknowledgements for versions no longer on the wire (after a resend or reconnect)."),
 		forgotten: c("forgotten_nodes_total", "Nodes forgotten after being disconnected with an empty queue for forgetAfter."),
 		drained:   c("drained_total", "Node sessions closed by the drain on stop, so the nodes reconnect to another replica."),
-		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow)."}, []string{"result"}),
+		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow, stopping: left unanswered because the module stopped with cloudcore)."}, []string{"result"}),
 	}
 	x.rejectedBy = rejectedBy
 	x.recordLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_record_lookups_total",

@@ -690,6 +690,13 @@ func (m *Module) upstream(ctx context.Context, s *session, lane int, msg message
 	}
 	resp, err := m.host.SendSync(ctx, target, msg, m.HandleTimeout)
 	switch {
+	case errors.Is(err, sdk.ErrHostStopping):
+		// cloudcore is shutting down and the module has stopped before cloudhub: the message was not
+		// handled. It stays unanswered (an error would make the edge drop it) and the session ends;
+		// the edge resends it on its next connection, to this cloudcore restarted or another replica.
+		s.n.recent.Release(msg.Header.ID)
+		m.metrics.up.WithLabelValues("stopping").Inc()
+		return fmt.Errorf("cloud module %s stopped with cloudcore: %w", target, err)
 	case errors.Is(err, sdk.ErrUnknownModule):
 		m.metrics.up.WithLabelValues("no_handler").Inc()
 		return reply(msg.ErrorReply(Name, fmt.Errorf("cloud module %s is not running", target)))

@@ -21,8 +21,8 @@ type answerer struct {
 	h        sdk.Host
 	gate     chan struct{}
 	stopGate chan struct{} // Stop waits for it when set
-	mu   sync.Mutex
-	seen []string
+	mu       sync.Mutex
+	seen     []string
 }
 
 func (a *answerer) Start(_ context.Context, h sdk.Host) error { a.h = h; return nil }

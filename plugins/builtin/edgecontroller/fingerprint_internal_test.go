@@ -14,7 +14,7 @@ func TestReportFingerprintMovesWithEveryFieldButTheReportTime(t *testing.T) {
 		OS: "linux", Architecture: "amd64", OSImage: "Debian", Addresses: []string{"192.0.2.7"},
 		BootTime: time.Unix(1000, 0), ReportedAt: time.Unix(2000, 0), Allocatable: map[string]string{"cpu": "1"},
 		Conditions: []ReportCondition{{Type: "DiskPressure", Status: "False", Reason: "ok", Message: "fine"}},
-		MachineID: "m", BootID: "b", ContainerRuntimeVersion: "containerd://2", Version: "v1"}
+		MachineID:  "m", BootID: "b", ContainerRuntimeVersion: "containerd://2", Version: "v1"}
 	ep := streamEndpoint{Address: "10.0.0.1", Port: 10350}
 	fp := base.fingerprint(ep)
 

@@ -11,11 +11,12 @@ import (
 	"github.com/kedge-io/kedge/host/hub"
 )
 
-// TestConnectionsPastMaxHandshakesAreClosedAtOnceAndCounted proves the admission bound of a reconnect
-// storm: while maxHandshakes connections are being admitted (here one that never starts its TLS
-// handshake), a node's dial is closed at accept and counted as busy; once the slot is free the same
-// node connects, and a connected node does not hold a slot (a second node connects beside it).
-func TestConnectionsPastMaxHandshakesAreClosedAtOnceAndCounted(t *testing.T) {
+// TestConnectionsPastMaxHandshakesWaitInTheAcceptQueueAndAreAdmittedWhenASlotFrees proves the
+// admission bound of a reconnect storm: while maxHandshakes connections are being admitted (here one
+// that never starts its TLS handshake), a node's dial is not accepted — and not refused either: it
+// waits, and connects as soon as the slot is free, without redialing; a connected node does not hold
+// a slot (a second node connects beside it).
+func TestConnectionsPastMaxHandshakesWaitInTheAcceptQueueAndAreAdmittedWhenASlotFrees(t *testing.T) {
 	c := startCloud(t, func(m *Module) { m.MaxHandshakes = 1 })
 	a, b := newRawNode(t, c, "edge-a"), newRawNode(t, c, "edge-b")
 
@@ -23,25 +24,35 @@ func TestConnectionsPastMaxHandshakesAreClosedAtOnceAndCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	busy := func() float64 { return testutil.ToFloat64(c.hub.metrics.rejectedBy.WithLabelValues("busy")) }
 	eventually(t, "the holding connection to be accepted", func() bool {
 		l := c.hub.admitted()
-		return l != nil && l.pending.Load() == 1
+		return l != nil && l.pending() == 1
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if conn, err := hub.Dial(ctx, hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: a.tls, NodeID: "edge-a", Options: hub.Options{Heartbeat: 5 * time.Second}}); err == nil {
-		_ = conn.Close()
-		t.Fatal("a dial past maxHandshakes was admitted")
+	dialed := make(chan error, 1)
+	go func() {
+		conn, err := hub.Dial(context.Background(), hub.DialOptions{URL: "wss://" + c.hub.Address, TLS: a.tls, NodeID: "edge-a",
+			HandshakeTimeout: 2 * time.Minute, Options: hub.Options{Heartbeat: 5 * time.Second}})
+		if err == nil {
+			t.Cleanup(func() { _ = conn.Close() })
+		}
+		dialed <- err
+	}()
+	select {
+	case err := <-dialed:
+		t.Fatalf("a dial past maxHandshakes finished while the slot was held (err %v); want it to wait", err)
+	case <-time.After(300 * time.Millisecond): // it waits (how long it would wait is not asserted)
 	}
-	if got := busy(); got != 1 {
-		t.Fatalf("kedge_cloudhub_rejected_total{reason=busy} = %v, want 1", got)
+	if c.connected("edge-a") {
+		t.Fatal("edge-a was admitted past maxHandshakes")
 	}
 	_ = hold.Close()
-	eventually(t, "the slot to be free", func() bool { return c.hub.admitted().pending.Load() == 0 })
-	a.dial(c)
-	b.dial(c) // edge-a's session does not hold the slot
-	if got := busy(); got != 1 {
-		t.Fatalf("kedge_cloudhub_rejected_total{reason=busy} = %v after the slot was freed, want still 1", got)
+	if err := <-dialed; err != nil {
+		t.Fatalf("the waiting dial, once the slot was free: %v; want it admitted", err)
 	}
+	eventually(t, "edge-a to be connected", func() bool { return c.connected("edge-a") })
+	if n := testutil.ToFloat64(c.hub.metrics.admissionFull); n < 1 {
+		t.Errorf("kedge_cloudhub_admission_full_total = %v, want at least 1", n)
+	}
+	eventually(t, "edge-a's slot to be free", func() bool { return c.hub.admitted().pending() == 0 })
+	b.dial(c) // edge-a's session does not hold the slot
 }

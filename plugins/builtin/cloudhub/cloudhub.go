@@ -69,7 +69,7 @@ type Module struct {
 	// Ownership records which replica holds which node (several cloudcore replicas; ownership.go).
 	DrainPeriod   time.Duration `yaml:"drain" doc:"On stop (SIGTERM), close the connected nodes' sessions one at a time spread over this long, so they reconnect to the other replicas without a stampede (keep it below shutdownTimeout); 0: all at once."`
 	Ownership     Ownership     `yaml:"ownership" doc:"Several cloudcore replicas: which replica holds which node, in Leases of the Kubernetes API (see the README, Running several replicas)."`
-	MaxHandshakes int           `yaml:"maxHandshakes" doc:"Hub connections being admitted at once (TLS handshake, websocket upgrade, record check); more are closed at once and counted (kedge_cloudhub_rejected_total{reason=busy}), and their edges redial after a jittered backoff. Bounds the CPU and memory a reconnect storm takes; connected nodes do not count."`
+	MaxHandshakes int           `yaml:"maxHandshakes" doc:"Hub connections being admitted at once (TLS handshake, websocket upgrade, record check); more wait in the kernel's accept queue (listen backlog) and are accepted in arrival order as slots free (kedge_cloudhub_admission_full_total, kedge_cloudhub_admitting_connections). Bounds the CPU and memory a reconnect storm takes without turning edges away; connected nodes do not count."`
 	// RecordCacheTTL bounds how long a node's join record is trusted from memory.
 	RecordCacheTTL time.Duration `yaml:"recordCacheTTL" doc:"How long a node's join record (which certificates a replacing join revoked) is kept in memory for the connection check; a replacing join on this cloudcore drops it at once, one made through another replica is seen within this."`
 	RegistryDir    string        `yaml:"registryDir" doc:"Plugin registry folder (plugin-registry: index.json, artifacts/) served on the certificate server under /registry/ to edge nodes with a node certificate of the cluster CA; empty: no registry."`
@@ -209,7 +209,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	// A refused client certificate ends in the TLS handshake, before accept: counted from the server's error log.
 	hubLog := pki.HandshakeErrorLog(h.Logger(), "hub", func(reason string) { m.metrics.rejectedBy.WithLabelValues(reason).Inc() })
 	admit := func(ln net.Listener) net.Listener {
-		l := &admitListener{Listener: ln, max: int64(m.MaxHandshakes), refused: func() { m.metrics.rejectedBy.WithLabelValues("busy").Inc() }}
+		l := newAdmitListener(ln, m.MaxHandshakes, m.metrics.admissionFull.Inc)
 		m.mu.Lock()
 		m.admit = l
 		m.mu.Unlock()

@@ -9,6 +9,7 @@ type metrics struct {
 	up                                                                                                 *prometheus.CounterVec
 	rejectedBy                                                                                         *prometheus.CounterVec // rejected is its "upgrade" series
 	recordLookups                                                                                      *prometheus.CounterVec
+	admissionFull                                                                                      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
@@ -16,7 +17,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_cloudhub_" + name, Help: help})
 	}
 	rejectedBy := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_rejected_total",
-		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total), busy (closed at accept: maxHandshakes connections were being admitted) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
+		Help: "Node connections refused on the hub port, by reason: upgrade (the websocket upgrade refused: path, identity, headers; details in kedge_hub_rejected_total) or tls_* (the TLS handshake failed: tls_no_cert, tls_bad_cert, tls_plain_http, tls_aborted, tls_handshake)."}, []string{"reason"})
 	x := &metrics{
 		connects:  c("connects_total", "Node connections accepted."),
 		rejected:  rejectedBy.WithLabelValues("upgrade"),
@@ -32,6 +33,13 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		up:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow, stopping: left unanswered because the module stopped with cloudcore)."}, []string{"result"}),
 	}
 	x.rejectedBy = rejectedBy
+	x.admissionFull = c("admission_full_total", "Times the hub listener found maxHandshakes connections being admitted and stopped accepting until one was done (new connections meanwhile wait in the kernel's accept queue).")
+	admitting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_admitting_connections", Help: "Hub connections being admitted now (accepted, not yet serving a session); at most maxHandshakes."}, func() float64 {
+		if l := m.admitted(); l != nil {
+			return float64(l.pending())
+		}
+		return 0
+	})
 	x.recordLookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_record_lookups_total",
 		Help: "Node join-record checks on connect (is this certificate revoked?), by result: hit (from memory) or miss (read from the records)."}, []string{"result"})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kedge_cloudhub_connected_nodes", Help: "Nodes connected now."}, func() float64 {
@@ -63,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		}
 		return float64(n)
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, x.recordLookups, connected, known, pending} {
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, x.recordLookups, x.admissionFull, admitting, connected, known, pending} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

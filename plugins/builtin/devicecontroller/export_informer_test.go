@@ -34,3 +34,6 @@ func (m *Module) PutStatusCopy(ds *v1beta1.DeviceStatus) error {
 
 // DeviceCopy is the Device informer's copy of ns/name (nil: it has none).
 func (m *Module) DeviceCopy(ns, name string) *v1beta1.Device { return m.device(ns, name) }
+
+// SlimStatus is the DeviceStatus informer's transform.
+func SlimStatus(obj any) (any, error) { return slimStatus(obj) }

@@ -124,10 +124,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.watch(); err != nil {
 		return err
 	}
-	if m.dsInf, err = newStatusInformer(m.rest); err != nil {
+	refused := make(chan error, 1) // the API server refused to list or watch DeviceStatus objects
+	if m.dsInf, err = newStatusInformer(m.rest, refused); err != nil {
 		return err
 	}
-	synced := []cache.InformerSynced{m.devInf.HasSynced, m.modInf.HasSynced, m.dsInf.HasSynced}
+	synced := []cache.InformerSynced{m.devInf.HasSynced, m.modInf.HasSynced}
 	if m.client != nil {
 		secInf, err := m.watchSecrets() // secrets.go
 		if err != nil {
@@ -137,9 +138,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		synced = append(synced, secInf.HasSynced)
 	}
 	m.ctl.Run(m.devInf, m.modInf, m.dsInf)
-	if err := m.ctl.WaitForSync(ctx, "devices, devicemodels and devicestatuses ("+v1beta1.GroupVersion.String()+")", synced...); err != nil {
+	if err := m.ctl.WaitForSync(ctx, "devices and devicemodels ("+v1beta1.GroupVersion.String()+")", synced...); err != nil {
 		return err
 	}
+	m.awaitStatuses(ctx, refused) // devicestatus.go
 	m.ctl.Start(ctx)
 	h.Logger().Info("watching the API for devices", "workers", m.Workers)
 	return nil

@@ -105,13 +105,54 @@ func isDeviceOwner(o metav1.OwnerReference) bool {
 	return o.Kind == "Device" && o.APIVersion == v1beta1.GroupVersion.String()
 }
 
-// newStatusInformer returns the informer on every DeviceStatus, its objects slimmed to statusCopy.
-func newStatusInformer(client rest.Interface) (cache.SharedIndexInformer, error) {
+// newStatusInformer returns the informer on every DeviceStatus, its objects slimmed to statusCopy;
+// refused, if set, is told when the API server forbids listing or watching them.
+func newStatusInformer(client rest.Interface, refused chan<- error) (cache.SharedIndexInformer, error) {
 	inf := controller.Informer(client, v1beta1.ResourceDeviceStatuses, &v1beta1.DeviceStatus{}, cache.Indexers{})
 	if err := inf.SetTransform(slimStatus); err != nil {
 		return nil, err
 	}
+	if refused != nil {
+		err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+			if apierrors.IsForbidden(err) {
+				select {
+				case refused <- err:
+				default:
+				}
+			}
+			cache.DefaultWatchErrorHandler(ctx, r, err)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return inf, nil
+}
+
+// awaitStatuses waits up to syncTimeout for the DeviceStatus informer's first list. When it does not
+// come (the identity may not list and watch devicestatuses, as with an RBAC role written before this
+// informer: a refusal ends the wait at once), the module runs on, and until the informer has listed
+// them the mirror reads a Device's DeviceStatus before its first write in this process, as it did
+// before the informer (one GET per Device after a restart).
+func (m *Module) awaitStatuses(ctx context.Context, refused <-chan error) {
+	wctx, cancel := context.WithTimeout(ctx, m.SyncTimeout)
+	defer cancel()
+	synced := make(chan bool, 1)
+	go func() { synced <- cache.WaitForCacheSync(wctx.Done(), m.dsInf.HasSynced) }()
+	var why string
+	select {
+	case ok := <-synced:
+		if ok {
+			return
+		}
+		why = fmt.Sprintf("no answer within %s (syncTimeout)", m.SyncTimeout)
+	case err := <-refused:
+		why = err.Error()
+		cancel()
+		<-synced
+	}
+	m.host.Logger().Warn("DeviceStatus objects cannot be listed and watched: each Device's DeviceStatus is read before its first write instead (one GET per Device after a restart) until they can; grant list and watch on devicestatuses.devices.kubeedge.io",
+		"err", why)
 }
 
 // statusCopyOf is the informer's copy of the DeviceStatus key ("ns/name"), nil when it has none.
@@ -172,7 +213,11 @@ func (m *Module) mirrorLocked(ctx context.Context, dev *v1beta1.Device, st v1bet
 	rec, mine := m.mirrored[key]
 	m.mirrorMu.Unlock()
 	mine = mine && rec.uid == dev.UID
-	cur := m.statusCopyOf(key)
+	var cur *statusCopy
+	listed := m.dsInf.HasSynced() // else (awaitStatuses) the informer's silence says nothing
+	if listed {
+		cur = m.statusCopyOf(key)
+	}
 	record := func(rv uint64, result string) {
 		m.mirrorMu.Lock()
 		m.mirrored[key] = mirrorRec{uid: dev.UID, sum: sum, rv: rv}
@@ -193,6 +238,8 @@ func (m *Module) mirrorLocked(ctx context.Context, dev *v1beta1.Device, st v1bet
 			return nil
 		}
 		body, done, err = m.patchStatus(ctx, dev, want, nil)
+	case !listed:
+		// The informer has not listed DeviceStatus objects: read this one (below).
 	case cur != nil && cur.owner == dev.UID:
 		// Written by an earlier run of this cloudcore (or by hand): compare with the informer's copy.
 		if cur.sum == sum {

@@ -9,7 +9,7 @@ import (
 
 // NewStatusInformer is the module's DeviceStatus informer (objects slimmed to what the mirror needs).
 func NewStatusInformer(client rest.Interface) (cache.SharedIndexInformer, error) {
-	return newStatusInformer(client)
+	return newStatusInformer(client, nil)
 }
 
 // StatusCopyVersion is the resourceVersion of the DeviceStatus informer's copy of ns/name (false: it

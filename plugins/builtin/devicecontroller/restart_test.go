@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -149,16 +151,25 @@ func mergePatch(t *testing.T, resource, ns, name, patch string) {
 // one patch taking over one left by an earlier Device of the same name (its other owner and extensions
 // kept) — and nothing for the others. After it, each changed report is one patch and an unchanged
 // report nothing.
+//
+// KEDGE_RESTART_DEVICES sets N (default 24; the controllers then get qps and burst 2000).
 func TestRestartedControllerReadsNoDeviceStatusAndWritesOnlyWhatChanged(t *testing.T) {
-	const n = 24
-	r := newRig(t)
+	n, settings := 24, map[string]any{"inventoryWait": "300ms"}
+	if s := os.Getenv("KEDGE_RESTART_DEVICES"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 10 {
+			t.Fatalf("KEDGE_RESTART_DEVICES=%q: want a number of Devices, at least 10", s)
+		}
+		settings["qps"], settings["burst"] = 2000, 2000
+	}
+	r := &rig{ctrlrig.Start(t, devicecontroller.Name, settings, ctrlrig.Namespace(t, 45))}
 	a := r.Node("a")
 	r.join(a)
 	r.model("m")
 	names := make([]string, n)
 	temps := map[string]string{}
 	for i := range names {
-		names[i] = fmt.Sprintf("d%02d", i)
+		names[i] = fmt.Sprintf("d%05d", i)
 		r.device(names[i], "m", a, "20")
 	}
 	for i, name := range names {
@@ -180,27 +191,31 @@ func TestRestartedControllerReadsNoDeviceStatusAndWritesOnlyWhatChanged(t *testi
 		t.Fatal(err)
 	}
 
-	// While it is down: d00's DeviceStatus is deleted, d01's edited by hand, and Device d02 is deleted
+	// While it is down: d00000's DeviceStatus is deleted, d00001's edited by hand, and Device d00002 is deleted
 	// and created again (a new UID) while its DeviceStatus, which meanwhile got another owner and
 	// extensions, stays.
-	if err := api.Delete().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d00").Do(context.Background()).Error(); err != nil {
+	if err := api.Delete().Namespace(r.NS).Resource(v1beta1.ResourceDeviceStatuses).Name("d00000").Do(context.Background()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	mergePatch(t, v1beta1.ResourceDeviceStatuses, r.NS, "d01", `{"status": {"state": "edited-by-hand"}}`)
-	old := listStatuses(t, r.NS)["d02"]
+	mergePatch(t, v1beta1.ResourceDeviceStatuses, r.NS, "d00001", `{"status": {"state": "edited-by-hand"}}`)
+	old := listStatuses(t, r.NS)["d00002"]
 	other := metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "keeper", UID: "11111111-2222-3333-4444-555555555555"}
-	mergePatch(t, v1beta1.ResourceDeviceStatuses, r.NS, "d02", fmt.Sprintf(`{"metadata": {"ownerReferences": [%s, %s]}, "status": {"extensions": {"note": "kept"}}}`,
+	mergePatch(t, v1beta1.ResourceDeviceStatuses, r.NS, "d00002", fmt.Sprintf(`{"metadata": {"ownerReferences": [%s, %s]}, "status": {"extensions": {"note": "kept"}}}`,
 		mustJSON(t, old.OwnerReferences[0]), mustJSON(t, other)))
-	if err := api.Delete().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Name("d02").Do(context.Background()).Error(); err != nil {
+	if err := api.Delete().Namespace(r.NS).Resource(v1beta1.ResourceDevices).Name("d00002").Do(context.Background()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	d02 := r.device("d02", "m", a, "20")
+	d02 := r.device("d00002", "m", a, "20")
 	before := listStatuses(t, r.NS)
 
 	// cloudcore comes back.
 	var count apiCounter
 	server := statusRequests(t)
-	h2 := sdktest.Run(t, devicecontroller.InfoWithClient(count.config(ctrlrig.Env.Config), nil),
+	cfg := count.config(ctrlrig.Env.Config)
+	if settings["qps"] != nil {
+		cfg.QPS, cfg.Burst = 2000, 2000
+	}
+	h2 := sdktest.Run(t, devicecontroller.InfoWithClient(cfg, nil),
 		map[string]any{"kubeconfig": ctrlrig.Env.Kubeconfig, "inventoryWait": "300ms"}, sdktest.Capture("cloudhub"))
 	r2 := &rig{&ctrlrig.Rig{T: t, H: h2, Hub: h2.Captured("cloudhub"), NS: r.NS}}
 	eventually(t, "the restarted controller handled every Device's DeviceStatus", func() (bool, string) {
@@ -215,7 +230,7 @@ func TestRestartedControllerReadsNoDeviceStatusAndWritesOnlyWhatChanged(t *testi
 		t.Errorf("the restarted controller read %d DeviceStatus objects one by one (the API server counted %.0f GETs); want none: the informer knows them", got, serverGETs)
 	}
 	if got, want := since(nil, restart, r.NS), map[string]int{"POST": 1, "PATCH": 2}; !maps.Equal(got, want) {
-		t.Errorf("DeviceStatus requests in the test's namespace after the restart: %v; want %v (create d00, restore d01, take over d02)", got, want)
+		t.Errorf("DeviceStatus requests in the test's namespace after the restart: %v; want %v (create d00000, restore d00001, take over d00002)", got, want)
 	}
 	after := listStatuses(t, r.NS)
 	for _, name := range names[3:] {
@@ -223,21 +238,21 @@ func TestRestartedControllerReadsNoDeviceStatusAndWritesOnlyWhatChanged(t *testi
 			t.Errorf("the restarted controller rewrote the up-to-date DeviceStatus %s", name)
 		}
 	}
-	if ds, ok := after["d00"]; !ok || statusTemperature(ds) != temps["d00"] || controllerOf(ds) == "" {
-		t.Errorf("DeviceStatus d00 after the restart: %+v; want it created with Device d00's status", ds)
+	if ds, ok := after["d00000"]; !ok || statusTemperature(ds) != temps["d00000"] || controllerOf(ds) == "" {
+		t.Errorf("DeviceStatus d00000 after the restart: %+v; want it created with Device d00000's status", ds)
 	}
-	if ds := after["d01"]; ds.Status.State != "online" || statusTemperature(ds) != temps["d01"] {
-		t.Errorf("DeviceStatus d01 after the restart: %+v; want Device d01's status back", ds.Status)
+	if ds := after["d00001"]; ds.Status.State != "online" || statusTemperature(ds) != temps["d00001"] {
+		t.Errorf("DeviceStatus d00001 after the restart: %+v; want Device d00001's status back", ds.Status)
 	}
-	ds := after["d02"]
+	ds := after["d00002"]
 	var owners []string
 	for _, o := range ds.OwnerReferences {
 		owners = append(owners, fmt.Sprintf("%s/%s %s controller=%v", o.Kind, o.Name, o.UID, o.Controller != nil && *o.Controller))
 	}
-	wantOwners := []string{fmt.Sprintf("Device/d02 %s controller=true", d02.UID), fmt.Sprintf("ConfigMap/keeper %s controller=false", other.UID)}
+	wantOwners := []string{fmt.Sprintf("Device/d00002 %s controller=true", d02.UID), fmt.Sprintf("ConfigMap/keeper %s controller=false", other.UID)}
 	if !slices.Equal(owners, wantOwners) || len(ds.Status.Twins) != 0 || ds.Status.State != "" ||
 		ds.Status.Extensions == nil || ds.Status.Extensions.Data["note"] != "kept" {
-		t.Errorf("DeviceStatus d02 after the restart: owners %v, status %+v; want owners %v, the new Device's (empty) status and the extensions kept", owners, ds.Status, wantOwners)
+		t.Errorf("DeviceStatus d00002 after the restart: owners %v, status %+v; want owners %v, the new Device's (empty) status and the extensions kept", owners, ds.Status, wantOwners)
 	}
 
 	// Reports after the restart: six change their Device, the rest repeat what it holds.

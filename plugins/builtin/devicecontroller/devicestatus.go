@@ -241,7 +241,8 @@ func (m *Module) mirrorLocked(ctx context.Context, dev *v1beta1.Device, st v1bet
 	case !listed:
 		// The informer has not listed DeviceStatus objects: read this one (below).
 	case cur != nil && cur.owner == dev.UID:
-		// Written by an earlier run of this cloudcore (or by hand): compare with the informer's copy.
+		// Not written by this process, or written by someone else after it (an earlier run of this
+		// cloudcore, another replica, a hand edit): compare with the informer's copy.
 		if cur.sum == sum {
 			record(cur.rv, "unchanged") // already what it should be: nothing to write
 			return nil

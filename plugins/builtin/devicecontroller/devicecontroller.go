@@ -56,8 +56,10 @@ type Module struct {
 	modelRV map[string]map[string]uint64 // model "ns/name" -> node -> the version the node was sent (or holds)
 	records map[string]devRecord         // device "ns/name" -> what was last decided for it
 
-	mirrorMu sync.Mutex
-	mirrored map[string]string // device "ns/name" -> "<uid>/<sha256>" of the DeviceStatus last written
+	dsInf       cache.SharedIndexInformer // DeviceStatus objects, slimmed to statusCopy (devicestatus.go)
+	mirrorLocks [64]sync.Mutex            // one Device's DeviceStatus decisions and writes in order (lockMirror)
+	mirrorMu    sync.Mutex
+	mirrored    map[string]mirrorRec // device "ns/name" -> what this process last wrote to its DeviceStatus
 
 	evMu   sync.Mutex
 	events map[string]*eventRecord // "ns/name/reason" -> the Warning Event last written (events.go)
@@ -96,7 +98,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	m.unsent = map[string]map[string]bool{}
 	m.modelRV = map[string]map[string]uint64{}
 	m.records = map[string]devRecord{}
-	m.mirrored = map[string]string{}
+	m.mirrored = map[string]mirrorRec{}
 	m.events = map[string]*eventRecord{}
 	var err error
 	if m.metrics, err = newMetrics(h.Metrics()); err != nil {
@@ -122,6 +124,10 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if err := m.watch(); err != nil {
 		return err
 	}
+	refused := make(chan error, 1) // the API server refused to list or watch DeviceStatus objects
+	if m.dsInf, err = newStatusInformer(m.rest, refused); err != nil {
+		return err
+	}
 	synced := []cache.InformerSynced{m.devInf.HasSynced, m.modInf.HasSynced}
 	if m.client != nil {
 		secInf, err := m.watchSecrets() // secrets.go
@@ -131,10 +137,11 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		m.ctl.Run(secInf)
 		synced = append(synced, secInf.HasSynced)
 	}
-	m.ctl.Run(m.devInf, m.modInf)
+	m.ctl.Run(m.devInf, m.modInf, m.dsInf)
 	if err := m.ctl.WaitForSync(ctx, "devices and devicemodels ("+v1beta1.GroupVersion.String()+")", synced...); err != nil {
 		return err
 	}
+	m.awaitStatuses(ctx, refused) // devicestatus.go
 	m.ctl.Start(ctx)
 	h.Logger().Info("watching the API for devices", "workers", m.Workers)
 	return nil

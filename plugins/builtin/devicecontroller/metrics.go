@@ -34,7 +34,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		deferred:       b.Counter("deferred_total", "Changes not sent because the node's inventory was not reconciled yet (the reconciliation sends the current state)."),
 		reconciles:     b.Counter("reconciles_total", "Edge node inventories reconciled against the API."),
 		conflicts:      b.Counter("status_conflicts_total", "Device status writes retried because the Device changed meanwhile (resourceVersion conflict)."),
-		deviceStatuses: b.CounterVec("devicestatus_writes_total", "Writes of DeviceStatus objects (devicestatuses.devices.kubeedge.io), by result (ok, error).", "result"),
+		deviceStatuses: b.CounterVec("devicestatus_writes_total", "Writes of DeviceStatus objects (devicestatuses.devices.kubeedge.io), by result (ok; unchanged: the first look at one found it holding what it should, nothing written; error).", "result"),
 		events:         b.CounterVec("warning_events_total", "Warning Events on Devices whose Healthy condition turned False, by reason and result (written, suppressed: within eventInterval of the last one, error).", "reason", "result"),
 		conditions:     b.CounterVec("health_reports_total", "Healthy conditions reported by edge nodes, by status (True, False, Unknown) and reason.", "status", "reason"),
 	}

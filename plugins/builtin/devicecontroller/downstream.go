@@ -127,52 +127,55 @@ func (m *Module) model(key string) *v1beta1.DeviceModel {
 func (m *Module) syncDevice(ctx context.Context, it item) error {
 	key := it.Namespace + "/" + it.Name
 	dev := m.device(it.Namespace, it.Name)
-	m.sendMu.Lock()
-	defer m.sendMu.Unlock()
-	m.mu.Lock()
-	prev, had := m.records[key]
-	m.mu.Unlock()
-	touched := map[string]bool{}
-	wanted := dev != nil && dev.Spec.NodeName != ""
-	if had && (!wanted || prev.node != dev.Spec.NodeName) {
-		m.emit(ctx, prev.node, message.OpDelete, TypeDevice, it.Namespace, it.Name, prev.last)
-		m.release(ctx, prev.node, prev.model)
+	func() {
+		m.sendMu.Lock()
+		defer m.sendMu.Unlock()
 		m.mu.Lock()
-		delete(m.records, key)
+		prev, had := m.records[key]
 		m.mu.Unlock()
-		touched[prev.node] = true
-		had = false
-	}
-	if wanted {
-		edge, fp, rv, missing := m.edgeCopy(dev) // secrets.go: the node's copy carries its Secrets' values
-		node, model := dev.Spec.NodeName, modelKey(dev)
-		if !had || prev.model != model {
-			m.acquire(ctx, node, model) // the model reaches the node before the device that needs it
+		touched := map[string]bool{}
+		wanted := dev != nil && dev.Spec.NodeName != ""
+		if had && (!wanted || prev.node != dev.Spec.NodeName) {
+			m.emit(ctx, prev.node, message.OpDelete, TypeDevice, it.Namespace, it.Name, prev.last)
+			m.release(ctx, prev.node, prev.model)
+			m.mu.Lock()
+			delete(m.records, key)
+			m.mu.Unlock()
+			touched[prev.node] = true
+			had = false
 		}
-		rec := devRecord{node: node, model: model, fp: fp, sentRV: rv, last: dev}
-		switch {
-		case !had:
-			m.warnMissingSecrets(ctx, dev, missing)
-			m.emit(ctx, node, message.OpInsert, TypeDevice, it.Namespace, it.Name, edge)
-			touched[node] = true
-		case fp != prev.fp:
-			m.warnMissingSecrets(ctx, dev, missing)
-			m.emit(ctx, node, message.OpUpdate, TypeDevice, it.Namespace, it.Name, edge)
-		default:
-			rec.sentRV = prev.sentRV // only the status changed: the node's copy is as good as this one
+		if wanted {
+			edge, fp, rv, missing := m.edgeCopy(dev) // secrets.go: the node's copy carries its Secrets' values
+			node, model := dev.Spec.NodeName, modelKey(dev)
+			if !had || prev.model != model {
+				m.acquire(ctx, node, model) // the model reaches the node before the device that needs it
+			}
+			rec := devRecord{node: node, model: model, fp: fp, sentRV: rv, last: dev}
+			switch {
+			case !had:
+				m.warnMissingSecrets(ctx, dev, missing)
+				m.emit(ctx, node, message.OpInsert, TypeDevice, it.Namespace, it.Name, edge)
+				touched[node] = true
+			case fp != prev.fp:
+				m.warnMissingSecrets(ctx, dev, missing)
+				m.emit(ctx, node, message.OpUpdate, TypeDevice, it.Namespace, it.Name, edge)
+			default:
+				rec.sentRV = prev.sentRV // only the status changed: the node's copy is as good as this one
+			}
+			if had && prev.model != model {
+				m.release(ctx, node, prev.model)
+			}
+			m.mu.Lock()
+			m.records[key] = rec
+			m.mu.Unlock()
 		}
-		if had && prev.model != model {
-			m.release(ctx, node, prev.model)
+		for n := range touched {
+			m.syncMembership(ctx, n, false)
 		}
-		m.mu.Lock()
-		m.records[key] = rec
-		m.mu.Unlock()
-	}
-	for n := range touched {
-		m.syncMembership(ctx, n, false)
-	}
+	}()
 	// The Device's DeviceStatus object: created with the Device (holding what Device.status holds),
-	// deleted with it.
+	// deleted with it. Outside sendMu: it may take API calls, and the sends of every other Device
+	// (and every node's reconcile on connect) must not wait for them.
 	if dev == nil {
 		m.forgetEvents(it.Namespace, it.Name)
 		return m.dropStatus(ctx, it.Namespace, it.Name)

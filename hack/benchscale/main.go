@@ -603,6 +603,15 @@ modules:
 		}
 		pid = cloud.cmd.Process.Pid
 		ph := phase{pid: pid, cpPids: cpPids, t0: ts, cloud0: 0, cp0: cp0} // a new process: its CPU starts at 0
+		if c.apiProfile > 0 { // where cloudcore's goroutines wait in the middle of the storm
+			go func() {
+				time.Sleep(c.apiProfile)
+				path := filepath.Join(work, "cloudcore-storm-goroutine.pprof")
+				if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/goroutine", adminPort), path); err != nil {
+					logf("storm goroutine profile: %v", err)
+				}
+			}()
+		}
 		var peak atomic.Int64
 		sampling := make(chan struct{})
 		go func() {

@@ -658,3 +658,56 @@ func TestCloseIsPromptWhileASendIsStuckOnADeadLink(t *testing.T) {
 		})
 	}
 }
+
+// TestALinkCarryingMessagesSendsNoPingsAndAQuietOneStillDoes proves the heartbeat costs nothing on a
+// busy link (each side pings only after a heartbeat interval without hearing from its peer) and still
+// keeps a quiet link alive and watched.
+func TestALinkCarryingMessagesSendsNoPingsAndAQuietOneStillDoes(t *testing.T) {
+	const hb = 2 * time.Second
+	edgeM, _ := NewMetrics(nil)
+	cloudM, _ := NewMetrics(nil)
+	edge, cloud, _ := pair(t, Options{Heartbeat: hb, Metrics: edgeM}, Options{Heartbeat: hb, Metrics: cloudM})
+	pings := func() uint64 { return edgeM.Stats().Pings + cloudM.Stats().Pings }
+	errs := make(chan error, 2)
+	for _, c := range []*Conn{edge, cloud} {
+		go func() {
+			for {
+				if _, err := c.Receive(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	// Both ways, every 100 ms, for 2.5 heartbeats: the old heartbeat pinged every interval on both
+	// sides (4 or more pings); at most one is allowed for a scheduling stall of a whole interval.
+	for end := time.Now().Add(5 * hb / 2); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, c := range []*Conn{edge, cloud} {
+			if err := c.Send(context.Background(), sampleMessages[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := pings(); n > 1 {
+		t.Errorf("%d pings on a link that carried messages every 100 ms (heartbeat %s), want none", n, hb)
+	}
+	// Quiet: pings keep it up.
+	before := pings()
+	deadline := time.Now().Add(30 * time.Second)
+	for pings() < before+2 {
+		select {
+		case err := <-errs:
+			t.Fatalf("quiet link failed: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a quiet link sent %d pings in 30 s, want them every heartbeat (%s)", pings()-before, hb)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("quiet link failed: %v", err)
+	default:
+	}
+}

@@ -16,6 +16,7 @@ type Metrics struct {
 	bytes             [2]atomic.Uint64
 	decodeErrors      [len(reasonNames) + 1]atomic.Uint64 // last: "other"
 	heartbeatTimeouts atomic.Uint64
+	pings             atomic.Uint64
 	rejected          [len(rejectReasons)]atomic.Uint64
 }
 
@@ -53,6 +54,8 @@ var (
 		"Frames rejected (and their connection closed), by the rule they broke.", []string{"reason"}, nil)
 	heartbeatDesc = prometheus.NewDesc("kedge_hub_heartbeat_timeouts_total",
 		"Connections closed because the peer sent nothing, not even a pong, for two heartbeat intervals.", nil, nil)
+	pingsDesc = prometheus.NewDesc("kedge_hub_pings_total",
+		"Heartbeat pings sent. On the Kedge lane a side pings only after a heartbeat interval in which it heard nothing from its peer: a link that carries messages needs none.", nil, nil)
 	rejectedDesc = prometheus.NewDesc("kedge_hub_rejected_total",
 		"Connection attempts refused by Accept, by reason.", []string{"reason"}, nil)
 )
@@ -78,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsDesc, messagesDesc, framesDesc, bytesDesc, decodeErrorsDesc, heartbeatDesc, rejectedDesc} {
+	for _, d := range []*prometheus.Desc{connsDesc, messagesDesc, framesDesc, bytesDesc, decodeErrorsDesc, heartbeatDesc, pingsDesc, rejectedDesc} {
 		ch <- d
 	}
 }
@@ -96,6 +99,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(decodeErrorsDesc, prometheus.CounterValue, float64(n), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.CounterValue, float64(s.HeartbeatTimeouts))
+	ch <- prometheus.MustNewConstMetric(pingsDesc, prometheus.CounterValue, float64(s.Pings))
 	for reason, n := range s.Rejected {
 		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(n), reason)
 	}
@@ -108,6 +112,7 @@ type Stats struct {
 	Bytes             [2]uint64
 	DecodeErrors      map[string]uint64 // by reason, every reason present
 	HeartbeatTimeouts uint64
+	Pings             uint64
 	Rejected          map[string]uint64 // by reason, every reason present
 }
 
@@ -131,6 +136,7 @@ func (m *Metrics) Stats() Stats {
 		s.DecodeErrors[name] = m.decodeErrors[i].Load()
 	}
 	s.HeartbeatTimeouts = m.heartbeatTimeouts.Load()
+	s.Pings = m.pings.Load()
 	for i, name := range rejectReasons {
 		s.Rejected[name] = m.rejected[i].Load()
 	}
@@ -162,6 +168,12 @@ func (m *Metrics) decodeError(e *FrameError) {
 func (m *Metrics) heartbeatTimeout() {
 	if m != nil {
 		m.heartbeatTimeouts.Add(1)
+	}
+}
+
+func (m *Metrics) ping() {
+	if m != nil {
+		m.pings.Add(1)
 	}
 }
 

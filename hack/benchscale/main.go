@@ -67,6 +67,7 @@ type config struct {
 	podParallel          int
 	podRate              float64
 	ctlQPS               float64
+	statusRefresh        time.Duration
 	ctlWorkers           int
 	readyTimeout, stormT time.Duration
 }
@@ -90,8 +91,9 @@ func main() {
 	flag.DurationVar(&c.apiProfile, "apiserver-profile", 0, "take a CPU profile of the kube-apiserver this long from the start of the pod phase and of the storm (files apiserver-pods.pprof, apiserver-storm.pprof in the size's folder); 0: none")
 	flag.IntVar(&c.podParallel, "pod-parallel", 32, "concurrent pod creates")
 	flag.Float64Var(&c.podRate, "pod-rate", 0, "pod creates per second (paced, as a density test creates them); 0: as fast as -pod-parallel creates go")
+	flag.DurationVar(&c.statusRefresh, "status-refresh", 5*time.Minute, "edgecontroller nodeStatusUpdateFrequency: an unchanged node status is written this often")
 	flag.Float64Var(&c.ctlQPS, "controller-qps", 500, "qps of edgecontroller's and devicecontroller's API clients (burst twice that)")
-	flag.IntVar(&c.ctlWorkers, "controller-workers", 16, "workers of edgecontroller and devicecontroller")
+	flag.IntVar(&c.ctlWorkers, "controller-workers", 64, "workers of edgecontroller and devicecontroller (each runs as many for its queue and for the edges' messages; a message waits for the API call of the one before it on its worker)")
 	flag.DurationVar(&c.readyTimeout, "ready-timeout", 20*time.Minute, "how long the nodes may take to be Ready")
 	flag.DurationVar(&c.stormT, "storm-timeout", 10*time.Minute, "how long the storm may take")
 	flag.Parse()
@@ -394,10 +396,11 @@ modules:
     leaseRenewInterval: %s
     leaseDuration: %s
     nodeGracePeriod: %s
+    nodeStatusUpdateFrequency: %s
     qps: %g
     burst: %d
     workers: %d
-`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, grace, grace, c.ctlQPS, int(2*c.ctlQPS), c.ctlWorkers)
+`, adminPort, work, work, work, hubPort, certPort, work, c.heartbeat, env.Kubeconfig, c.leaseRenew, grace, grace, c.statusRefresh, c.ctlQPS, int(2*c.ctlQPS), c.ctlWorkers)
 	twinArgs := []string{}
 	if c.twinPeriod > 0 {
 		// Device traffic: devicecontroller on, the device CRDs, a DeviceModel and a Device per node.
@@ -857,9 +860,9 @@ func updateTable(c config, rows []string) error {
 		}
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration and nodeGracePeriod 4× that, at least 40 s), connection rate %g/s, twin report per node every %s (0: none).\n\n%s\n%s\n%s",
+	block := fmt.Sprintf("%s\n`%s` (%s), %s, %d cores, load %s when it ended; hollow nodes: status every %s, heartbeat %s, leaseRenewInterval %s (leaseDuration and nodeGracePeriod 4× that, at least 40 s), nodeStatusUpdateFrequency %s, edgecontroller/devicecontroller workers %d and qps %g, connection rate %g/s, twin report per node every %s (0: none), pods created %s.\n\n%s\n%s\n%s",
 		beginMark, c.command, time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpu, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "),
-		c.statusPeriod, c.heartbeat, c.leaseRenew, c.rate, c.twinPeriod, header, strings.Join(rows, "\n"), endMark)
+		c.statusPeriod, c.heartbeat, c.leaseRenew, c.statusRefresh, c.ctlWorkers, c.ctlQPS, c.rate, c.twinPeriod, podPace(c.podRate), header, strings.Join(rows, "\n"), endMark)
 	s := string(b)
 	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
 	if i < 0 || j < i {
@@ -912,6 +915,13 @@ func (c config) profileAPIServer(ctx context.Context, cs kubernetes.Interface, p
 		logf("apiserver CPU profile (%s) in %s: go tool pprof -top %s", c.apiProfile, path, path)
 	}()
 	return done
+}
+
+func podPace(perSecond float64) string {
+	if perSecond > 0 {
+		return fmt.Sprintf("at %g/s", perSecond)
+	}
+	return "unpaced"
 }
 
 // profileCloudcore takes a CPU profile of cloudcore for c.apiProfile into prefix.pprof and its

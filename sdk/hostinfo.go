@@ -31,5 +31,17 @@ type HostClasser interface {
 	HostClass() string
 }
 
+// StartWaiter is implemented by a host that starts its modules one after another (the builtin host
+// does). A module that has started may hear from the outside before the modules after it have: a
+// send to one of those fails with ErrUnknownModule although it will run in a moment. Planned says
+// whether name is one of the host's modules, started yet or not; Started is closed once the host has
+// started them all (or failed to). cloudhub uses it so an edge's message that arrives while cloudcore
+// starts waits for its controller instead of being refused. Do not wait for Started inside Start or
+// Handle: a module started after yours may be waiting for you.
+type StartWaiter interface {
+	Started() <-chan struct{}
+	Planned(name string) bool
+}
+
 // ErrHostStarting: the host does not swap modules yet (it is still starting its modules); try again.
 var ErrHostStarting = errors.New("the host is still starting its modules")

@@ -103,9 +103,8 @@ type Store interface {
 // (wrapped with the module and message concerned); they are defined here so the contract names them
 // without depending on the host.
 var (
-	// ErrUnknownModule: no running module has that name (or no module is in that group). A module the
-	// host is still starting is not unknown: a module that has started waits for it (the builtin host
-	// does, until every module started).
+	// ErrUnknownModule: no running module has that name (or no module is in that group) — yet, if the
+	// host is still starting its modules (see StartWaiter).
 	ErrUnknownModule = errors.New("unknown module")
 	// ErrHostStopping: the destination is one of the host's modules and has stopped because the host
 	// is shutting down (the error wraps ErrUnknownModule too). The message was not handled; whoever

@@ -33,6 +33,7 @@ var (
 	_ sdk.HostVersioner  = (*hostHandle)(nil)
 	_ sdk.HostClasser    = (*hostHandle)(nil)
 	_ sdk.ModuleLister   = (*hostHandle)(nil)
+	_ sdk.StartWaiter    = (*hostHandle)(nil)
 	_ sdk.ModuleSwapper  = (*hostHandle)(nil)
 )
 
@@ -83,16 +84,6 @@ func (h *hostHandle) Send(ctx context.Context, to string, m sdk.Message) error {
 	m.Route.Source = h.name
 	err := h.router.Send(ctx, to, m)
 	if errors.Is(err, sdk.ErrUnknownModule) {
-		if wait := h.mgr.startWait(h.name, to); wait != nil {
-			select {
-			case <-wait:
-				err = h.router.Send(ctx, to, m)
-			case <-ctx.Done():
-				return errors.Join(err, ctx.Err())
-			}
-		}
-	}
-	if errors.Is(err, sdk.ErrUnknownModule) {
 		return h.mgr.unknown(to, err)
 	}
 	return err
@@ -103,31 +94,23 @@ func (h *hostHandle) SendToGroup(ctx context.Context, group string, m sdk.Messag
 	return h.router.SendToGroup(ctx, group, m)
 }
 
-// SendSync sends m and waits for the answer. A module that has started and sends to a module the host
-// has yet to start (cloudhub handing an edge's message to a controller still listing its informers)
-// waits for the host to finish starting, within timeout, instead of getting ErrUnknownModule.
 func (h *hostHandle) SendSync(ctx context.Context, to string, m sdk.Message, timeout time.Duration) (sdk.Message, error) {
 	m.Route.Source = h.name
-	began := time.Now()
 	resp, err := h.router.SendSync(ctx, to, m, timeout)
-	if errors.Is(err, sdk.ErrUnknownModule) {
-		if wait := h.mgr.startWait(h.name, to); wait != nil {
-			t := time.NewTimer(timeout)
-			defer t.Stop()
-			select {
-			case <-wait:
-				resp, err = h.router.SendSync(ctx, to, m, max(timeout-time.Since(began), time.Millisecond))
-			case <-ctx.Done():
-				return resp, errors.Join(err, ctx.Err())
-			case <-t.C:
-				return resp, fmt.Errorf("%w (it was still starting after %s)", err, timeout)
-			}
-		}
-	}
 	if errors.Is(err, sdk.ErrUnknownModule) {
 		return resp, h.mgr.unknown(to, err)
 	}
 	return resp, err
+}
+
+// Started is closed once the host has started every module (or failed to): sdk.StartWaiter.
+func (h *hostHandle) Started() <-chan struct{} { return h.mgr.allStarted }
+
+// Planned says whether name is one of the host's modules, started yet or not: sdk.StartWaiter.
+func (h *hostHandle) Planned(name string) bool {
+	h.mgr.mu.Lock()
+	defer h.mgr.mu.Unlock()
+	return h.mgr.planned[name]
 }
 
 func (h *hostHandle) Reply(ctx context.Context, m sdk.Message) error {

@@ -48,9 +48,8 @@ type Manager struct {
 	running []*running
 	started bool // Start finished and Stop has not begun
 	// planned are the modules Start was given; allStarted is closed when Start returns (started or
-	// failed); stopping is set when Stop begins. A module that has started and sends to a planned
-	// module not started yet waits for allStarted (hostHandle.SendSync), instead of being told the
-	// module is unknown.
+	// failed): sdk.StartWaiter. stopping is set when Stop begins (a send to a planned module then
+	// wraps sdk.ErrHostStopping).
 	planned    map[string]bool
 	allStarted chan struct{}
 	stopping   bool
@@ -159,29 +158,6 @@ func (mgr *Manager) closeAllStarted() {
 	default:
 		close(mgr.allStarted)
 	}
-}
-
-// startWait returns what a message from module from to module to, which the router does not know,
-// should wait for: allStarted while to is planned and not started yet and from has started (a module
-// still in its Start must not wait for a module started after it: that would never come); nil when
-// there is nothing to wait for.
-func (mgr *Manager) startWait(from, to string) <-chan struct{} {
-	mgr.mu.Lock()
-	defer mgr.mu.Unlock()
-	select {
-	case <-mgr.allStarted:
-		return nil
-	default:
-	}
-	if !mgr.planned[to] || mgr.stopping {
-		return nil
-	}
-	for _, r := range mgr.running {
-		if r.name == from {
-			return mgr.allStarted
-		}
-	}
-	return nil
 }
 
 // unknown adds sdk.ErrHostStopping to err (a send to module to that the router did not know) when to

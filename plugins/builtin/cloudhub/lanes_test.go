@@ -18,14 +18,21 @@ import (
 // answerer is a cloud module that answers every message with OK, after gate is closed when gate is
 // set; it records the resources it was given, in order.
 type answerer struct {
-	h        sdk.Host
-	gate     chan struct{}
-	stopGate chan struct{} // Stop waits for it when set
-	mu       sync.Mutex
-	seen     []string
+	h         sdk.Host
+	startGate chan struct{} // Start waits for it when set (a controller listing its informers)
+	gate      chan struct{}
+	stopGate  chan struct{} // Stop waits for it when set
+	mu        sync.Mutex
+	seen      []string
 }
 
-func (a *answerer) Start(_ context.Context, h sdk.Host) error { a.h = h; return nil }
+func (a *answerer) Start(_ context.Context, h sdk.Host) error {
+	a.h = h
+	if a.startGate != nil {
+		<-a.startGate
+	}
+	return nil
+}
 func (a *answerer) Stop(context.Context) error {
 	if a.stopGate != nil {
 		<-a.stopGate
@@ -155,5 +162,47 @@ func TestAnEdgeMessageForAModuleStoppedWithCloudcoreIsLeftUnansweredForTheEdgeTo
 	c.hub.mu.Unlock()
 	if !n.recent.Claim(msg.Header.ID) {
 		t.Error("the unanswered message is still remembered as taken: its resend would be acknowledged as a repeat and never handled")
+	}
+}
+
+// TestAnEdgeMessageArrivingWhileCloudcoreStartsWaitsForItsModuleInsteadOfBeingRefused proves the other
+// end of a restart: cloudhub starts first and edges connect at once, while a controller after it is
+// still starting (and the next one has no mailbox yet). The edge's message is answered by its module
+// once it runs — not refused with "not running", which the edge would take as final.
+func TestAnEdgeMessageArrivingWhileCloudcoreStartsWaitsForItsModuleInsteadOfBeingRefused(t *testing.T) {
+	slow := &answerer{startGate: make(chan struct{})}
+	ctl := &answerer{}
+	c, start, err := newCloud(t, func(m *Module) { m.Dispatch = map[string]string{"resource": "ctl"} }, planned("aslow", slow), planned("ctl", ctl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- start() }()
+	t.Cleanup(func() {
+		select {
+		case <-slow.startGate:
+		default:
+			close(slow.startGate)
+		}
+		if <-started == nil {
+			c.stop()
+		}
+		c.db.Close()
+	})
+	eventually(t, "cloudhub to listen", func() bool { return slices.Contains(c.mgr.Running(), Name) })
+	edge := newRawNode(t, c, "edge-1")
+	edge.dial(c)
+	msg := message.New("edged", "resource", message.OpUpdate, "default/pod/p1")
+	if err := edge.conn.Send(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the message to wait for ctl", func() bool { return testutil.ToFloat64(c.hub.metrics.startWaits) == 1 })
+	close(slow.startGate)
+	got := edge.receive()
+	if got.Header.ParentID != msg.Header.ID || got.Route.Operation == message.OpError {
+		t.Fatalf("the edge got %s; want ctl's answer to its message", got.String())
+	}
+	if got := ctl.resources(); !slices.Equal(got, []string{"node/edge-1/default/pod/p1"}) {
+		t.Errorf("ctl handled %v, want the edge's pod", got)
 	}
 }

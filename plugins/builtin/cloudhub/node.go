@@ -689,6 +689,19 @@ func (m *Module) upstream(ctx context.Context, s *session, lane int, msg message
 		return reply(msg.ErrorReply(Name, fmt.Errorf("no cloud module handles group %q (cloudhub dispatch)", msg.Route.Group)))
 	}
 	resp, err := m.host.SendSync(ctx, target, msg, m.HandleTimeout)
+	if errors.Is(err, sdk.ErrUnknownModule) && !errors.Is(err, sdk.ErrHostStopping) {
+		// cloudhub starts first and edges connect at once: a controller may still be starting. Its
+		// message waits for it instead of being refused (the edge takes an error answer as final).
+		if sw, ok := m.host.(sdk.StartWaiter); ok && sw.Planned(target) {
+			m.metrics.startWaits.Inc()
+			select {
+			case <-sw.Started():
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			resp, err = m.host.SendSync(ctx, target, msg, m.HandleTimeout)
+		}
+	}
 	switch {
 	case errors.Is(err, sdk.ErrHostStopping):
 		// cloudcore is shutting down and the module has stopped before cloudhub: the message was not

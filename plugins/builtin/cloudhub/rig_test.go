@@ -69,10 +69,25 @@ func startCloud(t *testing.T, configure func(*Module), others ...modules.Planned
 // started beside it (dispatch targets).
 func tryStartCloud(t *testing.T, configure func(*Module), others ...modules.Planned) (*cloud, error) {
 	t.Helper()
+	c, start, err := newCloud(t, configure, others...)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(); err != nil {
+		c.db.Close()
+		return nil, err
+	}
+	t.Cleanup(c.stop)
+	return c, nil
+}
+
+// newCloud builds cloudhub and its host; start starts the modules (cloudhub first, then others).
+func newCloud(t *testing.T, configure func(*Module), others ...modules.Planned) (*cloud, func() error, error) {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(filepath.Join(dir, "cloud.db"), store.Options{Synchronous: "normal"})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	reg := prometheus.NewRegistry()
 	c := &cloud{rt: router.New(reg), db: db, hub: New()}
@@ -81,15 +96,13 @@ func tryStartCloud(t *testing.T, configure func(*Module), others ...modules.Plan
 	if configure != nil {
 		configure(c.hub)
 	}
-	c.mgr = modules.NewManager(modules.Deps{NodeName: "cloudcore-test", Router: c.rt, Store: db, Metrics: reg, StopTimeout: 5 * time.Second})
-	if err := c.mgr.Start(context.Background(), append([]modules.Planned{
-		{Info: sdk.Info{Name: Name, Group: "hub"}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: c.hub},
-	}, others...)); err != nil {
-		db.Close()
-		return nil, err
+	c.mgr = modules.NewManager(modules.Deps{NodeName: "cloudcore-test", Router: c.rt, Store: db, Metrics: reg, StopTimeout: 5 * time.Second, StartTimeout: time.Minute})
+	start := func() error {
+		return c.mgr.Start(context.Background(), append([]modules.Planned{
+			{Info: sdk.Info{Name: Name, Group: "hub"}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: c.hub},
+		}, others...))
 	}
-	t.Cleanup(c.stop)
-	return c, nil
+	return c, start, nil
 }
 
 func (c *cloud) stop() {

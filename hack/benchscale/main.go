@@ -606,7 +606,7 @@ modules:
 		}
 		pid = cloud.cmd.Process.Pid
 		ph := phase{pid: pid, cpPids: cpPids, t0: ts, cloud0: 0, cp0: cp0} // a new process: its CPU starts at 0
-		if c.apiProfile > 0 { // where cloudcore's goroutines wait in the middle of the storm
+		if c.apiProfile > 0 {                                              // where cloudcore's goroutines wait in the middle of the storm
 			go func() {
 				time.Sleep(c.apiProfile)
 				path := filepath.Join(work, "cloudcore-storm-goroutine.pprof")

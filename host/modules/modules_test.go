@@ -184,6 +184,12 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
+	return newHarnessWith(t, func(*Deps) {})
+}
+
+// newHarnessWith is newHarness with the manager's Deps changed by tune.
+func newHarnessWith(t testing.TB, tune func(*Deps)) *harness {
+	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{Synchronous: "normal"})
 	if err != nil {
 		t.Fatal(err)
@@ -191,11 +197,10 @@ func newHarness(t testing.TB) *harness {
 	t.Cleanup(func() { db.Close() })
 	reg := prometheus.NewRegistry()
 	rt := router.New(reg)
-	return &harness{
-		mgr: NewManager(Deps{NodeName: "n1", Router: rt, Store: db, Metrics: reg, StopTimeout: 2 * time.Second, StartTimeout: time.Second,
-			SwapHealthTimeout: 300 * time.Millisecond}),
-		rt: rt, reg: reg, j: &journal{},
-	}
+	deps := Deps{NodeName: "n1", Router: rt, Store: db, Metrics: reg, StopTimeout: 2 * time.Second, StartTimeout: time.Second,
+		SwapHealthTimeout: 300 * time.Millisecond}
+	tune(&deps)
+	return &harness{mgr: NewManager(deps), rt: rt, reg: reg, j: &journal{}}
 }
 
 func (h *harness) plan(t *testing.T, infos ...sdk.Info) []Planned {

@@ -3,15 +3,10 @@ package modules
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/kedge-io/kedge/host/message"
-	"github.com/kedge-io/kedge/host/router"
-	"github.com/kedge-io/kedge/host/store"
 	"github.com/kedge-io/kedge/sdk"
 )
 
@@ -60,13 +55,7 @@ func gatedPlan(mods ...*gated) []Planned {
 
 func newGatedManager(t *testing.T) *Manager {
 	t.Helper()
-	db, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{Synchronous: "normal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	reg := prometheus.NewRegistry()
-	return NewManager(Deps{NodeName: "n1", Router: router.New(reg), Store: db, Metrics: reg, StopTimeout: 30 * time.Second, StartTimeout: time.Minute})
+	return newHarnessWith(t, func(d *Deps) { d.StopTimeout, d.StartTimeout = 30*time.Second, time.Minute }).mgr
 }
 
 // TestTheHostSaysWhichModulesArePlannedAndWhenAllHaveStarted proves sdk.StartWaiter, which keeps an

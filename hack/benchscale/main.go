@@ -511,13 +511,16 @@ modules:
 	heap, _ := scrape(adminURL, "go_memstats_heap_inuse_bytes")
 	stack, _ := scrape(adminURL, "go_memstats_stack_inuse_bytes")
 	logf("idle: cloudcore %0.f goroutines (%.1f per node), heap in use %s, stacks %s (%.1f KiB per node)", gor, gor/float64(n), mib(int64(heap)), mib(int64(stack)), stack/float64(n)/1024)
-	for _, prof := range []string{"heap", "goroutine", "profile?seconds=20"} { // admin.pprof is on in this config
-		name := strings.Replace(prof, "profile?seconds=20", "cpu", 1)
-		if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", adminPort, prof), filepath.Join(work, "idle-"+name+".pprof")); err != nil {
+	for _, prof := range []string{"heap", "goroutine", "profile?seconds=20", "goroutine?debug=2"} { // admin.pprof is on in this config
+		name := strings.NewReplacer("profile?seconds=20", "cpu", "goroutine?debug=2", "goroutines.txt").Replace(prof)
+		if !strings.HasSuffix(name, ".txt") {
+			name += ".pprof"
+		}
+		if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/%s", adminPort, prof), filepath.Join(work, "idle-"+name)); err != nil {
 			logf("idle: %s profile: %v", name, err)
 		}
 	}
-	logf("idle: heap, goroutine and 20 s CPU profiles of cloudcore in %s/idle-{heap,goroutine,cpu}.pprof (go tool pprof -sample_index=inuse_space -top ...)", work)
+	logf("idle: heap, goroutine and 20 s CPU profiles of cloudcore in %s/idle-{heap,goroutine,cpu}.pprof (go tool pprof -sample_index=inuse_space -top ...), every goroutine's stack in idle-goroutines.txt", work)
 	d, _ := diff(a0, a1)
 	twinCol := "off"
 	if c.twinPeriod > 0 {

@@ -175,18 +175,36 @@ func (m *Module) send(ctx context.Context, node string, ro *v1alpha1.PluginRollo
 }
 
 // connected sends node again every rollout it is in the middle of (state Installing): after a
-// cloudcore restart, or a queue the hub forgot, that message may never have reached it.
+// cloudcore restart, or a queue the hub forgot, that message may never have reached it. A node this
+// replica sent its turn to counts as Installing even when the informer's copy does not show it yet:
+// the informer lags behind the status written with the turn, and a node reconnecting in that window
+// was otherwise never sent its rollout again (TestNodeReconnectingMidRolloutGetsItsRolloutAgain
+// failed 2 runs in 16 that way).
 func (m *Module) connected(ctx context.Context, node string) {
 	for _, o := range m.roInf.GetStore().List() {
 		ro := o.(*v1alpha1.PluginRollout)
-		if ro.Status.ObservedGeneration != ro.Generation {
-			continue // a reconcile is due and sends what the new generation needs
-		}
+		state := ""
 		for _, n := range ro.Status.Nodes {
-			if n.Name == node && n.State == v1alpha1.NodeInstalling {
-				m.send(ctx, node, ro, "reconnect")
-				m.metrics.resent.Inc()
+			if n.Name == node {
+				state = n.State
 			}
 		}
+		switch {
+		case ro.Status.ObservedGeneration == ro.Generation && state == v1alpha1.NodeInstalling:
+		case (ro.Status.ObservedGeneration == ro.Generation || ro.Status.ObservedGeneration == 0) &&
+			state != v1alpha1.NodeUpdated && state != v1alpha1.NodeFailed && state != v1alpha1.NodeRolledBack &&
+			m.sentHere(ro, node):
+		default:
+			continue // not its turn, done, or a reconcile is due and sends what the new generation needs
+		}
+		m.send(ctx, node, ro, "reconnect")
+		m.metrics.resent.Inc()
 	}
+}
+
+// sentHere says whether this replica sent node the rollout's current generation.
+func (m *Module) sentHere(ro *v1alpha1.PluginRollout, node string) bool {
+	m.ha.mu.Lock()
+	defer m.ha.mu.Unlock()
+	return m.ha.sent[sentKey{ro.UID, node}] >= sentGeneration(ro)
 }

@@ -95,6 +95,19 @@ type Module struct {
 	laneTargets []string
 	admit       *admitListener
 	stopping    bool // set by Stop: no new sessions (their WaitGroup is being waited on)
+
+	events eventGate
+}
+
+// eventGate holds node events while cloudcore is still starting its modules: cloudhub starts first
+// and edges connect at once, and an event sent before the events group's members have started
+// reaches nobody (a controller that never hears of a connection or an inventory sends the node
+// nothing until it reconnects). Held events go out in the order they happened once every module has
+// started; after that, events are sent as they happen.
+type eventGate struct {
+	mu   sync.Mutex
+	open bool
+	held []sdk.Message
 }
 
 var _ sdk.Module = (*Module)(nil)
@@ -149,6 +162,9 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		m.nodes = map[string]*node{}
 	}
 	m.setLanes()
+	m.events.mu.Lock()
+	m.events.open, m.events.held = false, nil
+	m.events.mu.Unlock()
 	for _, p := range m.KubeEdgeNodes {
 		if _, err := path.Match(p, ""); err != nil {
 			return fmt.Errorf("kubeedgeNodes: %q is not a valid name pattern: %w", p, err)
@@ -226,6 +242,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	h.Logger().Info("serving edge nodes", "hub", m.Address, "certs", m.CertServerAddress, "joinRecords", recs.String())
 	m.wg.Go(m.sweep)
+	m.wg.Go(m.releaseEvents)
 	return nil
 }
 
@@ -434,7 +451,45 @@ func (m *Module) event(node, op string, content []byte) {
 	if op == message.OpConnected || op == message.OpDisconnected {
 		m.owners.changed(node)
 	}
+	m.events.mu.Lock()
+	if !m.events.open {
+		m.events.held = append(m.events.held, msg)
+		m.events.mu.Unlock()
+		m.metrics.eventsHeld.Inc()
+		return
+	}
+	m.events.mu.Unlock()
+	m.sendEvent(msg)
+}
+
+func (m *Module) sendEvent(msg sdk.Message) {
 	if err := m.host.SendToGroup(m.life, m.EventsGroup, msg); err != nil && !errors.Is(err, sdk.ErrUnknownModule) {
-		m.host.Logger().Warn("node event not delivered", "node", node, "event", op, "err", err)
+		m.host.Logger().Warn("node event not delivered", "node", msg.Route.Resource, "event", msg.Route.Operation, "err", err)
+	}
+}
+
+// releaseEvents opens the event gate once the host has started every module (at once when the host
+// cannot say), sending what was held in order; events arriving meanwhile queue behind them.
+func (m *Module) releaseEvents() {
+	if sw, ok := m.host.(sdk.StartWaiter); ok {
+		select {
+		case <-sw.Started():
+		case <-m.life.Done():
+			return
+		}
+	}
+	for {
+		m.events.mu.Lock()
+		held := m.events.held
+		m.events.held = nil
+		if len(held) == 0 {
+			m.events.open = true
+			m.events.mu.Unlock()
+			return
+		}
+		m.events.mu.Unlock()
+		for _, msg := range held {
+			m.sendEvent(msg)
+		}
 	}
 }

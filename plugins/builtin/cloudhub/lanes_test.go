@@ -206,3 +206,68 @@ func TestAnEdgeMessageArrivingWhileCloudcoreStartsWaitsForItsModuleInsteadOfBein
 		t.Errorf("ctl handled %v, want the edge's pod", got)
 	}
 }
+
+// eventsLog records the node events the hub's events group gets, as "<op> <resource>".
+type eventsLog struct {
+	answerer
+}
+
+func (e *eventsLog) Handle(_ context.Context, m sdk.Message) error {
+	e.mu.Lock()
+	e.seen = append(e.seen, m.Route.Operation+" "+m.Route.Resource)
+	e.mu.Unlock()
+	return nil
+}
+
+// A controller that follows node events and is still starting when an edge connects (cloudhub
+// starts first, edges connect at once) would otherwise never hear of the connection or the
+// inventory, and send the node nothing until it reconnected.
+func TestNodeEventsWhileCloudcoreStartsAreHeldAndDeliveredInOrderOnceItsModulesHaveStarted(t *testing.T) {
+	events := &eventsLog{answerer{startGate: make(chan struct{})}}
+	c, start, err := newCloud(t, nil, modules.Planned{Info: sdk.Info{Name: "ctl", Group: "hubevents"}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- start() }()
+	t.Cleanup(func() {
+		select {
+		case <-events.startGate:
+		default:
+			close(events.startGate)
+		}
+		if <-started == nil {
+			c.stop()
+		}
+		c.db.Close()
+	})
+	eventually(t, "cloudhub to listen", func() bool { return slices.Contains(c.mgr.Running(), Name) })
+	edge := newRawNode(t, c, "edge-1")
+	edge.dial(c)
+	inv := message.New("edgehub", "hub", message.OpInventory, "")
+	if err := edge.conn.Send(context.Background(), inv); err != nil {
+		t.Fatal(err)
+	}
+	if got := edge.receive(); got.Header.ParentID != inv.Header.ID || got.Route.Operation == message.OpError {
+		t.Fatalf("the edge got %s; want its inventory acknowledged", got.String())
+	}
+	eventually(t, "the connection and the inventory to be held", func() bool { return testutil.ToFloat64(c.hub.metrics.eventsHeld) == 2 })
+	if got := events.resources(); len(got) != 0 {
+		t.Fatalf("a module still starting got %v", got)
+	}
+	close(events.startGate)
+	res := "node/edge-1/-/connection/edge-1"
+	want := []string{message.OpConnected + " " + res, message.OpInventory + " " + res}
+	eventually(t, "the held events to arrive", func() bool { return len(events.resources()) == 2 })
+	if got := events.resources(); !slices.Equal(got, want) {
+		t.Fatalf("the events group got %v, want %v", got, want)
+	}
+	_ = edge.conn.Close()
+	eventually(t, "the disconnection to arrive after them", func() bool { return len(events.resources()) == 3 })
+	if got := events.resources(); got[2] != message.OpDisconnected+" "+res {
+		t.Fatalf("the events group got %v, want the disconnection last", got)
+	}
+	if v := testutil.ToFloat64(c.hub.metrics.eventsHeld); v != 2 {
+		t.Fatalf("%v events held, want 2 (none once every module had started)", v)
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 type metrics struct {
 	startWaits                                                                                         prometheus.Counter
+	eventsHeld                                                                                         prometheus.Counter
 	connects, rejected, replaced, queued, coalesced, sent, resent, acked, lateAcks, forgotten, drained prometheus.Counter
 	up                                                                                                 *prometheus.CounterVec
 	rejectedBy                                                                                         *prometheus.CounterVec // rejected is its "upgrade" series
@@ -31,6 +32,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		lateAcks:   c("late_acks_total", "Acknowledgements for versions no longer on the wire (after a resend or reconnect)."),
 		forgotten:  c("forgotten_nodes_total", "Nodes forgotten after being disconnected with an empty queue for forgetAfter."),
 		startWaits: c("upstream_start_waits_total", "Messages from nodes that waited for their cloud module to start (cloudcore was starting its modules) instead of being refused."),
+		eventsHeld: c("events_held_total", "Node events (connected, inventory, disconnected) held, in order, until cloudcore had started every module of the events group instead of being lost."),
 		drained:    c("drained_total", "Node sessions closed by the drain on stop, so the nodes reconnect to another replica."),
 		up:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kedge_cloudhub_upstream_total", Help: "Messages from nodes by result (ok, repeat, keepalive, inventory, invalid, no_handler, slow, stopping: left unanswered because the module stopped with cloudcore)."}, []string{"result"}),
 	}
@@ -73,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, m *Module) (*metrics, error) {
 		}
 		return float64(n)
 	})
-	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, x.recordLookups, x.admissionFull, x.startWaits, admitting, connected, known, pending} {
+	for _, col := range []prometheus.Collector{x.connects, x.rejectedBy, x.replaced, x.queued, x.coalesced, x.sent, x.resent, x.acked, x.lateAcks, x.forgotten, x.drained, x.up, x.recordLookups, x.admissionFull, x.startWaits, x.eventsHeld, admitting, connected, known, pending} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,6 +71,7 @@ type Module struct {
 	metrics  *metrics
 	wg       sync.WaitGroup // monitorNodes and the autonomy workers
 	life     context.Context
+	endpoint atomic.Pointer[cachedEndpoint] // cloudstream's last answer (nodes.go, streamEndpoint)
 
 	mu       sync.Mutex
 	state    map[string]*nodeState // edge node -> what it was sent and how it is connected
@@ -127,6 +129,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 			"leaseRenewInterval", m.LeaseRenewInterval, "nodeGracePeriod", m.NodeGracePeriod)
 	}
 	m.leases = map[string]leaseSeen{}
+	m.endpoint.Store(nil)
 	m.state = map[string]*nodeState{}
 	m.owners = map[objKey]map[string]int{}
 	m.missing = map[string]bool{}

@@ -2,14 +2,12 @@ package edgecontroller
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"maps"
-	"slices"
+	"hash/maphash"
 	"strconv"
-	"strings"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -240,30 +238,48 @@ type shownReport struct {
 // fingerprint hashes what a node's status is made of: the report but for its time (each report has
 // its own), and the stream endpoint.
 func (r NodeReport) fingerprint(ep streamEndpoint) uint64 {
-	h := fnv.New64a()
-	put := func(ss ...string) {
-		for _, s := range ss {
-			_, _ = h.Write([]byte(s))
-			_, _ = h.Write([]byte{0})
-		}
+	// One buffer hashed once, maps summed entry by entry (order-free, no sorting): a report a node
+	// sends every few seconds costs no allocation here.
+	var buf [512]byte
+	b := buf[:0]
+	for _, s := range [...]string{r.NodeName, r.KernelVersion, r.OS, r.Architecture, r.OSImage, r.MachineID, r.BootID,
+		r.ContainerRuntimeVersion, r.Version, ep.Address} {
+		b = appendField(b, s)
 	}
-	putMap := func(m map[string]string) {
-		keys := slices.Sorted(maps.Keys(m))
-		put(strconv.Itoa(len(keys)))
-		for _, k := range keys {
-			put(k, m[k])
-		}
+	b = strconv.AppendInt(b, int64(ep.Port), 10)
+	b = strconv.AppendInt(append(b, 0), r.BootTime.Unix(), 10)
+	b = strconv.AppendInt(append(b, 0), int64(r.BootTime.Nanosecond()), 10)
+	b = appendMap(append(b, 0), r.Capacity)
+	b = strconv.AppendBool(b, r.Allocatable != nil)
+	b = appendMap(b, r.Allocatable)
+	b = strconv.AppendInt(b, int64(len(r.Addresses)), 10)
+	for _, a := range r.Addresses {
+		b = appendField(b, a)
 	}
-	put(r.NodeName, r.KernelVersion, r.OS, r.Architecture, r.OSImage, r.BootTime.UTC().String(),
-		r.MachineID, r.BootID, r.ContainerRuntimeVersion, r.Version, ep.Address, strconv.Itoa(int(ep.Port)))
-	putMap(r.Capacity)
-	put(strconv.FormatBool(r.Allocatable != nil))
-	putMap(r.Allocatable)
-	put(strings.Join(r.Addresses, ","))
+	b = strconv.AppendInt(b, int64(len(r.Conditions)), 10)
 	for _, c := range r.Conditions {
-		put(c.Type, c.Status, c.Reason, c.Message)
+		b = appendField(appendField(appendField(appendField(b, c.Type), c.Status), c.Reason), c.Message)
 	}
-	return h.Sum64()
+	return maphash.Bytes(fingerprintSeed, b)
+}
+
+var fingerprintSeed = maphash.MakeSeed()
+
+func appendField(b []byte, s string) []byte { return append(append(b, s...), 0) }
+
+// appendMap appends m's size and the sum of its entries' hashes (the same whatever the order).
+func appendMap(b []byte, m map[string]string) []byte {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	var sum uint64
+	for k, v := range m {
+		h.Reset()
+		h.WriteString(k)
+		h.WriteByte(0)
+		h.WriteString(v)
+		sum += h.Sum64()
+	}
+	return binary.LittleEndian.AppendUint64(strconv.AppendInt(b, int64(len(m)), 10), sum)
 }
 
 // statusDue says whether a report must be written to the Node: the informer's copy cur is not
@@ -309,23 +325,47 @@ const streamModule = "cloudstream"
 // setting lives in one place. No cloudstream running, or no advertiseAddress: the zero value, and
 // node addresses stay as the edge reports them.
 func (m *Module) streamEndpoint(ctx context.Context) streamEndpoint {
+	if c := m.endpoint.Load(); c != nil && time.Since(c.at) < streamEndpointTTL {
+		return c.ep
+	}
+	ep, ok := m.askStreamEndpoint(ctx)
+	if ok {
+		m.endpoint.Store(&cachedEndpoint{ep: ep, at: time.Now()})
+	}
+	return ep
+}
+
+// streamEndpointTTL is how long cloudstream's answer is used before it is asked again: every node
+// reports every few seconds, and the answer changes only with cloudstream's settings.
+const streamEndpointTTL = 30 * time.Second
+
+type cachedEndpoint struct {
+	ep streamEndpoint
+	at time.Time
+}
+
+// askStreamEndpoint asks cloudstream; ok is false when it gave no answer worth keeping.
+func (m *Module) askStreamEndpoint(ctx context.Context) (streamEndpoint, bool) {
 	q := message.New(Name, "stream", message.OpQuery, streamEndpointResource)
 	resp, err := m.host.SendSync(ctx, streamModule, q, 5*time.Second)
 	if err != nil {
 		if !errors.Is(err, sdk.ErrUnknownModule) {
 			m.host.Logger().Warn("stream endpoint not known; node addresses left as reported", "err", err)
+			return streamEndpoint{}, false
 		}
-		return streamEndpoint{}
+		// No cloudstream: kept when the host says it runs none (not one being swapped or started).
+		sw, ok := m.host.(sdk.StartWaiter)
+		return streamEndpoint{}, ok && !sw.Planned(streamModule)
 	}
 	var ep streamEndpoint
 	if resp.Route.Operation != message.OpError && resp.DecodeContent(&ep) == nil && ep.Address == "" {
-		return streamEndpoint{} // cloudstream runs without advertiseAddress: off
+		return streamEndpoint{}, true // cloudstream runs without advertiseAddress: off
 	}
 	if resp.Route.Operation == message.OpError || ep.Port <= 0 || ep.Port > 65535 {
 		m.host.Logger().Warn("cloudstream answered no usable stream endpoint", "content", string(resp.Content))
-		return streamEndpoint{}
+		return streamEndpoint{}, false
 	}
-	return ep
+	return ep, true
 }
 
 // streamEndpointResource and streamEndpoint are cloudstream's query and answer (cloudstream.Endpoint).

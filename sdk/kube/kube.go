@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -29,4 +30,15 @@ func RestConfig(path, setting string) (*rest.Config, error) {
 		return nil, fmt.Errorf("no kubeconfig set (%s or $KUBECONFIG) and not in a cluster: %w", setting, err)
 	}
 	return cfg, nil
+}
+
+// BuiltinTypes returns a copy of cfg for a clientset of Kubernetes' own types (kubernetes.NewForConfig):
+// it speaks protobuf, which the API server and the client encode and decode several times faster
+// than JSON — watching thousands of nodes' Leases and Nodes is much of an idle cloudcore's work.
+// Never for custom resources, which have no protobuf form.
+func BuiltinTypes(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return c
 }

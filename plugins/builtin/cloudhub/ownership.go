@@ -131,7 +131,7 @@ func (m *Module) startOwnership(ctx context.Context) error {
 		return fmt.Errorf("ownership: %w", err)
 	}
 	cfg.QPS, cfg.Burst, cfg.UserAgent = c.QPS, c.Burst, "kedge-cloudhub-ownership"
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubernetes.NewForConfig(kube.BuiltinTypes(cfg))
 	if err != nil {
 		return fmt.Errorf("ownership: %w", err)
 	}

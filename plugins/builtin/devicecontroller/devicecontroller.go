@@ -18,6 +18,7 @@ import (
 
 	"github.com/kedge-io/kedge/sdk"
 	"github.com/kedge-io/kedge/sdk/apis/devices/v1beta1"
+	"github.com/kedge-io/kedge/sdk/kube"
 	"github.com/kedge-io/kedge/sdk/kube/controller"
 )
 
@@ -112,7 +113,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		if m.rest, err = NewRESTClient(cfg); err != nil {
 			return fmt.Errorf("API client for %s: %w", v1beta1.GroupVersion, err)
 		}
-		if m.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		if m.client, err = kubernetes.NewForConfig(kube.BuiltinTypes(cfg)); err != nil {
 			return fmt.Errorf("API client for events: %w", err)
 		}
 	}

@@ -144,7 +144,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		if err != nil {
 			return err
 		}
-		if m.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		if m.client, err = kubernetes.NewForConfig(kube.BuiltinTypes(cfg)); err != nil {
 			return fmt.Errorf("API client: %w", err)
 		}
 	}

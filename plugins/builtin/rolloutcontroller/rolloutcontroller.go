@@ -107,7 +107,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	if m.rest, err = NewRESTClient(cfg); err != nil {
 		return fmt.Errorf("API client for %s: %w", v1alpha1.GroupVersion, err)
 	}
-	if m.kube, err = kubernetes.NewForConfig(cfg); err != nil {
+	if m.kube, err = kubernetes.NewForConfig(kube.BuiltinTypes(cfg)); err != nil {
 		return fmt.Errorf("API client for nodes: %w", err)
 	}
 	m.ctl = controller.New(controller.Options[string]{Name: Name, Workers: m.Workers, SyncTimeout: m.SyncTimeout,

@@ -327,46 +327,67 @@ func formatRates(d map[string]float64, secs float64) string {
 	return strings.Join(parts, "; ")
 }
 
-// scrape reads one gauge/counter value (no labels) from a Prometheus text endpoint.
+// scrape reads a gauge or counter from a Prometheus text endpoint: the sum of its series, whatever
+// their labels (cloudcore labels a module's metrics with the module's name).
 func scrape(url, name string) (float64, error) {
+	var total float64
+	found := false
+	err := series(url, name, func(_ string, v float64) { total, found = total+v, true })
+	if err == nil && !found {
+		err = fmt.Errorf("%s not in %s", name, url)
+	}
+	return total, err
+}
+
+// series calls each with the labels and value of every series of metric name at url.
+func series(url, name string, each func(labels string, v float64)) error {
 	resp, err := http.Get(url)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue // another metric whose name starts with this one, or a comment
+		}
+		labels := ""
+		if rest[0] == '{' {
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			labels, rest = rest[1:end], rest[end+1:]
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
+			each(labels, v)
 		}
 	}
-	return 0, fmt.Errorf("%s not in %s", name, url)
+	return nil
 }
 
 // queued sums cloudcore's mailbox depths (kedge_router_queued, by module) and names the modules
 // with messages waiting.
 func queued(url string) (float64, string) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, " (metrics: " + err.Error() + ")"
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	var total float64
 	var parts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, `kedge_router_queued{module="`)
-		if !ok {
-			continue
+	err := series(url, "kedge_router_queued", func(labels string, v float64) {
+		if v <= 0 {
+			return
 		}
-		mod, val, ok := strings.Cut(rest, `"} `)
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); ok && err == nil && v > 0 {
-			total += v
-			parts = append(parts, fmt.Sprintf("%s %.0f", mod, v))
+		total += v
+		mod := labels
+		if _, after, ok := strings.Cut(labels, `module="`); ok {
+			mod, _, _ = strings.Cut(after, `"`)
 		}
+		parts = append(parts, fmt.Sprintf("%s %.0f", mod, v))
+	})
+	if err != nil {
+		return 0, " (metrics: " + err.Error() + ")"
 	}
 	if len(parts) == 0 {
 		return total, ""

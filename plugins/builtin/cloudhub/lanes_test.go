@@ -271,3 +271,43 @@ func TestNodeEventsWhileCloudcoreStartsAreHeldAndDeliveredInOrderOnceItsModulesH
 		t.Fatalf("%v events held, want 2 (none once every module had started)", v)
 	}
 }
+
+// A cloud module that answers an edge's message after cloudhub stopped waiting (handleTimeout) has
+// its answer delivered to the edge once; edgecore takes an answer as the acknowledgement of its own
+// message and answers nothing back, so the answer must not wait in the node's window for an
+// acknowledgement: it was resent forever and, 64 of them later, held the whole window.
+func TestALateAnswerFromACloudModuleReachesTheEdgeOnceAndLeavesTheNodesQueue(t *testing.T) {
+	ctl := &answerer{gate: make(chan struct{})}
+	c := startCloud(t, func(m *Module) {
+		m.Dispatch = map[string]string{"resource": "ctl"}
+		m.HandleTimeout, m.AckTimeout, m.Window = 200*time.Millisecond, 200*time.Millisecond, 1
+	}, planned("ctl", ctl))
+	edge := newRawNode(t, c, "edge-1")
+	edge.dial(c)
+	msg := message.New("edged", "resource", message.OpUpdate, "default/podstatus/p1")
+	if err := edge.conn.Send(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cloudhub to stop waiting for ctl", func() bool {
+		return testutil.ToFloat64(c.hub.metrics.up.WithLabelValues("slow")) == 1
+	})
+	close(ctl.gate)
+	if got := edge.receive(); got.Header.ParentID != msg.Header.ID || got.Route.Operation != message.OpResponse {
+		t.Fatalf("the edge got %s; want ctl's late answer to its message", got.String())
+	}
+	eventually(t, "the answer to leave the node's queue", func() bool {
+		n := c.hub.node("edge-1")
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return len(n.entries) == 0 && len(n.byID) == 0 && n.onWire == 0
+	})
+	// The window (1) is free: an object for the node goes out, and the answer is not sent again.
+	c.send(t, "edge-1", "cm", 7)
+	got := edge.receive()
+	if got.IsReply() || got.Route.Operation == message.OpResponse {
+		t.Fatalf("the edge got %s again; want the object queued after it", got.String())
+	}
+	if v := testutil.ToFloat64(c.hub.metrics.resent); v != 0 {
+		t.Fatalf("%v resends, want none", v)
+	}
+}

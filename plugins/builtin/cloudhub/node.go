@@ -72,6 +72,15 @@ type entry struct {
 	inWindow bool
 }
 
+// noAck says whether the edge acknowledges msg: never an answer (a cloud module's answer to the
+// edge's message, arriving after cloudhub stopped waiting for it: edgecore takes it as the
+// acknowledgement of its own message and answers nothing), and for a KubeEdge peer only what
+// kubeEdgeAck lists. Such entries are written once, in order, outside the window — waiting for an
+// acknowledgement that never comes held a window slot and resent the answer forever.
+func noAck(kubeedge bool, msg message.Message) bool {
+	return msg.IsReply() || (kubeedge && !kubeEdgeAck(msg))
+}
+
 // resendAfter is how long an entry on the wire waits for its acknowledgement before it is sent again:
 // ackTimeout, then twice that, up to 16 times.
 func resendAfter(ack time.Duration, tries int) time.Duration { return ack << min(tries, 4) }
@@ -161,7 +170,7 @@ func (n *node) next(now time.Time) []message.Message {
 		if e.done {
 			continue
 		}
-		if n.kubeedge && !e.inWindow && !kubeEdgeAck(e.msg) {
+		if !e.inWindow && noAck(n.kubeedge, e.msg) {
 			// No acknowledgement will come for it: hand it out once, in order, outside the window; the
 			// sender reports it written (and so done) with written.
 			if e.sentID == "" {
@@ -219,8 +228,8 @@ func (n *node) ack(id string) (message.Message, bool) {
 	return sent, true
 }
 
-// written settles an entry of a KubeEdge peer once its version id was written to the connection: it
-// leaves the queue, unless a newer version arrived meanwhile, which is sent next.
+// written settles an entry that gets no acknowledgement (noAck) once its version id was written to
+// the connection: it leaves the queue, unless a newer version arrived meanwhile, which is sent next.
 func (n *node) written(msg message.Message) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -233,7 +242,7 @@ func (n *node) written(msg message.Message) {
 		return // KubeEdge's ACK mode: the edge's response settles it (ack), or it is resent
 	}
 	delete(n.byID, id)
-	if msg.Header.Sync {
+	if msg.Header.Sync && !msg.IsReply() {
 		n.asked[id] = msg.Route.Source
 		n.askedOrder = append(n.askedOrder, id)
 		if len(n.askedOrder) > maxAsked {
@@ -599,7 +608,7 @@ func (m *Module) send(ctx context.Context, cancel context.CancelCauseFunc, s *se
 				cancel(err)
 				return
 			}
-			if s.kubeedge {
+			if s.kubeedge || msg.IsReply() {
 				s.n.written(msg)
 			}
 			m.metrics.sent.Inc()

@@ -63,6 +63,32 @@ func (a *answerer) resources() []string {
 	return slices.Clone(a.seen)
 }
 
+// startWhileStarting starts cloudhub and others in the background and returns once cloudhub
+// listens, while slow (one of others) is still starting: until the test closes slow.startGate.
+// Cleanup lets slow finish starting, then stops everything.
+func startWhileStarting(t *testing.T, configure func(*Module), slow *answerer, others ...modules.Planned) *cloud {
+	t.Helper()
+	c, start, err := newCloud(t, configure, others...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- start() }()
+	t.Cleanup(func() {
+		select {
+		case <-slow.startGate:
+		default:
+			close(slow.startGate)
+		}
+		if <-started == nil {
+			c.stop()
+		}
+		c.db.Close()
+	})
+	eventually(t, "cloudhub to listen", func() bool { return slices.Contains(c.mgr.Running(), Name) })
+	return c
+}
+
 func planned(name string, m sdk.Module) modules.Planned {
 	return modules.Planned{Info: sdk.Info{Name: name, Group: name}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: m}
 }
@@ -172,24 +198,7 @@ func TestAnEdgeMessageForAModuleStoppedWithCloudcoreIsLeftUnansweredForTheEdgeTo
 func TestAnEdgeMessageArrivingWhileCloudcoreStartsWaitsForItsModuleInsteadOfBeingRefused(t *testing.T) {
 	slow := &answerer{startGate: make(chan struct{})}
 	ctl := &answerer{}
-	c, start, err := newCloud(t, func(m *Module) { m.Dispatch = map[string]string{"resource": "ctl"} }, planned("aslow", slow), planned("ctl", ctl))
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan error, 1)
-	go func() { started <- start() }()
-	t.Cleanup(func() {
-		select {
-		case <-slow.startGate:
-		default:
-			close(slow.startGate)
-		}
-		if <-started == nil {
-			c.stop()
-		}
-		c.db.Close()
-	})
-	eventually(t, "cloudhub to listen", func() bool { return slices.Contains(c.mgr.Running(), Name) })
+	c := startWhileStarting(t, func(m *Module) { m.Dispatch = map[string]string{"resource": "ctl"} }, slow, planned("aslow", slow), planned("ctl", ctl))
 	edge := newRawNode(t, c, "edge-1")
 	edge.dial(c)
 	msg := message.New("edged", "resource", message.OpUpdate, "default/pod/p1")
@@ -224,24 +233,7 @@ func (e *eventsLog) Handle(_ context.Context, m sdk.Message) error {
 // inventory, and send the node nothing until it reconnected.
 func TestNodeEventsWhileCloudcoreStartsAreHeldAndDeliveredInOrderOnceItsModulesHaveStarted(t *testing.T) {
 	events := &eventsLog{answerer{startGate: make(chan struct{})}}
-	c, start, err := newCloud(t, nil, modules.Planned{Info: sdk.Info{Name: "ctl", Group: "hubevents"}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: events})
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan error, 1)
-	go func() { started <- start() }()
-	t.Cleanup(func() {
-		select {
-		case <-events.startGate:
-		default:
-			close(events.startGate)
-		}
-		if <-started == nil {
-			c.stop()
-		}
-		c.db.Close()
-	})
-	eventually(t, "cloudhub to listen", func() bool { return slices.Contains(c.mgr.Running(), Name) })
+	c := startWhileStarting(t, nil, &events.answerer, modules.Planned{Info: sdk.Info{Name: "ctl", Group: "hubevents"}, Settings: modules.Settings{Runtime: modules.Builtin}, Module: events})
 	edge := newRawNode(t, c, "edge-1")
 	edge.dial(c)
 	inv := message.New("edgehub", "hub", message.OpInventory, "")

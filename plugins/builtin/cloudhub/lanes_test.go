@@ -272,7 +272,7 @@ func TestALateAnswerFromACloudModuleReachesTheEdgeOnceAndLeavesTheNodesQueue(t *
 	ctl := &answerer{gate: make(chan struct{})}
 	c := startCloud(t, func(m *Module) {
 		m.Dispatch = map[string]string{"resource": "ctl"}
-		m.HandleTimeout, m.AckTimeout, m.Window = 200*time.Millisecond, 200*time.Millisecond, 1
+		m.HandleTimeout, m.Window = 200*time.Millisecond, 1 // ackTimeout stays long: the edge acknowledges nothing here
 	}, planned("ctl", ctl))
 	edge := newRawNode(t, c, "edge-1")
 	edge.dial(c)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -125,19 +126,10 @@ func TestKubeEdgeEdgecorePayloadsDifferFromKedgesOnlyAsDocumented(t *testing.T) 
 	if _, err := os.Stat(edgecore); dir == "" || err != nil {
 		t.Skipf("the upstream KubeEdge v1.23.1 edgecore is not at %q (set KEDGE_KUBEEDGE_DIR to the folder holding it)", edgecore)
 	}
-	mosq, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if mosq, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
-			t.Skip("mosquitto is not installed (apt-get install mosquitto)")
-		}
-	}
+	addr := startMosquitto(t) // listening when it returns (connecting at once was refused on a busy CI machine)
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
 	tmp := t.TempDir()
-	port := freeTCPPort(t)
-	conf := filepath.Join(tmp, "mosquitto.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n", port), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	startProcess(t, mosq, "-c", conf)
 
 	dbPath := filepath.Join(tmp, "edgecore.db")
 	db, err := sql.Open("sqlite3", dbPath)

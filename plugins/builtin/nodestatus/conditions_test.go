@@ -251,3 +251,50 @@ func TestCRIEndpointInABuildWithoutTheCRIClientFailsAtStartNamingIt(t *testing.T
 		t.Fatalf("without criEndpoint: %v, runtime version %q", err, st.ContainerRuntimeVersion)
 	}
 }
+
+// A live box's readings move between reports (memory, free disk, tasks); a condition that does not
+// change must read the same, or the cloud writes the Node status on every report of an idle node.
+func TestConditionsOfAnUnchangedNodeReadTheSameWhileItsReadingsMove(t *testing.T) {
+	tests := []struct {
+		name                 string
+		before, after        [2]string // MemAvailable KiB, tasks
+		pressure             Thresholds
+		wantSame, wantStatus string // the MemoryPressure status both times, when wantSame is "yes"
+	}{
+		{"memory and tasks moving above their thresholds", [2]string{"1024000", "300"}, [2]string{"1010244", "317"},
+			Thresholds{MemoryAvailable: "100Mi", DiskAvailable: "10%", PIDAvailable: "5%"}, "yes", "False"},
+		{"memory moving below its threshold", [2]string{"51200", "300"}, [2]string{"40960", "300"},
+			Thresholds{MemoryAvailable: "100Mi", DiskAvailable: "10%", PIDAvailable: "5%"}, "yes", "True"},
+		{"no thresholds set", [2]string{"1024000", "300"}, [2]string{"512000", "900"},
+			Thresholds{}, "yes", "False"},
+		{"memory crossing its threshold changes the condition", [2]string{"1024000", "300"}, [2]string{"51200", "300"},
+			Thresholds{MemoryAvailable: "100Mi"}, "no", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gather := func(memAvail, tasks string) map[string]Condition {
+				m := New()
+				m.ProcRoot = procWith(t, "2048000", memAvail, tasks, "32768")
+				m.StoragePath = t.TempDir()
+				m.Pressure = tt.pressure
+				st, err := m.Gather(context.Background(), "edge-1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return conditionsByType(st)
+			}
+			before := gather(tt.before[0], tt.before[1])
+			after := gather(tt.after[0], tt.after[1])
+			same := len(before) == len(after)
+			for typ, c := range before {
+				same = same && after[typ] == c
+			}
+			if got := map[bool]string{true: "yes", false: "no"}[same]; got != tt.wantSame {
+				t.Fatalf("conditions the same: %s, want %s\nbefore %+v\nafter  %+v", got, tt.wantSame, before, after)
+			}
+			if tt.wantSame == "yes" && before["MemoryPressure"].Status != tt.wantStatus {
+				t.Errorf("MemoryPressure = %+v, want status %s", before["MemoryPressure"], tt.wantStatus)
+			}
+		})
+	}
+}

@@ -248,22 +248,41 @@ func condition(typ string, pressure bool, yes, no, msg string) Condition {
 	return c
 }
 
+// The messages name the threshold and the total, never what is available now: a message that
+// changed with every reading would make each report of an idle node a new Node status for the cloud
+// to write (a fleet of 10,000 edges at a 10 s interval: 1,000 writes/s). They change only when the
+// condition does; the live figures are the edge's own metrics.
+// The messages name the threshold and the total, never what is available now: a message that
+// changed with every reading would make each report of an idle node a new Node status for the cloud
+// to write (a fleet of 10,000 edges at a 10 s interval: 1,000 writes/s). They change only when the
+// condition does; the live figures are the edge's own metrics.
 func memoryCondition(available, total int64, t threshold) Condition {
 	p := t.under(available, total)
 	return condition("MemoryPressure", p, "EdgeHasMemoryPressure", "EdgeHasSufficientMemory",
-		fmt.Sprintf("edge has %s memory available of %s (pressure below %s)", bytes(available), bytes(total), t.describe(bytes)))
+		pressureMessage("memory", p, t, bytes, total))
 }
 
 func diskCondition(available, total int64, t threshold) Condition {
 	p := t.under(available, total)
 	return condition("DiskPressure", p, "EdgeHasDiskPressure", "EdgeHasNoDiskPressure",
-		fmt.Sprintf("edge has %s disk available of %s (pressure below %s)", bytes(available), bytes(total), t.describe(bytes)))
+		pressureMessage("disk space", p, t, bytes, total))
 }
 
 func pidCondition(available, total int64, t threshold) Condition {
 	p := t.under(available, total)
 	return condition("PIDPressure", p, "EdgeHasPIDPressure", "EdgeHasSufficientPID",
-		fmt.Sprintf("edge has %d PIDs available of %d (pressure below %s)", available, total, t.describe(func(n int64) string { return strconv.FormatInt(n, 10) })))
+		pressureMessage("PIDs", p, t, func(n int64) string { return strconv.FormatInt(n, 10) }, total))
+}
+
+func pressureMessage(what string, pressure bool, t threshold, format func(int64) string, total int64) string {
+	if t.text == "" {
+		return fmt.Sprintf("no %s pressure threshold is set (%s in all)", what, format(total))
+	}
+	side := "at or above"
+	if pressure {
+		side = "below"
+	}
+	return fmt.Sprintf("edge has %s available %s the pressure threshold (%s of %s)", what, side, t.describe(format), format(total))
 }
 
 func (t threshold) describe(abs func(int64) string) string {

@@ -61,6 +61,7 @@ type nodeState struct {
 	statusRV     string // resourceVersion of the Node this cloudcore last wrote the status of
 	shown        shownReport
 	leaseRenewed time.Time // when this cloudcore renewed the node's Lease (or found it fresh)
+	renewing     bool      // a renewal of the node's Lease is in flight (renewLeases)
 }
 
 const podNodeIndex = "spec.nodeName"

@@ -46,7 +46,7 @@ type Module struct {
 	NodeGracePeriod time.Duration    `yaml:"nodeGracePeriod" doc:"A disconnected node's Ready condition turns Unknown after this (as node-monitor-grace-period)."`
 	LeaseDuration   time.Duration    `yaml:"leaseDuration" doc:"Duration written in each edge node's Lease in kube-node-lease."`
 	// LeaseRenewInterval and NodeStatusUpdateFrequency set what idle nodes cost the API server.
-	LeaseRenewInterval        time.Duration       `yaml:"leaseRenewInterval" doc:"A node's Lease is renewed on its status report when it is this old (kubelet: 10s). Must stay well inside kube-controller-manager's --node-monitor-grace-period (40s; 50s from Kubernetes 1.32), which marks a node whose Lease and Ready heartbeat are both older NotReady. Idle writes are nodes/leaseRenewInterval per second."`
+	LeaseRenewInterval        time.Duration       `yaml:"leaseRenewInterval" doc:"A connected node's Lease is renewed when it is this old (kubelet: 10s); the link is its liveness, reports are not needed. Must stay well inside kube-controller-manager's --node-monitor-grace-period (40s; 50s from Kubernetes 1.32), which marks a node whose Lease and Ready heartbeat are both older NotReady. Idle writes are nodes/leaseRenewInterval per second."`
 	NodeStatusUpdateFrequency time.Duration       `yaml:"nodeStatusUpdateFrequency" doc:"A node's status report is written to the Node only when it changes something (capacity, addresses, conditions, node info), when the Node is not Ready=True, or when its Ready heartbeat is this old (kubelet's nodeStatusReportFrequency: 5m)."`
 	InventoryWait             time.Duration       `yaml:"inventoryWait" doc:"After a node connects, how long to wait for its inventory before sending it everything it should hold (a KubeEdge edgecore sends none)."`
 	SyncTimeout               time.Duration       `yaml:"syncTimeout" doc:"How long start waits for the informers' first list; an unreachable API server fails the start with this error."`
@@ -186,6 +186,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.ctl.Start(ctx)
 	m.wg.Go(func() { m.monitorNodes(ctx) })
+	m.wg.Go(func() { m.renewLeases(ctx) })
 	if m.autonomy != nil {
 		m.runAutonomy(ctx)
 	}

@@ -25,7 +25,7 @@ type kubeEdgeAnswer struct {
 func TestUpstreamEdgedRegistrationLeaseAndStatusPatchAreAnsweredInKubeEdgeForm(t *testing.T) {
 	r := newRig(t)
 	node := r.Node("ke")
-	r.Event(node, message.OpConnected, nil)
+	r.Event(node, message.OpConnected, map[string]bool{"kubeedge": true}) // its edged keeps its own Lease
 	decode := func(resp message.Message) kubeEdgeAnswer {
 		t.Helper()
 		if resp.Route.Operation == message.OpError {

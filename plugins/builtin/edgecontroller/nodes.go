@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"strconv"
+	"sync"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -225,7 +226,7 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 		}
 		m.metrics.statusWrites.WithLabelValues("written").Inc()
 	}
-	return m.renewLease(ctx, node, st, now)
+	return nil
 }
 
 // shownReport says that the Node at resourceVersion rv shows the report with fingerprint fp (it was
@@ -416,6 +417,61 @@ func setCondition(n *corev1.Node, typ corev1.NodeConditionType, status corev1.Co
 		Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now})
 }
 
+// renewLeases renews the Lease of every Kedge edge node connected to this replica once it is
+// leaseRenewInterval old. The link is the node's liveness, as the kubelet's lease loop is its: cloudhub
+// drops a link whose heartbeats stop, and a node whose link is down is not renewed (the leader marks
+// it Unknown after the grace period). Reports carry status, not liveness, so an idle edge may report
+// rarely (nodestatus unchangedInterval) without its Lease expiring. KubeEdge's edgecore renews its
+// own Lease; this leaves it alone. At most Workers renewals are in flight; a slow API server delays
+// the next ones instead of piling them up.
+func (m *Module) renewLeases(ctx context.Context) {
+	tick := time.NewTicker(max(min(m.LeaseRenewInterval/4, 5*time.Second), 50*time.Millisecond))
+	defer tick.Stop()
+	slots := make(chan struct{}, max(m.Workers, 1))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var due []string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		due = m.leasesDue(due[:0], time.Now())
+		for _, node := range due {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			st := m.nodeState(node)
+			wg.Go(func() {
+				defer func() { <-slots }()
+				if err := m.renewLease(ctx, node, st, time.Now()); err != nil && ctx.Err() == nil {
+					m.host.Logger().Warn("lease not renewed", "node", node, "err", err)
+				}
+				m.mu.Lock()
+				st.renewing = false
+				m.mu.Unlock()
+			})
+		}
+	}
+}
+
+// leasesDue appends the connected Kedge nodes whose Lease is due (or unknown to this replica) and
+// marks them renewing.
+func (m *Module) leasesDue(due []string, now time.Time) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, st := range m.state {
+		if st.Connected && !st.KubeEdge && !st.renewing && now.Sub(st.leaseRenewed) >= m.LeaseRenewInterval {
+			st.renewing = true
+			due = append(due, name)
+		}
+	}
+	return due
+}
+
 // renewLease keeps kube-node-lease/<node> fresh, as the kubelet does; it is owned by the Node. It
 // writes at most once per leaseRenewInterval per node, as one merge patch of renewTime (no read, and no
 // copy of the Lease kept per node: only when it was renewed). The first renewal after this cloudcore
@@ -520,6 +576,42 @@ func (m *Module) monitorNodes(ctx context.Context) {
 			m.host.Logger().Warn("edge node silent past the grace period: Ready is Unknown", "node", name, "grace", m.NodeGracePeriod)
 		}
 	}
+}
+
+// markConnected turns Ready back to True for a node that connects while its Node says Unknown (it
+// was marked after a disconnection outlasted the grace period). The pressure conditions stay
+// Unknown until its next report says what they are.
+func (m *Module) markConnected(ctx context.Context, node string) error {
+	if n, err := m.nodes.Get(node); err == nil && readyIs(n, corev1.ConditionTrue) {
+		return nil // a reconnect within the grace period (a storm of them) costs the API nothing
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && !readyIs(n, corev1.ConditionUnknown)) {
+			return nil // no Node, no Ready yet (its first report sets it), or Ready already
+		}
+		if err != nil {
+			return err
+		}
+		setReady(n, corev1.ConditionTrue, "EdgecoreReady", "kedge edgecore is connected and reporting")
+		updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
+		if err == nil {
+			st := m.nodeState(node)
+			m.mu.Lock()
+			st.statusRV = updated.ResourceVersion
+			m.mu.Unlock()
+		}
+		return err
+	})
+}
+
+func readyIs(n *corev1.Node, s corev1.ConditionStatus) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == s
+		}
+	}
+	return false
 }
 
 func (m *Module) markUnknown(ctx context.Context, node string) error {

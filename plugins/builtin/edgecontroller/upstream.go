@@ -229,6 +229,15 @@ func (m *Module) connected(ctx context.Context, node string, kubeedge bool) {
 	m.mu.Unlock()
 	if err := m.register(ctx, node); err != nil {
 		m.host.Logger().Error("edge node not registered", "node", node, "err", err)
+	} else if !kubeedge { // KubeEdge's edged keeps its own Lease and Ready
+		// The link is the node's liveness (renewLeases): its Lease is fresh and its Ready True from
+		// now, not from its next report, which an idle edge may send a minute later.
+		if err := m.renewLease(ctx, node, st, time.Now()); err != nil {
+			m.host.Logger().Warn("lease not renewed", "node", node, "err", err)
+		}
+		if err := m.markConnected(ctx, node); err != nil {
+			m.host.Logger().Warn("node not set Ready on its connection", "node", node, "err", err)
+		}
 	}
 	controller.AwaitInventory(ctx, m.host.Logger(), &m.mu, &st.Link, node, m.InventoryWait, func() { m.reconcile(ctx, node, nil) })
 }

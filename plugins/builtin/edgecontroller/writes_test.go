@@ -2,6 +2,7 @@ package edgecontroller_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -106,34 +107,60 @@ func TestIdleReportsWriteNeitherNodeNorLeaseUntilSomethingChangesOrIsDue(t *test
 	}
 }
 
-// TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld proves a report renews the Lease once it is due.
-func TestLeaseIsRenewedOnceItIsLeaseRenewIntervalOld(t *testing.T) {
+// TestAConnectedNodesLeaseIsRenewedWithoutReportsAndNotOnceItDisconnects proves liveness is the
+// link: a connected node that sends no report keeps a fresh Lease (an idle edge reports rarely), and
+// a disconnected one is left to expire.
+func TestAConnectedNodesLeaseIsRenewedWithoutReportsAndNotOnceItDisconnects(t *testing.T) {
 	r := newWritesRig(t, "300ms", "1h")
 	ctx := context.Background()
 	node := r.Node("lease")
 	r.join(node)
-	first, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := edgecontroller.NodeReport{NodeName: node, Capacity: map[string]string{"cpu": "2", "memory": "2Gi"}, OS: "linux", Architecture: "amd64"}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp := r.report(node, rep); resp.op == message.OpError {
-			t.Fatalf("report refused: %s", resp.content)
-		}
+	renewTime := func() time.Time {
+		t.Helper()
 		l, err := ctrlrig.Env.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, node, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Spec.RenewTime.After(first.Spec.RenewTime.Time) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the Lease was not renewed within 30s of reports")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return l.Spec.RenewTime.Time
 	}
+	last, renewals := renewTime(), 0
+	eventually(t, "the Lease renewed twice with no report", func() (bool, string) {
+		if now := renewTime(); now.After(last) {
+			last, renewals = now, renewals+1
+		}
+		return renewals >= 2, fmt.Sprintf("%d renewals", renewals)
+	})
+
+	r.Event(node, message.OpDisconnected, nil)
+	// The leader marks it Unknown once the Lease stayed unchanged for the grace period (renewing it
+	// would keep it Ready); a renewal begun before the disconnection is older than that.
+	waitNode(t, node, func(n *corev1.Node) bool {
+		c := condition(n, corev1.NodeReady)
+		return c != nil && c.Status == corev1.ConditionUnknown
+	})
+	unknownAt := time.Now()
+	time.Sleep(10 * 300 * time.Millisecond) // ten renewal intervals
+	if got := renewTime(); !got.Before(unknownAt) {
+		t.Fatalf("the Lease of a disconnected node was renewed at %s, after it was Unknown (%s)", got, unknownAt)
+	}
+}
+
+// TestANodeMarkedUnknownIsReadyAgainWhenItReconnectsBeforeItReports proves Ready follows the link: an
+// idle edge's next report may be a minute away, its Node must not stay Unknown that long.
+func TestANodeMarkedUnknownIsReadyAgainWhenItReconnectsBeforeItReports(t *testing.T) {
+	r := newWritesRig(t, "1h", "1h")
+	node := r.Node("back")
+	r.join(node)
+	r.Event(node, message.OpDisconnected, nil)
+	waitNode(t, node, func(n *corev1.Node) bool {
+		c := condition(n, corev1.NodeReady)
+		return c != nil && c.Status == corev1.ConditionUnknown
+	})
+	r.Event(node, message.OpConnected, nil)
+	waitNode(t, node, func(n *corev1.Node) bool {
+		c := condition(n, corev1.NodeReady)
+		return c != nil && c.Status == corev1.ConditionTrue
+	})
 }
 
 func waitNode(t *testing.T, name string, ok func(*corev1.Node) bool) {

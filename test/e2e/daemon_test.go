@@ -56,7 +56,7 @@ func TestEdgecoreStoppedWhileStartingExitsZero(t *testing.T) {
 func TestEdgecoreNodeStatusReachesTheStoreThroughTheRouter(t *testing.T) {
 	needBinaries(t)
 	db := filepath.Join(t.TempDir(), "edge.db")
-	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__INTERVAL=1s", "KEDGE_STORE__PATH=" + db},
+	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__INTERVAL=1s", "KEDGE_MODULES__NODESTATUS__UNCHANGEDINTERVAL=0s", "KEDGE_STORE__PATH=" + db},
 		"--set", "node.name=edge-e2e")
 	d.waitReady()
 	deadline := time.Now().Add(30 * time.Second)

@@ -61,7 +61,7 @@ func TestModuleLsShowsRunningModulesOverTheControlSocket(t *testing.T) {
 
 func TestModuleSwapCommandReplacesAModuleAndRefusesABadOne(t *testing.T) {
 	needBinaries(t)
-	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__INTERVAL=1s"})
+	d := start(t, "edgecore", []string{"KEDGE_MODULES__NODESTATUS__INTERVAL=1s", "KEDGE_MODULES__NODESTATUS__UNCHANGEDINTERVAL=0s"})
 	d.waitReady()
 	code, out, stderr := run(t, "edgecore", nil, "module", "swap", "nodestatus", "--runtime", "builtin", "--socket", d.socket)
 	if code != 0 || !strings.Contains(out, "swapped nodestatus: builtin -> builtin") {
@@ -96,12 +96,12 @@ func TestEditingTheConfigSwapsChangedModulesAndRefusesInvalidEdits(t *testing.T)
 			t.Fatal(err)
 		}
 	}
-	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: 1h\n")
+	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: 1h\n    unchangedInterval: 0s\n")
 	d := start(t, "edgecore", nil, "--config", cfg)
 	d.waitReady()
 	d.waitMetric("kedge_nodestatus_reports_total", 1)
 
-	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: 1s\n")
+	write("node:\n  name: edge-reload\nmodules:\n  nodestatus:\n    interval: 1s\n    unchangedInterval: 0s\n")
 	d.waitMetric("kedge_module_swaps_total", 1, `module="nodestatus"`, `result="ok"`)
 	d.waitMetric("kedge_nodestatus_reports_total", 3) // the swapped-in instance reports every second
 

@@ -64,6 +64,7 @@ type gatherer struct {
 	memT, diskT, pidT              threshold
 	log                            *slog.Logger
 	version                        string // the host's release (sdk.HostVersioner), reported as kedgeVersion
+	boot                           time.Time
 
 	cri criClient // nil without criEndpoint
 
@@ -164,9 +165,14 @@ func (g *gatherer) gather(ctx context.Context, node string) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("read kernel version: %w", err)
 	}
-	boot, err := bootTime(g.procRoot + "/uptime")
-	if err != nil {
-		return Status{}, err
+	// Boot time is now minus uptime: read each time, it would move by the moments between the two
+	// readings and make every report differ from the last. It is read once (a reboot restarts edgecore).
+	boot := g.boot
+	if boot.IsZero() {
+		if boot, err = bootTime(g.procRoot + "/uptime"); err != nil {
+			return Status{}, err
+		}
+		g.boot = boot
 	}
 	st := Status{
 		NodeName: node,
@@ -375,7 +381,7 @@ func bootTime(path string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%s: uptime %q: %w", path, fields[0], err)
 	}
-	return time.Now().Add(-time.Duration(up * float64(time.Second))), nil
+	return time.Now().Add(-time.Duration(up * float64(time.Second))).Truncate(time.Second), nil
 }
 
 // pids returns the tasks in use (the total of /proc/loadavg's "running/total" field, which counts

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +26,7 @@ const Name = "nodestatus"
 func init() {
 	sdk.Register(sdk.Info{
 		Name:     Name,
-		Group:    "node",
+		Group:    "hubevents", // edgehub tells this group when the link comes up: a report goes at once
 		Doc:      "Reports the node's capacity, allocatable, pressure conditions, kernel, OS and runtime version on an interval (works without edged).",
 		Requires: []string{sdk.DefaultMetaManager},
 		Enabled:  true,
@@ -35,22 +36,29 @@ func init() {
 
 // Module is the node status reporter; its exported fields are its settings.
 type Module struct {
-	Interval       time.Duration `yaml:"interval" doc:"How often the node status is reported."`
-	Namespace      string        `yaml:"namespace" doc:"Namespace of the nodestatus resource (KubeEdge uses default)."`
-	ProcRoot       string        `yaml:"procRoot" doc:"Where /proc is mounted (a different path when edgecore runs in a container)."`
-	EtcRoot        string        `yaml:"etcRoot" doc:"Where the host's /etc is (os-release, machine-id)."`
-	MaxPods        int           `yaml:"maxPods" doc:"The node's pods capacity (the kubelet's default is 110)."`
-	StoragePath    string        `yaml:"storagePath" doc:"A path on the filesystem whose size is ephemeral-storage and whose free space decides DiskPressure (the nearest existing parent is used)."`
-	SystemReserved Reserved      `yaml:"systemReserved" doc:"Resources kept for the system: allocatable = capacity - systemReserved."`
-	Pressure       Thresholds    `yaml:"pressure" doc:"A condition is True when what is available falls below its threshold: a quantity (100Mi) or a percentage of the total (10%)."`
-	CRIEndpoint    string        `yaml:"criEndpoint" doc:"CRI socket (unix:///run/containerd/containerd.sock or a bare path) asked for the runtime version; empty reports none."`
-	MetaManager    string        `yaml:"metaManager" doc:"Module that stores the report and carries it to the cloud."`
+	Interval time.Duration `yaml:"interval" doc:"How often the node status is gathered; a report that differs from the last one sent goes at once."`
+	// UnchangedInterval is the kubelet's nodeStatusReportFrequency for an edge: the cloud renews the
+	// node's Lease from its link, so an idle node need not repeat itself every interval.
+	UnchangedInterval time.Duration `yaml:"unchangedInterval" doc:"A report that repeats the last one sent (all but its time) is sent only this often: an idle node then costs its link, its store and the cloud one report a minute instead of six. 0 (or anything up to interval) sends every report. The cloud renews the node's Lease from its connection, not from reports."`
+	Namespace         string        `yaml:"namespace" doc:"Namespace of the nodestatus resource (KubeEdge uses default)."`
+	ProcRoot          string        `yaml:"procRoot" doc:"Where /proc is mounted (a different path when edgecore runs in a container)."`
+	EtcRoot           string        `yaml:"etcRoot" doc:"Where the host's /etc is (os-release, machine-id)."`
+	MaxPods           int           `yaml:"maxPods" doc:"The node's pods capacity (the kubelet's default is 110)."`
+	StoragePath       string        `yaml:"storagePath" doc:"A path on the filesystem whose size is ephemeral-storage and whose free space decides DiskPressure (the nearest existing parent is used)."`
+	SystemReserved    Reserved      `yaml:"systemReserved" doc:"Resources kept for the system: allocatable = capacity - systemReserved."`
+	Pressure          Thresholds    `yaml:"pressure" doc:"A condition is True when what is available falls below its threshold: a quantity (100Mi) or a percentage of the total (10%)."`
+	CRIEndpoint       string        `yaml:"criEndpoint" doc:"CRI socket (unix:///run/containerd/containerd.sock or a bare path) asked for the runtime version; empty reports none."`
+	MetaManager       string        `yaml:"metaManager" doc:"Module that stores the report and carries it to the cloud."`
 
-	host     sdk.Host
-	wg       sync.WaitGroup
-	reports  prometheus.Counter
-	failed   prometheus.Counter
-	gatherer *gatherer
+	host      sdk.Host
+	wg        sync.WaitGroup
+	reports   prometheus.Counter
+	failed    prometheus.Counter
+	unchanged prometheus.Counter
+	gatherer  *gatherer
+	linkUp    chan struct{}
+	last      Status    // the last report sent, its time zeroed
+	lastSent  time.Time // when it was sent; zero: none yet
 }
 
 // Reserved is what systemReserved keeps back from allocatable.
@@ -71,7 +79,7 @@ var _ sdk.Module = (*Module)(nil)
 
 // New returns a reporter with its defaults.
 func New() *Module {
-	return &Module{Interval: 10 * time.Second, Namespace: "default", ProcRoot: "/proc", EtcRoot: "/etc",
+	return &Module{Interval: 10 * time.Second, UnchangedInterval: time.Minute, Namespace: "default", ProcRoot: "/proc", EtcRoot: "/etc",
 		MaxPods: 110, StoragePath: "/var/lib/kedge", MetaManager: sdk.DefaultMetaManager,
 		Pressure: Thresholds{MemoryAvailable: "100Mi", DiskAvailable: "10%", PIDAvailable: "5%"}}
 }
@@ -115,6 +123,7 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 	}
 	m.gatherer = g
 	m.host = h
+	m.linkUp = make(chan struct{}, 1)
 	if v, ok := h.(sdk.HostVersioner); ok {
 		g.version = v.HostVersion()
 	}
@@ -124,9 +133,12 @@ func (m *Module) Start(ctx context.Context, h sdk.Host) error {
 		g.close()
 		return err
 	}
-	if err := h.Metrics().Register(m.failed); err != nil {
-		g.close()
-		return err
+	m.unchanged = prometheus.NewCounter(prometheus.CounterOpts{Name: "kedge_nodestatus_unchanged_total", Help: "Node status reports not sent: they repeated the last one, sent less than unchangedInterval ago."})
+	for _, c := range []prometheus.Collector{m.failed, m.unchanged} {
+		if err := h.Metrics().Register(c); err != nil {
+			g.close()
+			return err
+		}
 	}
 	g.log = h.Logger()
 	m.wg.Add(1)
@@ -142,15 +154,26 @@ func (m *Module) Stop(context.Context) error {
 	return nil
 }
 
-// Handle has nothing to do: nodestatus only sends. Replies to its sync writes never arrive here.
-func (m *Module) Handle(context.Context, sdk.Message) error { return nil }
+// Handle takes edgehub's link events: when the link comes up, a report goes at once, changed or not
+// (a KubeEdge cloud registers the Node from it; Kedge's cloud reads the node's state from it after a
+// long absence). Replies to its sync writes never arrive here.
+func (m *Module) Handle(_ context.Context, msg sdk.Message) error {
+	if msg.Route.Operation == message.OpConnected {
+		select {
+		case m.linkUp <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+	return nil
+}
 
 func (m *Module) loop(ctx context.Context) {
 	defer m.wg.Done()
 	t := time.NewTicker(m.Interval)
 	defer t.Stop()
+	force := true
 	for {
-		if err := m.report(ctx); err != nil && ctx.Err() == nil {
+		if err := m.report(ctx, force); err != nil && ctx.Err() == nil {
 			m.failed.Inc()
 			m.host.Logger().Warn("node status report failed", "err", err)
 		}
@@ -158,14 +181,26 @@ func (m *Module) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			force = false
+		case <-m.linkUp:
+			force = true
 		}
 	}
 }
 
-func (m *Module) report(ctx context.Context) error {
+// report gathers the node's status and sends it unless it repeats the last one sent less than
+// unchangedInterval ago (force: send anyway).
+func (m *Module) report(ctx context.Context, force bool) error {
 	st, err := m.gatherer.gather(ctx, m.host.NodeName())
 	if err != nil {
 		return err
+	}
+	same := st
+	same.ReportedAt = time.Time{}
+	now := time.Now()
+	if !force && m.UnchangedInterval > 0 && !m.lastSent.IsZero() && now.Sub(m.lastSent) < m.UnchangedInterval && reflect.DeepEqual(same, m.last) {
+		m.unchanged.Inc()
+		return nil
 	}
 	res := message.Resource{Namespace: m.Namespace, Type: "nodestatus", Name: m.host.NodeName()}
 	msg, err := message.New(Name, "meta", message.OpUpdate, res.Edge()).WithContent(st)
@@ -181,6 +216,7 @@ func (m *Module) report(ctx context.Context) error {
 		return fmt.Errorf("%s refused the report: %s", m.MetaManager, reply.Content)
 	}
 	m.reports.Inc()
+	m.last, m.lastSent = same, now
 	return nil
 }
 

@@ -12,6 +12,7 @@ var _ sdk.Validator = (*Module)(nil)
 func (m *Module) Validate() error {
 	var c sdk.SettingChecks
 	c.Check(m.Interval >= time.Second, "interval", "must be at least 1s, got %s", m.Interval)
+	c.Check(m.UnchangedInterval >= 0, "unchangedInterval", "must not be negative (0 sends every report), got %s", m.UnchangedInterval)
 	c.Check(m.MaxPods >= 0, "maxPods", "must not be negative, got %d", m.MaxPods)
 	c.Check(m.ProcRoot != "", "procRoot", "must not be empty")
 	c.Check(m.StoragePath != "", "storagePath", "must not be empty")

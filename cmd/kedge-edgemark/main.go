@@ -60,8 +60,9 @@ is an edgecore without containers, devices or disk:
   - it holds its own mTLS websocket to cloudhub (:10000) on the Kedge lane (kedge.hub.v1), with
     websocket pings every --heartbeat (cloudhub's heartbeat must be the same, within a factor of 2);
   - on connect it sends its inventory (what it holds, so a reconnect costs the cloud nothing it
-    already sent), then its node status at once and every --status-period (edgecore's
-    nodestatus.interval); the cloud turns it into Node status Ready=True and the node's Lease;
+    already sent), then its node status at once and every --status-period (a hollow node never
+    changes, so this is edgecore's nodestatus.unchangedInterval, 1m; KubeEdge's edgecore reports
+    every 10s); the cloud turns it into Node status Ready=True and renews the Lease while it is connected;
   - it acknowledges every message from the cloud, after "storing" it in memory (pods, ConfigMaps,
     Secrets, Services); a pod bound to it is reported Running at once (all containers started,
     Ready) through the pod status path, a pod being deleted is confirmed so the API can remove it;
@@ -200,7 +201,7 @@ port at most ~28,000 times (net.ipv4.ip_local_port_range); run several processes
 	f.Float64Var(&o.Rate, "rate", 200, "new connections (and joins) per second")
 	f.IntVar(&o.Burst, "burst", 0, "connections above --rate at once (0: a tenth of the rate)")
 	f.IntVar(&o.JoinParallel, "join-parallel", 16, "joins in flight at once")
-	f.DurationVar(&o.StatusPeriod, "status-period", 10*time.Second, "node status period (edgecore's nodestatus.interval)")
+	f.DurationVar(&o.StatusPeriod, "status-period", time.Minute, "node status period (an unchanged report: edgecore's nodestatus.unchangedInterval; 10s is KubeEdge's edgecore)")
 	f.DurationVar(&o.TwinPeriod, "twin-period", 0, "each node reports a twin of Device <twin-namespace>/<node> this often (0: no device traffic)")
 	f.StringVar(&o.TwinNamespace, "twin-namespace", "default", "namespace of the hollow nodes' Devices")
 	f.DurationVar(&o.Heartbeat, "heartbeat", 15*time.Second, "websocket ping period; must match cloudhub's heartbeat within a factor of 2")

@@ -79,7 +79,7 @@ func main() {
 	flag.StringVar(&c.bin, "bin", "_bin", "folder with cloudcore and kedge-edgemark")
 	flag.Float64Var(&c.rate, "rate", 100, "edgemark connections per second")
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle measurement window")
-	flag.DurationVar(&c.statusPeriod, "status-period", 10*time.Second, "node status period of the hollow nodes")
+	flag.DurationVar(&c.statusPeriod, "status-period", time.Minute, "node status period of the hollow nodes (edgecore's nodestatus.unchangedInterval; 10s is KubeEdge's edgecore)")
 	flag.DurationVar(&c.leaseRenew, "lease-renew", 10*time.Second, "edgecontroller leaseRenewInterval")
 	flag.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "hub heartbeat (both ends)")
 	flag.DurationVar(&c.twinPeriod, "twin-period", 5*time.Minute, "each hollow node reports a twin of its Device this often (devicecontroller runs, one Device per node); 0: no device traffic")

@@ -55,7 +55,8 @@ type Options struct {
 	Burst int
 	// JoinParallel bounds the joins in flight (each is a TLS handshake and a CSR signed by the CA).
 	JoinParallel int
-	// StatusPeriod is how often each node sends its node status (edgecore's nodestatus.interval).
+	// StatusPeriod is how often each node sends its node status. A hollow node never changes, so
+	// edgecore's nodestatus.unchangedInterval (1m) is the real edge's; KubeEdge's edgecore sends every 10s.
 	StatusPeriod time.Duration
 	// TwinPeriod, when positive, makes each node report a twin of its device every TwinPeriod (the
 	// first at a random point of the first period), as edgecore's devicetwin sends a devicestatus

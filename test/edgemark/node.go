@@ -257,7 +257,8 @@ func (n *node) queueStatus() {
 	rep := edgecontroller.NodeReport{NodeName: n.name, Capacity: n.s.o.Capacity, KernelVersion: "6.1.0-hollow",
 		OS: "linux", Architecture: "amd64", OSImage: "edgemark hollow node", Addresses: []string{n.ip()},
 		BootTime: n.boot, ReportedAt: time.Now().UTC().Truncate(time.Second), ContainerRuntimeVersion: "hollow://0",
-		MachineID: fmt.Sprintf("%032x", n.index), BootID: fmt.Sprintf("hollow-%d", n.index), Version: "edgemark"}
+		MachineID: fmt.Sprintf("%032x", n.index), BootID: fmt.Sprintf("hollow-%d", n.index), Version: "edgemark",
+		Allocatable: n.s.o.Capacity, Conditions: hollowConditions}
 	res := message.Resource{Namespace: "default", Type: edgecontroller.TypeNodeStat, Name: n.name}
 	m, err := message.New(srcNodeStatus, "meta", message.OpUpdate, res.Edge()).WithContent(rep)
 	if err != nil {
@@ -275,6 +276,14 @@ func (n *node) queueStatus() {
 		}
 	}
 	n.queueLocked(&pending{msg: m, kind: "nodestatus"})
+}
+
+// hollowConditions are the pressure conditions a real edgecore reports (nodestatus) on a box with
+// plenty of everything, so a hollow report is as big as a real one and the cloud handles them too.
+var hollowConditions = []edgecontroller.ReportCondition{
+	{Type: "MemoryPressure", Status: "False", Reason: "EdgeHasSufficientMemory", Message: "edge has memory available at or above the pressure threshold (100Mi of 4Gi)"},
+	{Type: "DiskPressure", Status: "False", Reason: "EdgeHasNoDiskPressure", Message: "edge has disk space available at or above the pressure threshold (10% of 64Gi)"},
+	{Type: "PIDPressure", Status: "False", Reason: "EdgeHasSufficientPID", Message: "edge has PIDs available at or above the pressure threshold (5% of 4194304)"},
 }
 
 // TwinProperty is the device property a hollow node reports (see Options.TwinPeriod).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/kedge-io/kedge/host/config"
 	"github.com/kedge-io/kedge/host/modules"
 	"github.com/kedge-io/kedge/sdk"
 )
@@ -72,8 +73,18 @@ func (c *controller) swap(ctx context.Context, name string, req swapRequest) (mo
 	if req.SHA256 != "" {
 		block["sha256"] = req.SHA256
 	}
-	next, err := modules.PlanModule("swap request", name, block, sdk.Registered(), loaders(c.current.base()))
+	// The running instance's settings came from the file, the KEDGE_ environment and --set: the new
+	// one gets the same, but for what the request itself sets.
+	ov := config.EnvOverrides(EnvPrefix, os.Environ())
+	sets, err := config.ParseSet(c.sets)
 	if err != nil {
+		return modules.SwapReport{}, err
+	}
+	at := "modules." + name + "."
+	ov = ov.Merge(sets).Without(at+"runtime", at+"path", at+"sha256", at+"enable")
+	next, err := modules.PlanModule("swap request", name, block, &ov, sdk.Registered(), loaders(c.current.base()))
+	if err != nil {
+		ov.Attribute(err)
 		return modules.SwapReport{}, err
 	}
 	next.Block = cur.Block // the file still says what it said

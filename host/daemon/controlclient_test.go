@@ -48,7 +48,7 @@ func controlSocket(t *testing.T) string {
 	}
 	mgr := modules.NewManager(modules.Deps{NodeName: "edge-ctl", Router: router.New(nil), Store: db})
 	cfg := &ctlTestConfig{Base: DefaultBase("edgecore", "")}
-	p, err := modules.PlanModule("test", "ctltest", map[string]any{}, sdk.Registered(), loaders(cfg.base()))
+	p, err := modules.PlanModule("test", "ctltest", map[string]any{}, nil, sdk.Registered(), loaders(cfg.base()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,9 +126,10 @@ func isPlugin(block any) bool {
 	return rt != "" && Runtime(rt) != Builtin
 }
 
-// PlanModule plans one module from its block regardless of whether it is enabled and without
-// checking its requirements: a swap replaces a running module whose place in the order is known.
-func PlanModule(source, name string, block map[string]any, registered []sdk.Info, loaders Loaders) (Planned, error) {
+// PlanModule plans one module from its block and the overrides (nil: none) regardless of whether it
+// is enabled and without checking its requirements: a swap replaces a running module whose place in
+// the order is known.
+func PlanModule(source, name string, block map[string]any, ov *config.Overrides, registered []sdk.Info, loaders Loaders) (Planned, error) {
 	info, ok := sdk.Info{Name: name, Enabled: true}, false
 	for _, i := range registered {
 		if i.Name == name {
@@ -143,7 +144,7 @@ func PlanModule(source, name string, block map[string]any, registered []sdk.Info
 		b = map[string]any{}
 	}
 	b["enable"] = true
-	p, _, err := planOne(source, b, nil, info, loaders)
+	p, _, err := planOne(source, b, ov, info, loaders)
 	p.Block = block
 	if err == nil {
 		if invalid := Validate(source, p); len(invalid) > 0 {

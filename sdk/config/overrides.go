@@ -87,6 +87,18 @@ func (o Overrides) Merge(later Overrides) Overrides {
 	return Overrides{list: slices.Concat(o.list, later.list)}
 }
 
+// Without returns the overrides but those of the dotted keys given (compared without case), for a
+// caller that sets those keys itself and must not have them overridden.
+func (o Overrides) Without(keys ...string) Overrides {
+	var out Overrides
+	for _, x := range o.list {
+		if !slices.ContainsFunc(keys, func(k string) bool { return strings.EqualFold(k, strings.Join(x.path, ".")) }) {
+			out.list = append(out.list, x)
+		}
+	}
+	return out
+}
+
 // Unused returns an "unknown key" error for every override that no Decode call applied.
 func (o Overrides) Unused() []*Error {
 	var errs []*Error

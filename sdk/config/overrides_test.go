@@ -328,3 +328,32 @@ func TestAttributeNamesTheOverrideThatGaveAKeyItsValue(t *testing.T) {
 		}
 	}
 }
+
+func TestWithoutDropsOnlyTheNamedKeysWhateverTheirCase(t *testing.T) {
+	type mod struct {
+		Runtime  string `yaml:"runtime"`
+		Interval string `yaml:"interval"`
+	}
+	tests := []struct {
+		name    string
+		without []string
+		want    mod
+	}{
+		{"nothing dropped", nil, mod{Runtime: "process", Interval: "1s"}},
+		{"runtime dropped, interval kept", []string{"modules.ns.runtime"}, mod{Runtime: "builtin", Interval: "1s"}},
+		{"keys compared without case", []string{"MODULES.NS.RUNTIME", "modules.ns.INTERVAL"}, mod{Runtime: "builtin", Interval: "10s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := EnvOverrides("KEDGE_", []string{"KEDGE_MODULES__NS__RUNTIME=process", "KEDGE_MODULES__NS__INTERVAL=1s"})
+			ov := env.Without(tt.without...)
+			got := mod{Runtime: "builtin", Interval: "10s"}
+			if err := Decode("test", map[string]any{}, "modules.ns", &ov, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("decoded %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -68,8 +68,10 @@ func TestModuleSwapCommandReplacesAModuleAndRefusesABadOne(t *testing.T) {
 		t.Fatalf("module swap: exit %d\n%s%s", code, out, stderr)
 	}
 	d.waitMetric("kedge_module_swaps_total", 1, `module="nodestatus"`, `result="ok"`)
+	// The new instance reports every second: it kept the KEDGE_ settings (by default it would send an
+	// unchanged report once a minute).
 	before := d.metric("kedge_nodestatus_reports_total")
-	d.waitMetric("kedge_nodestatus_reports_total", before+1) // the new instance reports
+	d.waitMetric("kedge_nodestatus_reports_total", before+3)
 
 	missing := filepath.Join(t.TempDir(), "absent-plugin")
 	code, _, stderr = run(t, "edgecore", nil, "module", "swap", "nodestatus", "--runtime", "process", "--path", missing, "--sha256", strings.Repeat("a", 64), "--socket", d.socket)

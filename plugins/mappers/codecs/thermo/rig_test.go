@@ -320,7 +320,7 @@ func (r *rig) counterValue(name string, want map[string]string) float64 {
 // runtime, path and sha256, planned by modules.PlanModule, then Manager.Swap.
 func (r *rig) swap(block map[string]any) modules.SwapReport {
 	r.t.Helper()
-	next, err := modules.PlanModule("swap request", thermo.Name, block, r.registered, r.loaders)
+	next, err := modules.PlanModule("swap request", thermo.Name, block, nil, r.registered, r.loaders)
 	if err != nil {
 		r.t.Fatal(err)
 	}

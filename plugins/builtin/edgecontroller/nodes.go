@@ -585,23 +585,12 @@ func (m *Module) markConnected(ctx context.Context, node string) error {
 	if n, err := m.nodes.Get(node); err == nil && readyIs(n, corev1.ConditionTrue) {
 		return nil // a reconnect within the grace period (a storm of them) costs the API nothing
 	}
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || (err == nil && !readyIs(n, corev1.ConditionUnknown)) {
-			return nil // no Node, no Ready yet (its first report sets it), or Ready already
-		}
-		if err != nil {
-			return err
+	return m.writeStatus(ctx, node, func(n *corev1.Node) bool {
+		if !readyIs(n, corev1.ConditionUnknown) {
+			return false // no Ready yet (its first report sets it), or Ready already
 		}
 		setReady(n, corev1.ConditionTrue, "EdgecoreReady", "kedge edgecore is connected and reporting")
-		updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
-		if err == nil {
-			st := m.nodeState(node)
-			m.mu.Lock()
-			st.statusRV = updated.ResourceVersion
-			m.mu.Unlock()
-		}
-		return err
+		return true
 	})
 }
 
@@ -615,24 +604,32 @@ func readyIs(n *corev1.Node, s corev1.ConditionStatus) bool {
 }
 
 func (m *Module) markUnknown(ctx context.Context, node string) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	return m.writeStatus(ctx, node, func(n *corev1.Node) bool {
 		setReady(n, corev1.ConditionUnknown, "NodeStatusUnknown", "edge node disconnected from cloudcore; its edgecore keeps running its pods offline")
 		for _, c := range n.Status.Conditions { // as the node lifecycle controller does: what is not reported is not known
 			if reportedConditions[c.Type] {
 				setCondition(n, c.Type, corev1.ConditionUnknown, "NodeStatusUnknown", "edge node disconnected from cloudcore")
 			}
 		}
+		return true
+	})
+}
+
+// writeStatus reads node's Node, lets change edit its status (false: nothing to write) and writes it,
+// again on a conflict; a missing Node is nothing to do.
+func (m *Module) writeStatus(ctx context.Context, node string, change func(*corev1.Node) bool) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := m.client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil || !change(n) {
+			return err
+		}
 		updated, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{FieldManager: "kedge-edgecontroller"})
 		if err == nil {
 			// The next report compares the informer's copy with this write: a copy from before it
-			// (Ready=True, as the informer may still hold it) must not make that report look redundant.
+			// (as the informer may still hold it) must not make that report look redundant.
 			st := m.nodeState(node)
 			m.mu.Lock()
 			st.statusRV = updated.ResourceVersion

@@ -90,6 +90,11 @@ type Conn struct {
 	certs    []*x509.Certificate
 	sendLock chan struct{} // one slot: a lock that a Send can stop waiting for when its ctx ends
 	pinger   atomic.Pointer[time.Timer]
+	// quietPing is how long this side waits without hearing from its peer before it pings: a
+	// heartbeat, but one and a half on the accepting side of the Kedge lane, so the edge, which pings
+	// after one, is always first and a quiet link costs the cloud one ping read and one pong written
+	// per heartbeat, not a ping of its own too (both sides' timers start together, at the handshake).
+	quietPing time.Duration
 	heard    atomic.Int64 // unix nanoseconds of the last frame from the peer (data, ping or pong)
 	done     chan struct{}
 	once     sync.Once
@@ -100,9 +105,13 @@ type Conn struct {
 	in       chan received // what link delivered, for Receive
 }
 
-func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, node, project string, certs []*x509.Certificate, opts Options) *Conn {
+func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, accepted bool, node, project string, certs []*x509.Certificate, opts Options) *Conn {
 	c := &Conn{ws: ws, out: out, opts: opts.withDefaults(), node: node, project: project, certs: certs,
 		sendLock: make(chan struct{}, 1), done: make(chan struct{}), lane: lane}
+	c.quietPing = c.opts.Heartbeat
+	if accepted && lane != LaneKubeEdge {
+		c.quietPing = c.opts.Heartbeat * 3 / 2 // still inside the read deadline of two heartbeats
+	}
 	if lane == LaneKubeEdge {
 		c.opts.CompressMin = 0 // KubeEdge's JSON lane has no compression
 	}
@@ -205,7 +214,8 @@ func (c *Conn) closedErr(op string) error {
 // proves the link alive and moved the read deadline, and the peer pings on its own when it hears
 // nothing from this side, so a link that carries messages (an edge reporting every 10 s) needs no
 // pings at all — at 10,000 nodes with a 15 s heartbeat that was 1,300 ping and pong writes a second on
-// the cloud. KubeEdge's lane keeps a ping every interval (its edgecore's reading of silence is its own).
+// the cloud. On a quiet link the edge pings first (quietPing) and the cloud only answers. KubeEdge's
+// lane keeps a ping every interval (its edgecore's reading of silence is its own).
 func (c *Conn) ping() {
 	select {
 	case <-c.done:
@@ -213,8 +223,8 @@ func (c *Conn) ping() {
 	default:
 	}
 	if c.lane != LaneKubeEdge {
-		if quiet := time.Duration(time.Now().UnixNano() - c.heard.Load()); quiet < c.opts.Heartbeat {
-			c.pinger.Load().Reset(c.opts.Heartbeat - quiet)
+		if quiet := time.Duration(time.Now().UnixNano() - c.heard.Load()); quiet < c.quietPing {
+			c.pinger.Load().Reset(c.quietPing - quiet)
 			return
 		}
 	}
@@ -227,7 +237,7 @@ func (c *Conn) ping() {
 		c.shutdown(fmt.Errorf("%w: heartbeat ping failed: %v", ErrClosed, err), websocket.CloseGoingAway, "")
 		return
 	}
-	c.pinger.Load().Reset(c.opts.Heartbeat)
+	c.pinger.Load().Reset(c.quietPing)
 }
 
 func (c *Conn) extendRead() {

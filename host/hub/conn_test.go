@@ -711,3 +711,41 @@ func TestALinkCarryingMessagesSendsNoPingsAndAQuietOneStillDoes(t *testing.T) {
 	default:
 	}
 }
+
+// TestOnAQuietKedgeLinkTheEdgePingsAndTheCloudOnlyAnswers proves a quiet link costs the cloud no
+// pings of its own: the accepting side waits one and a half heartbeats before it pings, so the edge,
+// which pings after one, is always first. The cloud's heartbeat here is a little shorter than the
+// edge's (both sides pinging after one heartbeat, the cloud would be first every time).
+func TestOnAQuietKedgeLinkTheEdgePingsAndTheCloudOnlyAnswers(t *testing.T) {
+	const edgeHB, cloudHB = 2 * time.Second, 1800 * time.Millisecond
+	edgeM, _ := NewMetrics(nil)
+	cloudM, _ := NewMetrics(nil)
+	edge, cloud, _ := pair(t, Options{Heartbeat: edgeHB, Metrics: edgeM}, Options{Heartbeat: cloudHB, Metrics: cloudM})
+	errs := make(chan error, 2)
+	for _, c := range []*Conn{edge, cloud} {
+		go func() {
+			for {
+				if _, err := c.Receive(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for edgeM.Stats().Pings < 4 {
+		select {
+		case err := <-errs:
+			t.Fatalf("quiet link failed: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge sent %d pings in 60 s, want one every heartbeat (%s)", edgeM.Stats().Pings, edgeHB)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// One is allowed for a stall of the edge's timer of half a heartbeat on a busy machine.
+	if n := cloudM.Stats().Pings; n > 1 {
+		t.Errorf("the cloud sent %d pings of its own while the edge pinged %d times, want none", n, edgeM.Stats().Pings)
+	}
+}

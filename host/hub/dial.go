@@ -198,7 +198,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if ws.Subprotocol() == Subprotocol {
 		lane = LaneKedge
 	}
-	return newConn(ws, out, lane, o.NodeID, o.ProjectID, certs, o.Options), nil
+	return newConn(ws, out, lane, false, o.NodeID, o.ProjectID, certs, o.Options), nil
 }
 
 // AcceptOptions tune Accept.
@@ -269,5 +269,5 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 	if ws.Subprotocol() == Subprotocol {
 		lane = LaneKedge
 	}
-	return newConn(ws, hj.conn, lane, node, project, r.TLS.PeerCertificates, o.Options), nil
+	return newConn(ws, hj.conn, lane, true, node, project, r.TLS.PeerCertificates, o.Options), nil
 }

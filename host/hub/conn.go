@@ -95,14 +95,14 @@ type Conn struct {
 	// after one, is always first and a quiet link costs the cloud one ping read and one pong written
 	// per heartbeat, not a ping of its own too (both sides' timers start together, at the handshake).
 	quietPing time.Duration
-	heard    atomic.Int64 // unix nanoseconds of the last frame from the peer (data, ping or pong)
-	done     chan struct{}
-	once     sync.Once
-	cause    error // why the connection closed; set before done is closed
-	header   [HeaderSize + 1]byte
-	lane     Lane
-	link     Link          // set for a transport other than the websocket (link.go), where ws, out and pinger are nil
-	in       chan received // what link delivered, for Receive
+	heard     atomic.Int64 // unix nanoseconds of the last frame from the peer (data, ping or pong)
+	done      chan struct{}
+	once      sync.Once
+	cause     error // why the connection closed; set before done is closed
+	header    [HeaderSize + 1]byte
+	lane      Lane
+	link      Link          // set for a transport other than the websocket (link.go), where ws, out and pinger are nil
+	in        chan received // what link delivered, for Receive
 }
 
 func newConn(ws *websocket.Conn, out *coalescingConn, lane Lane, accepted bool, node, project string, certs []*x509.Certificate, opts Options) *Conn {

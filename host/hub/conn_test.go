@@ -668,17 +668,7 @@ func TestALinkCarryingMessagesSendsNoPingsAndAQuietOneStillDoes(t *testing.T) {
 	cloudM, _ := NewMetrics(nil)
 	edge, cloud, _ := pair(t, Options{Heartbeat: hb, Metrics: edgeM}, Options{Heartbeat: hb, Metrics: cloudM})
 	pings := func() uint64 { return edgeM.Stats().Pings + cloudM.Stats().Pings }
-	errs := make(chan error, 2)
-	for _, c := range []*Conn{edge, cloud} {
-		go func() {
-			for {
-				if _, err := c.Receive(context.Background()); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
+	errs := receiveAll(edge, cloud)
 	// Both ways, every 100 ms, for 2.5 heartbeats: the old heartbeat pinged every interval on both
 	// sides (4 or more pings); at most one is allowed for a scheduling stall of a whole interval.
 	for end := time.Now().Add(5 * hb / 2); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -721,17 +711,7 @@ func TestOnAQuietKedgeLinkTheEdgePingsAndTheCloudOnlyAnswers(t *testing.T) {
 	edgeM, _ := NewMetrics(nil)
 	cloudM, _ := NewMetrics(nil)
 	edge, cloud, _ := pair(t, Options{Heartbeat: edgeHB, Metrics: edgeM}, Options{Heartbeat: cloudHB, Metrics: cloudM})
-	errs := make(chan error, 2)
-	for _, c := range []*Conn{edge, cloud} {
-		go func() {
-			for {
-				if _, err := c.Receive(context.Background()); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
+	errs := receiveAll(edge, cloud)
 	deadline := time.Now().Add(60 * time.Second)
 	for edgeM.Stats().Pings < 4 {
 		select {
@@ -748,4 +728,21 @@ func TestOnAQuietKedgeLinkTheEdgePingsAndTheCloudOnlyAnswers(t *testing.T) {
 	if n := cloudM.Stats().Pings; n > 1 {
 		t.Errorf("the cloud sent %d pings of its own while the edge pinged %d times, want none", n, edgeM.Stats().Pings)
 	}
+}
+
+// receiveAll reads and drops every message of each connection; the first error of each arrives on
+// the channel.
+func receiveAll(conns ...*Conn) <-chan error {
+	errs := make(chan error, len(conns))
+	for _, c := range conns {
+		go func() {
+			for {
+				if _, err := c.Receive(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	return errs
 }

@@ -55,10 +55,9 @@ type nodeState struct {
 	// tokens itself.
 	controller.Link
 	since        time.Time // of the last connect or disconnect
-	lastReport   time.Time
-	unknownSet   bool   // Ready=Unknown already written for the current disconnection
-	nodeSent     string // fingerprint of the Node object last sent to the node
-	statusRV     string // resourceVersion of the Node this cloudcore last wrote the status of
+	unknownSet   bool      // Ready=Unknown already written for the current disconnection
+	nodeSent     string    // fingerprint of the Node object last sent to the node
+	statusRV     string    // resourceVersion of the Node this cloudcore last wrote the status of
 	shown        shownReport
 	leaseRenewed time.Time // when this cloudcore renewed the node's Lease (or found it fresh)
 	renewing     bool      // a renewal of the node's Lease is in flight (renewLeases)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -214,7 +213,7 @@ func (m *Module) kubeEdgeNode(ctx context.Context, node string, in *corev1.Node)
 func (m *Module) noteReport(node string) {
 	st := m.nodeState(node)
 	m.mu.Lock()
-	st.lastReport, st.unknownSet = time.Now(), false
+	st.unknownSet = false
 	m.mu.Unlock()
 }
 

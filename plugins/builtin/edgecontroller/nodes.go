@@ -129,7 +129,6 @@ func (m *Module) reportNode(ctx context.Context, node string, rep NodeReport) er
 	st := m.nodeState(node)
 	now := time.Now()
 	m.mu.Lock()
-	st.lastReport = now
 	st.unknownSet = false
 	m.mu.Unlock()
 	apply := func(n *corev1.Node) {
